@@ -1,0 +1,75 @@
+# Driftline: `make help` lists every target.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# uv installs from its cache outside the repo (~/.cache/uv): a warm setup takes seconds.
+UV := $(VENV)/bin/uv
+EXTRAS ?= cpu,dev
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check "uv>=0.4"
+	$(UV) pip install --python $(PY) -c requirements/constraints.txt -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+.PHONY: help
+help: ## list every target
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: $(STAMP) ## create .venv and install Driftline with its test tools
+
+.PHONY: test
+test: $(STAMP) ## run the test suite (starts real Kafka, Redis, MLflow and the test rig on loopback)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint
+lint: $(STAMP) ## ruff (format check and lint) and import contracts between the floors
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+
+.PHONY: format
+format: $(STAMP) ## format the code with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+.PHONY: typecheck
+typecheck: $(STAMP) ## mypy (strict) over the source
+	$(VENV)/bin/mypy $(wildcard services operator/driftline/operator)
+
+.PHONY: manifests
+manifests: $(STAMP) ## regenerate the CRD and everything derived from the spec models
+	$(PY) -m driftline.api.manifests --out manifests --chart charts/driftline
+
+.PHONY: demo
+demo: $(STAMP) ## run the closed loop on this machine: drift detected, learned, promoted
+	$(VENV)/bin/driftline demo
+
+.PHONY: bench
+bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/results/
+	$(PY) -m benchmarks.run
+
+.PHONY: rig
+rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo
+	bash tests/rig/build.sh
+
+.PHONY: e2e
+e2e: ## opt-in: end-to-end on a kind cluster (needs Docker)
+	bash e2e/run.sh
+
+.PHONY: clean
+clean: ## remove the virtual environment and caches in the repo
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: lock
+lock: ## re-resolve requirements/constraints.txt from pyproject.toml
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q "uv>=0.4"; }
+	$(UV) pip compile pyproject.toml --extra cpu --extra dev --python-version 3.11 \
+	  --no-header --annotation-style line -o requirements/constraints.txt

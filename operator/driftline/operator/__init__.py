@@ -1,0 +1,3 @@
+"""The Kubernetes operator: kopf handlers that reconcile DynamicModel resources into
+running parts.
+"""

@@ -1,0 +1,578 @@
+"""The `DynamicModel` spec: what a user writes, read the same way by every part.
+
+These pydantic models are the single source of the contract. The CRD's
+openAPIV3Schema is generated from them (`make manifests`), so a rule written here
+once is enforced by the Kubernetes API server (schema and CEL, see `cel`), by the
+operator, and by `driftline up` on a laptop.
+
+Field names are camelCase in YAML (Kubernetes convention) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+# Kubernetes object names and Kafka topic names, kept to the safe intersection.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+TOPIC_NAME = r"^[a-zA-Z0-9._-]+$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
+
+
+def invalid(field: str, message: str) -> ValueError:
+    """A cross-field error that points at `field` (relative to the model raising it).
+
+    pydantic reports model-level errors at the model's own location; the `@field: `
+    prefix lets `driftline.api.resource` name the exact field in the message.
+    """
+    return ValueError(f"@{field}: {message}")
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
+    """A CEL validation rule for the generated CRD (`x-kubernetes-validations`).
+
+    The same rule is also checked in Python by a model validator next to it, so
+    every face of Driftline refuses the same specs with the same message.
+    """
+    entry: dict[str, Any] = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class SpecModel(BaseModel):
+    """Base of every spec model: camelCase aliases, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+# --- model -----------------------------------------------------------------------------
+
+
+class RegistrySpec(SpecModel):
+    tracking_uri: str = Field(
+        description="MLflow tracking URI, e.g. http://mlflow.ml:5000 (or sqlite:///... locally).",
+        min_length=1,
+    )
+    name: str = Field(
+        description="Registered model name in MLflow.",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9._-]+$",
+    )
+
+
+class LearnerSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.type != 'plugin' || has(self.entrypoint)",
+                    "learner.type 'plugin' needs learner.entrypoint ('package.module:function')",
+                ),
+                cel(
+                    "self.type == 'plugin' || !has(self.entrypoint)",
+                    "learner.entrypoint is only used with learner.type 'plugin'",
+                ),
+            ]
+        }
+    )
+
+    type: Literal["logistic", "mlp", "plugin"] = Field(
+        default="mlp", description="Built-in learner, or 'plugin' for a user entry point."
+    )
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [64, 32],
+        max_length=8,
+        description="Hidden layer widths of the MLP.",
+    )
+    entrypoint: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="'package.module:function' returning a torch module (plugin learners).",
+    )
+    learning_rate: float = Field(default=1e-2, gt=0, le=10, description="Optimizer step size.")
+
+    @model_validator(mode="after")
+    def _entrypoint_matches_type(self) -> LearnerSpec:
+        if self.type == "plugin" and self.entrypoint is None:
+            raise invalid(
+                "entrypoint",
+                "learner.type 'plugin' needs learner.entrypoint ('package.module:function')",
+            )
+        if self.type != "plugin" and self.entrypoint is not None:
+            raise invalid(
+                "entrypoint", "learner.entrypoint is only used with learner.type 'plugin'"
+            )
+        return self
+
+
+class ModelSpec(SpecModel):
+    registry: RegistrySpec
+    task: Literal["classification", "regression"] = Field(
+        default="classification", description="What the model predicts."
+    )
+    classes: int = Field(
+        default=2, ge=2, le=10_000, description="Number of classes (classification only)."
+    )
+    learner: LearnerSpec = Field(default_factory=LearnerSpec)
+
+
+# --- features --------------------------------------------------------------------------
+
+
+class FeatureSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.type == 'categorical' || (!has(self.hashBuckets) && "
+                    "!has(self.vocabulary))",
+                    "hashBuckets and vocabulary apply to categorical features only",
+                ),
+                cel(
+                    "!has(self.hashBuckets) || !has(self.vocabulary)",
+                    "give a categorical feature either hashBuckets or vocabulary, not both",
+                ),
+                cel(
+                    "!has(self.min) || !has(self.max) || self.min < self.max",
+                    "min must be below max",
+                ),
+            ]
+        }
+    )
+
+    name: str = Field(
+        pattern=FEATURE_NAME, max_length=128, description="Feature name, as sent by clients."
+    )
+    type: Literal["numeric", "categorical"] = Field(default="numeric")
+    hash_buckets: int | None = Field(
+        default=None,
+        ge=2,
+        le=1_000_000,
+        description="Categorical: hash values into this many buckets (unseen values welcome).",
+    )
+    vocabulary: list[Annotated[str, Field(max_length=256)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10_000,
+        description="Categorical: known values; others map to one out-of-vocabulary slot.",
+    )
+    min: float | None = Field(default=None, description="Numeric: lowest expected value.")
+    max: float | None = Field(default=None, description="Numeric: highest expected value.")
+
+    @model_validator(mode="after")
+    def _categorical_options(self) -> FeatureSpec:
+        if self.type == "numeric" and (self.hash_buckets is not None or self.vocabulary):
+            raise invalid(
+                "hashBuckets" if self.hash_buckets is not None else "vocabulary",
+                "hashBuckets and vocabulary apply to categorical features only; "
+                "set type: categorical or remove them",
+            )
+        if self.hash_buckets is not None and self.vocabulary is not None:
+            raise invalid(
+                "vocabulary",
+                "give a categorical feature either hashBuckets or vocabulary, not both",
+            )
+        if self.min is not None and self.max is not None and self.min >= self.max:
+            raise invalid("min", f"min ({self.min}) must be below max ({self.max})")
+        return self
+
+    @property
+    def width(self) -> int:
+        """Columns this feature takes in the model's input after encoding."""
+        if self.type == "numeric":
+            return 1
+        if self.vocabulary is not None:
+            return len(self.vocabulary) + 1  # one slot for values outside the vocabulary
+        return self.hash_buckets or DEFAULT_HASH_BUCKETS
+
+
+DEFAULT_HASH_BUCKETS = 32
+
+
+# --- connections -----------------------------------------------------------------------
+
+
+class TopicsSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[self.predictions, self.outcomes, self.labeled, self.control]"
+                    ".all(t, [self.predictions, self.outcomes, self.labeled, self.control]"
+                    ".filter(u, u == t).size() == 1)",
+                    "kafka.topics must name four different topics",
+                )
+            ]
+        }
+    )
+
+    predictions: str = Field(pattern=TOPIC_NAME, max_length=249)
+    outcomes: str = Field(pattern=TOPIC_NAME, max_length=249)
+    labeled: str = Field(pattern=TOPIC_NAME, max_length=249)
+    control: str = Field(
+        pattern=TOPIC_NAME, max_length=249, description="Drift and rollout events."
+    )
+    dead_letter: str | None = Field(
+        default=None,
+        pattern=TOPIC_NAME,
+        max_length=249,
+        description="Where bad messages go, with the reason in a header.",
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> TopicsSpec:
+        names = [self.predictions, self.outcomes, self.labeled, self.control]
+        if len(set(names)) != len(names):
+            raise ValueError("kafka.topics must name four different topics")
+        return self
+
+    @classmethod
+    def for_model(cls, name: str) -> TopicsSpec:
+        """The default topic set of a model: `<name>.predictions` and so on."""
+        return cls(
+            predictions=f"{name}.predictions",
+            outcomes=f"{name}.outcomes",
+            labeled=f"{name}.labeled",
+            control=f"{name}.control",
+            dead_letter=f"{name}.dead-letter",
+        )
+
+
+class KafkaSpec(SpecModel):
+    bootstrap_servers: str = Field(min_length=1, description="host:port[,host:port...]")
+    credentials_secret: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        description="Secret with SASL/TLS settings (keys: username, password, mechanism, ca.crt).",
+    )
+    topics: TopicsSpec | None = Field(
+        default=None, description="Topic names; default `<model name>.<kind>`."
+    )
+    partitions: int = Field(default=3, ge=1, le=1000, description="Partitions per created topic.")
+
+
+class RedisSpec(SpecModel):
+    url: str = Field(pattern=r"^rediss?://", description="redis://host:port/db")
+    credentials_secret: str | None = Field(
+        default=None, pattern=DNS_LABEL, description="Secret with key 'password' (and 'username')."
+    )
+
+
+# --- inference -------------------------------------------------------------------------
+
+
+class ReplicasSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.min <= self.max", "replicas.min must not exceed replicas.max")
+            ]
+        }
+    )
+
+    min: int = Field(default=1, ge=0, le=1000)
+    max: int = Field(default=4, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicasSpec:
+        if self.min > self.max:
+            raise invalid(
+                "min", f"replicas.min ({self.min}) must not exceed replicas.max ({self.max})"
+            )
+        return self
+
+
+class ResourcesSpec(SpecModel):
+    cpu: str = Field(default="1", pattern=QUANTITY, description="CPU request and limit.")
+    memory: str = Field(default="1Gi", pattern=QUANTITY, description="Memory request and limit.")
+    gpu: int = Field(default=0, ge=0, le=16, description="nvidia.com/gpu per pod.")
+
+
+class AutoscalingSpec(SpecModel):
+    metric: Literal["cpu", "gpu", "inflight", "rps"] = Field(default="cpu")
+    target: float = Field(
+        default=70,
+        gt=0,
+        description="Target per pod: percent for cpu/gpu, requests for inflight/rps.",
+    )
+
+
+class BatchingSpec(SpecModel):
+    enabled: bool = True
+    max_batch_size: int = Field(default=64, ge=1, le=8192)
+    max_delay_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=1000,
+        description="Longest a request waits for companions once the model is free.",
+    )
+    max_queue: int = Field(
+        default=2048, ge=1, description="Queued rows beyond which requests are shed (429)."
+    )
+
+
+class CacheSpec(SpecModel):
+    enabled: bool = False
+    ttl_seconds: int = Field(default=300, ge=1, le=7 * 86400)
+
+
+class TolerationSpec(SpecModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class NodePoolSpec(SpecModel):
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[TolerationSpec] = Field(default_factory=list)
+    karpenter: bool = Field(
+        default=False, description="Create a Karpenter NodePool for these pods (GPU pools)."
+    )
+
+
+class InferenceSpec(SpecModel):
+    replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    cache: CacheSpec = Field(default_factory=CacheSpec)
+    node_pool: NodePoolSpec = Field(default_factory=NodePoolSpec)
+    baseline: bool = Field(
+        default=True,
+        description="Also score the frozen bootstrap version off the critical path, "
+        "so live quality can be compared with a model that never learns.",
+    )
+
+
+# --- training --------------------------------------------------------------------------
+
+
+class ReplaySpec(SpecModel):
+    capacity: int = Field(default=50_000, ge=0, le=10_000_000)
+    fraction: float = Field(
+        default=0.5, ge=0, lt=1, description="Share of each batch drawn from the buffer."
+    )
+
+
+class EwcSpec(SpecModel):
+    lambda_: float = Field(
+        default=50.0, ge=0, alias="lambda", description="EWC penalty strength; 0 turns it off."
+    )
+
+
+class PublishSpec(SpecModel):
+    every_samples: int = Field(default=5000, ge=1)
+    every_seconds: float = Field(default=300, gt=0)
+
+
+class GateSpec(SpecModel):
+    holdout_fraction: float = Field(default=0.1, gt=0, le=0.5)
+    max_regression: float = Field(
+        default=0.01, ge=0, le=1, description="Allowed drop on the concept epoch's anchor set."
+    )
+
+
+class TrainingSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.mode != 'scheduled' || has(self.scheduleSeconds)",
+                    "training.mode 'scheduled' needs training.scheduleSeconds",
+                )
+            ]
+        }
+    )
+
+    mode: Literal["online", "scheduled", "off"] = "online"
+    batch_size: int = Field(default=256, ge=1, le=65_536)
+    replay: ReplaySpec = Field(default_factory=ReplaySpec)
+    ewc: EwcSpec = Field(default_factory=EwcSpec)
+    publish: PublishSpec = Field(default_factory=PublishSpec)
+    gate: GateSpec = Field(default_factory=GateSpec)
+    schedule_seconds: float | None = Field(
+        default=None, gt=0, description="Scheduled mode: full retrain period."
+    )
+
+    @model_validator(mode="after")
+    def _schedule(self) -> TrainingSpec:
+        if self.mode == "scheduled" and self.schedule_seconds is None:
+            raise invalid(
+                "scheduleSeconds", "training.mode 'scheduled' needs training.scheduleSeconds"
+            )
+        return self
+
+
+# --- drift -----------------------------------------------------------------------------
+
+
+DriftAction = Literal["alert", "retrain", "rollback"]
+
+
+def _default_on_drift() -> list[DriftAction]:
+    return ["alert", "retrain"]
+
+
+class DriftSpec(SpecModel):
+    detector: Literal["ks", "mmd-online", "cvm-online"] = Field(
+        default="ks",
+        description="Input detector: windowed KS (numeric) with Chi-squared for categorical "
+        "features, or an online detector.",
+    )
+    backend: Literal["alibi", "scipy"] = Field(
+        default="alibi",
+        description="alibi-detect (BSL 1.1 from 0.12) or the scipy backend (no alibi-detect).",
+    )
+    window: int = Field(default=1000, ge=10, le=1_000_000)
+    p_value: float = Field(default=0.01, gt=0, lt=0.5)
+    expected_run_time: int = Field(
+        default=2000, ge=10, description="Online detectors: mean samples between false alarms."
+    )
+    cooldown_seconds: float = Field(
+        default=300, ge=0, description="One shift makes one event: repeats wait this long."
+    )
+    on_drift: list[DriftAction] = Field(default_factory=_default_on_drift, max_length=3)
+
+
+class FeedbackSpec(SpecModel):
+    join_window_seconds: float = Field(default=86_400, gt=0, le=30 * 86_400)
+
+
+# --- rollout ---------------------------------------------------------------------------
+
+
+class ShadowSpec(SpecModel):
+    min_samples: int = Field(default=2000, ge=1)
+    max_disagreement: float = Field(default=0.05, ge=0, le=1)
+
+
+class CanarySpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.steps.isSorted() && self.steps[size(self.steps) - 1] == 100",
+                    "rollout.canary.steps must rise and end at 100, e.g. [5, 20, 50, 100]",
+                )
+            ]
+        }
+    )
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [5, 20, 50, 100],
+        min_length=1,
+        max_length=20,
+        description="Percent of traffic on the candidate at each step.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    step_seconds: float = Field(default=300, gt=0, description="How long each step is held.")
+
+    @model_validator(mode="after")
+    def _rising_to_100(self) -> CanarySpec:
+        rising = all(a < b for a, b in zip(self.steps, self.steps[1:], strict=False))
+        if not rising or self.steps[-1] != 100:
+            raise invalid(
+                "steps",
+                f"rollout.canary.steps {self.steps} must rise and end at 100, "
+                "e.g. [5, 20, 50, 100]",
+            )
+        return self
+
+
+class AnalysisSpec(SpecModel):
+    min_labeled: int = Field(default=500, ge=1, description="Fewer is inconclusive, never success.")
+    max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    max_p99_ms: float = Field(default=50, gt=0)
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    max_inconclusive_seconds: float = Field(
+        default=1800, gt=0, description="Inconclusive this long aborts the rollout."
+    )
+
+
+class RolloutSpec(SpecModel):
+    strategy: Literal["shadow-then-canary", "canary", "shadow", "manual"] = "shadow-then-canary"
+    sticky_key: str = Field(
+        default="entity_id", pattern=FEATURE_NAME, description="Consistent-hash key for canary."
+    )
+    shadow: ShadowSpec = Field(default_factory=ShadowSpec)
+    canary: CanarySpec = Field(default_factory=CanarySpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+
+# --- the whole spec --------------------------------------------------------------------
+
+
+class DynamicModelSpec(SpecModel):
+    model: ModelSpec
+    features: list[FeatureSpec] = Field(
+        min_length=1,
+        max_length=512,
+        description="The feature contract, shared by serving and training.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    kafka: KafkaSpec
+    redis: RedisSpec
+    inference: InferenceSpec = Field(default_factory=InferenceSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    drift: DriftSpec = Field(default_factory=DriftSpec)
+    feedback: FeedbackSpec = Field(default_factory=FeedbackSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> DynamicModelSpec:
+        seen: set[str] = set()
+        for feature in self.features:
+            if feature.name in seen:
+                raise invalid("features", f"{feature.name!r} is listed twice; names must be unique")
+            seen.add(feature.name)
+        if self.rollout.sticky_key in seen:
+            # The sticky key is a request attribute (entity id), not a model input.
+            raise invalid(
+                "rollout.stickyKey",
+                f"{self.rollout.sticky_key!r} is also a feature name; use the request's entity key",
+            )
+        return self
+
+    @property
+    def input_width(self) -> int:
+        return sum(f.width for f in self.features)
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata Driftline reads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(pattern=DNS_LABEL, max_length=63)
+    namespace: str = "default"
+    generation: int | None = None
+    uid: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+GROUP = "driftline.io"
+VERSION = "v1alpha1"
+KIND = "DynamicModel"
+PLURAL = "dynamicmodels"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def split_servers(servers: str) -> list[str]:
+    """`a:1, b:2` -> ['a:1', 'b:2']."""
+    return [s for s in re.split(r"\s*,\s*", servers.strip()) if s]

@@ -1,0 +1,242 @@
+"""Shared state in Redis: the layout every part reads and writes.
+
+    driftline:<ns>:<model>:routing                         routing table (JSON), see api.routing
+    driftline:<ns>:<model>:routing:updates                 pub/sub channel: a new table was written
+    driftline:<ns>:<model>:quality:<version>:<variant>:<b> live quality counters, bucket b
+    driftline:<ns>:<model>:agreement:<stable>:<cand>:<b>   shadow agreement counters
+    driftline:<ns>:<model>:serving:<version>:<variant>:<b> request/error/latency counters
+    driftline:<ns>:<model>:drift:last                      latest drift event (JSON)
+
+Windowed counters are hashes per time bucket (HINCRBYFLOAT), summed over the
+buckets of a window when read: exact counts, bounded memory (buckets expire), and
+many writers (inference pods, joiner replicas) add up without coordination.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from driftline.api.routing import RoutingTable, decode_table, encode_table
+
+BUCKET_SECONDS = 10
+RETENTION_SECONDS = 6 * 3600
+
+# Upper bounds (ms) of the serving latency histogram kept in Redis.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 50, 75, 100, 150, 250, 500, 1000, 2500, math.inf,
+)  # fmt: skip
+
+
+def model_prefix(namespace: str, name: str) -> str:
+    return f"driftline:{namespace}:{name}"
+
+
+class WindowedCounters:
+    """Float counters in Redis, bucketed by time, summed over a window on read."""
+
+    def __init__(
+        self,
+        key: str,
+        bucket_seconds: int = BUCKET_SECONDS,
+        retention_seconds: int = RETENTION_SECONDS,
+    ) -> None:
+        self.key = key
+        self.bucket_seconds = bucket_seconds
+        self.retention_seconds = retention_seconds
+
+    def _bucket(self, now: float) -> int:
+        return int(now // self.bucket_seconds)
+
+    def add(self, pipe: Any, fields: Mapping[str, float], now: float | None = None) -> None:
+        """Queue increments on a redis pipeline (the caller executes it, maybe in MULTI)."""
+        key = f"{self.key}:{self._bucket(time.time() if now is None else now)}"
+        for name, value in fields.items():
+            if value:
+                pipe.hincrbyfloat(key, name, value)
+        pipe.expire(key, self.retention_seconds)
+
+    def read(
+        self, client: Any, window_seconds: float, now: float | None = None
+    ) -> dict[str, float]:
+        """Sums of each field over the buckets that overlap the last `window_seconds`."""
+        now = time.time() if now is None else now
+        last = self._bucket(now)
+        first = self._bucket(now - window_seconds)
+        pipe = client.pipeline(transaction=False)
+        for bucket in range(first, last + 1):
+            pipe.hgetall(f"{self.key}:{bucket}")
+        totals: dict[str, float] = {}
+        for row in pipe.execute():
+            for name, value in row.items():
+                field = name.decode() if isinstance(name, bytes) else name
+                totals[field] = totals.get(field, 0.0) + float(value)
+        return totals
+
+
+# --- routing ---------------------------------------------------------------------------
+
+
+class RoutingStore:
+    """Reads and writes the routing table; writers publish a change notification."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        self.key = f"{model_prefix(namespace, name)}:routing"
+        self.channel = f"{self.key}:updates"
+
+    def read(self, client: Any) -> RoutingTable | None:
+        data = client.get(self.key)
+        return decode_table(data) if data else None
+
+    def write(self, client: Any, table: RoutingTable) -> None:
+        data = encode_table(table)
+        pipe = client.pipeline(transaction=True)
+        pipe.set(self.key, data)
+        pipe.publish(self.channel, data)
+        pipe.execute()
+
+
+# --- live quality (joiner writes, rollout reads) ---------------------------------------
+
+
+@dataclass(frozen=True)
+class QualityStats:
+    """Live quality of one model version in one variant over a window."""
+
+    count: int
+    correct: float = 0.0
+    abs_error: float = 0.0
+    sq_error: float = 0.0
+    log_loss: float = 0.0
+    log_loss_count: int = 0
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, float]) -> QualityStats:
+        return cls(
+            count=int(f.get("count", 0)),
+            correct=f.get("correct", 0.0),
+            abs_error=f.get("abs_error", 0.0),
+            sq_error=f.get("sq_error", 0.0),
+            log_loss=f.get("log_loss", 0.0),
+            log_loss_count=int(f.get("log_loss_count", 0)),
+        )
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.count if self.count else None
+
+    @property
+    def mae(self) -> float | None:
+        return self.abs_error / self.count if self.count else None
+
+    @property
+    def rmse(self) -> float | None:
+        return math.sqrt(self.sq_error / self.count) if self.count else None
+
+    @property
+    def mean_log_loss(self) -> float | None:
+        return self.log_loss / self.log_loss_count if self.log_loss_count else None
+
+
+def quality_fields(
+    task: str, output: float, label: float, scores: list[float] | None
+) -> dict[str, float]:
+    """The counter increments one scored prediction adds to its version's quality."""
+    fields: dict[str, float] = {"count": 1.0}
+    if task == "classification":
+        fields["correct"] = 1.0 if int(output) == int(label) else 0.0
+        if scores and 0 <= int(label) < len(scores):
+            p = min(max(scores[int(label)], 1e-15), 1.0)
+            fields["log_loss"] = -math.log(p)
+            fields["log_loss_count"] = 1.0
+    else:
+        err = output - label
+        fields["abs_error"] = abs(err)
+        fields["sq_error"] = err * err
+    return fields
+
+
+class QualityStore:
+    def __init__(self, namespace: str, name: str) -> None:
+        self.prefix = model_prefix(namespace, name)
+
+    def counters(self, version: str, variant: str) -> WindowedCounters:
+        return WindowedCounters(f"{self.prefix}:quality:{version}:{variant}")
+
+    def agreement(self, stable: str, candidate: str) -> WindowedCounters:
+        return WindowedCounters(f"{self.prefix}:agreement:{stable}:{candidate}")
+
+    def read(self, client: Any, version: str, variant: str, window_seconds: float) -> QualityStats:
+        return QualityStats.from_fields(
+            self.counters(version, variant).read(client, window_seconds)
+        )
+
+    def read_agreement(
+        self, client: Any, stable: str, candidate: str, window_seconds: float
+    ) -> tuple[int, int]:
+        """(requests compared, requests where both versions gave the same output)."""
+        f = self.agreement(stable, candidate).read(client, window_seconds)
+        return int(f.get("compared", 0)), int(f.get("agreed", 0))
+
+
+# --- serving stats (inference writes, rollout reads) -----------------------------------
+
+
+@dataclass(frozen=True)
+class ServingStats:
+    requests: int
+    errors: int
+    latency_counts: tuple[int, ...]  # per LATENCY_BUCKETS_MS bound, not cumulative
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, float]) -> ServingStats:
+        return cls(
+            requests=int(f.get("requests", 0)),
+            errors=int(f.get("errors", 0)),
+            latency_counts=tuple(int(f.get(f"le_{i}", 0)) for i in range(len(LATENCY_BUCKETS_MS))),
+        )
+
+    @property
+    def error_rate(self) -> float | None:
+        return self.errors / self.requests if self.requests else None
+
+    def quantile_ms(self, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile (conservative)."""
+        total = sum(self.latency_counts)
+        if not total:
+            return None
+        rank = q * total
+        seen = 0
+        for bound, n in zip(LATENCY_BUCKETS_MS, self.latency_counts, strict=True):
+            seen += n
+            if seen >= rank:
+                return bound
+        return math.inf
+
+
+def latency_bucket(ms: float) -> int:
+    """Index of the first bucket whose bound is >= ms."""
+    for i, bound in enumerate(LATENCY_BUCKETS_MS):
+        if ms <= bound:
+            return i
+    return len(LATENCY_BUCKETS_MS) - 1
+
+
+class ServingStore:
+    def __init__(self, namespace: str, name: str) -> None:
+        self.prefix = model_prefix(namespace, name)
+
+    def counters(self, version: str, variant: str) -> WindowedCounters:
+        return WindowedCounters(f"{self.prefix}:serving:{version}:{variant}")
+
+    def read(self, client: Any, version: str, variant: str, window_seconds: float) -> ServingStats:
+        return ServingStats.from_fields(
+            self.counters(version, variant).read(client, window_seconds)
+        )
+
+
+def drift_key(namespace: str, name: str) -> str:
+    return f"{model_prefix(namespace, name)}:drift:last"

@@ -1,0 +1,3 @@
+"""The local runtime and the `driftline` command: the same DynamicModel YAML on one
+machine, without Kubernetes.
+"""

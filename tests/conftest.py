@@ -1,0 +1,73 @@
+"""Real servers for the tests, one of each per test session, all on loopback.
+
+`kafka` is "a Kafka broker": Apache Kafka when the test rig is built, else the
+embedded Tansu broker (`DRIFTLINE_KAFKA=tansu|apache|auto` chooses). `redis_server`
+and `mlflow_server` are real redis-server and `mlflow server` processes. Every one
+is stopped at the end of the session, also when tests fail or are interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer, start_kafka
+
+os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLES = REPO / "manifests" / "samples"
+
+
+@pytest.fixture(scope="session")
+def infra_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("infra-logs")
+
+
+@pytest.fixture(scope="session")
+def kafka(infra_logs: Path) -> Iterator[KafkaBroker]:
+    broker = start_kafka(log_dir=infra_logs)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(infra_logs: Path) -> Iterator[RedisServer]:
+    with RedisServer(log_path=infra_logs / "redis.log") as server:
+        yield server
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer) -> Iterator[object]:
+    """A client on a clean database for each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(
+    tmp_path_factory: pytest.TempPathFactory, infra_logs: Path
+) -> Iterator[MlflowServer]:
+    with MlflowServer(
+        root=tmp_path_factory.mktemp("mlflow"), log_path=infra_logs / "mlflow.log"
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique name for topics, groups and registered models of one test."""
+    return f"t{uuid.uuid4().hex[:10]}"
