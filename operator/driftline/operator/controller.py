@@ -1,0 +1,168 @@
+"""The reconcile loop in plain Python: validate, build, apply, prune, observe.
+
+kopf's handlers (`handlers.py`) stay thin: they call this class and translate its
+outcomes into kopf's terms (status patches, `PermanentError`, `TemporaryError`,
+Events). All cluster I/O goes through `Cluster`, all Redis reads through
+`RedisBackends`; the manifests come from the pure builders.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from driftline.api import DynamicModel, parse_dynamic_model
+from driftline.api.routing import RoutingTable
+from driftline.api.status import DynamicModelStatus, RolloutStage, RolloutStatus
+from driftline.common.connections import RedisConnection
+from driftline.operator.backends import RedisBackends, Signals
+from driftline.operator.builders import BuildContext, Children, build_children
+from driftline.operator.builders.parts import active_parts
+from driftline.operator.cluster import Cluster
+from driftline.operator.settings import OperatorSettings
+from driftline.operator.status import Observation, compute_status
+
+log = logging.getLogger(__name__)
+
+STAGE_OF_MODE: dict[str, RolloutStage] = {"stable": "idle", "shadow": "shadow", "canary": "canary"}
+
+
+def model_from_body(body: Mapping[str, Any]) -> DynamicModel:
+    """The DynamicModel in a watch event, validated (raises `SpecError`).
+
+    Status is left out: it is ours to write, and a spec is judged on its own.
+    """
+    obj = {k: v for k, v in body.items() if k != "status"}
+    meta = dict(obj.get("metadata", {}))
+    obj["metadata"] = {
+        k: meta[k]
+        for k in ("name", "namespace", "uid", "generation", "labels", "annotations")
+        if k in meta
+    }
+    return parse_dynamic_model(obj)
+
+
+def rollout_from_routing(
+    table: RoutingTable | None,
+) -> tuple[RolloutStatus | None, dict[str, str | None]]:
+    """Status mirror of the routing table the parts serve by."""
+    if table is None:
+        return None, {}
+    stage = STAGE_OF_MODE[table.mode]
+    since = datetime.fromtimestamp(table.updated_at, tz=UTC) if table.updated_at else None
+    rollout = RolloutStatus(
+        stage=stage,
+        weight=table.weight if table.mode == "canary" else 0,
+        since=since,
+    )
+    versions = {"stable": table.stable, "candidate": table.candidate, "baseline": table.baseline}
+    return rollout, versions
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        cluster: Cluster,
+        backends: RedisBackends,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.cluster = cluster
+        self.backends = backends
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._redis: dict[tuple[str, str, str | None], tuple[float, RedisConnection]] = {}
+
+    # --- reconcile ------------------------------------------------------------------------
+
+    def children(self, model: DynamicModel) -> Children:
+        """Raises `MissingDependencyError` while a Secret the model names is absent."""
+        kafka_auth = self.cluster.kafka_auth(model)
+        ctx = BuildContext(model, self.settings, self.cluster.capabilities(), kafka_auth)
+        return build_children(ctx)
+
+    def apply(self, model: DynamicModel) -> tuple[int, list[str]]:
+        """Applies every child and prunes the ones no longer wanted: (applied, pruned)."""
+        children = self.children(model)
+        self.cluster.apply(children)
+        return len(children.all()), self.cluster.prune(model, children)
+
+    def finalize(self, namespace: str, name: str) -> list[str]:
+        return self.cluster.delete_cluster_children(namespace, name)
+
+    # --- observe --------------------------------------------------------------------------
+
+    def redis_connection(self, model: DynamicModel) -> RedisConnection:
+        spec = model.spec.redis
+        key = (model.metadata.namespace, spec.url, spec.credentials_secret)
+        with self._lock:
+            cached = self._redis.get(key)
+            if cached and self._clock() - cached[0] < self.settings.capabilities_ttl_seconds:
+                return cached[1]
+        username = password = None
+        if spec.credentials_secret is not None:
+            data = self.cluster.secret_data(model.metadata.namespace, spec.credentials_secret)
+            username, password = data.get("username") or None, data.get("password") or None
+        connection = RedisConnection(spec.url, username, password)
+        with self._lock:
+            self._redis[key] = (self._clock(), connection)
+        return connection
+
+    def signals(self, model: DynamicModel) -> Signals | None:
+        try:
+            connection = self.redis_connection(model)
+        except Exception as exc:  # a missing Secret is reported by reconcile, not here
+            log.debug("no Redis connection for %s: %s", model.name, exc)
+            return None
+        return self.backends.read(model, connection)
+
+    def observe(
+        self,
+        model: DynamicModel,
+        previous: DynamicModelStatus | None,
+        *,
+        signals: Signals | None = None,
+        rollout: RolloutStatus | None = None,
+        versions: dict[str, str | None] | None = None,
+    ) -> tuple[DynamicModelStatus, list[str]]:
+        """Status from the model's Deployments and (when given) its Redis signals,
+        and the parts whose Deployment is missing (deleted by hand: re-applied)."""
+        deployments = self.cluster.deployments(model.metadata.namespace, model.name)
+        expected = tuple(p.name for p in active_parts(model))
+        routed_rollout, routed_versions = rollout_from_routing(
+            signals.routing if signals is not None else None
+        )
+        obs = Observation(
+            generation=model.metadata.generation,
+            expected_parts=expected,
+            deployments=tuple(deployments),
+            rollout=rollout or routed_rollout,
+            versions=versions if versions is not None else routed_versions,
+            drift=signals.drift if signals is not None else None,
+        )
+        present = {d.part for d in deployments}
+        return compute_status(previous, obs, now()), [p for p in expected if p not in present]
+
+    def invalid_status(
+        self, previous: DynamicModelStatus | None, generation: int | None, problem: str
+    ) -> DynamicModelStatus:
+        return compute_status(previous, Observation(generation, invalid=problem), now())
+
+    def waiting_status(
+        self, model: DynamicModel, previous: DynamicModelStatus | None, waiting_for: str
+    ) -> DynamicModelStatus:
+        obs = Observation(
+            model.metadata.generation,
+            expected_parts=tuple(p.name for p in active_parts(model)),
+            waiting_for=waiting_for,
+        )
+        return compute_status(previous, obs, now())
+
+
+def now() -> datetime:
+    return datetime.now(tz=UTC).replace(microsecond=0)
