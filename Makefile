@@ -47,6 +47,7 @@ typecheck: $(STAMP) ## mypy (strict) over the source
 .PHONY: manifests
 manifests: $(STAMP) ## regenerate the CRD and everything derived from the spec models
 	$(PY) -m driftline.api.manifests --out manifests --chart charts/driftline
+	$(PY) -m driftline.operator.manifests --out manifests/operator
 
 .PHONY: demo
 demo: $(STAMP) ## run the closed loop on this machine: drift detected, learned, promoted

@@ -68,7 +68,7 @@ def kafka_auth_from_secret(secret: str, data: dict[str, str]) -> KafkaAuth:
         mechanism = data.get("mechanism") or DEFAULT_MECHANISM
         sasl = KEDA_SASL.get(mechanism.upper())
         if sasl is None:
-            raise ValueError(
+            raise MissingDependencyError(
                 f"Secret {secret}: mechanism {mechanism!r} is not one of {sorted(KEDA_SASL)}"
             )
         protocol = protocol or ("SASL_SSL" if has_ca else "SASL_PLAINTEXT")

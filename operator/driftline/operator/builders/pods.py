@@ -182,14 +182,13 @@ def scheduling(ctx: BuildContext, part: Part) -> dict[str, Any]:
             tolerations.append(dict(GPU_TOLERATION))
         if tolerations:
             out["tolerations"] = tolerations
-        selector = {"matchLabels": part_selector(ctx, part.name)}
         out["affinity"] = {
             "podAntiAffinity": {
                 "preferredDuringSchedulingIgnoredDuringExecution": [
                     {
                         "weight": 100,
                         "podAffinityTerm": {
-                            "labelSelector": selector,
+                            "labelSelector": {"matchLabels": part_selector(ctx, part.name)},
                             "topologyKey": "kubernetes.io/hostname",
                         },
                     }
@@ -201,7 +200,7 @@ def scheduling(ctx: BuildContext, part: Part) -> dict[str, Any]:
                 "maxSkew": 1,
                 "topologyKey": "topology.kubernetes.io/zone",
                 "whenUnsatisfiable": "ScheduleAnyway",
-                "labelSelector": selector,
+                "labelSelector": {"matchLabels": part_selector(ctx, part.name)},
             }
         ]
         return out

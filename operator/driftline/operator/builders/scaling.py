@@ -13,6 +13,7 @@ never takes that field back from the autoscaler.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from driftline.api.spec import split_servers
@@ -108,7 +109,7 @@ def _hpa(
             "minReplicas": max(1, low),
             "maxReplicas": high,
             "metrics": [metric],
-            "behavior": HPA_BEHAVIOR,
+            "behavior": copy.deepcopy(HPA_BEHAVIOR),
         },
     }
 
