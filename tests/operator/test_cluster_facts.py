@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from driftline.common.connections import KafkaConnection
 from driftline.operator.builders.context import child_name
 from driftline.operator.builders.nodepool import node_pool_name
-from driftline.operator.cluster import MissingDependencyError, kafka_auth_from_secret
+from driftline.operator.cluster import (
+    MissingDependencyError,
+    kafka_auth_from_secret,
+    kafka_security,
+)
 from driftline.operator.kinds import CHILD_KINDS, kind_of
 from driftline.operator.settings import OperatorSettings
 
@@ -58,3 +65,27 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.namespaces == ["ml", "fraud"]
     assert settings.image_for(gpu=True) == "driftline/inference-gpu:1.2.3"
     assert settings.karpenter_node_class.name == "gpu"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"username": "u", "password": "p"},
+        {"username": "u", "password": "p", "mechanism": "PLAIN", "ca.crt": "PEM"},
+        {"ca.crt": "PEM"},
+        {"username": "u", "password": "p", "security.protocol": "SASL_SSL"},
+    ],
+)
+def test_kafka_security_matches_the_parts_reading_of_the_same_secret(
+    data: dict[str, str], tmp_path: Path
+) -> None:
+    """The operator reads the Secret through the API; the parts read it as mounted files."""
+    for key, value in data.items():
+        (tmp_path / key).write_text(value)
+    parts = KafkaConnection.from_secrets("k:9092", tmp_path).security
+    ours = kafka_security("s", data)
+    if "ssl.ca.location" in parts:
+        assert ours.pop("ssl.ca.pem") == "PEM"
+        parts.pop("ssl.ca.location")
+    assert ours == parts

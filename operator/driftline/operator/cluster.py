@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.api import DynamicModel
+from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.builders import Capabilities, Children, KafkaAuth
 from driftline.operator.builders.context import (
     COMPONENT_LABEL,
@@ -59,21 +60,43 @@ class DeploymentState:
         return not self.current or self.updated < self.desired
 
 
-def kafka_auth_from_secret(secret: str, data: dict[str, str]) -> KafkaAuth:
-    """What the Secret's keys say about Kafka auth (the rules of driftline.common.connections)."""
+def kafka_security(secret: str, data: dict[str, str]) -> dict[str, str]:
+    """librdkafka security settings from the Secret's keys.
+
+    The rules of `driftline.common.connections.KafkaConnection.from_secrets`, which
+    reads the same keys as mounted files; the CA is passed as PEM text here.
+    """
+    security: dict[str, str] = {}
     has_ca = bool(data.get("ca.crt"))
     protocol = data.get("security.protocol")
-    sasl = None
     if data.get("username") and data.get("password"):
-        mechanism = data.get("mechanism") or DEFAULT_MECHANISM
-        sasl = KEDA_SASL.get(mechanism.upper())
-        if sasl is None:
+        mechanism = (data.get("mechanism") or DEFAULT_MECHANISM).upper()
+        if mechanism not in KEDA_SASL:
             raise MissingDependencyError(
                 f"Secret {secret}: mechanism {mechanism!r} is not one of {sorted(KEDA_SASL)}"
             )
+        security["sasl.username"] = data["username"]
+        security["sasl.password"] = data["password"]
+        security["sasl.mechanism"] = mechanism
         protocol = protocol or ("SASL_SSL" if has_ca else "SASL_PLAINTEXT")
-    protocol = protocol or ("SSL" if has_ca else None)
-    return KafkaAuth(secret=secret, sasl=sasl, tls=protocol in {"SSL", "SASL_SSL"}, has_ca=has_ca)
+    if has_ca:
+        security["ssl.ca.pem"] = data["ca.crt"]
+        protocol = protocol or "SSL"
+    if protocol:
+        security["security.protocol"] = protocol
+    return security
+
+
+def kafka_auth_from_secret(secret: str, data: dict[str, str]) -> KafkaAuth:
+    """What the Secret's keys say about Kafka auth, in the terms KEDA's scaler takes."""
+    security = kafka_security(secret, data)
+    mechanism = security.get("sasl.mechanism")
+    return KafkaAuth(
+        secret=secret,
+        sasl=KEDA_SASL[mechanism] if mechanism else None,
+        tls=security.get("security.protocol") in {"SSL", "SASL_SSL"},
+        has_ca="ssl.ca.pem" in security,
+    )
 
 
 def model_selector(name: str) -> str:
@@ -129,6 +152,21 @@ class Cluster:
         if kafka_secret is None:
             return None
         return kafka_auth_from_secret(kafka_secret, self.secret_data(namespace, kafka_secret))
+
+    def kafka_connection(self, model: DynamicModel) -> KafkaConnection:
+        servers = model.spec.kafka.bootstrap_servers
+        secret = model.spec.kafka.credentials_secret
+        if secret is None:
+            return KafkaConnection(servers)
+        data = self.secret_data(model.metadata.namespace, secret)
+        return KafkaConnection(servers, kafka_security(secret, data))
+
+    def redis_connection(self, model: DynamicModel) -> RedisConnection:
+        spec = model.spec.redis
+        if spec.credentials_secret is None:
+            return RedisConnection(spec.url)
+        data = self.secret_data(model.metadata.namespace, spec.credentials_secret)
+        return RedisConnection(spec.url, data.get("username") or None, data.get("password") or None)
 
     def deployments(self, namespace: str, name: str) -> list[DeploymentState]:
         path = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"}).collection(namespace)

@@ -18,13 +18,15 @@ from typing import Any
 from driftline.api import DynamicModel, parse_dynamic_model
 from driftline.api.routing import RoutingTable
 from driftline.api.status import DynamicModelStatus, RolloutStage, RolloutStatus
-from driftline.common.connections import RedisConnection
+from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.backends import RedisBackends, Signals
 from driftline.operator.builders import BuildContext, Children, build_children
 from driftline.operator.builders.parts import active_parts
-from driftline.operator.cluster import Cluster
+from driftline.operator.cluster import Cluster, MissingDependencyError
+from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
 from driftline.operator.status import Observation, compute_status
+from driftline.rollout import status_of
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,18 @@ class Controller:
         settings: OperatorSettings,
         cluster: Cluster,
         backends: RedisBackends,
+        rollouts: Rollouts,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.cluster = cluster
         self.backends = backends
+        self.rollouts = rollouts
         self._clock = clock
         self._lock = threading.Lock()
-        self._redis: dict[tuple[str, str, str | None], tuple[float, RedisConnection]] = {}
+        self._connections_cache: dict[
+            tuple[str, str, int | None], tuple[float, RedisConnection, KafkaConnection]
+        ] = {}
 
     # --- reconcile ------------------------------------------------------------------------
 
@@ -97,29 +103,54 @@ class Controller:
 
     # --- observe --------------------------------------------------------------------------
 
-    def redis_connection(self, model: DynamicModel) -> RedisConnection:
-        spec = model.spec.redis
-        key = (model.metadata.namespace, spec.url, spec.credentials_secret)
+    def _connections(self, model: DynamicModel) -> tuple[RedisConnection, KafkaConnection]:
+        """The model's Redis and Kafka endpoints with credentials (Secrets read once a TTL)."""
+        key = (model.metadata.namespace, model.name, model.metadata.generation)
         with self._lock:
-            cached = self._redis.get(key)
+            cached = self._connections_cache.get(key)
             if cached and self._clock() - cached[0] < self.settings.capabilities_ttl_seconds:
-                return cached[1]
-        username = password = None
-        if spec.credentials_secret is not None:
-            data = self.cluster.secret_data(model.metadata.namespace, spec.credentials_secret)
-            username, password = data.get("username") or None, data.get("password") or None
-        connection = RedisConnection(spec.url, username, password)
+                return cached[1], cached[2]
+        redis = self.cluster.redis_connection(model)
+        kafka = self.cluster.kafka_connection(model)
         with self._lock:
-            self._redis[key] = (self._clock(), connection)
-        return connection
+            self._connections_cache[key] = (self._clock(), redis, kafka)
+        return redis, kafka
+
+    def tick(
+        self, model: DynamicModel, previous: DynamicModelStatus | None
+    ) -> tuple[DynamicModelStatus, list[str]]:
+        """The timer's work: step the rollout, read drift, observe the parts."""
+        try:
+            redis, kafka = self._connections(model)
+        except MissingDependencyError as exc:  # reconcile reports it; status stays as it is
+            log.debug("%s: %s", model.name, exc)
+            return self.observe(model, previous)
+        state = self.rollouts.tick(model, redis, kafka)
+        signals = self.backends.read(model, redis)
+        if state is None:
+            return self.observe(model, previous, signals=signals)
+        versions = {
+            "stable": state.stable,
+            "candidate": state.candidate,
+            "baseline": state.baseline,
+        }
+        return self.observe(
+            model, previous, signals=signals, rollout=status_of(state), versions=versions
+        )
+
+    def forget(self, model: DynamicModel) -> None:
+        self.rollouts.forget(model)
+
+    def close(self) -> None:
+        self.rollouts.close()
+        self.backends.close()
 
     def signals(self, model: DynamicModel) -> Signals | None:
         try:
-            connection = self.redis_connection(model)
-        except Exception as exc:  # a missing Secret is reported by reconcile, not here
-            log.debug("no Redis connection for %s: %s", model.name, exc)
+            redis, _ = self._connections(model)
+        except MissingDependencyError:
             return None
-        return self.backends.read(model, connection)
+        return self.backends.read(model, redis)
 
     def observe(
         self,

@@ -12,7 +12,9 @@ explicit registry by `register`, with settings built once at the entry point.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +26,7 @@ from driftline.operator.backends import RedisBackends
 from driftline.operator.cluster import Cluster, MissingDependencyError
 from driftline.operator.controller import Controller, model_from_body
 from driftline.operator.kube import Kube, KubeError, load_credentials
+from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
 from driftline.operator.status import parse_status, to_patch
 
@@ -106,8 +109,7 @@ def dynamicmodel_tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -
     ready = previous.condition("Ready")
     if ready is not None and ready.reason == "DependencyMissing":
         return  # reconcile retries until the Secret exists, and reports it meanwhile
-    signals = controller.signals(model)
-    status, missing = controller.observe(model, previous, signals=signals)
+    status, missing = controller.tick(model, previous)
     if missing:
         log.info(
             "%s/%s: re-applying, Deployments missing: %s",
@@ -130,12 +132,22 @@ def dynamicmodel_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
         kopf.info(body, reason="Deleted", message=f"deleted {', '.join(deleted)}")
 
 
+def dynamicmodel_forget(body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Drops the model's rollout driver (best effort: no finalizer waits for it)."""
+    controller: Controller = memo.controller
+    with contextlib.suppress(SpecError):
+        controller.forget(model_from_body(body))
+
+
 def _uses_karpenter(spec: kopf.Spec, **_: Any) -> bool:
     return bool(spec.get("inference", {}).get("nodePool", {}).get("karpenter", False))
 
 
-def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> kopf.OperatorRegistry:
-    """Registers every handler on `registry`, bound to these settings."""
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> kopf.OperatorRegistry:
+    """Registers every handler on `registry`, bound to the operator's settings `config`."""
+    credentials = load_credentials(config.kubeconfig)
+    kube = Kube(credentials)
+    controller = Controller(config, Cluster(kube, config), RedisBackends(), Rollouts())
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
@@ -150,11 +162,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> kop
         settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
         # Watch DynamicModels only: no namespace or CRD scanning, so no RBAC for it.
         settings.scanning.disabled = True
-        memo.controller = _controller
-
-    credentials = load_credentials(settings.kubeconfig)
-    kube = Kube(credentials)
-    _controller = Controller(settings, Cluster(kube, settings), RedisBackends())
+        # The rollout's MLflow calls run inside a tick: fail fast, the next tick retries.
+        os.environ.setdefault(
+            "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(config.registry_timeout_seconds))
+        )
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(config.registry_retries))
+        memo.controller = controller
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -169,7 +182,7 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> kop
 
     @kopf.on.cleanup(registry=registry)
     def close(**_: Any) -> None:
-        _controller.backends.close()
+        controller.close()
         kube.close()
 
     for on_event in (kopf.on.create, kopf.on.update, kopf.on.resume):
@@ -177,11 +190,12 @@ def register(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> kop
     kopf.timer(
         *RESOURCE,
         id="tick",
-        interval=settings.tick_seconds,
-        initial_delay=settings.tick_seconds,
+        interval=config.tick_seconds,
+        initial_delay=config.tick_seconds,
         registry=registry,
     )(dynamicmodel_tick)
     kopf.on.delete(*RESOURCE, id="finalize", when=_uses_karpenter, registry=registry)(
         dynamicmodel_delete
     )
+    kopf.on.delete(*RESOURCE, id="forget", optional=True, registry=registry)(dynamicmodel_forget)
     return registry

@@ -106,6 +106,13 @@ class OperatorSettings(BaseSettings):
         "own counters in Redis.",
     )
 
+    registry_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="HTTP timeout of the rollout's MLflow calls."
+    )
+    registry_retries: int = Field(
+        default=1, ge=0, le=10, description="MLflow retries per call; the next tick retries."
+    )
+
     # --- timing ----------------------------------------------------------------------------
     tick_seconds: float = Field(
         default=10.0, gt=0, description="How often status is refreshed and the rollout stepped."
