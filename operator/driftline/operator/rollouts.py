@@ -27,6 +27,26 @@ log = logging.getLogger(__name__)
 REDIS_TIMEOUT_SECONDS = 2.0
 
 
+class LazyProducer:
+    """A Kafka producer made on the first event: most ticks of most models publish
+    nothing, and an idle producer per model would still hold broker connections."""
+
+    def __init__(self, connection: KafkaConnection) -> None:
+        self._connection = connection
+        self._producer: Any = None
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        if self._producer is None:
+            self._producer = make_producer(self._connection, **{"message.timeout.ms": 120_000})
+        self._producer.produce(topic, **kwargs)
+
+    def poll(self, timeout: float) -> int:
+        return int(self._producer.poll(timeout)) if self._producer is not None else 0
+
+    def flush(self, timeout: float) -> int:
+        return int(self._producer.flush(timeout)) if self._producer is not None else 0
+
+
 @dataclass
 class _Entry:
     generation: int | None
@@ -55,7 +75,7 @@ class Rollouts:
         registry = ModelRegistry(
             model.spec.model.registry.tracking_uri, model.spec.model.registry.name
         )
-        producer = make_producer(kafka, **{"message.timeout.ms": 120_000}) if kafka else None
+        producer = LazyProducer(kafka) if kafka is not None else None
         driver = RolloutDriver(model, client, registry, producer)
         with self._lock:
             self._drivers[key] = _Entry(model.metadata.generation, driver, client)
