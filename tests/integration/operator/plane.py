@@ -106,6 +106,19 @@ class ControlPlane:
             body.pop("stringData")
         self.kube.request("POST", f"/api/v1/namespaces/{ns}/secrets", body=body)
 
+    def gpu_pool(self) -> dict[str, Any]:
+        """Labels and taints of the rig's simulated GPU nodes (the pool a spec would name)."""
+        for node in self.kube.list("/api/v1/nodes"):
+            if "nvidia.com/gpu" in node.get("status", {}).get("capacity", {}):
+                labels = node["metadata"].get("labels", {})
+                pool = {k: v for k, v in labels.items() if "pool" in k or "accelerator" in k}
+                tolerations = [
+                    {"key": t["key"], "operator": "Exists", "effect": t["effect"]}
+                    for t in node["spec"].get("taints", [])
+                ]
+                return {"labels": pool, "tolerations": tolerations}
+        pytest.fail("the rig has no node with nvidia.com/gpu capacity")
+
     def stand_in_for_deployment_controller(self, ns: str, model: str) -> None:
         """Emulator only: mark the model's Deployments available, as the controller would."""
         if self.real:
@@ -122,6 +135,50 @@ class ControlPlane:
             }
             path = f"/apis/apps/v1/namespaces/{ns}/deployments/{d['metadata']['name']}/status"
             self.kube.merge_patch(path, {"status": status})
+
+    @contextlib.contextmanager
+    def optional_apis(self, *apis: tuple[str, str, str, str]) -> Iterator[None]:
+        """Serves (group, version, plural, kind) as if their CRDs were installed.
+
+        On the rig: CRDs that accept any spec (the tests check what the operator
+        writes, not what KEDA or Prometheus would do with it). On the emulator:
+        entries in its discovery table.
+        """
+        names = []
+        for group, version, plural, kind in apis:
+            if self.real:
+                crd = _stub_crd(group, version, plural, kind)
+                names.append(crd["metadata"]["name"])
+                self.kube.apply(
+                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{names[-1]}",
+                    crd,
+                    "driftline-tests",
+                )
+            else:
+                self.emulator.resources[f"{group}/{version}/{plural}"] = {
+                    "kind": kind,
+                    "namespaced": True,
+                    "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+                }
+        if self.real:
+            for group, version, plural, _ in apis:
+                wait_for(
+                    lambda g=group, v=version, p=plural: (
+                        self.kube.get(f"/apis/{g}/{v}/{p}") is not None
+                    ),
+                    30,
+                    f"{plural}.{group} to be served",
+                )
+        try:
+            yield
+        finally:
+            for group, version, plural, _ in apis:
+                if self.real:
+                    self.kube.delete(
+                        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.{group}"
+                    )
+                else:
+                    del self.emulator.resources[f"{group}/{version}/{plural}"]
 
     # --- the operator -------------------------------------------------------------------
 
@@ -164,6 +221,28 @@ class ControlPlane:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
+
+
+def _stub_crd(group: str, version: str, plural: str, kind: str) -> dict[str, Any]:
+    schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {
+            "group": group,
+            "names": {"plural": plural, "kind": kind},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": version,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
+        },
+    }
 
 
 def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
