@@ -27,11 +27,12 @@ from kopf.testing import KopfRunner
 
 from driftline.api.crd import dynamic_model_crd
 from driftline.operator.handlers import register
-from driftline.operator.kube import Kube, NotFoundError
-from driftline.operator.settings import OperatorSettings
+from driftline.operator.kube import Kube, KubeError
+from driftline.operator.settings import OperatorSettings, PartResources
 
 T = TypeVar("T")
 DM = "/apis/driftline.io/v1alpha1"
+SMALL = PartResources(cpu="50m", memory="64Mi", tmp="64Mi")
 
 
 @dataclass
@@ -57,12 +58,12 @@ class ControlPlane:
 
         def established() -> bool:
             got = self.kube.get(path) or {}
-            conditions = got.get("status", {}).get("conditions", [])
+            conditions = (got.get("status") or {}).get("conditions") or []
             return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
 
         wait_for(established, 30, "the CRD to be established")
         # Discovery of the new group can lag the Established condition.
-        wait_for(lambda: self.kube.get(f"{DM}/dynamicmodels") is not None, 30, "the CRD to serve")
+        wait_for(lambda: self.kube.list(f"{DM}/dynamicmodels") is not None, 60, "the CRD to serve")
 
     def namespace(self, name: str) -> str:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
@@ -190,6 +191,8 @@ class ControlPlane:
             "retry_seconds": 2.0,
             "capabilities_ttl_seconds": 0.0,
             "image_pull_policy": "Never",
+            # Many models share the rig's few simulated nodes.
+            **{f"{part}_resources": SMALL for part in ("joiner", "trainer", "drift")},
         }
         return OperatorSettings(**{**values, **overrides})
 
@@ -210,6 +213,10 @@ class ControlPlane:
             "DRIFTLINE_OPERATOR_NAMESPACES": ns,
             "DRIFTLINE_OPERATOR_TICK_SECONDS": "1",
             "DRIFTLINE_OPERATOR_CAPABILITIES_TTL_SECONDS": "0",
+            **{
+                f"DRIFTLINE_OPERATOR_{part.upper()}_RESOURCES": SMALL.model_dump_json()
+                for part in ("joiner", "trainer", "drift")
+            },
         }
         with log.open("ab") as out:
             process = subprocess.Popen(
@@ -252,8 +259,8 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
     while time.monotonic() < deadline:
         try:
             last = check()
-        except NotFoundError:
-            last = None
+        except KubeError as exc:  # not there yet, or the server is still settling
+            last = exc
         if last:
             return last
         time.sleep(interval)

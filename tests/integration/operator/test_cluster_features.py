@@ -45,7 +45,7 @@ def test_the_api_server_refuses_invalid_specs(
             params={"fieldValidation": "Strict"},
             body=manifest,
         )
-    assert refused.value.status == 422
+    assert refused.value.status in (400, 422)  # 400: strict decoding of an unknown field
     assert says in refused.value.message
 
 
