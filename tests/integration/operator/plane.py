@@ -178,8 +178,10 @@ class ControlPlane:
                     self.kube.delete(
                         f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{plural}.{group}"
                     )
-                else:
+                else:  # as deleting a CRD deletes its objects (discovery lists their kinds)
                     del self.emulator.resources[f"{group}/{version}/{plural}"]
+                    for key in [k for k in self.emulator.objects if k[0].plural == plural]:
+                        del self.emulator.objects[key]
 
     # --- the operator -------------------------------------------------------------------
 
