@@ -47,6 +47,7 @@ def test_every_builder_has_a_golden_file() -> None:
     assert kinds == {
         "serviceaccount",
         "configmap",
+        "persistentvolumeclaim",
         "networkpolicy",
         "service",
         "deployment",

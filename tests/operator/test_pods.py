@@ -154,3 +154,20 @@ def test_no_object_is_shared_between_manifests(name: str) -> None:
                     f"shared between {seen[id(node)]} and {manifest['kind']}"
                 )
                 seen[id(node)] = manifest["kind"]
+
+
+def test_the_trainer_checkpoints_on_a_claim_that_is_never_pruned() -> None:
+    from driftline.operator.kinds import kind_of
+
+    children = build_children(SCENARIOS["minimal"]).namespaced
+    claim = next(m for m in children if m["kind"] == "PersistentVolumeClaim")
+    assert kind_of(claim).prune is False  # `training.mode: off` keeps the checkpoint
+    pod = deployments("minimal")["trainer"]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    claim_name = claim["metadata"]["name"]
+    assert volumes["checkpoints"] == {
+        "name": "checkpoints",
+        "persistentVolumeClaim": {"claimName": claim_name},
+    }
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["DRIFTLINE_TRAINER_CHECKPOINT_DIR"] == "/var/lib/driftline/trainer"

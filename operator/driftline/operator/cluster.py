@@ -204,6 +204,8 @@ class Cluster:
         wanted = {(m["kind"], m["metadata"]["name"]) for m in children.all()}
         deleted = []
         for kind in self._kinds_served():
+            if not kind.prune:
+                continue
             selector = model_selector(name)
             if not kind.namespaced:
                 selector += f",{NAMESPACE_LABEL}={namespace}"

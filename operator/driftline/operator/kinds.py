@@ -17,6 +17,7 @@ class Kind:
     plural: str
     namespaced: bool = True
     capability: str | None = None  # the `Capabilities` flag that says the API exists
+    prune: bool = True  # deleted when the spec no longer asks for it
 
     @property
     def group(self) -> str:
@@ -35,6 +36,8 @@ class Kind:
 CHILD_KINDS: tuple[Kind, ...] = (
     Kind("v1", "ServiceAccount", "serviceaccounts"),
     Kind("v1", "ConfigMap", "configmaps"),
+    # The trainer's checkpoint outlives `training.mode: off`; it goes with the model.
+    Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims", prune=False),
     Kind("v1", "Service", "services"),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Kind("apps/v1", "Deployment", "deployments"),

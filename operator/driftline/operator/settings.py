@@ -9,7 +9,7 @@ subclass `PartSettings`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -71,6 +71,17 @@ class OperatorSettings(BaseSettings):
     trainer_resources: PartResources = PartResources(cpu="1", memory="2Gi", tmp="4Gi")
     drift_resources: PartResources = PartResources(cpu="500m", memory="1Gi")
     inference_tmp: str = Field(default="1Gi", pattern=QUANTITY)
+    trainer_checkpoints: Literal["persistent", "ephemeral"] = Field(
+        default="persistent",
+        description="persistent: a PersistentVolumeClaim keeps the trainer's checkpoint "
+        "across pod restarts and moves; ephemeral: an emptyDir (lost with the pod).",
+    )
+    trainer_checkpoint_size: str = Field(default="10Gi", pattern=QUANTITY)
+    trainer_storage_class: str | None = Field(
+        default=None,
+        description="StorageClass of the checkpoint claim; unset: the cluster default; "
+        "empty: a statically provisioned volume without a class.",
+    )
     artifact_store_ports: list[int] = Field(
         default_factory=lambda: [443],
         description="Egress ports of the MLflow artifact store (object storage over HTTPS), "

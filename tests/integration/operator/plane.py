@@ -193,6 +193,8 @@ class ControlPlane:
             "retry_seconds": 2.0,
             "capabilities_ttl_seconds": 0.0,
             "image_pull_policy": "Never",
+            # No volume provisioner on the rig; one scenario binds a claim on purpose.
+            "trainer_checkpoints": "ephemeral",
             # Many models share the rig's few simulated nodes.
             **{f"{part}_resources": SMALL for part in ("joiner", "trainer", "drift")},
         }
@@ -215,6 +217,7 @@ class ControlPlane:
             "DRIFTLINE_OPERATOR_NAMESPACES": ns,
             "DRIFTLINE_OPERATOR_TICK_SECONDS": "1",
             "DRIFTLINE_OPERATOR_CAPABILITIES_TTL_SECONDS": "0",
+            "DRIFTLINE_OPERATOR_TRAINER_CHECKPOINTS": "ephemeral",
             **{
                 f"DRIFTLINE_OPERATOR_{part.upper()}_RESOURCES": SMALL.model_dump_json()
                 for part in ("joiner", "trainer", "drift")

@@ -116,3 +116,37 @@ def test_optional_apis_are_found_and_used(control_plane: ControlPlane, ns: str) 
     triggers = [t for s in scaled for t in s["spec"]["triggers"]]
     assert {t["metadata"]["sasl"] for t in triggers} == {"plaintext"}
     assert all(t["authenticationRef"]["name"] == "churn-kafka" for t in triggers)
+
+
+def test_the_trainer_keeps_its_checkpoint_on_a_bound_claim(
+    control_plane: ControlPlane, ns: str
+) -> None:
+    control_plane.require_real("volume binding by the controller-manager and the scheduler")
+    volume = f"{ns}-checkpoints"
+    control_plane.kube.request(
+        "POST",
+        "/api/v1/persistentvolumes",
+        body={
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": "",
+                "hostPath": {"path": f"/var/lib/driftline-tests/{volume}"},
+            },
+        },
+    )
+    try:
+        control_plane.create_model(model_manifest("churn", ns))
+        with control_plane.operator(ns, trainer_checkpoints="persistent", trainer_storage_class=""):
+            wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+        claim = control_plane.kube.get(
+            f"/api/v1/namespaces/{ns}/persistentvolumeclaims/churn-trainer-checkpoints"
+        )
+        assert claim is not None and claim["status"]["phase"] == "Bound"
+        assert claim["spec"]["volumeName"] == volume
+    finally:
+        control_plane.kube.delete(f"/api/v1/persistentvolumes/{volume}")

@@ -21,6 +21,7 @@ from driftline.operator.builders.scaling import (
     trigger_authentication,
 )
 from driftline.operator.builders.workloads import (
+    checkpoint_claim,
     config_map,
     deployment,
     service,
@@ -47,6 +48,7 @@ def build_children(ctx: BuildContext) -> Children:
     # Identities, config and the network fence first: a pod never starts without them.
     out += [service_account(ctx, p) for p in parts]
     out.append(config_map(ctx))
+    out.append(checkpoint_claim(ctx))
     out.append(default_deny(ctx))
     out += [part_policy(ctx, p) for p in parts]
     out += [service(ctx, p) for p in parts]

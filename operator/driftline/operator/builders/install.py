@@ -45,16 +45,20 @@ def namespaced_rules() -> list[dict[str, Any]]:
         _rule("", ["events"], ["create"]),
         _rule(SECRET.group, [SECRET.plural], ["get"]),
     ]
-    by_group: dict[str, list[str]] = defaultdict(list)
+    by_access: dict[tuple[str, bool], list[str]] = defaultdict(list)
     for kind in CHILD_KINDS:
         if kind.namespaced:
-            by_group[kind.group].append(kind.plural)
-    rules += [_rule(group, plurals, CHILD_VERBS) for group, plurals in by_group.items()]
+            by_access[(kind.group, kind.prune)].append(kind.plural)
+    rules += [_rule(group, plurals, _verbs(prune)) for (group, prune), plurals in by_access.items()]
     return rules
 
 
+def _verbs(prune: bool) -> list[str]:
+    return CHILD_VERBS if prune else [v for v in CHILD_VERBS if v != "delete"]
+
+
 def cluster_rules() -> list[dict[str, Any]]:
-    return [_rule(k.group, [k.plural], CHILD_VERBS) for k in CHILD_KINDS if not k.namespaced]
+    return [_rule(k.group, [k.plural], _verbs(k.prune)) for k in CHILD_KINDS if not k.namespaced]
 
 
 def _meta(name: str, namespace: str | None = None, **extra: Any) -> dict[str, Any]:

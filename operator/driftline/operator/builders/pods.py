@@ -18,12 +18,13 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
-from driftline.operator.builders.parts import INFERENCE, Part
+from driftline.operator.builders.parts import INFERENCE, TRAINER, Part
 from driftline.operator.settings import PartResources
 
 CONFIG_DIR = "/etc/driftline"
 MODEL_FILE_NAME = "model.yaml"
 SECRETS_DIR = "/var/run/secrets/driftline"
+CHECKPOINT_DIR = "/var/lib/driftline/trainer"
 RUN_AS = 10001
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -35,6 +36,10 @@ GRACE_SECONDS = {"inference": 30, "joiner": 30, "trainer": 90, "drift": 30}
 
 def config_map_name(ctx: BuildContext) -> str:
     return child_name(ctx.name, "config")
+
+
+def checkpoint_claim_name(ctx: BuildContext) -> str:
+    return child_name(ctx.name, "trainer-checkpoints")
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -69,6 +74,8 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
     }
     if part is INFERENCE:
         values[f"{prefix}PORT"] = str(ctx.settings.inference_port)
+    if part is TRAINER:
+        values[f"{prefix}CHECKPOINT_DIR"] = CHECKPOINT_DIR
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
     # Which pod wrote a metric or a log line (and the Kafka client id).
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
@@ -102,6 +109,14 @@ def _volumes(ctx: BuildContext, part: Part) -> tuple[list[dict[str, Any]], list[
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    if part is TRAINER:
+        checkpoints: dict[str, Any] = (
+            {"persistentVolumeClaim": {"claimName": checkpoint_claim_name(ctx)}}
+            if ctx.settings.trainer_checkpoints == "persistent"
+            else {"emptyDir": {"sizeLimit": ctx.settings.trainer_checkpoint_size}}
+        )
+        volumes.append({"name": "checkpoints", **checkpoints})
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_DIR})
     secrets = {
         "kafka": ctx.model.spec.kafka.credentials_secret,
         "redis": ctx.model.spec.redis.credentials_secret,

@@ -15,8 +15,13 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
-from driftline.operator.builders.parts import INFERENCE, Part
-from driftline.operator.builders.pods import MODEL_FILE_NAME, config_map_name, pod_template
+from driftline.operator.builders.parts import INFERENCE, TRAINER, Part, active_parts
+from driftline.operator.builders.pods import (
+    MODEL_FILE_NAME,
+    checkpoint_claim_name,
+    config_map_name,
+    pod_template,
+)
 from driftline.operator.builders.scaling import fixed_replicas
 
 
@@ -52,6 +57,24 @@ def service_account(ctx: BuildContext, part: Part) -> dict[str, Any]:
         "kind": "ServiceAccount",
         "metadata": metadata(ctx, child_name(ctx.name, part.name), part_labels(ctx, part.name)),
         "automountServiceAccountToken": False,
+    }
+
+
+def checkpoint_claim(ctx: BuildContext) -> dict[str, Any] | None:
+    """The trainer's checkpoint volume: its state survives a restart or a move."""
+    if TRAINER not in active_parts(ctx.model) or ctx.settings.trainer_checkpoints != "persistent":
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],  # one trainer at a time (Recreate)
+        "resources": {"requests": {"storage": ctx.settings.trainer_checkpoint_size}},
+    }
+    if ctx.settings.trainer_storage_class is not None:
+        spec["storageClassName"] = ctx.settings.trainer_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(ctx, checkpoint_claim_name(ctx), part_labels(ctx, TRAINER.name)),
+        "spec": spec,
     }
 
 
