@@ -2,33 +2,34 @@
 
 Settings come from `DRIFTLINE_OPERATOR_...` (see `settings.py`). One replica runs
 at a time (the Deployment uses the Recreate strategy), so kopf runs standalone,
-without peering objects.
+without peering objects. kopf stops on SIGTERM: handlers in flight finish, then it
+exits.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 
 import kopf
 
 from driftline.common.logs import configure_logging
+from driftline.common.metrics import serve_metrics
+from driftline.operator.builders.install import LIVENESS_PORT
 from driftline.operator.handlers import register
 from driftline.operator.settings import OperatorSettings
-
-LIVENESS = "http://0.0.0.0:8081/healthz"
 
 
 def main() -> int:
     settings = OperatorSettings()
-    configure_logging("operator", logging.getLevelName(logging.INFO))
+    configure_logging("operator", settings.log_level)
+    serve_metrics(settings.operator_metrics_port)  # ours and the rollout driver's
     registry = register(kopf.OperatorRegistry(), settings)
     kopf.run(
         registry=registry,
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
-        liveness_endpoint=LIVENESS,
+        liveness_endpoint=f"http://0.0.0.0:{LIVENESS_PORT}/healthz",
     )
     return 0
 

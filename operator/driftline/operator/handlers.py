@@ -22,6 +22,7 @@ import kopf
 
 from driftline.api import GROUP, PLURAL, VERSION, SpecError
 from driftline.api.status import DynamicModelStatus
+from driftline.operator import metrics
 from driftline.operator.backends import RedisBackends
 from driftline.operator.cluster import Cluster, MissingDependencyError
 from driftline.operator.controller import Controller, model_from_body
@@ -75,18 +76,23 @@ def dynamicmodel_reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: A
     try:
         model = model_from_body(body)
     except SpecError as exc:
+        metrics.reconciles_total.labels("invalid").inc()
         _write_status(
             body, patch, previous, controller.invalid_status(previous, _generation(body), str(exc))
         )
         raise kopf.PermanentError(f"fix the spec: {exc}") from exc
     try:
-        applied, pruned = controller.apply(model)
+        with metrics.reconcile_seconds.time():
+            applied, pruned = controller.apply(model)
     except MissingDependencyError as exc:
+        metrics.reconciles_total.labels("waiting").inc()
         _write_status(body, patch, previous, controller.waiting_status(model, previous, str(exc)))
         raise kopf.TemporaryError(str(exc), delay=controller.settings.retry_seconds) from exc
     except KubeError as exc:
+        metrics.reconciles_total.labels("failed").inc()
         kopf.warn(body, reason="ApplyFailed", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=controller.settings.retry_seconds) from exc
+    metrics.reconciles_total.labels("applied").inc()
     status, _missing = controller.observe(model, previous, signals=controller.signals(model))
     _write_status(body, patch, previous, status)
     message = f"applied {applied} objects" + (f", deleted {', '.join(pruned)}" if pruned else "")
@@ -110,6 +116,7 @@ def dynamicmodel_tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -
     if ready is not None and ready.reason == "DependencyMissing":
         return  # reconcile retries until the Secret exists, and reports it meanwhile
     status, missing = controller.tick(model, previous)
+    metrics.ticks_total.labels("missing_parts" if missing else "ok").inc()
     if missing:
         log.info(
             "%s/%s: re-applying, Deployments missing: %s",

@@ -52,6 +52,10 @@ class OperatorSettings(BaseSettings):
     namespaces: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Namespaces to watch; empty: all namespaces."
     )
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    operator_metrics_port: int = Field(
+        default=9100, ge=0, le=65535, description="The operator's own /metrics; 0 turns it off."
+    )
     field_manager: str = Field(
         default="driftline-operator",
         description="Server-side apply field manager: the fields this operator owns.",
@@ -111,11 +115,6 @@ class OperatorSettings(BaseSettings):
 
     # --- optional integrations -------------------------------------------------------------
     karpenter_node_class: KarpenterNodeClass = KarpenterNodeClass()
-    prometheus_url: str | None = Field(
-        default=None,
-        description="Prometheus HTTP API for the rollout analysis; unset: read the parts' "
-        "own counters in Redis.",
-    )
 
     registry_timeout_seconds: float = Field(
         default=5.0, gt=0, description="HTTP timeout of the rollout's MLflow calls."

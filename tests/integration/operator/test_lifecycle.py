@@ -213,6 +213,7 @@ def test_delete_collects_every_child(control_plane: ControlPlane, ns: str) -> No
     )
 
 
+@pytest.mark.chaos
 def test_killed_mid_reconcile_converges_to_one_of_each(
     control_plane: ControlPlane, ns: str, logs: Any
 ) -> None:

@@ -168,7 +168,10 @@ def deployment(settings: OperatorSettings, namespace: str, watch: list[str]) -> 
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "driftline.operator"],
         "env": env,
-        "ports": [{"name": "health", "containerPort": LIVENESS_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "health", "containerPort": LIVENESS_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": settings.operator_metrics_port, "protocol": "TCP"},
+        ],
         "livenessProbe": {
             "httpGet": {"path": "/healthz", "port": "health"},
             "initialDelaySeconds": 10,
