@@ -12,7 +12,8 @@ from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, Unproces
 
 from driftline.common.infra.kube import ControlPlane
 from driftline.common.infra.kube_files import GPU_RESOURCE, POOL_LABEL
-from tests.integration.rig.conftest import eventually, install_crd
+from driftline.common.infra.rig import RigLayout
+from tests.integration.rig.kube_helpers import eventually, install_crd
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig]
 
@@ -283,8 +284,8 @@ def test_deleting_an_owner_garbage_collects_its_children(
 
 
 @pytest.mark.slow
-def test_stop_leaves_nothing_running(tmp_path: Any) -> None:
-    plane = ControlPlane(node_pools=(), log_dir=tmp_path)
+def test_stop_leaves_nothing_running(rig: RigLayout, tmp_path: Path) -> None:
+    plane = ControlPlane(node_pools=(), log_dir=tmp_path, layout=rig)
     with plane:
         pids = [p.pid for p in plane._processes]
         assert len(pids) == 5 and all(pids)
