@@ -19,6 +19,7 @@ import pytest
 
 from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer, start_kafka
 from driftline.common.infra import kube as kube_infra
+from driftline.common.infra.rig import RigLayout, rig_layout
 
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -77,18 +78,25 @@ def unique() -> str:
 
 
 @pytest.fixture(scope="session")
-def kube(infra_logs: Path) -> Iterator[kube_infra.ControlPlane]:
-    """The test rig's control plane: etcd, kube-apiserver, controller-manager,
-    scheduler and kwok nodes (pools `cpu` and `gpu`). One per session.
+def rig() -> RigLayout:
+    """The built test rig (real Kubernetes control plane, Apache Kafka).
 
     A missing rig fails the tests that need it (`make test` builds it first);
     `DRIFTLINE_RIG=off` skips them instead, and says so in the summary.
     """
     if os.environ.get("DRIFTLINE_RIG", "").lower() == "off":
-        pytest.skip("DRIFTLINE_RIG=off: the Kubernetes control plane is not started")
-    if not kube_infra.available():
+        pytest.skip("DRIFTLINE_RIG=off: the test rig is not used")
+    layout = rig_layout()
+    if layout is None or not (layout.kubernetes_built and layout.kafka_built):
         pytest.fail("the test rig is not built: run `make rig` (`make test` builds it first)")
-    with kube_infra.ControlPlane(log_dir=infra_logs / "kube") as plane:
+    return layout
+
+
+@pytest.fixture(scope="session")
+def kube(rig: RigLayout, infra_logs: Path) -> Iterator[kube_infra.ControlPlane]:
+    """The test rig's control plane: etcd, kube-apiserver, controller-manager,
+    scheduler and kwok nodes (pools `cpu` and `gpu`). One per session."""
+    with kube_infra.ControlPlane(log_dir=infra_logs / "kube", layout=rig) as plane:
         yield plane
 
 

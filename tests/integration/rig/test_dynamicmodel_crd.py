@@ -13,7 +13,7 @@ import yaml
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import UnprocessibleEntityError
 
-from tests.integration.rig.conftest import install_crd
+from tests.integration.rig.kube_helpers import install_crd
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig]
 

@@ -3,6 +3,7 @@ schedules, rolls out and collects garbage the way production clusters do."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,8 @@ from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, Unproces
 
 from driftline.common.infra.kube import ControlPlane
 from driftline.common.infra.kube_files import GPU_RESOURCE, POOL_LABEL
-from tests.integration.rig.conftest import eventually, install_crd
+from driftline.common.infra.rig import RigLayout
+from tests.integration.rig.kube_helpers import eventually, install_crd
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig]
 
@@ -279,3 +281,22 @@ def test_deleting_an_owner_garbage_collects_its_children(
     )
     with pytest.raises(NotFoundError):
         configmaps.get(name="child-0", namespace=kube_namespace)
+
+
+@pytest.mark.slow
+def test_stop_leaves_nothing_running(rig: RigLayout, tmp_path: Path) -> None:
+    plane = ControlPlane(node_pools=(), log_dir=tmp_path, layout=rig)
+    with plane:
+        pids = [p.pid for p in plane._processes]
+        assert len(pids) == 5 and all(pids)
+        root = plane.root
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid), pid
+    assert not root.exists()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
