@@ -1,6 +1,6 @@
-"""What the operator reads from a model's Redis: the routing table and the latest drift.
+"""What the operator reads from a model's Redis besides the rollout: the latest drift.
 
-The parts keep their shared state in the user's Redis (`driftline.common.state`);
+The drift monitor keeps its latest event in the user's Redis (`driftline.common.state`);
 the operator mirrors it into `status` on each tick. A Redis that cannot be reached
 makes the mirror stale, never the operator fail: the next tick tries again, after
 a backoff so an unreachable endpoint does not slow every tick down.
@@ -12,27 +12,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from driftline.api import DynamicModel
 from driftline.api.events import DriftEvent, EventError, decode
-from driftline.api.routing import RoutingTable
 from driftline.api.status import DriftStatus
 from driftline.common.connections import RedisConnection
-from driftline.common.state import RoutingStore, drift_key
+from driftline.common.state import drift_key
 
 log = logging.getLogger(__name__)
 
 SOCKET_TIMEOUT = 2.0
 BACKOFF_SECONDS = 30.0
-
-
-@dataclass(frozen=True)
-class Signals:
-    routing: RoutingTable | None
-    drift: DriftStatus | None
 
 
 def drift_status(event: DriftEvent | None, stable: str | None) -> DriftStatus:
@@ -81,14 +73,15 @@ class RedisBackends:
                 )
             self._down_until[key] = self._clock() + BACKOFF_SECONDS
 
-    def read(self, model: DynamicModel, connection: RedisConnection) -> Signals | None:
-        """The model's routing table and drift status, or None when Redis is unreachable."""
+    def drift(
+        self, model: DynamicModel, connection: RedisConnection, stable: str | None
+    ) -> DriftStatus | None:
+        """The model's drift as status shows it, or None when Redis cannot be read."""
         client = self.client(connection)
         if client is None:
             return None
         namespace, name = model.metadata.namespace, model.metadata.name
         try:
-            routing = RoutingStore(namespace, name).read(client)
             raw = client.get(drift_key(namespace, name))
         except Exception as exc:  # redis-py raises several families; all mean "not now"
             self.failed(connection, exc)
@@ -99,9 +92,7 @@ class RedisBackends:
                 event = decode(raw, DriftEvent)
             except EventError as exc:
                 log.warning("%s/%s: unreadable drift record: %s", namespace, name, exc.reason)
-        return Signals(
-            routing=routing, drift=drift_status(event, routing.stable if routing else None)
-        )
+        return drift_status(event, stable)
 
     def close(self) -> None:
         with self._lock:

@@ -16,10 +16,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftline.api import DynamicModel, parse_dynamic_model
-from driftline.api.routing import RoutingTable
-from driftline.api.status import DynamicModelStatus, RolloutStage, RolloutStatus
+from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
 from driftline.common.connections import KafkaConnection, RedisConnection
-from driftline.operator.backends import RedisBackends, Signals
+from driftline.operator.backends import RedisBackends
 from driftline.operator.builders import BuildContext, Children, build_children
 from driftline.operator.builders.parts import active_parts
 from driftline.operator.cluster import Cluster, MissingDependencyError
@@ -29,8 +28,6 @@ from driftline.operator.status import Observation, compute_status
 from driftline.rollout import status_of
 
 log = logging.getLogger(__name__)
-
-STAGE_OF_MODE: dict[str, RolloutStage] = {"stable": "idle", "shadow": "shadow", "canary": "canary"}
 
 
 def model_from_body(body: Mapping[str, Any]) -> DynamicModel:
@@ -46,23 +43,6 @@ def model_from_body(body: Mapping[str, Any]) -> DynamicModel:
         if k in meta
     }
     return parse_dynamic_model(obj)
-
-
-def rollout_from_routing(
-    table: RoutingTable | None,
-) -> tuple[RolloutStatus | None, dict[str, str | None]]:
-    """Status mirror of the routing table the parts serve by."""
-    if table is None:
-        return None, {}
-    stage = STAGE_OF_MODE[table.mode]
-    since = datetime.fromtimestamp(table.updated_at, tz=UTC) if table.updated_at else None
-    rollout = RolloutStatus(
-        stage=stage,
-        weight=table.weight if table.mode == "canary" else 0,
-        since=since,
-    )
-    versions = {"stable": table.stable, "candidate": table.candidate, "baseline": table.baseline}
-    return rollout, versions
 
 
 class Controller:
@@ -126,55 +106,54 @@ class Controller:
             log.debug("%s: %s", model.name, exc)
             return self.observe(model, previous)
         state = self.rollouts.tick(model, redis, kafka)
-        signals = self.backends.read(model, redis)
-        if state is None:
-            return self.observe(model, previous, signals=signals)
+        if state is None:  # the rollout's state is not known yet: keep what status says
+            stable = previous.stable_version if previous is not None else None
+            drift = self.backends.drift(model, redis, stable)
+            return self.observe(model, previous, drift=drift)
         versions = {
             "stable": state.stable,
             "candidate": state.candidate,
             "baseline": state.baseline,
         }
+        drift = self.backends.drift(model, redis, state.stable)
         return self.observe(
-            model, previous, signals=signals, rollout=status_of(state), versions=versions
+            model, previous, drift=drift, rollout=status_of(state), versions=versions
         )
 
     def forget(self, model: DynamicModel) -> None:
         self.rollouts.forget(model)
+        with self._lock:
+            for key in [
+                k
+                for k in self._connections_cache
+                if k[:2] == (model.metadata.namespace, model.name)
+            ]:
+                del self._connections_cache[key]
 
     def close(self) -> None:
         self.rollouts.close()
         self.backends.close()
-
-    def signals(self, model: DynamicModel) -> Signals | None:
-        try:
-            redis, _ = self._connections(model)
-        except MissingDependencyError:
-            return None
-        return self.backends.read(model, redis)
 
     def observe(
         self,
         model: DynamicModel,
         previous: DynamicModelStatus | None,
         *,
-        signals: Signals | None = None,
+        drift: DriftStatus | None = None,
         rollout: RolloutStatus | None = None,
         versions: dict[str, str | None] | None = None,
     ) -> tuple[DynamicModelStatus, list[str]]:
-        """Status from the model's Deployments and (when given) its Redis signals,
-        and the parts whose Deployment is missing (deleted by hand: re-applied)."""
+        """Status from the model's Deployments (rollout and drift as given, else as they
+        were), and the parts whose Deployment is missing (deleted by hand: re-applied)."""
         deployments = self.cluster.deployments(model.metadata.namespace, model.name)
         expected = tuple(p.name for p in active_parts(model))
-        routed_rollout, routed_versions = rollout_from_routing(
-            signals.routing if signals is not None else None
-        )
         obs = Observation(
             generation=model.metadata.generation,
             expected_parts=expected,
             deployments=tuple(deployments),
-            rollout=rollout or routed_rollout,
-            versions=versions if versions is not None else routed_versions,
-            drift=signals.drift if signals is not None else None,
+            rollout=rollout,
+            versions=versions or {},
+            drift=drift,
         )
         present = {d.part for d in deployments}
         return compute_status(previous, obs, now()), [p for p in expected if p not in present]

@@ -1,7 +1,7 @@
 """kopf handlers: thin translations between kopf and the `Controller`.
 
     create / update / resume  -> reconcile: validate, apply the children, write status
-    timer (every tick)        -> rollout step, Redis signals, Deployment status -> status
+    timer (every tick)        -> rollout step, drift, Deployment status -> status
     delete (Karpenter only)   -> delete the cluster-scoped NodePool (a finalizer waits)
 
 An invalid spec sets phase Failed with the message and raises `kopf.PermanentError`
@@ -93,7 +93,8 @@ def dynamicmodel_reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: A
         kopf.warn(body, reason="ApplyFailed", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=controller.settings.retry_seconds) from exc
     metrics.reconciles_total.labels("applied").inc()
-    status, _missing = controller.observe(model, previous, signals=controller.signals(model))
+    # Rollout and drift stay as the timer last wrote them; only the parts are new here.
+    status, _missing = controller.observe(model, previous)
     _write_status(body, patch, previous, status)
     message = f"applied {applied} objects" + (f", deleted {', '.join(pruned)}" if pruned else "")
     kopf.info(body, reason="Reconciled", message=message)
