@@ -125,3 +125,23 @@ def test_patch_round_trips_and_clears_unset_fields() -> None:
     assert patch["candidateVersion"] is None  # merge patch: null deletes a stale value
     assert parse_status(patch) == status
     assert parse_status({"phase": "Nonsense"}) is None
+
+
+def test_drift_is_detected_while_the_version_it_was_seen_on_serves() -> None:
+    from driftline.api.events import DriftEvent
+    from driftline.operator.backends import drift_status
+
+    event = DriftEvent(
+        event_id="e1",
+        model="m",
+        model_version="7",
+        kind="covariate",
+        detector="ks",
+        detected_at=T0.timestamp(),
+        score=0.4,
+        features=["amount"],
+    )
+    assert drift_status(event, stable="7").detected
+    assert not drift_status(event, stable="8").detected  # a newer version serves now
+    assert drift_status(event, stable="8").last_detected_at == T0
+    assert drift_status(None, stable="7") == DriftStatus()

@@ -112,8 +112,9 @@ class Kube:
         params: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         token = self.credentials.token()
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -150,3 +150,18 @@ def test_the_trainer_keeps_its_checkpoint_on_a_bound_claim(
         assert claim["spec"]["volumeName"] == volume
     finally:
         control_plane.kube.delete(f"/api/v1/persistentvolumes/{volume}")
+
+
+def test_kubectl_get_shows_the_crds_columns(control_plane: ControlPlane, ns: str) -> None:
+    """`kubectl get dynamicmodels` asks the API server for a Table; its columns come
+    from the CRD's printer columns."""
+    control_plane.require_real("server-side printing of the CRD's columns")
+    control_plane.create_model(model_manifest("churn", ns))
+    table = control_plane.kube.request(
+        "GET",
+        f"/apis/driftline.io/v1alpha1/namespaces/{ns}/dynamicmodels",
+        accept="application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    columns = [c["name"] for c in table["columnDefinitions"]]
+    assert columns == ["Name", "Phase", "Stable", "Candidate", "Canary%", "Drift", "Age"]
+    assert table["rows"][0]["cells"][0] == "churn"
