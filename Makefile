@@ -26,7 +26,9 @@ help: ## list every target
 setup: $(STAMP) ## create .venv and install Driftline with its test tools
 
 .PHONY: test
-test: $(STAMP) ## run the test suite (starts real Kafka, Redis, MLflow and the test rig on loopback)
+# The rig first: its tests fail (never pass silently) when it is not built, and a
+# built rig costs only a cache check here.
+test: $(STAMP) rig ## run the test suite (starts real Kafka, Redis, MLflow and the test rig on loopback)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -58,7 +60,7 @@ bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/resul
 
 .PHONY: rig
 rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo
-	bash tests/rig/build.sh
+	@bash tests/rig/build.sh
 
 IMAGE_TAG ?= dev
 .PHONY: images
