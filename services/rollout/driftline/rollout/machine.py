@@ -38,10 +38,11 @@ When a stage advances:
   thresholds in every stage it went through.
 
 Aborts: failing analysis; inconclusive too long; the metrics source failing (the
-snapshot says so) while a candidate is under test; a drift event detected during a
-canary when `drift.onDrift` contains `rollback`; an abort command; the `candidate`
-alias removed. An abort routes 100 % to the stable version, points `champion` back
-at it and drops the `candidate` alias (only if it still names the aborted version).
+snapshot says so, or its counts went down) while a candidate is under test; a drift
+event detected during a canary when `drift.onDrift` contains `rollback`; an abort
+command; the `candidate` alias removed. An abort routes 100 % to the stable version,
+points `champion` back at it and drops the `candidate` alias (only if it still names
+the aborted version).
 
 A promotion points `champion` at the candidate (the drift monitor follows the
 champion, so its reference moves with it), drops the `candidate` alias and serves
@@ -185,6 +186,7 @@ def _start(tick: _Tick, candidate: str, reason: str) -> None:
         "started_at": tick.now,
         "step": 0,
         "step_base": Evidence(),
+        "seen": Evidence(),
         "stable_quality": None,
         "approved": False,
         "last_analysis": None,
@@ -240,6 +242,10 @@ def _under_test(tick: _Tick, snapshot: Snapshot) -> None:
     if snapshot.evidence is None:
         _abort(tick, "metrics source gave no reading")
         return
+    if snapshot.evidence.lost_counts(state.seen):
+        _abort(tick, "metrics source lost counts (Redis restarted, flushed or expired buckets)")
+        return
+    tick.update(seen=snapshot.evidence)
     drift = snapshot.drift
     if (
         policy.rollback_on_drift
