@@ -292,12 +292,13 @@ def test_registry_unreadable_during_a_rollout_changes_nothing() -> None:
 # --- candidates come and go -------------------------------------------------------------
 
 
-def test_a_newer_candidate_supersedes_the_running_one() -> None:
+def test_a_newer_candidate_supersedes_one_in_shadow() -> None:
     world = started()
-    through_shadow(world)
+    world.add(evidence(10))
+    world.tick(1)
     decision = world.propose("3")
     assert [(t.from_stage, t.to_stage, t.candidate) for t in decision.transitions] == [
-        ("canary", "aborted", "2"),
+        ("shadow", "aborted", "2"),
         ("aborted", "shadow", "3"),
     ]
     assert decision.transitions[0].reason == "superseded by version 3"
@@ -306,6 +307,22 @@ def test_a_newer_candidate_supersedes_the_running_one() -> None:
     assert world.routing == SetRouting(stable="1", candidate="3", mode="shadow")
     assert not [a for a in decision.actions if isinstance(a, SetAlias | DeleteAlias)]
     assert "2" in world.state.decided
+
+
+def test_a_newer_candidate_waits_for_a_canary_to_finish() -> None:
+    world = started()
+    through_shadow(world)
+    world.propose("3")
+    assert world.state.candidate == "2" and world.state.weight == 50
+    assert world.state.reason.endswith("version 3 waits for this rollout to end")
+    for _ in range(2):
+        world.add(evidence(30))
+        world.tick(10)
+    assert world.state.stage == "promoted" and world.state.stable == "2"
+    assert world.aliases == {ALIAS_CHAMPION: "2", ALIAS_CANDIDATE: "3"}  # 3 kept its alias
+    world.tick(1)
+    assert world.state.stage == "shadow" and world.state.candidate == "3"
+    assert world.routing == SetRouting(stable="2", candidate="3", mode="shadow")
 
 
 def test_removing_the_candidate_alias_aborts() -> None:
@@ -323,8 +340,8 @@ def test_a_decided_version_is_never_rolled_out_again() -> None:
     assert world.state.stage == "aborted"
     world.propose("3")
     assert world.state.stage == "shadow"
-    world.propose("2")
-    assert world.state.stage == "aborted" and "already decided" in world.state.reason
+    world.propose("2")  # pointing back at a decided version changes nothing
+    assert world.state.stage == "shadow" and world.state.candidate == "3"
 
 
 def test_after_a_promotion_the_next_candidate_starts_a_new_rollout() -> None:
@@ -392,7 +409,7 @@ def test_every_transition_is_recorded_with_its_reason_and_event() -> None:
 
 
 def test_history_is_bounded() -> None:
-    world = World(policy=policy(strategy="canary"))
+    world = World(policy=policy(strategy="shadow"))  # each new candidate supersedes a shadow
     world.tick()
     for version in range(2, 2 + HISTORY_LIMIT):
         world.propose(str(version))

@@ -246,3 +246,45 @@ def test_a_failing_redis_aborts_restores_aliases_and_routing_once_back(
     finally:
         client.close()
         server.stop()
+
+
+def test_alias_changes_wait_out_a_registry_outage_even_across_a_restart(
+    rollout_model: ModelFactory,
+    registry: Any,
+    redis_client: Any,
+    producer: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    model = rollout_model(strategy="canary")
+    traffic = Traffic(redis_client, model)
+    driver = driver_for(model, redis_client, producer)
+    driver.tick()
+    registry.set_registered_model_alias(model.name, ALIAS_CANDIDATE, "2")
+    driver.tick()
+    assert driver.state is not None and driver.state.stage == "canary"
+
+    # The registry goes away (nothing listens there) while the candidate fails.
+    unreachable = ModelRegistry("http://127.0.0.1:9", model.spec.model.registry.name)
+    down = RolloutDriver(model, redis_client, unreachable, producer)
+    traffic.stage("canary", "1", "2", accuracy=0.5)
+    decision = down.tick()
+    assert decision is not None and decision.state.stage == "aborted"
+    assert {type(a).__name__ for a in down.pending} == {"SetAlias", "DeleteAlias"}
+    assert routing(redis_client, model).mode == "stable"  # traffic left the candidate anyway
+    assert aliases(registry, model.name)[ALIAS_CANDIDATE] == "2"  # not yet restored
+
+    down.tick()
+    assert down.state is not None and down.state.stage == "aborted" and down.pending
+
+    # The trainer registers version 3 meanwhile. A restarted driver, with the registry
+    # back, first finishes the alias changes from the record, then starts version 3.
+    registry.set_registered_model_alias(model.name, ALIAS_CANDIDATE, "3")
+    back = driver_for(model, redis_client, producer)
+    back.tick()
+    assert not back.pending
+    assert back.state is not None and back.state.stage == "aborted"
+    assert aliases(registry, model.name) == {ALIAS_CHAMPION: "1", ALIAS_CANDIDATE: "3"}
+    back.tick()
+    assert back.state.stage == "canary" and back.state.candidate == "3"
