@@ -83,6 +83,7 @@ def test_a_good_candidate_goes_through_shadow_and_canary_to_promotion(
             seen.append((state.stage, state.weight))
 
     state = first.state
+    revisions = [table.revision]
     deadline = time.monotonic() + 40
     while state.stage != "promoted" and time.monotonic() < deadline:
         driver = driver_for(model, redis_client, producer)
@@ -90,6 +91,7 @@ def test_a_good_candidate_goes_through_shadow_and_canary_to_promotion(
         driver.tick()
         assert driver.state is not None
         state = driver.state
+        revisions.append(routing(redis_client, model).revision)
         time.sleep(0.2)
 
     assert state.stage == "promoted", state.reason
@@ -98,7 +100,9 @@ def test_a_good_candidate_goes_through_shadow_and_canary_to_promotion(
     assert aliases(registry, name) == {ALIAS_CHAMPION: "2"}
     table = routing(redis_client, model)
     assert (table.stable, table.candidate, table.mode, table.weight) == ("2", None, "stable", 0)
-    assert table.revision >= 5  # idle, shadow, 50 %, 100 %, promoted
+    revisions.append(table.revision)
+    assert revisions == sorted(revisions)
+    assert len(set(revisions)) == 4  # shadow, 50 %, 100 %, promoted: one write each
 
     saved = read_rollout(redis_client, "test", name)
     assert saved is not None and saved.stage == "promoted"
