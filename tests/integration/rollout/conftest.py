@@ -20,7 +20,7 @@ from driftline.common.connections import KafkaConnection
 from driftline.common.infra import MlflowServer
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import ensure_topics, make_producer
-from tests.integration.rollout.helpers import ModelFactory
+from tests.integration.rollout.support import ModelFactory
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from driftline.common.state import RoutingStore, drift_key
 from driftline.rollout import Command, RolloutState, read_rollout
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.registry import ModelRegistry
-from tests.integration.rollout.helpers import ModelFactory, Traffic, aliases, control_events
+from tests.integration.rollout.support import ModelFactory, Traffic, aliases, control_events
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest
 from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.common.infra import RedisServer, free_port
 from driftline.rollout import read_rollout
-from tests.integration.rollout.helpers import ModelFactory, Traffic, aliases
+from tests.integration.rollout.support import ModelFactory, Traffic, aliases
 
 pytestmark = pytest.mark.integration
 

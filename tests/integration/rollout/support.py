@@ -1,4 +1,4 @@
-"""Helpers of the rollout driver's integration tests: traffic, aliases, control events."""
+"""What the rollout driver's integration tests share: traffic, aliases, control events."""
 
 from __future__ import annotations
 
