@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # uv installs from its cache outside the repo (~/.cache/uv): a warm setup takes seconds.
 UV := $(VENV)/bin/uv
-EXTRAS ?= cpu,dev
+EXTRAS ?= all,cpu,dev
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -63,6 +63,14 @@ bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/resul
 rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo
 	@bash tests/rig/build.sh
 
+IMAGE_TAG ?= dev
+.PHONY: images
+images: ## build the container images (needs Docker): operator, services, inference-gpu
+	@command -v docker >/dev/null || { echo "make images needs Docker" >&2; exit 1; }
+	docker build -f docker/operator.Dockerfile -t driftline/operator:$(IMAGE_TAG) .
+	docker build -f docker/services.Dockerfile -t driftline/services:$(IMAGE_TAG) .
+	docker build -f docker/inference-gpu.Dockerfile -t driftline/inference-gpu:$(IMAGE_TAG) .
+
 .PHONY: e2e
 e2e: ## opt-in: end-to-end on a kind cluster (needs Docker)
 	bash e2e/run.sh
@@ -74,5 +82,5 @@ clean: ## remove the virtual environment and caches in the repo
 .PHONY: lock
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q "uv>=0.4"; }
-	$(UV) pip compile pyproject.toml --extra cpu --extra dev --python-version 3.11 \
+	$(UV) pip compile pyproject.toml --extra all --extra cpu --extra dev --python-version 3.11 \
 	  --no-header --annotation-style line -o requirements/constraints.txt

@@ -12,7 +12,8 @@ One `tick()`:
    retried on later ticks; while alias changes are pending the registry is not read,
    so a new rollout never starts on half-moved aliases;
 5. write the routing table the state means when Redis holds another one (also
-   after Redis lost its data), with a revision above any written before;
+   after Redis lost its data), with a revision above any written before (a
+   millisecond timestamp, so also above those of a driver before a restart);
 6. save the record (state, pending actions, revision) in Redis.
 
 The state lives in memory between ticks, so a driver that loses Redis mid-canary
@@ -244,7 +245,10 @@ class RolloutDriver:
             self._revision = max(self._revision, current.revision)
         if desired.same_as(current):
             return
-        self._revision += 1
+        # Milliseconds since the epoch, or one above the last revision if that is higher:
+        # inference ignores tables older than the one it holds, so revisions must rise
+        # also after Redis lost its data and this driver restarted.
+        self._revision = max(self._revision + 1, int(now * 1000))
         self._routing.write(self._redis, desired.table(self._revision, now))
 
     def _save(self, now: float) -> None:

@@ -9,9 +9,13 @@ step began (`RolloutState.step_base`) and judges only the difference.
 Why not a time window per step: Redis buckets are 10 s wide, so a window that
 starts at a step's beginning also holds up to 10 s of the step before, and with
 short steps most of the "new" evidence would be old. The difference of cumulative
-counts is exact: a sample counts in exactly one step. A counter that goes backwards
-(Redis flushed, buckets expired) is clamped at zero: a reset costs time, it never
-creates evidence.
+counts is exact: a sample counts in exactly one step.
+
+Counts never go down while the source is whole. When they do (Redis restarted or
+flushed, buckets past their retention of 6 h expired), differences against the old
+base would be meaningless, so the machine treats it as a failed metrics source
+(`Evidence.lost_counts`); `minus` also clamps at zero, so a reset can never create
+evidence.
 """
 
 from __future__ import annotations
@@ -75,6 +79,10 @@ class VersionCounters(msgspec.Struct, frozen=True, kw_only=True):
     def error_rate(self) -> float | None:
         return min(1.0, self.errors / self.requests) if self.requests else None
 
+    def counts(self) -> tuple[int, ...]:
+        """The integer counts, each of which only grows while the source is whole."""
+        return (self.labeled, self.requests, self.errors, sum(self.latency))
+
     def p99_ms(self) -> float | None:
         """Upper bound of the latency bucket holding the 99th percentile."""
         if len(self.latency) != len(LATENCY_BUCKETS_MS):
@@ -97,6 +105,17 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
             compared=max(0, self.compared - base.compared),
             agreed=max(0, self.agreed - base.agreed),
         )
+
+    def lost_counts(self, earlier: Evidence) -> bool:
+        """True when some count is lower than in `earlier`: the source lost data."""
+        now = (*self.candidate.counts(), *self.stable.counts(), self.compared, self.agreed)
+        then = (
+            *earlier.candidate.counts(),
+            *earlier.stable.counts(),
+            earlier.compared,
+            earlier.agreed,
+        )
+        return any(a < b for a, b in zip(now, then, strict=True))
 
     @property
     def disagreement(self) -> float | None:

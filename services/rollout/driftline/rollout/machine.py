@@ -38,10 +38,11 @@ When a stage advances:
   thresholds in every stage it went through.
 
 Aborts: failing analysis; inconclusive too long; the metrics source failing (the
-snapshot says so) while a candidate is under test; a drift event detected during a
-canary when `drift.onDrift` contains `rollback`; an abort command; the `candidate`
-alias removed. An abort routes 100 % to the stable version, points `champion` back
-at it and drops the `candidate` alias (only if it still names the aborted version).
+snapshot says so, or its counts went down) while a candidate is under test; a drift
+event detected during a canary when `drift.onDrift` contains `rollback`; an abort
+command; the `candidate` alias removed. An abort routes 100 % to the stable version,
+points `champion` back at it and drops the `candidate` alias (only if it still names
+the aborted version).
 
 A promotion points `champion` at the candidate (the drift monitor follows the
 champion, so its reference moves with it), drops the `candidate` alias and serves
@@ -49,14 +50,24 @@ the new stable version alone.
 
 **Superseding rule.** The `candidate` alias is the trainer's (or a person's)
 statement of which version should be tested next. When it moves during a rollout to
-a version that has not been decided yet, the running rollout ends at once
-("superseded", recorded as aborted with that reason, its aliases left as they are)
-and the newer version starts from the first stage with fresh evidence. Nothing of
-the old candidate's evidence carries over: it was evidence about other weights. A
+another version that has not been decided yet:
+
+- while the running candidate is in shadow, it is superseded at once: its rollout
+  ends ("superseded", recorded as aborted with that reason; no user saw it, and its
+  aliases are left as they are) and the newer version starts from the first stage
+  with fresh evidence. Nothing of the old candidate's evidence carries over: it was
+  evidence about other weights.
+- once the running candidate serves users (canary), it finishes first: promoted or
+  aborted on its own evidence, after which the newer version (whatever the alias
+  names then) is tested against the stable version of that moment. A trainer that
+  publishes more often than a canary takes would otherwise restart every canary and
+  never promote anything; and rolling a canary back only to start another one moves
+  users between versions for nothing.
+
+Removing the alias during a rollout aborts it (a person withdrew the candidate). A
 version already promoted, aborted or superseded is never rolled out again, also
-when the alias comes back to it; a move to such a version aborts the running
-rollout. A candidate found while the metrics source is down waits; one found before
-any stable version exists waits for the `champion` alias.
+when the alias comes back to it. A candidate found while the metrics source is down
+waits; one found before any stable version exists waits for the `champion` alias.
 
 At rest (idle, promoted, aborted) the machine follows the `champion` and `baseline`
 aliases, so a person may pin a version by hand; during a rollout the stable version
@@ -185,6 +196,7 @@ def _start(tick: _Tick, candidate: str, reason: str) -> None:
         "started_at": tick.now,
         "step": 0,
         "step_base": Evidence(),
+        "seen": Evidence(),
         "stable_quality": None,
         "approved": False,
         "last_analysis": None,
@@ -217,29 +229,27 @@ def _under_test(tick: _Tick, snapshot: Snapshot) -> None:
         _abort(tick, "abort requested" + (f": {command.reason}" if command.reason else ""))
         return
     registry = snapshot.registry
+    waiting = None
     if registry is not None and registry.candidate != candidate:
-        moved_to = registry.candidate
-        if moved_to is None or moved_to == state.stable:
+        newer = registry.candidate
+        if newer is None or newer == state.stable:
             _abort(tick, "the candidate alias was removed")
-        elif moved_to in state.decided:
-            _abort(tick, f"the candidate alias moved to version {moved_to}, already decided")
-        else:
-            tick.move(
-                "aborted",
-                f"superseded by version {moved_to}",
-                candidate,
-                candidate=None,
-                weight=0,
-                decided=tick.decide(candidate),
-            )
-            _start(tick, moved_to, f"version {moved_to} supersedes {candidate}")
-        return
+            return
+        if newer not in state.decided:
+            if state.stage == "shadow":
+                _supersede(tick, candidate, newer)
+                return
+            waiting = newer
     if snapshot.metrics_error is not None:
         _abort(tick, f"metrics source failed: {snapshot.metrics_error}")
         return
     if snapshot.evidence is None:
         _abort(tick, "metrics source gave no reading")
         return
+    if snapshot.evidence.lost_counts(state.seen):
+        _abort(tick, "metrics source lost counts (Redis restarted, flushed or expired buckets)")
+        return
+    tick.update(seen=snapshot.evidence)
     drift = snapshot.drift
     if (
         policy.rollback_on_drift
@@ -257,6 +267,20 @@ def _under_test(tick: _Tick, snapshot: Snapshot) -> None:
     if command is not None and command.action == "approve" and not state.approved:
         tick.update(approved=True)
     _judge(tick, snapshot.evidence)
+    if waiting is not None and tick.state.active:
+        tick.note(f"{tick.state.reason}; version {waiting} waits for this rollout to end")
+
+
+def _supersede(tick: _Tick, running: str, newer: str) -> None:
+    tick.move(
+        "aborted",
+        f"superseded by version {newer}",
+        running,
+        candidate=None,
+        weight=0,
+        decided=tick.decide(running),
+    )
+    _start(tick, newer, f"version {newer} supersedes {running}")
 
 
 def _judge(tick: _Tick, evidence: Evidence) -> None:

@@ -72,6 +72,8 @@ class RolloutState(msgspec.Struct, frozen=True, kw_only=True):
     """When the running rollout entered its first canary step (drift rollback)."""
     step_base: Evidence = msgspec.field(default_factory=Evidence)
     """Cumulative counters when the current stage began; the step judges what came after."""
+    seen: Evidence = msgspec.field(default_factory=Evidence)
+    """Cumulative counters of the previous tick (counts going down mean lost data)."""
     stable_quality: float | None = None
     """The stable version's latest quality measured in this rollout."""
     approved: bool = False

@@ -13,6 +13,7 @@ the key, the driver takes it on its next tick.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -99,18 +100,45 @@ def read_rollout(client: Any, namespace: str, name: str) -> RolloutState | None:
     return record.state if record else None
 
 
+SETTLE_SECONDS = 30.0
+"""A time bucket stops changing this long after it ends: writers add to the bucket of
+their own clock, and a pipeline may run a moment after it was built. Allows for that
+and for clock skew between hosts."""
+
+
+@dataclass
+class _Settled:
+    """Sums of one counter over the buckets `first`..`through`, which no longer change."""
+
+    first: int
+    through: int
+    totals: dict[str, float]
+
+
 class MetricsSource:
-    """Reads the rollout's evidence and the latest drift event from Redis."""
+    """Reads the rollout's evidence and the latest drift event from Redis.
+
+    Counters are summed from the rollout's first bucket, so the sums of buckets that
+    have settled are kept between ticks and only the last few buckets are read again:
+    a tick costs the same an hour into a rollout as a minute into it. A write that
+    lands in a settled bucket later (a writer stamping an old time) is missed until
+    the driver restarts: evidence can only be undercounted, never invented.
+    """
 
     def __init__(self, namespace: str, name: str) -> None:
         self.quality = QualityStore(namespace, name)
         self.serving = ServingStore(namespace, name)
         self.drift_key = drift_key(namespace, name)
+        self._settled: dict[str, _Settled] = {}
+        self._rollout_since: float | None = None
 
     def evidence(
         self, client: Any, *, stable: str | None, candidate: str, since: float, now: float
     ) -> Evidence:
         """Counters summed from the time bucket holding `since` up to `now`."""
+        if since != self._rollout_since:
+            self._settled.clear()  # another rollout: forget the last one's sums
+            self._rollout_since = since
         cand = self._version(client, candidate, CANDIDATE_VARIANTS, since, now, serving=True)
         stab = (
             self._version(client, stable, STABLE_VARIANTS, since, now, serving=False)
@@ -119,8 +147,7 @@ class MetricsSource:
         )
         compared, agreed = 0, 0
         if stable is not None:
-            agreement = self.quality.agreement(stable, candidate)
-            f = agreement.read(client, _window(agreement, since, now), now)
+            f = self._since(client, self.quality.agreement(stable, candidate), since, now)
             compared, agreed = int(f.get("compared", 0)), int(f.get("agreed", 0))
         return Evidence(candidate=cand, stable=stab, compared=compared, agreed=agreed)
 
@@ -136,11 +163,9 @@ class MetricsSource:
     ) -> VersionCounters:
         total = VersionCounters()
         for variant in variants:
-            q = self.quality.counters(version, variant)
-            f = q.read(client, _window(q, since, now), now)
+            f = self._since(client, self.quality.counters(version, variant), since, now)
             if serving:
-                s = self.serving.counters(version, variant)
-                f = {**f, **s.read(client, _window(s, since, now), now)}
+                f |= self._since(client, self.serving.counters(version, variant), since, now)
             total = total.plus(
                 VersionCounters(
                     labeled=int(f.get("count", 0)),
@@ -154,6 +179,29 @@ class MetricsSource:
                 )
             )
         return total
+
+    def _since(
+        self, client: Any, counters: WindowedCounters, since: float, now: float
+    ) -> dict[str, float]:
+        """Sums of `counters` over the buckets from the one holding `since` to `now`'s."""
+        width = counters.bucket_seconds
+        first, last = int(since // width), int(now // width)
+        settled_through = min(last, int((now - SETTLE_SECONDS) // width) - 1)
+        kept = self._settled.get(counters.key)
+        if kept is None or kept.first != first:
+            kept = _Settled(first, first - 1, {})
+        if settled_through > kept.through:
+            newly = counters.read(
+                client,
+                _span(width, kept.through + 1, settled_through),
+                _middle(width, settled_through),
+            )
+            kept = _Settled(first, settled_through, _add(kept.totals, newly))
+        self._settled[counters.key] = kept
+        if last <= kept.through:
+            return dict(kept.totals)
+        recent = counters.read(client, _span(width, kept.through + 1, last), _middle(width, last))
+        return _add(kept.totals, recent)
 
     def drift(self, client: Any) -> DriftSignal | None:
         data = client.get(self.drift_key)
@@ -172,12 +220,18 @@ class MetricsSource:
         )
 
 
-def _window(counters: WindowedCounters, since: float, now: float) -> float:
-    """The window whose first bucket is the one holding `since`.
+def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
 
-    Aimed at the middle of that bucket, so float rounding of `now - window` can
-    never slip into the bucket before or after from one tick to the next.
+
+def _middle(width: int, bucket: int) -> float:
+    return bucket * width + width / 2
+
+
+def _span(width: int, first: int, last: int) -> float:
+    """The window that, read at a time within bucket `last`, starts in bucket `first`.
+
+    Measured between bucket middles, so float rounding of `now - window` never slips
+    into a neighbouring bucket (`WindowedCounters.read` floors both ends).
     """
-    width = counters.bucket_seconds
-    middle = (since // width) * width + width / 2
-    return max(0.0, now - middle)
+    return max(0.0, _middle(width, last) - _middle(width, first))
