@@ -62,6 +62,9 @@ class OperatorSettings(BaseSettings):
     )
 
     # --- what the parts run ----------------------------------------------------------------
+    operator_image: str = Field(
+        default="driftline/operator", description="The operator's own image (install manifests)."
+    )
     image: str = Field(default="driftline/services", description="Image of every CPU part.")
     gpu_image: str = Field(
         default="driftline/inference-gpu", description="Inference image when the spec asks GPUs."

@@ -20,7 +20,7 @@ from driftline.operator.settings import OperatorSettings
 
 NAME = "driftline-operator"
 NAMESPACE = "driftline-system"
-LIVENESS_PORT = 8081
+LIVENESS_PORT = 8080  # as docker/operator.Dockerfile expects
 LABELS = {
     "app.kubernetes.io/name": NAME,
     "app.kubernetes.io/part-of": "driftline",
@@ -164,7 +164,7 @@ def deployment(settings: OperatorSettings, namespace: str, watch: list[str]) -> 
         env.append({"name": "DRIFTLINE_OPERATOR_NAMESPACES", "value": ",".join(watch)})
     container = {
         "name": "operator",
-        "image": settings.image_for(gpu=False),
+        "image": f"{settings.operator_image}:{settings.image_tag}",
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["python", "-m", "driftline.operator"],
         "env": env,
