@@ -8,11 +8,13 @@ namespaces (Roles instead of the ClusterRole).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,3 +81,19 @@ def render(
 
 def by_key(docs: list[dict[str, Any]]) -> dict[tuple[str, str, str | None], dict[str, Any]]:
     return {(d["kind"], d["metadata"]["name"], d["metadata"].get("namespace")): d for d in docs}
+
+
+def install_tools() -> Tools:
+    """Runs tests/deploy/tools.sh (a link check when warm); fails with its reason."""
+    if os.environ.get("DRIFTLINE_DEPLOY_TOOLS", "").lower() == "off":
+        pytest.skip("DRIFTLINE_DEPLOY_TOOLS=off")
+    script = ROOT / "tests" / "deploy" / "tools.sh"
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, timeout=1500, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"tests/deploy/tools.sh failed ({result.returncode}):\n{result.stderr[-4000:]}",
+            pytrace=False,
+        )
+    return Tools(Path(result.stdout.strip().splitlines()[-1]) / "bin")

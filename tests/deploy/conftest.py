@@ -9,31 +9,16 @@ tests fail with the reason; `DRIFTLINE_DEPLOY_TOOLS=off` skips them instead.
 
 from __future__ import annotations
 
-import os
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .chart import ROOT, VALUE_SETS, Tools, render
-
-TOOLS_SCRIPT = ROOT / "tests" / "deploy" / "tools.sh"
+from .chart import VALUE_SETS, Tools, install_tools, render
 
 
 @pytest.fixture(scope="session")
 def tools() -> Tools:
-    if os.environ.get("DRIFTLINE_DEPLOY_TOOLS", "").lower() == "off":
-        pytest.skip("DRIFTLINE_DEPLOY_TOOLS=off")
-    result = subprocess.run(
-        ["bash", str(TOOLS_SCRIPT)], capture_output=True, text=True, timeout=1500, check=False
-    )
-    if result.returncode != 0:
-        pytest.fail(
-            f"tests/deploy/tools.sh failed ({result.returncode}):\n{result.stderr[-4000:]}",
-            pytrace=False,
-        )
-    return Tools(Path(result.stdout.strip().splitlines()[-1]) / "bin")
+    return install_tools()
 
 
 @pytest.fixture(scope="session")
