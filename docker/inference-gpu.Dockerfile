@@ -6,6 +6,8 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 FROM ${CUDA_IMAGE} AS build
 ARG TENSORRT=0
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 UV_LINK_MODE=copy
+# python3 is the base image's own (Ubuntu 24.04: 3.12); the image tag pins it.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv python3-pip \
  && rm -rf /var/lib/apt/lists/* \
@@ -13,7 +15,8 @@ RUN apt-get update \
  && /opt/driftline/bin/pip install "uv==0.13.9"
 COPY pyproject.toml README.md /src/
 COPY requirements/constraints.txt /src/requirements/
-RUN cd /src && /opt/driftline/bin/uv pip compile pyproject.toml --extra inference --extra gpu \
+WORKDIR /src
+RUN /opt/driftline/bin/uv pip compile pyproject.toml --extra inference --extra gpu \
       -c requirements/constraints.txt -o /tmp/requirements.txt \
  && /opt/driftline/bin/uv pip install --python /opt/driftline/bin/python -r /tmp/requirements.txt \
  && if [ "$TENSORRT" = "1" ]; then \
@@ -26,6 +29,7 @@ FROM ${CUDA_IMAGE}
 LABEL org.opencontainers.image.title="driftline-inference-gpu" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV DEBIAN_FRONTEND=noninteractive
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 \
  && rm -rf /var/lib/apt/lists/* \
@@ -37,5 +41,5 @@ ENV PATH=/opt/driftline/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
 USER 10001:10001
 WORKDIR /home/driftline
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
-  CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/v2/health/live', timeout=2)"]
 ENTRYPOINT ["python", "-m", "driftline.inference"]

