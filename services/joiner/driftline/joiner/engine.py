@@ -31,7 +31,7 @@ from driftline.joiner.join import (
     plan_request,
     predictions_of,
 )
-from driftline.joiner.store import Arrival, JoinStore, Outbox, SettleBatch, Swept
+from driftline.joiner.store import Absorbed, Arrival, JoinStore, Outbox, SettleBatch, Swept
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,16 @@ class BatchResult:
     expired_outcomes: int = 0
 
 
+@dataclass
+class Absorbing:
+    """A batch between its two phases."""
+
+    absorbed: Absorbed
+    batch: SettleBatch
+    planned: list[Score | Agreement | LabeledExample]
+    outbox_of: dict[str, str]
+
+
 class JoinEngine:
     def __init__(self, store: JoinStore, task: str, agreement_tolerance: float = 0.01) -> None:
         self.store = store
@@ -69,19 +79,16 @@ class JoinEngine:
         self, sources: Sequence[Source], now: float, start_offsets: dict[int, int]
     ) -> BatchResult:
         """Absorb, plan and settle one batch. `start_offsets`: see `Outbox`."""
+        return self.settle(self.absorb(sources, now), now, start_offsets)
+
+    def absorb(self, sources: Sequence[Source], now: float) -> Absorbing:
+        """Phase 1: store the arrivals; what they made joinable is planned."""
         absorbed = self.store.absorb([s.arrival for s in sources], now)
-        result = BatchResult(
-            absorbed.statuses,
-            expired_predictions=absorbed.expired_predictions,
-            expired_outcomes=absorbed.expired_outcomes,
-        )
-        if not absorbed.states:
-            return result
         # An example is owed to the outbox of the request's last arrival in the batch:
-        # if the batch is lost, that arrival's partition replays it.
+        # if the batch is lost, that arrival's source replays it.
         outbox_of = {s.arrival.request_id: s.outbox for s in sources}
         batch = SettleBatch(self.fields)
-        planned: list[object] = []
+        planned: list[Score | Agreement | LabeledExample] = []
         quality = self.store.quality
         for request_id, state in absorbed.states.items():
             plan = plan_request(request_id, state, self.task, self.tolerance)
@@ -100,18 +107,30 @@ class JoinEngine:
                 outbox_key = self.store.outbox_key(outbox_of[request_id])
                 batch.emit(request_id, example.variant, outbox_key)
                 planned.append(example)
-        flags = self.store.settle(batch, start_offsets)
+        return Absorbing(absorbed, batch, planned, outbox_of)
+
+    def settle(
+        self, absorbing: Absorbing, now: float, start_offsets: dict[int, int]
+    ) -> BatchResult:
+        """Phase 2: mark and count what nobody did before (another replica may have)."""
+        absorbed = absorbing.absorbed
+        result = BatchResult(
+            absorbed.statuses,
+            expired_predictions=absorbed.expired_predictions,
+            expired_outcomes=absorbed.expired_outcomes,
+        )
+        flags = self.store.settle(absorbing.batch, start_offsets)
         boxes: set[str] = set()
-        for item, took_effect in zip(planned, flags, strict=True):
+        for item, took_effect in zip(absorbing.planned, flags, strict=True):
             if not took_effect:
                 continue
             if isinstance(item, Score):
                 result.scores.append(item)
             elif isinstance(item, Agreement):
                 result.agreements.append(item)
-            elif isinstance(item, LabeledExample):
+            else:
                 result.examples.append(item)
-                boxes.add(outbox_of[item.request_id])
+                boxes.add(absorbing.outbox_of[item.request_id])
         result.outboxes = sorted(boxes)
         return result
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from driftline.api.events import LabeledExample, encode
@@ -156,20 +156,30 @@ class LabeledLog:
         remaining = self.producer.flush(self.timeout)
         if remaining:
             raise DeliveryError(f"{remaining} records still in flight; recovery waits")
-        outboxes = [o for o in (engine.store.read_outbox(s) for s in sources) if o is not None]
-        if not outboxes:
-            return 0, 0
-        present = self.scan(_earliest(outboxes))
-        owed = {i for o in outboxes for i in o.request_ids}
-        missing = [e for o in outboxes for e in engine.recover(o, present)]
-        missing = list({e.request_id: e for e in missing}.values())
-        lost = owed - present - {e.request_id for e in missing}
-        if lost:
-            log.error("%d owed examples could not be rebuilt (state expired): %s", len(lost),
-                      sorted(lost)[:10])  # fmt: skip
-        self.send(missing)
-        engine.store.clear_outboxes([o.source for o in outboxes])
-        return len(missing), len(owed & present)
+        return settle_outboxes(engine, sources, self.scan, self.send)
+
+
+def settle_outboxes(
+    engine: JoinEngine,
+    sources: Sequence[str],
+    scan: Callable[[dict[int, int]], set[str]],
+    send: Callable[[list[LabeledExample]], None],
+) -> tuple[int, int]:
+    """Resend what the outboxes of `sources` owe and `scan` does not find in the
+    labeled topic, then clear them: (examples resent, examples already there)."""
+    outboxes = [o for o in (engine.store.read_outbox(s) for s in sources) if o is not None]
+    if not outboxes:
+        return 0, 0
+    present = scan(_earliest(outboxes))
+    owed = {i for o in outboxes for i in o.request_ids}
+    missing = list({e.request_id: e for o in outboxes for e in engine.recover(o, present)}.values())
+    lost = owed - present - {e.request_id for e in missing}
+    if lost:
+        log.error("%d owed examples could not be rebuilt (state expired): %s", len(lost),
+                  sorted(lost)[:10])  # fmt: skip
+    send(missing)
+    engine.store.clear_outboxes([o.source for o in outboxes])
+    return len(missing), len(owed & present)
 
 
 def _earliest(outboxes: Sequence[Outbox]) -> dict[int, int]:

@@ -119,9 +119,11 @@ class JoinStore:
         self.pending_key = f"{base}:pending"
         self.outbox_prefix = f"{base}:outbox:"
         self.quality = QualityStore(namespace, name)
-        # Keys outlive the window by the grace period plus a margin for clock skew
-        # between replicas; past window + grace the scripts ignore them anyway.
-        self.ttl = math.ceil(window + grace) + 60
+        # The scripts forget a request after window + grace. Its key lives one more
+        # grace period (and a minute for clock skew between replicas), so that a
+        # batch that crashed before settling, replayed that much later, still finds
+        # the joins it owes.
+        self.ttl = math.ceil(window + 2 * grace) + 60
         self._absorb = client.register_script(_script("absorb"))
         self._settle = client.register_script(_script("settle"))
         self._sweep = client.register_script(_script("sweep"))

@@ -27,8 +27,10 @@ for i = 7, #ARGV, 3 do
     if not head[2] then
       account_expiry(key, id, pending, tally)
     end
-    if now > t + grace then
-      -- Past the grace period the old request is forgotten: this is a new one.
+    -- Past the grace period the old request is forgotten and this arrival starts
+    -- a new one; unless it still holds a join that a crashed batch did not settle
+    -- (its replay, maybe this very arrival, settles it first).
+    if now > t + grace and not has_work(to_map(redis.call('HGETALL', key))) then
       redis.call('DEL', key)
       t = nil
     end
@@ -58,20 +60,6 @@ for i = 7, #ARGV, 3 do
   else
     fresh[id] = false
   end
-end
-
-local function has_work(h)
-  if h['o'] then
-    if not h['e'] and (h['p:stable'] or h['p:candidate']) then
-      return true
-    end
-    for field, _ in pairs(h) do
-      if string.sub(field, 1, 2) == 'p:' and not h['s:' .. string.sub(field, 3)] then
-        return true
-      end
-    end
-  end
-  return h['p:stable'] ~= nil and not h['a'] and (h['p:shadow'] or h['p:candidate']) ~= nil
 end
 
 local states = {}

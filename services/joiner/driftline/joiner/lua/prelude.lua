@@ -43,3 +43,18 @@ local function account_expiry(key, id, pending, tally)
   redis.call('ZREM', pending, id)
 end
 
+-- Whether a request's hash holds work not settled yet: a prediction to score,
+-- the example to emit, an agreement to count.
+local function has_work(h)
+  if h['o'] then
+    if not h['e'] and (h['p:stable'] or h['p:candidate']) then
+      return true
+    end
+    for field, _ in pairs(h) do
+      if string.sub(field, 1, 2) == 'p:' and not h['s:' .. string.sub(field, 3)] then
+        return true
+      end
+    end
+  end
+  return h['p:stable'] ~= nil and not h['a'] and (h['p:shadow'] or h['p:candidate']) ~= nil
+end
