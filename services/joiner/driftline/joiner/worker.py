@@ -78,6 +78,7 @@ class JoinerWorker:
         self._to_recover: set[str] = set()
         self._done: dict[tuple[str, int], int] = {}
         self._next_sweep = 0.0
+        self._failing = False
 
     # --- the loop ------------------------------------------------------------------
 
@@ -300,12 +301,14 @@ class JoinerWorker:
             except (RedisError, KafkaException, DeliveryError) as exc:
                 cause = "redis" if isinstance(exc, RedisError) else "kafka"
                 metrics.retries.labels(cause).inc()
-                if self.heartbeat.ready:
-                    log.warning("%s failed, retrying the batch: %s", cause, exc)
+                if not self._failing:
+                    log.warning("%s failed, retrying until it works: %s", cause, exc)
+                self._failing = True
                 self.heartbeat.ready = False
             else:
-                if not self.heartbeat.ready:
+                if self._failing:
                     log.info("working again")
+                self._failing = False
                 self.heartbeat.ready = True
                 return True
             if stop.wait(self.settings.retry_backoff_seconds):
