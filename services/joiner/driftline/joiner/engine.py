@@ -141,7 +141,7 @@ class JoinEngine:
         outcome = outcome_of(request_id, state)
         if variant is None or outcome is None:
             return None
-        prediction = predictions_of(request_id, state).get(variant.decode())
+        prediction = predictions_of(request_id, state).get(variant)
         return None if prediction is None else labeled_example(prediction, outcome)
 
     def recover(self, outbox: Outbox, present: set[str]) -> list[LabeledExample]:

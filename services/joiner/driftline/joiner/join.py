@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from driftline.api.events import EventError, LabeledExample, Outcome, Prediction, decode
+import msgspec
+
+from driftline.api.events import LabeledExample, Outcome, Prediction
 from driftline.common.state import quality_fields
 
 log = logging.getLogger(__name__)
@@ -57,26 +59,32 @@ class RequestPlan:
     emission: Emission | None
 
 
-def predictions_of(request_id: str, state: dict[str, bytes]) -> dict[str, Prediction]:
+# The state holds only records that were validated on arrival (`events.decode`):
+# read them back with plain decoders, without checking them again.
+_read_prediction = msgspec.json.Decoder(Prediction).decode
+_read_outcome = msgspec.json.Decoder(Outcome).decode
+
+
+def predictions_of(request_id: str, state: dict[str, str]) -> dict[str, Prediction]:
     """The predictions that arrived inside the window, by variant."""
     found: dict[str, Prediction] = {}
     for name, payload in state.items():
         if name.startswith("p:"):
             try:
-                found[name[2:]] = decode(payload, Prediction)
-            except EventError as exc:  # validated on arrival: only a foreign writer gets here
-                log.error("stored prediction %s/%s unreadable: %s", request_id, name, exc.reason)
+                found[name[2:]] = _read_prediction(payload)
+            except msgspec.MsgspecError as exc:  # only a foreign writer gets here
+                log.error("stored prediction %s/%s unreadable: %s", request_id, name, exc)
     return found
 
 
-def outcome_of(request_id: str, state: dict[str, bytes]) -> Outcome | None:
+def outcome_of(request_id: str, state: dict[str, str]) -> Outcome | None:
     payload = state.get("o")
     if payload is None:
         return None
     try:
-        return decode(payload, Outcome)
-    except EventError as exc:
-        log.error("stored outcome %s unreadable: %s", request_id, exc.reason)
+        return _read_outcome(payload)
+    except msgspec.MsgspecError as exc:
+        log.error("stored outcome %s unreadable: %s", request_id, exc)
         return None
 
 
@@ -110,7 +118,7 @@ def labeled_example(prediction: Prediction, outcome: Outcome) -> LabeledExample:
 
 
 def plan_request(
-    request_id: str, state: dict[str, bytes], task: str, tolerance: float
+    request_id: str, state: dict[str, str], task: str, tolerance: float
 ) -> RequestPlan:
     """Everything this request's state could still add (markers not yet set)."""
     predictions = predictions_of(request_id, state)

@@ -8,8 +8,9 @@
 The live quality and agreement counters the scripts add to are the shared ones of
 `driftline.common.state.QualityStore`, which the rollout controller reads.
 
-Each phase of a batch is one Lua script: one round trip for thousands of records,
-and atomic, so a marker and the counters it guards are one step. The scripts build
+Each phase of a batch is one Lua script: one round trip for thousands of records
+(packed as one msgpack argument, answered with one msgpack reply), and atomic, so
+a marker and the counters it guards are one step. The scripts build
 key names from the prefixes they are given, which a single Redis (or a primary with
 replicas) allows; Redis Cluster is not supported.
 """
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+import msgspec
+
 from driftline.common.state import RETENTION_SECONDS, QualityStore, model_prefix
 
 ARRIVAL_NEW, ARRIVAL_DUPLICATE, ARRIVAL_LATE = 0, 1, 2
@@ -32,6 +35,10 @@ def _script(name: str) -> str:
     lua = resources.files("driftline.joiner") / "lua"
     prelude = (lua / "prelude.lua").read_text(encoding="utf-8")
     return prelude + (lua / f"{name}.lua").read_text(encoding="utf-8")
+
+
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder().decode
 
 
 def _num(value: float) -> str:
@@ -54,8 +61,8 @@ class Absorbed:
     """One per arrival: ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
     expired_predictions: int
     expired_outcomes: int
-    states: dict[str, dict[str, bytes]]
-    """The whole hash of each request that may have work to settle."""
+    states: dict[str, dict[str, str]]
+    """The whole hash of each request that has work to settle."""
 
 
 @dataclass
@@ -69,12 +76,12 @@ class SettleBatch:
     _quality_index: dict[str, int] = field(default_factory=dict)
     _agreement_index: dict[str, int] = field(default_factory=dict)
 
-    def score(self, request_id: str, variant: str, key: str, values: Sequence[float]) -> None:
+    def score(self, request_id: str, variant: str, key: str, values: list[float]) -> None:
         index = self._quality_index.get(key)
         if index is None:
             self.quality_keys.append(key)
             index = self._quality_index[key] = len(self.quality_keys)
-        self.items.append(("q", request_id, variant, index, *map(_num, values)))
+        self.items.append(("q", request_id, variant, index, values))
 
     def agree(self, request_id: str, key: str, agreed: bool) -> None:
         index = self._agreement_index.get(key)
@@ -135,44 +142,37 @@ class JoinStore:
         return self.outbox_prefix + source
 
     def absorb(self, arrivals: Sequence[Arrival], now: float) -> Absorbed:
-        args: list[Any] = [
-            _num(now),
-            _num(now + self.window),
-            _num(self.grace),
-            self.ttl,
-            self.state_prefix,
-            self.pending_key,
-        ]
-        for a in arrivals:
-            args += (a.request_id, a.field, a.payload)
-        statuses, (expired_p, expired_o), flat = self._absorb(args=args)
-        states: dict[str, dict[str, bytes]] = {}
-        for i in range(0, len(flat), 2):
-            fields = flat[i + 1]
-            states[flat[i].decode()] = {
-                fields[j].decode(): fields[j + 1] for j in range(0, len(fields), 2)
-            }
-        return Absorbed(list(statuses), int(expired_p), int(expired_o), states)
+        batch = _pack([[a.request_id, a.field, a.payload.decode()] for a in arrivals])
+        reply = self._absorb(
+            args=[
+                _num(now),
+                _num(now + self.window),
+                _num(self.grace),
+                self.ttl,
+                self.state_prefix,
+                self.pending_key,
+                batch,
+            ]
+        )
+        statuses, (expired_p, expired_o), states = _unpack(reply)
+        # An empty Lua table comes back as an empty list, not an empty map.
+        return Absorbed(statuses, expired_p, expired_o, states or {})
 
     def settle(self, batch: SettleBatch, start_offsets: dict[int, int]) -> list[bool]:
         if not batch.items:
             return []
-        args: list[Any] = [
-            self.state_prefix,
-            self.pending_key,
-            RETENTION_SECONDS,
-            self.ttl,
-            json.dumps({str(p): o for p, o in start_offsets.items()}),
-            len(batch.fields),
-            *batch.fields,
-            len(batch.quality_keys),
-            *batch.quality_keys,
-            len(batch.agreement_keys),
-            *batch.agreement_keys,
-        ]
-        for item in batch.items:
-            args += item
-        return [bool(flag) for flag in self._settle(args=args)]
+        packed = _pack([batch.fields, batch.quality_keys, batch.agreement_keys, batch.items])
+        flags = self._settle(
+            args=[
+                self.state_prefix,
+                self.pending_key,
+                RETENTION_SECONDS,
+                self.ttl,
+                json.dumps({str(p): o for p, o in start_offsets.items()}),
+                packed,
+            ]
+        )
+        return [flag == 49 for flag in flags]  # b"1"
 
     def sweep(self, now: float, limit: int = 1000) -> Swept:
         expired_p, expired_o, looked_at, pending = self._sweep(
@@ -180,9 +180,9 @@ class JoinStore:
         )
         return Swept(int(expired_p), int(expired_o), int(looked_at), int(pending))
 
-    def state(self, request_id: str) -> dict[str, bytes]:
+    def state(self, request_id: str) -> dict[str, str]:
         raw = self.client.hgetall(self.state_key(request_id))
-        return {k.decode(): v for k, v in raw.items()}
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     def read_outbox(self, source: str) -> Outbox | None:
         key = self.outbox_key(source)

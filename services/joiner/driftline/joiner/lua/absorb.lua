@@ -1,77 +1,77 @@
 -- Phase 1 of a batch: store each arrival in its request's hash, in order.
 --
 -- ARGV: now, deadline (now + window), grace, ttl, state prefix, pending zset,
---       then one triple per arrival: request id, field ('p:<variant>' or 'o'), JSON.
--- Returns {statuses, {expired predictions, expired outcomes}, states}:
+--       msgpack [[request id, field ('p:<variant>' or 'o'), JSON], ...]
+-- Returns msgpack [statuses, [expired predictions, expired outcomes], states]:
 --   statuses  one per arrival: 0 new, 1 duplicate, 2 late (after the window)
---   states    request id, HGETALL ... for each touched request that may have work
---             (a pair to score, an example to emit, an agreement to count)
+--   states    {request id: hash} for each touched request that has work to settle
 local now = tonumber(ARGV[1])
 local deadline = ARGV[2]
 local grace = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local prefix = ARGV[5]
 local pending = ARGV[6]
+local arrivals = cmsgpack.unpack(ARGV[7])
 
 local tally = { predictions = 0, outcomes = 0 }
 local statuses = {}
-local fresh = {}    -- request id -> true while its only arrival created its hash
+local hashes = {}   -- request id -> its hash as this script has left it
 local order = {}
 
-for i = 7, #ARGV, 3 do
-  local id, field, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for n, arrival in ipairs(arrivals) do
+  local id, field, payload = arrival[1], arrival[2], arrival[3]
   local key = prefix .. id
-  local head = redis.call('HMGET', key, 't', 'x')
-  local t = tonumber(head[1])
+  local h = hashes[id]
+  if not h then
+    h = to_map(redis.call('HGETALL', key))
+    hashes[id] = h
+    order[#order + 1] = id
+  end
+  local t = tonumber(h['t'])
   if t and now > t then
-    if not head[2] then
-      account_expiry(key, id, pending, tally)
+    if not h['x'] then
+      account_expiry(h, key, id, pending, tally)
     end
     -- Past the grace period the old request is forgotten and this arrival starts
     -- a new one; unless it still holds a join that a crashed batch did not settle
     -- (its replay, maybe this very arrival, settles it first).
-    if now > t + grace and not has_work(to_map(redis.call('HGETALL', key))) then
+    if now > t + grace and not has_work(h) then
       redis.call('DEL', key)
+      h = {}
+      hashes[id] = h
       t = nil
     end
   end
-  local status
   if not t then
     redis.call('HSET', key, 't', deadline, field, payload)
     redis.call('EXPIRE', key, ttl)
     redis.call('ZADD', pending, deadline, id)
-    status = 0
+    h['t'] = deadline
+    h[field] = payload
+    statuses[n] = 0
   elseif now > t then
-    if redis.call('HEXISTS', key, field) == 1
-      or redis.call('HSETNX', key, 'l' .. field, payload) == 0 then
-      status = 1
+    local late = 'l' .. field
+    if h[field] or h[late] then
+      statuses[n] = 1
     else
-      status = 2
+      redis.call('HSET', key, late, payload)
+      h[late] = payload
+      statuses[n] = 2
     end
-  elseif redis.call('HSETNX', key, field, payload) == 1 then
-    status = 0
+  elseif h[field] then
+    statuses[n] = 1
   else
-    status = 1
-  end
-  statuses[#statuses + 1] = status
-  if fresh[id] == nil then
-    order[#order + 1] = id
-    fresh[id] = (t == nil)
-  else
-    fresh[id] = false
+    redis.call('HSET', key, field, payload)
+    h[field] = payload
+    statuses[n] = 0
   end
 end
 
 local states = {}
 for _, id in ipairs(order) do
-  -- A hash created by this batch's only arrival for it holds one side: no work.
-  if not fresh[id] then
-    local flat = redis.call('HGETALL', prefix .. id)
-    if has_work(to_map(flat)) then
-      states[#states + 1] = id
-      states[#states + 1] = flat
-    end
+  if has_work(hashes[id]) then
+    states[id] = hashes[id]
   end
 end
 
-return { statuses, { tally.predictions, tally.outcomes }, states }
+return cmsgpack.pack({ statuses, { tally.predictions, tally.outcomes }, states })

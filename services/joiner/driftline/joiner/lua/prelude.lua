@@ -11,6 +11,9 @@
 --   x            marker: expiry was accounted
 -- Every marker is set with HSETNX in the same script that adds the counters it
 -- guards, so a replayed batch or a second replica never counts anything twice.
+--
+-- Batches travel as one msgpack argument and come back as one msgpack reply:
+-- thousands of records cost the client one argument to write and one to read.
 
 local function to_map(flat)
   local map = {}
@@ -18,29 +21,6 @@ local function to_map(flat)
     map[flat[i]] = flat[i + 1]
   end
   return map
-end
-
-local SERVED = { 'stable', 'candidate' }
-
--- Count what the window left unjoined, once: predictions that never met an
--- outcome, and an outcome whose served prediction never came. A pair that is
--- present but not settled yet (a crash between the two phases) is not expired:
--- it is still joined when its batch is replayed.
-local function account_expiry(key, id, pending, tally)
-  local h = to_map(redis.call('HGETALL', key))
-  if h['o'] then
-    if not h['e'] and not h['p:stable'] and not h['p:candidate'] then
-      tally.outcomes = tally.outcomes + 1
-    end
-  else
-    for field, _ in pairs(h) do
-      if string.sub(field, 1, 2) == 'p:' then
-        tally.predictions = tally.predictions + 1
-      end
-    end
-  end
-  redis.call('HSET', key, 'x', '1')
-  redis.call('ZREM', pending, id)
 end
 
 -- Whether a request's hash holds work not settled yet: a prediction to score,
@@ -57,4 +37,25 @@ local function has_work(h)
     end
   end
   return h['p:stable'] ~= nil and not h['a'] and (h['p:shadow'] or h['p:candidate']) ~= nil
+end
+
+-- Count what the window left unjoined, once: predictions that never met an
+-- outcome, and an outcome whose served prediction never came. A pair that is
+-- present but not settled yet (a crash between the two phases) is not expired:
+-- it is still joined when its batch is replayed.
+local function account_expiry(h, key, id, pending, tally)
+  if h['o'] then
+    if not h['e'] and not h['p:stable'] and not h['p:candidate'] then
+      tally.outcomes = tally.outcomes + 1
+    end
+  else
+    for field, _ in pairs(h) do
+      if string.sub(field, 1, 2) == 'p:' then
+        tally.predictions = tally.predictions + 1
+      end
+    end
+  end
+  h['x'] = '1'
+  redis.call('HSET', key, 'x', '1')
+  redis.call('ZREM', pending, id)
 end

@@ -11,9 +11,9 @@ local tally = { predictions = 0, outcomes = 0 }
 local ids = redis.call('ZRANGEBYSCORE', pending, '-inf', '(' .. now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local head = redis.call('HMGET', key, 't', 'x')
-  if head[1] and not head[2] then
-    account_expiry(key, id, pending, tally)
+  local h = to_map(redis.call('HGETALL', key))
+  if h['t'] and not h['x'] then
+    account_expiry(h, key, id, pending, tally)
   else
     -- Gone with its TTL, or already accounted by a later arrival.
     redis.call('ZREM', pending, id)
