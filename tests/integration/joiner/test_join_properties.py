@@ -33,7 +33,7 @@ from hypothesis.stateful import (
 )
 
 from driftline.api.events import LabeledExample, Outcome, Prediction, encode
-from driftline.joiner.engine import JoinEngine, Source
+from driftline.joiner.engine import JoinEngine
 from driftline.joiner.recovery import settle_outboxes
 from driftline.joiner.store import Absorbed, Arrival, JoinStore
 from tests.integration.joiner.reference import ReferenceJoin
@@ -100,12 +100,13 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
                     features={"x": float(output), "c": "a"}, output=float(output),
                     ts=self.now, scores=[1 - p, p] if output else None,
                 )  # fmt: skip
-                self.unsent.append(
-                    ("predictions", Arrival(rid, f"p:{variant}", encode(prediction)))
-                )
+                payload = encode(prediction).decode()
+                arrival = Arrival(rid, f"p:{variant}", payload, "predictions")
+                self.unsent.append(("predictions", arrival))
             if with_outcome:
                 outcome = Outcome(request_id=rid, label=float(label), ts=self.now)
-                self.unsent.append(("outcomes", Arrival(rid, "o", encode(outcome))))
+                payload = encode(outcome).decode()
+                self.unsent.append(("outcomes", Arrival(rid, "o", payload, "outcomes")))
 
         @precondition(lambda self: self.unsent)
         @rule(data=st.data(), count=st.integers(1, 4))
@@ -146,15 +147,11 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
             downtime=st.sampled_from(["none", "none", "short", "past_window"]),
         )
         def consume(self, sizes: tuple[int, int], crash: str, downtime: str) -> None:
-            batch = [
-                Source(arrival, source)
-                for source, size in zip(SOURCES, sizes, strict=True)
-                for arrival in self.logs[source][self.committed[source] :][:size]
-            ]
+            batch = self.next_batch(sizes)
             if not batch:
                 return
             if crash == "after_absorb":
-                absorbing = self.engine.absorb(batch, self.now)
+                absorbing = self.engine.absorb(batch, self.now, {0: len(self.topic)})
                 self.check(batch, absorbing.absorbed)
             else:
                 result = self.run_batch(batch)
@@ -168,13 +165,13 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
                 # Another replica sweeps while this one is down: a little later, or
                 # just past the window of the batch's requests. (A downtime past the
                 # forgetting horizon is a test of its own, not the reference's.)
-                starts = [self.reference.current[s.arrival.request_id].start for s in batch]
+                starts = [self.reference.current[a.request_id].start for a in batch]
                 later = 5.0 if downtime == "short" else max(starts) + WINDOW + 0.5 - self.now
                 self.now = max(self.now, min(self.now + later, min(starts) + WINDOW + GRACE))
                 self.sweep()
             # Restart: settle what the outboxes owe, then replay the uncommitted batch.
             self.restart()
-            settle_outboxes(self.engine, SOURCES, self.scan, self.topic.extend)
+            settle_outboxes(self.engine, SOURCES, self.scan, self.topic.extend, self.now)
             result = self.run_batch(batch)
             self.topic += result.examples
             self.store.clear_outboxes(result.outboxes)
@@ -185,19 +182,15 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
         def consume_twice_at_once(self, sizes: tuple[int, int], settle_first: bool) -> None:
             """A replica that lost its partitions without noticing still joins the
             batch that their new owner joins too."""
-            batch = [
-                Source(arrival, source)
-                for source, size in zip(SOURCES, sizes, strict=True)
-                for arrival in self.logs[source][self.committed[source] :][:size]
-            ]
+            batch = self.next_batch(sizes)
             zombie, owner = (JoinEngine(self.store, "classification") for _ in range(2))
             phase1 = []
             for engine in (zombie, owner):
-                phase1.append(engine.absorb(batch, self.now))
+                phase1.append(engine.absorb(batch, self.now, {0: len(self.topic)}))
                 self.check(batch, phase1[-1].absorbed)
             step = 1 if settle_first else -1
             for engine, absorbing in zip((zombie, owner)[::step], phase1[::step], strict=True):
-                result = engine.settle(absorbing, self.now, {0: len(self.topic)})
+                result = engine.settle(absorbing, self.now)
                 self.topic += result.examples
                 self.store.clear_outboxes(result.outboxes)
             self.commit(batch)
@@ -213,42 +206,48 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
         ) -> None:
             """One replica per source, both between their phases at the same time."""
             parts = {
-                source: [
-                    Source(a, source) for a in self.logs[source][self.committed[source] :][:size]
-                ]
+                source: self.logs[source][self.committed[source] :][:size]
                 for source, size in zip(SOURCES, sizes, strict=True)
             }
             engines = {s: JoinEngine(self.store, "classification") for s in SOURCES}
             absorbing = {}
             for source in sorted(SOURCES, key=lambda s: s != absorb_first):
-                absorbing[source] = engines[source].absorb(parts[source], self.now)
+                absorbing[source] = engines[source].absorb(
+                    parts[source], self.now, {0: len(self.topic)}
+                )
                 self.check(parts[source], absorbing[source].absorbed)
             order = sorted(SOURCES, key=lambda s: s != settle_first)
             for source in order:
-                result = engines[source].settle(absorbing[source], self.now, {0: len(self.topic)})
+                result = engines[source].settle(absorbing[source], self.now)
                 self.topic += result.examples
                 self.store.clear_outboxes(result.outboxes)
                 self.commit(parts[source])
 
-        def run_batch(self, batch: list[Source]) -> Any:
-            absorbing = self.engine.absorb(batch, self.now)
+        def next_batch(self, sizes: tuple[int, int]) -> list[Arrival]:
+            return [
+                arrival
+                for source, size in zip(SOURCES, sizes, strict=True)
+                for arrival in self.logs[source][self.committed[source] :][:size]
+            ]
+
+        def run_batch(self, batch: list[Arrival]) -> Any:
+            absorbing = self.engine.absorb(batch, self.now, {0: len(self.topic)})
             self.check(batch, absorbing.absorbed)
-            return self.engine.settle(absorbing, self.now, {0: len(self.topic)})
+            return self.engine.settle(absorbing, self.now)
 
         def scan(self, start: dict[int, int]) -> set[str]:
             return {e.request_id for e in self.topic[start.get(0, 0) :]}
 
-        def commit(self, batch: list[Source]) -> None:
-            for s in batch:
-                self.committed[s.outbox] += 1
+        def commit(self, batch: list[Arrival]) -> None:
+            for arrival in batch:
+                self.committed[arrival.source] += 1
 
-        def check(self, batch: list[Source], absorbed: Absorbed) -> None:
+        def check(self, batch: list[Arrival], absorbed: Absorbed) -> None:
             """Phase 1 gave each arrival the reference's status, and accounted expiry."""
             expected = [
-                self.reference.arrive(s.arrival.request_id, s.arrival.field,
-                                      s.arrival.payload, self.now)
-                for s in batch
-            ]  # fmt: skip
+                self.reference.arrive(a.request_id, a.field, a.payload.encode(), self.now)
+                for a in batch
+            ]
             assert absorbed.statuses == expected
             self.expired[0] += absorbed.expired_predictions
             self.expired[1] += absorbed.expired_outcomes

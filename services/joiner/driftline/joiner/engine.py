@@ -1,16 +1,18 @@
-"""The join of one batch, in two atomic Redis steps, independent of Kafka.
+"""The join of one batch in two atomic Redis steps, independent of Kafka.
 
-    absorb   store every arrival (new, duplicate or late) and return the state of
-             each request that may have work
-    plan     in Python: scores, agreement and the labeled example each state owes
-    settle   set the markers and add the counters of exactly what was not done
-             before, and note the new examples in the outbox of their source
+    absorb   store every arrival (new, duplicate or late), claim the work it made
+             possible (scores, agreement, labeled example) and name the claims in
+             the outbox of their source, with a flag for the batch's counters
+    plan     in Python: what the claims add (`quality_fields`), the examples
+    settle   add each source's counters if its batch flag is still set, and
+             remove the flag in the same step
 
 The caller then sends the examples, and only once they are durable clears the
 outboxes and commits its offsets. A crash anywhere loses nothing and doubles
-nothing: before settle, the replayed batch finds the same work; after settle, the
-markers stop a second count and the outbox still names the examples owed, which
-`recover` rebuilds for whatever the labeled topic does not hold yet.
+nothing: before absorb, the replayed batch finds the same work; after it, the
+claims stop a second claim, and the outbox still names what is owed: `recover`
+adds the counters whose flag is still set and rebuilds the examples that the
+labeled topic does not hold.
 
 The clock is an argument (`now`), so the property tests drive windows and expiry
 without waiting.
@@ -18,44 +20,27 @@ without waiting.
 
 from __future__ import annotations
 
+import uuid
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from driftline.api.events import LabeledExample
-from driftline.joiner.join import (
-    QUALITY_FIELDS,
-    Agreement,
-    Score,
-    labeled_example,
-    outcome_of,
-    plan_request,
-    predictions_of,
-)
-from driftline.joiner.store import Absorbed, Arrival, JoinStore, Outbox, SettleBatch, Swept
+from driftline.joiner.join import plan_claim
+from driftline.joiner.store import Absorbed, Arrival, Increments, JoinStore, Outbox, Swept
 
-
-@dataclass(frozen=True)
-class Source:
-    """An arrival and the source it came from (the worker: its topic partition).
-
-    Each source has one outbox; whoever replays the source recovers it."""
-
-    arrival: Arrival
-    outbox: str
+# (version, variant) -> field -> sum; (stable, candidate) -> [compared, agreed]
+QualitySums = dict[tuple[str, str], dict[str, float]]
+AgreementSums = dict[tuple[str, str], list[int]]
 
 
 @dataclass
-class BatchResult:
-    statuses: list[int]
-    """Per arrival: store.ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
-    examples: list[LabeledExample] = field(default_factory=list)
-    """Newly emitted: the caller must send them before it commits."""
-    outboxes: list[str] = field(default_factory=list)
-    """Sources whose outboxes name those examples: clear them once they are durable."""
-    scores: list[Score] = field(default_factory=list)
-    agreements: list[Agreement] = field(default_factory=list)
-    expired_predictions: int = 0
-    expired_outcomes: int = 0
+class Share:
+    """What one source's claims in one batch add."""
+
+    increments: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    quality: QualitySums = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    agreement: AgreementSums = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
 
 @dataclass
@@ -63,9 +48,36 @@ class Absorbing:
     """A batch between its two phases."""
 
     absorbed: Absorbed
-    batch: SettleBatch
-    planned: list[Score | Agreement | LabeledExample]
-    outbox_of: dict[str, str]
+    token: str
+    examples: list[LabeledExample]
+    shares: dict[str, Share]
+
+
+@dataclass
+class BatchResult:
+    statuses: list[int]
+    """Per arrival: store.ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
+    examples: list[LabeledExample] = field(default_factory=list)
+    """Claimed by this batch: the caller must send them before it commits."""
+    outboxes: list[str] = field(default_factory=list)
+    """Sources whose outboxes name this batch's claims: clear them once the
+    examples are durable."""
+    quality: QualitySums = field(default_factory=dict)
+    """Counters this batch added (for the process's Prometheus metrics)."""
+    agreement: AgreementSums = field(default_factory=dict)
+    expired_predictions: int = 0
+    expired_outcomes: int = 0
+
+    def merge(self, other: BatchResult) -> None:
+        """Add `other`'s counters to these (examples and statuses are left alone)."""
+        for group, sums in other.quality.items():
+            into = self.quality.setdefault(group, {})
+            for name, value in sums.items():
+                into[name] = into.get(name, 0.0) + value
+        for group, (compared, agreed) in other.agreement.items():
+            counts = self.agreement.setdefault(group, [0, 0])
+            counts[0] += compared
+            counts[1] += agreed
 
 
 class JoinEngine:
@@ -73,88 +85,98 @@ class JoinEngine:
         self.store = store
         self.task = task
         self.tolerance = agreement_tolerance
-        self.fields = QUALITY_FIELDS[task]
 
     def process(
-        self, sources: Sequence[Source], now: float, start_offsets: dict[int, int]
+        self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
     ) -> BatchResult:
         """Absorb, plan and settle one batch. `start_offsets`: see `Outbox`."""
-        return self.settle(self.absorb(sources, now), now, start_offsets)
+        return self.settle(self.absorb(arrivals, now, start_offsets), now)
 
-    def absorb(self, sources: Sequence[Source], now: float) -> Absorbing:
-        """Phase 1: store the arrivals; what they made joinable is planned."""
-        absorbed = self.store.absorb([s.arrival for s in sources], now)
-        # An example is owed to the outbox of the request's last arrival in the batch:
-        # if the batch is lost, that arrival's source replays it.
-        outbox_of = {s.arrival.request_id: s.outbox for s in sources}
-        batch = SettleBatch(self.fields)
-        planned: list[Score | Agreement | LabeledExample] = []
-        quality = self.store.quality
-        for request_id, state in absorbed.states.items():
-            plan = plan_request(request_id, state, self.task, self.tolerance)
-            for score in plan.scores:
-                key = quality.counters(score.version, score.variant).bucket_key(now)
-                values = [score.fields.get(f, 0.0) for f in self.fields]
-                batch.score(request_id, score.variant, key, values)
-                planned.append(score)
-            if plan.agreement is not None:
-                a = plan.agreement
-                key = quality.agreement(a.stable_version, a.candidate_version).bucket_key(now)
-                batch.agree(request_id, key, a.agreed)
-                planned.append(a)
-            if plan.emission is not None:
-                example = plan.emission.example
-                outbox_key = self.store.outbox_key(outbox_of[request_id])
-                batch.emit(request_id, example.variant, outbox_key)
-                planned.append(example)
-        return Absorbing(absorbed, batch, planned, outbox_of)
+    def absorb(
+        self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
+    ) -> Absorbing:
+        """Phase 1, and the plan of what its claims add."""
+        token = uuid.uuid4().hex[:16]
+        absorbed = self.store.absorb(arrivals, now, token, start_offsets)
+        examples: list[LabeledExample] = []
+        shares: dict[str, Share] = {}
+        for request_id, claim in absorbed.claims.items():
+            share = shares.get(claim.source)
+            if share is None:
+                share = shares[claim.source] = Share()
+            example = self._plan(request_id, claim.state, claim.fields, share, now)
+            if example is not None:
+                examples.append(example)
+        return Absorbing(absorbed, token, examples, shares)
 
-    def settle(
-        self, absorbing: Absorbing, now: float, start_offsets: dict[int, int]
-    ) -> BatchResult:
-        """Phase 2: mark and count what nobody did before (another replica may have)."""
+    def settle(self, absorbing: Absorbing, now: float) -> BatchResult:
+        """Phase 2: add the counters of each source's share, once."""
         absorbed = absorbing.absorbed
         result = BatchResult(
             absorbed.statuses,
+            examples=absorbing.examples,
+            outboxes=sorted(absorbing.shares),
             expired_predictions=absorbed.expired_predictions,
             expired_outcomes=absorbed.expired_outcomes,
         )
-        flags = self.store.settle(absorbing.batch, start_offsets)
-        boxes: set[str] = set()
-        for item, took_effect in zip(absorbing.planned, flags, strict=True):
-            if not took_effect:
-                continue
-            if isinstance(item, Score):
-                result.scores.append(item)
-            elif isinstance(item, Agreement):
-                result.agreements.append(item)
-            else:
-                result.examples.append(item)
-                boxes.add(absorbing.outbox_of[item.request_id])
-        result.outboxes = sorted(boxes)
+        self._add(absorbing.token, absorbing.shares, result)
         return result
 
-    def rebuild(self, request_id: str) -> LabeledExample | None:
-        """The example already marked emitted for `request_id`, from its state."""
-        state = self.store.state(request_id)
-        variant = state.get("e")
-        outcome = outcome_of(request_id, state)
-        if variant is None or outcome is None:
-            return None
-        prediction = predictions_of(request_id, state).get(variant)
-        return None if prediction is None else labeled_example(prediction, outcome)
-
-    def recover(self, outbox: Outbox, present: set[str]) -> list[LabeledExample]:
-        """The examples of `outbox` missing from the labeled topic (`present` holds
-        the request ids found there from `outbox.start_offsets` on)."""
-        missing: list[LabeledExample] = []
-        for request_id in dict.fromkeys(outbox.request_ids):
-            if request_id in present:
-                continue
-            example = self.rebuild(request_id)
+    def recover(self, outbox: Outbox, present: set[str], now: float) -> BatchResult:
+        """Settle what a lost batch left in `outbox`: add the counters of each of its
+        batches whose flag is still set (settle decides, atomically), and return the
+        examples missing from the labeled topic (`present`: the request ids found
+        there from `outbox.start_offsets`)."""
+        wanted: dict[str, tuple[str, list[str]]] = {}
+        for token, request_id, claimed in outbox.claims:
+            names = [n for n in claimed if n != "e" or request_id not in present]
+            if names:
+                wanted[request_id] = (token, names)
+        shares: dict[str, Share] = defaultdict(Share)
+        examples = []
+        states = self.store.states(list(wanted))
+        for request_id, (token, names) in wanted.items():
+            example = self._plan(request_id, states[request_id], names, shares[token], now)
             if example is not None:
-                missing.append(example)
-        return missing
+                examples.append(example)
+        result = BatchResult([], examples=examples)
+        for token in sorted({token for token, _, _ in outbox.claims}):
+            self._add(token, {outbox.source: shares[token]}, result)
+        return result
 
     def sweep(self, now: float, limit: int = 1000) -> Swept:
         return self.store.sweep(now, limit)
+
+    def _plan(
+        self, request_id: str, state: dict[str, str], claimed: list[str], share: Share, now: float
+    ) -> LabeledExample | None:
+        scores, agreement, example = plan_claim(
+            request_id, state, claimed, self.task, self.tolerance
+        )
+        quality = self.store.quality
+        for score in scores:
+            key = quality.counters(score.version, score.variant).bucket_key(now)
+            sums = share.quality[(score.version, score.variant)]
+            for name, value in score.fields.items():
+                share.increments[(key, name)] += value
+                sums[name] += value
+        if agreement is not None:
+            a = agreement
+            key = quality.agreement(a.stable_version, a.candidate_version).bucket_key(now)
+            share.increments[(key, "compared")] += 1
+            counts = share.agreement[(a.stable_version, a.candidate_version)]
+            counts[0] += 1
+            if a.agreed:
+                share.increments[(key, "agreed")] += 1
+                counts[1] += 1
+        return example
+
+    def _add(self, token: str, shares: dict[str, Share], result: BatchResult) -> None:
+        increments: Increments = {
+            self.store.flag_key(source, token): [(k, f, v) for (k, f), v in s.increments.items()]
+            for source, s in shares.items()
+        }
+        added = self.store.settle(increments)
+        for source, share in shares.items():
+            if added.get(self.store.flag_key(source, token)):
+                result.merge(BatchResult([], quality=share.quality, agreement=share.agreement))

@@ -1,7 +1,9 @@
-"""What one request's state owes: scores, a shadow agreement, a labeled example.
+"""What the work claimed for one request amounts to: scores, a shadow agreement,
+a labeled example.
 
-Pure functions over the hash phase 1 returned (see lua/prelude.lua). They say what
-*could* be counted or emitted; phase 2 decides what actually is, by its markers.
+Pure functions over a request's hash (see lua/prelude.lua). Phase 1 decides in
+Redis which work is claimed; these compute what it adds, in Python, with the
+shared `quality_fields` the rollout controller's numbers are defined by.
 
 - Every prediction (any variant) that met the outcome inside the window is scored
   against it, once per (request id, variant).
@@ -27,7 +29,6 @@ QUALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("count", "correct", "log_loss", "log_loss_count"),
     "regression": ("count", "abs_error", "sq_error"),
 }
-SERVED_VARIANTS = ("stable", "candidate")
 
 
 @dataclass(frozen=True)
@@ -44,19 +45,6 @@ class Agreement:
     stable_version: str
     candidate_version: str
     agreed: bool
-
-
-@dataclass(frozen=True)
-class Emission:
-    request_id: str
-    example: LabeledExample
-
-
-@dataclass(frozen=True)
-class RequestPlan:
-    scores: list[Score]
-    agreement: Agreement | None
-    emission: Emission | None
 
 
 # The state holds only records that were validated on arrival (`events.decode`):
@@ -88,13 +76,6 @@ def outcome_of(request_id: str, state: dict[str, str]) -> Outcome | None:
         return None
 
 
-def served(predictions: dict[str, Prediction]) -> Prediction | None:
-    for variant in SERVED_VARIANTS:
-        if variant in predictions:
-            return predictions[variant]
-    return None
-
-
 def agrees(task: str, a: float, b: float, tolerance: float) -> bool:
     if task == "classification":
         return int(a) == int(b)
@@ -117,26 +98,30 @@ def labeled_example(prediction: Prediction, outcome: Outcome) -> LabeledExample:
     )
 
 
-def plan_request(
-    request_id: str, state: dict[str, str], task: str, tolerance: float
-) -> RequestPlan:
-    """Everything this request's state could still add (markers not yet set)."""
+def plan_claim(
+    request_id: str, state: dict[str, str], claimed: list[str], task: str, tolerance: float
+) -> tuple[list[Score], Agreement | None, LabeledExample | None]:
+    """The effects of the work claimed for one request (`s:<variant>`, `a`, `e`),
+    computed from its state: scores, agreement, labeled example."""
     predictions = predictions_of(request_id, state)
     outcome = outcome_of(request_id, state)
     scores: list[Score] = []
-    emission = None
-    if outcome is not None:
-        for variant, p in predictions.items():
-            if f"s:{variant}" not in state:
-                fields = quality_fields(task, p.output, outcome.label, p.scores)
-                scores.append(Score(request_id, variant, p.model_version, fields))
-        chosen = served(predictions)
-        if chosen is not None and "e" not in state:
-            emission = Emission(request_id, labeled_example(chosen, outcome))
     agreement = None
-    stable = predictions.get("stable")
-    other = predictions.get("shadow") or predictions.get("candidate")
-    if stable is not None and other is not None and "a" not in state:
-        agreed = agrees(task, stable.output, other.output, tolerance)
-        agreement = Agreement(request_id, stable.model_version, other.model_version, agreed)
-    return RequestPlan(scores, agreement, emission)
+    example = None
+    for name in claimed:
+        if name.startswith("s:"):
+            p = predictions.get(name[2:])
+            if p is not None and outcome is not None:
+                fields = quality_fields(task, p.output, outcome.label, p.scores)
+                scores.append(Score(request_id, name[2:], p.model_version, fields))
+        elif name == "e":
+            chosen = predictions.get(state.get("e", ""))
+            if chosen is not None and outcome is not None:
+                example = labeled_example(chosen, outcome)
+        elif name == "a":
+            stable = predictions.get("stable")
+            other = predictions.get("shadow") or predictions.get("candidate")
+            if stable is not None and other is not None:
+                agreed = agrees(task, stable.output, other.output, tolerance)
+                agreement = Agreement(request_id, stable.model_version, other.model_version, agreed)
+    return scores, agreement, example

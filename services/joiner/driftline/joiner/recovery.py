@@ -3,16 +3,17 @@
 Redis and Kafka do not commit together, and the embedded broker does not isolate
 transactions, so "exactly once in effect" is built from two facts:
 
-- Phase 2 of a batch marks each example emitted and names it in its source's
-  outbox in one atomic step, together with `from`: per labeled partition, an offset
-  at or before where the example can land (the end offsets this process has seen,
-  a lower bound whatever other replicas write).
+- Phase 1 of a batch claims each example and names it in its source's outbox in
+  one atomic step, together with `from`: per labeled partition, an offset at or
+  before where the example can land (the end offsets this process has seen, a
+  lower bound whatever other replicas write).
 - The outbox is cleared only once the broker acknowledged the examples.
 
 An outbox left behind (a crash, a failed send) is settled before its source is
-joined again: wait until nothing of ours is in flight, read the labeled topic from
-`from` to its end, and resend only the request ids not found there. The read is
-bounded by what was written since the outbox was filled, usually one batch.
+joined again: add the counters its batch had not added (a flag per batch says
+so), wait until nothing of ours is in flight, read the labeled topic from `from`
+to its end, and resend only the request ids not found there. The read is bounded
+by what was written since the outbox was filled, usually one batch.
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from driftline.api.events import LabeledExample, encode
 from driftline.common.connections import KafkaConnection
+from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.store import Outbox
-
-if TYPE_CHECKING:
-    from driftline.joiner.engine import JoinEngine
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +149,24 @@ class LabeledLog:
         finally:
             reader.close()
 
-    def recover(self, engine: JoinEngine, sources: Sequence[str]) -> tuple[int, int]:
-        """Settle the outboxes of `sources`: (examples resent, examples already there)."""
+    def recover(self, engine: JoinEngine, sources: Sequence[str], now: float) -> Recovered:
+        """Settle the outboxes of `sources` (see `settle_outboxes`)."""
         # Nothing of ours may still be on its way, or the read below could miss it.
         # (Records that failed before are simply not found, and sent again.)
         remaining = self.producer.flush(self.timeout)
         if remaining:
             raise DeliveryError(f"{remaining} records still in flight; recovery waits")
-        return settle_outboxes(engine, sources, self.scan, self.send)
+        return settle_outboxes(engine, sources, self.scan, self.send, now)
+
+
+@dataclass
+class Recovered:
+    resent: int
+    """Examples the labeled topic did not hold, sent now."""
+    present: int
+    """Examples owed that the labeled topic held already."""
+    result: BatchResult
+    """The counters added now (for the process's metrics)."""
 
 
 def settle_outboxes(
@@ -164,22 +174,30 @@ def settle_outboxes(
     sources: Sequence[str],
     scan: Callable[[dict[int, int]], set[str]],
     send: Callable[[list[LabeledExample]], None],
-) -> tuple[int, int]:
-    """Resend what the outboxes of `sources` owe and `scan` does not find in the
-    labeled topic, then clear them: (examples resent, examples already there)."""
+    now: float,
+) -> Recovered:
+    """Settle what the outboxes of `sources` hold: add the counters of lost batches
+    (once), send the examples `scan` does not find in the labeled topic, then
+    clear the outboxes."""
     outboxes = [o for o in (engine.store.read_outbox(s) for s in sources) if o is not None]
     if not outboxes:
-        return 0, 0
+        return Recovered(0, 0, BatchResult([]))
     present = scan(_earliest(outboxes))
-    owed = {i for o in outboxes for i in o.request_ids}
-    missing = list({e.request_id: e for o in outboxes for e in engine.recover(o, present)}.values())
-    lost = owed - present - {e.request_id for e in missing}
+    total = BatchResult([])
+    owed: set[str] = set()
+    examples: dict[str, LabeledExample] = {}
+    for outbox in outboxes:
+        owed.update(rid for _, rid, names in outbox.claims if "e" in names)
+        result = engine.recover(outbox, present, now)
+        examples.update((e.request_id, e) for e in result.examples)
+        total.merge(result)
+    lost = owed - present - set(examples)
     if lost:
         log.error("%d owed examples could not be rebuilt (state expired): %s", len(lost),
                   sorted(lost)[:10])  # fmt: skip
-    send(missing)
+    send(list(examples.values()))
     engine.store.clear_outboxes([o.source for o in outboxes])
-    return len(missing), len(owed & present)
+    return Recovered(len(examples), len(owed & present), total)
 
 
 def _earliest(outboxes: Sequence[Outbox]) -> dict[int, int]:

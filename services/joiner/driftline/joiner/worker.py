@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,7 @@ from driftline.api.events import EventError, Outcome, Prediction, decode
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from driftline.joiner import metrics
-from driftline.joiner.engine import BatchResult, JoinEngine, Source
+from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.recovery import DeliveryError, LabeledLog
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, Arrival, JoinStore
@@ -137,17 +138,20 @@ class JoinerWorker:
         """Join one batch and commit it; False when `stop` interrupted a retry (the
         batch is then left uncommitted and replayed by the next owner)."""
         started = time.perf_counter()
-        sources, sides, dead = self._decode(records)
+        arrivals, origins, dead = self._decode(records)
         result: BatchResult | None = None
-        if sources:
+        if arrivals:
             results: list[BatchResult] = []
-            if not self._retrying(stop, lambda: results.append(self._join(sources))):
+            if not self._retrying(stop, lambda: results.append(self._join(arrivals))):
                 return False
             result = results[0]
-            for (msg, side), status in zip(sides, result.statuses, strict=True):
-                metrics.messages.labels(side, _RESULTS[status]).inc()
+            counts: Counter[tuple[str, int]] = Counter()
+            for (msg, side), status in zip(origins, result.statuses, strict=True):
+                counts[(side, status)] += 1
                 if status == ARRIVAL_LATE:
                     dead.append((msg, f"late: {side} arrived after the {self.window:g}s window"))
+            for (side, status), n in counts.items():
+                metrics.messages.labels(side, _RESULTS[status]).inc(n)
         if (result or dead) and not self._retrying(stop, lambda: self._deliver(result, dead)):
             return False
         if result is not None:
@@ -162,10 +166,13 @@ class JoinerWorker:
 
     def _decode(
         self, records: list[Any]
-    ) -> tuple[list[Source], list[tuple[Any, str]], list[tuple[Any, str]]]:
-        sources: list[Source] = []
-        sides: list[tuple[Any, str]] = []
+    ) -> tuple[list[Arrival], list[tuple[Any, str]], list[tuple[Any, str]]]:
+        """Valid records as arrivals (beside them: the record and its side, for
+        metrics and dead letters), and the invalid ones with the reason."""
+        arrivals: list[Arrival] = []
+        origins: list[tuple[Any, str]] = []
         dead: list[tuple[Any, str]] = []
+        invalid: Counter[str] = Counter()
         predictions = self.topics.predictions
         for msg in records:
             if msg.error() is not None:
@@ -186,22 +193,26 @@ class JoinerWorker:
                 if not request_id:
                     raise EventError("request_id is empty")
             except EventError as exc:
-                metrics.messages.labels(side, "invalid").inc()
+                invalid[side] += 1
                 dead.append((msg, exc.reason))
                 continue
-            sources.append(Source(Arrival(request_id, field, value), f"{topic}:{msg.partition()}"))
-            sides.append((msg, side))
-        return sources, sides, dead
+            arrivals.append(
+                Arrival(request_id, field, value.decode(), f"{topic}:{msg.partition()}")
+            )
+            origins.append((msg, side))
+        for side, n in invalid.items():
+            metrics.messages.labels(side, "invalid").inc(n)
+        return arrivals, origins, dead
 
-    def _join(self, sources: list[Source]) -> BatchResult:
-        # After a failed attempt the lost reply may have settled examples: the
-        # outboxes of this batch's sources still name them, so settle those first.
+    def _join(self, arrivals: list[Arrival]) -> BatchResult:
+        # After a failed attempt the lost reply may have claimed work: the outboxes
+        # of this batch's sources name it, so settle those first.
         if self._to_recover:
             self._recover_owed()
         try:
-            return self.engine.process(sources, self.clock(), self.labeled.end_offsets())
+            return self.engine.process(arrivals, self.clock(), self.labeled.end_offsets())
         except RedisError:
-            self._to_recover.update(s.outbox for s in sources)
+            self._to_recover.update(a.source for a in arrivals)
             raise
 
     def _deliver(self, result: BatchResult | None, dead: list[tuple[Any, str]]) -> None:
@@ -227,12 +238,13 @@ class JoinerWorker:
 
     def _recover_owed(self) -> None:
         sources = sorted(self._to_recover)
-        resent, present = self.labeled.recover(self.engine, sources)
-        metrics.recovered.labels("resent").inc(resent)
-        metrics.recovered.labels("present").inc(present)
-        if resent or present:
-            log.info("outboxes of %s: %d examples resent, %d already sent", sources, resent,
-                     present)  # fmt: skip
+        recovered = self.labeled.recover(self.engine, sources, self.clock())
+        metrics.recovered.labels("resent").inc(recovered.resent)
+        metrics.recovered.labels("present").inc(recovered.present)
+        self._count(recovered.result)
+        if recovered.resent or recovered.present:
+            log.info("outboxes of %s: %d examples resent, %d already sent", sources,
+                     recovered.resent, recovered.present)  # fmt: skip
         self._to_recover.difference_update(sources)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -283,13 +295,12 @@ class JoinerWorker:
         metrics.labeled.inc(len(result.examples))
         metrics.expired.labels("prediction").inc(result.expired_predictions)
         metrics.expired.labels("outcome").inc(result.expired_outcomes)
-        for score in result.scores:
-            for name, value in score.fields.items():
-                metrics.quality.labels(score.version, score.variant, name).inc(value)
-        for a in result.agreements:
-            metrics.agreement.labels(a.stable_version, a.candidate_version, "compared").inc()
-            if a.agreed:
-                metrics.agreement.labels(a.stable_version, a.candidate_version, "agreed").inc()
+        for (version, variant), sums in result.quality.items():
+            for name, value in sums.items():
+                metrics.quality.labels(version, variant, name).inc(value)
+        for (stable, candidate), (compared, agreed) in result.agreement.items():
+            metrics.agreement.labels(stable, candidate, "compared").inc(compared)
+            metrics.agreement.labels(stable, candidate, "agreed").inc(agreed)
 
     def _retrying(self, stop: threading.Event, step: Callable[[], None]) -> bool:
         """Run `step` until it succeeds (True), or until `stop` is set (False)."""

@@ -5,12 +5,14 @@
 --   p:<variant>  a prediction that arrived inside the window (raw JSON)
 --   o            the outcome, if it arrived inside the window
 --   lp:<variant>, lo   the same, arrived after the window (kept to spot replays)
---   s:<variant>  marker: this variant was scored against the outcome
---   e            marker: the labeled example was emitted (value: its variant)
---   a            marker: shadow agreement was counted
+--   s:<variant>  claim: this variant is scored against the outcome
+--   e            claim: the labeled example is emitted (value: its variant)
+--   a            claim: shadow agreement is counted
 --   x            marker: expiry was accounted
--- Every marker is set with HSETNX in the same script that adds the counters it
--- guards, so a replayed batch or a second replica never counts anything twice.
+-- A claim is set in the same atomic step that finds the work, together with an
+-- outbox entry naming it; the outbox stays until the claim's effects (counters in
+-- Redis, the example in Kafka) are durable. So a replayed batch or a second
+-- replica never claims anything twice, and a crash never loses a claim.
 --
 -- Batches travel as one msgpack argument and come back as one msgpack reply:
 -- thousands of records cost the client one argument to write and one to read.
@@ -23,29 +25,43 @@ local function to_map(flat)
   return map
 end
 
--- Whether a request's hash holds work not settled yet: a prediction to score,
--- the example to emit, an agreement to count.
-local function has_work(h)
+-- The work a request's hash holds that nobody claimed yet: scores of the
+-- predictions that met the outcome, the example of the served one, the agreement
+-- of stable and shadow (else candidate). Returns the claims as hash fields and
+-- values, and the served variant when the example is among them.
+local function unclaimed(h)
+  local claims, served = {}, nil
   if h['o'] then
-    if not h['e'] and (h['p:stable'] or h['p:candidate']) then
-      return true
-    end
     for field, _ in pairs(h) do
-      if string.sub(field, 1, 2) == 'p:' and not h['s:' .. string.sub(field, 3)] then
-        return true
+      if string.sub(field, 1, 2) == 'p:' then
+        local mark = 's:' .. string.sub(field, 3)
+        if not h[mark] then
+          claims[#claims + 1] = mark
+          claims[#claims + 1] = '1'
+        end
+      end
+    end
+    if not h['e'] then
+      served = (h['p:stable'] and 'stable') or (h['p:candidate'] and 'candidate')
+      if served then
+        claims[#claims + 1] = 'e'
+        claims[#claims + 1] = served
       end
     end
   end
-  return h['p:stable'] ~= nil and not h['a'] and (h['p:shadow'] or h['p:candidate']) ~= nil
+  if h['p:stable'] and not h['a'] and (h['p:shadow'] or h['p:candidate']) then
+    claims[#claims + 1] = 'a'
+    claims[#claims + 1] = '1'
+  end
+  return claims, served
 end
 
 -- Count what the window left unjoined, once: predictions that never met an
--- outcome, and an outcome whose served prediction never came. A pair that is
--- present but not settled yet (a crash between the two phases) is not expired:
--- it is still joined when its batch is replayed.
+-- outcome, and an outcome whose served prediction never came (phase 1 claims the
+-- example the moment both are in, so an outcome without `e` never met one).
 local function account_expiry(h, key, id, pending, tally)
   if h['o'] then
-    if not h['e'] and not h['p:stable'] and not h['p:candidate'] then
+    if not h['e'] then
       tally.outcomes = tally.outcomes + 1
     end
   else
