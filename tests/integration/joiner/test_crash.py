@@ -33,6 +33,7 @@ from driftline.common.connections import KafkaConnection
 from driftline.common.infra import KafkaBroker, RedisServer, free_port
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.state import QualityStore
+from driftline.joiner.store import JoinStore
 from driftline.joiner.worker import group_id
 from tests.integration.joiner.streams import (
     committed_offsets,
@@ -150,7 +151,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     group = group_id(unique)
     sources = [predictions, outcomes]
     log = tmp_path / "joiner.log"
-    state_key = f"driftline:test:{unique}:joiner:req:"
+    store = JoinStore(redis_client, "test", unique, window=3600, grace=360)
 
     def done() -> int:
         return sum(committed_offsets(conn, group, sources).values())
@@ -170,10 +171,14 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
         emitted = {m.key().decode() for m in read_to_end(conn, labeled)}
         served_done: set[str] = set()
         outcome_done: set[str] = set()
-        for (topic, partition, offset), (rid, field) in stream.landed.items():
-            if field == "bad" or offset >= committed.get((topic, partition), 0):
-                continue
-            assert redis_client.hexists(state_key + rid, field), (rid, field, "not in Redis")
+        done_records = [
+            (rid, field)
+            for (topic, partition, offset), (rid, field) in stream.landed.items()
+            if field != "bad" and offset < committed.get((topic, partition), 0)
+        ]
+        states = store.states(sorted({rid for rid, _ in done_records}))
+        for rid, field in done_records:
+            assert field in states[rid], (rid, field, "not in Redis")
             if field in ("p:stable", "p:candidate"):
                 served_done.add(rid)
             elif field == "o":

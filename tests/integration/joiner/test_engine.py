@@ -88,6 +88,6 @@ def test_one_batch_of_thousands_of_joins(redis_client: Any) -> None:
     assert outbox.start_offsets == {0: 7, 1: 3}
     counters = joiner.store.quality.counters("1", "stable").read(redis_client, 60, now=NOW)
     assert counters == {"count": n, "correct": n / 2}
-    joiner.store.clear_outboxes(result.outboxes)
+    joiner.store.trim_outboxes(result.outboxes)
     assert joiner.store.read_outbox("outcomes") is None
     assert joiner.sweep(NOW + WINDOW + 1).pending == 0  # all joined: nothing left to expire

@@ -158,7 +158,7 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
                 sent = {"none": 1.0, "after_settle": 0.0, "half_sent": 0.5, "after_send": 1.0}
                 self.topic += result.examples[: int(len(result.examples) * sent[crash])]
                 if crash == "none":
-                    self.store.clear_outboxes(result.outboxes)
+                    self.store.trim_outboxes(result.outboxes)
                     self.commit(batch)
                     return
             if downtime != "none":
@@ -174,7 +174,7 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
             settle_outboxes(self.engine, SOURCES, self.scan, self.topic.extend, self.now)
             result = self.run_batch(batch)
             self.topic += result.examples
-            self.store.clear_outboxes(result.outboxes)
+            self.store.trim_outboxes(result.outboxes)
             self.commit(batch)
 
         @precondition(lambda self: any(len(self.logs[s]) > self.committed[s] for s in SOURCES))
@@ -192,7 +192,7 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
             for engine, absorbing in zip((zombie, owner)[::step], phase1[::step], strict=True):
                 result = engine.settle(absorbing, self.now)
                 self.topic += result.examples
-                self.store.clear_outboxes(result.outboxes)
+                self.store.trim_outboxes(result.outboxes)
             self.commit(batch)
 
         @precondition(lambda self: all(len(self.logs[s]) > self.committed[s] for s in SOURCES))
@@ -220,7 +220,7 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
             for source in order:
                 result = engines[source].settle(absorbing[source], self.now)
                 self.topic += result.examples
-                self.store.clear_outboxes(result.outboxes)
+                self.store.trim_outboxes(result.outboxes)
                 self.commit(parts[source])
 
         def next_batch(self, sizes: tuple[int, int]) -> list[Arrival]:

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from driftline.api.events import LabeledExample
+from driftline.common.state import BUCKET_SECONDS
 from driftline.joiner.join import plan_claim
 from driftline.joiner.store import Absorbed, Arrival, Increments, JoinStore, Outbox, Swept
 
@@ -38,7 +39,6 @@ AgreementSums = dict[tuple[str, str], list[int]]
 class Share:
     """What one source's claims in one batch add."""
 
-    increments: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
     quality: QualitySums = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
     agreement: AgreementSums = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
@@ -51,17 +51,21 @@ class Absorbing:
     token: str
     examples: list[LabeledExample]
     shares: dict[str, Share]
+    entries: dict[str, int]
+    """Outbox entries added, per source."""
 
 
 @dataclass
 class BatchResult:
     statuses: list[int]
     """Per arrival: store.ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Arrivals by side and status."""
     examples: list[LabeledExample] = field(default_factory=list)
     """Claimed by this batch: the caller must send them before it commits."""
-    outboxes: list[str] = field(default_factory=list)
-    """Sources whose outboxes name this batch's claims: clear them once the
-    examples are durable."""
+    outboxes: dict[str, int] = field(default_factory=dict)
+    """How many entries this batch added to each source's outbox: trim them once
+    the examples are durable (`JoinStore.trim_outboxes`)."""
     quality: QualitySums = field(default_factory=dict)
     """Counters this batch added (for the process's Prometheus metrics)."""
     agreement: AgreementSums = field(default_factory=dict)
@@ -85,6 +89,7 @@ class JoinEngine:
         self.store = store
         self.task = task
         self.tolerance = agreement_tolerance
+        self._keys: dict[tuple[str, str, str, int], str] = {}
 
     def process(
         self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
@@ -100,26 +105,29 @@ class JoinEngine:
         absorbed = self.store.absorb(arrivals, now, token, start_offsets)
         examples: list[LabeledExample] = []
         shares: dict[str, Share] = {}
+        entries: dict[str, int] = defaultdict(int)
         for request_id, claim in absorbed.claims.items():
+            entries[claim.source] += 1
             share = shares.get(claim.source)
             if share is None:
                 share = shares[claim.source] = Share()
             example = self._plan(request_id, claim.state, claim.fields, share, now)
             if example is not None:
                 examples.append(example)
-        return Absorbing(absorbed, token, examples, shares)
+        return Absorbing(absorbed, token, examples, shares, entries)
 
     def settle(self, absorbing: Absorbing, now: float) -> BatchResult:
         """Phase 2: add the counters of each source's share, once."""
         absorbed = absorbing.absorbed
         result = BatchResult(
             absorbed.statuses,
+            counts=absorbed.counts,
             examples=absorbing.examples,
-            outboxes=sorted(absorbing.shares),
+            outboxes=dict(absorbing.entries),
             expired_predictions=absorbed.expired_predictions,
             expired_outcomes=absorbed.expired_outcomes,
         )
-        self._add(absorbing.token, absorbing.shares, result)
+        self._add(absorbing.token, absorbing.shares, result, now)
         return result
 
     def recover(self, outbox: Outbox, present: set[str], now: float) -> BatchResult:
@@ -141,7 +149,7 @@ class JoinEngine:
                 examples.append(example)
         result = BatchResult([], examples=examples)
         for token in sorted({token for token, _, _ in outbox.claims}):
-            self._add(token, {outbox.source: shares[token]}, result)
+            self._add(token, {outbox.source: shares[token]}, result, now)
         return result
 
     def sweep(self, now: float, limit: int = 1000) -> Swept:
@@ -153,29 +161,39 @@ class JoinEngine:
         scores, agreement, example = plan_claim(
             request_id, state, claimed, self.task, self.tolerance
         )
-        quality = self.store.quality
         for score in scores:
-            key = quality.counters(score.version, score.variant).bucket_key(now)
             sums = share.quality[(score.version, score.variant)]
             for name, value in score.fields.items():
-                share.increments[(key, name)] += value
                 sums[name] += value
         if agreement is not None:
-            a = agreement
-            key = quality.agreement(a.stable_version, a.candidate_version).bucket_key(now)
-            share.increments[(key, "compared")] += 1
-            counts = share.agreement[(a.stable_version, a.candidate_version)]
+            counts = share.agreement[(agreement.stable_version, agreement.candidate_version)]
             counts[0] += 1
-            if a.agreed:
-                share.increments[(key, "agreed")] += 1
-                counts[1] += 1
+            counts[1] += agreement.agreed
         return example
 
-    def _add(self, token: str, shares: dict[str, Share], result: BatchResult) -> None:
-        increments: Increments = {
-            self.store.flag_key(source, token): [(k, f, v) for (k, f), v in s.increments.items()]
-            for source, s in shares.items()
-        }
+    def _counter_key(self, kind: str, a: str, b: str, now: float) -> str:
+        """The bucket key of a quality ("q": version, variant) or agreement ("a":
+        stable, candidate) counter at `now`, computed once per bucket."""
+        bucket = int(now // BUCKET_SECONDS)
+        key = self._keys.get((kind, a, b, bucket))
+        if key is None:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            quality = self.store.quality
+            counters = quality.counters(a, b) if kind == "q" else quality.agreement(a, b)
+            key = self._keys[(kind, a, b, bucket)] = counters.bucket_key(now)
+        return key
+
+    def _add(self, token: str, shares: dict[str, Share], result: BatchResult, now: float) -> None:
+        increments: Increments = {}
+        for source, share in shares.items():
+            adds = increments[self.store.flag_key(source, token)] = []
+            for (version, variant), sums in share.quality.items():
+                key = self._counter_key("q", version, variant, now)
+                adds += [(key, name, value) for name, value in sums.items()]
+            for (stable, candidate), (compared, agreed) in share.agreement.items():
+                key = self._counter_key("a", stable, candidate, now)
+                adds += [(key, "compared", compared), (key, "agreed", agreed)]
         added = self.store.settle(increments)
         for source, share in shares.items():
             if added.get(self.store.flag_key(source, token)):

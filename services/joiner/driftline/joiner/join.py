@@ -31,7 +31,7 @@ QUALITY_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Score:
     request_id: str
     variant: str
@@ -39,7 +39,7 @@ class Score:
     fields: dict[str, float]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Agreement:
     request_id: str
     stable_version: str
@@ -58,11 +58,18 @@ def predictions_of(request_id: str, state: dict[str, str]) -> dict[str, Predicti
     found: dict[str, Prediction] = {}
     for name, payload in state.items():
         if name.startswith("p:"):
-            try:
-                found[name[2:]] = _read_prediction(payload)
-            except msgspec.MsgspecError as exc:  # only a foreign writer gets here
-                log.error("stored prediction %s/%s unreadable: %s", request_id, name, exc)
+            p = _read(request_id, name[2:], payload)
+            if p is not None:
+                found[name[2:]] = p
     return found
+
+
+def _read(request_id: str, variant: str, payload: str) -> Prediction | None:
+    try:
+        return _read_prediction(payload)
+    except msgspec.MsgspecError as exc:  # only a foreign writer gets here
+        log.error("stored prediction %s/%s unreadable: %s", request_id, variant, exc)
+        return None
 
 
 def outcome_of(request_id: str, state: dict[str, str]) -> Outcome | None:
@@ -103,24 +110,31 @@ def plan_claim(
 ) -> tuple[list[Score], Agreement | None, LabeledExample | None]:
     """The effects of the work claimed for one request (`s:<variant>`, `a`, `e`),
     computed from its state: scores, agreement, labeled example."""
-    predictions = predictions_of(request_id, state)
-    outcome = outcome_of(request_id, state)
+    decoded: dict[str, Prediction | None] = {}
+
+    def prediction(variant: str) -> Prediction | None:
+        if variant not in decoded:
+            payload = state.get(f"p:{variant}")
+            decoded[variant] = None if payload is None else _read(request_id, variant, payload)
+        return decoded[variant]
+
+    outcome = outcome_of(request_id, state) if "o" in state else None
     scores: list[Score] = []
     agreement = None
     example = None
     for name in claimed:
         if name.startswith("s:"):
-            p = predictions.get(name[2:])
+            p = prediction(name[2:])
             if p is not None and outcome is not None:
                 fields = quality_fields(task, p.output, outcome.label, p.scores)
                 scores.append(Score(request_id, name[2:], p.model_version, fields))
         elif name == "e":
-            chosen = predictions.get(state.get("e", ""))
+            chosen = prediction(state.get("e", ""))
             if chosen is not None and outcome is not None:
                 example = labeled_example(chosen, outcome)
         elif name == "a":
-            stable = predictions.get("stable")
-            other = predictions.get("shadow") or predictions.get("candidate")
+            stable = prediction("stable")
+            other = prediction("shadow") or prediction("candidate")
             if stable is not None and other is not None:
                 agreed = agrees(task, stable.output, other.output, tolerance)
                 agreement = Agreement(request_id, stable.model_version, other.model_version, agreed)

@@ -26,6 +26,7 @@ from typing import Any
 
 from driftline.api.events import LabeledExample, encode
 from driftline.common.connections import KafkaConnection
+from driftline.common.kafka import make_producer
 from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.store import Outbox
 
@@ -37,20 +38,20 @@ class DeliveryError(RuntimeError):
 
 
 class LabeledLog:
-    """Sends labeled examples and knows a lower bound of the topic's end offsets."""
+    """Sends labeled examples, and knows a lower bound of the topic's end offsets:
+    its high watermarks when the process started, then the offsets its own examples
+    were written at (other replicas only move the true end further)."""
 
-    def __init__(
-        self, kafka: KafkaConnection, topic: str, producer: Any, timeout: float = 30.0
-    ) -> None:
+    def __init__(self, kafka: KafkaConnection, topic: str, timeout: float = 30.0) -> None:
         self.kafka = kafka
         self.topic = topic
-        self.producer = producer
         self.timeout = timeout
         self._end: dict[int, int] = {}
         self._errors: list[str] = []
+        self.producer = make_producer(kafka, on_delivery=self._failed)
 
     def start(self, consumer: Any) -> None:
-        """Learn the topic's end offsets once; deliveries keep them up to date."""
+        """Read the topic's high watermarks once; deliveries keep them up to date."""
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
@@ -67,6 +68,11 @@ class LabeledLog:
     def end_offsets(self) -> dict[int, int]:
         return dict(self._end)
 
+    def _failed(self, err: Any, msg: Any) -> None:
+        """Delivery report of anything else this producer sends (dead letters)."""
+        if err is not None:
+            self._errors.append(str(err))
+
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is not None:
             self._errors.append(str(err))
@@ -76,7 +82,8 @@ class LabeledLog:
             self._end[partition] = end
 
     def send(self, examples: Sequence[LabeledExample]) -> None:
-        """Produce and wait for the broker's acknowledgement of every example."""
+        """Produce and wait for the broker's acknowledgement of every example (and
+        of everything else this producer has in flight, dead letters included)."""
         self._errors.clear()
         produce, topic, delivered = self.producer.produce, self.topic, self._delivered
         for example in examples:

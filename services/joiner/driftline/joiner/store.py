@@ -1,6 +1,6 @@
 """The join state in Redis, and the three scripts that change it.
 
-    driftline:<ns>:<model>:joiner:req:<request id>    one hash per request (lua/prelude.lua)
+    driftline:<ns>:<model>:joiner:req:<request id>    one msgpack map per request (lua/prelude.lua)
     driftline:<ns>:<model>:joiner:pending             zset: request ids by end of window
     driftline:<ns>:<model>:joiner:outbox:<source>     list: claims not yet durable
     driftline:<ns>:<model>:joiner:outbox:<source>:from      where their examples may be
@@ -31,6 +31,8 @@ from driftline.common.state import RETENTION_SECONDS, QualityStore, model_prefix
 
 ARRIVAL_NEW, ARRIVAL_DUPLICATE, ARRIVAL_LATE = 0, 1, 2
 
+_DIGITS = bytes.maketrans(b"012", b"\x00\x01\x02")
+_SIDES = {"p": "prediction", "o": "outcome"}
 _pack = msgspec.msgpack.Encoder().encode
 _unpack = msgspec.msgpack.Decoder().decode
 
@@ -59,7 +61,7 @@ class Arrival(NamedTuple):
 
 
 class Claim(NamedTuple):
-    """Work phase 1 claimed for one request: its hash, the claimed fields
+    """Work phase 1 claimed for one request: its state, the claimed fields
     (`s:<variant>`, `e`, `a`) and the source whose outbox names them."""
 
     state: dict[str, str]
@@ -71,6 +73,8 @@ class Claim(NamedTuple):
 class Absorbed:
     statuses: list[int]
     """One per arrival: ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
+    counts: dict[tuple[str, int], int]
+    """Arrivals by side ("prediction", "outcome") and status."""
     expired_predictions: int
     expired_outcomes: int
     claims: dict[str, Claim]
@@ -119,6 +123,7 @@ class JoinStore:
         self._absorb = client.register_script(_script("absorb"))
         self._settle = client.register_script(_script("settle"))
         self._sweep = client.register_script(_script("sweep"))
+        self._trim = client.register_script(_script("trim"))
 
     def state_key(self, request_id: str) -> str:
         return self.state_prefix + request_id
@@ -146,13 +151,19 @@ class JoinStore:
                 _pack(arrivals),
             ]
         )
-        statuses, (expired_p, expired_o), claims = _unpack(reply)
-        # An empty Lua table comes back as an empty list, not an empty map.
+        meta, blobs = reply
+        statuses, counts, (expired_p, expired_o), listed = _unpack(meta)
+        claims: dict[str, Claim] = {}
+        at = 0
+        for request_id, names, source, size in listed:
+            claims[request_id] = Claim(_unpack(blobs[at : at + size]), names, source)
+            at += size
         return Absorbed(
-            statuses,
+            list(statuses.encode().translate(_DIGITS)),
+            {(_SIDES[k[0]], int(k[1])): n for k, n in counts.items()} if counts else {},
             expired_p,
             expired_o,
-            {rid: Claim(*c) for rid, c in claims.items()} if claims else {},
+            claims,
         )
 
     def settle(self, increments: Increments) -> dict[str, bool]:
@@ -170,13 +181,11 @@ class JoinStore:
         return Swept(int(expired_p), int(expired_o), int(looked_at), int(pending))
 
     def states(self, request_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-        pipe = self.client.pipeline(transaction=False)
-        for request_id in request_ids:
-            pipe.hgetall(self.state_key(request_id))
-        return {
-            request_id: {k.decode(): v.decode() for k, v in raw.items()}
-            for request_id, raw in zip(request_ids, pipe.execute(), strict=True)
-        }
+        """The current state of each request (empty when it is gone)."""
+        if not request_ids:
+            return {}
+        blobs = self.client.mget([self.state_key(r) for r in request_ids])
+        return {r: _unpack(b) if b else {} for r, b in zip(request_ids, blobs, strict=True)}
 
     def read_outbox(self, source: str) -> Outbox | None:
         key = self.outbox_key(source)
@@ -192,6 +201,15 @@ class JoinStore:
             claims.append((token, request_id, fields.split(",")))
         offsets = {int(p): int(o) for p, o in json.loads(start).items()} if start else {}
         return Outbox(source, claims, offsets)
+
+    def trim_outboxes(self, entries: dict[str, int]) -> None:
+        """Drop the first `entries[source]` entries of each outbox: a batch's claims,
+        once durable (the next batch may have appended its own behind them)."""
+        if entries:
+            args: list[Any] = [self.outbox_prefix]
+            for source, count in entries.items():
+                args += (source, count)
+            self._trim(args=args)
 
     def clear_outboxes(self, sources: Sequence[str]) -> None:
         keys = [self.outbox_key(s) for s in sources]

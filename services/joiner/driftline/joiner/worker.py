@@ -1,19 +1,25 @@
 """The joiner process's loop: Kafka in, Redis state, labeled examples out.
 
 One consumer in group `driftline-<model>-joiner` reads the predictions and outcomes
-topics in batches. For each batch, in this order:
+topics in batches. Each batch goes through:
 
-1. decode; bad records go to the dead-letter topic with the reason;
-2. `JoinEngine.process`: two atomic Redis scripts (state, markers, counters, outbox);
-3. send the new labeled examples (idempotent producer, keyed by request id) and the
+1. intake: decode; bad records go to the dead-letter topic with the reason;
+2. `JoinEngine.process`: two atomic Redis scripts (state, claims and outbox, then
+   the batch's counters), on a thread of its own;
+3. send the batch's labeled examples (idempotent producer, keyed by request id) and
    dead letters, and wait until the broker has them;
-4. clear the batch's outboxes, then commit the batch's offsets.
+4. trim the batch's outbox entries, then commit the batch's offsets.
 
-So committed offsets are never ahead of durable effects. A crash between 2 and 4
-leaves examples named in an outbox; whoever is assigned that partition next reads
-the labeled topic from where the outbox says, and resends only the ones it does not
-find there (`recovery.py`). Redis or broker failures pause the loop and retry the
-batch: the service degrades, it does not crash or skip records.
+Two batches are in hand at a time: while the broker acknowledges batch N's
+examples (3), Redis already works on batch N+1 (2), so the joiner's and Redis's
+cores work side by side. Offsets are committed in order, each only after its
+batch's effects are durable.
+
+A crash between 2 and 4 leaves claims named in an outbox; whoever is assigned that
+partition next settles them (`recovery.py`) before reading it. Redis or broker
+failures stop the pipeline: everything in hand is then finished one batch at a
+time, through the outboxes, retrying until it works; the service degrades, it does
+not crash or skip records.
 """
 
 from __future__ import annotations
@@ -21,20 +27,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from driftline.api.events import EventError, Outcome, Prediction, decode
 from driftline.common.health import Heartbeat
-from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer
 from driftline.joiner import metrics
 from driftline.joiner.engine import BatchResult, JoinEngine
+from driftline.joiner.intake import Batch, Intake
 from driftline.joiner.recovery import DeliveryError, LabeledLog
 from driftline.joiner.settings import JoinerSettings
-from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, Arrival, JoinStore
+from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +80,24 @@ class JoinerWorker:
             grace=settings.grace(self.window),
         )
         self.engine = JoinEngine(store, model.spec.model.task, settings.agreement_tolerance)
-        self.labeled = LabeledLog(kafka, self.topics.labeled, make_producer(kafka))
+        self.intake = Intake(self.topics, model.name)
+        self.labeled = LabeledLog(kafka, self.topics.labeled)
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
         self.consumer = make_consumer(kafka, group_id(model.name))
+        self._redis_thread = ThreadPoolExecutor(1, thread_name_prefix="joiner-redis")
+        self._open: list[Batch] = []
+        self._trims: list[Future[None]] = []
         self._to_recover: set[str] = set()
         self._done: dict[tuple[str, int], int] = {}
         self._next_sweep = 0.0
         self._failing = False
+        self._stop = threading.Event()
 
     # --- the loop ------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        if not self._retrying(stop, self._prepare):
+        self._stop = stop
+        if not self._retrying(self._prepare):
             self.close()
             return
         log.info(
@@ -100,12 +113,20 @@ class JoinerWorker:
                 )
                 # Partitions assigned during `consume` first settle what a previous
                 # owner left in their outboxes, before any of their records is joined.
-                if self._to_recover and not self._retrying(stop, self._recover_owed):
+                if self._to_recover and not (
+                    self._finish_open() and self._retrying(self._recover_owed)
+                ):
                     break
-                if records and not self._handle(records, stop):
+                if records:
+                    if not self._advance(self.intake.batch(records, time.perf_counter())):
+                        break
+                elif self._open and not self._finish_open():
                     break
                 if self.clock() >= self._next_sweep:
-                    self._sweep()
+                    self._next_sweep = self.clock() + self.settings.sweep_interval_seconds
+                    self._redis_thread.submit(self._sweep)
+            else:
+                self._finish_open()  # SIGTERM: finish what is in hand
         finally:
             self.close()
 
@@ -127,6 +148,7 @@ class JoinerWorker:
 
     def close(self) -> None:
         """Commit what was done and leave the group (SIGTERM ends here)."""
+        self._redis_thread.shutdown(wait=True)
         try:
             self._commit(asynchronous=False)
             self.consumer.close()
@@ -134,105 +156,136 @@ class JoinerWorker:
             log.warning("closing the consumer failed: %s", exc)
         self.labeled.producer.flush(10)
 
-    def _handle(self, records: list[Any], stop: threading.Event) -> bool:
-        """Join one batch and commit it; False when `stop` interrupted a retry (the
-        batch is then left uncommitted and replayed by the next owner)."""
-        started = time.perf_counter()
-        arrivals, origins, dead = self._decode(records)
-        result: BatchResult | None = None
-        if arrivals:
-            results: list[BatchResult] = []
-            if not self._retrying(stop, lambda: results.append(self._join(arrivals))):
-                return False
-            result = results[0]
-            counts: Counter[tuple[str, int]] = Counter()
-            for (msg, side), status in zip(origins, result.statuses, strict=True):
-                counts[(side, status)] += 1
-                if status == ARRIVAL_LATE:
-                    dead.append((msg, f"late: {side} arrived after the {self.window:g}s window"))
-            for (side, status), n in counts.items():
-                metrics.messages.labels(side, _RESULTS[status]).inc(n)
-        if (result or dead) and not self._retrying(stop, lambda: self._deliver(result, dead)):
-            return False
-        if result is not None:
-            self._count(result)
-        for msg in records:
-            if msg.error() is None:
-                key = (msg.topic(), msg.partition())
-                self._done[key] = max(self._done.get(key, -1), msg.offset())
-        self._commit(asynchronous=True)
-        metrics.batch_seconds.observe(time.perf_counter() - started)
+    # --- the pipeline: two batches in hand -------------------------------------------
+
+    def _advance(self, batch: Batch) -> bool:
+        """Start `batch` in Redis, then finish the batch before it; False when `stop`
+        interrupted a retry (what is open is then left uncommitted, to be replayed)."""
+        previous = self._open[-1] if self._open else None
+        if previous is not None and not self._resolve(previous):
+            return self._redo() and self._advance(batch)
+        if batch.arrivals:
+            batch.future = self._redis_thread.submit(
+                self.engine.process, batch.arrivals, self.clock(), self.labeled.end_offsets()
+            )
+        self._open.append(batch)
+        if previous is not None and not self._complete(previous):
+            return self._redo()
+        if not batch.arrivals and not self._complete(batch):  # dead letters only
+            return self._redo()
         return True
 
-    def _decode(
-        self, records: list[Any]
-    ) -> tuple[list[Arrival], list[tuple[Any, str]], list[tuple[Any, str]]]:
-        """Valid records as arrivals (beside them: the record and its side, for
-        metrics and dead letters), and the invalid ones with the reason."""
-        arrivals: list[Arrival] = []
-        origins: list[tuple[Any, str]] = []
-        dead: list[tuple[Any, str]] = []
-        invalid: Counter[str] = Counter()
-        predictions = self.topics.predictions
-        for msg in records:
-            if msg.error() is not None:
-                log.warning("consumer: %s", msg.error())
-                continue
-            topic, value = msg.topic(), msg.value()
-            side = "prediction" if topic == predictions else "outcome"
+    def _finish_open(self) -> bool:
+        """Finish every batch in hand, in order, and the Redis work queued behind."""
+        while self._open:
+            batch = self._open[0]
+            if not (self._resolve(batch) and self._complete(batch)):
+                return self._redo()
+        self._wait_trims()
+        return True
+
+    def _wait_trims(self) -> None:
+        """Recovery rewrites outboxes: no trim may still be on its way then."""
+        for trim in self._trims:
             try:
-                if value is None:
-                    raise EventError("empty record")
-                if side == "prediction":
-                    p = decode(value, Prediction)
-                    if p.model != self.model_name:
-                        raise EventError(f"wrong model: {p.model!r}, expected {self.model_name!r}")
-                    request_id, field = p.request_id, f"p:{p.variant}"
-                else:
-                    request_id, field = decode(value, Outcome).request_id, "o"
-                if not request_id:
-                    raise EventError("request_id is empty")
-            except EventError as exc:
-                invalid[side] += 1
-                dead.append((msg, exc.reason))
-                continue
-            arrivals.append(
-                Arrival(request_id, field, value.decode(), f"{topic}:{msg.partition()}")
+                trim.result()
+            except RedisError as exc:
+                log.warning("outbox trim failed (recovery checks those entries): %s", exc)
+        self._trims.clear()
+
+    def _resolve(self, batch: Batch) -> bool:
+        """Wait for the batch's Redis work; False when it failed."""
+        if batch.future is not None and batch.result is None:
+            try:
+                batch.result = batch.future.result()
+            except RedisError as exc:
+                self._note_failure("redis", exc)
+                return False
+            self._tally(batch)
+        return True
+
+    def _complete(self, batch: Batch) -> bool:
+        """Send the batch's examples and dead letters, trim its outbox entries,
+        commit its offsets; False when the broker or Redis failed."""
+        from confluent_kafka import KafkaException
+
+        try:
+            for msg, reason in batch.dead:
+                self.dead_letters.send(msg, reason)
+            examples = batch.result.examples if batch.result else []
+            self.labeled.send(examples)
+        except (DeliveryError, KafkaException) as exc:
+            self._note_failure("kafka", exc)
+            return False
+        metrics.labeled.inc(len(examples))
+        self._close(batch)
+        if batch.result is not None and batch.result.outboxes:
+            # Bookkeeping only (an entry left behind is checked against the topic
+            # before anything is resent): after the commit, behind the next batch.
+            self._trims = [t for t in self._trims if not t.done()]
+            self._trims.append(
+                self._redis_thread.submit(self.engine.store.trim_outboxes, batch.result.outboxes)
             )
-            origins.append((msg, side))
-        for side, n in invalid.items():
-            metrics.messages.labels(side, "invalid").inc(n)
-        return arrivals, origins, dead
+        return True
 
-    def _join(self, arrivals: list[Arrival]) -> BatchResult:
-        # After a failed attempt the lost reply may have claimed work: the outboxes
-        # of this batch's sources name it, so settle those first.
-        if self._to_recover:
-            self._recover_owed()
-        try:
-            return self.engine.process(arrivals, self.clock(), self.labeled.end_offsets())
-        except RedisError:
-            self._to_recover.update(a.source for a in arrivals)
-            raise
+    def _redo(self) -> bool:
+        """After a failure: finish every batch in hand one at a time, through the
+        outboxes (which look in the labeled topic before they resend anything)."""
+        self._wait_trims()
+        for batch in self._open:
+            if batch.future is not None and batch.result is None:
+                try:
+                    batch.result = batch.future.result()
+                    self._tally(batch)
+                except RedisError:
+                    pass  # joined again below
+        while self._open:
+            batch = self._open[0]
+            self._to_recover.update(batch.sources)
+            joined = batch.result is not None or not batch.arrivals
+            if not joined and not self._retrying(partial(self._join_again, batch)):
+                return False
+            # Dead letters are sent at least once: again here if the failure hid them.
+            if not self._retrying(partial(self._settle_owed, batch)):
+                return False
+            self._close(batch)
+        return True
 
-    def _deliver(self, result: BatchResult | None, dead: list[tuple[Any, str]]) -> None:
-        for msg, reason in dead:  # again on a retry: dead letters are at least once
+    def _join_again(self, batch: Batch) -> None:
+        self._recover_owed()
+        batch.result = self.engine.process(batch.arrivals, self.clock(), self.labeled.end_offsets())
+        self._tally(batch)
+        self._to_recover.update(batch.result.outboxes)
+
+    def _settle_owed(self, batch: Batch) -> None:
+        for msg, reason in batch.dead:
             self.dead_letters.send(msg, reason)
-        if self._to_recover:
-            # A failed attempt before this one: its outboxes name the examples, and
-            # recovery sends only those the labeled topic does not hold.
-            self._recover_owed()
+        self._recover_owed()
+
+    def _tally(self, batch: Batch) -> None:
+        """Count the batch's arrivals by what became of them; late ones are dead
+        letters too. Once per batch, from its first result."""
+        if batch.counted or batch.result is None:
             return
-        try:
-            self.labeled.send(result.examples if result else [])
-        except DeliveryError:
-            # Some examples may be in the topic, some not: the outbox knows which
-            # are owed, and recovery looks in the topic before it resends any.
-            if result:
-                self._to_recover.update(result.outboxes)
-            raise
-        if result:
-            self.engine.store.clear_outboxes(result.outboxes)
+        batch.counted = True
+        result = batch.result
+        for (side, status), n in result.counts.items():
+            metrics.messages.labels(side, _RESULTS[status]).inc(n)
+        if result.counts.get(("prediction", ARRIVAL_LATE)) or result.counts.get(
+            ("outcome", ARRIVAL_LATE)
+        ):
+            for (msg, side), status in zip(batch.origins, result.statuses, strict=True):
+                if status == ARRIVAL_LATE:
+                    reason = f"late: {side} arrived after the {self.window:g}s window"
+                    batch.dead.append((msg, reason))
+        self._count(result)
+
+    def _close(self, batch: Batch) -> None:
+        self._open.remove(batch)
+        for key, offset in batch.reached.items():
+            self._done[key] = max(self._done.get(key, -1), offset)
+        self._commit(asynchronous=True)
+        metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
     # --- recovery, rebalances, offsets ---------------------------------------------
 
@@ -241,6 +294,7 @@ class JoinerWorker:
         recovered = self.labeled.recover(self.engine, sources, self.clock())
         metrics.recovered.labels("resent").inc(recovered.resent)
         metrics.recovered.labels("present").inc(recovered.present)
+        metrics.labeled.inc(recovered.resent)
         self._count(recovered.result)
         if recovered.resent or recovered.present:
             log.info("outboxes of %s: %d examples resent, %d already sent", sources,
@@ -252,7 +306,8 @@ class JoinerWorker:
         log.info("assigned %s", [f"{tp.topic}:{tp.partition}" for tp in partitions])
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        # Callbacks run inside `consume`, between batches: everything read was done.
+        # Callbacks run inside `consume`: finish what is in hand, commit it.
+        self._finish_open()
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._commit(asynchronous=False, only=revoked)
         for key in revoked:
@@ -260,10 +315,17 @@ class JoinerWorker:
         log.info("revoked %s", sorted(f"{t}:{p}" for t, p in revoked))
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        # Another member may own them already: committing now could move its offsets.
-        for tp in partitions:
-            self._done.pop((tp.topic, tp.partition), None)
-        log.warning("lost %s", [f"{tp.topic}:{tp.partition}" for tp in partitions])
+        # Another member may own them already: committing them now could move its
+        # offsets back. What is in hand is still finished (its effects are
+        # idempotent), without their offsets.
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for batch in self._open:
+            for key in lost:
+                batch.reached.pop(key, None)
+        for key in lost:
+            self._done.pop(key, None)
+        self._finish_open()
+        log.warning("lost %s", sorted(f"{t}:{p}" for t, p in lost))
 
     def _commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
         from confluent_kafka import TopicPartition
@@ -279,7 +341,7 @@ class JoinerWorker:
     # --- housekeeping --------------------------------------------------------------
 
     def _sweep(self) -> None:
-        self._next_sweep = self.clock() + self.settings.sweep_interval_seconds
+        """Count requests whose window ended unjoined (on the Redis thread)."""
         try:
             for _ in range(10):  # bounded: the loop must get back to its consumer
                 swept = self.engine.sweep(self.clock())
@@ -292,7 +354,6 @@ class JoinerWorker:
             log.warning("sweep failed, trying again later: %s", exc)
 
     def _count(self, result: BatchResult) -> None:
-        metrics.labeled.inc(len(result.examples))
         metrics.expired.labels("prediction").inc(result.expired_predictions)
         metrics.expired.labels("outcome").inc(result.expired_outcomes)
         for (version, variant), sums in result.quality.items():
@@ -302,7 +363,14 @@ class JoinerWorker:
             metrics.agreement.labels(stable, candidate, "compared").inc(compared)
             metrics.agreement.labels(stable, candidate, "agreed").inc(agreed)
 
-    def _retrying(self, stop: threading.Event, step: Callable[[], None]) -> bool:
+    def _note_failure(self, cause: str, exc: Exception) -> None:
+        metrics.retries.labels(cause).inc()
+        if not self._failing:
+            log.warning("%s failed, retrying until it works: %s", cause, exc)
+        self._failing = True
+        self.heartbeat.ready = False
+
+    def _retrying(self, step: Callable[[], None]) -> bool:
         """Run `step` until it succeeds (True), or until `stop` is set (False)."""
         from confluent_kafka import KafkaException
 
@@ -310,18 +378,13 @@ class JoinerWorker:
             try:
                 step()
             except (RedisError, KafkaException, DeliveryError) as exc:
-                cause = "redis" if isinstance(exc, RedisError) else "kafka"
-                metrics.retries.labels(cause).inc()
-                if not self._failing:
-                    log.warning("%s failed, retrying until it works: %s", cause, exc)
-                self._failing = True
-                self.heartbeat.ready = False
+                self._note_failure("redis" if isinstance(exc, RedisError) else "kafka", exc)
             else:
                 if self._failing:
                     log.info("working again")
                 self._failing = False
                 self.heartbeat.ready = True
                 return True
-            if stop.wait(self.settings.retry_backoff_seconds):
+            if self._stop.wait(self.settings.retry_backoff_seconds):
                 return False
             self.heartbeat.beat()

@@ -1,6 +1,7 @@
 -- Shared by the join scripts (prepended to each one when it is loaded).
 --
--- One hash per request id holds everything the join knows about it:
+-- One msgpack map per request id (a plain string key: one allocation, its TTL
+-- set with it) holds everything the join knows about the request:
 --   t            the end of its join window (seconds since the epoch)
 --   p:<variant>  a prediction that arrived inside the window (raw JSON)
 --   o            the outcome, if it arrived inside the window
@@ -17,12 +18,12 @@
 -- Batches travel as one msgpack argument and come back as one msgpack reply:
 -- thousands of records cost the client one argument to write and one to read.
 
-local function to_map(flat)
-  local map = {}
-  for i = 1, #flat, 2 do
-    map[flat[i]] = flat[i + 1]
+local function load(key)
+  local blob = redis.call('GET', key)
+  if blob then
+    return cmsgpack.unpack(blob)
   end
-  return map
+  return {}
 end
 
 -- The work a request's hash holds that nobody claimed yet: scores of the
@@ -59,7 +60,7 @@ end
 -- Count what the window left unjoined, once: predictions that never met an
 -- outcome, and an outcome whose served prediction never came (phase 1 claims the
 -- example the moment both are in, so an outcome without `e` never met one).
-local function account_expiry(h, key, id, pending, tally)
+local function account_expiry(h, id, pending, tally)
   if h['o'] then
     if not h['e'] then
       tally.outcomes = tally.outcomes + 1
@@ -72,6 +73,5 @@ local function account_expiry(h, key, id, pending, tally)
     end
   end
   h['x'] = '1'
-  redis.call('HSET', key, 'x', '1')
   redis.call('ZREM', pending, id)
 end

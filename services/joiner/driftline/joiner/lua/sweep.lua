@@ -11,9 +11,10 @@ local tally = { predictions = 0, outcomes = 0 }
 local ids = redis.call('ZRANGEBYSCORE', pending, '-inf', '(' .. now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local h = to_map(redis.call('HGETALL', key))
+  local h = load(key)
   if h['t'] and not h['x'] then
-    account_expiry(h, key, id, pending, tally)
+    account_expiry(h, id, pending, tally)
+    redis.call('SET', key, cmsgpack.pack(h), 'KEEPTTL')
   else
     -- Gone with its TTL, or already accounted by a later arrival.
     redis.call('ZREM', pending, id)
