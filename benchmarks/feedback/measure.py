@@ -166,6 +166,7 @@ def joiner_process(
     broker_pid: int | None,
     total_records: int,
     joins: int,
+    batch_size: int,
 ) -> Rate:
     """`python -m driftline.joiner`, timed from its first commit to its last."""
     from confluent_kafka import Consumer, TopicPartition
@@ -178,6 +179,7 @@ def joiner_process(
         "DRIFTLINE_JOINER_REDIS_URL": redis.url,
         "DRIFTLINE_JOINER_METRICS_PORT": str(port),
         "DRIFTLINE_JOINER_LOG_LEVEL": "WARNING",
+        "DRIFTLINE_JOINER_BATCH_SIZE": str(batch_size),
     }
     reader = Consumer(conn.client_config(**{"group.id": f"driftline-{MODEL}-joiner"}))
     topics = [f"{MODEL}.predictions", f"{MODEL}.outcomes"]

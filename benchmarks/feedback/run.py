@@ -21,6 +21,7 @@ from driftline.api import parse_dynamic_model
 from driftline.common.connections import KafkaConnection
 from driftline.common.infra import RedisServer, start_kafka
 from driftline.common.kafka import ensure_topics
+from driftline.joiner.settings import JoinerSettings
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 TARGET = "joiner >= 50k joins/s, or >= 0.5 of the pipelined Redis ceiling"
@@ -68,6 +69,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--joins", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=2)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=JoinerSettings.model_fields["batch_size"].default,
+        help="records per consumed batch (the joiner's DRIFTLINE_JOINER_BATCH_SIZE)",
+    )
     args = parser.parse_args()
     before = machine_state()
     reqs = requests(args.joins)
@@ -79,7 +86,7 @@ def main() -> int:
             print(f"{args.joins} joins, broker {broker.kind}, load {before['load_average']}")
             rows["ceiling"] = measure.redis_ceiling(redis, reqs)
             client.flushall()
-            rows["engine"] = measure.engine_alone(client, redis, reqs)
+            rows["engine"] = measure.engine_alone(client, redis, reqs, args.batch_size // 2)
             client.flushall()
             conn = KafkaConnection(broker.bootstrap_servers)
             path = model_file(Path(tmp), broker.bootstrap_servers, redis.url, args.partitions)
@@ -90,16 +97,16 @@ def main() -> int:
                 partitions=args.partitions,
             )
             measure.produce_input(conn, topics, reqs, lag=2000)
-            rows["kafka"] = measure.kafka_alone(conn, topics, reqs, batch=5000)
+            rows["kafka"] = measure.kafka_alone(conn, topics, reqs, batch=args.batch_size)
             process = getattr(broker, "process", None)
             rows["joiner"] = measure.joiner_process(
                 conn, path, broker.bootstrap_servers, redis,
-                process.pid if process else None, 2 * len(reqs), len(reqs),
+                process.pid if process else None, 2 * len(reqs), len(reqs), args.batch_size,
             )  # fmt: skip
             broker_kind = broker.kind
         finally:
             broker.stop()
-    report(rows, before, machine_state(), args.joins, broker_kind)
+    report(rows, before, machine_state(), args.joins, broker_kind, args.batch_size)
     return 0
 
 
@@ -117,6 +124,7 @@ def report(
     after: dict[str, Any],
     joins: int,
     broker: str,
+    batch_size: int,
 ) -> None:
     ceiling = rows["ceiling"].joins_per_s
     joiner = rows["joiner"].joins_per_s
@@ -125,7 +133,8 @@ def report(
         "# Feedback joiner: joins per second",
         "",
         f"{joins:,} requests (one stable prediction and one outcome each, realistic payloads),",
-        f"one joiner process, real Redis 6.2 and the {broker} broker on loopback, all in one run.",
+        f"one joiner process ({batch_size} records per batch), real Redis 6.2 and the {broker}",
+        "broker on loopback, all in one run.",
         "",
         "| measurement | joins/s | vs Redis ceiling |",
         "|---|---:|---:|",
@@ -167,6 +176,7 @@ def report(
         "target": TARGET,
         "met": met,
         "joins": joins,
+        "batch_size": batch_size,
         "broker": broker,
         "rows": {
             k: {"label": LABELS[k], "joins_per_s": r.joins_per_s, "seconds": r.seconds, **r.extra}

@@ -36,7 +36,7 @@ from driftline.api.events import LabeledExample, Outcome, Prediction, encode
 from driftline.joiner.engine import JoinEngine
 from driftline.joiner.recovery import settle_outboxes
 from driftline.joiner.store import Absorbed, Arrival, JoinStore
-from tests.integration.joiner.reference import ReferenceJoin
+from tests.joiner.reference import ReferenceJoin
 
 pytestmark = pytest.mark.integration
 

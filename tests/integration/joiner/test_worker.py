@@ -158,3 +158,52 @@ def test_bad_late_and_expired_records_are_counted_and_dead_lettered(
     wait_until(lambda: sample(EXPIRED_TOTAL, side="prediction") >= 2, 10, "expiry counted")
     assert sample(MESSAGES_TOTAL, side="outcome", result="late") >= 1
     assert sample(MESSAGES_TOTAL, side="prediction", result="invalid") >= 2
+
+
+def test_a_redis_outage_pauses_the_joiner_and_loses_nothing_after(
+    tmp_path: Path, unique: str, kafka: KafkaBroker
+) -> None:
+    """Redis goes away mid-stream: the joiner is not ready and retries, it does not
+    crash or skip records; when Redis is back it joins what arrived meanwhile."""
+    from driftline.common.infra import RedisServer
+
+    redis = RedisServer().start()
+    try:
+        path = write_model(
+            tmp_path / "model.yaml", unique, bootstrap_servers=kafka.bootstrap_servers,
+            redis_url=redis.url, partitions=2,
+        )  # fmt: skip
+        settings = JoinerSettings(model_file=path, metrics_port=0, retry_backoff_seconds=0.2)
+        worker = JoinerWorker(settings)
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        wait_until(lambda: worker.heartbeat.ready, 30, "the worker to be ready")
+        conn = KafkaConnection(kafka.bootstrap_servers)
+        records = Records(conn)
+        topics = worker.topics
+
+        def send(first: int, last: int) -> None:
+            for i in range(first, last):
+                records.send(topics.predictions, prediction(unique, f"r{i}"))
+                records.send(topics.outcomes, outcome(f"r{i}"))
+            records.flush()
+
+        def labeled() -> set[bytes]:
+            return {m.key() for m in read_all(conn, topics.labeled, settle=1.0)}
+
+        send(0, 20)
+        wait_until(lambda: len(labeled()) == 20, 60, "the first 20 examples")
+        redis.stop()
+        send(20, 30)
+        wait_until(lambda: not worker.heartbeat.ready, 30, "the worker to report not ready")
+        assert thread.is_alive()
+        redis = RedisServer(port=redis.port).start()  # back, empty: what came meanwhile joins
+        wait_until(lambda: len(labeled()) == 30, 60, "the 10 examples sent during the outage")
+        assert worker.heartbeat.ready
+        assert sample("driftline_joiner_batch_retries_total", cause="redis") >= 1
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        redis.stop()
