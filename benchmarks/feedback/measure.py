@@ -129,7 +129,8 @@ def produce_input(conn: KafkaConnection, topics: Any, reqs: list[Request], lag: 
 def kafka_alone(conn: KafkaConnection, topics: Any, reqs: list[Request], batch: int) -> Rate:
     """The Kafka work of the joins without Redis: read both topics in batches, send
     one labeled-sized record per outcome, wait for the broker, commit; one process."""
-    consumer = make_consumer(conn, f"{MODEL}-kafka-alone", [topics.predictions, topics.outcomes])
+    group = f"{topics.predictions}-kafka-alone"
+    consumer = make_consumer(conn, group, [topics.predictions, topics.outcomes])
     producer = make_producer(conn)
     out = f"{topics.labeled}.kafka-alone"
     value = reqs[0].prediction + reqs[0].outcome
@@ -160,6 +161,7 @@ def kafka_alone(conn: KafkaConnection, topics: Any, reqs: list[Request], batch: 
 
 def joiner_process(
     conn: KafkaConnection,
+    topics: Any,
     model_file: Path,
     bootstrap: str,
     redis: RedisServer,
@@ -182,8 +184,8 @@ def joiner_process(
         "DRIFTLINE_JOINER_BATCH_SIZE": str(batch_size),
     }
     reader = Consumer(conn.client_config(**{"group.id": f"driftline-{MODEL}-joiner"}))
-    topics = [f"{MODEL}.predictions", f"{MODEL}.outcomes"]
-    parts = [TopicPartition(t, p) for t in topics for p in range(_partitions(reader, t))]
+    inputs = [topics.predictions, topics.outcomes]
+    parts = [TopicPartition(t, p) for t in inputs for p in range(_partitions(reader, t))]
 
     def committed() -> int:
         return sum(max(tp.offset, 0) for tp in reader.committed(parts, timeout=10))
