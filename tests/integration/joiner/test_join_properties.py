@@ -91,7 +91,7 @@ def make_machine(redis_client: Any) -> type[RuleBasedStateMachine]:
             self, scenario: tuple[str, ...], outputs: list[int], label: int,
             with_outcome: bool, p: float,
         ) -> None:  # fmt: skip
-            rid = f"r{self.requests}"
+            rid = f"r,{self.requests}\t#"  # ids are the users': any text
             self.requests += 1
             for variant, output in zip(scenario, outputs, strict=False):
                 prediction = Prediction(

@@ -7,8 +7,8 @@
     settle   add each source's counters if its batch flag is still set, and
              remove the flag in the same step
 
-The caller then sends the examples, and only once they are durable clears the
-outboxes and commits its offsets. A crash anywhere loses nothing and doubles
+The caller then sends the examples, and only once they are durable commits its
+offsets and trims the batch's outbox entries. A crash anywhere loses nothing and doubles
 nothing: before absorb, the replayed batch finds the same work; after it, the
 claims stop a second claim, and the outbox still names what is owed: `recover`
 adds the counters whose flag is still set and rebuilds the examples that the

@@ -7,13 +7,14 @@ transactions, so "exactly once in effect" is built from two facts:
   one atomic step, together with `from`: per labeled partition, an offset at or
   before where the example can land (the end offsets this process has seen, a
   lower bound whatever other replicas write).
-- The outbox is cleared only once the broker acknowledged the examples.
+- A batch's outbox entries are trimmed only once the broker acknowledged its
+  examples (and its offsets are committed).
 
 An outbox left behind (a crash, a failed send) is settled before its source is
-joined again: add the counters its batch had not added (a flag per batch says
+joined again: add the counters its batches had not added (a flag per batch says
 so), wait until nothing of ours is in flight, read the labeled topic from `from`
 to its end, and resend only the request ids not found there. The read is bounded
-by what was written since the outbox was filled, usually one batch.
+by what was written since the outbox was filled, usually a batch or two.
 """
 
 from __future__ import annotations

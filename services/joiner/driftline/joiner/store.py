@@ -197,7 +197,9 @@ class JoinStore:
             return None
         claims = []
         for entry in entries:
-            token, request_id, fields = entry.decode().split("\t")
+            # The token and the field names hold no tab; a request id may.
+            token, rest = entry.decode().split("\t", 1)
+            request_id, fields = rest.rsplit("\t", 1)
             claims.append((token, request_id, fields.split(",")))
         offsets = {int(p): int(o) for p, o in json.loads(start).items()} if start else {}
         return Outbox(source, claims, offsets)
