@@ -205,8 +205,8 @@ class JoinerWorker:
         return True
 
     def _complete(self, batch: Batch) -> bool:
-        """Send the batch's examples and dead letters, trim its outbox entries,
-        commit its offsets; False when the broker or Redis failed."""
+        """Send the batch's examples and dead letters, commit its offsets, then trim
+        its outbox entries; False when the broker failed."""
         from confluent_kafka import KafkaException
 
         try:
