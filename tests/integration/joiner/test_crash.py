@@ -190,10 +190,15 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     total = len(stream.landed)
     assert progress[-1] < total, "the stream ended before the last kill"
     joiner = start_joiner(env, log)
-    wait_until(lambda: ready(port), 60, "/readyz")
-    wait_until(lambda: done() == total, 120, "the joiner to finish the stream")
-    joiner.send_signal(signal.SIGTERM)
-    assert joiner.wait(30) == 0, log.read_text()[-3000:]
+    try:
+        wait_until(lambda: ready(port), 60, "/readyz")
+        wait_until(lambda: done() == total, 120, "the joiner to finish the stream")
+        joiner.send_signal(signal.SIGTERM)
+        assert joiner.wait(30) == 0, log.read_text()[-3000:]
+    finally:
+        if joiner.poll() is None:  # a failed wait above: leave nothing running
+            joiner.kill()
+            joiner.wait(10)
 
     keys = Counter(m.key().decode() for m in read_to_end(conn, labeled))
     assert set(keys) == stream.joinable, "lost or invented examples"
