@@ -1,0 +1,1 @@
+"""Driftline benchmarks: each part measures itself against its floors, side by side."""

@@ -53,9 +53,13 @@ class WindowedCounters:
     def _bucket(self, now: float) -> int:
         return int(now // self.bucket_seconds)
 
+    def bucket_key(self, now: float | None = None) -> str:
+        """The hash that holds the bucket of `now` (for writers that batch in a script)."""
+        return f"{self.key}:{self._bucket(time.time() if now is None else now)}"
+
     def add(self, pipe: Any, fields: Mapping[str, float], now: float | None = None) -> None:
         """Queue increments on a redis pipeline (the caller executes it, maybe in MULTI)."""
-        key = f"{self.key}:{self._bucket(time.time() if now is None else now)}"
+        key = self.bucket_key(now)
         for name, value in fields.items():
             if value:
                 pipe.hincrbyfloat(key, name, value)

@@ -1,0 +1,200 @@
+"""The join of one batch in two atomic Redis steps, independent of Kafka.
+
+    absorb   store every arrival (new, duplicate or late), claim the work it made
+             possible (scores, agreement, labeled example) and name the claims in
+             the outbox of their source, with a flag for the batch's counters
+    plan     in Python: what the claims add (`quality_fields`), the examples
+    settle   add each source's counters if its batch flag is still set, and
+             remove the flag in the same step
+
+The caller then sends the examples, and only once they are durable commits its
+offsets and trims the batch's outbox entries. A crash anywhere loses nothing and doubles
+nothing: before absorb, the replayed batch finds the same work; after it, the
+claims stop a second claim, and the outbox still names what is owed: `recover`
+adds the counters whose flag is still set and rebuilds the examples that the
+labeled topic does not hold.
+
+The clock is an argument (`now`), so the property tests drive windows and expiry
+without waiting.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from driftline.api.events import LabeledExample
+from driftline.common.state import BUCKET_SECONDS
+from driftline.joiner.join import plan_claim
+from driftline.joiner.store import Absorbed, Arrival, Increments, JoinStore, Outbox, Swept
+
+# (version, variant) -> field -> sum; (stable, candidate) -> [compared, agreed]
+QualitySums = dict[tuple[str, str], dict[str, float]]
+AgreementSums = dict[tuple[str, str], list[int]]
+
+
+@dataclass
+class Share:
+    """What one source's claims in one batch add."""
+
+    quality: QualitySums = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
+    agreement: AgreementSums = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+
+@dataclass
+class Absorbing:
+    """A batch between its two phases."""
+
+    absorbed: Absorbed
+    token: str
+    examples: list[LabeledExample]
+    shares: dict[str, Share]
+    entries: dict[str, int]
+    """Outbox entries added, per source."""
+
+
+@dataclass
+class BatchResult:
+    statuses: list[int]
+    """Per arrival: store.ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
+    counts: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Arrivals by side and status."""
+    examples: list[LabeledExample] = field(default_factory=list)
+    """Claimed by this batch: the caller must send them before it commits."""
+    outboxes: dict[str, int] = field(default_factory=dict)
+    """How many entries this batch added to each source's outbox: trim them once
+    the examples are durable (`JoinStore.trim_outboxes`)."""
+    quality: QualitySums = field(default_factory=dict)
+    """Counters this batch added (for the process's Prometheus metrics)."""
+    agreement: AgreementSums = field(default_factory=dict)
+    expired_predictions: int = 0
+    expired_outcomes: int = 0
+
+    def merge(self, other: BatchResult) -> None:
+        """Add `other`'s counters to these (examples and statuses are left alone)."""
+        for group, sums in other.quality.items():
+            into = self.quality.setdefault(group, {})
+            for name, value in sums.items():
+                into[name] = into.get(name, 0.0) + value
+        for group, (compared, agreed) in other.agreement.items():
+            counts = self.agreement.setdefault(group, [0, 0])
+            counts[0] += compared
+            counts[1] += agreed
+
+
+class JoinEngine:
+    def __init__(self, store: JoinStore, task: str, agreement_tolerance: float = 0.01) -> None:
+        self.store = store
+        self.task = task
+        self.tolerance = agreement_tolerance
+        self._keys: dict[tuple[str, str, str, int], str] = {}
+
+    def process(
+        self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
+    ) -> BatchResult:
+        """Absorb, plan and settle one batch. `start_offsets`: see `Outbox`."""
+        return self.settle(self.absorb(arrivals, now, start_offsets), now)
+
+    def absorb(
+        self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
+    ) -> Absorbing:
+        """Phase 1, and the plan of what its claims add."""
+        token = uuid.uuid4().hex[:16]
+        absorbed = self.store.absorb(arrivals, now, token, start_offsets)
+        examples: list[LabeledExample] = []
+        shares: dict[str, Share] = {}
+        entries: dict[str, int] = defaultdict(int)
+        for request_id, claim in absorbed.claims.items():
+            entries[claim.source] += 1
+            share = shares.get(claim.source)
+            if share is None:
+                share = shares[claim.source] = Share()
+            example = self._plan(request_id, claim.state, claim.fields, share, now)
+            if example is not None:
+                examples.append(example)
+        return Absorbing(absorbed, token, examples, shares, entries)
+
+    def settle(self, absorbing: Absorbing, now: float) -> BatchResult:
+        """Phase 2: add the counters of each source's share, once."""
+        absorbed = absorbing.absorbed
+        result = BatchResult(
+            absorbed.statuses,
+            counts=absorbed.counts,
+            examples=absorbing.examples,
+            outboxes=dict(absorbing.entries),
+            expired_predictions=absorbed.expired_predictions,
+            expired_outcomes=absorbed.expired_outcomes,
+        )
+        self._add(absorbing.token, absorbing.shares, result, now)
+        return result
+
+    def recover(self, outbox: Outbox, present: set[str], now: float) -> BatchResult:
+        """Settle what a lost batch left in `outbox`: add the counters of each of its
+        batches whose flag is still set (settle decides, atomically), and return the
+        examples missing from the labeled topic (`present`: the request ids found
+        there from `outbox.start_offsets`)."""
+        wanted: dict[str, tuple[str, list[str]]] = {}
+        for token, request_id, claimed in outbox.claims:
+            names = [n for n in claimed if n != "e" or request_id not in present]
+            if names:
+                wanted[request_id] = (token, names)
+        shares: dict[str, Share] = defaultdict(Share)
+        examples = []
+        states = self.store.states(list(wanted))
+        for request_id, (token, names) in wanted.items():
+            example = self._plan(request_id, states[request_id], names, shares[token], now)
+            if example is not None:
+                examples.append(example)
+        result = BatchResult([], examples=examples)
+        for token in sorted({token for token, _, _ in outbox.claims}):
+            self._add(token, {outbox.source: shares[token]}, result, now)
+        return result
+
+    def sweep(self, now: float, limit: int = 1000) -> Swept:
+        return self.store.sweep(now, limit)
+
+    def _plan(
+        self, request_id: str, state: dict[str, str], claimed: list[str], share: Share, now: float
+    ) -> LabeledExample | None:
+        scores, agreement, example = plan_claim(
+            request_id, state, claimed, self.task, self.tolerance
+        )
+        for score in scores:
+            sums = share.quality[(score.version, score.variant)]
+            for name, value in score.fields.items():
+                sums[name] += value
+        if agreement is not None:
+            counts = share.agreement[(agreement.stable_version, agreement.candidate_version)]
+            counts[0] += 1
+            counts[1] += agreement.agreed
+        return example
+
+    def _counter_key(self, kind: str, a: str, b: str, now: float) -> str:
+        """The bucket key of a quality ("q": version, variant) or agreement ("a":
+        stable, candidate) counter at `now`, computed once per bucket."""
+        bucket = int(now // BUCKET_SECONDS)
+        key = self._keys.get((kind, a, b, bucket))
+        if key is None:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            quality = self.store.quality
+            counters = quality.counters(a, b) if kind == "q" else quality.agreement(a, b)
+            key = self._keys[(kind, a, b, bucket)] = counters.bucket_key(now)
+        return key
+
+    def _add(self, token: str, shares: dict[str, Share], result: BatchResult, now: float) -> None:
+        increments: Increments = {}
+        for source, share in shares.items():
+            adds = increments[self.store.flag_key(source, token)] = []
+            for (version, variant), sums in share.quality.items():
+                key = self._counter_key("q", version, variant, now)
+                adds += [(key, name, value) for name, value in sums.items()]
+            for (stable, candidate), (compared, agreed) in share.agreement.items():
+                key = self._counter_key("a", stable, candidate, now)
+                adds += [(key, "compared", compared), (key, "agreed", agreed)]
+        added = self.store.settle(increments)
+        for source, share in shares.items():
+            if added.get(self.store.flag_key(source, token)):
+                result.merge(BatchResult([], quality=share.quality, agreement=share.agreement))

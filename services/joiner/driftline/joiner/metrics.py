@@ -1,0 +1,64 @@
+"""The joiner's Prometheus metrics: names as constants, and the metric objects.
+
+Live quality is exported with the same fields the rollout controller reads from
+Redis (`driftline.common.state.quality_fields`), one counter family with a `field`
+label, so a dashboard computes accuracy as
+`rate(..{field="correct"}[5m]) / rate(..{field="count"}[5m])` summed over replicas.
+A join is counted here only when its Redis marker was newly set, so a replayed
+batch never counts twice in one process.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_TOTAL = "driftline_joiner_messages_total"
+"""Counter{side, result}: predictions and outcomes read, by what became of them:
+new, duplicate, late (after the join window), invalid (dead-lettered)."""
+
+LABELED_TOTAL = "driftline_joiner_labeled_examples_total"
+"""Counter: labeled examples emitted (one per request id)."""
+
+QUALITY_TOTAL = "driftline_joiner_quality_total"
+"""Counter{version, variant, field}: live quality sums (count, correct, abs_error,
+sq_error, log_loss, log_loss_count) of the predictions joined with their outcome."""
+
+AGREEMENT_TOTAL = "driftline_joiner_agreement_total"
+"""Counter{stable, candidate, field}: shadow agreement (compared, agreed)."""
+
+EXPIRED_TOTAL = "driftline_joiner_expired_total"
+"""Counter{side}: predictions that never met their outcome within the window, and
+outcomes whose served prediction never arrived."""
+
+PENDING_REQUESTS = "driftline_joiner_pending_requests"
+"""Gauge: request ids waiting for their other side (all replicas, read from Redis)."""
+
+BATCH_SECONDS = "driftline_joiner_batch_seconds"
+"""Histogram: time to join one consumed batch, from decode to committed offsets."""
+
+RECOVERED_TOTAL = "driftline_joiner_recovered_examples_total"
+"""Counter{result}: examples found in an outbox after a crash or a failed send:
+`resent` (missing from the labeled topic) or `present` (already there)."""
+
+RETRIES_TOTAL = "driftline_joiner_batch_retries_total"
+"""Counter{cause}: batches retried because Redis or the broker failed."""
+
+messages = Counter(MESSAGES_TOTAL, "Predictions and outcomes read.", ["side", "result"])
+labeled = Counter(LABELED_TOTAL, "Labeled examples emitted.")
+quality = Counter(
+    QUALITY_TOTAL, "Live quality sums per model version.", ["version", "variant", "field"]
+)
+agreement = Counter(
+    AGREEMENT_TOTAL,
+    "Shadow agreement between stable and candidate.",
+    ["stable", "candidate", "field"],
+)
+expired = Counter(EXPIRED_TOTAL, "Requests that expired unjoined.", ["side"])
+pending = Gauge(PENDING_REQUESTS, "Request ids waiting for their other side.")
+batch_seconds = Histogram(
+    BATCH_SECONDS,
+    "Time to join one consumed batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+recovered = Counter(RECOVERED_TOTAL, "Examples found in an outbox on recovery.", ["result"])
+retries = Counter(RETRIES_TOTAL, "Batches retried after a failure.", ["cause"])

@@ -1,0 +1,219 @@
+"""The join state in Redis, and the three scripts that change it.
+
+    driftline:<ns>:<model>:joiner:req:<request id>    one msgpack map per request (lua/prelude.lua)
+    driftline:<ns>:<model>:joiner:pending             zset: request ids by end of window
+    driftline:<ns>:<model>:joiner:outbox:<source>     list: claims not yet durable
+    driftline:<ns>:<model>:joiner:outbox:<source>:from      where their examples may be
+    driftline:<ns>:<model>:joiner:outbox:<source>:q:<batch> set until the batch's counters
+                                                              are added
+
+The live quality and agreement counters are the shared ones of
+`driftline.common.state.QualityStore`, which the rollout controller reads.
+
+Each phase of a batch is one Lua script: one round trip for thousands of records
+(packed as one msgpack argument, answered with one msgpack reply), and atomic.
+The scripts build key names from the prefixes they are given, which a single Redis
+(or a primary with replicas) allows; Redis Cluster is not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, NamedTuple
+
+import msgspec
+
+from driftline.common.state import RETENTION_SECONDS, QualityStore, model_prefix
+
+ARRIVAL_NEW, ARRIVAL_DUPLICATE, ARRIVAL_LATE = 0, 1, 2
+
+_DIGITS = bytes.maketrans(b"012", b"\x00\x01\x02")
+_SIDES = {"p": "prediction", "o": "outcome"}
+_pack = msgspec.msgpack.Encoder().encode
+_unpack = msgspec.msgpack.Decoder().decode
+
+
+def _script(name: str) -> str:
+    lua = resources.files("driftline.joiner") / "lua"
+    prelude = (lua / "prelude.lua").read_text(encoding="utf-8")
+    return prelude + (lua / f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _num(value: float) -> str:
+    """A float as Lua reads it back exactly (repr round-trips a double)."""
+    return repr(float(value))
+
+
+class Arrival(NamedTuple):
+    """One prediction or outcome to store (a tuple: batches hold thousands)."""
+
+    request_id: str
+    field: str
+    """`p:<variant>` for a prediction, `o` for an outcome."""
+    payload: str
+    """The record's JSON, as it was validated."""
+    source: str
+    """Where it came from (the worker: its topic partition); one outbox per source."""
+
+
+class Claim(NamedTuple):
+    """Work phase 1 claimed for one request: its state, the claimed fields
+    (`s:<variant>`, `e`, `a`) and the source whose outbox names them."""
+
+    state: dict[str, str]
+    fields: list[str]
+    source: str
+
+
+@dataclass
+class Absorbed:
+    statuses: list[int]
+    """One per arrival: ARRIVAL_NEW, ARRIVAL_DUPLICATE or ARRIVAL_LATE."""
+    counts: dict[tuple[str, int], int]
+    """Arrivals by side ("prediction", "outcome") and status."""
+    expired_predictions: int
+    expired_outcomes: int
+    claims: dict[str, Claim]
+
+
+@dataclass(frozen=True)
+class Swept:
+    expired_predictions: int
+    expired_outcomes: int
+    looked_at: int
+    pending: int
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """Claims a crashed (or failed) batch left: (batch token, request id, fields)."""
+
+    source: str
+    claims: list[tuple[str, str, list[str]]]
+    start_offsets: dict[int, int]
+    """Per labeled partition, an offset at or before the first of its examples."""
+
+
+# (counter key, field, value) to add, per source flag key
+Increments = dict[str, list[tuple[str, str, float]]]
+
+
+class JoinStore:
+    """Typed calls to the join scripts for one model."""
+
+    def __init__(
+        self, client: Any, namespace: str, name: str, *, window: float, grace: float
+    ) -> None:
+        self.client = client
+        self.window = window
+        self.grace = grace
+        base = f"{model_prefix(namespace, name)}:joiner"
+        self.state_prefix = f"{base}:req:"
+        self.pending_key = f"{base}:pending"
+        self.outbox_prefix = f"{base}:outbox:"
+        self.quality = QualityStore(namespace, name)
+        # The scripts forget a request after window + grace. Its key lives one more
+        # grace period (and a minute for clock skew between replicas), so that an
+        # outbox left by a crash is still settled from it that much later.
+        self.ttl = math.ceil(window + 2 * grace) + 60
+        self._absorb = client.register_script(_script("absorb"))
+        self._settle = client.register_script(_script("settle"))
+        self._sweep = client.register_script(_script("sweep"))
+        self._trim = client.register_script(_script("trim"))
+
+    def state_key(self, request_id: str) -> str:
+        return self.state_prefix + request_id
+
+    def outbox_key(self, source: str) -> str:
+        return self.outbox_prefix + source
+
+    def flag_key(self, source: str, token: str) -> str:
+        return f"{self.outbox_prefix}{source}:q:{token}"
+
+    def absorb(
+        self, arrivals: Sequence[Arrival], now: float, token: str, start_offsets: dict[int, int]
+    ) -> Absorbed:
+        reply = self._absorb(
+            args=[
+                _num(now),
+                _num(now + self.window),
+                _num(self.grace),
+                self.ttl,
+                self.state_prefix,
+                self.pending_key,
+                self.outbox_prefix,
+                token,
+                json.dumps({str(p): o for p, o in start_offsets.items()}),
+                _pack(arrivals),
+            ]
+        )
+        meta, blobs = reply
+        statuses, counts, (expired_p, expired_o), listed = _unpack(meta)
+        claims: dict[str, Claim] = {}
+        at = 0
+        for request_id, names, source, size in listed:
+            claims[request_id] = Claim(_unpack(blobs[at : at + size]), names, source)
+            at += size
+        return Absorbed(
+            list(statuses.encode().translate(_DIGITS)),
+            {(_SIDES[k[0]], int(k[1])): n for k, n in counts.items()} if counts else {},
+            expired_p,
+            expired_o,
+            claims,
+        )
+
+    def settle(self, increments: Increments) -> dict[str, bool]:
+        """Add each flag's increments if the flag is still set; which were added now."""
+        if not increments:
+            return {}
+        flags = list(increments)
+        done = self._settle(args=[RETENTION_SECONDS, _pack([[f, increments[f]] for f in flags])])
+        return {flag: added == 49 for flag, added in zip(flags, done, strict=True)}  # b"1"
+
+    def sweep(self, now: float, limit: int = 1000) -> Swept:
+        expired_p, expired_o, looked_at, pending = self._sweep(
+            args=[_num(now), self.state_prefix, self.pending_key, limit]
+        )
+        return Swept(int(expired_p), int(expired_o), int(looked_at), int(pending))
+
+    def states(self, request_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """The current state of each request (empty when it is gone)."""
+        if not request_ids:
+            return {}
+        blobs = self.client.mget([self.state_key(r) for r in request_ids])
+        return {r: _unpack(b) if b else {} for r, b in zip(request_ids, blobs, strict=True)}
+
+    def read_outbox(self, source: str) -> Outbox | None:
+        key = self.outbox_key(source)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lrange(key, 0, -1)
+        pipe.get(f"{key}:from")
+        entries, start = pipe.execute()
+        if not entries:
+            return None
+        claims = []
+        for entry in entries:
+            # The token and the field names hold no tab; a request id may.
+            token, rest = entry.decode().split("\t", 1)
+            request_id, fields = rest.rsplit("\t", 1)
+            claims.append((token, request_id, fields.split(",")))
+        offsets = {int(p): int(o) for p, o in json.loads(start).items()} if start else {}
+        return Outbox(source, claims, offsets)
+
+    def trim_outboxes(self, entries: dict[str, int]) -> None:
+        """Drop the first `entries[source]` entries of each outbox: a batch's claims,
+        once durable (the next batch may have appended its own behind them)."""
+        if entries:
+            args: list[Any] = [self.outbox_prefix]
+            for source, count in entries.items():
+                args += (source, count)
+            self._trim(args=args)
+
+    def clear_outboxes(self, sources: Sequence[str]) -> None:
+        keys = [self.outbox_key(s) for s in sources]
+        if keys:
+            self.client.delete(*keys, *(f"{k}:from" for k in keys))

@@ -1,0 +1,390 @@
+"""The joiner process's loop: Kafka in, Redis state, labeled examples out.
+
+One consumer in group `driftline-<model>-joiner` reads the predictions and outcomes
+topics in batches. Each batch goes through:
+
+1. intake: decode; bad records go to the dead-letter topic with the reason;
+2. `JoinEngine.process`: two atomic Redis scripts (state, claims and outbox, then
+   the batch's counters), on a thread of its own;
+3. send the batch's labeled examples (idempotent producer, keyed by request id) and
+   dead letters, and wait until the broker has them;
+4. trim the batch's outbox entries, then commit the batch's offsets.
+
+Two batches are in hand at a time: while the broker acknowledges batch N's
+examples (3), Redis already works on batch N+1 (2), so the joiner's and Redis's
+cores work side by side. Offsets are committed in order, each only after its
+batch's effects are durable.
+
+A crash between 2 and 4 leaves claims named in an outbox; whoever is assigned that
+partition next settles them (`recovery.py`) before reading it. Redis or broker
+failures stop the pipeline: everything in hand is then finished one batch at a
+time, through the outboxes, retrying until it works; the service degrades, it does
+not crash or skip records.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from driftline.common.health import Heartbeat
+from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer
+from driftline.joiner import metrics
+from driftline.joiner.engine import BatchResult, JoinEngine
+from driftline.joiner.intake import Batch, Intake
+from driftline.joiner.recovery import DeliveryError, LabeledLog
+from driftline.joiner.settings import JoinerSettings
+from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore
+
+log = logging.getLogger(__name__)
+
+_RESULTS = {0: "new", ARRIVAL_DUPLICATE: "duplicate", ARRIVAL_LATE: "late"}
+
+
+def group_id(model_name: str) -> str:
+    return f"driftline-{model_name}-joiner"
+
+
+class JoinerWorker:
+    """Owns the clients of one joiner process; `run` until `stop` is set."""
+
+    def __init__(
+        self,
+        settings: JoinerSettings,
+        heartbeat: Heartbeat | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        model = settings.model
+        self.settings = settings
+        self.heartbeat = heartbeat or Heartbeat()
+        self.clock = clock
+        self.model_name = model.name
+        self.topics = model.topics
+        self.window = model.spec.feedback.join_window_seconds
+        connections = settings.connections
+        kafka = self.kafka = connections.kafka
+        self.partitions = model.spec.kafka.partitions
+        self.redis = connections.redis.client(socket_timeout=30, socket_connect_timeout=5)
+        store = JoinStore(
+            self.redis,
+            model.metadata.namespace,
+            model.name,
+            window=self.window,
+            grace=settings.grace(self.window),
+        )
+        self.engine = JoinEngine(store, model.spec.model.task, settings.agreement_tolerance)
+        self.intake = Intake(self.topics, model.name)
+        self.labeled = LabeledLog(kafka, self.topics.labeled)
+        self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
+        self.consumer = make_consumer(kafka, group_id(model.name))
+        self._redis_thread = ThreadPoolExecutor(1, thread_name_prefix="joiner-redis")
+        self._open: list[Batch] = []
+        self._trims: list[Future[None]] = []
+        self._to_recover: set[str] = set()
+        self._done: dict[tuple[str, int], int] = {}
+        self._next_sweep = 0.0
+        self._failing = False
+        self._stop = threading.Event()
+
+    # --- the loop ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        self._stop = stop
+        if not self._retrying(self._prepare):
+            self.close()
+            return
+        log.info(
+            "joining %s + %s -> %s, window %.0fs, group %s",
+            self.topics.predictions, self.topics.outcomes, self.topics.labeled,
+            self.window, group_id(self.model_name),
+        )  # fmt: skip
+        try:
+            while not stop.is_set():
+                self.heartbeat.beat()
+                records = self.consumer.consume(
+                    self.settings.batch_size, self.settings.poll_timeout_seconds
+                )
+                # Partitions assigned during `consume` first settle what a previous
+                # owner left in their outboxes, before any of their records is joined.
+                if self._to_recover and not (
+                    self._finish_open() and self._retrying(self._recover_owed)
+                ):
+                    break
+                if records:
+                    if not self._advance(self.intake.batch(records, time.perf_counter())):
+                        break
+                elif self._open and not self._finish_open():
+                    break
+                if self.clock() >= self._next_sweep:
+                    self._next_sweep = self.clock() + self.settings.sweep_interval_seconds
+                    self._redis_thread.submit(self._sweep)
+            else:
+                self._finish_open()  # SIGTERM: finish what is in hand
+        finally:
+            self.close()
+
+    def _prepare(self) -> None:
+        """Create missing topics and learn where the labeled topic ends."""
+        topics = [self.topics.predictions, self.topics.outcomes, self.topics.labeled]
+        if self.topics.dead_letter:
+            topics.append(self.topics.dead_letter)
+        ensure_topics(self.kafka, topics, partitions=self.partitions)
+        self.labeled.start(self.consumer)
+        # Subscribe once the topics exist: librdkafka looks for missing ones again
+        # only every few minutes.
+        self.consumer.subscribe(
+            [self.topics.predictions, self.topics.outcomes],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+
+    def close(self) -> None:
+        """Commit what was done and leave the group (SIGTERM ends here)."""
+        self._redis_thread.shutdown(wait=True)
+        try:
+            self._commit(asynchronous=False)
+            self.consumer.close()
+        except Exception as exc:  # the process is ending: say so, do not mask the cause
+            log.warning("closing the consumer failed: %s", exc)
+        self.labeled.producer.flush(10)
+
+    # --- the pipeline: two batches in hand -------------------------------------------
+
+    def _advance(self, batch: Batch) -> bool:
+        """Start `batch` in Redis, then finish the batch before it; False when `stop`
+        interrupted a retry (what is open is then left uncommitted, to be replayed)."""
+        previous = self._open[-1] if self._open else None
+        if previous is not None and not self._resolve(previous):
+            return self._redo() and self._advance(batch)
+        if batch.arrivals:
+            batch.future = self._redis_thread.submit(
+                self.engine.process, batch.arrivals, self.clock(), self.labeled.end_offsets()
+            )
+        self._open.append(batch)
+        if previous is not None and not self._complete(previous):
+            return self._redo()
+        if not batch.arrivals and not self._complete(batch):  # dead letters only
+            return self._redo()
+        return True
+
+    def _finish_open(self) -> bool:
+        """Finish every batch in hand, in order, and the Redis work queued behind."""
+        while self._open:
+            batch = self._open[0]
+            if not (self._resolve(batch) and self._complete(batch)):
+                return self._redo()
+        self._wait_trims()
+        return True
+
+    def _wait_trims(self) -> None:
+        """Recovery rewrites outboxes: no trim may still be on its way then."""
+        for trim in self._trims:
+            try:
+                trim.result()
+            except RedisError as exc:
+                log.warning("outbox trim failed (recovery checks those entries): %s", exc)
+        self._trims.clear()
+
+    def _resolve(self, batch: Batch) -> bool:
+        """Wait for the batch's Redis work; False when it failed."""
+        if batch.future is not None and batch.result is None:
+            try:
+                batch.result = batch.future.result()
+            except RedisError as exc:
+                self._note_failure("redis", exc)
+                return False
+            self._tally(batch)
+        return True
+
+    def _complete(self, batch: Batch) -> bool:
+        """Send the batch's examples and dead letters, commit its offsets, then trim
+        its outbox entries; False when the broker failed."""
+        from confluent_kafka import KafkaException
+
+        try:
+            for msg, reason in batch.dead:
+                self.dead_letters.send(msg, reason)
+            examples = batch.result.examples if batch.result else []
+            self.labeled.send(examples)
+        except (DeliveryError, KafkaException) as exc:
+            self._note_failure("kafka", exc)
+            return False
+        metrics.labeled.inc(len(examples))
+        self._close(batch)
+        if batch.result is not None and batch.result.outboxes:
+            # Bookkeeping only (an entry left behind is checked against the topic
+            # before anything is resent): after the commit, behind the next batch.
+            self._trims = [t for t in self._trims if not t.done()]
+            self._trims.append(
+                self._redis_thread.submit(self.engine.store.trim_outboxes, batch.result.outboxes)
+            )
+        return True
+
+    def _redo(self) -> bool:
+        """After a failure: finish every batch in hand one at a time, through the
+        outboxes (which look in the labeled topic before they resend anything)."""
+        self._wait_trims()
+        for batch in self._open:
+            if batch.future is not None and batch.result is None:
+                try:
+                    batch.result = batch.future.result()
+                    self._tally(batch)
+                except RedisError:
+                    pass  # joined again below
+        while self._open:
+            batch = self._open[0]
+            self._to_recover.update(batch.sources)
+            joined = batch.result is not None or not batch.arrivals
+            if not joined and not self._retrying(partial(self._join_again, batch)):
+                return False
+            # Dead letters are sent at least once: again here if the failure hid them.
+            if not self._retrying(partial(self._settle_owed, batch)):
+                return False
+            self._close(batch)
+        return True
+
+    def _join_again(self, batch: Batch) -> None:
+        self._recover_owed()
+        batch.result = self.engine.process(batch.arrivals, self.clock(), self.labeled.end_offsets())
+        self._tally(batch)
+        self._to_recover.update(batch.result.outboxes)
+
+    def _settle_owed(self, batch: Batch) -> None:
+        for msg, reason in batch.dead:
+            self.dead_letters.send(msg, reason)
+        self._recover_owed()
+
+    def _tally(self, batch: Batch) -> None:
+        """Count the batch's arrivals by what became of them; late ones are dead
+        letters too. Once per batch, from its first result."""
+        if batch.counted or batch.result is None:
+            return
+        batch.counted = True
+        result = batch.result
+        for (side, status), n in result.counts.items():
+            metrics.messages.labels(side, _RESULTS[status]).inc(n)
+        if result.counts.get(("prediction", ARRIVAL_LATE)) or result.counts.get(
+            ("outcome", ARRIVAL_LATE)
+        ):
+            for (msg, side), status in zip(batch.origins, result.statuses, strict=True):
+                if status == ARRIVAL_LATE:
+                    reason = f"late: {side} arrived after the {self.window:g}s window"
+                    batch.dead.append((msg, reason))
+        self._count(result)
+
+    def _close(self, batch: Batch) -> None:
+        self._open.remove(batch)
+        for key, offset in batch.reached.items():
+            self._done[key] = max(self._done.get(key, -1), offset)
+        self._commit(asynchronous=True)
+        metrics.batch_seconds.observe(time.perf_counter() - batch.started)
+
+    # --- recovery, rebalances, offsets ---------------------------------------------
+
+    def _recover_owed(self) -> None:
+        sources = sorted(self._to_recover)
+        recovered = self.labeled.recover(self.engine, sources, self.clock())
+        metrics.recovered.labels("resent").inc(recovered.resent)
+        metrics.recovered.labels("present").inc(recovered.present)
+        metrics.labeled.inc(recovered.resent)
+        self._count(recovered.result)
+        if recovered.resent or recovered.present:
+            log.info("outboxes of %s: %d examples resent, %d already sent", sources,
+                     recovered.resent, recovered.present)  # fmt: skip
+        self._to_recover.difference_update(sources)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._to_recover.update(f"{tp.topic}:{tp.partition}" for tp in partitions)
+        log.info("assigned %s", [f"{tp.topic}:{tp.partition}" for tp in partitions])
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # Callbacks run inside `consume`: finish what is in hand, commit it.
+        self._finish_open()
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._commit(asynchronous=False, only=revoked)
+        for key in revoked:
+            self._done.pop(key, None)
+        log.info("revoked %s", sorted(f"{t}:{p}" for t, p in revoked))
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        # Another member may own them already: committing them now could move its
+        # offsets back. What is in hand is still finished (its effects are
+        # idempotent), without their offsets.
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        for batch in self._open:
+            for key in lost:
+                batch.reached.pop(key, None)
+        for key in lost:
+            self._done.pop(key, None)
+        self._finish_open()
+        log.warning("lost %s", sorted(f"{t}:{p}" for t, p in lost))
+
+    def _commit(self, asynchronous: bool, only: set[tuple[str, int]] | None = None) -> None:
+        from confluent_kafka import TopicPartition
+
+        offsets = [
+            TopicPartition(topic, partition, offset + 1)
+            for (topic, partition), offset in self._done.items()
+            if only is None or (topic, partition) in only
+        ]
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+
+    # --- housekeeping --------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Count requests whose window ended unjoined (on the Redis thread)."""
+        try:
+            for _ in range(10):  # bounded: the loop must get back to its consumer
+                swept = self.engine.sweep(self.clock())
+                metrics.expired.labels("prediction").inc(swept.expired_predictions)
+                metrics.expired.labels("outcome").inc(swept.expired_outcomes)
+                metrics.pending.set(swept.pending)
+                if swept.looked_at < 1000:
+                    break
+        except RedisError as exc:
+            log.warning("sweep failed, trying again later: %s", exc)
+
+    def _count(self, result: BatchResult) -> None:
+        metrics.expired.labels("prediction").inc(result.expired_predictions)
+        metrics.expired.labels("outcome").inc(result.expired_outcomes)
+        for (version, variant), sums in result.quality.items():
+            for name, value in sums.items():
+                metrics.quality.labels(version, variant, name).inc(value)
+        for (stable, candidate), (compared, agreed) in result.agreement.items():
+            metrics.agreement.labels(stable, candidate, "compared").inc(compared)
+            metrics.agreement.labels(stable, candidate, "agreed").inc(agreed)
+
+    def _note_failure(self, cause: str, exc: Exception) -> None:
+        metrics.retries.labels(cause).inc()
+        if not self._failing:
+            log.warning("%s failed, retrying until it works: %s", cause, exc)
+        self._failing = True
+        self.heartbeat.ready = False
+
+    def _retrying(self, step: Callable[[], None]) -> bool:
+        """Run `step` until it succeeds (True), or until `stop` is set (False)."""
+        from confluent_kafka import KafkaException
+
+        while True:
+            try:
+                step()
+            except (RedisError, KafkaException, DeliveryError) as exc:
+                self._note_failure("redis" if isinstance(exc, RedisError) else "kafka", exc)
+            else:
+                if self._failing:
+                    log.info("working again")
+                self._failing = False
+                self.heartbeat.ready = True
+                return True
+            if self._stop.wait(self.settings.retry_backoff_seconds):
+                return False
+            self.heartbeat.beat()

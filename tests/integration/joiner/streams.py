@@ -1,0 +1,181 @@
+"""Building blocks of the joiner tests: a model file, events, and reading topics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftline.api.events import Outcome, Prediction, Variant, encode
+from driftline.common.connections import KafkaConnection
+from driftline.common.kafka import make_consumer, make_producer
+
+
+def write_model(
+    path: Path,
+    name: str,
+    *,
+    bootstrap_servers: str,
+    redis_url: str,
+    window: float = 3600,
+    task: str = "classification",
+    partitions: int = 3,
+) -> Path:
+    """A DynamicModel YAML for one test: its own topics (named after the model)."""
+    doc = {
+        "apiVersion": "driftline.io/v1alpha1",
+        "kind": "DynamicModel",
+        "metadata": {"name": name, "namespace": "test"},
+        "spec": {
+            "model": {
+                "registry": {"trackingUri": "http://127.0.0.1:1", "name": name},
+                "task": task,
+            },
+            "features": [{"name": "x1"}, {"name": "x2"}],
+            "kafka": {"bootstrapServers": bootstrap_servers, "partitions": partitions},
+            "redis": {"url": redis_url},
+            "feedback": {"joinWindowSeconds": window},
+        },
+    }
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def prediction(
+    model: str,
+    request_id: str,
+    variant: Variant = "stable",
+    version: str = "1",
+    output: float = 1.0,
+    scores: list[float] | None = None,
+) -> Prediction:
+    return Prediction(
+        request_id=request_id,
+        model=model,
+        model_version=version,
+        variant=variant,
+        features={"x1": 1.5, "x2": 2.5},
+        output=output,
+        ts=time.time(),
+        entity_id=f"e-{request_id}",
+        scores=scores,
+    )
+
+
+def outcome(request_id: str, label: float = 1.0) -> Outcome:
+    return Outcome(request_id=request_id, label=label, ts=time.time())
+
+
+@dataclass
+class Records:
+    """Sends raw or encoded events keyed by request id."""
+
+    conn: KafkaConnection
+    producer: Any = None
+
+    def __post_init__(self) -> None:
+        self.producer = make_producer(self.conn, **{"linger.ms": 20})
+
+    def send(self, topic: str, event: Prediction | Outcome) -> None:
+        self.raw(topic, event.request_id.encode(), encode(event))
+
+    def raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=value)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def flush(self) -> None:
+        assert self.producer.flush(30) == 0
+
+
+def read_all(conn: KafkaConnection, topic: str, settle: float = 2.0) -> list[Any]:
+    """Every record of `topic`, read until it has been quiet for `settle` seconds."""
+    consumer = make_consumer(conn, f"reader-{uuid.uuid4().hex[:8]}", [topic])
+    records: list[Any] = []
+    try:
+        quiet_since = time.monotonic()
+        deadline = time.monotonic() + 90
+        while time.monotonic() - quiet_since < settle and time.monotonic() < deadline:
+            batch = [m for m in consumer.consume(1000, 0.5) if m.error() is None]
+            if batch:
+                records += batch
+                quiet_since = time.monotonic()
+            elif not consumer.assignment():
+                quiet_since = time.monotonic()  # still joining the group
+        return records
+    finally:
+        consumer.close()
+
+
+def committed_offsets(
+    conn: KafkaConnection, group: str, topics: list[str]
+) -> dict[tuple[str, int], int]:
+    """The group's committed offset per partition (absent: nothing committed)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    reader = Consumer(conn.client_config(**{"group.id": group, "enable.auto.commit": False}))
+    try:
+        parts = []
+        for topic in topics:
+            meta = reader.list_topics(topic, timeout=10)
+            parts += [TopicPartition(topic, p) for p in meta.topics[topic].partitions]
+        return {
+            (tp.topic, tp.partition): tp.offset
+            for tp in reader.committed(parts, timeout=15)
+            if tp.offset >= 0
+        }
+    finally:
+        reader.close()
+
+
+def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def read_to_end(conn: KafkaConnection, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Every record of `topic` up to its current end, read without a consumer group."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    reader = Consumer(
+        conn.client_config(
+            **{"group.id": "unused", "enable.auto.commit": False, "enable.partition.eof": True}
+        )
+    )
+    try:
+        meta = reader.list_topics(topic, timeout=10)
+        ends: dict[int, int] = {}
+        for p in meta.topics[topic].partitions:
+            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return []
+        reader.assign([TopicPartition(topic, p, 0) for p in ends])
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while ends:
+            assert time.monotonic() < deadline, f"reading {topic} timed out"
+            for msg in reader.consume(1000, 0.5):
+                err = msg.error()
+                if err is not None:
+                    assert err.code() == KafkaError._PARTITION_EOF, err
+                    ends.pop(msg.partition(), None)
+                    continue
+                records.append(msg)
+                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
+                    ends.pop(msg.partition(), None)
+        return records
+    finally:
+        reader.close()

@@ -1,0 +1,209 @@
+"""The joiner worker against a real broker and Redis, in this process (threads)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+
+from driftline.common.connections import KafkaConnection
+from driftline.common.infra import KafkaBroker, RedisServer
+from driftline.common.state import QualityStore
+from driftline.joiner.metrics import EXPIRED_TOTAL, MESSAGES_TOTAL
+from driftline.joiner.settings import JoinerSettings
+from driftline.joiner.worker import JoinerWorker
+from tests.integration.joiner.streams import (
+    Records,
+    outcome,
+    prediction,
+    read_all,
+    wait_until,
+    write_model,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+@pytest.fixture
+def running(
+    tmp_path: Path, unique: str, kafka: KafkaBroker, redis_server: RedisServer, redis_client: Any
+) -> Iterator[Any]:
+    """Start a worker (window 60 s on a clock the test moves) and stop it after."""
+    started: list[tuple[threading.Event, threading.Thread]] = []
+
+    def start(window: float = 60, clock: Clock | None = None) -> JoinerWorker:
+        path = write_model(
+            tmp_path / "model.yaml",
+            unique,
+            bootstrap_servers=kafka.bootstrap_servers,
+            redis_url=redis_server.url,
+            window=window,
+            partitions=2,
+        )
+        settings = JoinerSettings(
+            model_file=path, metrics_port=0, grace_seconds=30, sweep_interval_seconds=0.2
+        )
+        worker = JoinerWorker(settings, clock=clock or Clock(1_000_000.0))
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        started.append((stop, thread))
+        wait_until(lambda: worker.heartbeat.ready, 30, "the worker to be ready")
+        return worker
+
+    yield start
+    for stop, thread in started:
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+
+
+def test_joins_each_request_once_and_scores_every_variant(
+    running: Any, unique: str, kafka: KafkaBroker, redis_client: Any
+) -> None:
+    clock = Clock(1_000_000.0)
+    worker = running(clock=clock)
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    records = Records(conn)
+    for i in range(40):
+        rid = f"r{i}"
+        records.send(topics.predictions, prediction(unique, rid, "stable", "1", i % 2, [0.5, 0.5]))
+        if i % 4 == 0:  # shadow: the candidate scored beside the served stable version
+            shadow_output = 0.0 if i % 8 == 0 else 1.0  # agrees with stable (0) half the time
+            records.send(topics.predictions, prediction(unique, rid, "shadow", "2", shadow_output))
+        if i % 5 == 0:
+            records.send(topics.predictions, prediction(unique, rid, "stable", "1", i % 2))
+        records.send(topics.outcomes, outcome(rid, 1.0))
+        if i % 7 == 0:
+            records.send(topics.outcomes, outcome(rid, 1.0))
+    # A request served by the candidate (canary), its outcome first.
+    records.send(topics.outcomes, outcome("canary-1", 0.0))
+    records.send(topics.predictions, prediction(unique, "canary-1", "candidate", "2", 0.0))
+    records.flush()
+
+    def labeled() -> list[Any]:
+        return read_all(conn, topics.labeled, settle=1.0)
+
+    wait_until(lambda: len({m.key() for m in labeled()}) == 41, 60, "41 labeled examples")
+    examples = labeled()
+    keys = Counter(m.key().decode() for m in examples)
+    assert max(keys.values()) == 1, "an example was emitted twice"
+    assert keys["canary-1"] == 1
+
+    quality = QualityStore("test", unique)
+    stable = quality.counters("1", "stable").read(redis_client, 600, now=clock.now)
+    assert stable["count"] == 40
+    assert stable["correct"] == 20  # outputs alternate 0/1, labels are all 1
+    assert stable["log_loss_count"] == 40
+    assert quality.counters("2", "shadow").read(redis_client, 600, now=clock.now)["count"] == 10
+    assert quality.counters("2", "candidate").read(redis_client, 600, now=clock.now) == {
+        "count": 1.0,
+        "correct": 1.0,
+    }
+    compared, agreed = (
+        quality.agreement("1", "2").read(redis_client, 600, now=clock.now).get(f, 0)
+        for f in ("compared", "agreed")
+    )
+    assert (compared, agreed) == (10, 5)
+
+
+def test_bad_late_and_expired_records_are_counted_and_dead_lettered(
+    running: Any, unique: str, kafka: KafkaBroker, redis_client: Any
+) -> None:
+    clock = Clock(2_000_000.0)
+    worker = running(window=60, clock=clock)
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    records = Records(conn)
+    records.raw(topics.predictions, b"k1", b"not json")
+    records.raw(topics.outcomes, b"k2", b'{"v": 9, "request_id": "k2", "label": 1, "ts": 1}')
+    records.send(topics.predictions, prediction("another-model", "k3"))
+    records.send(topics.predictions, prediction(unique, "late-1"))
+    records.send(topics.predictions, prediction(unique, "never-1"))
+    records.flush()
+    state = f"driftline:test:{unique}:joiner:req:"
+    wait_until(lambda: redis_client.exists(state + "late-1", state + "never-1") == 2, 60, "state")
+    clock.now += 61  # past the window of both predictions, inside the grace period
+    records.send(topics.outcomes, outcome("late-1"))
+    records.flush()
+
+    wait_until(lambda: len(read_all(conn, topics.dead_letter, settle=1.0)) == 4, 60, "4 dead")
+    reasons = {
+        m.key(): dict(m.headers())["driftline-error"].decode()
+        for m in read_all(conn, topics.dead_letter, settle=0.5)
+    }
+    assert reasons[b"k1"].startswith("not JSON")
+    assert "schema version 9" in reasons[b"k2"]
+    assert reasons[b"k3"].startswith("wrong model")
+    assert reasons[b"late-1"].startswith("late: outcome")
+    assert read_all(conn, topics.labeled, settle=0.5) == []
+    wait_until(lambda: sample(EXPIRED_TOTAL, side="prediction") >= 2, 10, "expiry counted")
+    assert sample(MESSAGES_TOTAL, side="outcome", result="late") >= 1
+    assert sample(MESSAGES_TOTAL, side="prediction", result="invalid") >= 2
+
+
+def test_a_redis_outage_pauses_the_joiner_and_loses_nothing_after(
+    tmp_path: Path, unique: str, kafka: KafkaBroker
+) -> None:
+    """Redis goes away mid-stream: the joiner is not ready and retries, it does not
+    crash or skip records; when Redis is back it joins what arrived meanwhile."""
+    from driftline.common.infra import RedisServer
+
+    redis = RedisServer().start()
+    try:
+        path = write_model(
+            tmp_path / "model.yaml", unique, bootstrap_servers=kafka.bootstrap_servers,
+            redis_url=redis.url, partitions=2,
+        )  # fmt: skip
+        settings = JoinerSettings(model_file=path, metrics_port=0, retry_backoff_seconds=0.2)
+        worker = JoinerWorker(settings)
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+        thread.start()
+        wait_until(lambda: worker.heartbeat.ready, 30, "the worker to be ready")
+        conn = KafkaConnection(kafka.bootstrap_servers)
+        records = Records(conn)
+        topics = worker.topics
+
+        def send(first: int, last: int) -> None:
+            for i in range(first, last):
+                records.send(topics.predictions, prediction(unique, f"r{i}"))
+                records.send(topics.outcomes, outcome(f"r{i}"))
+            records.flush()
+
+        def labeled() -> set[bytes]:
+            return {m.key() for m in read_all(conn, topics.labeled, settle=1.0)}
+
+        send(0, 20)
+        wait_until(lambda: len(labeled()) == 20, 60, "the first 20 examples")
+        redis.stop()
+        send(20, 30)
+        wait_until(lambda: not worker.heartbeat.ready, 30, "the worker to report not ready")
+        assert thread.is_alive()
+        redis = RedisServer(port=redis.port).start()  # back, empty: what came meanwhile joins
+        wait_until(lambda: len(labeled()) == 30, 60, "the 10 examples sent during the outage")
+        assert worker.heartbeat.ready
+        assert sample("driftline_joiner_batch_retries_total", cause="redis") >= 1
+        stop.set()
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        redis.stop()

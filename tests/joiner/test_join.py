@@ -1,0 +1,86 @@
+"""What claimed work amounts to: scores, agreement and the labeled example."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from driftline.api.events import Outcome, Prediction, Variant, encode
+from driftline.joiner.join import agrees, plan_claim
+
+
+def prediction(
+    variant: Variant, output: float, version: str, scores: list[float] | None = None
+) -> str:
+    return encode(
+        Prediction(
+            request_id="r", model="m", model_version=version, variant=variant,
+            features={"x": 1.5, "c": "a"}, output=output, ts=10.0, entity_id="e1", scores=scores,
+        )
+    ).decode()  # fmt: skip
+
+
+def outcome(label: float) -> str:
+    return encode(Outcome(request_id="r", label=label, ts=20.0)).decode()
+
+
+def test_scores_each_claimed_variant_and_builds_the_served_example() -> None:
+    state = {
+        "t": "100.0",
+        "p:stable": prediction("stable", 1, "3", [0.2, 0.8]),
+        "p:shadow": prediction("shadow", 0, "4"),
+        "o": outcome(1),
+        "e": "stable",
+    }
+    scores, agreement, example = plan_claim(
+        "r", state, ["s:stable", "s:shadow", "e", "a"], "classification", 0.0
+    )
+    by_variant = {s.variant: s for s in scores}
+    assert by_variant["stable"].version == "3"
+    assert by_variant["stable"].fields["correct"] == 1.0
+    assert by_variant["stable"].fields["log_loss"] == pytest.approx(-math.log(0.8))
+    assert by_variant["shadow"].fields == {"count": 1.0, "correct": 0.0}
+    assert agreement is not None
+    assert (agreement.stable_version, agreement.candidate_version, agreement.agreed) == (
+        "3", "4", False,
+    )  # fmt: skip
+    assert example is not None
+    assert (example.variant, example.model_version, example.label, example.output) == (
+        "stable", "3", 1.0, 1.0,
+    )  # fmt: skip
+    assert (example.ts_prediction, example.ts_label, example.entity_id) == (10.0, 20.0, "e1")
+    assert example.features == {"x": 1.5, "c": "a"}
+
+
+def test_only_what_was_claimed() -> None:
+    state = {"p:stable": prediction("stable", 1, "3"), "o": outcome(0), "e": "stable"}
+    scores, agreement, example = plan_claim("r", state, ["e"], "classification", 0.0)
+    assert (scores, agreement) == ([], None)
+    assert example is not None
+
+
+def test_the_example_comes_from_the_variant_the_claim_names() -> None:
+    state = {"p:candidate": prediction("candidate", 0, "4"), "o": outcome(0), "e": "candidate"}
+    _, _, example = plan_claim("r", state, ["e"], "classification", 0.0)
+    assert example is not None
+    assert (example.variant, example.model_version) == ("candidate", "4")
+
+
+def test_an_unreadable_state_yields_nothing_and_does_not_raise() -> None:
+    state = {"p:stable": "{not json", "o": outcome(1), "e": "stable"}
+    assert plan_claim("r", state, ["s:stable", "e"], "classification", 0.0) == ([], None, None)
+
+
+@pytest.mark.parametrize(
+    ("task", "a", "b", "tolerance", "expected"),
+    [
+        ("classification", 1.0, 1.0, 0.0, True),
+        ("classification", 1.0, 2.0, 0.5, False),
+        ("regression", 10.0, 10.5, 0.1, True),
+        ("regression", 10.0, 12.0, 0.1, False),
+        ("regression", 0.0, 0.0, 0.0, True),
+    ],
+)
+def test_agreement(task: str, a: float, b: float, tolerance: float, expected: bool) -> None:
+    assert agrees(task, a, b, tolerance) is expected
