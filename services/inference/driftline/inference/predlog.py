@@ -1,0 +1,179 @@
+"""The prediction log: every prediction to the Kafka predictions topic, off the request path.
+
+A request only appends one record per (version, variant) group to a bounded
+in-memory buffer (a deque append). A background task drains the buffer every few
+milliseconds: it expands records into one `driftline.api.events.Prediction` per
+row, keyed by request id, and hands them to the Kafka producer, whose own queue is
+bounded too. A slow or absent broker therefore never blocks or fails a request:
+when the buffer is full, new predictions are dropped and counted
+(`driftline_inference_predictions_dropped_total{reason}`), and so are those the
+producer could not queue or deliver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from driftline.api.events import Prediction, Variant, encode
+from driftline.common.connections import KafkaConnection
+from driftline.common.kafka import make_producer
+from driftline.inference import metrics
+from driftline.inference.contract import Array, FeatureValues
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """Predictions of some rows of one request, all from one version and variant."""
+
+    request_ids: Sequence[str]
+    entity_ids: Sequence[str | None]
+    values: Sequence[FeatureValues]
+    version: str
+    variant: Variant
+    outputs: list[Array]
+    ts: float
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        kafka: KafkaConnection,
+        topic: str,
+        model_name: str,
+        feature_names: Sequence[str],
+        task: str,
+        *,
+        capacity: int,
+        flush_seconds: float,
+    ) -> None:
+        self.topic = topic
+        self.model_name = model_name
+        self.names = tuple(feature_names)
+        self.classification = task == "classification"
+        self.capacity = capacity
+        self.flush_seconds = flush_seconds
+        self._buffer: deque[LogRecord] = deque()
+        self._rows = 0
+        self._stopped = asyncio.Event()
+        self._overflow = metrics.predictions_dropped_total.labels("buffer_full")
+        self._producer_full = metrics.predictions_dropped_total.labels("producer_full")
+        self._undelivered = metrics.predictions_dropped_total.labels("delivery")
+        self._delivered = metrics.predictions_logged_total
+        self._last_warning = 0.0
+        self.producer = make_producer(
+            kafka,
+            **{
+                "queue.buffering.max.messages": capacity,
+                "message.timeout.ms": 30_000,
+                "on_delivery": self._on_delivery,
+                "error_cb": self._on_error,
+                "logger": logging.getLogger("driftline.inference.kafka"),
+            },
+        )
+
+    @property
+    def buffered(self) -> int:
+        return self._rows
+
+    def add(self, record: LogRecord) -> None:
+        """Take a record for the log, or count it dropped when the buffer is full. Never blocks."""
+        n = len(record.request_ids)
+        if self._rows + n > self.capacity:
+            self._overflow.inc(n)
+            return
+        self._buffer.append(record)
+        self._rows += n
+
+    async def run(self) -> None:
+        """Drain the buffer into the producer until `stop()`."""
+        while not self._stopped.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), self.flush_seconds)
+            self.drain()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def drain(self) -> int:
+        """Hand what is buffered to the producer; returns the predictions handed over."""
+        produced = 0
+        produce = self.producer.produce
+        while self._buffer:
+            record = self._buffer.popleft()
+            self._rows -= len(record.request_ids)
+            try:
+                events = self._events(record)
+            except Exception:  # an event that cannot be encoded must not stop the log
+                log.exception("could not encode predictions of version %s", record.version)
+                continue
+            for i, (request_id, payload) in enumerate(events):
+                try:
+                    produce(self.topic, payload, request_id)
+                except BufferError:
+                    # librdkafka's queue is full (the broker is slow or away): drop the
+                    # rest of this record, leave later ones buffered for the next drain.
+                    self._producer_full.inc(len(events) - i)
+                    self._warn("the Kafka producer queue is full; dropping predictions")
+                    self.producer.poll(0)
+                    return produced
+                produced += 1
+        self.producer.poll(0)
+        return produced
+
+    async def close(self, timeout: float) -> None:
+        """Drain, then wait (off the loop) up to `timeout` for the producer to deliver."""
+        self.stop()
+        self.drain()
+        left = await asyncio.to_thread(self.producer.flush, timeout)
+        if left:
+            self._undelivered.inc(left)
+            log.warning("%d prediction(s) not delivered at shutdown", left)
+
+    def _events(self, record: LogRecord) -> list[tuple[str, bytes]]:
+        names = self.names
+        if self.classification:
+            labels = record.outputs[0].tolist()
+            scores = record.outputs[1].tolist()
+        else:
+            labels = record.outputs[0].tolist()
+            scores = None
+        out = []
+        for i, request_id in enumerate(record.request_ids):
+            event = Prediction(
+                request_id=request_id,
+                model=self.model_name,
+                model_version=record.version,
+                variant=record.variant,
+                features=dict(zip(names, record.values[i], strict=True)),
+                output=float(labels[i]),
+                ts=record.ts,
+                entity_id=record.entity_ids[i],
+                scores=scores[i] if scores is not None else None,
+            )
+            out.append((request_id, encode(event)))
+        return out
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is None:
+            self._delivered.inc()
+        else:
+            self._undelivered.inc()
+            self._warn(f"a prediction was not delivered: {err}")
+
+    def _on_error(self, err: Any) -> None:
+        self._warn(f"Kafka: {err}")
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 30:  # a broker that is away would flood the log
+            self._last_warning = now
+            log.warning(message)
