@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from driftline.inference import metrics
@@ -250,7 +250,6 @@ def create_app(service: InferenceService) -> FrontDoor:
         title=f"Driftline inference: {service.name}",
         version=_package_version(),
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     door = FrontDoor(service, api)
     handlers = door.handlers

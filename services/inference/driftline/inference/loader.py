@@ -51,6 +51,7 @@ class Registry:
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.model_dir = Path(model_dir or tempfile.mkdtemp(prefix="driftline-models-"))
+        self.model_dir.mkdir(parents=True, exist_ok=True)
         self._client: Any = None
 
     def _mlflow(self) -> Any:

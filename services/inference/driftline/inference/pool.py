@@ -95,6 +95,7 @@ class ModelPool:
         self.loaded: dict[str, ServingModel] = {}
         self.failures: dict[str, _Failure] = {}
         self._retiring: dict[str, float] = {}
+        self._kept_for: set[str | None] = set()  # stable versions we could not switch to
         self._threads = settings.intra_op_threads or available_cpus()
         self._providers = choose_providers(
             _available_providers(),
@@ -193,15 +194,16 @@ class ModelPool:
         current = self.state
         stable = self.loaded.get(wanted.stable) if wanted.stable else None
         if stable is None:
-            if current is not None:
+            if current is None:
+                return None
+            if wanted.stable not in self._kept_for:
+                self._kept_for.add(wanted.stable)
                 log.warning(
                     "stable version %s is not loaded; still serving %s",
                     wanted.stable,
                     current.stable.version,
                 )
-                stable = current.stable
-            else:
-                return None
+            stable = current.stable
         candidate = self.loaded.get(wanted.candidate) if wanted.candidate else None
         baseline = self.loaded.get(wanted.baseline) if wanted.baseline else None
         mode = wanted.mode if candidate is not None else "stable"

@@ -65,17 +65,23 @@ class RoutingFollower:
         """Until `stop()`: read, subscribe, poll, and apply what changed."""
         try:
             while not self._stopped.is_set():
-                table, readable = await self._next_table()
-                await self._consider(table, readable)
-                if self.wanted is not None and (
-                    self.pool.state is None
-                    or self.pool.state.table != self.wanted
-                    or self.pool.pending(self.wanted)
-                ):
-                    await self.pool.apply(self.wanted)
-                await self.pool.tidy()
+                try:
+                    await self._step()
+                except Exception:  # a bug here must not freeze the routing for good
+                    log.exception("routing step failed; trying again")
+                    await self._sleep(self.poll_seconds)
         finally:
             await self._close_pubsub()
+
+    async def _step(self) -> None:
+        table, readable = await self._next_table()
+        await self._consider(table, readable)
+        wanted = self.wanted
+        if wanted is not None and (
+            self.pool.state is None or self.pool.state.table != wanted or self.pool.pending(wanted)
+        ):
+            await self.pool.apply(wanted)
+        await self.pool.tidy()
 
     def stop(self) -> None:
         self._stopped.set()
