@@ -49,7 +49,7 @@ def test_serves_the_champion_with_request_ids_on_both_routes(
 
     many = server.predict([ROW, {**ROW, "x1": 9}], entity_id=["a", "b"]).json()
     ids = [p["request_id"] for p in many["predictions"]]
-    assert len(set(ids + [answer["request_id"]])) == 3
+    assert len({*ids, answer["request_id"]}) == 3
 
     v2 = httpx.post(
         f"{server.url}/v2/models/{name}/infer",
@@ -81,7 +81,7 @@ def test_serves_the_champion_with_request_ids_on_both_routes(
     assert absent.status_code == 404 and absent.json()["field"] == "version"
 
     metrics = httpx.get(f"{server.url}/metrics").text
-    assert 'driftline_inference_request_seconds_count{model="%s"' % name in metrics
+    assert f'driftline_inference_request_seconds_count{{model="{name}"' in metrics
     assert "driftline_inference_batch_rows_bucket" in metrics
 
 
