@@ -55,21 +55,35 @@ def test_cached_values_round_trip(contract: FeatureContract) -> None:
     assert c.decode([b"short"]) is None
 
 
-def test_serving_stats_sum_in_memory_per_version_and_variant() -> None:
-    stats = ServingStats(ServingStore("ns", "m"), None, 1.0)
+def test_serving_stats_sum_in_memory_and_export_to_prometheus() -> None:
+    stats = ServingStats("m", ServingStore("ns", "m"), None, 1.0)
     for ms in (0.2, 0.7, 4.0, 4.0, 10_000.0):
-        stats.observe("1", "stable", ms)
-    stats.observe("2", "candidate", 3.0, error=True)
-    pending = stats.pending()
-    assert pending[("1", "stable")]["requests"] == 5
+        stats.observe("1", "stable", "v1", ms / 1000)
+    stats.observe("1", "stable", "v2", 0.004)
+    stats.observe("2", "candidate", "v1", 0.003, error=True)
+    pending = stats.unwritten()
+    assert pending[("1", "stable")]["requests"] == 6  # both routes
     assert pending[("2", "candidate")] == {
         "requests": 1,
         "errors": 1,
         f"le_{latency_bucket(3.0)}": 1,
     }
-    assert pending[("1", "stable")][f"le_{latency_bucket(4.0)}"] == 2
+    assert pending[("1", "stable")][f"le_{latency_bucket(4.0)}"] == 3
     assert pending[("1", "stable")][f"le_{len(LATENCY_BUCKETS_MS) - 1}"] == 1
     assert LATENCY_BUCKETS_MS[-1] == math.inf
+
+    stats.response("v1", 200)
+    stats.response("v1", 200)
+    families = {f.name: f for f in stats.collect()}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families.values()
+        for s in f.samples
+    }
+    key = (("le", "+Inf"), ("model", "m"), ("route", "v1"), ("variant", "stable"), ("version", "1"))
+    assert samples[("driftline_inference_request_seconds_bucket", key)] == 5
+    assert samples[("driftline_inference_request_seconds_bucket", (("le", "0.001"), *key[1:]))] == 2
+    assert samples[("driftline_inference_responses_total", (("code", "200"), ("route", "v1")))] == 2
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,10 @@ from driftline.inference.oip import OipProtocol
 from driftline.inference.plain import PlainProtocol
 from driftline.inference.testing import model_document
 
+# The service silences numpy's overflow warning (values beyond float32 are refused by
+# name); pytest resets warning filters per test, so say it again here.
+pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+
 
 @pytest.fixture(scope="module")
 def contract() -> FeatureContract:

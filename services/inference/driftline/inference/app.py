@@ -178,7 +178,6 @@ class FrontDoor:
         self.api = api
         self.handlers = Handlers(service)
         self.inflight = 0
-        self._responses: dict[tuple[str, int], Any] = {}
         metrics.inflight_requests.set_function(lambda: self.inflight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,12 +210,7 @@ class FrontDoor:
             status, headers, body = 500, [(b"content-type", JSON)], b'{"error":"internal error"}'
         finally:
             self.inflight -= 1
-        counter = self._responses.get((route, status))
-        if counter is None:
-            counter = self._responses[(route, status)] = metrics.responses_total.labels(
-                route, str(status)
-            )
-        counter.inc()
+        self.service.stats.response(route, status)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ from driftline.inference.errors import InvalidInputError
 
 FeatureValues = Sequence[float | str]
 Array = npt.NDArray[Any]
+
+# Numbers beyond float32 become inf when cast, and are refused by `check_finite` with
+# the field's name; numpy's warning about it would only be noise (and np.errstate
+# costs a microsecond per request).
+warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
 
 
 class FeatureContract:
@@ -73,14 +79,12 @@ class FeatureContract:
         k = self.k
         numeric: Array | None
         categorical: Array | None = None
-        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
-            if not self.categorical:
-                numeric = np.array(values, dtype=np.float32).reshape(len(values), k)
-            else:
-                numeric = np.array([v[:k] for v in values], dtype=np.float32) if k else None
-                categorical = np.array(
-                    [[str(c) for c in v[k:]] for v in values], dtype=object
-                ).reshape(len(values), len(self.categorical))
+        if not self.categorical:
+            numeric = np.array(values, dtype=np.float32).reshape(len(values), k)
+        else:
+            numeric = np.array([v[:k] for v in values], dtype=np.float32) if k else None
+            categorical = np.array([[str(c) for c in v[k:]] for v in values], dtype=object)
+            categorical = categorical.reshape(len(values), len(self.categorical))
         if numeric is not None:
             numeric = numeric.reshape(len(values), k)
             self.check_finite(numeric, where, multi=len(values) > 1)

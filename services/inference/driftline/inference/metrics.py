@@ -4,7 +4,9 @@ Dashboards, alert rules and the autoscaler (`inflight`, `rps`) refer to these na
 so they are a contract like the topics: change them only with a new name.
 
 Gauges that describe a state (queue depth, requests in flight) are read when
-Prometheus scrapes (`set_function`), so the request path never pays for them.
+Prometheus scrapes (`set_function`), and the per-request series (request latency,
+responses) are counted by `driftline.inference.stats.ServingStats` and read by
+Prometheus from there: the request path never touches a prometheus_client object.
 """
 
 from __future__ import annotations
@@ -28,22 +30,8 @@ MODEL_INFO: Final = "driftline_inference_model_serving"
 ROUTING_REVISION: Final = "driftline_inference_routing_revision"
 STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
 
-# Request latency buckets (seconds): from sub-millisecond cache hits to slow GPU batches.
-LATENCY_BUCKETS: Final = (
-    0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
-    0.1, 0.25, 0.5, 1.0, 2.5,
-)  # fmt: skip
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
-request_seconds = Histogram(
-    REQUEST_SECONDS,
-    "Time from request received to response ready, by model, version, variant and route.",
-    ["model", "version", "variant", "route"],
-    buckets=LATENCY_BUCKETS,
-)
-responses_total = Counter(
-    RESPONSES_TOTAL, "Responses by route and HTTP status code.", ["route", "code"]
-)
 batch_rows = Histogram(
     BATCH_ROWS, "Rows per ONNX Runtime run.", ["model", "version"], buckets=BATCH_BUCKETS
 )

@@ -221,9 +221,8 @@ class OipProtocol:
         numeric = None
         if contract.k:
             numeric = np.empty((n, contract.k), dtype=np.float32)
-            with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
-                for j, name in enumerate(contract.numeric):
-                    numeric[:, j] = columns[name]
+            for j, name in enumerate(contract.numeric):
+                numeric[:, j] = columns[name]  # beyond float32 becomes inf: refused below
             contract.check_finite(numeric, "inputs", multi=True)
         categorical = None
         if contract.categorical:
@@ -248,8 +247,7 @@ class OipProtocol:
         parts = []
         if numeric is not None:
             parts.append(numeric.tolist())
-            with np.errstate(over="ignore"):
-                numeric = np.ascontiguousarray(numeric, dtype=np.float32)
+            numeric = np.ascontiguousarray(numeric, dtype=np.float32)
             contract.check_finite(numeric, "inputs", multi=True)
         if categorical is not None:
             parts.append(categorical.tolist())

@@ -12,6 +12,7 @@ worker processes on it; it passes SIGTERM on and exits when they have.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -23,6 +24,7 @@ from types import FrameType
 
 import uvicorn
 
+from driftline.api import SpecError
 from driftline.common.logs import configure_logging
 from driftline.common.metrics import serve_metrics
 from driftline.inference.app import create_app
@@ -71,6 +73,15 @@ class DrainingServer(uvicorn.Server):
         if self.delay <= 0:
             self.should_exit = True
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Everything alive now (modules, sessions, settings) lives as long as the process:
+        # keep it out of every later GC pass, and collect the young generation less often
+        # (the request path makes few reference cycles, and each pass costs throughput).
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(10_000, 20, 20)
+
     async def on_tick(self, counter: int) -> bool:
         if self._exit_at is not None and time.monotonic() >= self._exit_at:
             self.should_exit = True
@@ -88,6 +99,7 @@ def build_server(settings: InferenceSettings, sock: socket.socket | None = None)
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_timeout_seconds) or None,
         server_header=False,
+        proxy_headers=False,  # client addresses are not used; skip the middleware
         **_fast_loop(),  # type: ignore[arg-type]
     )
     return DrainingServer(config, service, settings.shutdown_delay_seconds)
@@ -153,7 +165,11 @@ def _supervise(settings: InferenceSettings) -> int:
 def main() -> int:
     settings = InferenceSettings()  # model_file comes from the environment
     configure_logging("inference", settings.log_level)
-    settings.model  # noqa: B018 - read and validate the DynamicModel before binding the port
+    try:
+        settings.model  # noqa: B018 - read and validate the DynamicModel before binding the port
+    except SpecError as exc:
+        log.error("%s", exc)
+        return 2
     if settings.metrics_port and settings.metrics_port != settings.port and settings.workers == 1:
         serve_metrics(settings.metrics_port)  # /metrics is on the app port as well
     return serve(settings)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from prometheus_client import REGISTRY
 
 from driftline.api import DynamicModel
 from driftline.api.events import Variant
@@ -75,7 +76,7 @@ class InferenceService:
         self.cache: PredictionCache | None = None
         self.predictions: PredictionLog | None = None
         self.stats = ServingStats(
-            ServingStore(self.namespace, self.name), None, settings.stats_flush_seconds
+            self.name, ServingStore(self.namespace, self.name), None, settings.stats_flush_seconds
         )
         self.follower: RoutingFollower | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,7 +86,6 @@ class InferenceService:
         self._side_dropped = {
             v: metrics.side_scoring_total.labels(v, "dropped") for v in ("shadow", "baseline")
         }
-        self._latency: dict[tuple[str, str, str], Any] = {}
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -95,6 +95,7 @@ class InferenceService:
         timeout = settings.redis_timeout_seconds
         self.redis = redis_conn.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
         self.stats.client = self.redis
+        REGISTRY.register(self.stats)
         if spec.inference.cache.enabled:
             self.cache = PredictionCache(
                 redis_conn.async_client(
@@ -143,6 +144,7 @@ class InferenceService:
             await self.predictions.close(timeout=max(1.0, self.settings.drain_timeout_seconds / 2))
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stats.flush()
+        REGISTRY.unregister(self.stats)
         if self.cache is not None:
             await self.cache.close()
             await self.cache.client.aclose()
@@ -196,7 +198,10 @@ class InferenceService:
                 raise ModelNotReadyError("no model version is loaded yet")
             ids = request_ids or self.new_ids(rows.n)
             groups = self._route(state, rows, entity_ids, version)
-            pending = [await self._queue(model, part) for model, _, part, _ in groups]
+            if self.cache is None:
+                pending = [model.batcher.submit(part) for model, _, part, _ in groups]
+            else:
+                pending = [await self._cached(model, part) for model, _, part, _ in groups]
             self.arriving -= 1
             queued = True
             results = []
@@ -265,11 +270,10 @@ class InferenceService:
             return [(groups[0][0], groups[0][1], rows, None)]
         return groups
 
-    async def _queue(self, model: ServingModel, rows: Rows) -> asyncio.Future[Outputs]:
+    async def _cached(self, model: ServingModel, rows: Rows) -> asyncio.Future[Outputs]:
         """A future of the rows' outputs: from the cache, the batch queue, or both."""
         cache = self.cache
-        if cache is None:
-            return model.batcher.submit(rows)
+        assert cache is not None
         keys = cache.keys(model.version, model.sha256, rows)
         cached = await cache.lookup(keys)
         if cached is None:
@@ -302,17 +306,8 @@ class InferenceService:
     def _observe(
         self, version: str, variant: str, route: str, started: float | None, error: bool = False
     ) -> None:
-        if started is None:
-            return
-        seconds = time.perf_counter() - started
-        self.stats.observe(version, variant, seconds * 1000, error)
-        key = (version, variant, route)
-        histogram = self._latency.get(key)
-        if histogram is None:
-            histogram = self._latency[key] = metrics.request_seconds.labels(
-                self.name, version, variant, route
-            )
-        histogram.observe(seconds)
+        if started is not None:
+            self.stats.observe(version, variant, route, time.perf_counter() - started, error)
 
     # --- off the critical path -----------------------------------------------------------
 
@@ -355,8 +350,8 @@ class InferenceService:
         queued_at = time.perf_counter()
 
         def scored(scored_rows: Rows, outputs: Outputs | None) -> None:
-            latency_ms = (time.perf_counter() - queued_at) * 1000
-            self.stats.observe(model.version, variant, latency_ms, error=outputs is None)
+            seconds = time.perf_counter() - queued_at
+            self.stats.observe(model.version, variant, "side", seconds, error=outputs is None)
             if outputs is None:
                 metrics.side_scoring_total.labels(variant, "failed").inc(scored_rows.n)
                 return
