@@ -106,3 +106,42 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(
     ids = {a["request_id"] for a in answered}
     records = read_predictions(kafka, f"{name}.predictions", len(ids))
     assert {decode(r.value(), Prediction).request_id for r in records} == ids
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_stop_together(
+    tmp_path: Path, model_doc: dict[str, Any], publish: Callable[..., str]
+) -> None:
+    publish(aliases=[ALIAS_CHAMPION])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {
+        **os.environ,
+        "DRIFTLINE_INFERENCE_MODEL_FILE": str(write_model_file(tmp_path / "m.yaml", model_doc)),
+        "DRIFTLINE_INFERENCE_HOST": "127.0.0.1",
+        "DRIFTLINE_INFERENCE_PORT": str(port),
+        "DRIFTLINE_INFERENCE_WORKERS": "2",
+        "DRIFTLINE_INFERENCE_PREDICTION_LOG": "false",
+        "DRIFTLINE_INFERENCE_MODEL_DIR": str(tmp_path / "models"),
+    }
+    log = (tmp_path / "inference.log").open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "driftline.inference"], env=env, stdout=log, stderr=log
+    )
+    try:
+        wait_until(lambda: ready(url) == 200 or process.poll() is not None, 120, "readiness")
+        assert process.poll() is None, (tmp_path / "inference.log").read_text()
+        name = model_doc["metadata"]["name"]
+        prefixes = set()
+        for _ in range(40):  # new connections land on either worker
+            with httpx.Client() as client:
+                answer = client.post(f"{url}/v1/models/{name}/predict", json={"features": ROW})
+            prefixes.add(answer.json()["request_id"].split("-")[0])
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
+    assert 1 <= len(prefixes) <= 2  # one id prefix per worker process

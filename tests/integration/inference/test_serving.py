@@ -18,7 +18,10 @@ from driftline.inference.testing import mlp_model
 
 from .conftest import SAYS_1, Running, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning"),
+]
 
 ROW = {"x1": 0.5, "x2": -1.25, "x3": 3.0}
 

@@ -135,14 +135,18 @@ class InferenceService:
         self._spawn(self.stats.run())
 
     async def stop(self) -> None:
-        """Flush the log and the stats, then stop the background tasks."""
+        """Stop the background work, then flush the prediction log and the stats."""
         self.draining = True
         if self.follower is not None:
             self.follower.stop()
         self.stats.stop()
+        # The loops only sleep between their steps, and a load in progress is of no use
+        # any more: cancel them all, then do the last drain and flush here.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.predictions is not None:
             await self.predictions.close(timeout=max(1.0, self.settings.drain_timeout_seconds / 2))
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.stats.flush()
         REGISTRY.unregister(self.stats)
         if self.cache is not None:
