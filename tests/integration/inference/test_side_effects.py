@@ -96,6 +96,15 @@ def test_the_cache_answers_repeats_and_never_crosses_versions(
     keys = redis_client.keys(f"driftline:test:{server.service.name}:cache:{first}:*")
     assert len(keys) == 1 and 0 < redis_client.ttl(keys[0]) <= 60
 
+    # One row cached, one new: each row gets its own answer, in order.
+    other = {**ROW, "x3": 99.0}
+    both = server.predict([other, ROW]).json()["predictions"]
+    assert [p["probabilities"] for p in both][1] == answers[0]["probabilities"]
+    assert both[0]["probabilities"] != answers[0]["probabilities"]
+    assert counter(metrics.CACHE_TOTAL, result="hit") - hits == 3
+    pattern = f"driftline:test:{server.service.name}:cache:{first}:*"
+    wait_until(lambda: len(redis_client.keys(pattern)) == 2, 5, "the new row in the cache")
+
     store = RoutingStore(server.service.namespace, server.service.name)
     store.write(redis_client, RoutingTable(stable=second, revision=1))
     wait_until(lambda: server.predict(ROW).json()["model_version"] == second, 20, "the swap")

@@ -48,6 +48,12 @@ class PredictionCache:
         self._layout = [(np.dtype(dtype), max(width, 1)) for _, dtype, width in contract.outputs]
         self._shapes = [width for _, _, width in contract.outputs]
         self.row_bytes = sum(dtype.itemsize * width for dtype, width in self._layout)
+        # One cached row read in place: (dtype, count, byte offset, shape) per output.
+        self._single: list[tuple[np.dtype[Any], int, int, tuple[int, ...]]] = []
+        offset = 0
+        for (dtype, width), shape in zip(self._layout, self._shapes, strict=True):
+            self._single.append((dtype, width, offset, (1, shape) if shape else (1,)))
+            offset += dtype.itemsize * width
         self._paused_until = 0.0
         self._lookups: list[tuple[list[bytes], asyncio.Future[list[bytes | None] | None]]] = []
         self._writes: list[tuple[bytes, bytes]] = []
@@ -103,6 +109,12 @@ class PredictionCache:
         """Output arrays of cached rows; None when an entry is not of this model's shape."""
         if any(len(v) != self.row_bytes for v in values):
             return None
+        if len(values) == 1:  # the usual request: read the row in place, no copies
+            row = values[0]
+            return [
+                np.frombuffer(row, dtype, count, offset).reshape(shape)
+                for dtype, count, offset, shape in self._single
+            ]
         raw = np.frombuffer(b"".join(values), dtype=np.uint8).reshape(len(values), -1)
         outputs = []
         start = 0

@@ -17,7 +17,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from driftline.api.events import Prediction, Variant, encode
@@ -29,17 +28,12 @@ from driftline.inference.contract import Array, FeatureValues
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
-class LogRecord:
-    """Predictions of some rows of one request, all from one version and variant."""
-
-    request_ids: Sequence[str]
-    entity_ids: Sequence[str | None]
-    values: Sequence[FeatureValues]
-    version: str
-    variant: Variant
-    outputs: list[Array]
-    ts: float
+LogRecord = tuple[
+    Sequence[str], Sequence[str | None], Sequence[FeatureValues], str, Variant, list[Array], float
+]
+"""(request_ids, entity_ids, feature values, version, variant, outputs, ts) of some rows
+of one request, all answered by one version in one variant. A plain tuple: the request
+path builds one per request, and a tuple costs a tenth of a dataclass."""
 
 
 class PredictionLog:
@@ -92,7 +86,7 @@ class PredictionLog:
 
     def add(self, record: LogRecord) -> None:
         """Take a record for the log, or count it dropped when the buffer is full. Never blocks."""
-        n = len(record.request_ids)
+        n = len(record[0])
         if self._rows + n > self.capacity:
             self._overflow.inc(n)
             return
@@ -113,23 +107,38 @@ class PredictionLog:
         produced = 0
         produce = self.producer.produce
         topic = self.topic
+        names, model = self.names, self.model_name
+        classification = self.classification
         while self._buffer:
-            record = self._buffer.popleft()
-            self._rows -= len(record.request_ids)
-            try:
-                events = self._events(record)
-            except Exception:  # an event that cannot be encoded must not stop the log
-                log.exception("could not encode predictions of version %s", record.version)
-                continue
-            for i, (request_id, payload) in enumerate(events):
+            request_ids, entity_ids, values, version, variant, outputs, ts = self._buffer.popleft()
+            self._rows -= len(request_ids)
+            labels = outputs[0].tolist()
+            scores = outputs[1].tolist() if classification else None
+            for i, request_id in enumerate(request_ids):
                 try:
+                    payload = encode(
+                        Prediction(
+                            request_id=request_id,
+                            model=model,
+                            model_version=version,
+                            variant=variant,
+                            features=dict(zip(names, values[i])),  # noqa: B905 - rows fit names
+                            output=float(labels[i]),
+                            ts=ts,
+                            entity_id=entity_ids[i],
+                            scores=scores[i] if scores is not None else None,
+                        )
+                    )
                     produce(topic, payload, request_id)
                 except BufferError:
                     # librdkafka's queue is full (the broker is slow or away): drop the
                     # rest of this record, leave later ones buffered for the next drain.
-                    self._producer_full.inc(len(events) - i)
+                    self._producer_full.inc(len(request_ids) - i)
                     self._warn("the Kafka producer queue is full; dropping predictions")
                     break
+                except Exception:  # a prediction that cannot be encoded must not stop the log
+                    log.exception("could not log a prediction of version %s", version)
+                    continue
                 produced += 1
             else:
                 continue
@@ -155,30 +164,6 @@ class PredictionLog:
         if left:
             self._undelivered.inc(left)
             log.warning("%d prediction(s) not delivered at shutdown", left)
-
-    def _events(self, record: LogRecord) -> list[tuple[str, bytes]]:
-        names = self.names
-        if self.classification:
-            labels = record.outputs[0].tolist()
-            scores = record.outputs[1].tolist()
-        else:
-            labels = record.outputs[0].tolist()
-            scores = None
-        out = []
-        for i, request_id in enumerate(record.request_ids):
-            event = Prediction(
-                request_id=request_id,
-                model=self.model_name,
-                model_version=record.version,
-                variant=record.variant,
-                features=dict(zip(names, record.values[i])),  # noqa: B905 - rows match names
-                output=float(labels[i]),
-                ts=record.ts,
-                entity_id=record.entity_ids[i],
-                scores=scores[i] if scores is not None else None,
-            )
-            out.append((request_id, encode(event)))
-        return out
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:  # only failures are reported (delivery.report.only.error)

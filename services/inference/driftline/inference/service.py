@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -231,9 +232,7 @@ class InferenceService:
                 part_ids = ids if index is None else [ids[i] for i in index]
                 part_entities = entity_ids if index is None else [entity_ids[i] for i in index]
                 self.predictions.add(
-                    LogRecord(
-                        part_ids, part_entities, part.values, model.version, variant, result, now
-                    )
+                    (part_ids, part_entities, part.values, model.version, variant, result, now)
                 )
         if version is None:
             self._score_aside(state, rows, ids, entity_ids, groups, results, now)
@@ -292,20 +291,33 @@ class InferenceService:
                 done.set_result(decoded)
                 return done
             misses = list(range(rows.n))
-        fresh = model.batcher.submit(rows if len(misses) == rows.n else rows.take(misses))
+        if len(misses) == rows.n:
+            fresh = model.batcher.submit(rows)
+            # Written once answered; a callback, not a task per request.
+            fresh.add_done_callback(partial(_store_answer, cache, keys))
+            return fresh
+        hits = [i for i in range(rows.n) if cached[i] is not None]
+        decoded = cache.decode([cached[i] for i in hits])  # type: ignore[misc]
+        if decoded is None:  # entries of another shape: answer them afresh
+            return model.batcher.submit(rows)
+        some = model.batcher.submit(rows.take(misses))
+        merged: asyncio.Future[Outputs] = loop.create_future()
 
-        async def combine() -> Outputs:
-            outputs = await fresh
-            cache.store([keys[i] for i in misses], outputs)
-            if len(misses) == rows.n:
-                return outputs
-            hits = [i for i in range(rows.n) if cached[i] is not None]
-            decoded = cache.decode([cached[i] for i in hits])  # type: ignore[misc]
-            if decoded is None:  # pragma: no cover - entries of another shape
-                raise ModelFailedError("the prediction cache holds entries of another shape")
-            return _scatter([(misses, outputs), (hits, decoded)], rows.n)
+        def combine(f: asyncio.Future[Outputs]) -> None:
+            if merged.done():
+                return
+            if f.cancelled():
+                merged.cancel()
+                return
+            error = f.exception()
+            if error is not None:
+                merged.set_exception(error)
+                return
+            cache.store([keys[i] for i in misses], f.result())
+            merged.set_result(_scatter([(misses, f.result()), (hits, decoded)], rows.n))
 
-        return asyncio.ensure_future(combine())
+        some.add_done_callback(combine)
+        return merged
 
     def _observe(
         self, version: str, variant: str, route: str, started: float | None, error: bool = False
@@ -334,11 +346,16 @@ class InferenceService:
         if len(groups) == 1 and groups[0][0] is baseline:
             # The baseline answered this request itself: log its answer once more as such.
             if self.predictions is not None:
-                self.predictions.add(
-                    LogRecord(
-                        ids, entity_ids, rows.values, baseline.version, "baseline", results[0], now
-                    )
+                record: LogRecord = (
+                    ids,
+                    entity_ids,
+                    rows.values,
+                    baseline.version,
+                    "baseline",
+                    results[0],
+                    now,
                 )
+                self.predictions.add(record)
             return
         self._side(baseline, "baseline", rows, ids, entity_ids, now)
 
@@ -361,14 +378,18 @@ class InferenceService:
                 return
             self._side_done[variant].inc(scored_rows.n)
             if self.predictions is not None:
-                self.predictions.add(
-                    LogRecord(
-                        ids, entity_ids, scored_rows.values, model.version, variant, outputs, ts
-                    )
-                )
+                record = (ids, entity_ids, scored_rows.values, model.version, variant, outputs, ts)
+                self.predictions.add(record)
 
         if not model.batcher.submit_side(rows, scored):
             self._side_dropped[variant].inc(rows.n)
+
+
+def _store_answer(
+    cache: PredictionCache, keys: list[bytes], answered: asyncio.Future[Outputs]
+) -> None:
+    if not answered.cancelled() and answered.exception() is None:
+        cache.store(keys, answered.result())
 
 
 def _scatter(parts: list[tuple[list[int], Outputs]], n: int) -> Outputs:
