@@ -95,6 +95,10 @@ def summarize(
     if tiny_on_32:
         value = tiny_on_32["rps"]
         targets["tiny_batched_rps"] = {"value": round(value), "met": value >= 8000}
+        if tiny_on_32["cpu_us_per_request"]:
+            # What one core serves when this process has it to itself.
+            capacity = 1e6 / tiny_on_32["cpu_us_per_request"]
+            targets["tiny_batched_rps"]["cpu_bound_rps"] = round(capacity)
     if tiny_on_1 and tiny_floor:
         value = tiny_on_1["p50_ms"] - tiny_floor["p50_ms"]
         targets["added_p50_ms"] = {"value": round(value, 3), "met": value <= 1.0}
@@ -105,6 +109,9 @@ def summarize(
             "p99_ms": round(mid_on["p99_ms"], 2),
             "met": value >= 3 and mid_on["p99_ms"] <= 20,
         }
+        if mid_on["cpu_us_per_request"] and mid_off["cpu_us_per_request"]:
+            cpu_gain = mid_off["cpu_us_per_request"] / mid_on["cpu_us_per_request"]
+            targets["mid_batching_gain"]["cpu_gain"] = round(cpu_gain, 2)
     if tiny_log and tiny_on_32 and tiny_on_32["rps"]:
         value = tiny_log["rps"] / tiny_on_32["rps"]
         cpu = None

@@ -259,8 +259,17 @@ def main(argv: list[str] | None = None) -> None:
             ),
             (
                 MID,
-                [("batching off", off, no_log), ("batching on", on, no_log)],
-                [("batching off", "fixed", 32), ("batching on", "fixed", 32)],
+                [
+                    ("batching off", off, no_log),
+                    ("batching on", on, no_log),
+                    ("cache", cache, no_log),
+                ],
+                [
+                    ("batching off", "fixed", 32),
+                    ("batching on", "fixed", 32),
+                    ("cache", "random", 32),
+                    ("cache", "fixed", 32),
+                ],
             ),
         ]
         for case, specs, scenarios in plans:
