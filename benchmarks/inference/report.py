@@ -32,6 +32,7 @@ def machine_state() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "nice": os.nice(0),
         "python": platform.python_version(),
     }
 
@@ -172,7 +173,8 @@ def markdown(result: dict[str, Any]) -> str:
         "(all its threads), which depends far less on other load than req/s does.",
         "",
         f"Machine: {before['cpus']} CPUs ({before['cpu_model']}), Python {before['python']}, "
-        f"{before['at']}. Load average before {before['load_average']}, after "
+        f"{before['at']}, niceness {before.get('nice', 0)}. "
+        f"Load average before {before['load_average']}, after "
         f"{after['load_average']}: the machine was shared with other work while this ran, "
         "so these numbers are a lower bound of what a quiet machine gives.",
         "",

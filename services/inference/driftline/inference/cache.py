@@ -18,15 +18,19 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 import orjson
 
 from driftline.inference import metrics
-from driftline.inference.contract import Array, FeatureContract, Rows
+from driftline.inference.contract import Array, FeatureContract, Rows, scatter
 
 log = logging.getLogger(__name__)
+
+Answer = asyncio.Future[list[Array]]
 
 
 class PredictionCache:
@@ -67,6 +71,68 @@ class PredictionCache:
     @property
     def available(self) -> bool:
         return time.monotonic() >= self._paused_until
+
+    async def answer(
+        self, version: str, sha256: str, rows: Rows, submit: Callable[[Rows], Answer]
+    ) -> Answer:
+        """The rows' outputs as a future: from the cache, from `submit` (the batch queue),
+        or both; fresh answers are written back once they are known."""
+        keys = self.keys(version, sha256, rows)
+        cached = await self.lookup(keys)
+        if cached is None:  # the cache is paused
+            return submit(rows)
+        misses = [i for i, value in enumerate(cached) if value is None]
+        self.count(rows.n - len(misses), len(misses))
+        if not misses:
+            decoded = self.decode(cached)  # type: ignore[arg-type]
+            if decoded is not None:
+                done: Answer = asyncio.get_running_loop().create_future()
+                done.set_result(decoded)
+                return done
+            misses = list(range(rows.n))
+        if len(misses) == rows.n:
+            fresh = submit(rows)
+            fresh.add_done_callback(partial(self._store_answer, keys))  # a callback, not a task
+            return fresh
+        hits = [i for i in range(rows.n) if cached[i] is not None]
+        decoded = self.decode([cached[i] for i in hits])  # type: ignore[misc]
+        if decoded is None:  # entries of another shape: answer them all afresh
+            return submit(rows)
+        return self._merge(
+            submit(rows.take(misses)), [keys[i] for i in misses], misses, hits, decoded, rows.n
+        )
+
+    def _merge(
+        self,
+        fresh: Answer,
+        keys: list[bytes],
+        misses: list[int],
+        hits: list[int],
+        decoded: list[Array],
+        n: int,
+    ) -> Answer:
+        """A future of all rows once the missing ones are answered."""
+        merged: Answer = asyncio.get_running_loop().create_future()
+
+        def combine(answered: Answer) -> None:
+            if merged.done():
+                return
+            if answered.cancelled():
+                merged.cancel()
+                return
+            error = answered.exception()
+            if error is not None:
+                merged.set_exception(error)
+                return
+            self.store(keys, answered.result())
+            merged.set_result(scatter([(misses, answered.result()), (hits, decoded)], n))
+
+        fresh.add_done_callback(combine)
+        return merged
+
+    def _store_answer(self, keys: list[bytes], answered: Answer) -> None:
+        if not answered.cancelled() and answered.exception() is None:
+            self.store(keys, answered.result())
 
     def keys(self, version: str, sha256: str, rows: Rows) -> list[bytes]:
         base = f"{self.prefix}{version}:{sha256[:16]}:".encode()

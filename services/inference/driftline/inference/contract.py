@@ -125,6 +125,16 @@ class Rows:
         )
 
 
+def scatter(parts: list[tuple[list[int], list[Array]]], n: int) -> list[Array]:
+    """Outputs of row subsets (their indexes, their arrays) -> outputs of all n rows."""
+    first = parts[0][1]
+    merged = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in first]
+    for index, outputs in parts:
+        for target, values in zip(merged, outputs, strict=True):
+            target[index] = values
+    return merged
+
+
 # --- errors of the msgspec decoders, in the client's terms ------------------------------
 
 _AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$")

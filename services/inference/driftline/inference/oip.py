@@ -17,8 +17,6 @@ parameters, and also returns the ids as a BYTES output `request_id`.
 
 from __future__ import annotations
 
-import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,31 +34,11 @@ from driftline.inference.contract import (
     non_finite_field,
 )
 from driftline.inference.errors import BadRequestError, InvalidInputError
-from driftline.inference.plain import _per_row
+from driftline.inference.plain import per_row
+from driftline.inference.tensors import TensorInput, bytes_tensor, tensor_array
 
-NUMERIC_TYPES: dict[str, type[np.generic]] = {
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-}
 OUTPUT_TYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
 REQUEST_ID_OUTPUT = "request_id"
-
-
-class TensorInput(msgspec.Struct):
-    name: str
-    shape: list[int]
-    datatype: str
-    data: list[Any] | None = None
-    parameters: dict[str, Any] | None = None
 
 
 class RequestedOutput(msgspec.Struct):
@@ -145,7 +123,7 @@ class OipProtocol:
         return OipRequest(
             rows=rows,
             id=request.id,
-            entity_ids=_per_row(entity, rows.n, "parameters.entity_id"),
+            entity_ids=per_row(entity, rows.n, "parameters.entity_id"),
             request_ids=request_ids,
             outputs=outputs,
             binary_output=bool(params.get("binary_data_output")),
@@ -174,7 +152,7 @@ class OipProtocol:
                         f"{tensor.name} must have shape [N, {width}], got {tensor.shape}",
                         field=f"{where}.shape",
                     )
-                array = _tensor(tensor, chunk, where, tensor.name == INPUT_NUMERIC)
+                array = tensor_array(tensor, chunk, where, tensor.name == INPUT_NUMERIC)
                 packed[tensor.name] = array.reshape(expect)
                 rows = expect[0]
             elif tensor.name in contract.column:
@@ -186,7 +164,9 @@ class OipProtocol:
                         f"{tensor.name} must have shape [N] or [N, 1], got {tensor.shape}",
                         field=f"{where}.shape",
                     )
-                columns[tensor.name] = _tensor(tensor, chunk, where, kind == "numeric").reshape(-1)
+                columns[tensor.name] = tensor_array(
+                    tensor, chunk, where, kind == "numeric"
+                ).reshape(-1)
                 rows = tensor.shape[0]
             else:
                 raise InvalidInputError(
@@ -275,7 +255,7 @@ class OipProtocol:
                     "shape": [len(served.request_ids)],
                 }
                 if binary:
-                    blob = _bytes_tensor(served.request_ids)
+                    blob = bytes_tensor(served.request_ids)
                 else:
                     entry["data"] = served.request_ids
             else:
@@ -337,82 +317,3 @@ class OipProtocol:
             "inputs": inputs,
             "outputs": outputs,
         }
-
-
-def _tensor(tensor: TensorInput, chunk: memoryview | None, where: str, numeric: bool) -> Array:
-    count = math.prod(tensor.shape)
-    if any(d < 0 for d in tensor.shape):
-        raise InvalidInputError(
-            f"shape {tensor.shape} has a negative dimension", field=f"{where}.shape"
-        )
-    if numeric:
-        dtype = NUMERIC_TYPES.get(tensor.datatype)
-        if dtype is None:
-            raise InvalidInputError(
-                f"{tensor.name} is numeric: datatype must be one of {sorted(NUMERIC_TYPES)}, "
-                f"got {tensor.datatype!r}",
-                field=f"{where}.datatype",
-            )
-        if chunk is not None:
-            if len(chunk) != count * np.dtype(dtype).itemsize:
-                raise InvalidInputError(
-                    f"binary data of {len(chunk)} bytes does not hold {count} {tensor.datatype}",
-                    field=f"{where}.parameters.binary_data_size",
-                )
-            return np.frombuffer(chunk, dtype=dtype)
-        try:
-            array = np.asarray(tensor.data if tensor.data is not None else [])
-        except ValueError as exc:
-            raise InvalidInputError(f"data is ragged: {exc}", field=f"{where}.data") from exc
-        if array.size and array.dtype.kind not in "fiu":
-            raise InvalidInputError(f"{tensor.name} needs numbers in data", field=f"{where}.data")
-    else:
-        if tensor.datatype != "BYTES":
-            raise InvalidInputError(
-                f"{tensor.name} is categorical: datatype must be BYTES, got {tensor.datatype!r}",
-                field=f"{where}.datatype",
-            )
-        if chunk is not None:
-            array = np.array(_decode_bytes_tensor(chunk, where), dtype=object)
-        else:
-            flat = np.asarray(tensor.data if tensor.data is not None else [], dtype=object)
-            flat = flat.reshape(-1)
-            if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in flat):
-                raise InvalidInputError(
-                    f"{tensor.name} needs strings in data", field=f"{where}.data"
-                )
-            array = np.array([str(v) for v in flat], dtype=object)
-    if array.size != count:
-        raise InvalidInputError(
-            f"data has {array.size} elements, shape {tensor.shape} needs {count}",
-            field=f"{where}.data",
-        )
-    return array
-
-
-def _decode_bytes_tensor(chunk: memoryview, where: str) -> list[str]:
-    out: list[str] = []
-    offset = 0
-    data = bytes(chunk)
-    while offset < len(data):
-        if offset + 4 > len(data):
-            raise InvalidInputError("truncated BYTES element", field=where)
-        (length,) = struct.unpack_from("<I", data, offset)
-        offset += 4
-        if offset + length > len(data):
-            raise InvalidInputError("truncated BYTES element", field=where)
-        try:
-            out.append(data[offset : offset + length].decode())
-        except UnicodeDecodeError as exc:
-            raise InvalidInputError("a BYTES element is not UTF-8 text", field=where) from exc
-        offset += length
-    return out
-
-
-def _bytes_tensor(values: list[str]) -> bytes:
-    parts = []
-    for value in values:
-        raw = value.encode()
-        parts.append(struct.pack("<I", len(raw)))
-        parts.append(raw)
-    return b"".join(parts)

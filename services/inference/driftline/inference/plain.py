@@ -82,7 +82,7 @@ class PlainProtocol:
         return PlainRequest(
             rows=arranged,
             many=many,
-            entity_ids=_per_row(request.entity_id, len(rows), "entity_id"),
+            entity_ids=per_row(request.entity_id, len(rows), "entity_id"),
             request_ids=_request_ids(request.request_id, len(rows)),
         )
 
@@ -115,7 +115,7 @@ class PlainProtocol:
         )
 
 
-def _per_row(value: str | int | list[str | int] | None, n: int, field: str) -> list[str | None]:
+def per_row(value: str | int | list[str | int] | None, n: int, field: str) -> list[str | None]:
     if value is None or isinstance(value, str | int):
         key = None if value is None else str(value)
         if key is not None and len(key) > MAX_ID_LENGTH:
@@ -135,7 +135,7 @@ def _request_ids(value: str | list[str] | None, n: int) -> list[str] | None:
     if isinstance(value, str) and n > 1:
         raise InvalidInputError("give one request_id per row", field="request_id")
     listed: str | list[str | int] = value if isinstance(value, str) else list(value)
-    ids = [i or "" for i in _per_row(listed, n, "request_id")]
+    ids = [i or "" for i in per_row(listed, n, "request_id")]
     if not all(ids):
         raise InvalidInputError("request_id must not be empty", field="request_id")
     return ids

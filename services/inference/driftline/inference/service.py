@@ -16,10 +16,8 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-import numpy as np
 from prometheus_client import REGISTRY
 
 from driftline.api import DynamicModel
@@ -29,7 +27,7 @@ from driftline.common.state import RoutingStore, ServingStore, model_prefix
 from driftline.inference import metrics
 from driftline.inference.batcher import Outputs
 from driftline.inference.cache import PredictionCache
-from driftline.inference.contract import FeatureContract, Rows, Served
+from driftline.inference.contract import FeatureContract, Rows, Served, scatter
 from driftline.inference.errors import ModelFailedError, ModelNotFoundError, ModelNotReadyError
 from driftline.inference.loader import Registry
 from driftline.inference.oip import OipProtocol
@@ -206,7 +204,11 @@ class InferenceService:
             if self.cache is None:
                 pending = [model.batcher.submit(part) for model, _, part, _ in groups]
             else:
-                pending = [await self._cached(model, part) for model, _, part, _ in groups]
+                cache = self.cache
+                pending = [
+                    await cache.answer(model.version, model.sha256, part, model.batcher.submit)
+                    for model, _, part, _ in groups
+                ]
             self.arriving -= 1
             queued = True
             results = []
@@ -272,52 +274,6 @@ class InferenceService:
         if len(groups) == 1:
             return [(groups[0][0], groups[0][1], rows, None)]
         return groups
-
-    async def _cached(self, model: ServingModel, rows: Rows) -> asyncio.Future[Outputs]:
-        """A future of the rows' outputs: from the cache, the batch queue, or both."""
-        cache = self.cache
-        assert cache is not None
-        keys = cache.keys(model.version, model.sha256, rows)
-        cached = await cache.lookup(keys)
-        if cached is None:
-            return model.batcher.submit(rows)
-        misses = [i for i, value in enumerate(cached) if value is None]
-        cache.count(rows.n - len(misses), len(misses))
-        loop = asyncio.get_running_loop()
-        if not misses:
-            decoded = cache.decode(cached)  # type: ignore[arg-type]
-            if decoded is not None:
-                done: asyncio.Future[Outputs] = loop.create_future()
-                done.set_result(decoded)
-                return done
-            misses = list(range(rows.n))
-        if len(misses) == rows.n:
-            fresh = model.batcher.submit(rows)
-            # Written once answered; a callback, not a task per request.
-            fresh.add_done_callback(partial(_store_answer, cache, keys))
-            return fresh
-        hits = [i for i in range(rows.n) if cached[i] is not None]
-        decoded = cache.decode([cached[i] for i in hits])  # type: ignore[misc]
-        if decoded is None:  # entries of another shape: answer them afresh
-            return model.batcher.submit(rows)
-        some = model.batcher.submit(rows.take(misses))
-        merged: asyncio.Future[Outputs] = loop.create_future()
-
-        def combine(f: asyncio.Future[Outputs]) -> None:
-            if merged.done():
-                return
-            if f.cancelled():
-                merged.cancel()
-                return
-            error = f.exception()
-            if error is not None:
-                merged.set_exception(error)
-                return
-            cache.store([keys[i] for i in misses], f.result())
-            merged.set_result(_scatter([(misses, f.result()), (hits, decoded)], rows.n))
-
-        some.add_done_callback(combine)
-        return merged
 
     def _observe(
         self, version: str, variant: str, route: str, started: float | None, error: bool = False
@@ -385,23 +341,6 @@ class InferenceService:
             self._side_dropped[variant].inc(rows.n)
 
 
-def _store_answer(
-    cache: PredictionCache, keys: list[bytes], answered: asyncio.Future[Outputs]
-) -> None:
-    if not answered.cancelled() and answered.exception() is None:
-        cache.store(keys, answered.result())
-
-
-def _scatter(parts: list[tuple[list[int], Outputs]], n: int) -> Outputs:
-    """Outputs of row subsets -> outputs of all n rows in request order."""
-    first = parts[0][1]
-    merged = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in first]
-    for index, outputs in parts:
-        for target, values in zip(merged, outputs, strict=True):
-            target[index] = values
-    return merged
-
-
 def _merge(
     groups: list[tuple[ServingModel, Variant, Rows, list[int] | None]],
     results: list[Outputs],
@@ -416,4 +355,4 @@ def _merge(
             versions[i] = model.version
             variants[i] = variant
         parts.append((index, outputs))
-    return _scatter(parts, n), versions, variants
+    return scatter(parts, n), versions, variants
