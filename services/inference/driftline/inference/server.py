@@ -115,6 +115,10 @@ def serve(settings: InferenceSettings) -> int:
 
 
 def _worker(settings: InferenceSettings, fd: int) -> None:
+    # The supervisor's handlers came along with the fork; until uvicorn installs its own,
+    # a signal must simply end this worker.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     configure_logging("inference", settings.log_level)
     sock = socket.socket(fileno=fd)
     server = build_server(settings)
@@ -135,8 +139,6 @@ def _supervise(settings: InferenceSettings) -> int:
         context.Process(target=_worker, args=(settings, sock.fileno()), name=f"worker-{i}")
         for i in range(settings.workers)
     ]
-    for worker in workers:
-        worker.start()
     stopping = False
 
     def forward(sig: int, frame: FrameType | None) -> None:
@@ -148,6 +150,8 @@ def _supervise(settings: InferenceSettings) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.start()
     code = 0
     while any(w.is_alive() for w in workers):
         for worker in workers:
