@@ -7,11 +7,14 @@ out), then the listener closes, requests in flight finish within
 process exits 0. A second signal cuts the drain short.
 
 With `workers > 1` a small supervisor binds the port once and runs that many
-worker processes on it; it passes SIGTERM on and exits when they have.
+worker processes on it; it passes SIGTERM on and exits when they have. A worker
+whose supervisor dies (even of SIGKILL) drains and exits too: no orphans.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
@@ -32,6 +35,8 @@ from driftline.inference.service import InferenceService
 from driftline.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _fast_loop() -> dict[str, str]:
@@ -119,11 +124,23 @@ def _worker(settings: InferenceSettings, fd: int) -> None:
     # a signal must simply end this worker.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _drain_when_orphaned()
     configure_logging("inference", settings.log_level)
     sock = socket.socket(fileno=fd)
     server = build_server(settings)
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 3)
+
+
+def _drain_when_orphaned() -> None:
+    """Ask Linux for SIGTERM when the supervisor dies, even of SIGKILL: no orphan workers."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor was gone before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _supervise(settings: InferenceSettings) -> int:
