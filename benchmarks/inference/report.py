@@ -125,6 +125,17 @@ def summarize(
         }
     for key, text in TARGETS.items():
         targets.setdefault(key, {"value": None, "met": False})["target"] = text
+    # On a shared machine other work takes part of the server's core, so req/s
+    # understates what the service does on a core of its own; CPU time per request
+    # does not. Each target is also judged on it where it can be.
+    checks = {
+        "tiny_batched_rps": ("cpu_bound_rps", lambda v: v >= 8000),
+        "logging_ratio": ("cpu_ratio", lambda v: v >= 0.95),
+        "mid_batching_gain": ("cpu_gain", lambda v: v >= 3),
+    }
+    for key, (field, passes) in checks.items():
+        if targets[key].get(field) is not None:
+            targets[key]["met_on_cpu_time"] = passes(targets[key][field])
     return {
         "machine_before": before,
         "machine_after": after,
@@ -187,9 +198,19 @@ def markdown(result: dict[str, Any]) -> str:
             f"{_fmt(row['rps'], 0)} | {_fmt(row['p50_ms'], 3)} | {_fmt(row['p99_ms'], 3)} | "
             f"{_fmt(row['cpu_us_per_request'], 1)} | {row['errors']} |"
         )
-    out += ["", "| target | measured | met |", "|---|---|---|"]
+    out += [
+        "",
+        "`met` judges the measured req/s; `met on CPU time` judges the server's CPU time "
+        "per request, i.e. what one core of its own would give.",
+        "",
+        "| target | measured | met | met on CPU time |",
+        "|---|---|---|---|",
+    ]
     for target in result["targets"].values():
-        extra = {k: v for k, v in target.items() if k not in {"target", "met", "value"}}
+        shown = {"target", "met", "value", "met_on_cpu_time"}
+        extra = {k: v for k, v in target.items() if k not in shown}
         value = f"{target['value']}" + (f" {extra}" if extra else "")
-        out.append(f"| {target['target']} | {value} | {'yes' if target['met'] else 'no'} |")
+        on_cpu = target.get("met_on_cpu_time")
+        cpu = "-" if on_cpu is None else "yes" if on_cpu else "no"
+        out.append(f"| {target['target']} | {value} | {'yes' if target['met'] else 'no'} | {cpu} |")
     return "\n".join(out) + "\n"

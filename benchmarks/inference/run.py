@@ -175,7 +175,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=2, help="runs per scenario (best kept)")
     parser.add_argument("--server-cpu", default="0", help="the core the server is pinned to")
     parser.add_argument("--client-cpu", default="1", help="the core wrk is pinned to")
+    parser.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="only rewrite the report from the rows in benchmarks/results/inference.json",
+    )
     args = parser.parse_args(argv)
+    if args.rewrite:
+        saved = json.loads((RESULTS / "inference.json").read_text(encoding="utf-8"))
+        result = report.summarize(
+            saved["rows"], saved["machine_before"], saved["machine_after"], saved["options"]
+        )
+        write(result)
+        return
     ensure_wrk()
     state_before = report.machine_state()
     rows: list[dict[str, Any]] = []
@@ -308,7 +320,11 @@ def main(argv: list[str] | None = None) -> None:
                         report.service_row(case.name, label, body, connections, load, cpu_us)
                     )
 
-    result = report.summarize(rows, state_before, report.machine_state(), vars(args))
+    options = {k: v for k, v in vars(args).items() if k != "rewrite"}
+    write(report.summarize(rows, state_before, report.machine_state(), options))
+
+
+def write(result: dict[str, Any]) -> None:
     print()
     print(report.table(result))
     RESULTS.mkdir(parents=True, exist_ok=True)
