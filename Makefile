@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # uv installs from its cache outside the repo (~/.cache/uv): a warm setup takes seconds.
 UV := $(VENV)/bin/uv
-EXTRAS ?= cpu,dev
+EXTRAS ?= all,cpu,dev
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
@@ -26,7 +26,9 @@ help: ## list every target
 setup: $(STAMP) ## create .venv and install Driftline with its test tools
 
 .PHONY: test
-test: $(STAMP) ## run the test suite (starts real Kafka, Redis, MLflow and the test rig on loopback)
+# The rig first: its tests fail (never pass silently) when it is not built, and a
+# built rig costs only a cache check here.
+test: $(STAMP) rig ## run the test suite (starts real Kafka, Redis, MLflow and the test rig on loopback)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: lint
@@ -47,6 +49,7 @@ typecheck: $(STAMP) ## mypy (strict) over the source
 .PHONY: manifests
 manifests: $(STAMP) ## regenerate the CRD and everything derived from the spec models
 	$(PY) -m driftline.api.manifests --out manifests --chart charts/driftline
+	$(PY) -m driftline.operator.manifests --out manifests/operator
 
 .PHONY: demo
 demo: $(STAMP) ## run the closed loop on this machine: drift detected, learned, promoted
@@ -58,7 +61,15 @@ bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/resul
 
 .PHONY: rig
 rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo
-	bash tests/rig/build.sh
+	@bash tests/rig/build.sh
+
+IMAGE_TAG ?= dev
+.PHONY: images
+images: ## build the container images (needs Docker): operator, services, inference-gpu
+	@command -v docker >/dev/null || { echo "make images needs Docker" >&2; exit 1; }
+	docker build -f docker/operator.Dockerfile -t driftline/operator:$(IMAGE_TAG) .
+	docker build -f docker/services.Dockerfile -t driftline/services:$(IMAGE_TAG) .
+	docker build -f docker/inference-gpu.Dockerfile -t driftline/inference-gpu:$(IMAGE_TAG) .
 
 .PHONY: e2e
 e2e: ## opt-in: end-to-end on a kind cluster (needs Docker)
@@ -71,5 +82,5 @@ clean: ## remove the virtual environment and caches in the repo
 .PHONY: lock
 lock: ## re-resolve requirements/constraints.txt from pyproject.toml
 	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q "uv>=0.4"; }
-	$(UV) pip compile pyproject.toml --extra cpu --extra dev --python-version 3.11 \
+	$(UV) pip compile pyproject.toml --extra all --extra cpu --extra dev --python-version 3.11 \
 	  --no-header --annotation-style line -o requirements/constraints.txt

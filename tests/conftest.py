@@ -2,8 +2,10 @@
 
 `kafka` is "a Kafka broker": Apache Kafka when the test rig is built, else the
 embedded Tansu broker (`DRIFTLINE_KAFKA=tansu|apache|auto` chooses). `redis_server`
-and `mlflow_server` are real redis-server and `mlflow server` processes. Every one
-is stopped at the end of the session, also when tests fail or are interrupted.
+and `mlflow_server` are real redis-server and `mlflow server` processes. `kube` is
+a real Kubernetes control plane from the test rig (`make rig`) with simulated CPU
+and GPU nodes; `kube_client` and `kube_namespace` talk to it. Every one is stopped
+at the end of the session, also when tests fail or are interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer, start_kafka
+from driftline.common.infra import kube as kube_infra
+from driftline.common.infra.rig import RigLayout, rig_layout
 
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -71,3 +75,46 @@ def mlflow_server(
 def unique() -> str:
     """A short unique name for topics, groups and registered models of one test."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def rig() -> RigLayout:
+    """The built test rig (real Kubernetes control plane, Apache Kafka).
+
+    A missing rig fails the tests that need it (`make test` builds it first);
+    `DRIFTLINE_RIG=off` skips them instead, and says so in the summary.
+    """
+    if os.environ.get("DRIFTLINE_RIG", "").lower() == "off":
+        pytest.skip("DRIFTLINE_RIG=off: the test rig is not used")
+    layout = rig_layout()
+    if layout is None or not (layout.kubernetes_built and layout.kafka_built):
+        pytest.fail("the test rig is not built: run `make rig` (`make test` builds it first)")
+    return layout
+
+
+@pytest.fixture(scope="session")
+def kube(rig: RigLayout, infra_logs: Path) -> Iterator[kube_infra.ControlPlane]:
+    """The test rig's control plane: etcd, kube-apiserver, controller-manager,
+    scheduler and kwok nodes (pools `cpu` and `gpu`). One per session."""
+    with kube_infra.ControlPlane(log_dir=infra_logs / "kube", layout=rig) as plane:
+        yield plane
+
+
+@pytest.fixture(scope="session")
+def kube_client(kube: kube_infra.ControlPlane) -> Iterator[object]:
+    """A `kubernetes.client.ApiClient` authenticated as the rig's admin."""
+    client = kube.api_client()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def kube_namespace(kube: kube_infra.ControlPlane, unique: str) -> Iterator[str]:
+    """A fresh namespace with its default service account, deleted after the test."""
+    kube.create_namespace(unique)
+    try:
+        yield unique
+    finally:
+        kube.delete_namespace(unique)

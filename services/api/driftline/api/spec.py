@@ -37,6 +37,11 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any
 
     The same rule is also checked in Python by a model validator next to it, so
     every face of Driftline refuses the same specs with the same message.
+
+    Guard every field a rule reads with `has()`, even fields that have defaults:
+    when the CRD is created, the API server checks each rule against the
+    object's own `default: {}` as written, before nested defaults are applied,
+    and a rule that reads a missing field fails there ("no such key").
     """
     entry: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:
@@ -76,11 +81,11 @@ class LearnerSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.type != 'plugin' || has(self.entrypoint)",
+                    "!has(self.type) || self.type != 'plugin' || has(self.entrypoint)",
                     "learner.type 'plugin' needs learner.entrypoint ('package.module:function')",
                 ),
                 cel(
-                    "self.type == 'plugin' || !has(self.entrypoint)",
+                    "(has(self.type) && self.type == 'plugin') || !has(self.entrypoint)",
                     "learner.entrypoint is only used with learner.type 'plugin'",
                 ),
             ]
@@ -276,7 +281,10 @@ class ReplicasSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.min <= self.max", "replicas.min must not exceed replicas.max")
+                cel(
+                    "!has(self.min) || !has(self.max) || self.min <= self.max",
+                    "replicas.min must not exceed replicas.max",
+                )
             ]
         }
     )
@@ -389,7 +397,7 @@ class TrainingSpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.mode != 'scheduled' || has(self.scheduleSeconds)",
+                    "!has(self.mode) || self.mode != 'scheduled' || has(self.scheduleSeconds)",
                     "training.mode 'scheduled' needs training.scheduleSeconds",
                 )
             ]
@@ -463,7 +471,8 @@ class CanarySpec(SpecModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.steps.isSorted() && self.steps[size(self.steps) - 1] == 100",
+                    "!has(self.steps) || "
+                    "(self.steps.isSorted() && self.steps[size(self.steps) - 1] == 100)",
                     "rollout.canary.steps must rise and end at 100, e.g. [5, 20, 50, 100]",
                 )
             ]

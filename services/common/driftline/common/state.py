@@ -6,6 +6,8 @@
     driftline:<ns>:<model>:agreement:<stable>:<cand>:<b>   shadow agreement counters
     driftline:<ns>:<model>:serving:<version>:<variant>:<b> request/error/latency counters
     driftline:<ns>:<model>:drift:last                      latest drift event (JSON)
+    driftline:<ns>:<model>:rollout                         rollout state (JSON), see rollout
+    driftline:<ns>:<model>:rollout:command                 pending approve/abort (JSON)
 
 Windowed counters are hashes per time bucket (HINCRBYFLOAT), summed over the
 buckets of a window when read: exact counts, bounded memory (buckets expire), and
@@ -240,3 +242,13 @@ class ServingStore:
 
 def drift_key(namespace: str, name: str) -> str:
     return f"{model_prefix(namespace, name)}:drift:last"
+
+
+def rollout_key(namespace: str, name: str) -> str:
+    """The rollout controller's state: stage, weight, versions, last analysis, history."""
+    return f"{model_prefix(namespace, name)}:rollout"
+
+
+def rollout_command_key(namespace: str, name: str) -> str:
+    """An approve/abort request waiting for the rollout controller's next tick."""
+    return f"{model_prefix(namespace, name)}:rollout:command"

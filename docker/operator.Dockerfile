@@ -1,0 +1,31 @@
+# The Driftline operator (kopf). Small: no torch, no ONNX Runtime, no alibi-detect.
+#   docker build -f docker/operator.Dockerfile -t driftline/operator:dev .
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
+RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
+COPY pyproject.toml README.md /src/
+COPY requirements/constraints.txt /src/requirements/
+WORKDIR /src
+RUN uv pip compile pyproject.toml --extra operator --extra rollout \
+      -c requirements/constraints.txt -o /tmp/requirements.txt \
+ && uv pip install --python /opt/driftline/bin/python -r /tmp/requirements.txt
+COPY services /src/services
+COPY operator /src/operator
+RUN uv pip install --python /opt/driftline/bin/python --no-deps /src
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="driftline-operator" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 driftline \
+ && useradd --system --uid 10001 --gid driftline --home-dir /home/driftline --create-home driftline
+COPY --from=build /opt/driftline /opt/driftline
+ENV PATH=/opt/driftline/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1 HOME=/home/driftline
+USER 10001:10001
+WORKDIR /home/driftline
+# kopf's liveness endpoint (--liveness=http://0.0.0.0:8080/healthz).
+HEALTHCHECK --interval=30s --timeout=3s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import urllib.request as u; u.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+ENTRYPOINT ["python", "-m", "driftline.operator"]

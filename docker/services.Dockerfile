@@ -1,0 +1,46 @@
+# Driftline parts (inference on CPU, joiner, trainer, drift monitor, rollout).
+#   docker build -f docker/services.Dockerfile -t driftline/services:dev .
+# One image runs any part: `python -m driftline.<part>` (the operator sets the command).
+# EXTRAS picks the parts' libraries; the default holds every part with ONNX Runtime CPU.
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ARG EXTRAS=inference,joiner,trainer,drift,rollout,cpu
+# PyPI's Linux torch wheels carry CUDA (several GB of nvidia-* wheels) that a CPU
+# image never uses. TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch
+# from PyTorch's CPU wheels instead (same version, +cpu), for an image of ~1.5 GB.
+ARG TORCH_INDEX=""
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
+RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
+# Dependencies first, from pyproject.toml and the lock alone: a change of source
+# code does not rebuild this layer.
+COPY pyproject.toml README.md /src/
+COPY requirements/constraints.txt /src/requirements/
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+WORKDIR /src
+RUN extras=() && for e in ${EXTRAS//,/ }; do extras+=(--extra "$e"); done \
+ && index=() && if [ -n "$TORCH_INDEX" ]; then \
+      index=(--extra-index-url "$TORCH_INDEX" --index-strategy unsafe-best-match); fi \
+ && uv pip compile pyproject.toml "${extras[@]}" "${index[@]}" -c requirements/constraints.txt \
+      -o /tmp/requirements.txt \
+ && uv pip install --python /opt/driftline/bin/python "${index[@]}" -r /tmp/requirements.txt
+COPY services /src/services
+COPY operator /src/operator
+RUN uv pip install --python /opt/driftline/bin/python --no-deps /src
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="driftline-services" \
+      org.opencontainers.image.source="https://github.com/driftline/driftline" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --system --gid 10001 driftline \
+ && useradd --system --uid 10001 --gid driftline --home-dir /home/driftline --create-home driftline
+COPY --from=build /opt/driftline /opt/driftline
+ENV PATH=/opt/driftline/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+    MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1 HOME=/home/driftline
+USER 10001:10001
+WORKDIR /home/driftline
+# Workers answer /healthz on their metrics port (9100); inference answers on 8080.
+HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os,urllib.request as u; u.urlopen(os.environ.get('DRIFTLINE_HEALTH_URL','http://127.0.0.1:9100/healthz'), timeout=2)"]
+ENTRYPOINT ["python", "-m"]
+CMD ["driftline.inference"]

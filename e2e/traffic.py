@@ -1,0 +1,104 @@
+"""The e2e traffic: SEA rows to inference, each outcome back to Kafka, a concept switch.
+
+Runs in the cluster (a Job with the services image; e2e/run.sh starts it): posts
+rows to the model's plain JSON route, and for every answer sends the true label as
+an `Outcome` to the model's outcomes topic, as a user's application would. After
+`--switch-after` rows the labeling rule changes (SEA concept 0 -> 2), which the
+serving model cannot know: its live accuracy falls, the drift monitor sees concept
+drift, the trainer learns the new rule, and the rollout promotes its candidate.
+
+    python traffic.py --model-file /etc/driftline/model.yaml \
+        --url http://sea-inference:8080 --switch-after 6000 --rate 200 --seconds 1500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from driftline.api.events import Outcome, encode
+from driftline.api.resource import load_dynamic_model
+from driftline.common.connections import KafkaConnection
+from driftline.common.kafka import make_producer
+from driftline.common.streams import make_stream
+
+log = logging.getLogger("e2e.traffic")
+
+
+def post(url: str, body: dict[str, object], timeout: float = 10.0) -> dict[str, object]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        answer: dict[str, object] = json.load(response)
+        return answer
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--model-file", type=Path, required=True)
+    parser.add_argument("--url", required=True, help="inference base URL")
+    parser.add_argument("--switch-after", type=int, default=6000)
+    parser.add_argument("--rate", type=float, default=200.0, help="rows per second")
+    parser.add_argument("--batch", type=int, default=20, help="rows per request")
+    parser.add_argument("--seconds", type=float, default=1500.0, help="stop after this long")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    model = load_dynamic_model(args.model_file)
+    route = f"{args.url}/v1/models/{model.name}/predict"
+    producer = make_producer(KafkaConnection(model.spec.kafka.bootstrap_servers))
+    topic = model.topics.outcomes
+    stream = make_stream("sea", seed=args.seed, schedule=[(0, 0), (args.switch_after, 2)])
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    started = time.monotonic()
+    sent = errors = 0
+    while not stopping and time.monotonic() - started < args.seconds:
+        rows = stream.take(args.batch)
+        body = {
+            "features": rows.features(),
+            "entity_id": [f"e{uuid.uuid4().hex[:8]}" for _ in range(len(rows))],
+        }
+        try:
+            answer = post(route, body)
+        except OSError as exc:  # not ready yet, or a rolling update: try again
+            errors += 1
+            log.warning("request failed (%s)", exc)
+            time.sleep(1.0)
+            continue
+        predictions = answer["predictions"]
+        assert isinstance(predictions, list)
+        now = time.time()
+        for prediction, label in zip(predictions, rows.labels, strict=True):
+            request_id = prediction["request_id"]
+            outcome = Outcome(request_id=request_id, label=float(label), ts=now)
+            producer.produce(topic, key=request_id.encode(), value=encode(outcome))
+        producer.poll(0)
+        sent += len(rows)
+        if sent % 2000 < args.batch:
+            concept = stream.concept_at(stream.position - 1)
+            log.info("%d rows sent (concept %d), %d failed requests", sent, concept, errors)
+        # Pace to the rate: the loop is faster than the target on any cluster.
+        ahead = sent / args.rate - (time.monotonic() - started)
+        if ahead > 0:
+            time.sleep(ahead)
+    producer.flush(30)
+    log.info("done: %d rows, %d failed requests", sent, errors)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

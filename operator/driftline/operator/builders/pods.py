@@ -1,0 +1,270 @@
+"""The pod template of a part: how it runs, what it reads, where it may be scheduled.
+
+Every part runs `python -m driftline.<part>` under the restricted Pod Security
+Standard (non-root, read-only root filesystem, no privilege escalation, no
+capabilities, RuntimeDefault seccomp). It reads its DynamicModel from a mounted
+ConfigMap and its credentials from mounted Secrets (`driftline.common.connections`
+reads them as files): no secret value ever appears in the pod spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from driftline.operator.builders.context import (
+    CONFIG_HASH_ANNOTATION,
+    BuildContext,
+    child_name,
+    part_labels,
+    part_selector,
+)
+from driftline.operator.builders.parts import INFERENCE, TRAINER, Part
+from driftline.operator.settings import PartResources
+
+CONFIG_DIR = "/etc/driftline"
+MODEL_FILE_NAME = "model.yaml"
+SECRETS_DIR = "/var/run/secrets/driftline"
+CHECKPOINT_DIR = "/var/lib/driftline/trainer"
+RUN_AS = 10001
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+# Seconds a part may take to stop after SIGTERM: inference drains in-flight requests;
+# the trainer may be finishing a publish (export, register, commit offsets).
+GRACE_SECONDS = {"inference": 30, "joiner": 30, "trainer": 90, "drift": 30}
+
+
+def config_map_name(ctx: BuildContext) -> str:
+    return child_name(ctx.name, "config")
+
+
+def checkpoint_claim_name(ctx: BuildContext) -> str:
+    return child_name(ctx.name, "trainer-checkpoints")
+
+
+def pod_security_context() -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS,
+        "runAsGroup": RUN_AS,
+        "fsGroup": RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
+    prefix = part.env_prefix
+    values = {
+        f"{prefix}MODEL_FILE": f"{CONFIG_DIR}/{MODEL_FILE_NAME}",
+        f"{prefix}SECRETS_DIR": SECRETS_DIR,
+        f"{prefix}METRICS_PORT": str(ctx.settings.metrics_port),
+        f"{prefix}LOG_LEVEL": ctx.settings.part_log_level,
+        # The root filesystem is read-only; libraries that cache under $HOME use /tmp.
+        "HOME": "/tmp",
+    }
+    if part is INFERENCE:
+        values[f"{prefix}PORT"] = str(ctx.settings.inference_port)
+    if part is TRAINER:
+        values[f"{prefix}CHECKPOINT_DIR"] = CHECKPOINT_DIR
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
+    # Which pod wrote a metric or a log line (and the Kafka client id).
+    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    return env
+
+
+def _tmp_size(ctx: BuildContext, part: Part) -> str:
+    if part is INFERENCE:
+        return ctx.settings.inference_tmp
+    return _worker_resources(ctx, part).tmp
+
+
+def _worker_resources(ctx: BuildContext, part: Part) -> PartResources:
+    own: PartResources = getattr(ctx.settings, f"{part.name}_resources")
+    return own
+
+
+def _volumes(ctx: BuildContext, part: Part) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "config",
+            "configMap": {
+                "name": config_map_name(ctx),
+                "items": [{"key": MODEL_FILE_NAME, "path": MODEL_FILE_NAME}],
+                "defaultMode": 0o444,
+            },
+        },
+        {"name": "tmp", "emptyDir": {"sizeLimit": _tmp_size(ctx, part)}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if part is TRAINER:
+        checkpoints: dict[str, Any] = (
+            {"persistentVolumeClaim": {"claimName": checkpoint_claim_name(ctx)}}
+            if ctx.settings.trainer_checkpoints == "persistent"
+            else {"emptyDir": {"sizeLimit": ctx.settings.trainer_checkpoint_size}}
+        )
+        volumes.append({"name": "checkpoints", **checkpoints})
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_DIR})
+    secrets = {
+        "kafka": ctx.model.spec.kafka.credentials_secret,
+        "redis": ctx.model.spec.redis.credentials_secret,
+    }
+    for backend, secret in secrets.items():
+        if secret is None:
+            continue
+        volume = f"{backend}-credentials"
+        # Group-readable only; the pod's fsGroup makes the files readable to the part.
+        volumes.append({"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}})
+        mounts.append({"name": volume, "mountPath": f"{SECRETS_DIR}/{backend}", "readOnly": True})
+    return volumes, mounts
+
+
+def _http_probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _probes(part: Part) -> dict[str, Any]:
+    if part is INFERENCE:
+        live, ready, port = "/v2/health/live", "/v2/health/ready", "http"
+    else:
+        live, ready, port = "/healthz", "/readyz", "metrics"
+    return {
+        # Loading a model from MLflow (or importing torch) may take a while; liveness
+        # only starts counting once the process has answered once.
+        "startupProbe": _http_probe(live, port, period=2, failures=90),
+        "livenessProbe": _http_probe(live, port, period=10, failures=3),
+        "readinessProbe": _http_probe(ready, port, period=5, failures=2),
+    }
+
+
+def _ports(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
+    ports = [{"name": "metrics", "containerPort": ctx.settings.metrics_port, "protocol": "TCP"}]
+    if part is INFERENCE:
+        http = {"name": "http", "containerPort": ctx.settings.inference_port, "protocol": "TCP"}
+        ports.insert(0, http)
+    return ports
+
+
+def resources(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    if part is INFERENCE:
+        spec = ctx.model.spec.inference.resources
+        amounts: dict[str, Any] = {"cpu": spec.cpu, "memory": spec.memory}
+        if spec.gpu:
+            amounts[GPU_RESOURCE] = str(spec.gpu)
+        return {"requests": dict(amounts), "limits": dict(amounts)}
+    own = _worker_resources(ctx, part)
+    # No CPU limit for workers: throttling a consumer only grows its lag.
+    return {"requests": {"cpu": own.cpu, "memory": own.memory}, "limits": {"memory": own.memory}}
+
+
+def _gpu_pool_labels(ctx: BuildContext) -> dict[str, str]:
+    """Labels that pick the GPU pool, when inference runs on one."""
+    return dict(ctx.model.spec.inference.node_pool.node_selector) if ctx.gpu else {}
+
+
+def scheduling(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    """nodeSelector, tolerations, affinity and spreading of a part's pods.
+
+    Inference follows `spec.inference.nodePool` (and tolerates the `nvidia.com/gpu`
+    taint when it asks GPUs). Every other part is kept off that GPU pool: without a
+    toleration it cannot land on tainted GPU nodes, and a required node affinity
+    keeps it off pool nodes that carry the pool's labels but no taint.
+    """
+    out: dict[str, Any] = {}
+    if part is INFERENCE:
+        pool = ctx.model.spec.inference.node_pool
+        if pool.node_selector:
+            out["nodeSelector"] = dict(sorted(pool.node_selector.items()))
+        tolerations = [t.model_dump(exclude_none=True) for t in pool.tolerations]
+        if ctx.gpu and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+            tolerations.append(dict(GPU_TOLERATION))
+        if tolerations:
+            out["tolerations"] = tolerations
+        out["affinity"] = {
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 100,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": part_selector(ctx, part.name)},
+                            "topologyKey": "kubernetes.io/hostname",
+                        },
+                    }
+                ]
+            }
+        }
+        out["topologySpreadConstraints"] = [
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": part_selector(ctx, part.name)},
+            }
+        ]
+        return out
+    avoid = _gpu_pool_labels(ctx)
+    if avoid:
+        expressions = [
+            {"key": key, "operator": "NotIn", "values": [value]}
+            for key, value in sorted(avoid.items())
+        ]
+        out["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": expressions}]
+                }
+            }
+        }
+    return out
+
+
+def pod_template(ctx: BuildContext, part: Part, config_hash: str) -> dict[str, Any]:
+    volumes, mounts = _volumes(ctx, part)
+    container: dict[str, Any] = {
+        "name": part.name,
+        "image": ctx.settings.image_for(gpu=part is INFERENCE and ctx.gpu > 0),
+        "imagePullPolicy": ctx.settings.image_pull_policy,
+        "command": ["python", "-m", part.module],
+        "ports": _ports(ctx, part),
+        "env": _env(ctx, part),
+        "resources": resources(ctx, part),
+        **_probes(part),
+        "securityContext": container_security_context(),
+        "volumeMounts": mounts,
+    }
+    spec: dict[str, Any] = {
+        "serviceAccountName": child_name(ctx.name, part.name),
+        # The parts never call the Kubernetes API: no token in their pods.
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": GRACE_SECONDS[part.name],
+        "securityContext": pod_security_context(),
+        "containers": [container],
+        "volumes": volumes,
+        **scheduling(ctx, part),
+    }
+    return {
+        "metadata": {
+            "labels": part_labels(ctx, part.name),
+            # A changed DynamicModel rolls the pods: the config is read at start.
+            "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+        },
+        "spec": spec,
+    }

@@ -1,0 +1,135 @@
+"""ConfigMap, ServiceAccount, Deployment and Service of each part."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import yaml
+
+from driftline.operator.builders.context import (
+    BuildContext,
+    child_name,
+    metadata,
+    model_labels,
+    part_labels,
+    part_selector,
+)
+from driftline.operator.builders.parts import INFERENCE, TRAINER, Part, active_parts
+from driftline.operator.builders.pods import (
+    MODEL_FILE_NAME,
+    checkpoint_claim_name,
+    config_map_name,
+    pod_template,
+)
+from driftline.operator.builders.scaling import fixed_replicas
+
+
+def model_file(ctx: BuildContext) -> str:
+    """The DynamicModel as the parts read it: the validated spec with its defaults."""
+    manifest = ctx.model.to_manifest()
+    document = {
+        "apiVersion": manifest["apiVersion"],
+        "kind": manifest["kind"],
+        "metadata": {"name": ctx.name, "namespace": ctx.namespace},
+        "spec": manifest["spec"],
+    }
+    return yaml.safe_dump(document, sort_keys=True)
+
+
+def config_hash(ctx: BuildContext) -> str:
+    return hashlib.sha256(model_file(ctx).encode()).hexdigest()[:16]
+
+
+def config_map(ctx: BuildContext) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(ctx, config_map_name(ctx), model_labels(ctx)),
+        "data": {MODEL_FILE_NAME: model_file(ctx)},
+    }
+
+
+def service_account(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    """One identity per part, so a cloud role (IRSA, Workload Identity) can be bound to it."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(ctx, child_name(ctx.name, part.name), part_labels(ctx, part.name)),
+        "automountServiceAccountToken": False,
+    }
+
+
+def checkpoint_claim(ctx: BuildContext) -> dict[str, Any] | None:
+    """The trainer's checkpoint volume: its state survives a restart or a move."""
+    if TRAINER not in active_parts(ctx.model) or ctx.settings.trainer_checkpoints != "persistent":
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],  # one trainer at a time (Recreate)
+        "resources": {"requests": {"storage": ctx.settings.trainer_checkpoint_size}},
+    }
+    if ctx.settings.trainer_storage_class is not None:
+        spec["storageClassName"] = ctx.settings.trainer_storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(ctx, checkpoint_claim_name(ctx), part_labels(ctx, TRAINER.name)),
+        "spec": spec,
+    }
+
+
+def _strategy(part: Part) -> dict[str, Any]:
+    if part.singleton:
+        # Never two trainers at once, not even for the length of a rolling update.
+        return {"type": "Recreate"}
+    if part is INFERENCE:
+        # Keep serving capacity while a new version of the pods comes up.
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def deployment(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    replicas = fixed_replicas(ctx, part)
+    if replicas is not None:
+        spec["replicas"] = replicas
+    spec |= {
+        "revisionHistoryLimit": 3,
+        "progressDeadlineSeconds": 600,
+        "selector": {"matchLabels": part_selector(ctx, part.name)},
+        "strategy": _strategy(part),
+        "template": pod_template(ctx, part, config_hash(ctx)),
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(ctx, child_name(ctx.name, part.name), part_labels(ctx, part.name)),
+        "spec": spec,
+    }
+
+
+def service(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    """Inference: the clients' endpoint. Workers: a headless Service for scraping metrics."""
+    metrics = {
+        "name": "metrics",
+        "port": ctx.settings.metrics_port,
+        "targetPort": "metrics",
+        "protocol": "TCP",
+    }
+    spec: dict[str, Any] = {"selector": part_selector(ctx, part.name)}
+    if part is INFERENCE:
+        http = {
+            "name": "http",
+            "port": ctx.settings.inference_port,
+            "targetPort": "http",
+            "protocol": "TCP",
+        }
+        spec |= {"type": "ClusterIP", "ports": [http, metrics]}
+    else:
+        spec |= {"clusterIP": "None", "ports": [metrics]}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(ctx, child_name(ctx.name, part.name), part_labels(ctx, part.name)),
+        "spec": spec,
+    }

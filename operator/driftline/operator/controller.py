@@ -1,0 +1,178 @@
+"""The reconcile loop in plain Python: validate, build, apply, prune, observe.
+
+kopf's handlers (`handlers.py`) stay thin: they call this class and translate its
+outcomes into kopf's terms (status patches, `PermanentError`, `TemporaryError`,
+Events). All cluster I/O goes through `Cluster`, all Redis reads through
+`RedisBackends`; the manifests come from the pure builders.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from driftline.api import DynamicModel, parse_dynamic_model
+from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
+from driftline.common.connections import KafkaConnection, RedisConnection
+from driftline.operator.backends import RedisBackends
+from driftline.operator.builders import BuildContext, Children, build_children
+from driftline.operator.builders.parts import active_parts
+from driftline.operator.cluster import Cluster, MissingDependencyError
+from driftline.operator.rollouts import Rollouts
+from driftline.operator.settings import OperatorSettings
+from driftline.operator.status import Observation, compute_status
+from driftline.rollout import status_of
+
+log = logging.getLogger(__name__)
+
+
+def model_from_body(body: Mapping[str, Any]) -> DynamicModel:
+    """The DynamicModel in a watch event, validated (raises `SpecError`).
+
+    Status is left out: it is ours to write, and a spec is judged on its own.
+    """
+    obj = {k: v for k, v in body.items() if k != "status"}
+    meta = dict(obj.get("metadata", {}))
+    obj["metadata"] = {
+        k: meta[k]
+        for k in ("name", "namespace", "uid", "generation", "labels", "annotations")
+        if k in meta
+    }
+    return parse_dynamic_model(obj)
+
+
+class Controller:
+    def __init__(
+        self,
+        settings: OperatorSettings,
+        cluster: Cluster,
+        backends: RedisBackends,
+        rollouts: Rollouts,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.cluster = cluster
+        self.backends = backends
+        self.rollouts = rollouts
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._connections_cache: dict[
+            tuple[str, str, int | None], tuple[float, RedisConnection, KafkaConnection]
+        ] = {}
+
+    # --- reconcile ------------------------------------------------------------------------
+
+    def children(self, model: DynamicModel) -> Children:
+        """Raises `MissingDependencyError` while a Secret the model names is absent."""
+        kafka_auth = self.cluster.kafka_auth(model)
+        ctx = BuildContext(model, self.settings, self.cluster.capabilities(), kafka_auth)
+        return build_children(ctx)
+
+    def apply(self, model: DynamicModel) -> tuple[int, list[str]]:
+        """Applies every child and prunes the ones no longer wanted: (applied, pruned)."""
+        children = self.children(model)
+        self.cluster.apply(children)
+        return len(children.all()), self.cluster.prune(model, children)
+
+    def finalize(self, namespace: str, name: str) -> list[str]:
+        return self.cluster.delete_cluster_children(namespace, name)
+
+    # --- observe --------------------------------------------------------------------------
+
+    def _connections(self, model: DynamicModel) -> tuple[RedisConnection, KafkaConnection]:
+        """The model's Redis and Kafka endpoints with credentials (Secrets read once a TTL)."""
+        key = (model.metadata.namespace, model.name, model.metadata.generation)
+        with self._lock:
+            cached = self._connections_cache.get(key)
+            if cached and self._clock() - cached[0] < self.settings.capabilities_ttl_seconds:
+                return cached[1], cached[2]
+        redis = self.cluster.redis_connection(model)
+        kafka = self.cluster.kafka_connection(model)
+        with self._lock:
+            self._connections_cache[key] = (self._clock(), redis, kafka)
+        return redis, kafka
+
+    def tick(
+        self, model: DynamicModel, previous: DynamicModelStatus | None
+    ) -> tuple[DynamicModelStatus, list[str]]:
+        """The timer's work: step the rollout, read drift, observe the parts."""
+        try:
+            redis, kafka = self._connections(model)
+        except MissingDependencyError as exc:  # reconcile reports it; status stays as it is
+            log.debug("%s: %s", model.name, exc)
+            return self.observe(model, previous)
+        state = self.rollouts.tick(model, redis, kafka)
+        if state is None:  # the rollout's state is not known yet: keep what status says
+            stable = previous.stable_version if previous is not None else None
+            drift = self.backends.drift(model, redis, stable)
+            return self.observe(model, previous, drift=drift)
+        versions = {
+            "stable": state.stable,
+            "candidate": state.candidate,
+            "baseline": state.baseline,
+        }
+        drift = self.backends.drift(model, redis, state.stable)
+        return self.observe(
+            model, previous, drift=drift, rollout=status_of(state), versions=versions
+        )
+
+    def forget(self, model: DynamicModel) -> None:
+        self.rollouts.forget(model)
+        with self._lock:
+            for key in [
+                k
+                for k in self._connections_cache
+                if k[:2] == (model.metadata.namespace, model.name)
+            ]:
+                del self._connections_cache[key]
+
+    def close(self) -> None:
+        self.rollouts.close()
+        self.backends.close()
+
+    def observe(
+        self,
+        model: DynamicModel,
+        previous: DynamicModelStatus | None,
+        *,
+        drift: DriftStatus | None = None,
+        rollout: RolloutStatus | None = None,
+        versions: dict[str, str | None] | None = None,
+    ) -> tuple[DynamicModelStatus, list[str]]:
+        """Status from the model's Deployments (rollout and drift as given, else as they
+        were), and the parts whose Deployment is missing (deleted by hand: re-applied)."""
+        deployments = self.cluster.deployments(model.metadata.namespace, model.name)
+        expected = tuple(p.name for p in active_parts(model))
+        obs = Observation(
+            generation=model.metadata.generation,
+            expected_parts=expected,
+            deployments=tuple(deployments),
+            rollout=rollout,
+            versions=versions or {},
+            drift=drift,
+        )
+        present = {d.part for d in deployments}
+        return compute_status(previous, obs, now()), [p for p in expected if p not in present]
+
+    def invalid_status(
+        self, previous: DynamicModelStatus | None, generation: int | None, problem: str
+    ) -> DynamicModelStatus:
+        return compute_status(previous, Observation(generation, invalid=problem), now())
+
+    def waiting_status(
+        self, model: DynamicModel, previous: DynamicModelStatus | None, waiting_for: str
+    ) -> DynamicModelStatus:
+        obs = Observation(
+            model.metadata.generation,
+            expected_parts=tuple(p.name for p in active_parts(model)),
+            waiting_for=waiting_for,
+        )
+        return compute_status(previous, obs, now())
+
+
+def now() -> datetime:
+    return datetime.now(tz=UTC).replace(microsecond=0)

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the operator: every name in one place.
+
+The operator process also exports the rollout driver's metrics
+(`driftline.rollout.metrics`: stage, candidate weight, transitions), since the
+rollout runs in its timer.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Histogram
+
+RECONCILES_TOTAL: Final = "driftline_operator_reconciles_total"
+RECONCILE_SECONDS: Final = "driftline_operator_reconcile_seconds"
+TICKS_TOTAL: Final = "driftline_operator_ticks_total"
+
+reconciles_total = Counter(
+    RECONCILES_TOTAL,
+    "Reconciles of a DynamicModel by outcome: applied, invalid (spec refused), "
+    "waiting (a dependency is missing) or failed (the API server refused a write).",
+    ["outcome"],
+)
+reconcile_seconds = Histogram(
+    RECONCILE_SECONDS,
+    "Time to validate, build, apply and prune one DynamicModel's children.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ticks_total = Counter(
+    TICKS_TOTAL, "Timer ticks (rollout step and status refresh) by outcome.", ["outcome"]
+)

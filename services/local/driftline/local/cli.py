@@ -1,0 +1,110 @@
+"""The `driftline` command.
+
+driftline validate -f model.yaml      check a DynamicModel, name what is wrong
+driftline up -f model.yaml            run it on this machine (Ctrl-C stops everything)
+driftline status [-f model.yaml]      the loop at a glance
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from driftline.api import SpecError, load_dynamic_model
+from driftline.common.logs import configure_logging
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        model = load_dynamic_model(args.file)
+    except SpecError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: DynamicModel {model.metadata.namespace}/{model.name} is valid")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from driftline.local.runtime import LocalRuntime
+
+    try:
+        runtime = LocalRuntime(
+            args.file,
+            state_dir=args.state_dir,
+            parts=args.parts.split(",") if args.parts else None,
+            kafka=args.kafka,
+            inference_port=args.port,
+        )
+    except SpecError as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with runtime:
+        info = runtime.info
+        assert info is not None
+        print(f"driftline: {info.model} is up; state in {runtime.state_dir}")
+        if info.inference_url:
+            print(f"  inference  {info.inference_url}/v1/models/{info.model}/predict")
+        print(f"  kafka      {info.kafka_bootstrap_servers} ({info.kafka_kind})")
+        print(f"  redis      {info.redis_url}")
+        print(f"  mlflow     {info.mlflow_tracking_uri}")
+        print("  logs       " + str(runtime.state_dir / "logs"))
+        print("Ctrl-C stops every part and server.")
+        stop.wait()
+        print("driftline: stopping")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from driftline.local.status import print_status
+
+    return print_status(args.file, args.state_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftline", description="Models that keep learning after they ship."
+    )
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="check a DynamicModel YAML")
+    p.add_argument("-f", "--file", type=Path, required=True)
+    p.set_defaults(run=_cmd_validate)
+
+    p = sub.add_parser("up", help="run a DynamicModel on this machine")
+    p.add_argument("-f", "--file", type=Path, required=True)
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--parts", default=None, help="comma-separated subset of parts to run")
+    p.add_argument("--kafka", choices=["tansu", "apache", "auto"], default="tansu")
+    p.add_argument("--port", type=int, default=None, help="inference port (default: free)")
+    p.set_defaults(run=_cmd_up)
+
+    p = sub.add_parser("status", help="show the loop of a local run")
+    p.add_argument("-f", "--file", type=Path, default=None)
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.set_defaults(run=_cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("driftline", args.log_level.upper())
+    logging.getLogger("driftline.common.infra").setLevel(logging.WARNING)
+    code: int = args.run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

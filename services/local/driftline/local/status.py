@@ -1,0 +1,151 @@
+"""`driftline status`: the loop of a local run at a glance.
+
+Reads only what the parts publish for each other (the routing table, live quality,
+serving stats and the latest drift event in Redis), so it shows what the rollout
+controller sees, not a second opinion.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from driftline.api import load_dynamic_model
+from driftline.api.events import DriftEvent
+from driftline.api.routing import RoutingTable
+from driftline.common.state import QualityStore, RoutingStore, ServingStore, drift_key
+from driftline.local.runtime import RuntimeInfo, default_state_dir
+
+WINDOW_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class VariantLine:
+    variant: str
+    version: str
+    labeled: int
+    accuracy: float | None
+    requests: int
+    p99_ms: float | None
+    error_rate: float | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    routing: RoutingTable | None
+    drift: DriftEvent | None
+    variants: list[VariantLine]
+
+
+def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> Snapshot:
+    import redis
+
+    client = redis.Redis.from_url(info.redis_url, socket_timeout=2)
+    try:
+        routing = RoutingStore(info.namespace, info.model).read(client)
+        raw_drift = client.get(drift_key(info.namespace, info.model))
+        drift = msgspec.json.decode(raw_drift, type=DriftEvent) if raw_drift else None
+        quality = QualityStore(info.namespace, info.model)
+        serving = ServingStore(info.namespace, info.model)
+        lines: list[VariantLine] = []
+        if routing is not None:
+            pairs = [("stable", routing.stable), ("baseline", routing.baseline)]
+            if routing.candidate:
+                pairs.append(
+                    ("candidate" if routing.mode == "canary" else "shadow", routing.candidate)
+                )
+            for variant, version in pairs:
+                if version is None:
+                    continue
+                q = quality.read(client, version, variant, window_seconds)
+                s = serving.read(client, version, variant, window_seconds)
+                lines.append(
+                    VariantLine(
+                        variant=variant,
+                        version=version,
+                        labeled=q.count,
+                        accuracy=q.accuracy,
+                        requests=s.requests,
+                        p99_ms=s.quantile_ms(0.99),
+                        error_rate=s.error_rate,
+                    )
+                )
+        return Snapshot(routing, drift, lines)
+    finally:
+        client.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_status(model_file: Path | None, state_dir: Path | None) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if state_dir is None:
+        if model_file is not None:
+            state_dir = default_state_dir(load_dynamic_model(model_file))
+        else:
+            runs = sorted(Path(".driftline").glob("*/runtime.json"))
+            if len(runs) != 1:
+                console.print(f"give -f MODEL.yaml or --state-dir (found {len(runs)} runs)")
+                return 2
+            state_dir = runs[0].parent
+    try:
+        info = RuntimeInfo.read(state_dir)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    snap = read_snapshot(info)
+
+    console.print(f"[bold]{info.namespace}/{info.model}[/bold]  inference {info.inference_url}")
+    if snap.routing is None:
+        console.print("routing: none yet (no model published)")
+    else:
+        r = snap.routing
+        console.print(
+            f"routing: stable [green]{r.stable}[/green]  candidate {r.candidate or '-'}  "
+            f"mode {r.mode}  weight {r.weight}%  baseline {r.baseline or '-'}  (rev {r.revision})"
+        )
+    if snap.drift is not None:
+        d = snap.drift
+        console.print(
+            f"drift: [red]{d.kind}[/red] by {d.detector} score {d.score:.3g} "
+            f"features {', '.join(d.features) or '-'}"
+        )
+    else:
+        console.print("drift: none seen")
+
+    table = Table(title=f"live, last {WINDOW_SECONDS // 60} min")
+    for col in ("variant", "version", "labeled", "accuracy", "requests", "p99 ms", "errors"):
+        table.add_column(col)
+    for line in snap.variants:
+        table.add_row(
+            line.variant, line.version, str(line.labeled), _fmt(line.accuracy, ".3f"),
+            str(line.requests), _fmt(line.p99_ms, "g"), _fmt(line.error_rate, ".2%"),
+        )  # fmt: skip
+    console.print(table)
+
+    parts = Table(title="parts")
+    parts.add_column("part")
+    parts.add_column("pid")
+    parts.add_column("state")
+    for name, pid in info.pids.items():
+        parts.add_row(name, str(pid), "running" if _alive(pid) else "[red]gone[/red]")
+    console.print(parts)
+    return 0

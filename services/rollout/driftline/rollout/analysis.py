@@ -1,0 +1,213 @@
+"""The analysis: one verdict on one stage's evidence, with every number it used.
+
+Each check is `pass`, `fail` or `inconclusive`, and so is the whole:
+
+- any check failing fails the analysis (the machine aborts);
+- otherwise any inconclusive check makes it inconclusive (the machine waits, and
+  aborts once it has waited `maxInconclusiveSeconds`);
+- only when every check passes does it pass. No data never counts as success.
+
+Checks:
+
+- `labeled`: the candidate has at least `minLabeled` labeled samples in the window.
+- `quality`: the candidate's live accuracy (classification) does not trail the stable
+  version's by more than `maxAccuracyDrop`; for regression its mean absolute error
+  does not exceed the stable's by more than that fraction. The stable version is
+  measured on the same window; when it had fewer than `minLabeled` labeled samples
+  there (the 100 % canary step sends it no traffic) the latest stable measurement of
+  this rollout stands in, and without one the check is inconclusive.
+- `agreement` (shadow only): over at least `shadow.minSamples` requests scored by
+  both, the share where they disagree is at most `shadow.maxDisagreement`.
+- `error_rate`, `p99_ms`: the candidate's serving errors and 99th-percentile latency,
+  judged once it served `Policy.min_requests` requests.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from driftline.rollout.evidence import Evidence, VersionCounters
+from driftline.rollout.policy import Policy
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+
+# Rounding in float counters must not turn an equal candidate into a failing one.
+EPSILON = 1e-9
+
+
+class Check(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    verdict: Verdict
+    detail: str
+    value: float | None = None
+    limit: float | None = None
+
+
+class Analysis(msgspec.Struct, frozen=True, kw_only=True):
+    """The verdict on a stage's window; stored as the state's `last_analysis`."""
+
+    at: float
+    stage: str
+    weight: int
+    verdict: Verdict
+    reason: str
+    checks: tuple[Check, ...]
+    labeled: int
+    """The candidate's labeled samples in the window."""
+    stable_quality: float | None = None
+    """The stable version's accuracy (or MAE) measured in this window, if it could be."""
+
+
+def quality_of(counters: VersionCounters, policy: Policy) -> float | None:
+    """Accuracy (classification, higher is better) or MAE (regression, lower is better)."""
+    return counters.accuracy if policy.task == "classification" else counters.mae
+
+
+def _labeled(window: Evidence, policy: Policy) -> Check:
+    n = window.candidate.labeled
+    verdict: Verdict = "pass" if n >= policy.min_labeled else "inconclusive"
+    return Check(
+        name="labeled",
+        verdict=verdict,
+        detail=f"candidate has {n} of {policy.min_labeled} labeled samples",
+        value=n,
+        limit=policy.min_labeled,
+    )
+
+
+def _quality(window: Evidence, policy: Policy, reference: float | None) -> Check:
+    metric = "accuracy" if policy.task == "classification" else "mae"
+    candidate = quality_of(window.candidate, policy)
+    if window.candidate.labeled < policy.min_labeled or candidate is None:
+        return Check(name="quality", verdict="inconclusive", detail=f"too few labeled for {metric}")
+    stable = (
+        quality_of(window.stable, policy)
+        if window.stable.labeled >= policy.min_labeled
+        else reference
+    )
+    if stable is None:
+        return Check(
+            name="quality",
+            verdict="inconclusive",
+            detail=f"no stable {metric} to compare with ({window.stable.labeled} labeled)",
+            value=candidate,
+        )
+    if policy.task == "classification":
+        drop = stable - candidate
+        ok = drop <= policy.max_quality_drop + EPSILON
+        detail = (
+            f"accuracy {candidate:.4f} vs stable {stable:.4f} "
+            f"(drop {drop:+.4f}, limit {policy.max_quality_drop})"
+        )
+        limit = stable - policy.max_quality_drop
+    else:
+        limit = stable * (1 + policy.max_quality_drop)
+        ok = candidate <= limit + EPSILON
+        detail = f"mae {candidate:.4g} vs stable {stable:.4g} (limit {limit:.4g})"
+    return Check(
+        name="quality",
+        verdict="pass" if ok else "fail",
+        detail=detail,
+        value=candidate,
+        limit=limit,
+    )
+
+
+def _agreement(window: Evidence, policy: Policy) -> Check:
+    n, disagreement = window.compared, window.disagreement
+    if n < policy.shadow_min_samples or disagreement is None:
+        return Check(
+            name="agreement",
+            verdict="inconclusive",
+            detail=f"{n} of {policy.shadow_min_samples} shadow comparisons",
+            value=n,
+            limit=policy.shadow_min_samples,
+        )
+    ok = disagreement <= policy.max_disagreement + EPSILON
+    return Check(
+        name="agreement",
+        verdict="pass" if ok else "fail",
+        detail=f"disagreement {disagreement:.4f} over {n} (limit {policy.max_disagreement})",
+        value=disagreement,
+        limit=policy.max_disagreement,
+    )
+
+
+def _serving(window: Evidence, policy: Policy) -> list[Check]:
+    served = window.candidate
+    if served.requests < policy.min_requests:
+        detail = f"candidate served {served.requests} of {policy.min_requests} requests"
+        return [
+            Check(name="error_rate", verdict="inconclusive", detail=detail),
+            Check(name="p99_ms", verdict="inconclusive", detail=detail),
+        ]
+    rate = served.error_rate or 0.0
+    checks = [
+        Check(
+            name="error_rate",
+            verdict="pass" if rate <= policy.max_error_rate + EPSILON else "fail",
+            detail=f"error rate {rate:.4f} over {served.requests} (limit {policy.max_error_rate})",
+            value=rate,
+            limit=policy.max_error_rate,
+        )
+    ]
+    p99 = served.p99_ms()
+    if p99 is None:
+        checks.append(Check(name="p99_ms", verdict="inconclusive", detail="no latency recorded"))
+    else:
+        checks.append(
+            Check(
+                name="p99_ms",
+                verdict="pass" if p99 <= policy.max_p99_ms else "fail",
+                detail=f"p99 <= {p99:g} ms (limit {policy.max_p99_ms:g})",
+                value=p99,
+                limit=policy.max_p99_ms,
+            )
+        )
+    return checks
+
+
+def analyze(
+    window: Evidence,
+    policy: Policy,
+    *,
+    stage: str,
+    weight: int,
+    reference: float | None,
+    at: float,
+) -> Analysis:
+    """Judge one stage's window of evidence against the policy's thresholds."""
+    checks = [_labeled(window, policy), _quality(window, policy, reference)]
+    if stage == "shadow":
+        checks.append(_agreement(window, policy))
+    checks += _serving(window, policy)
+    failed = [c for c in checks if c.verdict == "fail"]
+    waiting = [c for c in checks if c.verdict == "inconclusive"]
+    if failed:
+        verdict: Verdict = "fail"
+        reason = _join(failed)
+    elif waiting:
+        verdict = "inconclusive"
+        reason = _join(waiting)
+    else:
+        verdict = "pass"
+        reason = _join([c for c in checks if c.name in ("quality", "agreement")])
+    stable_quality = (
+        quality_of(window.stable, policy) if window.stable.labeled >= policy.min_labeled else None
+    )
+    return Analysis(
+        at=at,
+        stage=stage,
+        weight=weight,
+        verdict=verdict,
+        reason=reason,
+        checks=tuple(checks),
+        labeled=window.candidate.labeled,
+        stable_quality=stable_quality,
+    )
+
+
+def _join(checks: list[Check]) -> str:
+    return "; ".join(dict.fromkeys(c.detail for c in checks))

@@ -1,0 +1,117 @@
+"""The metric names a PromQL expression reads, and the names the parts export.
+
+Names in an expression: what is left after removing strings, label matchers,
+ranges, grouping clauses and function calls (promtool checks the syntax
+separately). Exported names: the Prometheus registry after importing every
+part's metric modules, plus the families of the collectors that build their
+series at scrape time, expanded with the sample suffixes Prometheus stores
+(`_total`, `_bucket`, `_count`, `_sum`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.metrics_core import Metric
+
+# Modules that define or register each part's metrics (importing one registers them).
+METRIC_MODULES = {
+    "common": ["driftline.common.kafka"],
+    "operator": ["driftline.operator.metrics"],
+    "rollout": ["driftline.rollout.driver"],
+    "inference": ["driftline.inference.metrics"],
+    "joiner": ["driftline.joiner.metrics"],
+    "trainer": ["driftline.trainer.metrics"],
+    "drift": ["driftline.drift.metrics"],
+}
+
+# Metrics of other exporters that dashboards and rules read on purpose.
+EXTERNAL = {
+    "kafka_consumergroup_lag": "a Kafka exporter (consumer lag per group, topic, partition)",
+}
+
+_KEYWORDS = {
+    "and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
+    "group_left", "group_right", "inf", "nan", "atan2", "start", "end",
+}  # fmt: skip
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
+_MATCHERS = re.compile(r"\{[^{}]*\}")
+_RANGE = re.compile(r"\[[^\]]*\]")
+_GROUPING = re.compile(
+    r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE
+)
+_IDENT = re.compile(r"(?<![\w:.$])([a-zA-Z_:][a-zA-Z0-9_:]*)(\s*\()?")
+
+
+def metric_names(expr: str) -> set[str]:
+    text = _STRING.sub('""', expr)
+    text = _MATCHERS.sub("", text)
+    text = _RANGE.sub("", text)
+    text = _GROUPING.sub(" ", text)
+    names = set()
+    for match in _IDENT.finditer(text):
+        name, call = match.group(1), match.group(2)
+        if call or name.lower() in _KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def _samples(family: Metric) -> set[str]:
+    """The series names Prometheus stores for one metric family."""
+    name, kind = family.name, family.type
+    if kind == "counter":
+        return {f"{name}_total", f"{name}_created"}
+    if kind in ("histogram", "gaugehistogram"):
+        return {f"{name}_bucket", f"{name}_count", f"{name}_sum", f"{name}_created"}
+    if kind == "summary":
+        return {name, f"{name}_count", f"{name}_sum", f"{name}_created"}
+    if kind == "info":
+        return {f"{name}_info"}
+    return {name}
+
+
+def _families(collectors: Iterable[Any]) -> Iterable[Metric]:
+    for collector in collectors:
+        yield from collector.collect()
+
+
+def scrape_time_collectors() -> list[Any]:
+    """Collectors that are built by a running service (not at import); empty ones."""
+    out: list[Any] = []
+    try:
+        from driftline.inference.stats import ServingStats
+    except ImportError:
+        return out
+    # Its families exist before any request; Redis is not touched by collect().
+    out.append(ServingStats("model", store=None, client=None, flush_seconds=1.0))  # type: ignore[arg-type]
+    return out
+
+
+def landed(part: str) -> bool:
+    """A part has landed when it runs as a process (`python -m driftline.<part>`)."""
+    try:
+        return importlib.util.find_spec(f"driftline.{part}.__main__") is not None
+    except ImportError:
+        return False
+
+
+def exported() -> tuple[set[str], dict[str, str]]:
+    """(every series name the parts export, part -> why its modules did not import)."""
+    missing: dict[str, str] = {}
+    for part, modules in METRIC_MODULES.items():
+        try:
+            for module in modules:
+                importlib.import_module(module)
+        except ImportError as exc:
+            missing[part] = str(exc)
+    # The registry knows each collector's names with their suffixes already.
+    names = set(REGISTRY._names_to_collectors)
+    for family in _families(scrape_time_collectors()):
+        names |= _samples(family)
+    return names, missing

@@ -1,0 +1,167 @@
+"""What the real control plane adds: schema and CEL refusals, scheduling onto the GPU
+pool, and optional APIs (KEDA, Prometheus Operator) found by discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from driftline.operator.kube import KubeError
+
+from .plane import ControlPlane, model_manifest, wait_for
+from .test_lifecycle import serving
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+
+KEDA = [
+    ("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"),
+    ("keda.sh", "v1alpha1", "triggerauthentications", "TriggerAuthentication"),
+]
+PROMETHEUS = [("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"inference": {"replicas": {"min": 5, "max": 2}}}, "replicas.min must not exceed"),
+        ({"rollout": {"canary": {"steps": [50, 20]}}}, "must rise and end at 100"),
+        ({"kafka": {"bootstrapServers": "k:9092", "partitions": 0}}, "partitions"),
+        ({"drift": {"detector": "magic"}}, "detector"),
+        ({"inference": {"replicaz": 3}}, "replicaz"),
+    ],
+)
+def test_the_api_server_refuses_invalid_specs(
+    control_plane: ControlPlane, ns: str, change: dict[str, Any], says: str
+) -> None:
+    control_plane.require_real("CRD schema and CEL validation")
+    manifest = model_manifest("bad", ns)
+    for key, value in change.items():
+        manifest["spec"][key] = {**manifest["spec"].get(key, {}), **value}
+    with pytest.raises(KubeError) as refused:
+        control_plane.kube.request(
+            "POST",
+            f"/apis/driftline.io/v1alpha1/namespaces/{ns}/dynamicmodels",
+            params={"fieldValidation": "Strict"},
+            body=manifest,
+        )
+    assert refused.value.status in (400, 422)  # 400: strict decoding of an unknown field
+    assert says in refused.value.message
+
+
+def test_gpu_inference_lands_on_the_gpu_pool_and_nothing_else_does(
+    control_plane: ControlPlane, ns: str
+) -> None:
+    control_plane.require_real("the scheduler and simulated GPU nodes")
+    pool = control_plane.gpu_pool()
+    manifest = model_manifest(
+        "vision",
+        ns,
+        inference={
+            "replicas": {"min": 2, "max": 2},
+            "resources": {"cpu": "100m", "memory": "128Mi", "gpu": 1},
+            "nodePool": {"nodeSelector": pool["labels"], "tolerations": pool["tolerations"]},
+        },
+    )
+    control_plane.create_model(manifest)
+    with control_plane.operator(ns):
+        wait_for(lambda: serving(control_plane, ns, "vision"), 180, "phase Serving")
+    nodes = {n["metadata"]["name"]: n for n in control_plane.kube.list("/api/v1/nodes")}
+    pods = control_plane.kube.list(f"/api/v1/namespaces/{ns}/pods", "driftline.io/model=vision")
+    placed: dict[str, set[bool]] = {}
+    for pod in pods:
+        node = nodes[pod["spec"]["nodeName"]]
+        on_gpu = "nvidia.com/gpu" in node.get("status", {}).get("capacity", {})
+        part = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+        placed.setdefault(part, set()).add(on_gpu)
+    assert placed.pop("inference") == {True}
+    assert placed and all(where == {False} for where in placed.values()), placed
+
+
+def test_optional_apis_are_found_and_used(control_plane: ControlPlane, ns: str) -> None:
+    manifest = model_manifest("churn", ns)
+    manifest["spec"]["kafka"]["credentialsSecret"] = "kafka-creds"
+    control_plane.secret(
+        ns, "kafka-creds", {"username": "u", "password": "p", "mechanism": "PLAIN"}
+    )
+    control_plane.create_model(manifest)
+    hpas = "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
+    with control_plane.operator(ns):
+        wait_for(lambda: len(control_plane.children(hpas, ns, "churn")) == 3, 60, "three HPAs")
+        with control_plane.optional_apis(*KEDA, *PROMETHEUS):
+            # A spec change makes the operator look again (discovery is cached for a TTL).
+            control_plane.patch_model(ns, "churn", {"spec": {"drift": {"window": 2000}}})
+            scaled = wait_for(
+                lambda: (
+                    len(
+                        found := control_plane.children(
+                            "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects", ns, "churn"
+                        )
+                    )
+                    == 2
+                    and found
+                ),
+                60,
+                "ScaledObjects for the joiner and the drift monitor",
+            )
+            # The workers' HPAs were pruned; inference keeps its own.
+            wait_for(lambda: len(control_plane.children(hpas, ns, "churn")) == 1, 60, "one HPA")
+            monitors = control_plane.children(
+                "/apis/monitoring.coreos.com/v1/namespaces/{ns}/servicemonitors", ns, "churn"
+            )
+            auth = control_plane.children(
+                "/apis/keda.sh/v1alpha1/namespaces/{ns}/triggerauthentications", ns, "churn"
+            )
+    assert len(monitors) == 1 and len(auth) == 1
+    triggers = [t for s in scaled for t in s["spec"]["triggers"]]
+    assert {t["metadata"]["sasl"] for t in triggers} == {"plaintext"}
+    assert all(t["authenticationRef"]["name"] == "churn-kafka" for t in triggers)
+
+
+def test_the_trainer_keeps_its_checkpoint_on_a_bound_claim(
+    control_plane: ControlPlane, ns: str
+) -> None:
+    control_plane.require_real("volume binding by the controller-manager and the scheduler")
+    volume = f"{ns}-checkpoints"
+    control_plane.kube.request(
+        "POST",
+        "/api/v1/persistentvolumes",
+        body={
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Delete",
+                "storageClassName": "",
+                "hostPath": {"path": f"/var/lib/driftline-tests/{volume}"},
+            },
+        },
+    )
+    try:
+        control_plane.create_model(model_manifest("churn", ns))
+        with control_plane.operator(ns, trainer_checkpoints="persistent", trainer_storage_class=""):
+            wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+        claim = control_plane.kube.get(
+            f"/api/v1/namespaces/{ns}/persistentvolumeclaims/churn-trainer-checkpoints"
+        )
+        assert claim is not None and claim["status"]["phase"] == "Bound"
+        assert claim["spec"]["volumeName"] == volume
+    finally:
+        control_plane.kube.delete(f"/api/v1/persistentvolumes/{volume}")
+
+
+def test_kubectl_get_shows_the_crds_columns(control_plane: ControlPlane, ns: str) -> None:
+    """`kubectl get dynamicmodels` asks the API server for a Table; its columns come
+    from the CRD's printer columns."""
+    control_plane.require_real("server-side printing of the CRD's columns")
+    control_plane.create_model(model_manifest("churn", ns))
+    table = control_plane.kube.request(
+        "GET",
+        f"/apis/driftline.io/v1alpha1/namespaces/{ns}/dynamicmodels",
+        accept="application/json;as=Table;v=v1;g=meta.k8s.io",
+    )
+    columns = [c["name"] for c in table["columnDefinitions"]]
+    assert columns == ["Name", "Phase", "Stable", "Candidate", "Canary%", "Drift", "Age"]
+    assert table["rows"][0]["cells"][0] == "churn"

@@ -1,0 +1,91 @@
+"""Pure pieces of the I/O layer: Secret facts, names, settings from the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from driftline.common.connections import KafkaConnection
+from driftline.operator.builders.context import child_name
+from driftline.operator.builders.nodepool import node_pool_name
+from driftline.operator.cluster import (
+    MissingDependencyError,
+    kafka_auth_from_secret,
+    kafka_security,
+)
+from driftline.operator.kinds import CHILD_KINDS, kind_of
+from driftline.operator.settings import OperatorSettings
+
+
+def test_kafka_auth_follows_the_connection_rules() -> None:
+    sasl_tls = kafka_auth_from_secret("s", {"username": "u", "password": "p", "ca.crt": "PEM"})
+    assert (sasl_tls.sasl, sasl_tls.tls, sasl_tls.has_ca) == ("scram_sha512", True, True)
+    plain = kafka_auth_from_secret("s", {"username": "u", "password": "p", "mechanism": "PLAIN"})
+    assert (plain.sasl, plain.tls) == ("plaintext", False)
+    tls_only = kafka_auth_from_secret("s", {"ca.crt": "PEM"})
+    assert (tls_only.sasl, tls_only.tls) == (None, True)
+    with pytest.raises(MissingDependencyError, match="mechanism"):
+        kafka_auth_from_secret("s", {"username": "u", "password": "p", "mechanism": "GSSAPI"})
+
+
+def test_child_names_are_dns_1035_labels() -> None:
+    assert child_name("churn", "inference") == "churn-inference"
+    assert child_name("7eleven", "joiner") == "dm-7eleven-joiner"
+    long = "m" * 63
+    name = child_name(long, "inference")
+    assert len(name) == 63 and name.endswith("-inference")
+    assert name == child_name(long, "inference")  # stable
+    assert child_name(long, "drift") != child_name("m" * 62, "drift")
+
+
+def test_node_pool_names_fit_a_label_value() -> None:
+    from driftline.operator.builders import BuildContext
+
+    from .conftest import sample
+
+    ctx = BuildContext(sample("minimal"))
+    assert node_pool_name(ctx) == "driftline-default-churn"
+
+
+def test_kind_paths() -> None:
+    deploy = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"})
+    assert deploy.path("x", "ml") == "/apis/apps/v1/namespaces/ml/deployments/x"
+    config = kind_of({"apiVersion": "v1", "kind": "ConfigMap"})
+    assert config.collection("ml") == "/api/v1/namespaces/ml/configmaps"
+    pool = next(k for k in CHILD_KINDS if k.kind == "NodePool")
+    assert pool.path("p", "ml") == "/apis/karpenter.sh/v1/nodepools/p"
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DRIFTLINE_OPERATOR_NAMESPACES", "ml, fraud")
+    monkeypatch.setenv("DRIFTLINE_OPERATOR_IMAGE_TAG", "1.2.3")
+    monkeypatch.setenv("DRIFTLINE_OPERATOR_KARPENTER_NODE_CLASS__NAME", "gpu")
+    settings = OperatorSettings()
+    assert settings.namespaces == ["ml", "fraud"]
+    assert settings.image_for(gpu=True) == "driftline/inference-gpu:1.2.3"
+    assert settings.karpenter_node_class.name == "gpu"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"username": "u", "password": "p"},
+        {"username": "u", "password": "p", "mechanism": "PLAIN", "ca.crt": "PEM"},
+        {"ca.crt": "PEM"},
+        {"username": "u", "password": "p", "security.protocol": "SASL_SSL"},
+    ],
+)
+def test_kafka_security_matches_the_parts_reading_of_the_same_secret(
+    data: dict[str, str], tmp_path: Path
+) -> None:
+    """The operator reads the Secret through the API; the parts read it as mounted files."""
+    for key, value in data.items():
+        (tmp_path / key).write_text(value)
+    parts = KafkaConnection.from_secrets("k:9092", tmp_path).security
+    ours = kafka_security("s", data)
+    if "ssl.ca.location" in parts:
+        assert ours.pop("ssl.ca.pem") == "PEM"
+        parts.pop("ssl.ca.location")
+    assert ours == parts

@@ -1,0 +1,147 @@
+"""Status is a pure function of what was observed; transitions keep their times."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
+from driftline.operator.cluster import DeploymentState
+from driftline.operator.status import Observation, compute_status, parse_status, to_patch
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+PARTS = ("inference", "joiner", "trainer", "drift")
+
+
+def deployment(
+    part: str, available: int = 1, desired: int = 1, current: bool = True
+) -> DeploymentState:
+    return DeploymentState(
+        part=part,
+        name=f"m-{part}",
+        desired=desired,
+        ready=available,
+        available=available,
+        updated=desired if current else 0,
+        current=current,
+        available_condition=available >= desired,
+    )
+
+
+def observe(*deployments: DeploymentState, **kw: object) -> Observation:
+    return Observation(generation=2, expected_parts=PARTS, deployments=deployments, **kw)  # type: ignore[arg-type]
+
+
+def cond(status: DynamicModelStatus, type_: str) -> tuple[str, str]:
+    c = status.condition(type_)  # type: ignore[arg-type]
+    assert c is not None
+    return c.status, c.reason
+
+
+def test_pending_until_every_part_is_available_then_serving() -> None:
+    first = compute_status(None, observe(deployment("inference", 0)), T0)
+    assert first.phase == "Pending"
+    assert cond(first, "Ready") == ("False", "PartsUnavailable")
+    assert "joiner not created" in first.conditions[0].message
+    ready = compute_status(
+        first, observe(*(deployment(p) for p in PARTS)), T0 + timedelta(seconds=5)
+    )
+    assert ready.phase == "Serving" and ready.observed_generation == 2
+    assert cond(ready, "Ready") == ("True", "AllPartsAvailable")
+    assert cond(ready, "Degraded") == ("False", "AsExpected")
+    assert ready.condition("Ready").last_transition_time == T0 + timedelta(seconds=5)  # type: ignore[union-attr]
+
+
+def test_transition_time_moves_only_when_a_condition_flips() -> None:
+    serving = compute_status(None, observe(*(deployment(p) for p in PARTS)), T0)
+    again = compute_status(
+        serving, observe(*(deployment(p) for p in PARTS)), T0 + timedelta(hours=1)
+    )
+    assert again.condition("Ready").last_transition_time == T0  # type: ignore[union-attr]
+
+
+def test_lost_parts_after_serving_is_degraded() -> None:
+    serving = compute_status(None, observe(*(deployment(p) for p in PARTS)), T0)
+    lost = compute_status(
+        serving, observe(deployment("inference", 0, 2), *(deployment(p) for p in PARTS[1:])), T0
+    )
+    assert lost.phase == "Degraded"
+    assert cond(lost, "Degraded") == ("True", "PartsUnavailable")
+    assert "inference" in lost.message
+
+
+def test_invalid_spec_fails_with_the_message() -> None:
+    status = compute_status(
+        None, Observation(generation=3, invalid="spec.replicas.min: too big"), T0
+    )
+    assert status.phase == "Failed" and "spec.replicas.min" in status.message
+    assert cond(status, "Ready") == ("False", "InvalidSpec")
+
+
+def test_missing_secret_is_pending_with_the_reason() -> None:
+    status = compute_status(
+        None, observe(waiting_for="Secret ml/kafka-sasl does not exist yet"), T0
+    )
+    assert status.phase == "Pending" and "kafka-sasl" in status.message
+    assert cond(status, "Ready") == ("False", "DependencyMissing")
+
+
+def test_rollout_and_rolling_update_are_progressing() -> None:
+    all_up = [deployment(p) for p in PARTS]
+    canary = compute_status(
+        None,
+        observe(
+            *all_up,
+            rollout=RolloutStatus(stage="canary", weight=20, step=1),
+            versions={"stable": "7", "candidate": "8"},
+        ),
+        T0,
+    )
+    assert canary.phase == "Progressing"
+    assert cond(canary, "Progressing") == ("True", "RolloutCanary")
+    assert (canary.stable_version, canary.candidate_version, canary.rollout.weight) == (
+        "7",
+        "8",
+        20,
+    )
+    rolling = compute_status(None, observe(deployment("inference", current=False), *all_up[1:]), T0)
+    assert cond(rolling, "Progressing") == ("True", "RollingUpdate")
+    aborted = compute_status(
+        None, observe(*all_up, rollout=RolloutStatus(stage="aborted", reason="p99 above 50ms")), T0
+    )
+    assert cond(aborted, "Degraded") == ("True", "RolloutAborted")
+
+
+def test_drift_condition() -> None:
+    drift = DriftStatus(detected=True, kind="covariate", score=0.31, features=["amount"])
+    status = compute_status(None, observe(*(deployment(p) for p in PARTS), drift=drift), T0)
+    ok, reason = cond(status, "DriftDetected")
+    assert (ok, reason) == ("True", "CovariateDrift")
+    assert "amount" in status.condition("DriftDetected").message  # type: ignore[union-attr]
+
+
+def test_patch_round_trips_and_clears_unset_fields() -> None:
+    status = compute_status(None, observe(*(deployment(p) for p in PARTS)), T0)
+    patch = to_patch(status)
+    assert patch["candidateVersion"] is None  # merge patch: null deletes a stale value
+    assert parse_status(patch) == status
+    assert parse_status({"phase": "Nonsense"}) is None
+
+
+def test_drift_is_detected_while_the_version_it_was_seen_on_serves() -> None:
+    from driftline.api.events import DriftEvent
+    from driftline.operator.backends import drift_status
+
+    event = DriftEvent(
+        event_id="e1",
+        model="m",
+        model_version="7",
+        kind="covariate",
+        detector="ks",
+        detected_at=T0.timestamp(),
+        score=0.4,
+        features=["amount"],
+    )
+    assert drift_status(event, stable="7").detected
+    assert not drift_status(event, stable="8").detected  # a newer version serves now
+    assert drift_status(event, stable="8").last_detected_at == T0
+    assert drift_status(None, stable="7") == DriftStatus()
