@@ -1,0 +1,207 @@
+"""The feature contract as the request path uses it: validated rows in the model's layout.
+
+The DynamicModel lists features in one order; the ONNX graph takes the numeric ones
+as one float32 [N, k] tensor and the categorical ones as one string [N, m] tensor,
+each in contract order (`driftline.api.registry`). Everything the hot path needs
+is computed here once per process: the msgspec types that decode and type-check a
+row in one C pass, and the column positions. No model object is built per request.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from driftline.api.registry import OUTPUT_LABEL, OUTPUT_PROBABILITIES, OUTPUT_VALUE
+from driftline.api.spec import DynamicModelSpec
+from driftline.inference.errors import InvalidInputError
+
+FeatureValues = Sequence[float | str]
+Array = npt.NDArray[Any]
+
+# Numbers beyond float32 become inf when cast, and are refused by `check_finite` with
+# the field's name; numpy's warning about it would only be noise (and np.errstate
+# costs a microsecond per request).
+warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+
+
+class FeatureContract:
+    """Numeric and categorical feature names in contract order, and their row type."""
+
+    def __init__(self, spec: DynamicModelSpec) -> None:
+        self.task = spec.model.task
+        self.classes = spec.model.classes
+        self.numeric: tuple[str, ...] = tuple(f.name for f in spec.features if f.type == "numeric")
+        self.categorical: tuple[str, ...] = tuple(
+            f.name for f in spec.features if f.type == "categorical"
+        )
+        # Rows are held numeric first, then categorical: the order of the two model inputs.
+        self.names: tuple[str, ...] = self.numeric + self.categorical
+        self.column: dict[str, tuple[str, int]] = {
+            **{name: ("numeric", i) for i, name in enumerate(self.numeric)},
+            **{name: ("categorical", i) for i, name in enumerate(self.categorical)},
+        }
+        self.k = len(self.numeric)
+        fields: list[tuple[str, Any]] = [(f"n{i}", float) for i in range(self.k)]
+        fields += [(f"c{i}", str | int) for i in range(len(self.categorical))]
+        rename = {field: name for (field, _), name in zip(fields, self.names, strict=True)}
+        # Field names are positional and renamed to the feature names, so any feature
+        # name (also a Python keyword) works, and astuple() gives the model's order.
+        self.row_type: type[msgspec.Struct] = msgspec.defstruct(
+            "Features", fields, kw_only=True, rename=rename
+        )
+
+    @property
+    def outputs(self) -> list[tuple[str, type[np.generic], int]]:
+        """(name, dtype, width) of each model output per row; width 0 means a scalar."""
+        if self.task == "classification":
+            return [(OUTPUT_LABEL, np.int64, 0), (OUTPUT_PROBABILITIES, np.float32, self.classes)]
+        return [(OUTPUT_VALUE, np.float32, 0)]
+
+    def blank(self, rows: int) -> tuple[Array | None, Array | None]:
+        """Inputs of `rows` zero rows (warm-up and timing)."""
+        numeric = np.zeros((rows, self.k), dtype=np.float32) if self.k else None
+        categorical = (
+            np.full((rows, len(self.categorical)), "", dtype=object) if self.categorical else None
+        )
+        return numeric, categorical
+
+    def arrange(self, values: Sequence[FeatureValues], where: str) -> Rows:
+        """Rows given as value tuples in `names` order -> the model's two inputs."""
+        k = self.k
+        numeric: Array | None
+        categorical: Array | None = None
+        if not self.categorical:
+            numeric = np.array(values, dtype=np.float32).reshape(len(values), k)
+        else:
+            numeric = np.array([v[:k] for v in values], dtype=np.float32) if k else None
+            categorical = np.array([[str(c) for c in v[k:]] for v in values], dtype=object)
+            categorical = categorical.reshape(len(values), len(self.categorical))
+        if numeric is not None:
+            numeric = numeric.reshape(len(values), k)
+            self.check_finite(numeric, where, multi=len(values) > 1)
+        return Rows(len(values), numeric, categorical, values)
+
+    def check_finite(self, numeric: Array, where: str, multi: bool) -> None:
+        """NaN, inf and values beyond float32 are refused, naming the first such field."""
+        if numeric.size and not np.isfinite(numeric).all():
+            row, col = (int(i) for i in np.argwhere(~np.isfinite(numeric))[0])
+            field = (
+                f"{where}[{row}].{self.numeric[col]}" if multi else f"{where}.{self.numeric[col]}"
+            )
+            raise InvalidInputError(
+                f"{self.numeric[col]} must be a finite number within float32 range", field=field
+            )
+
+
+@dataclass(slots=True)
+class Rows:
+    """Validated rows of one request, in the model's layout.
+
+    `values` keeps each row as the client sent it (contract order, numeric first), for
+    the prediction log ("features as served") and the cache key.
+    """
+
+    n: int
+    numeric: Array | None
+    categorical: Array | None
+    values: Sequence[FeatureValues]
+
+    def take(self, index: Sequence[int]) -> Rows:
+        idx = np.asarray(index)
+        return Rows(
+            len(index),
+            None if self.numeric is None else self.numeric[idx],
+            None if self.categorical is None else self.categorical[idx],
+            [self.values[i] for i in index],
+        )
+
+
+def scatter(parts: list[tuple[list[int], list[Array]]], n: int) -> list[Array]:
+    """Outputs of row subsets (their indexes, their arrays) -> outputs of all n rows."""
+    first = parts[0][1]
+    merged = [np.empty((n, *o.shape[1:]), dtype=o.dtype) for o in first]
+    for index, outputs in parts:
+        for target, values in zip(merged, outputs, strict=True):
+            target[index] = values
+    return merged
+
+
+# --- errors of the msgspec decoders, in the client's terms ------------------------------
+
+_AT = re.compile(r"^(?P<msg>.*) - at `\$(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`$")
+
+
+def invalid_from_msgspec(exc: msgspec.ValidationError) -> InvalidInputError:
+    """'Expected `float`, got `str` - at `$.features.amount`' -> 422 naming features.amount."""
+    text = str(exc)
+    match = _AT.match(text)
+    message, path = (match["msg"], match["path"].lstrip(".")) if match else (text, "")
+    missing = _MISSING.match(message)
+    if missing:
+        path = f"{path}.{missing['name']}" if path else missing["name"]
+        return InvalidInputError(f"{path} is missing", field=path)
+    message = message.replace("Expected `int | str`", "Expected `str`")
+    return InvalidInputError(f"{path or 'body'}: {message}", field=path or None)
+
+
+def non_finite_field(body: bytes) -> str | None:
+    """Where a body that msgspec refused holds NaN or Infinity (the slow path of errors).
+
+    JSON has no NaN, but Python's `json.dumps` writes it; a client that sends one gets a
+    422 naming the field instead of a 400 about malformed JSON.
+    """
+    import json
+
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+
+    def walk(node: Any, path: str) -> str | None:
+        if isinstance(node, float) and not math.isfinite(node):
+            return path
+        items: Any = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, child in items:
+            sub = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}" if path else key
+            found = walk(child, sub)
+            if found is not None:
+                return found
+        return None
+
+    return walk(doc, "")
+
+
+@dataclass(slots=True)
+class Served:
+    """What the service answers for one request: per row, its id, version and variant."""
+
+    request_ids: list[str]
+    outputs: list[Array]
+    """One array per `FeatureContract.outputs` entry, rows in request order."""
+    versions: list[str]
+    variants: list[str]
+
+    def uniform(self) -> tuple[str, str] | None:
+        """(version, variant) when every row shares them (the usual case), else None."""
+        first = (self.versions[0], self.variants[0])
+        if self.versions.count(first[0]) == len(self.versions) and self.variants.count(
+            first[1]
+        ) == len(self.variants):
+            return first
+        return None

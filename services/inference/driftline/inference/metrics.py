@@ -1,0 +1,69 @@
+"""Prometheus metrics of the inference service: every name in one place.
+
+Dashboards, alert rules and the autoscaler (`inflight`, `rps`) refer to these names,
+so they are a contract like the topics: change them only with a new name.
+
+Gauges that describe a state (queue depth, requests in flight) are read when
+Prometheus scrapes (`set_function`), and the per-request series (request latency,
+responses) are counted by `driftline.inference.stats.ServingStats` and read by
+Prometheus from there: the request path never touches a prometheus_client object.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import Counter, Gauge, Histogram
+
+REQUEST_SECONDS: Final = "driftline_inference_request_seconds"
+RESPONSES_TOTAL: Final = "driftline_inference_responses_total"
+BATCH_ROWS: Final = "driftline_inference_batch_rows"
+QUEUE_ROWS: Final = "driftline_inference_queue_rows"
+INFLIGHT_REQUESTS: Final = "driftline_inference_inflight_requests"
+SHED_TOTAL: Final = "driftline_inference_shed_total"
+CACHE_TOTAL: Final = "driftline_inference_cache_total"
+PREDICTIONS_LOGGED_TOTAL: Final = "driftline_inference_predictions_logged_total"
+PREDICTIONS_DROPPED_TOTAL: Final = "driftline_inference_predictions_dropped_total"
+SIDE_SCORING_TOTAL: Final = "driftline_inference_side_scoring_total"
+MODEL_LOADS_TOTAL: Final = "driftline_inference_model_loads_total"
+MODEL_INFO: Final = "driftline_inference_model_serving"
+ROUTING_REVISION: Final = "driftline_inference_routing_revision"
+STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
+
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+batch_rows = Histogram(
+    BATCH_ROWS, "Rows per ONNX Runtime run.", ["model", "version"], buckets=BATCH_BUCKETS
+)
+queue_rows = Gauge(QUEUE_ROWS, "Rows waiting for a batch (all loaded versions).")
+inflight_requests = Gauge(INFLIGHT_REQUESTS, "Inference requests being served now.")
+shed_total = Counter(SHED_TOTAL, "Requests refused at once because a queue was full.", ["reason"])
+cache_total = Counter(
+    CACHE_TOTAL,
+    "Prediction cache lookups: hit, miss, error (Redis failed) or bypass (cache paused "
+    "after a failure).",
+    ["result"],
+)
+predictions_logged_total = Counter(
+    PREDICTIONS_LOGGED_TOTAL, "Predictions delivered to the predictions topic."
+)
+predictions_dropped_total = Counter(
+    PREDICTIONS_DROPPED_TOTAL,
+    "Predictions not delivered: buffer overflow, producer queue full, or delivery failure.",
+    ["reason"],
+)
+side_scoring_total = Counter(
+    SIDE_SCORING_TOTAL,
+    "Rows scored off the critical path (shadow, baseline): done, dropped or failed.",
+    ["variant", "result"],
+)
+model_loads_total = Counter(
+    MODEL_LOADS_TOTAL, "Model version loads by result (ok, error).", ["result"]
+)
+model_serving = Gauge(
+    MODEL_INFO, "1 for each model version loaded, by version and role.", ["version", "role"]
+)
+routing_revision = Gauge(ROUTING_REVISION, "Revision of the routing table being followed.")
+stats_flush_errors_total = Counter(
+    STATS_FLUSH_ERRORS_TOTAL, "Failed writes of serving stats to Redis (kept and retried)."
+)

@@ -1,0 +1,319 @@
+"""Open Inference Protocol v2 (KServe / Triton REST): request decoding, response encoding.
+
+Inputs are either one tensor per feature (named as the feature, shape [N] or [N, 1],
+numbers for numeric features and BYTES for categorical ones: what the metadata
+advertises) or the model's own two tensors, `numeric` [N, k] and `categorical` [N, m].
+
+Triton's binary tensor extension is supported both ways, because `tritonclient`
+uses it by default: a JSON header of `Inference-Header-Content-Length` bytes, then
+the raw tensors in input order, each `parameters.binary_data_size` long (BYTES
+elements as a 4-byte little-endian length and the bytes).
+
+Request parameters: `entity_id` (string, or one per row) is the sticky key of the
+canary; `request_id` (one per row) replaces the generated prediction ids. The
+response names every row's `request_ids`, `model_versions` and `variants` in its
+parameters, and also returns the ids as a BYTES output `request_id`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import orjson
+
+from driftline.api.registry import INPUT_CATEGORICAL, INPUT_NUMERIC
+from driftline.inference.contract import (
+    Array,
+    FeatureContract,
+    Rows,
+    Served,
+    invalid_from_msgspec,
+    non_finite_field,
+)
+from driftline.inference.errors import BadRequestError, InvalidInputError
+from driftline.inference.plain import per_row
+from driftline.inference.tensors import TensorInput, bytes_tensor, tensor_array
+
+OUTPUT_TYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
+REQUEST_ID_OUTPUT = "request_id"
+
+
+class RequestedOutput(msgspec.Struct):
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferRequest(msgspec.Struct):
+    inputs: list[TensorInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[RequestedOutput] | None = None
+
+
+@dataclass(slots=True)
+class OipRequest:
+    rows: Rows
+    id: str | None
+    entity_ids: list[str | None]
+    request_ids: list[str] | None
+    outputs: list[tuple[str, bool]] | None
+    """Requested (name, binary) pairs; None: all outputs."""
+    binary_output: bool
+
+
+_decoder = msgspec.json.Decoder(InferRequest)
+
+
+class OipProtocol:
+    def __init__(self, contract: FeatureContract, model_name: str, max_rows: int) -> None:
+        self.contract = contract
+        self.model_name = model_name
+        self.max_rows = max_rows
+        self.output_names = [name for name, _, _ in contract.outputs]
+
+    # --- request ---------------------------------------------------------------------------
+
+    def decode(self, body: bytes, header_length: int | None) -> OipRequest:
+        head = body if header_length is None else body[:header_length]
+        try:
+            request = _decoder.decode(head)
+        except msgspec.ValidationError as exc:
+            raise invalid_from_msgspec(exc) from exc
+        except msgspec.DecodeError as exc:
+            field = non_finite_field(head)
+            if field is not None:
+                raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
+            raise BadRequestError(f"the inference request is not valid JSON: {exc}") from exc
+        binary = memoryview(body)[header_length or len(body) :]
+        rows = self._rows(request.inputs, binary)
+        params = request.parameters or {}
+        entity = params.get("entity_id")
+        if entity is not None and not isinstance(entity, str | int | list):
+            raise InvalidInputError(
+                "entity_id must be a string or a list", field="parameters.entity_id"
+            )
+        ids = params.get("request_id")
+        request_ids = None
+        if ids is not None:
+            listed = [ids] if isinstance(ids, str) else ids
+            if (
+                not isinstance(listed, list)
+                or len(listed) != rows.n
+                or not all(isinstance(i, str) and i for i in listed)
+            ):
+                raise InvalidInputError(
+                    "request_id must hold one non-empty string per row",
+                    field="parameters.request_id",
+                )
+            request_ids = listed
+        outputs = None
+        if request.outputs is not None:
+            outputs = []
+            known = [*self.output_names, REQUEST_ID_OUTPUT]
+            for i, out in enumerate(request.outputs):
+                if out.name not in known:
+                    raise InvalidInputError(
+                        f"unknown output {out.name!r}; outputs are {known}",
+                        field=f"outputs[{i}].name",
+                    )
+                outputs.append((out.name, bool((out.parameters or {}).get("binary_data"))))
+        return OipRequest(
+            rows=rows,
+            id=request.id,
+            entity_ids=per_row(entity, rows.n, "parameters.entity_id"),
+            request_ids=request_ids,
+            outputs=outputs,
+            binary_output=bool(params.get("binary_data_output")),
+        )
+
+    def _rows(self, inputs: list[TensorInput], binary: memoryview) -> Rows:
+        contract = self.contract
+        columns: dict[str, Any] = {}
+        packed: dict[str, Array] = {}
+        n: int | None = None
+        offset = 0
+        for i, tensor in enumerate(inputs):
+            where = f"inputs[{i}]"
+            size = (tensor.parameters or {}).get("binary_data_size")
+            chunk = None
+            if size is not None:
+                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                    raise InvalidInputError("binary_data_size overruns the body", field=where)
+                chunk = binary[offset : offset + size]
+                offset += size
+            if tensor.name in (INPUT_NUMERIC, INPUT_CATEGORICAL):
+                width = contract.k if tensor.name == INPUT_NUMERIC else len(contract.categorical)
+                expect = [tensor.shape[0] if tensor.shape else -1, width]
+                if len(tensor.shape) != 2 or tensor.shape[1] != width:
+                    raise InvalidInputError(
+                        f"{tensor.name} must have shape [N, {width}], got {tensor.shape}",
+                        field=f"{where}.shape",
+                    )
+                array = tensor_array(tensor, chunk, where, tensor.name == INPUT_NUMERIC)
+                packed[tensor.name] = array.reshape(expect)
+                rows = expect[0]
+            elif tensor.name in contract.column:
+                kind, _ = contract.column[tensor.name]
+                if not (
+                    len(tensor.shape) == 1 or (len(tensor.shape) == 2 and tensor.shape[1] == 1)
+                ):
+                    raise InvalidInputError(
+                        f"{tensor.name} must have shape [N] or [N, 1], got {tensor.shape}",
+                        field=f"{where}.shape",
+                    )
+                columns[tensor.name] = tensor_array(
+                    tensor, chunk, where, kind == "numeric"
+                ).reshape(-1)
+                rows = tensor.shape[0]
+            else:
+                raise InvalidInputError(
+                    f"unknown input {tensor.name!r}; send the features {list(contract.names)} "
+                    f"(or the tensors {INPUT_NUMERIC!r}/{INPUT_CATEGORICAL!r})",
+                    field=f"{where}.name",
+                )
+            if n is not None and rows != n:
+                raise InvalidInputError(
+                    f"{rows} rows here, {n} in the inputs before", field=f"{where}.shape"
+                )
+            n = rows
+        if packed and columns:
+            raise InvalidInputError(
+                "send either one tensor per feature or the packed tensors, not both"
+            )
+        if n is None or n < 1:
+            raise InvalidInputError("no rows in the request", field="inputs")
+        if n > self.max_rows:
+            raise InvalidInputError(
+                f"{n} rows in one request; at most {self.max_rows}", field="inputs"
+            )
+        if packed:
+            return self._from_packed(packed, n)
+        return self._from_columns(columns, n)
+
+    def _from_columns(self, columns: dict[str, Any], n: int) -> Rows:
+        contract = self.contract
+        missing = [name for name in contract.names if name not in columns]
+        if missing:
+            raise InvalidInputError(f"missing input(s) {missing}", field=f"inputs.{missing[0]}")
+        numeric = None
+        if contract.k:
+            numeric = np.empty((n, contract.k), dtype=np.float32)
+            for j, name in enumerate(contract.numeric):
+                numeric[:, j] = columns[name]  # beyond float32 becomes inf: refused below
+            contract.check_finite(numeric, "inputs", multi=True)
+        categorical = None
+        if contract.categorical:
+            categorical = np.empty((n, len(contract.categorical)), dtype=object)
+            for j, name in enumerate(contract.categorical):
+                categorical[:, j] = columns[name]
+        values = list(zip(*(columns[name].tolist() for name in contract.names), strict=True))
+        return Rows(n, numeric, categorical, values)
+
+    def _from_packed(self, packed: dict[str, Array], n: int) -> Rows:
+        contract = self.contract
+        numeric = packed.get(INPUT_NUMERIC)
+        categorical = packed.get(INPUT_CATEGORICAL)
+        if contract.k and numeric is None:
+            raise InvalidInputError(
+                f"missing input {INPUT_NUMERIC!r}", field=f"inputs.{INPUT_NUMERIC}"
+            )
+        if contract.categorical and categorical is None:
+            raise InvalidInputError(
+                f"missing input {INPUT_CATEGORICAL!r}", field=f"inputs.{INPUT_CATEGORICAL}"
+            )
+        parts = []
+        if numeric is not None:
+            parts.append(numeric.tolist())
+            numeric = np.ascontiguousarray(numeric, dtype=np.float32)
+            contract.check_finite(numeric, "inputs", multi=True)
+        if categorical is not None:
+            parts.append(categorical.tolist())
+        values = [tuple(x for part in row for x in part) for row in zip(*parts, strict=True)]
+        return Rows(n, numeric, categorical, values)
+
+    # --- response --------------------------------------------------------------------------
+
+    def encode(self, request: OipRequest, served: Served) -> tuple[bytes, int | None]:
+        """The response body, and the JSON header's length when binary outputs follow."""
+        uniform = served.uniform()
+        version = uniform[0] if uniform else ",".join(dict.fromkeys(served.versions))
+        wanted = request.outputs
+        if wanted is None:
+            wanted = [(name, request.binary_output) for name in self.output_names]
+            wanted.append((REQUEST_ID_OUTPUT, request.binary_output))
+        outputs: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        arrays = dict(zip(self.output_names, served.outputs, strict=True))
+        for name, binary in wanted:
+            if name == REQUEST_ID_OUTPUT:
+                entry: dict[str, Any] = {
+                    "name": name,
+                    "datatype": "BYTES",
+                    "shape": [len(served.request_ids)],
+                }
+                if binary:
+                    blob = bytes_tensor(served.request_ids)
+                else:
+                    entry["data"] = served.request_ids
+            else:
+                array = arrays[name]
+                entry = {
+                    "name": name,
+                    "datatype": OUTPUT_TYPES[array.dtype],
+                    "shape": list(array.shape),
+                }
+                if binary:
+                    blob = np.ascontiguousarray(array).tobytes()
+                else:
+                    entry["data"] = array.reshape(-1)
+            if binary:
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            outputs.append(entry)
+        answer = {
+            "model_name": self.model_name,
+            "model_version": version,
+            "id": request.id if request.id is not None else served.request_ids[0],
+            "parameters": {
+                "request_ids": served.request_ids,
+                "model_versions": served.versions,
+                "variants": served.variants,
+            },
+            "outputs": outputs,
+        }
+        head = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+        if not blobs:
+            return head, None
+        return head + b"".join(blobs), len(head)
+
+    # --- metadata --------------------------------------------------------------------------
+
+    def metadata(self, versions: list[str], platform: str) -> dict[str, Any]:
+        contract = self.contract
+        inputs = [
+            {
+                "name": name,
+                "datatype": "FP32" if contract.column[name][0] == "numeric" else "BYTES",
+                "shape": [-1],
+            }
+            for name in contract.names
+        ]
+        outputs = [
+            {
+                "name": name,
+                "datatype": OUTPUT_TYPES[np.dtype(dtype)],
+                "shape": [-1, width] if width else [-1],
+            }
+            for name, dtype, width in contract.outputs
+        ]
+        outputs.append({"name": REQUEST_ID_OUTPUT, "datatype": "BYTES", "shape": [-1]})
+        return {
+            "name": self.model_name,
+            "versions": versions,
+            "platform": platform,
+            "inputs": inputs,
+            "outputs": outputs,
+        }

@@ -1,0 +1,358 @@
+"""The inference service: from validated rows to served predictions, and what runs beside.
+
+For each request: pick the version per row (stable, or the candidate for the
+canary's share of entities), answer from the cache or the batch queue, score the
+shadow and baseline versions off the critical path, and record the predictions
+(log) and their latency (stats). The protocols (`plain`, `oip`) and the HTTP
+layer (`app`) sit on top; the background tasks (routing, log, stats) are started
+and stopped here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from driftline.api import DynamicModel
+from driftline.api.events import Variant
+from driftline.api.routing import serves_candidate
+from driftline.common.state import RoutingStore, ServingStore, model_prefix
+from driftline.inference import metrics
+from driftline.inference.batcher import Outputs
+from driftline.inference.cache import PredictionCache
+from driftline.inference.contract import FeatureContract, Rows, Served, scatter
+from driftline.inference.errors import ModelFailedError, ModelNotFoundError, ModelNotReadyError
+from driftline.inference.loader import Registry
+from driftline.inference.oip import OipProtocol
+from driftline.inference.plain import PlainProtocol
+from driftline.inference.pool import ModelPool, RouteState, ServingModel
+from driftline.inference.predlog import LogRecord, PredictionLog
+from driftline.inference.routing import RoutingFollower
+from driftline.inference.settings import InferenceSettings
+from driftline.inference.stats import ServingStats
+
+log = logging.getLogger(__name__)
+
+
+class InferenceService:
+    """One DynamicModel served: models, routing, cache, prediction log and stats."""
+
+    def __init__(self, settings: InferenceSettings, model: DynamicModel | None = None) -> None:
+        self.settings = settings
+        self.model = model or settings.model
+        spec = self.model.spec
+        self.name = self.model.name
+        self.namespace = self.model.metadata.namespace
+        self.contract = FeatureContract(spec)
+        self.plain = PlainProtocol(self.contract, self.name, settings.max_rows)
+        self.oip = OipProtocol(self.contract, self.name, settings.max_rows)
+        connections = settings.connections
+        self.registry = Registry(
+            connections.mlflow_tracking_uri, spec.model.registry.name, settings.model_dir
+        )
+        self.pool = ModelPool(
+            settings,
+            self.contract,
+            self.registry,
+            spec.inference.batching,
+            self.name,
+            arrivals=lambda: self.arriving,
+        )
+        self.with_baseline = spec.inference.baseline
+        self.arriving = 0
+        """Requests received whose rows are not queued yet (the batcher may wait for them)."""
+        self.draining = False
+        self._id_prefix = os.urandom(8).hex()
+        self._ids = itertools.count(1)
+        self.redis: Any = None
+        self.cache: PredictionCache | None = None
+        self.predictions: PredictionLog | None = None
+        self.stats = ServingStats(
+            self.name, ServingStore(self.namespace, self.name), None, settings.stats_flush_seconds
+        )
+        self.follower: RoutingFollower | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._side_done = {
+            v: metrics.side_scoring_total.labels(v, "done") for v in ("shadow", "baseline")
+        }
+        self._side_dropped = {
+            v: metrics.side_scoring_total.labels(v, "dropped") for v in ("shadow", "baseline")
+        }
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        settings, spec = self.settings, self.model.spec
+        redis_conn = settings.connections.redis
+        timeout = settings.redis_timeout_seconds
+        self.redis = redis_conn.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.stats.client = self.redis
+        REGISTRY.register(self.stats)
+        if spec.inference.cache.enabled:
+            self.cache = PredictionCache(
+                redis_conn.async_client(
+                    socket_timeout=settings.cache_timeout_ms / 1000,
+                    socket_connect_timeout=settings.cache_timeout_ms / 1000,
+                ),
+                model_prefix(self.namespace, self.name),
+                self.contract,
+                ttl_seconds=spec.inference.cache.ttl_seconds,
+                timeout_seconds=settings.cache_timeout_ms / 1000,
+                retry_seconds=settings.cache_retry_seconds,
+            )
+        if settings.prediction_log:
+            self.predictions = PredictionLog(
+                settings.connections.kafka,
+                self.model.topics.predictions,
+                self.name,
+                self.contract.names,
+                self.contract.task,
+                capacity=settings.log_buffer,
+                flush_seconds=settings.log_flush_ms / 1000,
+            )
+            if settings.create_topics:
+                self._spawn(self._create_topic())
+            self._spawn(self.predictions.run())
+        self.follower = RoutingFollower(
+            self.pool,
+            self.registry,
+            RoutingStore(self.namespace, self.name),
+            self.redis,
+            poll_seconds=settings.routing_poll_seconds,
+            alias_poll_seconds=settings.alias_poll_seconds,
+            with_baseline=self.with_baseline,
+            pinned_version=settings.model_version,
+        )
+        self._spawn(self.follower.run())
+        self._spawn(self.stats.run())
+
+    async def stop(self) -> None:
+        """Stop the background work, then flush the prediction log and the stats."""
+        self.draining = True
+        if self.follower is not None:
+            self.follower.stop()
+        self.stats.stop()
+        # The loops only sleep between their steps, and a load in progress is of no use
+        # any more: cancel them all, then do the last drain and flush here.
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.predictions is not None:
+            await self.predictions.close(timeout=max(1.0, self.settings.drain_timeout_seconds / 2))
+        await self.stats.flush()
+        REGISTRY.unregister(self.stats)
+        if self.cache is not None:
+            await self.cache.close()
+            await self.cache.client.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+        self.pool.close()
+
+    @property
+    def ready(self) -> bool:
+        return self.pool.state is not None and not self.draining
+
+    def _spawn(self, coro: Any) -> None:
+        self._tasks.append(asyncio.get_running_loop().create_task(coro))
+
+    async def _create_topic(self) -> None:
+        from driftline.common.kafka import ensure_topics
+
+        try:
+            await asyncio.to_thread(
+                ensure_topics,
+                self.settings.connections.kafka,
+                [self.model.topics.predictions],
+                self.model.spec.kafka.partitions,
+                10.0,
+            )
+        except Exception as exc:  # the broker may be away; the log buffers meanwhile
+            log.warning("could not check the predictions topic: %s", exc)
+
+    # --- the request path ------------------------------------------------------------------
+
+    def new_ids(self, n: int) -> list[str]:
+        prefix, ids = self._id_prefix, self._ids
+        return [f"{prefix}-{next(ids):x}" for _ in range(n)]
+
+    async def predict(
+        self,
+        rows: Rows,
+        entity_ids: Sequence[str | None],
+        request_ids: list[str] | None,
+        *,
+        route: str,
+        version: str | None = None,
+        started: float | None = None,
+    ) -> Served:
+        """Serve `rows`. The caller counted the request in `arriving`; we count it out
+        as soon as its rows are queued (or it fails before)."""
+        queued = False
+        try:
+            state = self.pool.state
+            if state is None:
+                raise ModelNotReadyError("no model version is loaded yet")
+            ids = request_ids or self.new_ids(rows.n)
+            groups = self._route(state, rows, entity_ids, version)
+            if self.cache is None:
+                pending = [model.batcher.submit(part) for model, _, part, _ in groups]
+            else:
+                cache = self.cache
+                pending = [
+                    await cache.answer(model.version, model.sha256, part, model.batcher.submit)
+                    for model, _, part, _ in groups
+                ]
+            self.arriving -= 1
+            queued = True
+            results = []
+            for (model, variant, _, _), future in zip(groups, pending, strict=True):
+                try:
+                    results.append(await future)
+                except ModelFailedError:
+                    self._observe(model.version, variant, route, started, error=True)
+                    raise
+        finally:
+            if not queued:
+                self.arriving -= 1
+        now = time.time()
+        if len(groups) == 1:
+            outputs = results[0]
+            versions = [groups[0][0].version] * rows.n
+            variants: list[str] = [groups[0][1]] * rows.n
+        else:
+            outputs, versions, variants = _merge(groups, results, rows.n)
+        for (model, variant, part, index), result in zip(groups, results, strict=True):
+            self._observe(model.version, variant, route, started)
+            if self.predictions is not None:
+                part_ids = ids if index is None else [ids[i] for i in index]
+                part_entities = entity_ids if index is None else [entity_ids[i] for i in index]
+                self.predictions.add(
+                    (part_ids, part_entities, part.values, model.version, variant, result, now)
+                )
+        if version is None:
+            self._score_aside(state, rows, ids, entity_ids, groups, results, now)
+        return Served(ids, outputs, versions, variants)
+
+    def _route(
+        self,
+        state: RouteState,
+        rows: Rows,
+        entity_ids: Sequence[str | None],
+        version: str | None,
+    ) -> list[tuple[ServingModel, Variant, Rows, list[int] | None]]:
+        """(model, variant, rows, their indexes or None for all) per version serving them."""
+        if version is not None:
+            model = state.models().get(version)
+            if model is None:
+                raise ModelNotFoundError(
+                    f"version {version} is not served here (loaded: {sorted(state.models())})",
+                    field="version",
+                )
+            return [(model, state.variant_of(version), rows, None)]
+        table, candidate = state.table, state.candidate
+        if table.mode != "canary" or candidate is None:
+            return [(state.stable, "stable", rows, None)]
+        if rows.n == 1 or len(set(entity_ids)) == 1:
+            if serves_candidate(table, entity_ids[0]):
+                return [(candidate, "candidate", rows, None)]
+            return [(state.stable, "stable", rows, None)]
+        picks = [serves_candidate(table, key) for key in entity_ids]
+        on_candidate = [i for i, pick in enumerate(picks) if pick]
+        on_stable = [i for i, pick in enumerate(picks) if not pick]
+        groups: list[tuple[ServingModel, Variant, Rows, list[int] | None]] = []
+        if on_stable:
+            groups.append((state.stable, "stable", rows.take(on_stable), on_stable))
+        if on_candidate:
+            groups.append((candidate, "candidate", rows.take(on_candidate), on_candidate))
+        if len(groups) == 1:
+            return [(groups[0][0], groups[0][1], rows, None)]
+        return groups
+
+    def _observe(
+        self, version: str, variant: str, route: str, started: float | None, error: bool = False
+    ) -> None:
+        if started is not None:
+            self.stats.observe(version, variant, route, time.perf_counter() - started, error)
+
+    # --- off the critical path -----------------------------------------------------------
+
+    def _score_aside(
+        self,
+        state: RouteState,
+        rows: Rows,
+        ids: list[str],
+        entity_ids: Sequence[str | None],
+        groups: list[tuple[ServingModel, Variant, Rows, list[int] | None]],
+        results: list[Outputs],
+        now: float,
+    ) -> None:
+        """Shadow and baseline scoring: queued after the answer, logged, never returned."""
+        if state.table.mode == "shadow" and state.candidate is not None:
+            self._side(state.candidate, "shadow", rows, ids, entity_ids, now)
+        baseline = state.baseline
+        if baseline is None or not self.with_baseline:
+            return
+        if len(groups) == 1 and groups[0][0] is baseline:
+            # The baseline answered this request itself: log its answer once more as such.
+            if self.predictions is not None:
+                record: LogRecord = (
+                    ids,
+                    entity_ids,
+                    rows.values,
+                    baseline.version,
+                    "baseline",
+                    results[0],
+                    now,
+                )
+                self.predictions.add(record)
+            return
+        self._side(baseline, "baseline", rows, ids, entity_ids, now)
+
+    def _side(
+        self,
+        model: ServingModel,
+        variant: Variant,
+        rows: Rows,
+        ids: list[str],
+        entity_ids: Sequence[str | None],
+        ts: float,
+    ) -> None:
+        queued_at = time.perf_counter()
+
+        def scored(scored_rows: Rows, outputs: Outputs | None) -> None:
+            seconds = time.perf_counter() - queued_at
+            self.stats.observe(model.version, variant, "side", seconds, error=outputs is None)
+            if outputs is None:
+                metrics.side_scoring_total.labels(variant, "failed").inc(scored_rows.n)
+                return
+            self._side_done[variant].inc(scored_rows.n)
+            if self.predictions is not None:
+                record = (ids, entity_ids, scored_rows.values, model.version, variant, outputs, ts)
+                self.predictions.add(record)
+
+        if not model.batcher.submit_side(rows, scored):
+            self._side_dropped[variant].inc(rows.n)
+
+
+def _merge(
+    groups: list[tuple[ServingModel, Variant, Rows, list[int] | None]],
+    results: list[Outputs],
+    n: int,
+) -> tuple[Outputs, list[str], list[str]]:
+    versions = [""] * n
+    variants = [""] * n
+    parts = []
+    for (model, variant, _, index), outputs in zip(groups, results, strict=True):
+        assert index is not None
+        for i in index:
+            versions[i] = model.version
+            variants[i] = variant
+        parts.append((index, outputs))
+    return scatter(parts, n), versions, variants

@@ -1,0 +1,118 @@
+"""Settings of the inference process, read once from the environment (`DRIFTLINE_INFERENCE_*`).
+
+The DynamicModel (`..._MODEL_FILE`) says what to serve and how to batch and cache;
+these settings say how this process runs: where it listens, how many workers and
+threads, the limits that protect it, and the knobs of its background work.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from driftline.common.settings import PartSettings
+
+ProviderChoice = Literal["auto", "cpu", "cuda", "tensorrt"]
+ExecutionMode = Literal["auto", "inline", "thread"]
+
+
+class InferenceSettings(PartSettings):
+    """Everything the inference process needs besides the DynamicModel itself."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLINE_INFERENCE_", extra="ignore", frozen=True
+    )
+
+    host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
+    port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0: any free port).")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the port; each holds its own sessions. "
+        "In Kubernetes prefer one worker per pod and scale pods.",
+    )
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Larger request bodies are refused with 413 before parsing.",
+    )
+    max_rows: int = Field(default=4096, ge=1, description="Most rows one request may carry.")
+    drain_timeout_seconds: float = Field(
+        default=20.0, ge=0, description="SIGTERM: longest wait for in-flight requests."
+    )
+    shutdown_delay_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="SIGTERM: keep serving this long with readiness 503 before closing the "
+        "listener, so load balancers stop sending first.",
+    )
+
+    # --- model runtime -------------------------------------------------------------------
+    model_version: str | None = Field(
+        default=None,
+        description="Serve this registered version instead of following the routing table "
+        "(pinned deployments, debugging).",
+    )
+    providers: ProviderChoice = Field(
+        default="auto",
+        description="ONNX Runtime execution providers: auto picks TensorRT, then CUDA, "
+        "then CPU from what this machine has.",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=256, description="ONNX Runtime threads per run; 0: the CPUs we may use."
+    )
+    execution: ExecutionMode = Field(
+        default="auto",
+        description="Where a batch runs: inline on the event loop (cheapest for small models), "
+        "in a worker thread (large models, GPUs), or auto by the measured batch time.",
+    )
+    inline_max_ms: float = Field(
+        default=2.0,
+        gt=0,
+        description="auto: a model whose full batch runs within this many ms runs inline.",
+    )
+    model_dir: str | None = Field(
+        default=None, description="Where downloaded models are kept (default: a temp dir)."
+    )
+    alias_poll_seconds: float = Field(
+        default=5.0, gt=0, description="Without a routing table: how often `champion` is re-read."
+    )
+    routing_poll_seconds: float = Field(
+        default=1.0, gt=0, le=1.0, description="Routing table poll (beside pub/sub)."
+    )
+    load_retry_seconds: float = Field(
+        default=10.0, gt=0, description="First wait before a failed load is tried again."
+    )
+    load_retry_max_seconds: float = Field(
+        default=300.0, gt=0, description="Cap of the doubling wait between load attempts."
+    )
+    unload_grace_seconds: float = Field(
+        default=5.0, ge=0, description="A version leaving the table is unloaded after this long."
+    )
+
+    # --- side effects ----------------------------------------------------------------------
+    prediction_log: bool = Field(default=True, description="Send every prediction to Kafka.")
+    log_buffer: int = Field(
+        default=100_000, ge=100, description="Predictions held for Kafka before dropping."
+    )
+    log_flush_ms: float = Field(
+        default=5.0, gt=0, le=1000, description="How often the buffer drains."
+    )
+    create_topics: bool = Field(
+        default=True, description="Create the predictions topic at start when it is missing."
+    )
+    stats_flush_seconds: float = Field(
+        default=1.0, gt=0, description="Serving stats go to Redis this often (one pipeline)."
+    )
+    cache_timeout_ms: float = Field(
+        default=50.0, gt=0, description="A cache call slower than this counts as a failure."
+    )
+    cache_retry_seconds: float = Field(
+        default=5.0, gt=0, description="After a cache failure, serve without it this long."
+    )
+    redis_timeout_seconds: float = Field(
+        default=1.0, gt=0, description="Socket timeout of the routing and stats connections."
+    )
