@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -95,17 +94,6 @@ def ensure_topics(
             if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         log.info("created topic %s (%d partitions)", topic, partitions)
-
-
-def wait_for_assignment(consumer: Any, timeout: float = 30.0) -> list[Any]:
-    """Poll until the group gives this consumer partitions (tests and start-up)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assignment = consumer.assignment()
-        if assignment:
-            return list(assignment)
-        consumer.consume(1, 0.2)
-    raise TimeoutError(f"no partitions assigned within {timeout:.0f}s")
 
 
 class DeadLetters:
