@@ -433,5 +433,7 @@ class TrainerWorker:
         finally:
             if self._consumer is not None:
                 self._consumer.close()
+                self._consumer = None
             if self._producer is not None:
                 self._producer.flush(10)
+                self._producer = None
