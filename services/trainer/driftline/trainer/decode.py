@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from driftline.api.events import SCHEMA_VERSION, EventError, LabeledExample, decode
 from driftline.common.features import FeatureError, FeatureLayout
@@ -31,8 +32,10 @@ PARTITION_SHIFT = 40  # row key = partition << 40 | offset
 @dataclass
 class Decoded:
     examples: Examples
-    offsets: list[tuple[str, int, int]] = field(default_factory=list)
-    """(topic, partition, offset) of the rows in `examples`, in order."""
+    partitions: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Partition of each row in `examples` (all rows come from the labeled topic)."""
+    offsets: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Offset of each row in `examples`."""
     dead: int = 0
     stable_version: str | None = None
     """The stable model version of the newest stable prediction in the batch."""
@@ -56,57 +59,72 @@ class LabeledDecoder:
         self.dead_letters = dead_letters
 
     def decode(self, msgs: list[Any]) -> Decoded:
-        """Decode records (all of the labeled topic, none with an error set)."""
+        """Decode records of the labeled topic (none with an error set)."""
         events = self._events(msgs)
         good_msgs: list[Any] = []
         good: list[LabeledExample] = []
         dead = 0
         for msg, event in zip(msgs, events, strict=True):
             if isinstance(event, str):
-                reason: str | None = event
+                self.dead_letters.send(msg, event)
+                dead += 1
             else:
-                reason = self._check(event)
-                if reason is None:
-                    good_msgs.append(msg)
-                    good.append(event)
-                    continue
-            self.dead_letters.send(msg, reason)
-            dead += 1
+                good_msgs.append(msg)
+                good.append(event)
+        # Checks over the whole batch first; the per-record reasons only for failures.
+        name = self.model_name
+        labels = np.fromiter((e.label for e in good), np.float64, len(good))
+        ok = np.isfinite(labels)
+        if self.classification:
+            ok &= (labels >= 0) & (labels < self.classes) & (labels == np.round(labels))
+        ok[[i for i, e in enumerate(good) if e.model != name or e.v != SCHEMA_VERSION]] = False
+        if not ok.all():
+            for i in np.flatnonzero(~ok):
+                self.dead_letters.send(good_msgs[i], self._reason(good[i]))
+            dead += int((~ok).sum())
+            keep = np.flatnonzero(ok)
+            good_msgs = [good_msgs[i] for i in keep]
+            good = [good[i] for i in keep]
+            labels = labels[keep]
         features = [e.features for e in good]
         try:
             numeric, categorical = self.layout.arrays(features)
         except FeatureError:
-            keep = []
+            keep_rows = []
             for i, row in enumerate(features):
                 try:
                     self.layout.check_row(row)
-                    keep.append(i)
+                    keep_rows.append(i)
                 except FeatureError as exc:
                     self.dead_letters.send(good_msgs[i], f"features: {exc}")
                     dead += 1
-            good_msgs = [good_msgs[i] for i in keep]
-            good = [good[i] for i in keep]
+            good_msgs = [good_msgs[i] for i in keep_rows]
+            good = [good[i] for i in keep_rows]
+            labels = labels[keep_rows]
             numeric, categorical = self.layout.arrays([e.features for e in good])
         n = len(good)
         partitions = np.fromiter((m.partition() for m in good_msgs), np.int64, n)
         offsets = np.fromiter((m.offset() for m in good_msgs), np.int64, n)
-        stable = [e for e in good if e.variant == "stable"]
+        nan = float("nan")
+        served = np.fromiter(
+            (e.output if e.variant == "stable" else nan for e in good), np.float32, n
+        )
+        stable = [e.model_version for e in good if e.variant == "stable"]
         examples = Examples(
             numeric=numeric,
             categorical=categorical,
             codes=self.encoder(categorical),
-            labels=np.fromiter((e.label for e in good), np.float32, n),
+            labels=labels.astype(np.float32),
             key=(partitions << PARTITION_SHIFT) | offsets,
-            served=np.fromiter(
-                (e.output if e.variant == "stable" else np.nan for e in good), np.float32, n
-            ),
+            served=served,
             ts=np.fromiter((e.ts_label for e in good), np.float64, n),
         )
         return Decoded(
             examples=examples,
-            offsets=[(m.topic(), m.partition(), m.offset()) for m in good_msgs],
+            partitions=partitions,
+            offsets=offsets,
             dead=dead,
-            stable_version=stable[-1].model_version if stable else None,
+            stable_version=stable[-1] if stable else None,
         )
 
     def _events(self, msgs: list[Any]) -> list[LabeledExample | str]:
@@ -128,7 +146,7 @@ class LabeledDecoder:
                 out.append(exc.reason)
         return out
 
-    def _check(self, event: LabeledExample) -> str | None:
+    def _reason(self, event: LabeledExample) -> str:
         if event.v != SCHEMA_VERSION:
             return (
                 f"LabeledExample schema version {event.v} is not supported "
@@ -142,4 +160,4 @@ class LabeledDecoder:
             not float(event.label).is_integer() or not 0 <= event.label < self.classes
         ):
             return f"label {event.label!r} is not a class index in [0, {self.classes})"
-        return None
+        return "invalid record"
