@@ -57,7 +57,9 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in text)) for i, h in enumerate(headers)]
     line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in text]
+    body = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in text
+    ]
     return "\n".join([line, rule, *body])
 
 
@@ -65,8 +67,13 @@ def write(name: str, title: str, sections: list[tuple[str, str]], data: dict[str
     """benchmarks/results/<name>.md (tables and notes) and <name>.json (the numbers)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     info = data.setdefault("machine", machine())
-    md = [f"# {title}", "", f"Machine: {info['cpu']} ({info['cpus']} CPUs), load average "
-          f"{info['load_average']} at {info['at']}; torch {info['torch']}.", ""]
+    md = [
+        f"# {title}",
+        "",
+        f"Machine: {info['cpu']} ({info['cpus']} CPUs), load average "
+        f"{info['load_average']} at {info['at']}; torch {info['torch']}.",
+        "",
+    ]
     for heading, body in sections:
         md += [f"## {heading}", "", body, ""]
     (RESULTS / f"{name}.md").write_text("\n".join(md))

@@ -71,7 +71,9 @@ def messages(stream: DriftingStream, rows: int) -> list[bytes]:
                 ts_label=now,
             )
         )
-        for i, (features, label) in enumerate(zip(data.features(), data.labels.tolist(), strict=True))
+        for i, (features, label) in enumerate(
+            zip(data.features(), data.labels.tolist(), strict=True)
+        )
     ]
 
 
@@ -82,7 +84,9 @@ def raw_torch(learner: OnlineLearner, ex: Examples, fused: bool = True) -> float
     learner.net.preprocess.fit(ex.numeric)  # type: ignore[operator]
     x, c = torch.from_numpy(ex.numeric), torch.from_numpy(ex.codes)
     y = torch.from_numpy(ex.labels.astype(np.int64))
-    batches = [(x[i : i + BATCH], c[i : i + BATCH], y[i : i + BATCH]) for i in range(0, len(y), BATCH)]
+    batches = [
+        (x[i : i + BATCH], c[i : i + BATCH], y[i : i + BATCH]) for i in range(0, len(y), BATCH)
+    ]
     net.train()
     start = time.perf_counter()
     for xb, cb, yb in batches:
@@ -137,7 +141,12 @@ def consume_all(conn: KafkaConnection, topic: str, group: str, rows: int) -> lis
 
 
 def end_to_end(
-    conn: KafkaConnection, topic: str, group: str, rows: int, learner: OnlineLearner, decoder: LabeledDecoder
+    conn: KafkaConnection,
+    topic: str,
+    group: str,
+    rows: int,
+    learner: OnlineLearner,
+    decoder: LabeledDecoder,
 ) -> tuple[float, float]:
     """(examples consumed per second, rows in gradient steps per second)."""
     consumer = make_consumer(conn, group, [topic])
@@ -180,7 +189,9 @@ def river_rates(stream: DriftingStream, rows: int) -> dict[str, float]:
     return out
 
 
-def run_contract(stream_cls: type[DriftingStream], rows: int, conn: KafkaConnection, tag: str) -> list[list[Any]]:
+def run_contract(
+    stream_cls: type[DriftingStream], rows: int, conn: KafkaConnection, tag: str
+) -> list[list[Any]]:
     stream = stream_cls(seed=1)  # type: ignore[call-arg]
     values = messages(stream, rows)
     topic = f"bench-{tag}-{int(time.time())}"
@@ -215,16 +226,50 @@ def run_contract(stream_cls: type[DriftingStream], rows: int, conn: KafkaConnect
     plain_e2e, plain_e2e_stepped = e2e["no replay/EWC"]
     default_e2e, default_e2e_stepped = e2e["defaults"]
     nan = float("nan")
-    results = [
+    return [
         [name, "raw torch loop, fused Adam (ceiling)", raw, raw, 1.0, 1.0],
-        [name, "raw torch loop, default Adam", raw_default_adam, raw_default_adam, raw_default_adam / raw, raw_default_adam / raw],
+        [
+            name,
+            "raw torch loop, default Adam",
+            raw_default_adam,
+            raw_default_adam,
+            raw_default_adam / raw,
+            raw_default_adam / raw,
+        ],
         [name, "decode only", decode_rate, nan, decode_rate / raw, nan],
-        [name, "learn, no replay/EWC", plain_rows, plain_stepped, plain_rows / raw, plain_stepped / raw],
-        [name, "learn, defaults (replay 0.5, EWC)", default_rows, default_stepped, default_rows / raw, default_stepped / raw],
-        [name, "consume+decode+learn, no replay/EWC", plain_e2e, plain_e2e_stepped, plain_e2e / raw, plain_e2e_stepped / raw],
-        [name, "consume+decode+learn, defaults", default_e2e, default_e2e_stepped, default_e2e / raw, default_e2e_stepped / raw],
+        [
+            name,
+            "learn, no replay/EWC",
+            plain_rows,
+            plain_stepped,
+            plain_rows / raw,
+            plain_stepped / raw,
+        ],
+        [
+            name,
+            "learn, defaults (replay 0.5, EWC)",
+            default_rows,
+            default_stepped,
+            default_rows / raw,
+            default_stepped / raw,
+        ],
+        [
+            name,
+            "consume+decode+learn, no replay/EWC",
+            plain_e2e,
+            plain_e2e_stepped,
+            plain_e2e / raw,
+            plain_e2e_stepped / raw,
+        ],
+        [
+            name,
+            "consume+decode+learn, defaults",
+            default_e2e,
+            default_e2e_stepped,
+            default_e2e / raw,
+            default_e2e_stepped / raw,
+        ],
     ]
-    return results
 
 
 def main() -> None:
@@ -241,7 +286,14 @@ def main() -> None:
     river = river_rates(SEAStream(seed=2), 20_000)
     for name, rate in river.items():
         rows.append(["sea", name, rate, float("nan"), float("nan"), float("nan")])
-    headers = ["contract", "path", "examples/s", "rows in steps/s", "examples vs raw", "steps vs raw"]
+    headers = [
+        "contract",
+        "path",
+        "examples/s",
+        "rows in steps/s",
+        "examples vs raw",
+        "steps vs raw",
+    ]
     text = table(headers, rows)
     print(text)
     info = machine()
@@ -259,7 +311,11 @@ def main() -> None:
         "trainer-throughput",
         "Online trainer throughput",
         [("Samples per second", text), ("How it was measured", notes)],
-        {"machine": info, "rows": args.rows, "results": [dict(zip(headers, r, strict=True)) for r in rows]},
+        {
+            "machine": info,
+            "rows": args.rows,
+            "results": [dict(zip(headers, r, strict=True)) for r in rows],
+        },
     )
 
 

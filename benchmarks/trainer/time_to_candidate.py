@@ -101,9 +101,11 @@ def main() -> None:
     from driftline.trainer.settings import TrainerSettings
 
     results: list[list[Any]] = []
-    with tempfile.TemporaryDirectory(prefix="driftline-ttc-") as tmp, TansuBroker() as broker, MlflowServer(
-        root=Path(tmp) / "mlflow"
-    ) as mlflow:
+    with (
+        tempfile.TemporaryDirectory(prefix="driftline-ttc-") as tmp,
+        TansuBroker() as broker,
+        MlflowServer(root=Path(tmp) / "mlflow") as mlflow,
+    ):
         model_file = Path(tmp) / "model.yaml"
         model_yaml(model_file, broker.bootstrap_servers, mlflow.tracking_uri)
         settings = TrainerSettings(model_file=model_file, checkpoint_dir=Path(tmp) / "state")
@@ -120,7 +122,12 @@ def main() -> None:
             "DRIFTLINE_TRAINER_METRICS_PORT": str(port),
         }
         log = (Path(tmp) / "trainer.log").open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "driftline.trainer"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "driftline.trainer"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         client = MlflowClient(mlflow.tracking_uri)
         producer = make_producer(conn)
         try:
@@ -146,7 +153,9 @@ def main() -> None:
                     else:
                         time.sleep(0.05)
                 if found is None:
-                    results.append([round_, "no version (gate said no, see the trainer's log)", float("nan")])
+                    results.append(
+                        [round_, "no version (gate said no, see the trainer's log)", float("nan")]
+                    )
                     continue
                 latency = found.creation_timestamp / 1000 - sent
                 results.append([round_, f"version {found.version}", latency])

@@ -179,7 +179,10 @@ def test_crash_between_register_and_checkpoint(
 
     survivor = TrainerWorker(case.settings)
     with run_worker(survivor):
-        until(lambda: survivor.parent == "2" and survivor.staged_key is None, what="recovery")
+        until(
+            lambda: survivor.progress.parent == "2" and survivor.progress.staged_key is None,
+            what="recovery",
+        )
     versions = registered(case)
     keys = [v.tags[TAG_PUBLISH_KEY] for v in versions]
     assert keys.count(staged["worker"]["staged_key"]) == 1

@@ -44,8 +44,8 @@ def test_regression_is_blocked_then_concept_epoch_publishes(
     case.produce(inverted(stream.take(3000)))
     worker = TrainerWorker(case.settings)
     with run_worker(worker):
-        until(lambda: len(worker.gate_history) >= 1, what="a gate decision")
-        decision = worker.gate_history[0]
+        until(lambda: len(worker.progress.gate_history) >= 1, what="a gate decision")
+        decision = worker.progress.gate_history[0]
         assert decision["publish"] is False
         assert "regresses the anchor set of epoch 0" in decision["reason"]
         assert versions.by_alias(registry.ALIAS_CANDIDATE) is None

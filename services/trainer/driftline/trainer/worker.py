@@ -24,13 +24,10 @@ import gc
 import logging
 import threading
 import time
-from collections import deque
 from typing import Any
 
-import numpy as np
-
 from driftline.api import registry
-from driftline.api.events import DriftEvent, EventError, RolloutEvent, decode
+from driftline.api.events import DriftEvent
 from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
@@ -38,8 +35,10 @@ from driftline.trainer import metrics
 from driftline.trainer.decode import LabeledDecoder
 from driftline.trainer.export import ExportError
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
+from driftline.trainer.progress import Progress
 from driftline.trainer.publish import Publisher
 from driftline.trainer.settings import TrainerSettings
+from driftline.trainer.signals import read_control, respond
 from driftline.trainer.state import (
     from_bytes,
     learner_state,
@@ -83,18 +82,10 @@ class TrainerWorker:
         self.heartbeat = Heartbeat()
         self.stop = threading.Event()
         self.learner: OnlineLearner | None = None
-        # Consumer positions (next offset) and the offsets learned since the parent version.
-        self.positions: dict[str, int] = {}
-        self.lineage: dict[str, list[int]] = {}
-        self.parent: str | None = None
-        self.staged_key: str | None = None
-        self.rows_since_attempt = 0
+        self.progress = Progress()
         self.last_attempt = time.monotonic()
         self.last_retrain = time.monotonic()
         self.publish_soon = False
-        self.stable_version: str | None = None
-        self.seen_events: deque[str] = deque(maxlen=256)
-        self.gate_history: deque[dict[str, Any]] = deque(maxlen=20)
         self._consumer: Any = None
         self._producer: Any = None
         self._last_checkpoint = time.monotonic()
@@ -115,20 +106,12 @@ class TrainerWorker:
         if self.checkpoint_path.exists():
             arrays, meta = from_bytes(self.checkpoint_path.read_bytes())
             restore_learner(learner, arrays, meta)
-            worker = meta["worker"]
-            self.positions = {k: int(v) for k, v in worker["positions"].items()}
-            self.lineage = {k: [int(a), int(b)] for k, (a, b) in worker["lineage"].items()}
-            self.parent = worker["parent"]
-            self.staged_key = worker["staged_key"]
-            self.rows_since_attempt = int(worker["rows_since_attempt"])
-            self.stable_version = worker.get("stable_version")
-            self.seen_events.extend(worker.get("seen_events", []))
-            self.gate_history.extend(worker.get("gate_history", []))
+            self.progress = Progress.from_meta(meta["worker"])
             log.info(
                 "resumed from checkpoint: %d rows seen, epoch %d, parent version %s",
                 learner.seq,
                 learner.epoch,
-                self.parent,
+                self.progress.parent,
             )
         else:
             while not self.stop.is_set():
@@ -138,7 +121,7 @@ class TrainerWorker:
                         arrays, meta = from_bytes(self.versions.download(champion, STATE_ARTIFACT))
                         restore_learner(learner, arrays, meta)
                         learner.forget_recent()
-                        self.parent = champion.version
+                        self.progress.parent = champion.version
                         log.info("starting from champion version %s", champion.version)
                         break
                     log.warning(
@@ -151,7 +134,7 @@ class TrainerWorker:
                     log.warning("%s; retrying", exc)
                 self.heartbeat.beat()
                 self.stop.wait(RETRY_SECONDS)
-        self.publisher.discard_except(self.staged_key)
+        self.publisher.discard_except(self.progress.staged_key)
         metrics.concept_epoch.set(learner.epoch)
         return learner
 
@@ -170,7 +153,7 @@ class TrainerWorker:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         # The checkpoint is the truth: offsets committed to the group may lag behind it.
         for tp in partitions:
-            position = self.positions.get(f"{tp.topic}:{tp.partition}")
+            position = self.progress.positions.get(f"{tp.topic}:{tp.partition}")
             if position is not None:
                 tp.offset = position
         consumer.incremental_assign(partitions)
@@ -229,12 +212,8 @@ class TrainerWorker:
             self._learn(labeled, decoder)  # what came before the event is learned first
             labeled = []
             self._control(msg, dead)
-            self._advance(msg.topic(), msg.partition(), msg.offset())
+            self.progress.advance(msg.topic(), msg.partition(), msg.offset())
         self._learn(labeled, decoder)
-
-    def _advance(self, topic: str, partition: int, offset: int) -> None:
-        key = f"{topic}:{partition}"
-        self.positions[key] = max(self.positions.get(key, 0), offset + 1)
 
     def _learn(self, msgs: list[Any], decoder: LabeledDecoder) -> None:
         if not msgs:
@@ -242,24 +221,22 @@ class TrainerWorker:
         assert self.learner is not None
         decoded = decoder.decode(msgs)
         ex = decoded.examples
-        if decoded.stable_version and decoded.stable_version != self.stable_version:
+        progress = self.progress
+        if decoded.stable_version and decoded.stable_version != progress.stable_version:
             # A promotion: the new stable version's error rate starts from scratch.
             self.learner.monitor.reset()
-            self.stable_version = decoded.stable_version
+            progress.stable_version = decoded.stable_version
         report = self.learner.observe(ex) if self.scheduled else self.learner.learn(ex)
         topic = self.topics.labeled
-        for partition in np.unique(decoded.partitions):
-            offsets = decoded.offsets[decoded.partitions == partition]
-            first_last = self.lineage.setdefault(f"{topic}:{partition}", [int(offsets.min())] * 2)
-            first_last[0] = min(first_last[0], int(offsets.min()))
-            first_last[1] = max(first_last[1], int(offsets.max()))
+        if len(ex):
+            progress.learned(topic, decoded.partitions, decoded.offsets)
         # Every record moves the position, dead-lettered ones too: their effect is durable.
         ends: dict[int, int] = {}
         for msg in msgs:
             ends[msg.partition()] = max(ends.get(msg.partition(), -1), msg.offset())
         for partition, offset in ends.items():
-            self._advance(topic, partition, offset)
-        self.rows_since_attempt += len(ex)
+            progress.advance(topic, partition, offset)
+        progress.rows_since_attempt += len(ex)
         metrics.examples.labels("held_out").inc(report.held_out)
         metrics.examples.labels("learned").inc(report.rows - report.held_out)
         metrics.examples.labels("dead_letter").inc(decoded.dead)
@@ -272,46 +249,29 @@ class TrainerWorker:
             log.info("error rose with shifted inputs %s: a covariate shift", report.covariate)
 
     def _control(self, msg: Any, dead: DeadLetters) -> None:
-        try:
-            event = decode(msg.value() or b"", DriftEvent)
-        except EventError as exc:
-            try:
-                decode(msg.value() or b"", RolloutEvent)
-                return  # the rollout's own news: not for the trainer
-            except EventError:
-                dead.send(msg, f"control: {exc.reason}")
-                metrics.examples.labels("dead_letter").inc()
-                return
-        if event.model != self.model.name or event.event_id in self.seen_events:
+        control = read_control(msg.value())
+        if control.error is not None:
+            dead.send(msg, control.error)
+            metrics.examples.labels("dead_letter").inc()
             return
-        self.seen_events.append(event.event_id)
+        event = control.event
+        if event is None or event.model != self.model.name:
+            return
+        if event.event_id in self.progress.seen_events:
+            return
+        self.progress.seen_events.append(event.event_id)
         self.on_drift(event)
 
     def on_drift(self, event: DriftEvent) -> None:
-        """Act on a drift signal: a concept change opens an epoch; `retrain` speeds up."""
+        """Act on a drift signal (see `signals.respond`)."""
         assert self.learner is not None
-        retrain = "retrain" in self.model.spec.drift.on_drift
-        if event.kind == "concept":
-            start = (
-                self.learner.seq_since(event.window_start)
-                if event.window_start is not None
-                else None
-            )
-            if start is None:  # no window given: the last drift window of rows
-                start = max(0, self.learner.seq - self.model.spec.drift.window)
-            record = self.learner.open_epoch(
-                f"drift event {event.event_id} ({event.detector}, score {event.score:.3g})", start
-            )
+        action, record = respond(self.learner, event, self.model.spec.drift)
+        metrics.drift_events.labels(event.kind, action).inc()
+        if record is not None:
             log.info("concept epoch %d opened: %s", record.epoch, record.reason)
             metrics.concept_epoch.set(self.learner.epoch)
-            metrics.drift_events.labels(event.kind, "epoch").inc()
+        if action != "none":
             self.publish_soon = True
-        elif retrain:
-            self.learner.boost()
-            metrics.drift_events.labels(event.kind, "boost").inc()
-            self.publish_soon = True
-        else:
-            metrics.drift_events.labels(event.kind, "none").inc()
 
     # -- publishing -----------------------------------------------------------------
 
@@ -320,21 +280,22 @@ class TrainerWorker:
         now = time.monotonic()
         if now < self._retry_at:
             return
-        if self.staged_key is not None:
+        progress = self.progress
+        if progress.staged_key is not None:
             self._finish_staged()
             return
         publish = self.model.spec.training.publish
         if self.scheduled:
             due = now - self.last_retrain >= (self.model.spec.training.schedule_seconds or 0)
-            if due and self.rows_since_attempt:
+            if due and progress.rows_since_attempt:
                 self.learner.retrain(self.settings.retrain_passes)
                 self.last_retrain = now
                 self._attempt()
             return
-        due = self.rows_since_attempt >= publish.every_samples or (
-            self.rows_since_attempt > 0 and now - self.last_attempt >= publish.every_seconds
+        due = progress.rows_since_attempt >= publish.every_samples or (
+            progress.rows_since_attempt > 0 and now - self.last_attempt >= publish.every_seconds
         )
-        if (due or self.publish_soon) and self.lineage:
+        if (due or self.publish_soon) and progress.lineage:
             self._attempt()
 
     def _attempt(self) -> None:
@@ -349,12 +310,13 @@ class TrainerWorker:
             return
         if decision is None:  # too few held-out rows in this epoch yet: try again later
             return
+        progress = self.progress
         self.publish_soon = False
-        self.rows_since_attempt = 0
+        progress.rows_since_attempt = 0
         self.last_attempt = time.monotonic()
         metrics.holdout_score.labels("new").set(decision.new.holdout)
         metrics.holdout_score.labels("serving").set(decision.serving.holdout)
-        self.gate_history.append({"publish": decision.publish, "reason": decision.reason})
+        progress.gate_history.append({"publish": decision.publish, "reason": decision.reason})
         if not decision.publish:
             metrics.gate_decisions.labels("rejected", decision.kind).inc()
             log.info("not published: %s", decision.reason)
@@ -365,8 +327,8 @@ class TrainerWorker:
                 self.learner,
                 decision.to_json(),
                 decision.metrics(),
-                dict(self.lineage),
-                self.parent,
+                dict(progress.lineage),
+                progress.parent,
                 [registry.ALIAS_CANDIDATE],
             )
         except ExportError as exc:
@@ -374,18 +336,19 @@ class TrainerWorker:
             log.error("not published: %s", exc)
             return
         self.publisher.stage(staged)
-        self.staged_key = staged.key
-        self.lineage = {}
+        progress.staged_key = staged.key
+        progress.lineage = {}
         self.checkpoint()
         self._finish_staged()
         metrics.gate_decisions.labels("published", "beats").inc()
         metrics.publish_seconds.observe(time.perf_counter() - started)
 
     def _finish_staged(self) -> None:
-        if self.staged_key is None:
+        progress = self.progress
+        if progress.staged_key is None:
             return
         try:
-            version = self.publisher.complete(self.staged_key)
+            version = self.publisher.complete(progress.staged_key)
         except RegistryUnavailableError as exc:
             metrics.registry_errors.inc()
             log.warning("version staged, not yet registered: %s; retrying", exc)
@@ -393,13 +356,16 @@ class TrainerWorker:
             return
         log.info("published %s version %s as candidate", self.versions.name, version)
         metrics.published_version.set(float(version))
-        self.parent = version
-        self.staged_key = None
+        progress.parent = version
+        progress.staged_key = None
         if self.learner is not None:
             self.checkpoint()
 
     def _record_rejection(self, gate_json: str, values: dict[str, float]) -> None:
-        tags = {registry.TAG_GATE: gate_json, registry.TAG_PARENT_VERSION: self.parent or ""}
+        tags = {
+            registry.TAG_GATE: gate_json,
+            registry.TAG_PARENT_VERSION: self.progress.parent or "",
+        }
         try:
             self.versions.record_rejection(tags, values)
         except RegistryUnavailableError as exc:
@@ -413,16 +379,7 @@ class TrainerWorker:
         assert self.learner is not None
         started = time.perf_counter()
         arrays, meta = learner_state(self.learner)
-        meta["worker"] = {
-            "positions": self.positions,
-            "lineage": self.lineage,
-            "parent": self.parent,
-            "staged_key": self.staged_key,
-            "rows_since_attempt": self.rows_since_attempt,
-            "stable_version": self.stable_version,
-            "seen_events": list(self.seen_events),
-            "gate_history": list(self.gate_history),
-        }
+        meta["worker"] = self.progress.to_meta()
         write_atomic(self.checkpoint_path, to_bytes(arrays, meta))
         self._last_checkpoint = time.monotonic()
         metrics.checkpoint_seconds.observe(time.perf_counter() - started)
@@ -436,11 +393,7 @@ class TrainerWorker:
         if self._producer is not None:
             self._producer.flush(10)  # dead letters are durable before their offsets move
         assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        offsets = []
-        for key, position in self.positions.items():
-            topic, partition = key.rsplit(":", 1)
-            if (topic, int(partition)) in assigned:
-                offsets.append(TopicPartition(topic, int(partition), position))
+        offsets = [TopicPartition(*o) for o in self.progress.commit_offsets(assigned)]
         if not offsets:
             return
         try:
@@ -451,7 +404,7 @@ class TrainerWorker:
     def _shutdown(self) -> None:
         try:
             if self.learner is not None:
-                if self.staged_key is not None:
+                if self.progress.staged_key is not None:
                     self._finish_staged()
                 self.checkpoint()
         finally:
