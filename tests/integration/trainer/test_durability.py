@@ -174,6 +174,7 @@ def test_crash_between_register_and_checkpoint(
     with pytest.raises(Crash), run_worker(doomed):
         until(lambda: len(registered(case)) >= 2, what="the registration")
     doomed._consumer.close()  # leave the group without committing, as a dead process would
+    doomed._producer = None
     staged = checkpoint_meta(case)
     assert staged is not None and staged["worker"]["staged_key"] is not None
 

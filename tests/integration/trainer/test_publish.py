@@ -76,7 +76,7 @@ def test_stream_becomes_versions_with_lineage(
 ) -> None:
     stream = CovariateShiftStream(seed=1, schedule=[(0, 0), (3000, 1)])
     spec = {"type": "plugin", "entrypoint": plugin} if learner == "plugin" else None
-    case = trainer_case(stream, learner=spec)
+    case = trainer_case(stream, learner=spec, quantize=learner == "mlp")
     boot = stream.take(3000)
     assert bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32)) == "1"
     versions = ModelVersions(case.settings.connections.mlflow_tracking_uri, case.name)
@@ -101,6 +101,8 @@ def test_stream_becomes_versions_with_lineage(
     assert tags[registry.TAG_PARENT_VERSION] == "1"
     assert tags[registry.TAG_CONCEPT_EPOCH] == "0"
     assert int(tags[registry.TAG_EXAMPLES_SEEN]) >= 3000 + 2000
+    if learner == "mlp":  # the int8 export is checked and kept or dropped, with the reason
+        assert tags["driftline.int8"].startswith(("kept", "dropped"))
     gate = json.loads(tags[registry.TAG_GATE])
     assert gate["publish"] is True and gate["serving_version"] == "1"
     assert gate["new"]["holdout"] > gate["serving"]["holdout"]

@@ -50,9 +50,6 @@ def run_worker(settings: Any) -> int:
     from driftline.trainer.worker import TrainerWorker
 
     _prepare(settings)
-    if settings.model.spec.training.mode == "off":
-        log.info("training.mode is 'off': nothing to train")
-        return 0
     worker = TrainerWorker(settings)
 
     def stop(signum: int, _frame: object) -> None:
@@ -62,6 +59,13 @@ def run_worker(settings: Any) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     serve_health(settings.metrics_port, worker.heartbeat)
+    if settings.model.spec.training.mode == "off":
+        # Idle rather than exit: a supervisor would only restart a process that ends.
+        log.info("training.mode is 'off': nothing to train; idle until stopped")
+        worker.heartbeat.ready = True
+        while not worker.stop.wait(10):
+            worker.heartbeat.beat()
+        return 0
     worker.run()
     return 0
 

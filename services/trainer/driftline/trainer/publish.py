@@ -32,9 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from driftline.api import registry
 from driftline.api.resource import DynamicModel
 from driftline.trainer import export
+from driftline.trainer.buffers import EMPTY
 from driftline.trainer.gate import GateDecision, Scores, decide, quality
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.settings import TrainerSettings
@@ -166,8 +169,12 @@ class Publisher:
     def _sample(self, learner: OnlineLearner) -> Any:
         """Recent rows of the epoch: for the parity check and the reference sample."""
         slots = learner.recent.latest(learner.epoch, self.settings.reference_rows)
-        if len(slots) < 10:
-            slots = learner.recent.latest(learner.recent.epoch.max(), self.settings.reference_rows)
+        if len(slots) < 10:  # an epoch just opened: the newest rows of any epoch
+            filled = np.flatnonzero(learner.recent.epoch != EMPTY)
+            newest = filled[np.argsort(learner.recent.seq[filled], kind="stable")]
+            slots = newest[-self.settings.reference_rows :]
+        if len(slots) == 0:
+            raise export.ExportError("no recent rows to check the export on")
         return learner.recent.rows(slots)
 
     def _quantized(self, graph: bytes, learner: OnlineLearner) -> tuple[bytes | None, str]:

@@ -67,6 +67,11 @@ class TrainerSettings(PartSettings):
     drift_boost_rows: int = Field(
         default=5000, ge=0, description="Rows the raised learning rate lasts."
     )
+    drift_rehearsals: int = Field(
+        default=3,
+        ge=0,
+        description="Extra steps on the epoch's replay rows per step while the boost lasts.",
+    )
     retrain_passes: int = Field(
         default=5, ge=1, description="Passes over the data of a scheduled or bootstrap training."
     )
@@ -97,5 +102,6 @@ class TrainerSettings(PartSettings):
             "detect_concept": self.detect_concept,
             "boost_factor": self.drift_boost_factor,
             "boost_rows": self.drift_boost_rows,
+            "boost_rehearsals": self.drift_rehearsals,
             "seed": self.seed,
         }
