@@ -151,6 +151,7 @@ class OnlineLearner:
             self.replay.add(train.take(slice(start, stop)), seq[start:stop], self.rng)
             if self.boost_left > 0:
                 self._rehearse(self.options.boost_rehearsals)
+                self.boost_left = max(0, self.boost_left - (stop - start))
         self.trained += n
 
     def _rehearse(self, steps: int) -> None:
@@ -201,7 +202,6 @@ class OnlineLearner:
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.learning_rate * boost
         self.optimizer.step()
-        self.boost_left = max(0, self.boost_left - len(labels))
 
     def _targets(self, labels: NDArray[np.float32]) -> torch.Tensor:
         if self.task == "classification":
