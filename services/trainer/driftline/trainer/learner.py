@@ -17,8 +17,8 @@ anchor set, drops the EWC anchor and moves the rows that arrived since the chang
 began into the new epoch; then it trains a pass over those rows (they are the
 new concept's only evidence so far) and, for `boost_rows` rows, raises the
 learning rate and adds `boost_rehearsals` steps on the epoch's reservoir after
-each regular step (on Agrawal's concept switches that took the accuracy over the
-2000 rows after a switch from 0.60 to 0.66).
+each regular step (benchmarks/results/trainer-quality.md: on Agrawal's concept
+switches this is what brings the accuracy after a switch level with River's ARF).
 """
 
 from __future__ import annotations
@@ -144,14 +144,20 @@ class OnlineLearner:
         fresh = max(1, round(self.options.batch_size * (1 - fraction)))
         numeric, codes, labels = train.numeric, train.codes, train.labels
         self.net.train()
+        # Right after a drift signal the newest rows join the reservoir step by step, so
+        # the next steps replay them; otherwise the chunk joins it in one write at the end.
+        stepwise = self.boost_left > 0
         for start in range(0, n, fresh):
             stop = min(start + fresh, n)
             replay_rows = round((stop - start) * fraction / (1 - fraction))
             self._step(numeric[start:stop], codes[start:stop], labels[start:stop], replay_rows)
-            self.replay.add(train.take(slice(start, stop)), seq[start:stop], self.rng)
+            if stepwise:
+                self.replay.add(train.take(slice(start, stop)), seq[start:stop], self.rng)
             if self.boost_left > 0:
                 self._rehearse(self.options.boost_rehearsals)
                 self.boost_left = max(0, self.boost_left - (stop - start))
+        if not stepwise:
+            self.replay.add(train, seq, self.rng)
         self.trained += n
 
     def _rehearse(self, steps: int) -> None:
