@@ -181,7 +181,8 @@ def running(worker: TrainerWorker) -> Iterator[TrainerWorker]:
         thread.join(60)
         assert not thread.is_alive(), "the trainer did not stop within 60 s"
     if errors:
-        raise errors[0]
+        # Without its traceback: the worker's frames (and their Kafka clients) can go.
+        raise errors[0].with_traceback(None)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
