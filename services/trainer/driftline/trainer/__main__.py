@@ -47,7 +47,7 @@ def _prepare(settings: Any) -> None:
 
 def run_worker(settings: Any) -> int:
     from driftline.common.health import serve_health
-    from driftline.trainer.worker import TrainerWorker
+    from driftline.trainer.worker import CheckpointDirError, TrainerWorker
 
     _prepare(settings)
     worker = TrainerWorker(settings)
@@ -66,7 +66,11 @@ def run_worker(settings: Any) -> int:
         while not worker.stop.wait(10):
             worker.heartbeat.beat()
         return 0
-    worker.run()
+    try:
+        worker.run()
+    except CheckpointDirError as exc:
+        log.error("%s", exc)
+        return 2
     return 0
 
 

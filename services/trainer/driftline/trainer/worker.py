@@ -53,6 +53,10 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 5.0
 
 
+class CheckpointDirError(RuntimeError):
+    """The checkpoint directory cannot be written: a deployment error, said plainly."""
+
+
 def tune_gc() -> None:
     """Make Python's cycle collector cheap for a stream of short-lived records.
 
@@ -138,6 +142,20 @@ class TrainerWorker:
         metrics.concept_epoch.set(learner.epoch)
         return learner
 
+    def _check_volume(self) -> None:
+        """Fail at start, clearly, when the checkpoint cannot be written (not at a publish)."""
+        folder = self.settings.checkpoint_dir
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".writable"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise CheckpointDirError(
+                f"DRIFTLINE_TRAINER_CHECKPOINT_DIR={folder} is not writable ({exc}); mount a "
+                "volume there or point the setting at a writable directory"
+            ) from exc
+
     def connect(self) -> None:
         conn = self.settings.connections.kafka
         topics = [self.topics.labeled, self.topics.control]
@@ -167,6 +185,7 @@ class TrainerWorker:
     # -- the loop -------------------------------------------------------------------
 
     def run(self) -> None:
+        self._check_volume()
         self.learner = self.resume()
         if self.stop.is_set():
             return
