@@ -29,6 +29,6 @@ def test_unwritable_checkpoint_dir_fails_at_start(tmp_path: Path) -> None:
         model_file=tmp_path / "m.yaml", checkpoint_dir=tmp_path / "taken" / "state", metrics_port=0
     )
     with pytest.raises(
-        CheckpointDirError, match="DRIFTLINE_TRAINER_CHECKPOINT_DIR=.* is not writable"
+        CheckpointDirError, match=r"DRIFTLINE_TRAINER_CHECKPOINT_DIR=.* is not writable"
     ):
         TrainerWorker(settings).run()
