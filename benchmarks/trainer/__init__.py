@@ -1,0 +1,1 @@
+"""Benchmarks of the online trainer: throughput, time to a candidate, learning quality."""

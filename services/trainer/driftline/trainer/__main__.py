@@ -1,0 +1,142 @@
+"""`python -m driftline.trainer [bootstrap ...]`: the online trainer, or its first version.
+
+    python -m driftline.trainer                       # the worker (settings from the environment)
+    python -m driftline.trainer bootstrap --stream sea --seed 1 --samples 20000
+    python -m driftline.trainer bootstrap --from-file history.csv [--label-column label]
+
+Settings come from `DRIFTLINE_TRAINER_*` variables (`DRIFTLINE_TRAINER_MODEL_FILE`
+is the DynamicModel YAML); `--model-file` overrides that one for convenience.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from driftline.api.resource import SpecError
+from driftline.common.logs import configure_logging
+
+log = logging.getLogger("driftline.trainer")
+
+
+def _settings(model_file: Path | None) -> Any:
+    from driftline.trainer.settings import TrainerSettings
+
+    overrides: dict[str, Any] = {"model_file": model_file} if model_file else {}
+    settings = TrainerSettings(**overrides)
+    settings.model  # noqa: B018  (read the spec now: a bad file fails here, clearly)
+    return settings
+
+
+def _prepare(settings: Any) -> None:
+    configure_logging("trainer", settings.log_level)
+    # MLflow's client retries for minutes by default; the trainer has its own retry loop.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.mlflow_timeout)))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_retries))
+    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a log line per run
+    import torch
+
+    torch.set_num_threads(settings.torch_threads)
+
+
+def run_worker(settings: Any) -> int:
+    from driftline.common.health import serve_health
+    from driftline.trainer.worker import CheckpointDirError, TrainerWorker
+
+    _prepare(settings)
+    worker = TrainerWorker(settings)
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: finishing the batch in hand, then checkpoint and exit", signum)
+        worker.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    serve_health(settings.metrics_port, worker.heartbeat)
+    if settings.model.spec.training.mode == "off":
+        # Idle rather than exit: a supervisor would only restart a process that ends.
+        log.info("training.mode is 'off': nothing to train; idle until stopped")
+        worker.heartbeat.ready = True
+        while not worker.stop.wait(10):
+            worker.heartbeat.beat()
+        return 0
+    try:
+        worker.run()
+    except CheckpointDirError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:
+    from driftline.common.features import FeatureLayout
+    from driftline.trainer.bootstrap import DataError, bootstrap, rows_from_file, rows_from_stream
+
+    _prepare(settings)
+    model = settings.model
+    try:
+        if args.from_file:
+            layout = FeatureLayout.from_features(model.spec.features)
+            rows, labels = rows_from_file(args.from_file, layout, args.label_column)
+            source = f"file:{args.from_file.name}"
+        else:
+            rows, labels = rows_from_stream(
+                model, args.stream, args.seed, args.samples, args.concept
+            )
+            source = f"stream:{args.stream}:seed={args.seed}:concept={args.concept}"
+        version = bootstrap(settings, rows, labels, force=args.force, source=source)
+    except DataError as exc:
+        print(f"bootstrap: {exc}", file=sys.stderr)
+        return 2
+    print(version)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m driftline.trainer", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--model-file", type=Path, help="DynamicModel YAML (else $DRIFTLINE_TRAINER_MODEL_FILE)"
+    )
+    sub = parser.add_subparsers(dest="command")
+    boot = sub.add_parser(
+        "bootstrap", help="train and register the first version (champion, baseline)"
+    )
+    source = boot.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--from-file", type=Path, help=".csv (header), .jsonl ({features, label}) or .npz"
+    )
+    source.add_argument(
+        "--stream", help="a driftline.common.streams generator: sea, hyperplane, covariate, agrawal"
+    )
+    boot.add_argument("--seed", type=int, default=0, help="generator seed")
+    boot.add_argument("--samples", type=int, default=20_000, help="rows to draw from the generator")
+    boot.add_argument("--concept", type=int, default=0, help="the generator's concept (or segment)")
+    boot.add_argument("--label-column", default="label", help="label column/array of a file")
+    boot.add_argument(
+        "--force", action="store_true", help="train a new version even if a champion exists"
+    )
+    boot.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(getattr(args, "boot_model_file", None) or args.model_file)
+    except SpecError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError as exc:  # pydantic's ValidationError: a setting is missing or wrong
+        print(f"trainer settings: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "bootstrap":
+        return run_bootstrap(settings, args)
+    return run_worker(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Telling a concept change from a covariate shift, from the labeled stream alone.
+
+Both show up the same way at first: the serving model makes more mistakes. They
+call for opposite responses (keep the old knowledge vs drop it), so the trainer
+asks a second question when the error rate rises:
+
+1. `ErrorRateMonitor` compares the stable version's error rate over the last
+   `window` labeled rows with its rate over the epoch's earlier rows (a
+   two-proportion z-test; the rise must also be at least `min_increase`, so that
+   a long quiet stream does not alarm on noise). When it alarms, a CUSUM over the
+   buffered rows estimates where the rise began.
+2. `shifted_features` compares the inputs since that point with the current
+   epoch's anchor set (two-sample Kolmogorov-Smirnov per numeric feature,
+   chi-squared per categorical one, Bonferroni-corrected). Errors rising while
+   the inputs look the same means the labeling rule changed: a concept change.
+   Errors rising with moved inputs is a covariate shift: replay and EWC apply.
+
+The drift monitor can also say "concept" outright with a `DriftEvent`; that
+wins over this guess.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numpy.typing import NDArray
+
+
+class ErrorRateMonitor:
+    def __init__(
+        self,
+        window: int = 500,
+        min_reference: int = 1000,
+        min_increase: float = 0.05,
+        z: float = 5.0,
+    ) -> None:
+        self.window = window
+        self.min_reference = min_reference
+        self.min_increase = min_increase
+        self.z = z
+        self.keep = 4 * window  # rows kept for the change-point estimate
+        self.reset()
+
+    def reset(self) -> None:
+        self.errors = np.zeros(0, np.bool_)
+        self.seq = np.zeros(0, np.int64)
+        self.reference_rows = 0
+        self.reference_errors = 0
+        self.counted = 0  # buffered rows (from the front) already in the reference counts
+        self.change_start: int | None = None
+        self.last_rates: tuple[float, float] = (math.nan, math.nan)
+
+    def update(self, errors: NDArray[np.bool_], seq: NDArray[np.int64]) -> bool:
+        """Feed one batch of mistakes (True = wrong) in arrival order; True = the rate rose."""
+        self.errors = np.concatenate([self.errors, errors.astype(np.bool_)])
+        self.seq = np.concatenate([self.seq, seq.astype(np.int64)])
+        # Rows older than the window join the reference counts, each once.
+        older = len(self.errors) - self.window
+        if older > self.counted:
+            self.reference_rows += older - self.counted
+            self.reference_errors += int(self.errors[self.counted : older].sum())
+            self.counted = older
+        if len(self.errors) > self.keep:
+            drop = len(self.errors) - self.keep
+            self.errors, self.seq = self.errors[drop:], self.seq[drop:]
+            self.counted -= drop
+        if self.reference_rows < self.min_reference or len(self.errors) < self.window:
+            return False
+        p_ref = self.reference_errors / self.reference_rows
+        p_win = float(self.errors[-self.window :].mean())
+        self.last_rates = (p_ref, p_win)
+        if p_win - p_ref < self.min_increase:
+            return False
+        base = min(max(p_ref, 1.0 / self.reference_rows), 1 - 1.0 / self.reference_rows)
+        sd = math.sqrt(base * (1 - base) * (1 / self.window + 1 / self.reference_rows))
+        if (p_win - p_ref) / sd < self.z:
+            return False
+        # CUSUM: the rise began after the lowest point of sum(error - midpoint).
+        drift = np.cumsum(self.errors - (p_ref + p_win) / 2)
+        start = min(int(np.argmin(drift)) + 1, len(self.seq) - 1)
+        self.change_start = int(self.seq[start])
+        return True
+
+    def state(self) -> dict[str, NDArray[np.int64]]:
+        return {
+            "monitor.errors": self.errors.astype(np.int64),
+            "monitor.seq": self.seq,
+            "monitor.counts": np.array(
+                [self.reference_rows, self.reference_errors, self.counted], np.int64
+            ),
+        }
+
+    def load_state(self, arrays: dict[str, NDArray[np.int64]]) -> None:
+        self.reset()
+        if "monitor.counts" not in arrays:
+            return
+        self.errors = arrays["monitor.errors"].astype(np.bool_)
+        self.seq = arrays["monitor.seq"].astype(np.int64)
+        self.reference_rows, self.reference_errors, self.counted = (
+            int(v) for v in arrays["monitor.counts"]
+        )
+
+
+def shifted_features(
+    recent_numeric: NDArray[np.float32],
+    reference_numeric: NDArray[np.float32],
+    numeric_names: tuple[str, ...],
+    recent_codes: NDArray[np.int64],
+    reference_codes: NDArray[np.int64],
+    categorical_names: tuple[str, ...],
+    alpha: float = 0.001,
+) -> list[str]:
+    """Features whose distribution differs between the two samples (Bonferroni at `alpha`)."""
+    from scipy import stats
+
+    tests = len(numeric_names) + len(categorical_names)
+    if tests == 0 or len(recent_numeric) < 20 or len(reference_numeric) < 20:
+        return []
+    level = alpha / tests
+    shifted: list[str] = []
+    for j, name in enumerate(numeric_names):
+        a, b = recent_numeric[:, j], reference_numeric[:, j]
+        a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+        if len(a) >= 20 and len(b) >= 20 and stats.ks_2samp(a, b).pvalue < level:
+            shifted.append(name)
+    for j, name in enumerate(categorical_names):
+        new, old = recent_codes[:, j], reference_codes[:, j]
+        levels = np.union1d(new, old)
+        table = np.stack([(new[:, None] == levels).sum(0), (old[:, None] == levels).sum(0)])
+        if len(levels) > 1 and stats.chi2_contingency(table).pvalue < level:
+            shifted.append(name)
+    return shifted

@@ -1,0 +1,49 @@
+"""Training computes the same categorical codes as the exported graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+from driftline.api.spec import FeatureSpec
+from driftline.trainer.encoding import CategoricalEncoder, murmur3_32
+
+
+def ort_murmur(texts: list[str]) -> list[int]:
+    node = helper.make_node("MurmurHash3", ["x"], ["h"], domain="com.microsoft", positive=1)
+    graph = helper.make_graph(
+        [node],
+        "hash",
+        [helper.make_tensor_value_info("x", TensorProto.STRING, [None])],
+        [helper.make_tensor_value_info("h", TensorProto.UINT32, [None])],
+    )
+    model = helper.make_model(
+        graph,
+        ir_version=8,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)],
+    )
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return [int(v) for v in sess.run(None, {"x": np.array(texts, dtype=object)})[0]]
+
+
+def test_murmur3_matches_onnx_runtime() -> None:
+    rng = np.random.default_rng(0)
+    alphabet = list("abcdefghijklmnopqrstuvwxyzABC0123456789 -_.éü€中")
+    texts = ["", "a", "ab", "abc", "abcd", "abcde", "héllo wörld"]
+    texts += ["".join(rng.choice(alphabet, size=rng.integers(0, 40))) for _ in range(500)]
+    assert [murmur3_32(t.encode()) for t in texts] == ort_murmur(texts)
+
+
+def test_codes_for_hashes_and_vocabularies() -> None:
+    encoder = CategoricalEncoder(
+        (
+            FeatureSpec(name="a", type="categorical", hash_buckets=7),
+            FeatureSpec(name="b", type="categorical", vocabulary=["x", "y"]),
+        )
+    )
+    assert encoder.widths == (7, 3)
+    codes = encoder(np.array([["p", "x"], ["q", "y"], ["p", "zzz"]], dtype=object))
+    assert codes[:, 1].tolist() == [0, 1, 2]  # unknown values share the last slot
+    assert codes[0, 0] == codes[2, 0] == murmur3_32(b"p") % 7
+    assert codes.dtype == np.int64
