@@ -72,6 +72,12 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return print_status(args.file, args.state_dir)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from driftline.local.demo import run_demo
+
+    return run_demo(scenario=args.scenario, out_dir=args.out, quick=args.quick, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftline", description="Models that keep learning after they ship."
@@ -95,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", type=Path, default=None)
     p.add_argument("--state-dir", type=Path, default=None)
     p.set_defaults(run=_cmd_status)
+    p = sub.add_parser("demo", help="a drifting stream: detected, learned, promoted")
+    p.add_argument("--scenario", choices=["drift", "bad-candidate", "all"], default="all")
+    p.add_argument("--out", type=Path, default=Path("demo-report"))
+    p.add_argument("--quick", action="store_true", help="a shorter run (the tests use it)")
+    p.add_argument("--seed", type=int, default=7)
+    p.set_defaults(run=_cmd_demo)
     return parser
 
 

@@ -29,6 +29,8 @@ class PartSpec:
     env_prefix: str
     http: bool = False
     """Serves the inference API (it has a port of its own besides metrics)."""
+    data_setting: str | None = None
+    """The setting naming a directory the part keeps between restarts, if any."""
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", f"driftline.{self.name}"]
@@ -39,6 +41,7 @@ class PartSpec:
         endpoints: Endpoints,
         metrics_port: int,
         http_port: int | None = None,
+        data_dir: Path | None = None,
     ) -> dict[str, str]:
         p = self.env_prefix
         env = {
@@ -51,6 +54,8 @@ class PartSpec:
             "DO_NOT_TRACK": "1",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.data_setting and data_dir is not None:
+            env[f"{p}{self.data_setting}"] = str(data_dir / self.name)
         if http_port is not None:
             env[f"{p}PORT"] = str(http_port)
             env[f"{p}HOST"] = "127.0.0.1"
@@ -59,7 +64,7 @@ class PartSpec:
 
 INFERENCE = PartSpec("inference", "DRIFTLINE_INFERENCE_", http=True)
 JOINER = PartSpec("joiner", "DRIFTLINE_JOINER_")
-TRAINER = PartSpec("trainer", "DRIFTLINE_TRAINER_")
+TRAINER = PartSpec("trainer", "DRIFTLINE_TRAINER_", data_setting="CHECKPOINT_DIR")
 DRIFT = PartSpec("drift", "DRIFTLINE_DRIFT_")
 ROLLOUT = PartSpec("rollout", "DRIFTLINE_ROLLOUT_")
 

@@ -16,9 +16,11 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -35,7 +37,7 @@ from driftline.common.infra import (
     start_kafka,
 )
 from driftline.common.kafka import ensure_topics
-from driftline.local.parts import Endpoints, PartSpec, parts_by_name
+from driftline.local.parts import TRAINER, Endpoints, PartSpec, parts_by_name
 from driftline.local.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class LocalRuntime:
         kafka: str = "tansu",
         inference_port: int | None = None,
         fresh: bool = True,
+        before_parts: Callable[[LocalRuntime], None] | None = None,
     ) -> None:
         self.model_file = Path(model_file).resolve()
         self.model = load_dynamic_model(self.model_file)
@@ -98,6 +101,7 @@ class LocalRuntime:
         self.kafka_choice = kafka
         self.inference_port = inference_port or free_port()
         self.fresh = fresh
+        self.before_parts = before_parts
         self.supervisor = Supervisor()
         self._kafka: KafkaBroker | None = None
         self._redis: RedisServer | None = None
@@ -161,6 +165,7 @@ class LocalRuntime:
                     self.endpoints,
                     metrics_ports[part.name],
                     self.inference_port if part.http else None,
+                    data_dir=self.state_dir / "data",
                 ),
             }
             self.supervisor.add(
@@ -216,6 +221,8 @@ class LocalRuntime:
 
     def start(self) -> Self:
         self.start_servers()
+        if self.before_parts is not None:
+            self.before_parts(self)
         self.start_parts()
         return self
 
@@ -242,6 +249,28 @@ class LocalRuntime:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def bootstrap_from_stream(
+    runtime: LocalRuntime, stream: str, concept: int, samples: int, seed: int
+) -> str:
+    """Train and register the first version with the trainer's own command.
+
+    Runs `python -m driftline.trainer bootstrap` against this run's servers, as a user
+    would before the first deploy; returns the registered version.
+    """
+    env = {
+        **_inherited_env(),
+        **TRAINER.environment(
+            runtime.model_file, runtime.endpoints, 0, data_dir=runtime.state_dir / "data"
+        ),
+    }
+    argv = [*TRAINER.argv(), "bootstrap", "--stream", stream, "--seed", str(seed),
+            "--samples", str(samples), "--concept", str(concept)]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if done.returncode != 0:
+        raise InfraError(f"bootstrap failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return done.stdout.strip().splitlines()[-1]
 
 
 def _probe(url: str) -> bool:

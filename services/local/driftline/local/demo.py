@@ -1,0 +1,172 @@
+"""`driftline demo`: the whole loop on one machine, with a change of the world in it.
+
+Scenario `drift` runs `manifests/samples/sea-demo.yaml`. A model is bootstrapped on
+one SEA concept (label: x1 + x2 <= 7), traffic flows through the inference API and
+outcomes come back a second later, then the labeling rule switches (x1 + x2 <= 9.5:
+a fifth of all inputs change their label while the inputs themselves stay the same).
+The drift monitor sees the serving model's errors rise, the trainer opens a new
+concept epoch and publishes a candidate, the rollout shadows it, steps it through
+the canary and promotes it. The frozen bootstrap version (baseline) is scored beside
+it all along: it stays wrong, the served model recovers.
+
+Scenario `bad-candidate` registers a broken candidate (class scores reversed), the
+way a faulty trainer would, with `rollout.strategy: canary`: the first canary step's
+analysis aborts it and routing goes back to stable; only the canary's share of
+entities ever saw it.
+
+Each scenario starts its own embedded servers and parts (`LocalRuntime`), and the
+report (PNG + markdown) goes to `--out`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from driftline.common.connections import KafkaConnection
+from driftline.common.kafka import make_producer
+from driftline.common.streams import SEAStream
+from driftline.local.report import ScenarioResult, write_report
+from driftline.local.runtime import LocalRuntime, bootstrap_from_stream
+from driftline.local.watch import Watcher
+
+log = logging.getLogger(__name__)
+
+REPO_SAMPLE = Path(__file__).resolve().parents[4] / "manifests" / "samples" / "sea-demo.yaml"
+BEFORE, AFTER = 2, 3  # SEA concepts: theta 7, then theta 9.5
+
+
+@dataclass(frozen=True)
+class Plan:
+    warmup: float
+    """Seconds of traffic on the first concept."""
+    max_after_switch: float
+    """Give up waiting for a promotion after this long."""
+    after_decision: float
+    """Seconds of traffic after the promotion (or abort), to show its effect."""
+    rate: float
+    bootstrap_samples: int
+
+
+FULL = Plan(warmup=40, max_after_switch=240, after_decision=30, rate=150, bootstrap_samples=6000)
+QUICK = Plan(warmup=25, max_after_switch=200, after_decision=15, rate=120, bootstrap_samples=4000)
+
+
+def demo_model_file() -> Path:
+    if not REPO_SAMPLE.exists():
+        raise FileNotFoundError(f"{REPO_SAMPLE} is missing: run the demo from a Driftline checkout")
+    return REPO_SAMPLE
+
+
+async def _drive(runtime: LocalRuntime, stream: SEAStream, plan: Plan, watcher: Watcher,
+                 on_tick: Any) -> None:  # fmt: skip
+    from driftline.local.traffic import TrafficGenerator
+
+    producer = make_producer(KafkaConnection(runtime.endpoints.kafka_bootstrap_servers))
+    assert runtime.info is not None and runtime.info.inference_url is not None
+    traffic = TrafficGenerator(
+        inference_url=runtime.info.inference_url,
+        model_name=runtime.model.name,
+        stream=stream,
+        producer=producer,
+        outcomes_topic=runtime.model.topics.outcomes,
+        rate=plan.rate,
+    )
+    watcher.traffic = traffic.log
+    task = asyncio.create_task(traffic.run())
+    try:
+        while not watcher.finished:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(watcher.poll)
+            on_tick(watcher)
+    finally:
+        traffic.stop()
+        await task
+
+
+def run_drift(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioResult:
+    def first_version(runtime: LocalRuntime) -> None:
+        version = bootstrap_from_stream(runtime, "sea", BEFORE, plan.bootstrap_samples, seed)
+        log.info("bootstrapped version %s on theta=%s", version, SEAStream.THETAS[BEFORE])
+
+    with LocalRuntime(
+        demo_model_file(), state_dir=state_root / "drift", before_parts=first_version
+    ) as runtime:
+        runtime.wait_ready(timeout=240)
+        stream = SEAStream(seed=seed + 1, schedule=[(0, BEFORE)])
+        watcher = Watcher(runtime, plan, stream, scenario="drift", switch_to=AFTER)
+        asyncio.run(_drive(runtime, stream, plan, watcher, live))
+        return watcher.drift_result()
+
+
+def canary_only(model_file: Path, directory: Path) -> Path:
+    """The demo model with `rollout.strategy: canary` (no shadow) and a quick analysis."""
+    doc = yaml.safe_load(model_file.read_text())
+    doc["spec"]["rollout"]["strategy"] = "canary"
+    doc["spec"]["rollout"]["canary"] = {"steps": [20, 50, 100], "stepSeconds": 20}
+    doc["spec"]["rollout"]["analysis"]["minLabeled"] = 100
+    path = directory / "sea-canary.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def run_bad_candidate(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioResult:
+    from driftline.local.faults import register_inverted_candidate
+
+    directory = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
+    model_file = canary_only(demo_model_file(), directory)
+    parts = ["inference", "joiner", "drift", "rollout"]  # the broken "trainer" is the demo
+
+    def first_version(runtime: LocalRuntime) -> None:
+        bootstrap_from_stream(runtime, "sea", BEFORE, plan.bootstrap_samples, seed)
+
+    with LocalRuntime(
+        model_file, state_dir=state_root / "bad-candidate", parts=parts, before_parts=first_version
+    ) as runtime:
+        runtime.wait_ready(timeout=240)
+        stream = SEAStream(seed=seed + 2, schedule=[(0, BEFORE)])
+        watcher = Watcher(runtime, plan, stream, scenario="bad-candidate")
+
+        def inject() -> str:
+            return register_inverted_candidate(
+                runtime.endpoints.mlflow_tracking_uri, runtime.model.spec.model.registry.name
+            )
+
+        watcher.inject = inject
+        asyncio.run(_drive(runtime, stream, plan, watcher, live))
+        return watcher.bad_candidate_result()
+
+
+def run_demo(
+    scenario: str = "all",
+    out_dir: Path = Path("demo-report"),
+    quick: bool = False,
+    seed: int = 7,
+    state_root: Path = Path(".driftline/demo"),
+) -> int:
+    from driftline.local.live import LiveView
+
+    plan = QUICK if quick else FULL
+    results: list[ScenarioResult] = []
+    started = time.monotonic()
+    with LiveView() as live:
+        if scenario in ("drift", "all"):
+            results.append(run_drift(plan, seed, state_root, live.update))
+        if scenario in ("bad-candidate", "all"):
+            results.append(run_bad_candidate(plan, seed, state_root, live.update))
+    report = write_report(results, out_dir)
+    elapsed = time.monotonic() - started
+    for result in results:
+        verdict = "PASSED" if result.passed else "FAILED"
+        print(f"{verdict}  {result.title}")
+        for key, value in result.summary:
+            print(f"    {key}: {value}")
+    print(f"report: {report} ({elapsed:.0f} s)")
+    return 0 if all(r.passed for r in results) else 1

@@ -1,0 +1,179 @@
+"""A traffic generator that plays the user's application.
+
+It asks the inference API for predictions, one row per request as an application
+would, and sends each row's true label to the outcomes topic a little later, keyed
+by the request id the API answered with: the feedback the loop learns from.
+
+Because it knows the truth of every row, it also measures what the application
+experiences: accuracy of the answers it got, by variant and version, per second.
+That is the "dynamic model" curve of the demo; the frozen baseline's curve comes
+from the live quality the joiner computes for the baseline variant.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from driftline.api.events import Outcome, encode
+from driftline.common.streams import DriftingStream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Second:
+    """What the application saw during one second of the run."""
+
+    sent: int = 0
+    errors: int = 0
+    shed: int = 0
+    correct: int = 0
+    answered: int = 0
+    by_variant: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    """variant -> [answered, correct]"""
+
+
+@dataclass
+class TrafficLog:
+    start: float = field(default_factory=time.time)
+    seconds: dict[int, Second] = field(default_factory=lambda: defaultdict(Second))
+    versions_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    outcomes_sent: int = 0
+
+    def at(self, ts: float) -> Second:
+        return self.seconds[int(ts - self.start)]
+
+    def accuracy(self, t0: float, t1: float, variant: str | None = None) -> float | None:
+        """Accuracy of the answers between run-seconds t0 and t1."""
+        answered = correct = 0
+        for sec, s in self.seconds.items():
+            if t0 <= sec < t1:
+                if variant is None:
+                    answered += s.answered
+                    correct += s.correct
+                else:
+                    a, c = s.by_variant.get(variant, (0, 0))
+                    answered += a
+                    correct += c
+        return correct / answered if answered else None
+
+    def totals(self) -> dict[str, int]:
+        out = {"sent": 0, "answered": 0, "errors": 0, "shed": 0}
+        for s in self.seconds.values():
+            out["sent"] += s.sent
+            out["answered"] += s.answered
+            out["errors"] += s.errors
+            out["shed"] += s.shed
+        return out
+
+
+class TrafficGenerator:
+    def __init__(
+        self,
+        *,
+        inference_url: str,
+        model_name: str,
+        stream: DriftingStream,
+        producer: Any,
+        outcomes_topic: str,
+        rate: float = 150.0,
+        outcome_delay: float = 1.0,
+        entities: int = 2000,
+        concurrency: int = 8,
+    ) -> None:
+        self.url = f"{inference_url}/v1/models/{model_name}/predict"
+        self.stream = stream
+        self.producer = producer
+        self.outcomes_topic = outcomes_topic
+        self.rate = rate
+        self.outcome_delay = outcome_delay
+        self.entities = entities
+        self.concurrency = concurrency
+        self.log = TrafficLog()
+        self._due: list[tuple[float, str, float]] = []  # (due time, request id, label)
+        self._counter = 0
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _next_row(self) -> tuple[dict[str, float | str], float, str]:
+        rows = self.stream.take(1)
+        self._counter += 1
+        entity = f"e{self._counter * 7919 % self.entities}"
+        return rows.features()[0], float(rows.labels[0]), entity
+
+    async def _worker(self, client: httpx.AsyncClient, interval: float) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            next_at += interval
+            features, label, entity = self._next_row()
+            now = time.time()
+            second = self.log.at(now)
+            second.sent += 1
+            try:
+                resp = await client.post(self.url, json={"entity_id": entity, "features": features})
+            except httpx.HTTPError as exc:
+                second.errors += 1
+                log.debug("predict failed: %s", exc)
+            else:
+                if resp.status_code in (429, 503):
+                    second.shed += 1
+                elif resp.status_code != 200:
+                    second.errors += 1
+                else:
+                    self._record(second, resp.json(), label)
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # behind: do not burst to catch up
+
+    def _record(self, second: Second, answer: dict[str, Any], label: float) -> None:
+        predicted = answer.get("label", answer.get("value"))
+        variant = str(answer.get("variant", "stable"))
+        correct = int(predicted is not None and int(predicted) == int(label))
+        second.answered += 1
+        second.correct += correct
+        counts = second.by_variant[variant]
+        counts[0] += 1
+        counts[1] += correct
+        self.log.versions_seen[str(answer.get("model_version"))] += 1
+        heapq.heappush(
+            self._due, (time.time() + self.outcome_delay, str(answer["request_id"]), label)
+        )
+
+    async def _send_outcomes(self) -> None:
+        while not self._stop.is_set() or self._due:
+            now = time.time()
+            while self._due and (self._due[0][0] <= now or self._stop.is_set()):
+                _, request_id, label = heapq.heappop(self._due)
+                event = Outcome(request_id=request_id, label=label, ts=now)
+                self.producer.produce(self.outcomes_topic, key=request_id, value=encode(event))
+                self.log.outcomes_sent += 1
+            self.producer.poll(0)
+            await asyncio.sleep(0.05)
+        self.producer.flush(10)
+
+    async def run(self) -> TrafficLog:
+        interval = self.concurrency / self.rate
+        limits = httpx.Limits(
+            max_connections=self.concurrency, max_keepalive_connections=self.concurrency
+        )
+        async with httpx.AsyncClient(timeout=5.0, limits=limits) as client:
+            workers = [
+                asyncio.create_task(self._worker(client, interval)) for _ in range(self.concurrency)
+            ]
+            sender = asyncio.create_task(self._send_outcomes())
+            await self._stop.wait()
+            await asyncio.gather(*workers)
+            await sender
+        return self.log
