@@ -31,7 +31,8 @@ def inverted(onnx_bytes: bytes) -> bytes:
     model = onnx.load_from_string(onnx_bytes)
     graph = model.graph
     renamed = {OUTPUT_LABEL: "_original_label", OUTPUT_PROBABILITIES: "_original_probabilities"}
-    for node in graph.node:
+    for node in graph.node:  # the original graph now computes the renamed tensors
+        node.input[:] = [renamed.get(i, i) for i in node.input]
         node.output[:] = [renamed.get(o, o) for o in node.output]
     big = 2**62
     graph.initializer.extend(
