@@ -1,0 +1,238 @@
+"""The alibi-detect backend (Business Source License 1.1 from alibi-detect 0.12 on).
+
+Windowed tests are alibi-detect's `KSDrift` and `ChiSquareDrift`, one per feature;
+the monitor applies the correction across features (`base.correct`, the same
+Bonferroni / FDR rules as alibi-detect's multivariate detectors), so a feature with
+missing values in a window does not take the rows of the other features with it.
+Online detectors are `MMDDriftOnline` (torch), `CVMDriftOnline` and `FETDriftOnline`.
+
+Two things alibi-detect leaves to its caller, done here:
+
+- **Bounded memory.** alibi-detect's online detectors append every test statistic
+  (and, for CVM and FET, every input) to arrays that grow for ever, and re-copy them
+  on each step; `_AlibiOnline` trims them to what the next step reads.
+- **Bounded set-up.** Thresholds are simulated at construction (seconds to tens of
+  seconds); subclasses keep them in the `ThresholdCache` keyed by configuration
+  (and by the reference data where the thresholds depend on it).
+
+Importing alibi-detect takes about 10 s (it pulls in torch and transformers), so
+this module imports it only when a detector is built.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from driftline.drift.detectors.base import (
+    Backend,
+    BoolArray,
+    FeatureScore,
+    FloatArray,
+    InputMethod,
+    IntArray,
+    OnlineDetector,
+    OnlineStep,
+    UnivariateTest,
+)
+from driftline.drift.detectors.cache import ThresholdCache, cache_key
+
+N_BOOTSTRAPS_UNIVARIATE = 10_000  # alibi-detect's default for CVM and FET
+N_BOOTSTRAPS_MMD = 1_000  # alibi-detect's default for MMD
+
+
+class _AlibiWindowTest(UnivariateTest):
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+
+    def score(self, window: np.ndarray[Any, Any]) -> FeatureScore:
+        p_values, stats = self.detector.score(np.asarray(window).reshape(-1, 1))
+        return FeatureScore(p_value=float(p_values[0]), statistic=float(stats[0]))
+
+
+class _AlibiOnline(OnlineDetector):
+    """Adapts an alibi-detect online detector to `OnlineDetector`, trimming its state."""
+
+    def __init__(self, detector: Any, name: str, started: float) -> None:
+        self.detector = detector
+        self.name = name
+        self.setup_seconds = time.perf_counter() - started
+        self._univariate = hasattr(detector, "window_sizes")
+
+    def update(self, x: FloatArray) -> OnlineStep:
+        det = self.detector
+        data = det.predict(np.asarray(x).reshape(-1), return_test_stat=True)["data"]
+        # Keep only what the next step reads (see the module docstring).
+        det.test_stats = det.test_stats[-1:]
+        det.drift_preds = det.drift_preds[-1:]
+        if self._univariate:
+            det.xs = det.xs[-det.max_ws :]
+            stats = np.asarray(data["test_stat"], dtype=np.float64)
+            thresholds = np.asarray(data["threshold"], dtype=np.float64).reshape(-1)
+            if np.isnan(stats).all():
+                return OnlineStep(False, float("nan"), float(thresholds.min()))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                per_feature = np.nanmax(stats, axis=0)
+            over = tuple(int(i) for i in np.nonzero(per_feature > thresholds)[0])
+            return OnlineStep(
+                drift=bool(data["is_drift"]),
+                statistic=float(np.nanmax(per_feature)),
+                threshold=float(thresholds.min()),
+                features=over,
+            )
+        return OnlineStep(
+            drift=bool(data["is_drift"]),
+            statistic=float(data["test_stat"]),
+            threshold=float(data["threshold"]),
+        )
+
+    def reset(self) -> None:
+        self.detector.reset_state()
+
+
+def _cached(base: type, kind: str, cache: ThresholdCache | None, key: str) -> type:
+    """`base` with threshold configuration served from `cache` when it holds `key`."""
+
+    class Cached(base):  # type: ignore[misc]
+        def _configure_thresholds(self) -> None:
+            hit = cache.get(kind, key) if cache else None
+            if hit is not None:
+                # MMD keeps a list of scalars (one per time step), the others an array.
+                thresholds = hit["thresholds"]
+                self.thresholds = (
+                    [float(v) for v in thresholds] if kind == "alibi-mmd" else thresholds
+                )
+                if "permit_probs" in hit:
+                    self.permit_probs = hit["permit_probs"]
+                return
+            super()._configure_thresholds()
+            if cache:
+                thresholds = (
+                    np.array([float(v) for v in self.thresholds])
+                    if kind == "alibi-mmd"
+                    else np.asarray(self.thresholds)
+                )
+                arrays = {"thresholds": thresholds}
+                if hasattr(self, "permit_probs"):
+                    arrays["permit_probs"] = np.asarray(self.permit_probs)
+                cache.put(kind, key, arrays)
+
+    Cached.__name__ = base.__name__
+    return Cached
+
+
+class AlibiBackend(Backend):
+    name = "alibi"
+
+    def __init__(self, cache: ThresholdCache | None = None, seed: int = 0) -> None:
+        self.cache = cache
+        self.seed = seed
+
+    def ks(self, reference: FloatArray) -> UnivariateTest:
+        from alibi_detect.cd import KSDrift
+
+        return _AlibiWindowTest(KSDrift(np.asarray(reference).reshape(-1, 1)))
+
+    def chi2(self, reference: IntArray, categories: list[int]) -> UnivariateTest:
+        from alibi_detect.cd import ChiSquareDrift
+
+        return _AlibiWindowTest(
+            ChiSquareDrift(
+                np.asarray(reference).reshape(-1, 1),
+                categories_per_feature={0: [int(c) for c in categories]},
+            )
+        )
+
+    def online_inputs(
+        self, method: InputMethod, reference: FloatArray, ert: int, window_size: int
+    ) -> OnlineDetector:
+        if method == "cvm":
+            rows = np.asarray(reference, dtype=np.float64)
+            return self._cvm(rows.reshape(rows.shape[0], -1), ert, [window_size])
+        ref = np.asarray(reference, dtype=np.float32)
+        ref = ref.reshape(ref.shape[0], -1)
+        from alibi_detect.cd.pytorch.mmd_online import MMDDriftOnlineTorch
+
+        started = time.perf_counter()
+        key = cache_key(ref=ref, ert=ert, w=window_size, b=N_BOOTSTRAPS_MMD)
+        cls = _cached(MMDDriftOnlineTorch, "alibi-mmd", self.cache, key)
+        self._seed()
+        det = cls(
+            ref,
+            ert=ert,
+            window_size=window_size,
+            n_bootstraps=N_BOOTSTRAPS_MMD,
+            device="cpu",
+            verbose=False,
+        )
+        return _AlibiOnline(det, "alibi:MMDDriftOnline", started)
+
+    def online_errors(
+        self, reference: BoolArray, ert: int, window_sizes: list[int]
+    ) -> OnlineDetector:
+        from alibi_detect.cd import FETDriftOnline
+
+        ref = np.asarray(reference, dtype=bool).reshape(-1)
+        # A reference with no errors (or only errors) gives degenerate thresholds in
+        # which any other value alarms; one pseudo-count keeps the rate away from 0 and 1.
+        if not ref.any():
+            ref = np.append(ref, True)
+        elif ref.all():
+            ref = np.append(ref, False)
+        started = time.perf_counter()
+        key = cache_key(
+            n=ref.size,
+            errors=int(ref.sum()),
+            windows=sorted(window_sizes),
+            ert=ert,
+            b=N_BOOTSTRAPS_UNIVARIATE,
+        )
+        cls = _cached(FETDriftOnline, "alibi-fet", self.cache, key)
+        self._seed()
+        det = cls(
+            ref.reshape(-1, 1),
+            ert=ert,
+            window_sizes=sorted(window_sizes),
+            n_bootstraps=N_BOOTSTRAPS_UNIVARIATE,
+            verbose=False,
+        )
+        return _AlibiOnline(det, "alibi:FETDriftOnline", started)
+
+    def online_losses(
+        self, reference: FloatArray, ert: int, window_sizes: list[int]
+    ) -> OnlineDetector:
+        return self._cvm(np.asarray(reference, dtype=np.float64).reshape(-1, 1), ert, window_sizes)
+
+    def _cvm(self, ref: FloatArray, ert: int, window_sizes: list[int]) -> OnlineDetector:
+        from alibi_detect.cd import CVMDriftOnline
+
+        started = time.perf_counter()
+        # CVM thresholds are rank based: they depend on sizes only, not on the data.
+        key = cache_key(
+            n=ref.shape[0],
+            d=ref.shape[1],
+            windows=sorted(window_sizes),
+            ert=ert,
+            b=N_BOOTSTRAPS_UNIVARIATE,
+        )
+        cls = _cached(CVMDriftOnline, "alibi-cvm", self.cache, key)
+        self._seed()
+        det = cls(
+            ref,
+            ert=ert,
+            window_sizes=sorted(window_sizes),
+            n_bootstraps=N_BOOTSTRAPS_UNIVARIATE,
+            verbose=False,
+        )
+        return _AlibiOnline(det, "alibi:CVMDriftOnline", started)
+
+    def _seed(self) -> None:
+        """alibi-detect draws from the global generators; make set-up reproducible."""
+        import torch
+
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
