@@ -35,8 +35,10 @@ def dynamic_model(
             "metadata": {"name": name, "namespace": namespace},
             "spec": {
                 "model": {
-                    "registry": {"trackingUri": ep.get("mlflow", "http://127.0.0.1:5000"),
-                                 "name": name},
+                    "registry": {
+                        "trackingUri": ep.get("mlflow", "http://127.0.0.1:5000"),
+                        "name": name,
+                    },
                     "task": task,
                 },
                 "features": [
@@ -47,8 +49,7 @@ def dynamic_model(
                 ],
                 "kafka": kafka,
                 "redis": {"url": ep.get("redis", "redis://127.0.0.1:6379/0")},
-                "drift": {"window": 400, "pValue": 0.01, "cooldownSeconds": 600,
-                          **(drift or {})},
+                "drift": {"window": 400, "pValue": 0.01, "cooldownSeconds": 600, **(drift or {})},
             },
         }
     )
@@ -61,7 +62,9 @@ def rule(x: np.ndarray, concept: int = 0) -> np.ndarray:
     return (x[:, 0] - x[:, 1] > 0).astype(np.float64)
 
 
-def draw(rng: np.random.Generator, n: int, shift: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+def draw(
+    rng: np.random.Generator, n: int, shift: dict[str, float] | None = None
+) -> dict[str, np.ndarray]:
     shift = shift or {}
     cols: dict[str, np.ndarray] = {f: rng.normal(size=n) + shift.get(f, 0.0) for f in NUMERIC}
     cols["color"] = rng.choice(COLORS, size=n, p=[0.5, 0.3, 0.2])

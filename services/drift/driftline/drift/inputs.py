@@ -84,7 +84,7 @@ class InputWatch:
             window = config.mmd_window if method == "mmd" else config.online_windows[0]
             self.online = backend.online_inputs(method, encoder.reference_rows, config.ert, window)
             metrics.setup_seconds.labels(model, self.online.name).set(self.online.setup_seconds)
-            self.recent = RecentRows(2 * window, len(encoder.numeric_names))
+            self.recent = RecentRows(window, len(encoder.numeric_names))
             self.attribution = WindowTests(numeric_tests, config.alpha, config.correction)
         else:
             tests.update(numeric_tests)

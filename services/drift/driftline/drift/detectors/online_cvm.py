@@ -163,10 +163,12 @@ class CVMOnline(OnlineDetector):
             min(max(wanted / streams, 20 * self.windows[-1]), MAX_SIMULATED_STEPS / streams)
         )
         # Each simulated stream has its own reference sample, as a deployment would.
-        refs = np.sort(rng.random((streams, self.n)), axis=1)
+        # Stream s's reference lies in [s, s + 1): one sorted array serves every stream.
+        lanes = np.arange(streams)
+        refs = (np.sort(rng.random((streams, self.n)), axis=1) + lanes[:, None]).ravel()
         state = _RankWindows(self.n, streams, self.windows)
         stats = np.empty((len(self.windows), streams, steps), dtype=np.float32)
         for t in range(steps):
-            u = rng.random(streams)
-            stats[:, :, t] = state.push((refs < u[:, None]).sum(axis=1))
+            u = rng.random(streams) + lanes
+            stats[:, :, t] = state.push(np.searchsorted(refs, u) - lanes * self.n)
         return level_for_run_length(stats, self.windows, self.feature_run_length)
