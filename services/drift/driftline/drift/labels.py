@@ -48,6 +48,7 @@ class ConceptWatch:
         self._reference: list[FloatArray] = []
         self._have = 0
         self.detector: OnlineDetector | None = None
+        self.disabled = False
         self._ts = np.zeros(max(config.online_windows))  # when each recent value arrived
         self._seen = 0
 
@@ -58,6 +59,8 @@ class ConceptWatch:
     def observe(self, errors: FloatArray, ts: FloatArray, keys: list[str]) -> list[Detection]:
         found: list[Detection] = []
         start = 0
+        if self.disabled:
+            return found
         if self.detector is None:
             start = self._collect(errors)
         det = self.detector
@@ -98,13 +101,16 @@ class ConceptWatch:
         if self._have >= self.config.concept_reference:
             reference = np.concatenate(self._reference)
             self._reference = []
-            windows = self.config.online_windows
-            if self.task == "classification":
-                self.detector = self.backend.online_errors(
-                    reference > 0.5, self.config.ert, windows
-                )
-            else:
-                self.detector = self.backend.online_losses(reference, self.config.ert, windows)
+            windows, ert = self.config.online_windows, self.config.ert
+            try:
+                if self.task == "classification":
+                    self.detector = self.backend.online_errors(reference > 0.5, ert, windows)
+                else:
+                    self.detector = self.backend.online_losses(reference, ert, windows)
+            except ValueError as exc:  # a configuration the backend cannot serve
+                log.error("concept drift is not watched for version %s: %s", self.version, exc)
+                self.disabled = True
+                return take
             metrics.setup_seconds.labels(self.model, self.detector.name).set(
                 self.detector.setup_seconds
             )

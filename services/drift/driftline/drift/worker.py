@@ -182,6 +182,9 @@ class DriftWorker:
         except ReferenceUnavailableError as exc:
             log.warning("reference unavailable, keeping the current one: %s", exc)
             return
+        except ValueError as exc:  # detectors that cannot be configured this way
+            log.error("cannot set up the detectors, keeping the current ones: %s", exc)
+            return
         old = self.monitor.version if self.monitor else None
         if old is not None:
             metrics.reference_version.labels(self.name, old).set(0)

@@ -43,6 +43,30 @@ from driftline.drift.detectors.cache import ThresholdCache, cache_key
 
 N_BOOTSTRAPS_UNIVARIATE = 10_000  # alibi-detect's default for CVM and FET
 N_BOOTSTRAPS_MMD = 1_000  # alibi-detect's default for MMD
+MAX_BOOTSTRAPS = 60_000
+"""Beyond this many simulated streams set-up takes minutes and gigabytes: refuse."""
+CVM_MAX_REFERENCE = 500
+"""CVM set-up grows with the square of the reference size: a random subset is used."""
+
+
+def univariate_bootstraps(ert: int, window_sizes: list[int]) -> int:
+    """Streams alibi-detect must simulate to reach the 1 - 1/ERT quantile at every step.
+
+    Its thresholds are per-step quantiles over the streams not yet alarmed; about
+    exp(-t_max / ERT) of them survive to the last step, and a 1 - 1/ERT quantile needs
+    more than ERT of them. alibi-detect refuses to configure with fewer.
+    """
+    t_max = 2 * max(window_sizes) - 1
+    needed = int(np.ceil(1.5 * ert * np.exp(t_max / ert)))
+    bootstraps = max(N_BOOTSTRAPS_UNIVARIATE, needed)
+    if bootstraps > MAX_BOOTSTRAPS:
+        raise ValueError(
+            f"alibi-detect would simulate {bootstraps} streams to configure an expected run "
+            f"time of {ert} (it needs more streams than the ERT); lower "
+            "spec.drift.expectedRunTime, or use spec.drift.backend: scipy, whose thresholds "
+            "do not need that many"
+        )
+    return bootstraps
 
 
 class _AlibiWindowTest(UnivariateTest):
@@ -183,12 +207,9 @@ class AlibiBackend(Backend):
         elif ref.all():
             ref = np.append(ref, False)
         started = time.perf_counter()
+        bootstraps = univariate_bootstraps(ert, window_sizes)
         key = cache_key(
-            n=ref.size,
-            errors=int(ref.sum()),
-            windows=sorted(window_sizes),
-            ert=ert,
-            b=N_BOOTSTRAPS_UNIVARIATE,
+            n=ref.size, errors=int(ref.sum()), windows=sorted(window_sizes), ert=ert, b=bootstraps
         )
         cls = _cached(tabulated_fet(), "alibi-fet", self.cache, key)
         self._seed()
@@ -196,7 +217,7 @@ class AlibiBackend(Backend):
             ref.reshape(-1, 1),
             ert=ert,
             window_sizes=sorted(window_sizes),
-            n_bootstraps=N_BOOTSTRAPS_UNIVARIATE,
+            n_bootstraps=bootstraps,
             verbose=False,
         )
         return _AlibiOnline(det, "alibi:FETDriftOnline", started)
@@ -210,13 +231,15 @@ class AlibiBackend(Backend):
         from alibi_detect.cd import CVMDriftOnline
 
         started = time.perf_counter()
+        if len(ref) > CVM_MAX_REFERENCE:
+            pick = np.random.default_rng(self.seed).choice(
+                len(ref), CVM_MAX_REFERENCE, replace=False
+            )
+            ref = ref[np.sort(pick)]
+        bootstraps = univariate_bootstraps(ert, window_sizes)
         # CVM thresholds are rank based: they depend on sizes only, not on the data.
         key = cache_key(
-            n=ref.shape[0],
-            d=ref.shape[1],
-            windows=sorted(window_sizes),
-            ert=ert,
-            b=N_BOOTSTRAPS_UNIVARIATE,
+            n=ref.shape[0], d=ref.shape[1], windows=sorted(window_sizes), ert=ert, b=bootstraps
         )
         cls = _cached(CVMDriftOnline, "alibi-cvm", self.cache, key)
         self._seed()
@@ -224,7 +247,7 @@ class AlibiBackend(Backend):
             ref,
             ert=ert,
             window_sizes=sorted(window_sizes),
-            n_bootstraps=N_BOOTSTRAPS_UNIVARIATE,
+            n_bootstraps=bootstraps,
             verbose=False,
         )
         return _AlibiOnline(det, "alibi:CVMDriftOnline", started)
