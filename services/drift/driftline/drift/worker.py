@@ -27,6 +27,8 @@ import threading
 import time
 from typing import Any
 
+from confluent_kafka import KafkaException
+
 from driftline.api.events import DriftEvent, EventError, LabeledExample, Prediction, decode, encode
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
@@ -66,7 +68,9 @@ class DriftWorker:
             self.redis,
             max_rows=settings.reference_max_rows,
         )
-        self.heartbeat = Heartbeat()
+        # Set-up of online detectors may take a minute (alibi-detect on a busy node):
+        # liveness must not kill the process for it.
+        self.heartbeat = Heartbeat(timeout_seconds=300)
         self.monitor: DriftMonitor | None = None
         self.pending: list[DriftEvent] = []  # sent to Kafka next, before any commit
         self.unsaved: DriftEvent | None = None  # latest event not yet in Redis
@@ -222,13 +226,16 @@ class DriftWorker:
         if not self.pending:
             return
         self._delivery_errors = []
-        for event in self.pending:
-            producer.produce(
-                self.topics.control,
-                key=self.name.encode(),
-                value=encode(event),
-                on_delivery=self._on_delivery,
-            )
+        try:
+            for event in self.pending:
+                producer.produce(
+                    self.topics.control,
+                    key=self.name.encode(),
+                    value=encode(event),
+                    on_delivery=self._on_delivery,
+                )
+        except (BufferError, KafkaException) as exc:  # local queue full, or no broker at all
+            self._delivery_errors.append(str(exc))
         left = producer.flush(10)
         if left or self._delivery_errors:
             metrics.event_errors.labels(self.name, "kafka").inc(len(self.pending))
@@ -267,8 +274,6 @@ class DriftWorker:
 
     @staticmethod
     def _commit(consumer: Any) -> None:
-        from confluent_kafka import KafkaException
-
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:  # nothing stored yet, or a rebalance: next turn
