@@ -37,6 +37,8 @@ def report(model: str, kind: str, result: WindowResult) -> None:
     metrics.tests.labels(model, kind).inc()
     metrics.threshold.labels(model, kind).set(result.threshold)
     metrics.detected.labels(model, kind).set(int(result.drift))
+    if result.drift:
+        metrics.last_detected.labels(model, kind).set_to_current_time()
     for f in result.features:
         metrics.p_value.labels(model, kind, f.name).set(f.p_value)
         metrics.score.labels(model, kind, f.name).set(f.statistic)
@@ -127,10 +129,11 @@ class InputWatch:
             if not step.drift:
                 continue
             self.online.reset()
-            metrics.detected.labels(self.model, "covariate").set(1)
+            metrics.last_detected.labels(self.model, "covariate").set_to_current_time()
             metrics.score.labels(self.model, "covariate", "__online__").set(step.statistic)
             metrics.threshold.labels(self.model, "covariate").set(step.threshold)
             found.append(self._attribute(step.statistic, step.features, keys[i]))
+        metrics.detected.labels(self.model, "covariate").set(int(bool(found)))
         return found
 
     def _attribute(self, statistic: float, flagged: tuple[int, ...], trigger: str) -> Detection:

@@ -73,7 +73,7 @@ class ConceptWatch:
             if not step.drift:
                 continue
             det.reset()
-            metrics.detected.labels(self.model, "concept").set(1)
+            metrics.last_detected.labels(self.model, "concept").set_to_current_time()
             metrics.score.labels(self.model, "concept", ERROR).set(step.statistic)
             metrics.threshold.labels(self.model, "concept").set(step.threshold)
             recent = self._ts[: min(self._seen, self._ts.size)]
@@ -91,6 +91,7 @@ class ConceptWatch:
                 )
             )
             self._seen = 0
+        metrics.detected.labels(self.model, "concept").set(int(bool(found)))
         return found
 
     def _collect(self, errors: FloatArray) -> int:

@@ -20,7 +20,10 @@ cut for windows, the configured threshold for online detectors)."""
 FEATURE_DRIFT = "driftline_drift_feature_detected"
 """Gauge{model, kind, feature}: 1 when the latest test found drift in this feature."""
 DETECTED = "driftline_drift_detected"
-"""Gauge{model, kind}: 1 when the latest test of this kind found drift."""
+"""Gauge{model, kind}: 1 when the latest test of this kind found drift (for online
+detectors: an alarm in the latest batch of records)."""
+LAST_DETECTED = "driftline_drift_last_detected_timestamp_seconds"
+"""Gauge{model, kind}: when drift of this kind was last detected (sent or not)."""
 EVENTS_TOTAL = "driftline_drift_events_total"
 """Counter{model, kind}: drift events sent."""
 SUPPRESSED_TOTAL = "driftline_drift_suppressed_total"
@@ -49,6 +52,7 @@ feature_drift = Gauge(
     FEATURE_DRIFT, "1 when the latest test found drift in the feature", ["model", "kind", "feature"]
 )
 detected = Gauge(DETECTED, "1 when the latest test of this kind found drift", ["model", "kind"])
+last_detected = Gauge(LAST_DETECTED, "when drift was last detected", ["model", "kind"])
 events = Counter(EVENTS_TOTAL, "drift events sent", ["model", "kind"])
 suppressed = Counter(
     SUPPRESSED_TOTAL, "detections not sent (cooldown or explained)", ["model", "kind"]
