@@ -137,3 +137,22 @@ def test_alibi_online_state_stays_bounded(backends) -> None:
         det.update(np.array([float(bit)]))
     inner = det.detector  # type: ignore[attr-defined]
     assert len(inner.xs) <= 50 and len(inner.test_stats) <= 1
+
+
+def test_alibi_refuses_an_ert_it_cannot_configure_and_the_monitor_goes_on(backends) -> None:
+    from driftline.drift.detectors.alibi_backend import univariate_bootstraps
+
+    assert univariate_bootstraps(2000, [50, 200, 500]) == 10_000
+    with pytest.raises(ValueError, match="backend: scipy"):
+        univariate_bootstraps(100_000, [50, 200, 500])
+    alibi, _ = backends
+    model = dynamic_model(drift={"expectedRunTime": 100_000})
+    mon = DriftMonitor(
+        "refused",
+        model.spec,
+        reference(np.random.default_rng(0)),
+        alibi,
+        MonitorConfig.from_spec(model.spec.drift),
+    )
+    assert mon.observe_labeled(labeled(np.random.default_rng(1), 1000)) == []
+    assert mon.concept.disabled and not mon.concept.ready
