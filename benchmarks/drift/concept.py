@@ -49,6 +49,8 @@ class Score:
 def evaluate(
     scenario: Scenario, contender: Contender, runs: list[np.ndarray], calm: np.ndarray, pre: int
 ) -> Score:
+    if contender.runs is not None:
+        runs, calm = runs[: contender.runs], calm[:20_000]
     start = pre - scenario.width // 2  # where the drifted samples begin
     delays: list[float] = []
     false_alarms = watched = 0

@@ -28,6 +28,8 @@ class Contender:
     make: Callable[[np.ndarray], Detector]
     """Builds a detector for one stream, given that stream's warm-up part."""
     peer: bool = True
+    runs: int | None = None
+    """Score on this many runs (and a 20,000-sample calm stream) only: a slow contender."""
 
 
 class RiverDetector:
@@ -97,7 +99,7 @@ def river_contenders() -> list[Contender]:
 
 
 def driftline_contenders(
-    backend: Backend, erts: list[int], windows: list[int], label: str
+    backend: Backend, erts: list[int], windows: list[int], label: str, runs: int | None = None
 ) -> list[Contender]:
     return [
         Contender(
@@ -105,6 +107,7 @@ def driftline_contenders(
             f"ERT={ert}",
             lambda ref, e=ert: OnlineErrors(backend, ref, e, windows),
             peer=False,
+            runs=runs,
         )
         for ert in erts
     ]

@@ -48,6 +48,7 @@ def concept_section(runs: int, calm_n: int, alibi: bool) -> list[Score]:
             [5000],
             WINDOWS,
             "Driftline FET (alibi)",
+            runs=5,
         )
     scores: list[Score] = []
     for scenario in SCENARIOS:
