@@ -149,11 +149,16 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
     out = [
         "# Drift monitor benchmark",
         "",
-        f"Measured {meta['started']} on {meta['machine']['cpus']} CPUs, load average "
-        f"{meta['machine']['load_average']} at start and {meta['load_average_end']} at the end. "
-        f"{meta['machine']['note']}",
+        "Machine state per section (load average at its start and end):",
         "",
     ]
+    for name, state in meta["sections"].items():
+        out.append(
+            f"- {name}: {state['started']}, {state['cpus']} CPUs, load "
+            f"{state['load_average']} -> {state['load_average_end']}"
+        )
+    note = next(iter(meta["sections"].values()), {}).get("note", "")
+    out += ["", note, ""]
     if "concept" in results:
         out += [
             "## Concept drift through the error stream",
@@ -271,31 +276,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-alibi", action="store_true", help="skip alibi-detect contenders")
     parser.add_argument("--out", default=str(RESULTS / "drift"), help="results path, no suffix")
     args = parser.parse_args(argv)
-    sections = set(args.only.split(","))
+    sections = [s for s in args.only.split(",") if s]
     runs, calm, calm_inputs = (4, 20_000, 5000) if args.quick else (20, 60_000, 20_000)
+    out = Path(args.out)
+    # Sections measured before stay in the results unless measured again now; each
+    # keeps the machine state of its own run.
+    saved_path = out.with_suffix(".json")
+    saved = json.loads(saved_path.read_text()) if saved_path.exists() else {}
     meta: dict[str, Any] = {
-        "started": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
         "runs": runs,
         "calm": calm,
         "calm_inputs": calm_inputs,
+        "sections": saved.get("meta", {}).get("sections", {}),
     }
-    results: dict[str, Any] = {}
-    if "concept" in sections:
-        scores = concept_section(runs, calm, not args.no_alibi)
-        results["concept"] = [s.row() for s in scores]
-        results["matched"] = matched(scores)
-    if "covariate" in sections:
-        results["covariate"] = inputs.covariate(runs // 2 or 1, calm_inputs)
-    if "setup" in sections:
-        results["setup"] = setup_section()
-    if "throughput" in sections:
-        results["throughput"] = inputs.throughput(6000 if args.quick else 20_000)
-    meta["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
-    text = markdown(meta, results)
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(_finite({"meta": meta, **results}), indent=1))
+    results: dict[str, Any] = {k: v for k, v in saved.items() if k != "meta"}
+    for section in sections:
+        state = {"started": time.strftime("%Y-%m-%d %H:%M"), **machine()}
+        if section == "concept":
+            scores = concept_section(runs, calm, not args.no_alibi)
+            results["concept"] = [s.row() for s in scores]
+            results["matched"] = matched(scores)
+        elif section == "covariate":
+            results["covariate"] = inputs.covariate(runs // 2 or 1, calm_inputs)
+        elif section == "setup":
+            results["setup"] = setup_section()
+        elif section == "throughput":
+            results["throughput"] = inputs.throughput(6000 if args.quick else 20_000)
+        else:
+            parser.error(f"unknown section {section!r}")
+        state["load_average_end"] = [round(v, 2) for v in os.getloadavg()]
+        meta["sections"][section] = state
+        out.parent.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(json.dumps(_finite({"meta": meta, **results}), indent=1))
+        out.with_suffix(".md").write_text(markdown(meta, results))
+    print(markdown(meta, results))
     return 0

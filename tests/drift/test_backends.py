@@ -156,3 +156,21 @@ def test_alibi_refuses_an_ert_it_cannot_configure_and_the_monitor_goes_on(backen
     )
     assert mon.observe_labeled(labeled(np.random.default_rng(1), 1000)) == []
     assert mon.concept.disabled and not mon.concept.ready
+
+
+def test_alibi_mmd_watches_the_inputs_of_a_monitor(backends) -> None:
+    alibi, _ = backends
+    model = dynamic_model(drift={"detector": "mmd-online", "expectedRunTime": 500})
+    mon = DriftMonitor(
+        "alibi-mmd",
+        model.spec,
+        reference(np.random.default_rng(0), n=600),
+        alibi,
+        MonitorConfig.from_spec(model.spec.drift),
+    )
+    rng = np.random.default_rng(1)
+    mon.observe_predictions(predictions(rng, 300))
+    found = mon.observe_predictions(predictions(rng, 200, shift={"x1": 2.0}, start=300))
+    assert found and {d.detector for d in found} == {"alibi:MMDDriftOnline"}
+    # Once the window holds only shifted rows, the shifted feature is the one named.
+    assert all(d.features == ["x1"] for d in found if int(d.trigger[1:]) >= 320)

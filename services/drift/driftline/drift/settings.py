@@ -45,6 +45,9 @@ class DriftSettings(PartSettings):
         description="Where simulated thresholds of online detectors are kept; unset turns it off.",
     )
     seed: int = Field(default=0, description="Seed of threshold simulations and subsampling.")
+    threads: int = Field(
+        default=1, ge=1, le=64, description="torch / numba threads of the alibi backend."
+    )
 
     @model_validator(mode="after")
     def _windows_fit(self) -> DriftSettings:

@@ -56,7 +56,7 @@ class DriftWorker:
         self.drift_key = drift_key(self.model.metadata.namespace, self.name)
         spec = self.model.spec
         self.backend = backend or make_backend(
-            spec.drift.backend, settings.threshold_cache_dir, settings.seed
+            spec.drift.backend, settings.threshold_cache_dir, settings.seed, settings.threads
         )
         self.config = settings.monitor_config()
         self.policy = EventPolicy(self.name, spec.drift.cooldown_seconds)

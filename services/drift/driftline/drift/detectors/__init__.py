@@ -23,13 +23,18 @@ from driftline.drift.detectors.base import (
 from driftline.drift.detectors.cache import ThresholdCache
 
 
-def make_backend(name: BackendName, cache_dir: Path | None = None, seed: int = 0) -> Backend:
-    """The backend called `name`; only its own module (and libraries) is imported."""
+def make_backend(
+    name: BackendName, cache_dir: Path | None = None, seed: int = 0, threads: int = 1
+) -> Backend:
+    """The backend called `name`; only its own module (and libraries) is imported.
+
+    `threads` bounds torch's and numba's thread pools (alibi-detect only).
+    """
     cache = ThresholdCache(cache_dir)
     if name == "alibi":
         from driftline.drift.detectors.alibi_backend import AlibiBackend
 
-        return AlibiBackend(cache, seed)
+        return AlibiBackend(cache, seed, threads)
     if name == "scipy":
         from driftline.drift.detectors.scipy_backend import ScipyBackend
 
