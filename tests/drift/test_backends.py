@@ -123,6 +123,7 @@ def test_tabulated_fet_is_alibi_detects_fet() -> None:
     np.random.seed(1)
     tabulated = tabulated_fet()(ref, **kwargs)
     np.testing.assert_array_equal(original.thresholds, tabulated.thresholds)
+    np.testing.assert_array_equal(original.permit_probs, tabulated.permit_probs)
     stream = rng.random(200) < 0.2
     a = [original.predict(np.array([v]))["data"]["test_stat"] for v in stream]
     b = [tabulated.predict(np.array([v]))["data"]["test_stat"] for v in stream]
