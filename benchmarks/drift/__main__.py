@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.drift.run import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""The reference distribution: a sample of the serving model version's training data.
+
+Every model version in MLflow carries `reference/reference.npz` (see
+`driftline.api.registry`): one array per feature name plus `__output__` (the
+version's outputs on that sample) and, when the trainer has them, `__label__`.
+The monitor compares live traffic with the reference of the version that serves it:
+the routing table's `stable` version, or without a table the version under the
+`champion` alias. When that version changes, the reference follows.
+
+The file is read with `allow_pickle=False`: strings must be stored as fixed-width
+unicode arrays, never as Python objects.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
+from driftline.api.spec import FeatureSpec
+from driftline.common.state import RoutingStore
+from driftline.drift.detectors.base import FloatArray
+
+log = logging.getLogger(__name__)
+
+REFERENCE_LABEL_KEY = "__label__"
+"""Optional: the labels of the reference sample (label drift); without it the first
+window of live labels becomes the label reference."""
+
+
+class ReferenceUnavailableError(RuntimeError):
+    """The reference cannot be had now (no serving version, registry down, bad file)."""
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference sample of one model version, column by column."""
+
+    version: str
+    numeric: dict[str, FloatArray]
+    """Values of each numeric feature, NaN where missing (rows stay aligned)."""
+    categorical: dict[str, np.ndarray[Any, np.dtype[np.str_]]]
+    """Values of each categorical feature, as strings."""
+    output: FloatArray
+    label: FloatArray | None = None
+
+    @property
+    def rows(self) -> int:
+        return int(self.output.size)
+
+
+def category_text(value: object) -> str:
+    """How a categorical value is compared: `3`, `3.0` and `"3"` are one category."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def parse_reference(
+    arrays: Mapping[str, np.ndarray[Any, Any]],
+    features: list[FeatureSpec],
+    version: str,
+    max_rows: int | None = None,
+    seed: int = 0,
+) -> Reference:
+    """Check the arrays against the feature contract; subsample to `max_rows` rows."""
+    problems: list[str] = []
+    missing = [f.name for f in features if f.name not in arrays]
+    if missing:
+        problems.append(f"features missing from the reference: {', '.join(missing)}")
+    if REFERENCE_OUTPUT_KEY not in arrays:
+        problems.append(f"{REFERENCE_OUTPUT_KEY} (the version's outputs) is missing")
+    if problems:
+        raise ReferenceUnavailableError(f"reference of version {version}: " + "; ".join(problems))
+    output = np.asarray(arrays[REFERENCE_OUTPUT_KEY], dtype=np.float64).ravel()
+    n = output.size
+    keep = np.arange(n)
+    if max_rows is not None and n > max_rows:
+        keep = np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+    numeric: dict[str, FloatArray] = {}
+    categorical: dict[str, np.ndarray[Any, np.dtype[np.str_]]] = {}
+    for f in features:
+        column = np.asarray(arrays[f.name]).ravel()
+        if column.size != n:
+            raise ReferenceUnavailableError(
+                f"reference of version {version}: {f.name} has {column.size} rows, "
+                f"{REFERENCE_OUTPUT_KEY} has {n}"
+            )
+        column = column[keep]
+        if f.type == "numeric":
+            try:
+                values = column.astype(np.float64)
+            except ValueError as exc:
+                raise ReferenceUnavailableError(
+                    f"reference of version {version}: numeric feature {f.name} holds "
+                    f"non-numbers ({exc})"
+                ) from exc
+            values[~np.isfinite(values)] = np.nan
+            numeric[f.name] = values
+        else:
+            categorical[f.name] = np.array([category_text(v) for v in column.tolist()])
+    label = None
+    if REFERENCE_LABEL_KEY in arrays:
+        raw = np.asarray(arrays[REFERENCE_LABEL_KEY], dtype=np.float64).ravel()
+        label = raw[keep] if raw.size == n else raw
+    return Reference(version, numeric, categorical, output[keep], label)
+
+
+def read_reference_file(
+    path: Path, features: list[FeatureSpec], version: str, max_rows: int | None = None
+) -> Reference:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError) as exc:  # not an npz, or object arrays (pickle refused)
+        raise ReferenceUnavailableError(
+            f"cannot read the reference of version {version}: {exc}"
+        ) from exc
+    return parse_reference(arrays, features, version, max_rows)
+
+
+class ReferenceSource:
+    """Finds the serving version and fetches its reference from MLflow."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        model_name: str,
+        features: list[FeatureSpec],
+        routing: RoutingStore,
+        redis: Any,
+        max_rows: int | None = None,
+    ) -> None:
+        from mlflow import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self.features = features
+        self.routing = routing
+        self.redis = redis
+        self.max_rows = max_rows
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+
+    def serving_version(self) -> str | None:
+        """The routing table's stable version; else the `champion` alias; else None."""
+        try:
+            table = self.routing.read(self.redis)
+        except Exception as exc:  # Redis down: fall back to the registry
+            log.warning("cannot read the routing table: %s", exc)
+            table = None
+        if table is not None and table.stable is not None:
+            return table.stable
+        try:
+            return str(
+                self.client.get_model_version_by_alias(self.model_name, ALIAS_CHAMPION).version
+            )
+        except Exception as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
+                return None
+            raise ReferenceUnavailableError(f"cannot ask MLflow for the champion: {exc}") from exc
+
+    def load(self, version: str) -> Reference:
+        import mlflow.artifacts
+
+        try:
+            mv = self.client.get_model_version(self.model_name, version)
+        except Exception as exc:
+            raise ReferenceUnavailableError(f"cannot read model version {version}: {exc}") from exc
+        # The trainer logs the reference into the version's run; a version registered
+        # from an artifact location keeps it beside the model directory.
+        candidates = []
+        if mv.run_id:
+            candidates.append({"run_id": mv.run_id, "artifact_path": REFERENCE_ARTIFACT})
+        if mv.source and not str(mv.source).startswith("models:/"):
+            parent = str(mv.source).rstrip("/").rsplit("/", 1)[0]
+            candidates.append({"artifact_uri": f"{parent}/{REFERENCE_ARTIFACT}"})
+        failures = []
+        with tempfile.TemporaryDirectory(prefix="driftline-reference-") as tmp:
+            for where in candidates:
+                try:
+                    local = mlflow.artifacts.download_artifacts(
+                        **where, dst_path=tmp, tracking_uri=self.tracking_uri
+                    )
+                except Exception as exc:
+                    failures.append(f"{where}: {exc}")
+                    continue
+                reference = read_reference_file(Path(local), self.features, version, self.max_rows)
+                log.info(
+                    "reference of %s version %s: %d rows", self.model_name, version, reference.rows
+                )
+                return reference
+        raise ReferenceUnavailableError(
+            f"no {REFERENCE_ARTIFACT} for {self.model_name} version {version}: "
+            + ("; ".join(failures) or "the version has neither a run nor a source")
+        )
+
+
+def finite(value: object) -> float | None:
+    """A numeric feature value as a finite float, or None (missing / not a number)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    return None

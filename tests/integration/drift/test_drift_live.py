@@ -1,0 +1,132 @@
+"""The drift monitor on a real broker, Redis and MLflow: quiet on the reference, one
+event per shift, concept drift from the labeled stream, a reference that follows the
+serving version, bad records kept aside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import redis
+
+from driftline.api.events import DriftEvent, decode
+from driftline.api.routing import RoutingTable
+from driftline.common.kafka import DeadLetters
+from driftline.common.state import RoutingStore, drift_key
+from driftline.drift import metrics
+from tests.drift.streams import NUMERIC, labeled, predictions, reference_arrays, rule
+from tests.integration.drift.conftest import Harness, wait_for
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.*"),
+]
+
+
+def test_one_shift_makes_one_event_and_both_backends_agree(
+    harness: Harness, calm_reference
+) -> None:
+    harness.registry.register(calm_reference, champion=True)
+    models = {b: harness.model(f"{harness.name}-{b}", backend=b) for b in ("scipy", "alibi")}
+    workers = {b: harness.start(harness.settings(m)) for b, m in models.items()}
+    rng = np.random.default_rng(1)
+
+    harness.send(models["scipy"].topics.predictions, predictions(rng, 2000))
+    for m in models.values():
+        wait_for(lambda m=m: harness.used(m.name, "predictions") >= 2000, 60, "the calm stream")
+    assert all(harness.events(m, seconds=2) == [] for m in models.values())
+
+    harness.send(
+        models["scipy"].topics.predictions, predictions(rng, 2000, shift={"x2": 1.0}, start=2000)
+    )
+    for m in models.values():
+        wait_for(lambda m=m: harness.used(m.name, "predictions") >= 4000, 60, "the shifted stream")
+    events = {b: harness.events(m) for b, m in models.items()}
+    for backend, sent in events.items():
+        # Five windows drifted, in inputs and outputs: one event, naming x2.
+        assert len(sent) == 1, (backend, sent)
+        (event,) = sent
+        assert event.kind == "covariate" and event.features == ["x2"]
+        assert event.model_version == "1" and event.samples == 400
+        assert event.window_start == 1000.0 + 2000 and event.window_end == 1000.0 + 2399
+        suppressed = metrics.suppressed.labels(models[backend].name, "covariate")._value.get()
+        assert suppressed == 4
+        stored = redis.Redis.from_url(harness.redis_url).get(
+            drift_key("test", models[backend].name)
+        )
+        assert decode(stored, DriftEvent) == event
+    # Same windows, same tests: the scipy backend agrees with alibi-detect.
+    a, s = events["alibi"][0], events["scipy"][0]
+    assert a.detector == "alibi:ks+chi2" and s.detector == "scipy:ks+chi2"
+    assert a.p_value == pytest.approx(s.p_value, rel=1e-4, abs=1e-30)
+    assert a.score == pytest.approx(s.score, rel=1e-6)
+    assert workers["alibi"].monitor is not None
+
+
+def test_a_concept_switch_raises_a_concept_event(harness: Harness, calm_reference) -> None:
+    harness.registry.register(calm_reference, champion=True)
+    model = harness.model(backend="scipy", expectedRunTime=20_000)
+    harness.start(harness.settings(model))
+    rng = np.random.default_rng(2)
+    # The inputs stay the same all along; only the labeling rule changes.
+    harness.send(model.topics.predictions, predictions(rng, 1200))
+    harness.send(model.topics.labeled, labeled(rng, 1500, noise=0.05))
+    wait_for(lambda: harness.used(model.name, "labeled") >= 1500, 60, "the first labels")
+    assert harness.events(model, seconds=2) == []
+    harness.send(model.topics.labeled, labeled(rng, 1000, concept=1, noise=0.05, start=1500))
+    wait_for(lambda: harness.used(model.name, "labeled") >= 2500, 60, "the switched labels")
+    (event,) = harness.events(model)
+    assert event.kind == "concept" and event.detector == "scipy:FETOnline"
+    assert event.features == ["__error__"]
+    assert 1000.0 + 1500 < event.window_end < 1000.0 + 1500 + 100  # tens of labels late
+
+
+def test_the_reference_follows_the_stable_version(harness: Harness, calm_reference) -> None:
+    harness.registry.register(calm_reference, champion=True)
+    shifted = reference_arrays(np.random.default_rng(3), n=2000)
+    shifted["x2"] = shifted["x2"] + 1.0
+    shifted["__output__"] = rule(np.column_stack([shifted[f] for f in NUMERIC]))
+    v2 = harness.registry.register(shifted)
+    routing = RoutingStore("test", harness.name)
+    client = redis.Redis.from_url(harness.redis_url)
+    routing.write(client, RoutingTable(stable=v2, revision=1))
+    model = harness.model(backend="scipy")
+    worker = harness.start(harness.settings(model))
+    assert worker.monitor is not None and worker.monitor.version == v2
+    rng = np.random.default_rng(4)
+    harness.send(model.topics.predictions, predictions(rng, 1200, shift={"x2": 1.0}, version=v2))
+    wait_for(lambda: harness.used(model.name, "predictions") >= 1200, 60, "traffic on v2")
+    assert harness.events(model, seconds=2) == []  # v2 was trained on this distribution
+
+    routing.write(client, RoutingTable(stable="1", revision=2))  # rolled back to version 1
+    wait_for(
+        lambda: worker.monitor is not None and worker.monitor.version == "1",
+        30,
+        "the reference of version 1",
+    )
+    harness.send(
+        model.topics.predictions, predictions(rng, 800, shift={"x2": 1.0}, version="1", start=1200)
+    )
+    wait_for(lambda: harness.used(model.name, "predictions") >= 2000, 60, "traffic on v1")
+    sent = harness.events(model)
+    assert len(sent) == 1, sent
+    (event,) = sent
+    assert event.model_version == "1" and event.features == ["x2"]
+    assert metrics.reference_version.labels(model.name, "1")._value.get() == 1
+    assert metrics.reference_version.labels(model.name, v2)._value.get() == 0
+
+
+def test_bad_records_go_to_the_dead_letter_topic(harness: Harness, calm_reference) -> None:
+    harness.registry.register(calm_reference, champion=True)
+    model = harness.model(backend="scipy")
+    harness.start(harness.settings(model))
+    rng = np.random.default_rng(5)
+    good = predictions(rng, 50)
+    harness.send(model.topics.predictions, [b"{not json", b'{"v": 7, "request_id": "x"}', *good])
+    wait_for(lambda: harness.used(model.name, "predictions") >= 50, 60, "the good records")
+    topic = model.topics.dead_letter
+    assert topic is not None
+    dead = harness.read(topic, 4)
+    assert [m.value() for m in dead] == [b"{not json", b'{"v": 7, "request_id": "x"}']
+    reasons = [dict(m.headers())["driftline-error"].decode() for m in dead]
+    assert reasons[0].startswith("not JSON") and "schema version 7" in reasons[1]
+    assert DeadLetters.count(model.topics.predictions, "not JSON") == 1
