@@ -6,7 +6,8 @@
 
 An invalid spec sets phase Failed with the message and raises `kopf.PermanentError`
 (the next spec change tries again); a missing Secret sets phase Pending and raises
-`kopf.TemporaryError`, so kopf retries with a delay. Handlers are registered on an
+`kopf.TemporaryError`, so kopf retries with a delay (the timer also re-applies once
+the Secret exists, so a lost retry never strands the model). Handlers are registered on an
 explicit registry by `register`, with settings built once at the entry point.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import kopf
 
-from driftline.api import GROUP, PLURAL, VERSION, SpecError
+from driftline.api import GROUP, PLURAL, VERSION, DynamicModel, SpecError
 from driftline.api.status import DynamicModelStatus
 from driftline.operator import metrics
 from driftline.operator.backends import RedisBackends
@@ -115,7 +116,10 @@ def dynamicmodel_tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -
         return  # reconcile has not finished this generation (or is retrying): not ours yet
     ready = previous.condition("Ready")
     if ready is not None and ready.reason == "DependencyMissing":
-        return  # reconcile retries until the Secret exists, and reports it meanwhile
+        # kopf re-runs reconcile after its delay; the tick looks too, so a retry kopf
+        # loses under load (or a long backoff) never strands a model whose Secret exists.
+        _apply_when_dependencies_exist(controller, model, body, patch, previous)
+        return
     status, missing = controller.tick(model, previous)
     metrics.ticks_total.labels("missing_parts" if missing else "ok").inc()
     if missing:
@@ -130,6 +134,27 @@ def dynamicmodel_tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -
         except (MissingDependencyError, KubeError) as exc:
             log.warning("re-apply failed: %s", exc)
     _write_status(body, patch, previous, status)
+
+
+def _apply_when_dependencies_exist(
+    controller: Controller,
+    model: DynamicModel,
+    body: kopf.Body,
+    patch: kopf.Patch,
+    previous: DynamicModelStatus,
+) -> None:
+    try:
+        applied, pruned = controller.apply(model)
+    except MissingDependencyError:
+        return  # still missing: the status already says so
+    except KubeError as exc:
+        log.warning("%s/%s: apply failed: %s", model.metadata.namespace, model.name, exc)
+        return
+    metrics.reconciles_total.labels("applied").inc()
+    status, _missing = controller.observe(model, previous)
+    _write_status(body, patch, previous, status)
+    message = f"applied {applied} objects" + (f", deleted {', '.join(pruned)}" if pruned else "")
+    kopf.info(body, reason="Reconciled", message=message)
 
 
 def dynamicmodel_delete(body: kopf.Body, memo: Any, **_: Any) -> None:

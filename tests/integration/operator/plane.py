@@ -257,8 +257,15 @@ def _stub_crd(group: str, version: str, plural: str, kind: str) -> dict[str, Any
     }
 
 
-def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Polls `check` until it returns something truthy; fails the test with `what`."""
+def wait_for(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    interval: float = 0.2,
+    describe: Callable[[], Any] | None = None,
+) -> T:
+    """Polls `check` until it returns something truthy; fails the test with `what`
+    and, when given, what `describe` returns then (the state the check did not like)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -269,7 +276,8 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+    seen = f"; state: {describe()!r}" if describe is not None else ""
+    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r}){seen}")
 
 
 def model_manifest(name: str, ns: str, **spec: Any) -> dict[str, Any]:

@@ -139,11 +139,15 @@ def test_invalid_spec_fails_with_a_message_then_recovers(
         wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving after the fix")
 
 
-def test_missing_secret_waits_and_retries(control_plane: ControlPlane, ns: str) -> None:
+# With a short backoff kopf's retry finds the Secret; with a long one only the tick can.
+@pytest.mark.parametrize("retry_seconds", [1.0, 3600.0], ids=["kopf-retry", "tick"])
+def test_missing_secret_waits_and_retries(
+    control_plane: ControlPlane, ns: str, retry_seconds: float
+) -> None:
     manifest = model_manifest("churn", ns)
     manifest["spec"]["kafka"]["credentialsSecret"] = "kafka-creds"
     control_plane.create_model(manifest)
-    with control_plane.operator(ns, retry_seconds=1.0):
+    with control_plane.operator(ns, retry_seconds=retry_seconds):
         status = wait_for(
             lambda: (
                 (s := control_plane.status(ns, "churn")).get("phase") == "Pending"
@@ -156,7 +160,12 @@ def test_missing_secret_waits_and_retries(control_plane: ControlPlane, ns: str) 
         assert "kafka-creds" in status["message"]
         assert control_plane.children(DEPLOYMENTS, ns, "churn") == []
         control_plane.secret(ns, "kafka-creds", {"username": "u", "password": "p"})
-        wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving once it exists")
+        wait_for(
+            lambda: serving(control_plane, ns, "churn"),
+            120,
+            "phase Serving once it exists",
+            describe=lambda: control_plane.status(ns, "churn"),
+        )
     pod = deployment(control_plane, ns, "churn-joiner")["spec"]["template"]["spec"]
     assert {
         "name": "kafka-credentials",
