@@ -7,6 +7,7 @@ why (drift detected, candidate shadowed, canary steps, promotion) marked on it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,4 +101,7 @@ def write_report(results: list[ScenarioResult], out_dir: Path) -> Path:
         images[result.name] = name
     path = out_dir / "REPORT.md"
     path.write_text(markdown(results, images), encoding="utf-8")
+    # The same verdicts for scripts: {scenario: {"passed": ..., "summary": {what: value}}}.
+    verdicts = {r.name: {"passed": r.passed, "summary": dict(r.summary)} for r in results}
+    (out_dir / "results.json").write_text(json.dumps(verdicts, indent=2) + "\n")
     return path
