@@ -72,6 +72,16 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return print_status(args.file, args.state_dir)
 
 
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    from driftline.local import rollout_cmd
+    from driftline.local.status import find_state_dir
+
+    state_dir = find_state_dir(args.file, args.state_dir)
+    if state_dir is None:
+        return 2
+    return rollout_cmd.run(state_dir, args.action, args.version, args.reason)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from driftline.local.demo import run_demo
 
@@ -101,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", type=Path, default=None)
     p.add_argument("--state-dir", type=Path, default=None)
     p.set_defaults(run=_cmd_status)
+    p = sub.add_parser("rollout", help="approve or abort the running rollout of a local run")
+    p.add_argument("action", choices=["approve", "abort"])
+    p.add_argument("-f", "--file", type=Path, default=None)
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--version", default=None, help="the candidate meant (default: the current)")
+    p.add_argument("--reason", default="", help="recorded in the rollout's history")
+    p.set_defaults(run=_cmd_rollout)
+
     p = sub.add_parser("demo", help="a drifting stream: detected, learned, promoted")
     p.add_argument("--scenario", choices=["drift", "bad-candidate", "all"], default="all")
     p.add_argument("--out", type=Path, default=Path("demo-report"))

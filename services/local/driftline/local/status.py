@@ -20,6 +20,8 @@ from driftline.api.events import DriftEvent
 from driftline.api.routing import RoutingTable
 from driftline.common.state import QualityStore, RoutingStore, ServingStore, drift_key
 from driftline.local.runtime import RuntimeInfo, default_state_dir
+from driftline.rollout.state import RolloutState
+from driftline.rollout.store import read_rollout
 
 WINDOW_SECONDS = 300
 
@@ -40,6 +42,7 @@ class Snapshot:
     routing: RoutingTable | None
     drift: DriftEvent | None
     variants: list[VariantLine]
+    rollout: RolloutState | None = None
 
 
 def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> Snapshot:
@@ -75,7 +78,8 @@ def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> 
                         error_rate=s.error_rate,
                     )
                 )
-        return Snapshot(routing, drift, lines)
+        rollout = read_rollout(client, info.namespace, info.model)
+        return Snapshot(routing, drift, lines, rollout)
     finally:
         client.close()
 
@@ -92,20 +96,27 @@ def _fmt(value: Any, spec: str = "") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def find_state_dir(model_file: Path | None, state_dir: Path | None) -> Path | None:
+    """The state directory of a local run: given, the model's, or the only one here."""
+    if state_dir is not None:
+        return state_dir
+    if model_file is not None:
+        return default_state_dir(load_dynamic_model(model_file))
+    runs = sorted(Path(".driftline").glob("*/runtime.json"))
+    if len(runs) != 1:
+        print(f"give -f MODEL.yaml or --state-dir (found {len(runs)} runs)", file=sys.stderr)
+        return None
+    return runs[0].parent
+
+
 def print_status(model_file: Path | None, state_dir: Path | None) -> int:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
+    state_dir = find_state_dir(model_file, state_dir)
     if state_dir is None:
-        if model_file is not None:
-            state_dir = default_state_dir(load_dynamic_model(model_file))
-        else:
-            runs = sorted(Path(".driftline").glob("*/runtime.json"))
-            if len(runs) != 1:
-                console.print(f"give -f MODEL.yaml or --state-dir (found {len(runs)} runs)")
-                return 2
-            state_dir = runs[0].parent
+        return 2
     try:
         info = RuntimeInfo.read(state_dir)
     except FileNotFoundError as exc:
@@ -121,6 +132,12 @@ def print_status(model_file: Path | None, state_dir: Path | None) -> int:
         console.print(
             f"routing: stable [green]{r.stable}[/green]  candidate {r.candidate or '-'}  "
             f"mode {r.mode}  weight {r.weight}%  baseline {r.baseline or '-'}  (rev {r.revision})"
+        )
+    if snap.rollout is not None and snap.rollout.stage != "idle":
+        ro = snap.rollout
+        console.print(
+            f"rollout: {ro.stage}  candidate {ro.candidate or '-'}  weight {ro.weight}%  "
+            f"{ro.reason}".rstrip()
         )
     if snap.drift is not None:
         d = snap.drift
