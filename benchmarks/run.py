@@ -32,6 +32,7 @@ from typing import Any
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from benchmarks.suite import cache, charts, drift, feedback, http, trainer
+from benchmarks.suite import profile as profiler
 from benchmarks.suite.common import Row, cores, machine
 from benchmarks.suite.peers import ENVS, cache_dir, install
 from benchmarks.suite.report import markdown
@@ -59,7 +60,7 @@ def setup(log: Callable[[str], None] = print) -> dict[str, str | None]:
             subprocess.run(["apt-get", "install", "-y", package], check=False, capture_output=True)
     cache.ensure_redis_benchmark()
     errors = {}
-    for name, env in ENVS.items():
+    for name, env in {**ENVS, "tools": profiler.TOOLS}.items():
         log(f"peer {name}: {'ready' if env.installed() else 'installing ...'}")
         errors[name] = install(env, cache_dir() / "logs" / f"{name}.log")
         if errors[name]:
@@ -95,7 +96,7 @@ def _plans(args: argparse.Namespace) -> dict[str, Callable[[], list[Row]]]:
             http.Options(seconds=args.seconds, repeats=args.repeats, peers=not args.no_peers),
             where,
         ),
-        "cache": lambda: cache.measure(cache.Options(repeats=args.repeats), where),
+        "cache": lambda: cache.measure(cache.Options(requests=5000, repeats=5), where),
         "trainer": lambda: trainer.measure(trainer.Options(), where.server),
         "feedback": lambda: feedback.measure(feedback.Options()),
         "drift": lambda: drift.measure(drift.Options()),

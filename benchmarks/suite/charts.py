@@ -24,6 +24,7 @@ def _ok(rows: list[Row], workload: str) -> list[Row]:
 
 def http_throughput(rows: list[Row], path: Path) -> bool:
     data = [r for r in _ok(rows, "http") if r.case.endswith(("connection", "connections"))]
+    data = [r for r in data if not r.case.startswith("profile")]
     data += [r for r in _ok(rows, "cache") if r.case.endswith(("connection", "connections"))]
     if not data:
         return False

@@ -37,6 +37,7 @@ import httpx
 from benchmarks.inference.run import Server, floor
 from benchmarks.inference.wrk import ensure_wrk, fixed_body_script, run_wrk
 from benchmarks.suite import openloop
+from benchmarks.suite import profile as profiler
 from benchmarks.suite.common import DRIFTLINE, FLOOR, PEER, Cores, Row, median, tree_cpu_seconds
 from benchmarks.suite.peers import ENVS, QUIET_ENV, cache_dir, install, peer_servings
 from driftline.api import parse_dynamic_model
@@ -62,6 +63,8 @@ class Options:
     """Open loop: requests per second in all (over 8 connections)."""
     peers: bool = True
     driftline: bool = True
+    profile: bool = True
+    """Also run one Driftline server under pyinstrument (outside the timed rounds)."""
     """False: the floors only (the service needs MLflow, Redis and a broker: ~30 s)."""
 
 
@@ -79,6 +82,8 @@ class Target:
     process: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     error: str = ""
+    profile: Path | None = None
+    """Where pyinstrument writes this server's profile (not measured in the rounds)."""
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def record(self, case: str, **values: float | None) -> None:
@@ -171,7 +176,7 @@ def started(
         path = work / "mlp.onnx"
         targets: list[Target] = []
         if options.driftline:
-            targets += _driftline_targets(stack, cores, work, path)
+            targets += _driftline_targets(stack, cores, work, path, options.profile)
         else:
             path.write_bytes(mlp_model(_contract(_document("x", "http://127.0.0.1:1")), HIDDEN))
             failed.append(
@@ -271,7 +276,8 @@ def measure(options: Options, cores: Cores) -> list[Row]:
     failed: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-http-") as tmp:
         work = Path(tmp)
-        with started(options, cores, work, failed) as (targets, model):
+        with started(options, cores, work, failed) as (everything, model):
+            targets = [t for t in everything if t.profile is None]
             for target in targets:  # warm up: first requests, lazy imports, JIT paths
                 run_wrk(target.predict_url, fixed_body_script(target.body), 8, 1, cores.client)
             floor_samples: dict[str, list[float]] = {}
@@ -292,6 +298,7 @@ def measure(options: Options, cores: Cores) -> list[Row]:
                     for target in order:
                         _open(target, options, cores)
                 print(f"http: round {round_ + 1}/{options.repeats} done", flush=True)
+            rows += [_profile(t, options, cores) for t in everything if t.profile is not None]
             rows.append(
                 Row(
                     WORKLOAD,
@@ -321,6 +328,21 @@ def measure(options: Options, cores: Cores) -> list[Row]:
                 note="h2load not found (apt-get install nghttp2-client)")
         )  # fmt: skip
     return rows + failed
+
+
+def _profile(target: Target, options: Options, cores: Cores) -> Row:
+    """32 connections against the profiled server, then its own time by function."""
+    case, name = "profile, 32 connections", "Driftline, batching on, log off (pyinstrument)"
+    run_wrk(
+        target.predict_url, fixed_body_script(target.body), 32, 2 * options.seconds, cores.client
+    )
+    _stop(target.process)
+    assert target.profile is not None
+    try:
+        top = profiler.top(target.profile)
+    except (OSError, ValueError, KeyError) as exc:
+        return Row(WORKLOAD, case, name, DRIFTLINE, status="failed", note=f"no profile: {exc}")
+    return Row(WORKLOAD, case, name, DRIFTLINE, values=dict(top))
 
 
 @dataclass(frozen=True)
@@ -383,7 +405,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _driftline_targets(stack: ExitStack, cores: Cores, work: Path, path: Path) -> list[Target]:
+def _driftline_targets(
+    stack: ExitStack, cores: Cores, work: Path, path: Path, profile: bool
+) -> list[Target]:
     """Driftline's servers, one per setting, with the model registered in a real MLflow."""
     print("http: starting MLflow, Redis and the Kafka broker ...", flush=True)
     mlflow = stack.enter_context(MlflowServer(root=work / "mlflow", log_path=work / "mlflow.log"))
@@ -397,7 +421,10 @@ def _driftline_targets(stack: ExitStack, cores: Cores, work: Path, path: Path) -
     path.write_bytes(model)
     register_version(mlflow.tracking_uri, "bench-mlp", model, aliases=[ALIAS_CHAMPION])
     targets: list[Target] = []
-    for label, doc in docs.items():
+    settings = list(docs.items())
+    if profile and profiler.ready():
+        settings.append(("batching on, profiled", docs["batching on"]))
+    for label, doc in settings:
         log_on = "log on" in label
         env = {"DRIFTLINE_INFERENCE_PREDICTION_LOG": "true" if log_on else "false"}
         # `Server` (the inference benchmark's) writes the model file and the environment.
@@ -412,10 +439,19 @@ def _driftline_targets(stack: ExitStack, cores: Cores, work: Path, path: Path) -
             f"{server.url}/v2/health/ready",
             log=server.dir / "server.log",
         )
-        command = cores.pin([sys.executable, "-m", "driftline.inference"], cores.server)
+        command = [sys.executable, "-m", "driftline.inference"]
+        env = server.env
+        if label.endswith("profiled"):
+            target.profile = server.dir / "profile.json"
+            command = profiler.command("driftline.inference", target.profile)
+            env = {**env, **profiler.environment()}
         with (server.dir / "server.log").open("wb") as out:
             target.process = subprocess.Popen(
-                command, env=server.env, stdout=out, stderr=out, start_new_session=True
+                cores.pin(command, cores.server),
+                env=env,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
             )
         stack.callback(_stop, target.process)
         targets.append(target)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.suite.common import Row
-from benchmarks.suite.targets import Judgement
+from benchmarks.suite.targets import PROFILE_CASE, Judgement
 
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     # workload: (value key, header, format)
@@ -57,7 +57,7 @@ def _http_table(rows: list[Row], meta: dict[str, Any], names_like: str = "") -> 
     """One line per server: req/s at each connection count, latency, CPU, ratios."""
     data = [r for r in rows if r.workload in ("http", "cache") and r.status == "ok"]
     data = [r for r in data if "connection" in r.case or r.case.startswith("open loop")]
-    data = [r for r in data if names_like in r.contender]
+    data = [r for r in data if names_like in r.contender and r.case != PROFILE_CASE]
     names = list(dict.fromkeys(r.contender for r in data))
     if not names:
         return ["(no server measured)"]
@@ -98,6 +98,16 @@ def _http_table(rows: list[Row], meta: dict[str, Any], names_like: str = "") -> 
     floor = next(
         (r for r in rows if r.workload == "http" and r.contender.startswith("raw ONNX")), None
     )
+    profiled = next((r for r in rows if r.case == PROFILE_CASE and r.status == "ok"), None)
+    if profiled and not names_like:
+        out += [
+            "",
+            f"Where {profiled.contender.split(' (')[0]} spends its time at 32 connections "
+            "(pyinstrument, own time of each function as a share of the sampled time; "
+            "`select` is the event loop waiting, i.e. idle):",
+            "",
+        ]
+        out += [f"- {name}: {share or 0:.1%}" for name, share in profiled.values.items()]
     if floor and floor.status == "ok" and not names_like:
         out += [
             "",

@@ -57,9 +57,14 @@ def _x(value: float) -> str:
     return f"{value:.2f}x"
 
 
-def judge(rows: list[Row], profile: list[tuple[str, float]] | None = None) -> list[Judgement]:
+PROFILE_CASE = "profile, 32 connections"
+
+
+def judge(rows: list[Row]) -> list[Judgement]:
+    profiled = next((r for r in rows if r.case == PROFILE_CASE and r.status == "ok"), None)
+    profile = [(k, v or 0.0) for k, v in profiled.values.items()] if profiled else []
     out: list[Judgement] = []
-    out += _http(rows, profile or [])
+    out += _http(rows, profile)
     out += _trainer(rows)
     out += _drift(rows)
     out += _feedback(rows)
@@ -85,7 +90,7 @@ def _http(rows: list[Row], profile: list[tuple[str, float]]) -> list[Judgement]:
         )
         if profile:
             top = ", ".join(f"{name} {share:.0%}" for name, share in profile[:5])
-            bound += f"; where the server's time goes (py-spy, own time): {top}"
+            bound += f"; where the server's time goes (pyinstrument, own time): {top}"
     out = []
     if rps is None:
         out.append(Judgement("http", f">= {HTTP_RPS:,.0f} req/s", "not measured", None))
