@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +36,9 @@ from benchmarks.inference.run import Server, floor
 from benchmarks.inference.wrk import ensure_wrk, fixed_body_script, run_wrk
 from benchmarks.suite import openloop
 from benchmarks.suite import profile as profiler
-from benchmarks.suite.common import DRIFTLINE, FLOOR, PEER, Cores, Row, median, tree_cpu_seconds
+from benchmarks.suite.common import DRIFTLINE, FLOOR, PEER, Cores, Row, median
 from benchmarks.suite.peers import ENVS, QUIET_ENV, cache_dir, install, peer_servings
+from benchmarks.suite.servers import Target, closed, open_loop, stop, wait_ready
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.infra import MlflowServer, RedisServer, free_port, start_kafka
@@ -66,76 +65,6 @@ class Options:
     profile: bool = True
     """Also run one Driftline server under pyinstrument (outside the timed rounds)."""
     """False: the floors only (the service needs MLflow, Redis and a broker: ~30 s)."""
-
-
-@dataclass
-class Target:
-    """One running server under test."""
-
-    label: str
-    kind: str
-    peer: str
-    batching: bool
-    predict_url: str
-    body: str
-    ready_url: str
-    process: subprocess.Popen[bytes] | None = None
-    log: Path | None = None
-    error: str = ""
-    profile: Path | None = None
-    """Where pyinstrument writes this server's profile (not measured in the rounds)."""
-    samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
-
-    def record(self, case: str, **values: float | None) -> None:
-        bucket = self.samples.setdefault(case, {})
-        for key, value in values.items():
-            if value is not None:
-                bucket.setdefault(key, []).append(value)
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    """Stop a server and everything it started (its own process group)."""
-    if process is None or process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(20)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-
-
-def _check(target: Target) -> None:
-    """One request must succeed before a server is measured: a 4xx would look fast."""
-    answer = httpx.post(
-        target.predict_url,
-        content=target.body,
-        headers={"content-type": "application/json"},
-        timeout=10,
-    )
-    if answer.status_code != 200:
-        raise RuntimeError(f"predict answered {answer.status_code}: {answer.text[:160]}")
-
-
-def _wait(url: str, target: Target, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if target.process is not None and target.process.poll() is not None:
-            tail = (
-                target.log.read_text(errors="replace").strip().splitlines()[-3:]
-                if target.log
-                else []
-            )
-            raise RuntimeError(f"exited {target.process.returncode}: " + " | ".join(tail))
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                _check(target)
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"not ready after {timeout:.0f} s")
 
 
 def _document(
@@ -211,7 +140,7 @@ def started(
                     start_new_session=True,
                     cwd=Path(__file__).resolve().parents[2],
                 )
-            stack.callback(_stop, target.process)
+            stack.callback(stop, target.process)
             targets.append(target)
 
         if options.peers:
@@ -246,7 +175,7 @@ def started(
                             cwd=serving.cwd,
                             start_new_session=True,
                         )
-                    stack.callback(_stop, target.process)
+                    stack.callback(stop, target.process)
                     targets.append(target)
         if not options.peers:
             failed.append(
@@ -257,10 +186,10 @@ def started(
             if target.error:
                 continue
             try:
-                _wait(target.ready_url, target, 300)
+                wait_ready(target.ready_url, target, 300)
             except (RuntimeError, httpx.HTTPError) as exc:
                 target.error = f"did not start: {exc}"
-                _stop(target.process)
+                stop(target.process)
             print(f"  {target.label}: {target.error or 'ready'}", flush=True)
         failed.extend(
             Row(WORKLOAD, "all", t.label, t.kind, status="failed", note=t.error)
@@ -293,10 +222,10 @@ def measure(options: Options, cores: Cores) -> list[Row]:
                     for target in order:
                         if target.label == "Driftline, cache hit" and connections == 128:
                             continue
-                        _closed(target, connections, options.seconds, cores)
+                        closed(target, connections, options.seconds, cores)
                 if openloop.available():
                     for target in order:
-                        _open(target, options, cores)
+                        open_loop(target, options.rate, options.seconds, cores)
                 print(f"http: round {round_ + 1}/{options.repeats} done", flush=True)
             rows += [_profile(t, options, cores) for t in everything if t.profile is not None]
             rows.append(
@@ -336,7 +265,7 @@ def _profile(target: Target, options: Options, cores: Cores) -> Row:
     run_wrk(
         target.predict_url, fixed_body_script(target.body), 32, 2 * options.seconds, cores.client
     )
-    _stop(target.process)
+    stop(target.process)
     assert target.profile is not None
     try:
         top = profiler.top(target.profile)
@@ -351,49 +280,6 @@ class _Case:
 
     name: str = "mlp32"
     width: int = WIDTH
-
-
-def _closed(target: Target, connections: int, seconds: float, cores: Cores) -> None:
-    before = tree_cpu_seconds(target.process.pid) if target.process else 0.0
-    try:
-        load = run_wrk(
-            target.predict_url, fixed_body_script(target.body), connections, seconds, cores.client
-        )
-    except (subprocess.CalledProcessError, StopIteration) as exc:
-        print(f"  {target.label} c={connections}: wrk failed ({exc})", flush=True)
-        return
-    used = (tree_cpu_seconds(target.process.pid) if target.process else 0.0) - before
-    errors = load.non_2xx + load.socket_errors
-    ok = max(load.requests - errors, 0)
-    target.record(
-        f"{connections} connection" + ("s" if connections > 1 else ""),
-        rps=ok / load.seconds if load.seconds else 0.0,
-        p50_ms=load.p50_ms,
-        p99_ms=load.p99_ms,
-        cpu_us_per_request=used / ok * 1e6 if ok else None,
-        errors=float(errors),
-    )
-    print(
-        f"  {target.label:<40} c={connections:<3} {load.rps:8.0f} req/s p50 {load.p50_ms:6.2f} ms "
-        f"p99 {load.p99_ms:7.2f} ms errors {errors}",
-        flush=True,
-    )
-
-
-def _open(target: Target, options: Options, cores: Cores) -> None:
-    pin = ["taskset", "-c", cores.client] if cores.client is not None else None
-    try:
-        load = openloop.run(target.predict_url, target.body, options.rate, 8, options.seconds, pin)
-    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        print(f"  {target.label} open loop failed: {exc}", flush=True)
-        return
-    target.record(
-        f"open loop {options.rate} req/s",
-        rps=load.answered_per_s,
-        p50_ms=load.p50_ms,
-        p99_ms=load.p99_ms,
-        errors=float(load.errors),
-    )
 
 
 BATCHING = {"enabled": True, "maxBatchSize": 64, "maxDelayMs": 2}
@@ -453,6 +339,6 @@ def _driftline_targets(
                 stderr=out,
                 start_new_session=True,
             )
-        stack.callback(_stop, target.process)
+        stack.callback(stop, target.process)
         targets.append(target)
     return targets

@@ -20,8 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -135,25 +134,7 @@ class Serving:
     predict_path: str
     body: str
     port: int
-    extra_ports: list[int] = field(default_factory=list)
     cwd: Path | None = None
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float, log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-4:]
-            raise RuntimeError(f"exited with {process.returncode}: " + " | ".join(tail))
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"not ready after {timeout:.0f} s")
 
 
 def peer_servings(
