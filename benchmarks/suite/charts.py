@@ -43,6 +43,8 @@ def http_throughput(rows: list[Row], path: Path) -> bool:
                     alpha=0.45 + 0.55 * (j + 1) / len(cases))  # fmt: skip
             ax.text(row.values["rps"], y, f" {row.values['rps']:,.0f} ({case.split()[0]})",
                     va="center", fontsize=7)  # fmt: skip
+    ax.axvline(8000, color="#d62728", linestyle="--", linewidth=1)
+    ax.text(8000, -0.6, " target: 8,000 req/s at 32 connections", color="#d62728", fontsize=7)
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(names))], names, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("requests per second (median of repeats); shades: 1 / 32 / 128 connections")

@@ -38,7 +38,7 @@ from benchmarks.suite import openloop
 from benchmarks.suite import profile as profiler
 from benchmarks.suite.common import DRIFTLINE, FLOOR, PEER, Cores, Row, median
 from benchmarks.suite.peers import ENVS, QUIET_ENV, cache_dir, install, peer_servings
-from benchmarks.suite.servers import Target, closed, open_loop, stop, wait_ready
+from benchmarks.suite.servers import Target, closed, launch, open_loop, stop, wait_ready
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.infra import MlflowServer, RedisServer, free_port, start_kafka
@@ -183,7 +183,7 @@ def started(
                     note="peers not run (smoke run or --no-peers)")
             )  # fmt: skip
         for target in targets:
-            if target.error:
+            if target.error or target.profile is not None:
                 continue
             try:
                 wait_ready(target.ready_url, target, 300)
@@ -262,10 +262,16 @@ def measure(options: Options, cores: Cores) -> list[Row]:
 def _profile(target: Target, options: Options, cores: Cores) -> Row:
     """32 connections against the profiled server, then its own time by function."""
     case, name = "profile, 32 connections", "Driftline, batching on, log off (pyinstrument)"
-    run_wrk(
-        target.predict_url, fixed_body_script(target.body), 32, 2 * options.seconds, cores.client
-    )
-    stop(target.process)
+    launch(target)
+    try:
+        wait_ready(target.ready_url, target, 300)
+        run_wrk(target.predict_url, fixed_body_script(target.body), 8, 1, cores.client)
+        script = fixed_body_script(target.body)
+        run_wrk(target.predict_url, script, 32, 4 * options.seconds, cores.client)
+    except (RuntimeError, httpx.HTTPError, subprocess.CalledProcessError) as exc:
+        return Row(WORKLOAD, case, name, DRIFTLINE, status="failed", note=f"not profiled: {exc}")
+    finally:
+        stop(target.process)  # pyinstrument writes the profile as the server exits
     assert target.profile is not None
     try:
         top = profiler.top(target.profile)
@@ -326,11 +332,14 @@ def _driftline_targets(
             log=server.dir / "server.log",
         )
         command = [sys.executable, "-m", "driftline.inference"]
-        env = server.env
         if label.endswith("profiled"):
+            # Started after the timed rounds, so that its profile holds the load only.
             target.profile = server.dir / "profile.json"
             command = profiler.command("driftline.inference", target.profile)
-            env = {**env, **profiler.environment()}
+            target.command = cores.pin(command, cores.server)
+            target.env = {**server.env, **profiler.environment()}
+            targets.append(target)
+            continue
         with (server.dir / "server.log").open("wb") as out:
             target.process = subprocess.Popen(
                 cores.pin(command, cores.server),

@@ -49,7 +49,7 @@ def top(path: Path, n: int = 8) -> list[tuple[str, float]]:
     def walk(frame: dict[str, Any]) -> None:
         if frame["function"] == "<module>" and frame is not data["root_frame"]:
             return
-        children = [c for c in frame.get("children", []) if c["function"] != "<module>"]
+        children = frame.get("children", [])
         rest = frame["time"] - sum(c["time"] for c in children)
         where = Path(frame.get("file_path_short") or "?").name
         name = f"{frame['function']} ({where})"

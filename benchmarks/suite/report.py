@@ -103,8 +103,9 @@ def _http_table(rows: list[Row], meta: dict[str, Any], names_like: str = "") -> 
         out += [
             "",
             f"Where {profiled.contender.split(' (')[0]} spends its time at 32 connections "
-            "(pyinstrument, own time of each function as a share of the sampled time; "
-            "`select` is the event loop waiting, i.e. idle):",
+            "(pyinstrument on the main thread, own time of each function as a share of the "
+            "sampled time after the imports; start-up work such as loading the model is "
+            "included, so the load runs 4x as long as a timed run to outweigh it):",
             "",
         ]
         out += [f"- {name}: {share or 0:.1%}" for name, share in profiled.values.items()]

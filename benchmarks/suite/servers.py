@@ -34,6 +34,9 @@ class Target:
     error: str = ""
     profile: Path | None = None
     """Where pyinstrument writes this server's profile (not measured in the rounds)."""
+    command: list[str] = field(default_factory=list)
+    """For a server started later (`launch`): its command line and environment."""
+    env: dict[str, str] = field(default_factory=dict)
     samples: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     def record(self, case: str, **values: float | None) -> None:
@@ -41,6 +44,15 @@ class Target:
         for key, value in values.items():
             if value is not None:
                 bucket.setdefault(key, []).append(value)
+
+
+def launch(target: Target) -> None:
+    """Start a server whose command was kept for later, in a process group of its own."""
+    assert target.log is not None
+    with target.log.open("wb") as out:
+        target.process = subprocess.Popen(
+            target.command, env=target.env, stdout=out, stderr=out, start_new_session=True
+        )
 
 
 def stop(process: subprocess.Popen[bytes] | None) -> None:
