@@ -343,7 +343,7 @@ def _driftline_targets(
         with (server.dir / "server.log").open("wb") as out:
             target.process = subprocess.Popen(
                 cores.pin(command, cores.server),
-                env=env,
+                env=server.env,
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
