@@ -154,6 +154,7 @@ def measure(options: Options) -> list[Row]:
             Row(WORKLOAD, "input shift", "all", DRIFTLINE, status="skipped",
                 note="smoke mode: the covariate section runs in the full benchmark only")
         )  # fmt: skip
+    compare_inputs(rows)
     for name, values in costs.items():
         rows.append(
             Row(
@@ -166,6 +167,23 @@ def measure(options: Options) -> list[Row]:
             )
         )
     return rows
+
+
+def compare_inputs(rows: list[Row]) -> None:
+    """Input-shift rows: each Driftline detector's delay over the best alibi-detect one's
+    on the same shift (both at the same expected run time)."""
+    for row in rows:
+        if row.workload != WORKLOAD or not row.case.startswith("input shift:"):
+            continue
+        if row.kind != DRIFTLINE or row.values.get("median_delay") is None:
+            continue
+        peers = [
+            r.values["median_delay"]
+            for r in rows
+            if r.case == row.case and r.kind == PEER and r.values.get("median_delay")
+        ]
+        if peers:
+            row.values["vs_best_peer"] = (row.values["median_delay"] or 0.0) / min(peers)
 
 
 def _delay(pick: dict[str, Any] | None) -> float | None:

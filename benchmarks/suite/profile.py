@@ -55,6 +55,8 @@ def top(path: Path, n: int = 8) -> list[tuple[str, float]]:
         name = f"{frame['function']} ({where})"
         if where == "runners.py":
             name = EVENT_LOOP
+        elif "pybind11" in name and frame["function"].endswith(".run"):
+            name = "onnxruntime InferenceSession.run (C++)"
         own[name] += max(rest, 0.0)
         for child in children:
             walk(child)
