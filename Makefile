@@ -56,8 +56,12 @@ demo: $(STAMP) ## run the closed loop on this machine: drift detected, learned, 
 	$(VENV)/bin/driftline demo
 
 .PHONY: bench
-bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/results/
+bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/results/REPORT.md
 	$(PY) -m benchmarks.run
+
+.PHONY: bench-setup
+bench-setup: $(STAMP) ## install the benchmark's peers (MLServer, KServe, BentoML), each in a venv of its own
+	$(PY) -m benchmarks.run --setup
 
 .PHONY: rig
 rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo

@@ -77,7 +77,7 @@ def model_file(
     return path
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--joins", type=int, default=100_000, help="joins per round")
     parser.add_argument("--rounds", type=int, default=3)
@@ -88,7 +88,8 @@ def main() -> int:
         default=JoinerSettings.model_fields["batch_size"].default,
         help="records per consumed batch (the joiner's DRIFTLINE_JOINER_BATCH_SIZE)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where feedback.md/json go")
+    args = parser.parse_args(argv)
     before = machine_state()
     reqs = requests(args.joins)
     rounds: list[dict[str, measure.Rate]] = []
@@ -131,7 +132,7 @@ def main() -> int:
                 )
         finally:
             broker.stop()
-    report(rounds, before, machine_state(), args.joins, broker_kind, args.batch_size)
+    report(rounds, before, machine_state(), args.joins, broker_kind, args.batch_size, args.out)
     return 0
 
 
@@ -154,6 +155,7 @@ def report(
     joins: int,
     broker: str,
     batch_size: int,
+    out: Path = RESULTS,
 ) -> None:
     rate = {k: _median([r[k].joins_per_s for r in rounds]) for k in LABELS}
     ratio = {
@@ -219,8 +221,8 @@ def report(
     ]
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "feedback.md").write_text(text, encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "feedback.md").write_text(text, encoding="utf-8")
     data = {
         "target": TARGET,
         "met": met,
@@ -239,4 +241,4 @@ def report(
         "labels": LABELS,
         "machine": {"before": before, "after": after},
     }
-    (RESULTS / "feedback.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (out / "feedback.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,1 @@
+"""The peers' servers: each runs in the peer's own virtual environment, not ours."""
