@@ -23,6 +23,7 @@ from driftline.inference.contract import (
     Served,
     invalid_from_msgspec,
     non_finite_field,
+    too_deep,
 )
 from driftline.inference.errors import BadRequestError, InvalidInputError
 
@@ -68,6 +69,8 @@ class PlainProtocol:
             if field is not None:
                 raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
             raise BadRequestError(f"the body is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise too_deep() from None
         features = request.features
         many = isinstance(features, list)
         rows = features if many else [features]
