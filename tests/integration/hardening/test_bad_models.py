@@ -314,7 +314,10 @@ def test_broken_candidates_are_aborted_and_rolled_back_a_sound_one_promoted(
     assert loop.routing().stable == sound.version
     loop.driver.close()
 
-    print(f"\nbad candidates through the canary (stable p99 {p99:g} ms, p99 limit {limit:g} ms):")
+    print(
+        f"\nbad candidates through the canary (stable p99 {p99:g} ms, p99 limit {limit:g} ms, "
+        f"slowed run {run_seconds * 1000:.0f} ms):"
+    )
     for o in outcomes:
         print(
             f"  {o.fault:20s} v{o.version}: {o.stage:8s} after {o.seconds:4.1f}s; "
