@@ -26,7 +26,7 @@ from driftline.operator.cluster import kafka_security
 from driftline.rollout.settings import RolloutSettings
 from driftline.trainer.settings import TrainerSettings
 
-from ..operator.conftest import scenarios
+from tests.operator.conftest import scenarios
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {
