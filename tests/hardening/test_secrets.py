@@ -25,7 +25,6 @@ from driftline.operator.builders.context import KafkaAuth
 from driftline.operator.cluster import kafka_security
 from driftline.rollout.settings import RolloutSettings
 from driftline.trainer.settings import TrainerSettings
-
 from tests.operator.conftest import scenarios
 
 REPO = Path(__file__).resolve().parents[2]
