@@ -18,6 +18,10 @@ SEA stream, so each broken candidate is aborted for its fault alone:
 - an artifact whose sha256 does not match its tag -> never loads, the canary gets no
   evidence -> inconclusive until the budget runs out;
 - the control: the stable model itself as a candidate is promoted by the same harness.
+
+The sha256 check holds for every reader of a model file: inference re-checks a file
+already downloaded (replaced on disk, it is refused), and the trainer refuses a
+champion whose artifact does not match its tag before it continues training from it.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 import pytest
 
 from driftline.api import DynamicModel, parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION, INPUT_NUMERIC
+from driftline.api.registry import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
 from driftline.common.connections import KafkaConnection
 from driftline.common.infra import MlflowServer, RedisServer
 from driftline.common.infra.kafka import KafkaBroker
@@ -55,7 +59,7 @@ from driftline.rollout.registry import ModelRegistry
 
 from .conftest import Served, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = pytest.mark.integration
 
 SEA_CONCEPT = 2  # theta 7: label 1 when x1 + x2 <= 7
 WARM_ROWS = 32  # the batch size the loader warms a version up with
@@ -257,6 +261,8 @@ def slow_enough(
         matmuls = math.ceil(matmuls * min(10.0, 1.3 * seconds / took))
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_broken_candidates_are_aborted_and_rolled_back_a_sound_one_promoted(
     loop: Loop, tmp_path: Path
 ) -> None:
@@ -323,3 +329,35 @@ def test_broken_candidates_are_aborted_and_rolled_back_a_sound_one_promoted(
             f"  {o.fault:20s} v{o.version}: {o.stage:8s} after {o.seconds:4.1f}s; "
             f"{o.errors}/{o.sent} requests failed meanwhile; {o.reason[:90]}"
         )
+
+
+def test_every_reader_of_a_model_file_checks_its_sha256(
+    mlflow_server: MlflowServer, unique: str, tmp_path: Path
+) -> None:
+    from driftline.inference.errors import ModelLoadError
+    from driftline.inference.loader import Registry
+    from driftline.trainer.versions import ArtifactMismatchError, ModelVersions
+
+    good = sea_model(7.0)
+    version = register_version(mlflow_server.tracking_uri, unique, good, aliases=[ALIAS_CHAMPION])
+    # Inference: a file replaced in the local model directory after its download.
+    registry = Registry(mlflow_server.tracking_uri, unique, str(tmp_path / "models"))
+    artifact = registry.fetch(version)
+    artifact.path.write_bytes(sea_model(9.5))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        registry.fetch(version)
+    assert registry.fetch(version).path.read_bytes() == good  # fetched afresh, verified
+
+    # The trainer: a champion whose registered hash does not match its artifact.
+    tampered = register_version(
+        mlflow_server.tracking_uri,
+        unique,
+        sea_model(9.5),
+        aliases=[ALIAS_CHAMPION],
+        sha256="0" * 64,
+    )
+    versions = ModelVersions(mlflow_server.tracking_uri, unique)
+    champion = versions.by_alias(ALIAS_CHAMPION)
+    assert champion is not None and champion.version == tampered
+    with pytest.raises(ArtifactMismatchError, match="sha256"):
+        versions.download(champion, MODEL_ARTIFACT)
