@@ -3,7 +3,7 @@
 Builds on `tests/integration/inference/test_serving.py` (a 4xx naming the field for
 wrong types, missing features, NaN in a row, out-of-range numbers; 413 for a large
 body with or without Content-Length; 400 for broken JSON) and on the unit fuzzing
-of the decoders in `tests/hardening/test_fuzzing.py`.
+of the decoders in `tests/hardening/test_hostile_input.py`.
 
 Here schemathesis reads the server's own OpenAPI document (request bodies from the
 same msgspec types the decoders use, `driftline.inference.openapi`) and sends
