@@ -128,7 +128,13 @@ def per_row(value: str | int | list[str | int] | None, n: int, field: str) -> li
         return [key] * n
     if len(value) != n:
         raise InvalidInputError(f"{field} has {len(value)} entries for {n} rows", field=field)
-    return [str(v) for v in value]
+    keys = [str(v) for v in value]
+    for i, key in enumerate(keys):
+        if len(key) > MAX_ID_LENGTH:  # the same limit as for one id for all rows
+            raise InvalidInputError(
+                f"{field}[{i}] is longer than {MAX_ID_LENGTH} characters", field=f"{field}[{i}]"
+            )
+    return keys
 
 
 def _request_ids(value: str | list[str] | None, n: int) -> list[str] | None:
