@@ -20,7 +20,9 @@ from driftline.inference.contract import FeatureContract
 from driftline.inference.oip import InferRequest
 from driftline.inference.plain import MAX_ID_LENGTH
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
+# The largest number that a float32 cast keeps finite (halfway to the next power of two
+# rounds to infinity): the decoder accepts exactly the numbers up to it.
+FLOAT32_MAX = float(np.nextafter(2.0**128 - 2.0**103, 0))
 
 ERROR_SCHEMA = "Error"
 JSON = "application/json"
