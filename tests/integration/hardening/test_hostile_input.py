@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from driftline.api.registry import ALIAS_CHAMPION
@@ -47,10 +53,36 @@ def server(
     mlflow_server: MlflowServer,
 ) -> Served:
     name = model_doc["spec"]["model"]["registry"]["name"]
-    register_version(
-        mlflow_server.tracking_uri, name, mlp_model(contract), aliases=[ALIAS_CHAMPION]
-    )
+    model = clipped(mlp_model(contract), 1e6)
+    register_version(mlflow_server.tracking_uri, name, model, aliases=[ALIAS_CHAMPION])
     return serving(model_doc, max_body_bytes=64 * 1024)
+
+
+def clipped(onnx_bytes: bytes, bound: float) -> bytes:
+    """The graph with its numeric input clipped to [-bound, bound] first.
+
+    The HTTP layer is under test here, not the model: an MLP overflows to NaN on
+    inputs near the float32 limit (which the server answers with a 500 that says
+    so, `test_a_model_overflowing_on_extreme_input_says_so`), and schemathesis
+    would find that again and again."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    for node in graph.node:
+        node.input[:] = ["numeric_clipped" if i == "numeric" else i for i in node.input]
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array(-bound, np.float32), "clip_low"),
+            numpy_helper.from_array(np.array(bound, np.float32), "clip_high"),
+        ]
+    )
+    graph.node.insert(
+        0, helper.make_node("Clip", ["numeric", "clip_low", "clip_high"], ["numeric_clipped"])
+    )
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
 
 
 def consistent(case: Any) -> bool:
@@ -115,6 +147,65 @@ def test_schemathesis_finds_no_server_error(server: Served) -> None:
     )
     assert operations >= 10 and sum(statuses.values()) >= 300
     assert not [s for s in statuses if s >= 500]
+
+
+def test_the_schemathesis_engine_with_every_phase_finds_nothing(
+    server: Served, tmp_path: Path
+) -> None:
+    """The CLI's engine adds what the run above does not: its coverage phase (boundary
+    values, every unsupported method, missing and malformed parts) and every check
+    once more. Schema-valid OIP bodies are refused rightly (see above), and valid plain
+    bodies are accepted in the run above, so `positive_data_acceptance` stays there."""
+    report = tmp_path / "report.xml"
+    config = tmp_path / "schemathesis.toml"
+    # A body over the server's limit is refused (413) before it is read: a rejection too.
+    rejected = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429, "5xx"]
+    config.write_text(
+        "[checks.negative_data_rejection]\n"
+        f"expected-statuses = {json.dumps([str(s) for s in rejected])}\n"
+    )
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            *("--config-file", str(config)),
+            "run",
+            f"{server.url}/openapi.json",
+            *("--checks", "all", "--exclude-checks", "positive_data_acceptance"),
+            *("--mode", "all", "--phases", "examples,coverage,fuzzing,stateful"),
+            *("--max-examples", "25", "--seed", "7", "--workers", "1"),
+            *("--request-timeout", "10", "--report", "junit", "--report-junit-path", str(report)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_TELEMETRY": "false"},
+    )
+    summary = result.stdout[-3000:]
+    assert result.returncode == 0, result.stdout[:20000]
+    generated = re.search(r"(\d+) generated", summary)
+    assert generated and int(generated.group(1)) >= 300, summary
+    assert report.exists()
+    print(f"schemathesis engine: {generated.group(1)} cases generated, none failed")
+
+
+def test_a_model_overflowing_on_extreme_input_says_so(
+    serving: Callable[..., Served],
+    model_doc: dict[str, Any],
+    contract: FeatureContract,
+    mlflow_server: MlflowServer,
+) -> None:
+    """Found by schemathesis: an MLP without input scaling overflows to NaN on numbers
+    near the float32 limit. The answer is a 500 that says so (it was a 200 with null
+    probabilities, and a prediction event no consumer could decode)."""
+    name = model_doc["spec"]["model"]["registry"]["name"]
+    version = register_version(mlflow_server.tracking_uri, name, mlp_model(contract))
+    server = serving(model_doc, model_version=version)
+    predict = f"{server.url}/v1/models/{server.name}/predict"
+    extreme = httpx.post(predict, json={"features": {**ROW, "x3": 3.4e38}}, timeout=10)
+    assert extreme.status_code == 500, extreme.text
+    assert "NaN or infinity" in extreme.json()["error"]
+    assert httpx.post(predict, json={"features": ROW}, timeout=10).status_code == 200
 
 
 def post(server: Served, path: str, content: bytes, **headers: str) -> httpx.Response:
