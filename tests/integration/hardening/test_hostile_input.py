@@ -39,7 +39,11 @@ from driftline.inference.testing import mlp_model, register_version
 
 from .conftest import Served
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    # numbers beyond float32 are refused by name; numpy's warning about the cast is noise
+    pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning"),
+]
 
 EXAMPLES_PER_MODE = 40
 ROW = {"x1": 0.5, "x2": -1.25, "x3": 3.0, "channel": "web"}
