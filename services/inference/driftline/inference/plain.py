@@ -128,12 +128,14 @@ def per_row(value: str | int | list[str | int] | None, n: int, field: str) -> li
         return [key] * n
     if len(value) != n:
         raise InvalidInputError(f"{field} has {len(value)} entries for {n} rows", field=field)
-    keys = [str(v) for v in value]
-    for i, key in enumerate(keys):
+    keys: list[str | None] = []
+    for i, v in enumerate(value):
+        key = str(v)
         if len(key) > MAX_ID_LENGTH:  # the same limit as for one id for all rows
             raise InvalidInputError(
                 f"{field}[{i}] is longer than {MAX_ID_LENGTH} characters", field=f"{field}[{i}]"
             )
+        keys.append(key)
     return keys
 
 
