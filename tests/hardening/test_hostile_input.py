@@ -291,3 +291,13 @@ def test_a_yaml_alias_bomb_is_refused_without_expanding_it(
     with pytest.raises(SpecError) as refused:
         load_dynamic_model(path)
     assert len(str(refused.value)) < 10_000
+
+
+@pytest.mark.parametrize("field", ["entity_id", "request_id"])
+def test_ids_in_a_list_keep_the_length_limit_of_one_id(field: str) -> None:
+    """Found by schemathesis: one id was limited to 256 characters, a list of them not."""
+    row = {"x1": 1, "x2": 2, "x3": 3, "channel": "web"}
+    body = dumps({"features": [row, row], field: ["ok", "x" * 257]})
+    with pytest.raises(InferenceError) as refused:
+        PLAIN.decode(body)
+    assert (refused.value.status, refused.value.field) == (422, f"{field}[1]")
