@@ -82,8 +82,8 @@ def test_the_chart_installs_what_the_operator_generates(
     chart = {
         k: _comparable(d, helm=True)
         for k, d in by_key(rendered[value_set]).items()
-        # The chart's additions: the CRD (generated, tested above) and a NetworkPolicy.
-        if d["kind"] not in ("CustomResourceDefinition", "NetworkPolicy")
+        # The chart's addition: the CRD (generated, tested above).
+        if d["kind"] != "CustomResourceDefinition"
     }
     expected = {k: _comparable(d, helm=False) for k, d in by_key(generated).items()}
     assert sorted(chart) == sorted(expected)

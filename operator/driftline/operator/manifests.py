@@ -47,7 +47,7 @@ def files(namespace: str, watch: list[str]) -> dict[str, list[dict[str, Any]]]:
     for doc in documents:
         if doc["kind"] == "Namespace":
             out["namespace.yaml"].append(doc)
-        elif doc["kind"] == "Deployment":
+        elif doc["kind"] in ("Deployment", "NetworkPolicy"):  # the pod and its policy
             out["deployment.yaml"].append(doc)
         else:
             out["rbac.yaml"].append(doc)

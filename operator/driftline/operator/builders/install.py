@@ -207,6 +207,30 @@ def deployment(settings: OperatorSettings, namespace: str, watch: list[str]) -> 
     }
 
 
+def network_policy(namespace: str) -> dict[str, Any]:
+    """Connections in only to the metrics port (Prometheus) and the health port (the
+    kubelet's probe). Egress stays open: the operator talks to the API server and to
+    every model's Kafka, Redis and MLflow, whose addresses only the models know."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(NAME, namespace),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": NAME}},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [
+                {
+                    "ports": [
+                        {"port": "metrics", "protocol": "TCP"},
+                        {"port": "health", "protocol": "TCP"},
+                    ]
+                }
+            ],
+            "egress": [{}],
+        },
+    }
+
+
 def operator_manifests(
     settings: OperatorSettings, namespace: str = NAMESPACE, watch: list[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -224,4 +248,5 @@ def operator_manifests(
         *rbac(namespace, watch),
         *user_roles(),
         deployment(settings, namespace, watch),
+        network_policy(namespace),
     ]

@@ -143,6 +143,8 @@ def decode(data: bytes | str, kind: type[E]) -> E:
         raise EventError(_version_reason(data, kind) or f"invalid {kind.__name__}: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise EventError(f"not JSON: {exc}") from exc
+    except RecursionError:  # a hostile message: arrays in arrays, thousands deep
+        raise EventError(f"invalid {kind.__name__}: nested too deeply to decode") from None
     if event.v != SCHEMA_VERSION:
         raise EventError(
             f"{kind.__name__} schema version {event.v} is not supported "
@@ -156,7 +158,7 @@ def _version_reason(data: bytes | str, kind: type[Event]) -> str | None:
     """When a message fails validation, say so plainly if its version is the cause."""
     try:
         probe = _version_decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
     if probe.v is not None and probe.v != SCHEMA_VERSION:
         return (

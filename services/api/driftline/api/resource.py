@@ -8,6 +8,7 @@ in YAML terms (`spec.inference.replicas.min`) and says what to do.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,18 @@ class DynamicModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+def _short_repr() -> reprlib.Repr:
+    # A wrong value is quoted in the error, but never whole: YAML aliases can make a
+    # few hundred bytes name billions of nodes, and a full repr would expand them all.
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict = 2, 4, 4
+    short.maxstring = short.maxother = 80
+    return short
+
+
+_quote = _short_repr().repr
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     """pydantic's loc tuple -> 'spec.features[2].name', dropping union/validator tags."""
     out = ""
@@ -82,7 +95,7 @@ def _explain(error: dict[str, Any]) -> str:
     elif kind == "missing":
         msg = "required field is missing"
     elif kind == "literal_error":
-        msg = f"{msg} (got {error.get('input')!r})"
+        msg = f"{msg} (got {_quote(error.get('input'))})"
     return f"{where}: {msg}" if where else msg
 
 

@@ -35,6 +35,7 @@ from driftline.inference.errors import (
     ModelNotReadyError,
     PayloadTooLargeError,
 )
+from driftline.inference.openapi import install as install_openapi
 from driftline.inference.service import InferenceService
 
 log = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ def create_app(service: InferenceService) -> FrontDoor:
         version=_package_version(),
         lifespan=lifespan,
     )
+    install_openapi(api, service.name, service.contract, service.settings.max_rows)
     door = FrontDoor(service, api)
     handlers = door.handlers
 

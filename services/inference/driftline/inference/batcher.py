@@ -41,6 +41,23 @@ Outputs = list[Array]
 SideCallback = Callable[[Rows, Outputs | None], None]
 
 
+class NonFiniteOutputError(Exception):
+    """The model answered NaN or infinity for the rows marked in `rows`."""
+
+    def __init__(self, rows: Array) -> None:
+        super().__init__(f"the model answered NaN or infinity for {int(rows.sum())} row(s)")
+        self.rows = rows
+
+
+def _non_finite_rows(outputs: Outputs) -> Array:
+    """Per row, whether any float output of it is NaN or infinite."""
+    bad = np.zeros(len(outputs[0]), dtype=bool)
+    for output in outputs:
+        if output.dtype.kind == "f":
+            bad |= ~np.isfinite(output.reshape(len(output), -1)).all(axis=1)
+    return bad
+
+
 @dataclass(slots=True)
 class _Item:
     rows: Rows
@@ -175,10 +192,23 @@ class Batcher:
                 else np.concatenate([item.rows.categorical for item in batch])
             )
         try:
-            return self.model.run(numeric, categorical), None
+            outputs = self.model.run(numeric, categorical)
         except Exception as exc:  # ORT's errors are not typed; the batch fails, the server lives
             log.exception("version %s failed a batch of %d request(s)", self.version, len(batch))
             return None, exc
+        if not all(np.isfinite(o).all() for o in outputs if o.dtype.kind == "f"):
+            # NaN or infinity is no answer: served, it would reach the client as null and
+            # the prediction log as an event no consumer can decode. Failing the rows
+            # counts them as serving errors, which is what aborts such a canary.
+            bad = _non_finite_rows(outputs)
+            log.error(
+                "version %s answered NaN or infinity for %d of %d row(s)",
+                self.version,
+                int(bad.sum()),
+                len(bad),
+            )
+            return outputs, NonFiniteOutputError(bad)
+        return outputs, None
 
     def _run_in_thread(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
         outputs, error = self._run(batch)
@@ -190,11 +220,14 @@ class Batcher:
         self._busy = False
         self._batch_rows.observe(sum(item.rows.n for item in batch))
         start = 0
+        bad_rows = error.rows if isinstance(error, NonFiniteOutputError) else None
         for item in batch:
             part: Outputs | None = None
             if outputs is not None:
                 stop = start + item.rows.n
                 part = [o[start:stop] for o in outputs] if len(batch) > 1 else outputs
+                if bad_rows is not None and bad_rows[start:stop].any():
+                    part = None  # only the requests holding such a row fail
                 start = stop
             if item.future is not None:
                 if item.future.done():  # the client went away

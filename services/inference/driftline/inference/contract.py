@@ -22,7 +22,7 @@ import numpy.typing as npt
 
 from driftline.api.registry import OUTPUT_LABEL, OUTPUT_PROBABILITIES, OUTPUT_VALUE
 from driftline.api.spec import DynamicModelSpec
-from driftline.inference.errors import InvalidInputError
+from driftline.inference.errors import BadRequestError, InvalidInputError
 
 FeatureValues = Sequence[float | str]
 Array = npt.NDArray[Any]
@@ -164,7 +164,7 @@ def non_finite_field(body: bytes) -> str | None:
 
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply to say
         return None
 
     def walk(node: Any, path: str) -> str | None:
@@ -184,7 +184,15 @@ def non_finite_field(body: bytes) -> str | None:
                 return found
         return None
 
-    return walk(doc, "")
+    try:
+        return walk(doc, "")
+    except RecursionError:
+        return None
+
+
+def too_deep() -> BadRequestError:
+    """The error for a body nested deeper than the decoders follow (a hostile body)."""
+    return BadRequestError("the body is nested too deeply to decode", field="body")
 
 
 @dataclass(slots=True)

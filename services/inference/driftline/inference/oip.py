@@ -32,6 +32,7 @@ from driftline.inference.contract import (
     Served,
     invalid_from_msgspec,
     non_finite_field,
+    too_deep,
 )
 from driftline.inference.errors import BadRequestError, InvalidInputError
 from driftline.inference.plain import per_row
@@ -87,6 +88,8 @@ class OipProtocol:
             if field is not None:
                 raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
             raise BadRequestError(f"the inference request is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise too_deep() from None
         binary = memoryview(body)[header_length or len(body) :]
         rows = self._rows(request.inputs, binary)
         params = request.parameters or {}

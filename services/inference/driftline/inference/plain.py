@@ -23,6 +23,7 @@ from driftline.inference.contract import (
     Served,
     invalid_from_msgspec,
     non_finite_field,
+    too_deep,
 )
 from driftline.inference.errors import BadRequestError, InvalidInputError
 
@@ -68,6 +69,8 @@ class PlainProtocol:
             if field is not None:
                 raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
             raise BadRequestError(f"the body is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise too_deep() from None
         features = request.features
         many = isinstance(features, list)
         rows = features if many else [features]
@@ -125,7 +128,15 @@ def per_row(value: str | int | list[str | int] | None, n: int, field: str) -> li
         return [key] * n
     if len(value) != n:
         raise InvalidInputError(f"{field} has {len(value)} entries for {n} rows", field=field)
-    return [str(v) for v in value]
+    keys: list[str | None] = []
+    for i, v in enumerate(value):
+        key = str(v)
+        if len(key) > MAX_ID_LENGTH:  # the same limit as for one id for all rows
+            raise InvalidInputError(
+                f"{field}[{i}] is longer than {MAX_ID_LENGTH} characters", field=f"{field}[{i}]"
+            )
+        keys.append(key)
+    return keys
 
 
 def _request_ids(value: str | list[str] | None, n: int) -> list[str] | None:

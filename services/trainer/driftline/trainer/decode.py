@@ -133,8 +133,8 @@ class LabeledDecoder:
         if all(v for v in values):
             try:
                 return list(_batch_decoder.decode(b"[" + b",".join(values) + b"]"))
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                pass  # at least one bad record: find it below
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+                pass  # at least one bad record (or a hostile, deeply nested one): find it below
         out: list[LabeledExample | str] = []
         for value in values:
             if not value:
