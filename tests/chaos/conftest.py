@@ -1,4 +1,6 @@
-"""The chaos suite's report: `make chaos` sets `DRIFTLINE_CHAOS_RESULTS` to a folder,
+"""The chaos suite's shared run of the loop, and its report.
+
+`make chaos` sets `DRIFTLINE_CHAOS_RESULTS` to a folder,
 and the figures every test recorded are written there as `chaos.json` and `chaos.md`
 when the session ends. A plain `make test` runs the same tests and only prints them.
 """
@@ -9,11 +11,14 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from driftline.local.runtime import LocalRuntime, bootstrap_from_stream
+from tests.chaos.loop import CONCEPT, Loop, loop_model_file
 from tests.chaos.support import FIGURES
 
 
@@ -43,3 +48,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         lines += [f"| {key} | {value} |" for key, value in figures.items()]
         lines.append("")
     (out / "chaos.md").write_text("\n".join(lines))
+
+
+@pytest.fixture(scope="session")
+def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
+    """One local run of the whole loop for the suite: the tests take turns with it.
+
+    Bootstrapped like the demo (version 1 from SEA), every part supervised. Each
+    test leaves it running, with every part ready again.
+    """
+    directory = tmp_path_factory.mktemp("loop")
+
+    def first_version(runtime: LocalRuntime) -> None:
+        bootstrap_from_stream(runtime, "sea", CONCEPT, samples=3000, seed=7)
+
+    runtime = LocalRuntime(
+        loop_model_file(directory),
+        state_dir=directory / "run",
+        before_parts=first_version,
+        # The trainer checkpoints (then commits) every few seconds, so a test can
+        # see it reach the end of the labeled topic soon after the traffic stops.
+        environment={"DRIFTLINE_TRAINER_CHECKPOINT_SECONDS": "3"},
+    )
+    with runtime:
+        runtime.wait_ready(timeout=300)
+        running = Loop(runtime)
+        try:
+            yield running
+        finally:
+            running.close()

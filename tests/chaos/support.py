@@ -147,3 +147,40 @@ def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:
             continue
         total += float(value)
     return total
+
+
+def register_copy_candidate(tracking_uri: str, model_name: str) -> str:
+    """Register the champion's files again as a new version under `candidate`.
+
+    A candidate as good as the champion (the same graph): a rollout has every
+    reason to promote it, which is what a test of "never promotes while its
+    evidence is missing" needs.
+    """
+    import hashlib
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, MODEL_ARTIFACT, TAG_SHA256
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    champion = client.get_model_version_by_alias(model_name, ALIAS_CHAMPION)
+    run_id = str(champion.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(client.download_artifacts(run_id, "", tmp))
+        digest = hashlib.sha256((local / MODEL_ARTIFACT).read_bytes()).hexdigest()
+        experiment = client.get_run(run_id).info.experiment_id
+        run = client.create_run(experiment, run_name="chaos-copy-candidate")
+        for child in local.iterdir():
+            if child.is_dir():
+                client.log_artifacts(run.info.run_id, str(child), artifact_path=child.name)
+        client.set_terminated(run.info.run_id)
+    model_dir = str(Path(MODEL_ARTIFACT).parent)
+    version = client.create_model_version(
+        model_name,
+        source=f"runs:/{run.info.run_id}/{model_dir}",
+        run_id=run.info.run_id,
+        tags={TAG_SHA256: digest, "driftline.copy_of": str(champion.version)},
+    )
+    client.set_registered_model_alias(model_name, ALIAS_CANDIDATE, version.version)
+    return str(version.version)

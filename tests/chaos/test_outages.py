@@ -1,0 +1,114 @@
+"""Outages: Redis, the broker and MLflow stop answering in turn while the loop serves.
+
+Each server is paused with SIGSTOP for a while and resumed: its connections hang,
+the way a partition or a stalled host looks to a client (harder than a refused
+connection, which fails fast). Throughout, the application's traffic flows and
+its outcomes come back. What must hold:
+
+- inference keeps answering from the models it holds (cache off; its prediction
+  log buffers while the broker is away, and whatever it cannot keep is counted);
+- the joiner and the trainer resume when the dependency returns and lose nothing:
+  every acknowledged outcome whose prediction was logged is one labeled example,
+  and both consume their topics to the end;
+- the rollout never promotes while Redis, its metrics source, is away: a rollout
+  under way when Redis stops does not move the `champion` alias until it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from driftline.inference.metrics import PREDICTIONS_DROPPED_TOTAL
+from tests.chaos.loop import Loop, Paused
+from tests.chaos.support import record, register_copy_candidate, scaled, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+
+
+def _errors_in(log: Any, windows: list[tuple[float, float]]) -> tuple[int, int]:
+    """(sent, failed) requests during the windows (run-seconds), a second of margin after."""
+    sent = failed = 0
+    for second, s in log.seconds.items():
+        if any(a - 1 <= second <= b + 1 for a, b in windows):
+            sent += s.sent
+            failed += s.errors + s.shed
+    return sent, failed
+
+
+@pytest.mark.timeout(900)
+def test_redis_broker_and_mlflow_outages_lose_nothing_and_promote_nothing(loop: Loop) -> None:
+    outage = scaled(8, 25)
+    registry = loop.model.spec.model.registry.name
+    dropped_before = loop.inference_metric(PREDICTIONS_DROPPED_TOTAL)
+    traffic = loop.traffic(rate=60)
+    outages: dict[str, Paused] = {}
+    try:
+        time.sleep(5)
+        # A rollout under way when Redis stops: a candidate as good as the champion.
+        candidate = register_copy_candidate(loop.runtime.endpoints.mlflow_tracking_uri, registry)
+        champion = loop.mlflow.get_model_version_by_alias(registry, "champion").version
+        wait_for(
+            lambda: any(
+                t.mode != "stable" and t.candidate == candidate for _, t in loop.watch.tables
+            ),
+            120,
+            f"a rollout of version {candidate}",
+        )
+        for server in ("redis", "kafka", "mlflow"):
+            with loop.pause(server) as paused:
+                time.sleep(outage)
+            outages[server] = paused
+            loop.wait_all_ready(timeout=180)
+            time.sleep(3)
+    finally:
+        log = traffic.stop()
+    sent = set(traffic.delivered)
+    counts = loop.wait_joined(sent, timeout=180)
+    wait_for(lambda: loop.consumed_to_end("joiner", [loop.model.topics.predictions,
+             loop.model.topics.outcomes]), 120, "the joiner to consume to the end")  # fmt: skip
+    wait_for(lambda: loop.consumed_to_end("trainer", [loop.model.topics.labeled]), 120,
+             "the trainer to consume to the end")  # fmt: skip
+
+    lost = sent - set(counts)
+    unlogged = lost - loop.logged_predictions() if lost else set()
+    dropped = loop.inference_metric(PREDICTIONS_DROPPED_TOTAL) - dropped_before
+    twice = [k for k, n in counts.items() if n > 1]
+    redis_out = outages["redis"]
+    assert redis_out.until is not None
+    during = [v for t, v in loop.watch.champions if redis_out.since <= t <= redis_out.until]
+    totals = log.totals()
+    windows = {
+        name: (p.since - log.start, (p.until or p.since) - log.start) for name, p in outages.items()
+    }
+    figures: dict[str, Any] = {"outage_seconds": outage}
+    for name, window in windows.items():
+        window_sent, window_failed = _errors_in(log, [window])
+        figures[f"{name}_requests"] = window_sent
+        figures[f"{name}_failed"] = window_failed
+    figures.update(
+        requests=totals["sent"],
+        answered=totals["answered"],
+        server_errors=totals["errors"],
+        shed=totals["shed"],
+        outcomes_sent=len(sent),
+        joined=len(counts),
+        lost=len(lost),
+        lost_unlogged_predictions=len(unlogged),
+        predictions_dropped_counted=int(dropped),
+        duplicates=len(twice),
+        rollout_candidate=candidate,
+        champion_before=champion,
+        champion_after=loop.watch.champions[-1][1],
+    )
+    record("outages", figures)
+
+    assert totals["errors"] + totals["shed"] <= 0.01 * totals["sent"], figures
+    assert not twice, f"{len(twice)} outcomes joined twice: {twice[:5]}"
+    assert lost == unlogged, f"the joiner lost {sorted(lost - unlogged)[:5]}"
+    assert len(unlogged) <= dropped, "predictions lost without being counted as dropped"
+    assert during and set(during) == {int(champion)}, f"promoted while Redis was away: {during}"
+    versions = [v for _, v in loop.watch.champions]
+    assert versions == sorted(versions), "the champion moved backwards"
