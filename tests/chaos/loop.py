@@ -147,14 +147,15 @@ class Loop:
     def logged_predictions(self) -> set[str]:
         return {m.key().decode() for m in read_to_end(self.kafka, self.model.topics.predictions)}
 
-    def wait_joined(self, ids: set[str], timeout: float) -> Counter[str]:
-        """Labeled examples of `ids` once all are there (or the timeout passed)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            counts = self.labeled()
-            if ids <= set(counts) or time.monotonic() > deadline:
-                return Counter({k: n for k, n in counts.items() if k in ids})
-            time.sleep(2)
+    def joined(self, ids: set[str], timeout: float) -> Counter[str]:
+        """Labeled examples of `ids`, once the joiner has consumed everything sent.
+
+        The joiner commits its offsets only after their examples are out, so once
+        it has committed to the end of both topics, what is missing now is missing.
+        """
+        topics = [self.model.topics.predictions, self.model.topics.outcomes]
+        wait_for(lambda: self.consumed_to_end("joiner", topics), timeout, "the joiner")
+        return Counter({k: n for k, n in self.labeled().items() if k in ids})
 
     def consumed_to_end(self, part: str, topics: list[str]) -> bool:
         """The part's group committed every record of `topics` (nothing left behind)."""
