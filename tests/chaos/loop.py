@@ -51,17 +51,21 @@ def loop_model_file(directory: Path) -> Path:
 
 
 class RecordingProducer:
-    """The traffic's Kafka producer, noting each outcome the broker acknowledged."""
+    """The traffic's Kafka producer, noting when each outcome was sent (`produced`)
+    and which ones the broker acknowledged (`delivered`)."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.delivered: dict[str, float] = {}
+        self.produced: dict[str, float] = {}
+        self.delivered: set[str] = set()
         self.failed = 0
 
     def produce(self, topic: str, key: str, value: bytes) -> None:
+        self.produced[key] = time.time()
+
         def landed(err: Any, _msg: Any) -> None:
             if err is None:
-                self.delivered[key] = time.time()
+                self.delivered.add(key)
             else:
                 self.failed += 1
 
@@ -262,4 +266,5 @@ class Traffic:
 
     @property
     def delivered(self) -> dict[str, float]:
-        return self.producer.delivered
+        """Acknowledged outcomes by request id, with the time each was sent."""
+        return {k: self.producer.produced[k] for k in self.producer.delivered}

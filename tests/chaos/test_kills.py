@@ -131,6 +131,7 @@ def test_sigkilled_parts_lose_nothing_and_versions_only_move_forward(loop: Loop)
         "failed_outside_restarts": failed_outside,
         "requests_outside_restarts": outside,
         "outcomes_sent": len(sent),
+        "outcomes_unacknowledged": traffic.producer.failed,
         "joined": len(counts),
         "lost_by_joiner": len(joiner_lost),
         "lost_unlogged_at_inference_kill": len(lost - logged),

@@ -94,6 +94,7 @@ def test_redis_broker_and_mlflow_outages_lose_nothing_and_promote_nothing(loop: 
         server_errors=totals["errors"],
         shed=totals["shed"],
         outcomes_sent=len(sent),
+        outcomes_unacknowledged=traffic.producer.failed,
         joined=len(counts),
         lost=len(lost),
         lost_unlogged_predictions=len(unlogged),
