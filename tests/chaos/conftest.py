@@ -2,7 +2,7 @@
 
 `make chaos` sets `DRIFTLINE_CHAOS_RESULTS` to a folder,
 and the figures every test recorded are written there as `chaos.json` and `chaos.md`
-when the session ends. A plain `make test` runs the same tests and only prints them.
+when the run ends. A plain `make test` runs the same tests and only prints them.
 """
 
 from __future__ import annotations

@@ -179,6 +179,20 @@ class Loop:
         finally:
             reader.close()
 
+    def in_outboxes(self) -> set[str]:
+        """Request ids whose examples the joiner still owes (claimed, named in an outbox)."""
+        from driftline.joiner.store import JoinStore
+
+        store = JoinStore(self.redis, self.model.metadata.namespace, self.model.name,
+                          window=3600, grace=0)  # fmt: skip
+        owed: set[str] = set()
+        for topic in (self.model.topics.predictions, self.model.topics.outcomes):
+            for partition in range(self.model.spec.kafka.partitions):
+                outbox = store.read_outbox(f"{topic}:{partition}")
+                if outbox is not None:
+                    owed.update(rid for _, rid, names in outbox.claims if "e" in names)
+        return owed
+
     def ready(self, part: str) -> bool:
         return http_ok(self.runtime._ready_url(part))
 

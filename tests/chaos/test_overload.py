@@ -150,6 +150,6 @@ def test_ten_times_capacity_is_shed_fast_with_retry_after(
     # The queue is bounded, so is an admitted request's wait (a few batch runs at
     # capacity vs. at most a full queue of them now), and the model keeps working.
     assert admitted_p99 <= 20 * capacity_p50, figures
-    assert run.rate(200) >= 0.5 * capacity, figures
+    assert run.rate(200) >= 0.25 * capacity, figures  # goodput: no collapse
     assert max(samples, default=rss_before) <= rss_before + 64 * MiB, figures
     assert after.replies and all(r.status == 200 for r in after.replies), "no recovery"
