@@ -149,17 +149,34 @@ class Loop:
         return Counter(m.key().decode() for m in read_to_end(self.kafka, self.model.topics.labeled))
 
     def logged_predictions(self) -> set[str]:
-        return {m.key().decode() for m in read_to_end(self.kafka, self.model.topics.predictions)}
+        """Request ids whose served prediction (stable or candidate) is in the topic.
+
+        Shadow and baseline predictions carry the same request id but are never
+        joined into examples: they do not count here.
+        """
+        from driftline.api.events import Prediction, decode
+
+        served = set()
+        for m in read_to_end(self.kafka, self.model.topics.predictions):
+            if decode(m.value(), Prediction).variant in ("stable", "candidate"):
+                served.add(m.key().decode())
+        return served
 
     def joined(self, ids: set[str], timeout: float) -> Counter[str]:
-        """Labeled examples of `ids`, once the joiner has consumed everything sent.
+        """Labeled examples of `ids`, once the joiner is done with what was sent.
 
-        The joiner commits its offsets only after their examples are out, so once
-        it has committed to the end of both topics, what is missing now is missing.
+        Done: it has committed to the end of both topics (it commits only after its
+        examples are out) and every id whose served prediction is logged is joined,
+        or the timeout passed (then what is missing is lost).
         """
         topics = [self.model.topics.predictions, self.model.topics.outcomes]
         wait_for(lambda: self.consumed_to_end("joiner", topics), timeout, "the joiner")
-        return Counter({k: n for k, n in self.labeled().items() if k in ids})
+        deadline = time.monotonic() + 60
+        while True:
+            counts = Counter({k: n for k, n in self.labeled().items() if k in ids})
+            if (ids & self.logged_predictions()) <= set(counts) or time.monotonic() > deadline:
+                return counts
+            time.sleep(2)
 
     def consumed_to_end(self, part: str, topics: list[str]) -> bool:
         """The part's group committed every record of `topics` (nothing left behind)."""
