@@ -10,6 +10,7 @@ UV := $(VENV)/bin/uv
 EXTRAS ?= all,cpu,dev
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+CHAOS_LONG ?= 1
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -62,6 +63,13 @@ bench: $(STAMP) ## run the benchmarks against the peers; writes benchmarks/resul
 .PHONY: bench-setup
 bench-setup: $(STAMP) ## install the benchmark's peers (MLServer, KServe, BentoML), each in a venv of its own
 	$(PY) -m benchmarks.run --setup
+
+.PHONY: chaos
+# The same tests `make test` runs, longer (CHAOS_LONG=1: more traffic and kills),
+# with their figures written to benchmarks/results/chaos.{json,md}.
+chaos: $(STAMP) ## reliability suite: SIGKILLs in the loop, outages, 10x overload; writes benchmarks/results/chaos.*
+	DRIFTLINE_CHAOS_RESULTS=benchmarks/results DRIFTLINE_CHAOS_LONG=$(CHAOS_LONG) \
+	  nice $(PY) -m pytest tests/chaos -m chaos -s -q $(PYTEST_ARGS)
 
 .PHONY: rig
 rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo

@@ -24,6 +24,7 @@ SHED_TOTAL: Final = "driftline_inference_shed_total"
 CACHE_TOTAL: Final = "driftline_inference_cache_total"
 PREDICTIONS_LOGGED_TOTAL: Final = "driftline_inference_predictions_logged_total"
 PREDICTIONS_DROPPED_TOTAL: Final = "driftline_inference_predictions_dropped_total"
+PRODUCER_RESTARTS_TOTAL: Final = "driftline_inference_log_producer_restarts_total"
 SIDE_SCORING_TOTAL: Final = "driftline_inference_side_scoring_total"
 MODEL_LOADS_TOTAL: Final = "driftline_inference_model_loads_total"
 MODEL_INFO: Final = "driftline_inference_model_serving"
@@ -51,6 +52,10 @@ predictions_dropped_total = Counter(
     PREDICTIONS_DROPPED_TOTAL,
     "Predictions not delivered: buffer overflow, producer queue full, or delivery failure.",
     ["reason"],
+)
+producer_restarts_total = Counter(
+    PRODUCER_RESTARTS_TOTAL,
+    "Prediction log producers replaced after a fatal error (e.g. fenced after a broker outage).",
 )
 side_scoring_total = Counter(
     SIDE_SCORING_TOTAL,

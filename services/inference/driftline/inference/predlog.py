@@ -8,6 +8,11 @@ bounded too. A slow or absent broker therefore never blocks or fails a request:
 when the buffer is full, new predictions are dropped and counted
 (`driftline_inference_predictions_dropped_total{reason}`), and so are those the
 producer could not queue or deliver.
+
+A producer that failed fatally (an idempotent producer whose messages timed out
+during a long broker outage can be fenced by the broker: every later delivery
+fails) is replaced by a new one at the next drain, so the log resumes once the
+broker is back instead of dropping every prediction until the process restarts.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ from driftline.inference import metrics
 from driftline.inference.contract import Array, FeatureValues
 
 log = logging.getLogger(__name__)
+
+_BROKEN_PRODUCER = frozenset(
+    {"PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH", "_FATAL", "UNKNOWN_PRODUCER_ID"}
+)
+"""Delivery errors after which this producer will never deliver again."""
 
 
 LogRecord = tuple[
@@ -47,6 +57,7 @@ class PredictionLog:
         *,
         capacity: int,
         flush_seconds: float,
+        producer_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self.model_name = model_name
@@ -65,10 +76,18 @@ class PredictionLog:
         self._counted = 0
         self._last_warning = 0.0
         self._stopping = False
-        self.producer = make_producer(
-            kafka,
+        self._kafka = kafka
+        self._producer_overrides = dict(producer_overrides or {})
+        self._broken = False
+        self._retired: list[Any] = []
+        """Replaced producers whose queued messages still report (purged) deliveries."""
+        self.producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        return make_producer(
+            self._kafka,
             **{
-                "queue.buffering.max.messages": capacity,
+                "queue.buffering.max.messages": self.capacity,
                 "message.timeout.ms": 30_000,
                 # Larger, fewer produce requests: the log is not latency-critical.
                 "linger.ms": 50,
@@ -77,6 +96,7 @@ class PredictionLog:
                 "on_delivery": self._on_delivery,
                 "error_cb": self._on_error,
                 "logger": logging.getLogger("driftline.inference.kafka"),
+                **self._producer_overrides,
             },
         )
 
@@ -104,6 +124,8 @@ class PredictionLog:
 
     def drain(self) -> int:
         """Hand what is buffered to the producer; returns the predictions handed over."""
+        if self._broken:
+            self._replace_producer()
         produced = 0
         produce = self.producer.produce
         topic = self.topic
@@ -145,12 +167,27 @@ class PredictionLog:
             break
         self._produced += produced
         self.producer.poll(0)
+        for retired in self._retired:
+            retired.poll(0)
+        self._retired = [p for p in self._retired if len(p)]
         self._count_delivered()
         return produced
 
+    def _replace_producer(self) -> None:
+        """Swap a producer that failed fatally for a new one; its queue fails (counted)."""
+        self._broken = False
+        old = self.producer
+        old.purge()
+        old.poll(0)
+        self._retired.append(old)
+        self.producer = self._new_producer()
+        log.warning("the Kafka producer failed for good; logging through a new one")
+        metrics.producer_restarts_total.inc()
+
     def _count_delivered(self) -> None:
         """Produced, not failed and no longer queued means delivered."""
-        delivered = self._produced - self._failed - len(self.producer)
+        queued = len(self.producer) + sum(len(p) for p in self._retired)
+        delivered = self._produced - self._failed - queued
         if delivered > self._counted:
             self._delivered.inc(delivered - self._counted)
             self._counted = delivered
@@ -170,8 +207,12 @@ class PredictionLog:
             self._failed += 1
             self._undelivered.inc()
             self._warn(f"a prediction was not delivered: {err}")
+            if err.fatal() or err.name() in _BROKEN_PRODUCER:
+                self._broken = True
 
     def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._broken = True
         self._warn(f"Kafka: {err}")
 
     def _warn(self, message: str) -> None:

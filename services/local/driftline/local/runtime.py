@@ -93,6 +93,7 @@ class LocalRuntime:
         inference_port: int | None = None,
         fresh: bool = True,
         before_parts: Callable[[LocalRuntime], None] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> None:
         self.model_file = Path(model_file).resolve()
         self.model = load_dynamic_model(self.model_file)
@@ -102,6 +103,8 @@ class LocalRuntime:
         self.inference_port = inference_port or free_port()
         self.fresh = fresh
         self.before_parts = before_parts
+        self.environment = dict(environment or {})
+        """Extra settings for every part (`DRIFTLINE_<PART>_...`: each part reads its own)."""
         self.supervisor = Supervisor()
         self._kafka: KafkaBroker | None = None
         self._redis: RedisServer | None = None
@@ -167,6 +170,7 @@ class LocalRuntime:
                     self.inference_port if part.http else None,
                     data_dir=self.state_dir / "data",
                 ),
+                **self.environment,
             }
             self.supervisor.add(
                 part.name, part.argv(), env, logs / f"{part.name}.log", cwd=self.state_dir
