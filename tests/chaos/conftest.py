@@ -66,6 +66,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         loop_model_file(directory),
         state_dir=directory / "run",
         before_parts=first_version,
+        # DRIFTLINE_CHAOS_KAFKA=apache runs the loop on Apache Kafka (the rig's), to
+        # tell a broker's part in a failure from Driftline's.
+        kafka=os.environ.get("DRIFTLINE_CHAOS_KAFKA", "tansu"),
         # The trainer checkpoints (then commits) every few seconds, so a test can
         # see it reach the end of the labeled topic soon after the traffic stops.
         environment={"DRIFTLINE_TRAINER_CHECKPOINT_SECONDS": "3"},

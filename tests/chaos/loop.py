@@ -210,6 +210,33 @@ class Loop:
                     owed.update(rid for _, rid, names in outbox.claims if "e" in names)
         return owed
 
+    def join_states(self, request_ids: set[str]) -> dict[str, str]:
+        """What the joiner's Redis state says of each request (to tell where an
+        example was lost): `never seen`, `prediction only`, `outcome only`,
+        `both, unclaimed`, or `claimed` (the joiner emitted it and, unless an outbox
+        still names it, the broker acknowledged it)."""
+        import msgspec
+
+        from driftline.joiner.store import JoinStore
+
+        store = JoinStore(self.redis, self.model.metadata.namespace, self.model.name,
+                          window=3600, grace=0)  # fmt: skip
+        verdicts: dict[str, str] = {}
+        for rid in sorted(request_ids):
+            blob = self.redis.get(store.state_key(rid))
+            fields = set(msgspec.msgpack.decode(blob)) if blob else set()
+            prediction = any(f.startswith("p:") for f in fields)
+            outcome = "o" in fields
+            if "e" in fields:
+                verdicts[rid] = "claimed"
+            elif prediction and outcome:
+                verdicts[rid] = "both, unclaimed"
+            elif prediction or outcome:
+                verdicts[rid] = "prediction only" if prediction else "outcome only"
+            else:
+                verdicts[rid] = "never seen"
+        return verdicts
+
     def ready(self, part: str) -> bool:
         return http_ok(self.runtime._ready_url(part))
 

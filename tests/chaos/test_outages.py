@@ -18,6 +18,7 @@ its outcomes come back. What must hold:
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -147,4 +148,6 @@ def test_redis_broker_and_mlflow_outages_lose_nothing_and_promote_nothing(loop: 
         # with acknowledged outcomes that never became labeled examples, although
         # the joiner committed past them. The figures say when they were answered
         # and whether their claims sit in an outbox.
-        pytest.xfail(f"the joiner lost {len(joiner_lost)} examples: {lost_when}")
+        states = Counter(loop.join_states(set(joiner_lost)).values())
+        pytest.xfail(f"the joiner lost {len(joiner_lost)} examples: {lost_when}; "
+                     f"join state: {dict(states)}")  # fmt: skip
