@@ -213,14 +213,15 @@ class Loop:
     def join_states(self, request_ids: set[str]) -> dict[str, str]:
         """What the joiner's Redis state says of each request (to tell where an
         example was lost): `never seen`, `prediction only`, `outcome only`,
-        `both, unclaimed`, or `claimed` (the joiner emitted it and, unless an outbox
-        still names it, the broker acknowledged it)."""
+        `both, unclaimed`, `claimed, still owed` (an outbox names it: recovery has yet
+        to send it), or `claimed` (sent, and the broker acknowledged it)."""
         import msgspec
 
         from driftline.joiner.store import JoinStore
 
         store = JoinStore(self.redis, self.model.metadata.namespace, self.model.name,
                           window=3600, grace=0)  # fmt: skip
+        owed = self.in_outboxes()
         verdicts: dict[str, str] = {}
         for rid in sorted(request_ids):
             blob = self.redis.get(store.state_key(rid))
@@ -228,7 +229,7 @@ class Loop:
             prediction = any(f.startswith("p:") for f in fields)
             outcome = "o" in fields
             if "e" in fields:
-                verdicts[rid] = "claimed"
+                verdicts[rid] = "claimed, still owed" if rid in owed else "claimed"
             elif prediction and outcome:
                 verdicts[rid] = "both, unclaimed"
             elif prediction or outcome:
