@@ -65,6 +65,7 @@ class Watcher:
         self.baseline = Curve("frozen bootstrap model (baseline)")
         self.status: dict[str, Any] = {"phase": "warm-up"}
         self._seen: set[tuple[float, str]] = set()
+        self._rolled_out_at: dict[str, float] = {}  # candidate -> first rollout stage seen
         self._drifts: set[str] = set()
         self._last_sample = -1e9
         self._baseline_version: str | None = None
@@ -148,9 +149,15 @@ class Watcher:
                      stage, f"{stage} v{candidate}")  # fmt: skip
         kind = stage if stage in ("promoted", "aborted") else "rollout"
         self.markers.append(Marker(at, label, kind))
-        after_event = self.event_at is not None and at >= self.event_at
-        if self.decided_at is None and after_event:
-            if self.scenario == "drift" and stage == "promoted":
+        if candidate is not None:
+            self._rolled_out_at.setdefault(candidate, at)
+        if self.decided_at is None and self.event_at is not None and at >= self.event_at:
+            # The recovery is a version that entered its rollout after the world
+            # changed. One that was already rolling out (a periodic publication of the
+            # old concept) may still pass its analysis, as no worse than stable on the
+            # new data; it is marked, and the watch goes on.
+            learned_after = self._rolled_out_at.get(candidate or "", at) >= self.event_at
+            if self.scenario == "drift" and stage == "promoted" and learned_after:
                 self.decided_at, self.decision, self.decided_version = at, stage, candidate
             elif (
                 self.scenario != "drift"
