@@ -195,6 +195,23 @@ def too_deep() -> BadRequestError:
     return BadRequestError("the body is nested too deeply to decode", field="body")
 
 
+def decode_body(decoder: msgspec.json.Decoder[Any], body: bytes, what: str) -> Any:
+    """`decoder.decode(body)`, its failures as the errors a client can act on: a 422
+    naming the field (wrong type, missing, NaN or Infinity), else a 400 saying that
+    `what` is not valid JSON, or is nested too deeply."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise invalid_from_msgspec(exc) from exc
+    except msgspec.DecodeError as exc:
+        field = non_finite_field(body)
+        if field is not None:
+            raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
+        raise BadRequestError(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise too_deep() from None
+
+
 @dataclass(slots=True)
 class Served:
     """What the service answers for one request: per row, its id, version and variant."""

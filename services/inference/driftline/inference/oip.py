@@ -30,11 +30,9 @@ from driftline.inference.contract import (
     FeatureContract,
     Rows,
     Served,
-    invalid_from_msgspec,
-    non_finite_field,
-    too_deep,
+    decode_body,
 )
-from driftline.inference.errors import BadRequestError, InvalidInputError
+from driftline.inference.errors import InvalidInputError
 from driftline.inference.plain import per_row
 from driftline.inference.tensors import TensorInput, bytes_tensor, tensor_array
 
@@ -79,17 +77,7 @@ class OipProtocol:
 
     def decode(self, body: bytes, header_length: int | None) -> OipRequest:
         head = body if header_length is None else body[:header_length]
-        try:
-            request = _decoder.decode(head)
-        except msgspec.ValidationError as exc:
-            raise invalid_from_msgspec(exc) from exc
-        except msgspec.DecodeError as exc:
-            field = non_finite_field(head)
-            if field is not None:
-                raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
-            raise BadRequestError(f"the inference request is not valid JSON: {exc}") from exc
-        except RecursionError:
-            raise too_deep() from None
+        request: InferRequest = decode_body(_decoder, head, "the inference request")
         binary = memoryview(body)[header_length or len(body) :]
         rows = self._rows(request.inputs, binary)
         params = request.parameters or {}

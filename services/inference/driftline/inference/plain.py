@@ -21,11 +21,9 @@ from driftline.inference.contract import (
     FeatureContract,
     Rows,
     Served,
-    invalid_from_msgspec,
-    non_finite_field,
-    too_deep,
+    decode_body,
 )
-from driftline.inference.errors import BadRequestError, InvalidInputError
+from driftline.inference.errors import InvalidInputError
 
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 MAX_ID_LENGTH = 256
@@ -60,17 +58,7 @@ class PlainProtocol:
         self._output_names = [name for name, _, _ in contract.outputs]
 
     def decode(self, body: bytes) -> PlainRequest:
-        try:
-            request: Any = self._decoder.decode(body)
-        except msgspec.ValidationError as exc:
-            raise invalid_from_msgspec(exc) from exc
-        except msgspec.DecodeError as exc:
-            field = non_finite_field(body)
-            if field is not None:
-                raise InvalidInputError(f"{field} must be a finite number", field=field) from exc
-            raise BadRequestError(f"the body is not valid JSON: {exc}") from exc
-        except RecursionError:
-            raise too_deep() from None
+        request: Any = decode_body(self._decoder, body, "the body")
         features = request.features
         many = isinstance(features, list)
         rows = features if many else [features]
