@@ -105,6 +105,19 @@ def captured_logger(name: str) -> tuple[logging.Logger, io.StringIO]:
     return logger, out
 
 
+def read_all(conn: KafkaConnection, topic: str, n: int, timeout: float) -> list[bytes]:
+    """At least `n` records of `topic` from the start (fewer when `timeout` runs out)."""
+    consumer = make_consumer(conn, f"driftline-reader-{topic}", [topic])
+    got: list[bytes] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(got) < n and time.monotonic() < deadline:
+            got += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
+    finally:
+        consumer.close()
+    return got
+
+
 def round_trip(conn: KafkaConnection, topic: str, n: int = 5) -> list[bytes]:
     """Create `topic`, produce `n` records and read them back, all through `conn`."""
     ensure_topics(conn, [topic], partitions=1, timeout=10)
@@ -120,17 +133,7 @@ def round_trip(conn: KafkaConnection, topic: str, n: int = 5) -> list[bytes]:
         producer.produce(topic, value, key=value)
     assert producer.flush(20) == 0, "records still queued after 20 s"
     assert not failures, failures
-    consumer = make_consumer(conn, f"driftline-{topic}-reader", [topic])
-    got: list[bytes] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(got) < n and time.monotonic() < deadline:
-            for msg in consumer.consume(100, 0.5):
-                assert msg.error() is None, msg.error()
-                got.append(msg.value())
-    finally:
-        consumer.close()
-    return got
+    return read_all(conn, topic, n, 20)
 
 
 LAYOUTS: dict[str, tuple[str, dict[str, str], bool, tuple[str, str]]] = {
@@ -282,25 +285,6 @@ def stop(*processes: subprocess.Popen[bytes]) -> list[int]:
     return codes
 
 
-def read_all(conn: KafkaConnection, topic: str, n: int, timeout: float) -> list[bytes]:
-    """At least `n` records of `topic` from the start (fewer when `timeout` runs out)."""
-    consumer = make_consumer(conn, f"driftline-reader-{topic}", [topic])
-    got: list[bytes] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(got) < n and time.monotonic() < deadline:
-            got += [m.value() for m in consumer.consume(500, 0.5) if m.error() is None]
-    finally:
-        consumer.close()
-    return got
-
-
-def get(url: str, seen: list[str]) -> httpx.Response:
-    answer = httpx.get(url, timeout=10)
-    seen.append(answer.text)
-    return answer
-
-
 def test_parts_log_and_join_through_sasl_and_never_show_credentials(
     secure_kafka: ApacheKafkaBroker,
     mlflow_server: MlflowServer,
@@ -412,17 +396,11 @@ def test_parts_log_and_join_through_sasl_and_never_show_credentials(
         labeled = read_all(app, model.topics.labeled, requests, 60)
         assert {decode(v, LabeledExample).request_id for v in labeled} == set(request_ids)
 
-        for path in (
-            "/metrics",
-            "/v2/health/live",
-            "/v2/health/ready",
-            "/v2",
-            f"/v2/models/{unique}",
-        ):
-            get(f"{url}{path}", seen)
-        assert "driftline_inference_predictions_logged_total" in seen[-5]
-        for path in ("/metrics", "/healthz", "/readyz"):
-            get(f"{joiner_url}{path}", seen)
+        pages = ["/metrics", "/v2/health/live", "/v2/health/ready", "/v2", f"/v2/models/{unique}"]
+        seen += [httpx.get(f"{url}{page}", timeout=10).text for page in pages]
+        assert "driftline_inference_predictions_logged_total" in seen[-len(pages)]
+        pages = ["/metrics", "/healthz", "/readyz"]
+        seen += [httpx.get(f"{joiner_url}{page}", timeout=10).text for page in pages]
     finally:
         codes = stop(inference, joiner)
     assert codes == [0, 0], f"exit statuses (inference, joiner): {codes}"
