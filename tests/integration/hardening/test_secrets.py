@@ -13,6 +13,9 @@ real processes run at DEBUG with credentials from Secret files and the environme
 Their logs, `/metrics`, the inference answers (good and bad requests, OpenAPI,
 metadata) and every value the parts wrote to Redis (the rollout status among them)
 are searched for the credentials.
+
+The SASL path itself, against a broker that checks the credentials (PLAIN and
+SCRAM-SHA-512, in clear and over TLS), is proven in `test_kafka_auth.py`.
 """
 
 from __future__ import annotations

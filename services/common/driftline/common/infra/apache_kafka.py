@@ -9,6 +9,10 @@ release, resolved from Maven Central by `make rig`, on Java 17+.
 One process is both controller and broker. Its storage directory is formatted
 once with Kafka's storage tool; starting again on the same directory (and the
 same ports) is a broker restart, which keeps the log and the committed offsets.
+
+With `users=[KafkaUser(...)]` the broker also opens SASL_PLAINTEXT, SASL_SSL
+(PLAIN and SCRAM-SHA-512) and SSL listeners (see `kafka_security`); the PLAINTEXT
+one stays for the controller link and for admin work.
 """
 
 from __future__ import annotations
@@ -20,11 +24,20 @@ import subprocess
 import tempfile
 import uuid
 import weakref
-from functools import cache
+from collections.abc import Sequence
+from functools import cache, partial
 from pathlib import Path
 from typing import Self
 
 from driftline.common.infra.kafka import round_trip
+from driftline.common.infra.kafka_security import (
+    SECURE_LISTENERS,
+    KafkaUser,
+    TlsFiles,
+    listener_properties,
+    make_tls_files,
+    scram_format_arguments,
+)
 from driftline.common.infra.process import InfraError, ManagedProcess, free_port, port_open
 from driftline.common.infra.rig import RigLayout, rig_layout
 
@@ -98,6 +111,7 @@ class ApacheKafkaBroker:
         log_path: str | Path | None = None,
         jvm_options: tuple[str, ...] | None = None,
         layout: RigLayout | None = None,
+        users: Sequence[KafkaUser] = (),
     ) -> None:
         layout = layout or rig_layout()
         if layout is None or not layout.kafka_built:
@@ -116,6 +130,9 @@ class ApacheKafkaBroker:
         self.port = port or free_port()
         self.controller_port = free_port()
         self.bootstrap_servers = f"127.0.0.1:{self.port}"
+        # The secure listeners (SASL_PLAINTEXT, SASL_SSL, SSL), only with users.
+        self.users = tuple(users)
+        self.secure_ports = {name: free_port() for name in SECURE_LISTENERS if self.users}
         if jvm_options is None:
             configured = os.environ.get("DRIFTLINE_KAFKA_JVM_OPTIONS")
             jvm_options = tuple(configured.split()) if configured else DEFAULT_JVM_OPTIONS
@@ -133,18 +150,42 @@ class ApacheKafkaBroker:
     def log_dir(self) -> Path:
         return self.data_dir / "log"
 
+    @property
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(
+            ca=self.data_dir / "tls" / "ca.crt",
+            keystore=self.data_dir / "tls" / "broker-keystore.pem",
+        )
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA certificate TLS clients trust (None without users)."""
+        return self.tls_files.ca if self.users else None
+
+    def secure_bootstrap_servers(self, protocol: str) -> str:
+        """The address of the SASL_PLAINTEXT, SASL_SSL or SSL listener."""
+        if protocol not in self.secure_ports:
+            raise InfraError(f"no {protocol} listener: start the broker with users")
+        return f"127.0.0.1:{self.secure_ports[protocol]}"
+
+    def _listeners(self) -> dict[str, int]:
+        """Listener name (= its security protocol) -> port, the controller's aside."""
+        return {"PLAINTEXT": self.port, **self.secure_ports}
+
     def _properties(self) -> str:
+        advertised = ",".join(
+            f"{name}://127.0.0.1:{port}" for name, port in self._listeners().items()
+        )
+        protocols = ",".join(f"{name}:{name}" for name in self._listeners())
         settings = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": f"{advertised},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": f"CONTROLLER:PLAINTEXT,{protocols}",
             "log.dirs": str(self.log_dir),
             "num.partitions": "1",
             "auto.create.topics.enable": "true",
@@ -162,6 +203,8 @@ class ApacheKafkaBroker:
             # everything out, and the restart test stops the broker cleanly.
             "log.retention.hours": "168",
         }
+        if self.users:
+            settings |= listener_properties(self.users, self.tls_files)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
 
     def _java_argv(self, main: str, *args: str) -> list[str]:
@@ -188,6 +231,7 @@ class ApacheKafkaBroker:
                 new_cluster_id(),
                 "--config",
                 str(self.config_path),
+                *scram_format_arguments(self.users),
             ),
             capture_output=True,
             text=True,
@@ -208,19 +252,23 @@ class ApacheKafkaBroker:
 
     def start(self, timeout: float = 120.0) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.users and not self.tls_files.keystore.is_file():  # kept across restarts
+            make_tls_files(self.tls_files.ca.parent)
         self.config_path.write_text(self._properties())
+        self.config_path.chmod(0o600)  # PLAIN passwords are in it
         self._format_storage()
         self._process = ManagedProcess(
             "apache-kafka",
             self._java_argv("kafka.Kafka", str(self.config_path)),
             log_path=self._log_path,
         ).start()
-        self._process.wait_ready(
-            lambda: port_open("127.0.0.1", self.port),
-            timeout=timeout,
-            what="listening",
-            interval=0.2,
-        )
+        for name, port in self._listeners().items():
+            self._process.wait_ready(
+                partial(port_open, "127.0.0.1", port),
+                timeout=timeout,
+                what="listening" if name == "PLAINTEXT" else f"listening ({name})",
+                interval=0.2,
+            )
         self._process.wait_ready(
             lambda: round_trip(self.bootstrap_servers, timeout=5),
             timeout=timeout,
