@@ -25,7 +25,7 @@ import yaml
 
 from driftline.api.routing import RoutingTable
 from driftline.common.connections import KafkaConnection
-from driftline.common.kafka import make_producer
+from driftline.common.kafka import end_offsets, make_producer
 from driftline.common.state import RoutingStore
 from driftline.common.streams import SEAStream
 from driftline.local.demo import demo_model_file
@@ -180,21 +180,13 @@ class Loop:
 
     def consumed_to_end(self, part: str, topics: list[str]) -> bool:
         """The part's group committed every record of `topics` (nothing left behind)."""
-        from confluent_kafka import Consumer, TopicPartition
-
         group = f"driftline-{self.model.name}-{part}"
         committed = committed_offsets(self.kafka, group, topics)
-        reader = Consumer(self.kafka.client_config(**{"group.id": "chaos-ends"}))
-        try:
-            for topic in topics:
-                meta = reader.list_topics(topic, timeout=10)
-                for p in meta.topics[topic].partitions:
-                    _, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    if committed.get((topic, p), 0) < high:
-                        return False
-            return True
-        finally:
-            reader.close()
+        return all(
+            committed.get((topic, p), 0) >= end
+            for topic in topics
+            for p, end in end_offsets(self.kafka, topic, timeout=10).items()
+        )
 
     def in_outboxes(self) -> set[str]:
         """Request ids whose examples the joiner still owes (claimed, named in an outbox)."""

@@ -12,7 +12,7 @@ import yaml
 
 from driftline.api.events import Outcome, Prediction, Variant, encode
 from driftline.common.connections import KafkaConnection
-from driftline.common.kafka import make_consumer, make_producer
+from driftline.common.kafka import make_consumer, make_producer, read_topic
 
 
 def write_model(
@@ -146,36 +146,4 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.2)
 
 def read_to_end(conn: KafkaConnection, topic: str, timeout: float = 60.0) -> list[Any]:
     """Every record of `topic` up to its current end, read without a consumer group."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    reader = Consumer(
-        conn.client_config(
-            **{"group.id": "unused", "enable.auto.commit": False, "enable.partition.eof": True}
-        )
-    )
-    try:
-        meta = reader.list_topics(topic, timeout=10)
-        ends: dict[int, int] = {}
-        for p in meta.topics[topic].partitions:
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return []
-        reader.assign([TopicPartition(topic, p, 0) for p in ends])
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while ends:
-            assert time.monotonic() < deadline, f"reading {topic} timed out"
-            for msg in reader.consume(1000, 0.5):
-                err = msg.error()
-                if err is not None:
-                    assert err.code() == KafkaError._PARTITION_EOF, err
-                    ends.pop(msg.partition(), None)
-                    continue
-                records.append(msg)
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
-        return records
-    finally:
-        reader.close()
+    return read_topic(conn, topic, timeout=timeout)

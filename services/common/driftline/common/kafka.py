@@ -10,12 +10,17 @@
   in seconds instead of the ~25 s librdkafka's defaults cost.
 - A record that cannot be decoded goes to the dead-letter topic with the reason in
   its headers, is counted, and the stream goes on.
+- Where a topic ends is learned from fetch answers (`end_offsets`, `read_topic`),
+  never from ListOffsets alone: the embedded broker answers ListOffsets(latest)
+  with one past the *first* offset of a partition's last record batch, so a reader
+  that stops there misses the rest of that batch. (Apache Kafka answers both alike.)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import REGISTRY, Counter
@@ -94,6 +99,100 @@ def ensure_topics(
             if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         log.info("created topic %s (%d partitions)", topic, partitions)
+
+
+# -- a topic's end -------------------------------------------------------------------
+
+
+def _reader(conn: KafkaConnection) -> Any:
+    """A consumer outside any group that reports each partition's end (EOF)."""
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        conn.client_config(
+            **{
+                "group.id": "driftline-reader",  # required, never joined: `assign` only
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                # A start offset the log no longer holds reads from what it holds.
+                "auto.offset.reset": "earliest",
+                "log_level": 3,
+            }
+        )
+    )
+
+
+def _partitions(reader: Any, topic: str, timeout: float) -> list[int]:
+    from confluent_kafka import KafkaException
+
+    meta = reader.list_topics(topic, timeout=timeout)
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None:
+        raise KafkaException(found.error if found is not None else f"no topic {topic}")
+    return sorted(found.partitions)
+
+
+def _read_until_eof(
+    reader: Any, topic: str, starts: Mapping[int, int], timeout: float, keep: bool
+) -> tuple[list[Any], dict[int, int]]:
+    """Consume the assigned partitions until each reports its end; the records read
+    (when `keep`) and each partition's end offset."""
+    from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+    reader.assign([TopicPartition(topic, p, o) for p, o in starts.items()])
+    records: list[Any] = []
+    ends: dict[int, int] = {}
+    deadline = time.monotonic() + timeout
+    while len(ends) < len(starts):
+        if time.monotonic() > deadline:
+            missing = sorted(set(starts) - set(ends))
+            raise TimeoutError(f"reading {topic} to its end timed out (partitions {missing})")
+        for msg in reader.consume(1000, 0.5):
+            err = msg.error()
+            if err is None:
+                if keep:
+                    records.append(msg)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                ends[msg.partition()] = msg.offset()  # the offset the end was reached at
+            else:
+                raise KafkaException(err)
+    return records, ends
+
+
+def end_offsets(conn: KafkaConnection, topic: str, timeout: float = 30.0) -> dict[int, int]:
+    """Each partition's end offset (the next offset to be written), as a fetch
+    reports it: reading starts at ListOffsets' answer, so at most the partition's
+    last batch is read again."""
+    from confluent_kafka import OFFSET_END
+
+    reader = _reader(conn)
+    try:
+        partitions = _partitions(reader, topic, timeout)
+        return _read_until_eof(reader, topic, dict.fromkeys(partitions, OFFSET_END), timeout,
+                               keep=False)[1]  # fmt: skip
+    finally:
+        reader.close()
+
+
+def read_topic(
+    conn: KafkaConnection,
+    topic: str,
+    start_offsets: Mapping[int, int] | None = None,
+    timeout: float = 30.0,
+) -> list[Any]:
+    """The records of `topic` from `start_offsets` (each partition's beginning where
+    absent) to its end when each partition is reached, read outside any group.
+    Raises TimeoutError when that takes longer than `timeout`."""
+    from confluent_kafka import OFFSET_BEGINNING
+
+    starts = start_offsets or {}
+    reader = _reader(conn)
+    try:
+        partitions = _partitions(reader, topic, timeout)
+        begin = {p: starts.get(p, OFFSET_BEGINNING) for p in partitions}
+        return _read_until_eof(reader, topic, begin, timeout, keep=True)[0]
+    finally:
+        reader.close()
 
 
 class DeadLetters:

@@ -20,14 +20,13 @@ by what was written since the outbox was filled, usually a batch or two.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from driftline.api.events import LabeledExample, encode
 from driftline.common.connections import KafkaConnection
-from driftline.common.kafka import make_producer
+from driftline.common.kafka import make_producer, read_topic
 from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.store import Outbox
 
@@ -52,7 +51,10 @@ class LabeledLog:
         self.producer = make_producer(kafka, on_delivery=self._failed)
 
     def start(self, consumer: Any) -> None:
-        """Read the topic's high watermarks once; deliveries keep them up to date."""
+        """Read the topic's high watermarks once; deliveries keep them up to date.
+
+        (ListOffsets may answer short of the true end on the embedded broker, see
+        `driftline.common.kafka`: still a lower bound, which is all `from` needs.)"""
         from confluent_kafka import KafkaException, TopicPartition
 
         try:
@@ -109,53 +111,13 @@ class LabeledLog:
     def scan(self, start_offsets: dict[int, int]) -> set[str]:
         """Request ids (record keys) in the topic from `start_offsets` (or each
         partition's start, where absent) to its current end."""
-        from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-
-        reader = Consumer(
-            self.kafka.client_config(
-                **{
-                    "group.id": f"{self.topic}.recovery",
-                    "enable.auto.commit": False,
-                    "enable.partition.eof": True,
-                    "log_level": 3,
-                }
-            )
-        )
-        found: set[str] = set()
         try:
-            meta = reader.list_topics(self.topic, timeout=self.timeout)
-            ends: dict[int, int] = {}
-            assign = []
-            for p in meta.topics[self.topic].partitions:
-                low, high = reader.get_watermark_offsets(
-                    TopicPartition(self.topic, p), timeout=self.timeout
-                )
-                start = max(start_offsets.get(p, low), low)
-                if start < high:
-                    ends[p] = high
-                    assign.append(TopicPartition(self.topic, p, start))
-            if not assign:
-                return found
-            reader.assign(assign)
-            deadline = time.monotonic() + self.timeout
-            while ends:
-                if time.monotonic() > deadline:
-                    raise DeliveryError(f"reading {self.topic} back timed out")
-                for msg in reader.consume(1000, 0.5):
-                    err, partition = msg.error(), msg.partition() or 0
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            ends.pop(partition, None)
-                            continue
-                        raise KafkaException(err)
-                    key = msg.key()
-                    if isinstance(key, bytes):
-                        found.add(key.decode("utf-8", "replace"))
-                    if (msg.offset() or 0) + 1 >= ends.get(partition, 0):
-                        ends.pop(partition, None)
-            return found
-        finally:
-            reader.close()
+            records = read_topic(self.kafka, self.topic, start_offsets, self.timeout)
+        except TimeoutError as exc:
+            raise DeliveryError(str(exc)) from exc
+        return {
+            key.decode("utf-8", "replace") for m in records if isinstance(key := m.key(), bytes)
+        }
 
     def recover(self, engine: JoinEngine, sources: Sequence[str], now: float) -> Recovered:
         """Settle the outboxes of `sources` (see `settle_outboxes`)."""
