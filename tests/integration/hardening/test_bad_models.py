@@ -56,8 +56,7 @@ from driftline.local.traffic import TrafficGenerator
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.policy import Policy
 from driftline.rollout.registry import ModelRegistry
-
-from .conftest import Served, wait_until
+from tests.integration.inference.harness import Running, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +134,7 @@ class Loop:
     """Inference, joiner, rollout driver and traffic, on the session's real servers."""
 
     model: DynamicModel
-    served: Served
+    served: Running
     traffic: Traffic
     redis: Any
     tracking_uri: str
@@ -188,7 +187,7 @@ def loop(
     redis_server: RedisServer,
     redis_client: Any,
     mlflow_server: MlflowServer,
-    serving: Callable[..., Served],
+    serving: Callable[..., Running],
 ) -> Iterator[Loop]:
     doc = model_document(
         unique,

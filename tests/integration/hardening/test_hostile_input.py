@@ -36,8 +36,7 @@ from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.infra import MlflowServer
 from driftline.inference.contract import FeatureContract
 from driftline.inference.testing import mlp_model, register_version
-
-from .conftest import Served
+from tests.integration.inference.harness import Running
 
 pytestmark = [
     pytest.mark.integration,
@@ -51,11 +50,11 @@ ROW = {"x1": 0.5, "x2": -1.25, "x3": 3.0, "channel": "web"}
 
 @pytest.fixture
 def server(
-    serving: Callable[..., Served],
+    serving: Callable[..., Running],
     model_doc: dict[str, Any],
     contract: FeatureContract,
     mlflow_server: MlflowServer,
-) -> Served:
+) -> Running:
     name = model_doc["spec"]["model"]["registry"]["name"]
     model = clipped(mlp_model(contract), 1e6)
     register_version(mlflow_server.tracking_uri, name, model, aliases=[ALIAS_CHAMPION])
@@ -129,7 +128,7 @@ def exercise(operation: Any, mode: Any, url: str, statuses: dict[int, int]) -> N
     check()
 
 
-def test_schemathesis_finds_no_server_error(server: Served) -> None:
+def test_schemathesis_finds_no_server_error(server: Running) -> None:
     import schemathesis
     from schemathesis import GenerationMode
 
@@ -154,7 +153,7 @@ def test_schemathesis_finds_no_server_error(server: Served) -> None:
 
 
 def test_the_schemathesis_engine_with_every_phase_finds_nothing(
-    server: Served, tmp_path: Path
+    server: Running, tmp_path: Path
 ) -> None:
     """The CLI's engine adds what the run above does not: its coverage phase (boundary
     values, every unsupported method, missing and malformed parts) and every check
@@ -195,7 +194,7 @@ def test_the_schemathesis_engine_with_every_phase_finds_nothing(
 
 
 def test_a_model_overflowing_on_extreme_input_says_so(
-    serving: Callable[..., Served],
+    serving: Callable[..., Running],
     model_doc: dict[str, Any],
     contract: FeatureContract,
     mlflow_server: MlflowServer,
@@ -213,11 +212,11 @@ def test_a_model_overflowing_on_extreme_input_says_so(
     assert httpx.post(predict, json={"features": ROW}, timeout=10).status_code == 200
 
 
-def post(server: Served, path: str, content: bytes, **headers: str) -> httpx.Response:
+def post(server: Running, path: str, content: bytes, **headers: str) -> httpx.Response:
     return httpx.post(f"{server.url}{path}", content=content, headers=headers, timeout=10)
 
 
-def test_hostile_bodies_get_a_clear_4xx_and_the_server_goes_on(server: Served) -> None:
+def test_hostile_bodies_get_a_clear_4xx_and_the_server_goes_on(server: Running) -> None:
     predict = f"/v1/models/{server.name}/predict"
     infer = f"/v2/models/{server.name}/infer"
     deep = b"[" * 20_000 + b"]" * 20_000  # 40 KB, under the body limit

@@ -43,8 +43,7 @@ from driftline.inference.testing import (
     register_version,
     write_model_file,
 )
-
-from .conftest import wait_until
+from tests.integration.inference.harness import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -1,80 +1,34 @@
 """Fixtures for the inference service against real MLflow, Redis and a Kafka broker.
 
-`serve(...)` runs the real app under uvicorn (httptools, uvloop) on a loopback port
-in a background thread, so tests talk HTTP to it exactly as clients do; `publish`
-registers model versions in MLflow the way the trainer does.
+`serve(...)` runs the real app on a loopback port in the test process (see
+`harness.py`); `publish` registers model versions in MLflow the way the trainer does.
 """
 
 from __future__ import annotations
 
-import faulthandler
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from driftline.api import parse_dynamic_model
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import MlflowServer, RedisServer, free_port
+from driftline.common.infra import MlflowServer, RedisServer
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import make_consumer
 from driftline.inference.contract import FeatureContract
-from driftline.inference.server import DrainingServer, build_server
-from driftline.inference.service import InferenceService
-from driftline.inference.settings import InferenceSettings
 from driftline.inference.testing import (
     mlp_model,
     model_document,
     register_version,
-    write_model_file,
 )
+from tests.integration.inference.harness import Running, servers
 
 # Versions that always answer class 0 or class 1: which model answered shows in the output.
 SAYS_0 = (8.0, -8.0)
 SAYS_1 = (-8.0, 8.0)
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    faulthandler.dump_traceback(all_threads=True)  # where the server was stuck, for the record
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
-
-
-@dataclass
-class Running:
-    url: str
-    server: DrainingServer
-    thread: threading.Thread
-
-    @property
-    def service(self) -> InferenceService:
-        return self.server.service
-
-    def predict(self, features: Any, entity_id: Any = None, **extra: Any) -> httpx.Response:
-        name = self.service.name
-        body = {"features": features, **({"entity_id": entity_id} if entity_id else {}), **extra}
-        return httpx.post(f"{self.url}/v1/models/{name}/predict", json=body, timeout=10)
-
-    def ready(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "the server did not stop"
 
 
 @pytest.fixture
@@ -115,43 +69,11 @@ def publish(
     return register
 
 
-FAST = {
-    "metrics_port": 0,
-    "alias_poll_seconds": 0.3,
-    "routing_poll_seconds": 0.2,
-    "load_retry_seconds": 0.5,
-    "unload_grace_seconds": 0.5,
-    "stats_flush_seconds": 0.2,
-    "drain_timeout_seconds": 5,
-}
-
-
 @pytest.fixture
 def serve(tmp_path: Path, model_doc: dict[str, Any]) -> Iterator[Callable[..., Running]]:
     """serve(doc=None, wait_ready=True, **settings) -> a running server (stopped afterwards)."""
-    running: list[Running] = []
-
-    def start(
-        doc: dict[str, Any] | None = None, wait_ready: bool = True, **settings: Any
-    ) -> Running:
-        path = write_model_file(tmp_path / f"model-{len(running)}.yaml", doc or model_doc)
-        options = {**FAST, "model_dir": str(tmp_path / "models"), **settings}
-        port = free_port()
-        server = build_server(
-            InferenceSettings(model_file=path, host="127.0.0.1", port=port, **options)
-        )
-        thread = threading.Thread(target=server.run, name="inference-server", daemon=True)
-        thread.start()
-        instance = Running(f"http://127.0.0.1:{port}", server, thread)
-        running.append(instance)
-        wait_until(lambda: server.started or not thread.is_alive(), 60, "the server to start")
-        if wait_ready:
-            wait_until(instance.ready, 60, "a model to be loaded")
-        return instance
-
-    yield start
-    for instance in running:
-        instance.stop()
+    with servers(tmp_path) as start:
+        yield lambda doc=None, **settings: start(doc or model_doc, **settings)
 
 
 def read_predictions(

@@ -20,8 +20,9 @@ from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.infra import free_port
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.inference.testing import write_model_file
+from tests.integration.inference.harness import wait_until
 
-from .conftest import read_predictions, wait_until
+from .conftest import read_predictions
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable, serves_candidate
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.state import RoutingStore
+from tests.integration.inference.harness import Running, wait_until
 
-from .conftest import SAYS_0, SAYS_1, Running, read_predictions, wait_until
+from .conftest import SAYS_0, SAYS_1, read_predictions
 
 pytestmark = pytest.mark.integration
 

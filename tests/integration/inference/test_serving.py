@@ -15,8 +15,9 @@ from driftline.common.state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.inference.runtime import CPU, OnnxModel
 from driftline.inference.testing import mlp_model
+from tests.integration.inference.harness import Running, wait_until
 
-from .conftest import SAYS_1, Running, wait_until
+from .conftest import SAYS_1
 
 pytestmark = [
     pytest.mark.integration,

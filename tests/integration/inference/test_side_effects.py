@@ -17,8 +17,9 @@ from driftline.common.infra import free_port
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.state import RoutingStore
 from driftline.inference import metrics
+from tests.integration.inference.harness import Running, wait_until
 
-from .conftest import SAYS_0, SAYS_1, Running, read_predictions, wait_until
+from .conftest import SAYS_0, SAYS_1, read_predictions
 
 pytestmark = pytest.mark.integration
 
