@@ -105,16 +105,15 @@ class JoinEngine:
         absorbed = self.store.absorb(arrivals, now, token, start_offsets)
         examples: list[LabeledExample] = []
         shares: dict[str, Share] = {}
-        entries: dict[str, int] = defaultdict(int)
         for request_id, claim in absorbed.claims.items():
-            entries[claim.source] += 1
             share = shares.get(claim.source)
             if share is None:
                 share = shares[claim.source] = Share()
             example = self._plan(request_id, claim.state, claim.fields, share, now)
             if example is not None:
                 examples.append(example)
-        return Absorbing(absorbed, token, examples, shares, entries)
+        # One outbox entry per source with claims: see lua/absorb.lua.
+        return Absorbing(absorbed, token, examples, shares, dict.fromkeys(shares, 1))
 
     def settle(self, absorbing: Absorbing, now: float) -> BatchResult:
         """Phase 2: add the counters of each source's share, once."""
