@@ -28,12 +28,18 @@
 -- of stable and shadow (else candidate). Sets the claims in `h`; returns their
 -- names joined by commas (nil when there are none), and whether the example is
 -- among them.
+local PREDICTION, SCORED = {}, {}  -- field names by variant, made once
+for _, variant in ipairs(VARIANTS) do
+  PREDICTION[variant] = 'p:' .. variant
+  SCORED[variant] = 's:' .. variant
+end
+
 local function claim(h)
   local names, emitted = {}, false
   if h['o'] then
     for _, variant in ipairs(VARIANTS) do
-      local mark = 's:' .. variant
-      if h['p:' .. variant] and not h[mark] then
+      local mark = SCORED[variant]
+      if h[PREDICTION[variant]] and not h[mark] then
         h[mark] = '1'
         names[#names + 1] = mark
       end
@@ -67,7 +73,7 @@ local function account_expiry(h, id, pending, tally)
     end
   else
     for _, variant in ipairs(VARIANTS) do
-      if h['p:' .. variant] then
+      if h[PREDICTION[variant]] then
         tally.predictions = tally.predictions + 1
       end
     end
