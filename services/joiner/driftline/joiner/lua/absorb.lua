@@ -25,39 +25,42 @@ local outbox_prefix = ARGV[7]
 local token = ARGV[8]
 local outbox_from = ARGV[9]
 local arrivals = cmsgpack.unpack(ARGV[10])
+-- (Lists are appended to with their own counters: `#list` searches for the end.)
 
 -- The requests of the batch, each once, read in one MGET: a request's arrivals
 -- usually come in different batches, so most of them find their state in Redis.
-local ids, keys, slot = {}, {}, {}
+local ids, keys, slot, requests = {}, {}, {}, 0
 for i = 1, #arrivals, 4 do
   local id = arrivals[i]
   if not slot[id] then
-    ids[#ids + 1] = id
-    keys[#ids] = prefix .. id
-    slot[id] = #ids
+    requests = requests + 1
+    ids[requests] = id
+    keys[requests] = prefix .. id
+    slot[id] = requests
   end
 end
-local stored = {}
+local stored, read = {}, 0
 each_chunk(keys, function(...)
   for _, blob in ipairs(redis.call('MGET', ...)) do
-    stored[#stored + 1] = blob
+    read = read + 1
+    stored[read] = blob  -- false when the request is new
   end
 end)
+
+-- What a batch did to a request's state, by slot (bits, one table for all).
+local CHANGED = 1  -- the state must be written back
+local GREW = 2     -- a record joined it: there may be work to claim
+local STARTED = 4  -- this batch started the request's window (a new key, or a
+                   -- forgotten one's id reused)
+local COUNTED = { p = { ['0'] = 'p0', ['1'] = 'p1', ['2'] = 'p2' },
+                  o = { ['0'] = 'o0', ['1'] = 'o1', ['2'] = 'o2' } }
 
 local tally = { predictions = 0, outcomes = 0 }
 local statuses = {}
 local counts = {}
-local states = {}   -- slot -> the request's state as this batch leaves it
-local starts = {}   -- slot -> true when this batch started the request's window
-local changed = {}  -- slot -> true when the state must be written back
-local grew = {}     -- slot -> true when a record joined it: there may be work to claim
+local states = {}    -- slot -> the request's state as this batch leaves it
+local did = {}       -- slot -> bits above
 local source_of = {} -- slot -> source of its last arrival in the batch
-
-local function status(n, field, code)
-  statuses[n] = code
-  local key = string.sub(field, 1, 1) .. code
-  counts[key] = (counts[key] or 0) + 1
-end
 
 local n = 0
 for i = 1, #arrivals, 4 do
@@ -68,13 +71,14 @@ for i = 1, #arrivals, 4 do
   if not h then
     h = stored[k] and cmsgpack.unpack(stored[k]) or {}
     states[k] = h
+    did[k] = 0
   end
   source_of[k] = arrivals[i + 3]
   local t = tonumber(h['t'])
   if t and now > t then
     if not h['x'] then
       account_expiry(h, ids[k], pending, tally)
-      changed[k] = true
+      did[k] = bit.bor(did[k], CHANGED)
     end
     -- Past the grace period the old request is forgotten and this arrival starts
     -- a new one. (Claims of a crashed batch are settled from its outbox by the
@@ -85,52 +89,60 @@ for i = 1, #arrivals, 4 do
       t = nil
     end
   end
+  local code
   if not t then
     h['t'] = deadline
     h[field] = payload
-    starts[k], changed[k], grew[k] = true, true, true
-    status(n, field, '0')
+    did[k] = CHANGED + GREW + STARTED
+    code = '0'
   elseif now > t then
     local late = 'l' .. field
     if h[field] or h[late] then
-      status(n, field, '1')
+      code = '1'
     else
       h[late] = payload
-      changed[k] = true
-      status(n, field, '2')
+      did[k] = bit.bor(did[k], CHANGED)
+      code = '2'
     end
   elseif h[field] then
-    status(n, field, '1')
+    code = '1'
   else
     h[field] = payload
-    changed[k], grew[k] = true, true
-    status(n, field, '0')
+    did[k] = bit.bor(did[k], CHANGED + GREW)
+    code = '0'
   end
+  statuses[n] = code
+  local key = COUNTED[field == 'o' and 'o' or 'p'][code]
+  counts[key] = (counts[key] or 0) + 1
 end
 
-local waiting = {}  -- deadline, id pairs for `pending`
-local emitted = {}  -- ids that no longer wait: the outcome is in and the example out
+local waiting, nwaiting = {}, 0  -- deadline, id pairs for `pending`
+local emitted, nemitted = {}, 0  -- ids that no longer wait: the example is out
 local entries = {}  -- source -> its outbox entry
 local claimed = {}  -- source -> the states of its claimed requests
 local sources = {}
-for k, id in ipairs(ids) do
-  if changed[k] then
-    local h = states[k]
+for k = 1, requests do
+  local flags = did[k]
+  if bit.band(flags, CHANGED) ~= 0 then
+    local id, h = ids[k], states[k]
     local names, example = nil, false
-    if grew[k] then
+    if bit.band(flags, GREW) ~= 0 then
       names, example = claim(h)
     end
     local blob = cmsgpack.pack(h)
-    if starts[k] then
+    local started = bit.band(flags, STARTED) ~= 0
+    if started then
       redis.call('SET', keys[k], blob, 'EX', ttl)
     else
       redis.call('SET', keys[k], blob, 'KEEPTTL')
     end
-    if starts[k] and not example then
-      waiting[#waiting + 1] = deadline
-      waiting[#waiting + 1] = id
-    elseif example and not starts[k] then
-      emitted[#emitted + 1] = id
+    if started and not example then
+      waiting[nwaiting + 1] = deadline
+      waiting[nwaiting + 2] = id
+      nwaiting = nwaiting + 2
+    elseif example and not started then
+      nemitted = nemitted + 1
+      emitted[nemitted] = id
     end
     if names then
       local source = source_of[k]
@@ -141,9 +153,10 @@ for k, id in ipairs(ids) do
         claimed[source] = {}
         sources[#sources + 1] = source
       end
-      entry[#entry + 1] = id
-      entry[#entry + 1] = names
-      table.insert(claimed[source], blob)
+      local size = #entry  -- the token, then two per claim
+      entry[size + 1] = id
+      entry[size + 2] = names
+      claimed[source][(size + 1) / 2] = blob
     end
   end
 end
@@ -164,10 +177,12 @@ for _, source in ipairs(sources) do
   redis.call('SET', box .. ':q:' .. token, '1', 'EX', ttl)
   reply[#reply + 1] = source
   reply[#reply + 1] = entry
-  for _, blob in ipairs(claimed[source]) do
-    blobs[#blobs + 1] = blob
-  end
+  blobs[#blobs + 1] = table.concat(claimed[source])
 end
 reply[1] = cmsgpack.pack({ table.concat(statuses), counts, tally.predictions, tally.outcomes })
-reply[2] = struct.pack('>BI4', 0xdd, #blobs) .. table.concat(blobs)
+local count = 0
+for _, source in ipairs(sources) do
+  count = count + #claimed[source]
+end
+reply[2] = struct.pack('>BI4', 0xdd, count) .. table.concat(blobs)
 return reply
