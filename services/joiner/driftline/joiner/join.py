@@ -26,6 +26,7 @@ import msgspec
 
 from driftline.api.events import LabeledExample, Outcome, Prediction
 from driftline.common.state import quality_fields
+from driftline.joiner.store import State
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def _read(request_id: str, variant: str, payload: str) -> Prediction | None:
         return None
 
 
-def outcome_of(request_id: str, state: Mapping[str, str]) -> Outcome | None:
+def outcome_of(request_id: str, state: State) -> Outcome | None:
     payload = state.get("o")
     if payload is None:
         return None
@@ -111,7 +112,7 @@ def labeled_example(prediction: Prediction, outcome: Outcome) -> LabeledExample:
 
 def plan_claim(
     request_id: str,
-    state: Mapping[str, str],
+    state: State,
     claimed: Sequence[str],
     task: str,
     tolerance: float,
@@ -149,7 +150,7 @@ def plan_claim(
 
 
 def _prediction(
-    request_id: str, state: Mapping[str, str], variant: str, decoded: dict[str, Prediction | None]
+    request_id: str, state: State, variant: str, decoded: dict[str, Prediction | None]
 ) -> Prediction | None:
     if variant in decoded:
         return decoded[variant]

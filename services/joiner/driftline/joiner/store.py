@@ -70,11 +70,16 @@ class Arrival(NamedTuple):
     """Where it came from (the worker: its topic partition); one outbox per source."""
 
 
+State = dict[str, Any]
+"""A request's state as lua/prelude.lua lays it out: field -> its record's JSON, a
+claim's value, or (`t`) the end of its window, a number."""
+
+
 class Claim(NamedTuple):
     """Work phase 1 claimed for one request: its state, the claimed fields
     (`s:<variant>`, `e`, `a`) and the source whose outbox names them."""
 
-    state: dict[str, str]
+    state: State
     fields: list[str]
     source: str
 
@@ -162,7 +167,7 @@ class JoinStore:
             ]
         )
         statuses, counts, expired_p, expired_o = _unpack(meta)
-        claimed: list[dict[str, str]] = _unpack(states)
+        claimed: list[State] = _unpack(states)
         claims: dict[str, Claim] = {}
         at = 0
         for j in range(0, len(outboxes), 2):
@@ -193,7 +198,7 @@ class JoinStore:
         )
         return Swept(int(expired_p), int(expired_o), int(looked_at), int(pending))
 
-    def states(self, request_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    def states(self, request_ids: Sequence[str]) -> dict[str, State]:
         """The current state of each request (empty when it is gone)."""
         if not request_ids:
             return {}

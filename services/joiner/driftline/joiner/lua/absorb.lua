@@ -16,7 +16,8 @@
 -- its examples) and `<outbox>:q:<token>` (set while the batch's counters are not
 -- added yet).
 local now = tonumber(ARGV[1])
-local deadline = ARGV[2]
+local deadline = ARGV[2]  -- as given, for `pending` scores (a number prints rounded)
+local ends = tonumber(deadline)
 local grace = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 local prefix = ARGV[5]
@@ -91,7 +92,7 @@ for i = 1, #arrivals, 4 do
   end
   local code
   if not t then
-    h['t'] = deadline
+    h['t'] = ends
     h[field] = payload
     did[k] = CHANGED + GREW + STARTED
     code = '0'
@@ -167,7 +168,7 @@ each_chunk(emitted, function(...) redis.call('ZREM', pending, ...) end)
 -- The claimed states go back as one msgpack array: their blobs one after the
 -- other behind an array header, so the client decodes them all in one call.
 local reply = { '', '' }
-local blobs = {}
+local blobs = { '' }  -- the header goes first, once the count is known
 for _, source in ipairs(sources) do
   local box = outbox_prefix .. source
   local entry = cmsgpack.pack(entries[source])
@@ -177,12 +178,11 @@ for _, source in ipairs(sources) do
   redis.call('SET', box .. ':q:' .. token, '1', 'EX', ttl)
   reply[#reply + 1] = source
   reply[#reply + 1] = entry
-  blobs[#blobs + 1] = table.concat(claimed[source])
+  for _, blob in ipairs(claimed[source]) do
+    blobs[#blobs + 1] = blob
+  end
 end
+blobs[1] = struct.pack('>BI4', 0xdd, #blobs - 1)
 reply[1] = cmsgpack.pack({ table.concat(statuses), counts, tally.predictions, tally.outcomes })
-local count = 0
-for _, source in ipairs(sources) do
-  count = count + #claimed[source]
-end
-reply[2] = struct.pack('>BI4', 0xdd, count) .. table.concat(blobs)
+reply[2] = table.concat(blobs)
 return reply

@@ -2,7 +2,7 @@
 --
 -- One msgpack map per request id (a plain string key: one allocation, its TTL
 -- set with it) holds everything the join knows about the request:
---   t            the end of its join window (seconds since the epoch)
+--   t            the end of its join window (seconds since the epoch, a number)
 --   p:<variant>  a prediction that arrived inside the window (raw JSON)
 --   o            the outcome, if it arrived inside the window
 --   lp:<variant>, lo   the same, arrived after the window (kept to spot replays)
@@ -34,33 +34,31 @@ for _, variant in ipairs(VARIANTS) do
   SCORED[variant] = 's:' .. variant
 end
 
+-- (The names are joined as they are found: most requests claim one or two.)
 local function claim(h)
-  local names, emitted = {}, false
+  local names, emitted = nil, false
   if h['o'] then
     for _, variant in ipairs(VARIANTS) do
       local mark = SCORED[variant]
       if h[PREDICTION[variant]] and not h[mark] then
         h[mark] = '1'
-        names[#names + 1] = mark
+        names = names and names .. ',' .. mark or mark
       end
     end
     if not h['e'] then
       local served = (h['p:stable'] and 'stable') or (h['p:candidate'] and 'candidate')
       if served then
         h['e'] = served
-        names[#names + 1] = 'e'
+        names = names and names .. ',e' or 'e'
         emitted = true
       end
     end
   end
   if h['p:stable'] and not h['a'] and (h['p:shadow'] or h['p:candidate']) then
     h['a'] = '1'
-    names[#names + 1] = 'a'
+    names = names and names .. ',a' or 'a'
   end
-  if #names == 0 then
-    return nil, false
-  end
-  return table.concat(names, ','), emitted
+  return names, emitted
 end
 
 -- Count what the window left unjoined, once: predictions that never met an
