@@ -152,7 +152,7 @@ class JoinStore:
     def absorb(
         self, arrivals: Sequence[Arrival], now: float, token: str, start_offsets: dict[int, int]
     ) -> Absorbed:
-        meta, states, *outboxes = self._absorb(
+        meta, blob, *outboxes = self._absorb(
             args=[
                 _num(now),
                 _num(now + self.window),
@@ -167,7 +167,9 @@ class JoinStore:
             ]
         )
         statuses, counts, expired_p, expired_o = _unpack(meta)
-        claimed: list[State] = _unpack(states)
+        # The claimed states, in the order the outbox entries name their requests:
+        # (source, [token, request id, fields, request id, fields, ...]) per source.
+        claimed: list[State] = _unpack(blob)
         claims: dict[str, Claim] = {}
         at = 0
         for j in range(0, len(outboxes), 2):
