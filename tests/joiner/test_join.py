@@ -7,7 +7,7 @@ import math
 import pytest
 
 from driftline.api.events import Outcome, Prediction, Variant, encode
-from driftline.joiner.join import agrees, plan_claim
+from driftline.joiner.join import Share, agrees, plan_claim
 
 
 def prediction(
@@ -33,18 +33,16 @@ def test_scores_each_claimed_variant_and_builds_the_served_example() -> None:
         "o": outcome(1),
         "e": "stable",
     }
-    scores, agreement, example = plan_claim(
-        "r", state, ["s:stable", "s:shadow", "e", "a"], "classification", 0.0
+    share = Share()
+    example = plan_claim(
+        "r", state, ["s:stable", "s:shadow", "e", "a"], "classification", 0.0, share
     )
-    by_variant = {s.variant: s for s in scores}
-    assert by_variant["stable"].version == "3"
-    assert by_variant["stable"].fields["correct"] == 1.0
-    assert by_variant["stable"].fields["log_loss"] == pytest.approx(-math.log(0.8))
-    assert by_variant["shadow"].fields == {"count": 1.0, "correct": 0.0}
-    assert agreement is not None
-    assert (agreement.stable_version, agreement.candidate_version, agreement.agreed) == (
-        "3", "4", False,
-    )  # fmt: skip
+    assert set(share.quality) == {("3", "stable"), ("4", "shadow")}
+    stable = share.quality[("3", "stable")]
+    assert (stable["count"], stable["correct"], stable["log_loss_count"]) == (1.0, 1.0, 1.0)
+    assert stable["log_loss"] == pytest.approx(-math.log(0.8))
+    assert share.quality[("4", "shadow")] == {"count": 1.0, "correct": 0.0}
+    assert share.agreement == {("3", "4"): [1, 0]}  # compared once, disagreed
     assert example is not None
     assert (example.variant, example.model_version, example.label, example.output) == (
         "stable", "3", 1.0, 1.0,
@@ -55,21 +53,24 @@ def test_scores_each_claimed_variant_and_builds_the_served_example() -> None:
 
 def test_only_what_was_claimed() -> None:
     state = {"p:stable": prediction("stable", 1, "3"), "o": outcome(0), "e": "stable"}
-    scores, agreement, example = plan_claim("r", state, ["e"], "classification", 0.0)
-    assert (scores, agreement) == ([], None)
+    share = Share()
+    example = plan_claim("r", state, ["e"], "classification", 0.0, share)
+    assert share == Share()
     assert example is not None
 
 
 def test_the_example_comes_from_the_variant_the_claim_names() -> None:
     state = {"p:candidate": prediction("candidate", 0, "4"), "o": outcome(0), "e": "candidate"}
-    _, _, example = plan_claim("r", state, ["e"], "classification", 0.0)
+    example = plan_claim("r", state, ["e"], "classification", 0.0, Share())
     assert example is not None
     assert (example.variant, example.model_version) == ("candidate", "4")
 
 
 def test_an_unreadable_state_yields_nothing_and_does_not_raise() -> None:
     state = {"p:stable": "{not json", "o": outcome(1), "e": "stable"}
-    assert plan_claim("r", state, ["s:stable", "e"], "classification", 0.0) == ([], None, None)
+    share = Share()
+    assert plan_claim("r", state, ["s:stable", "e"], "classification", 0.0, share) is None
+    assert share == Share()
 
 
 @pytest.mark.parametrize(
@@ -84,3 +85,11 @@ def test_an_unreadable_state_yields_nothing_and_does_not_raise() -> None:
 )
 def test_agreement(task: str, a: float, b: float, tolerance: float, expected: bool) -> None:
     assert agrees(task, a, b, tolerance) is expected
+
+
+def test_sums_add_up_over_claims() -> None:
+    share = Share()
+    for output, label in ((1, 1), (0, 1), (1, 1)):
+        state = {"p:stable": prediction("stable", output, "3"), "o": outcome(label)}
+        plan_claim("r", state, ["s:stable"], "classification", 0.0, share)
+    assert share.quality == {("3", "stable"): {"count": 3.0, "correct": 2.0}}

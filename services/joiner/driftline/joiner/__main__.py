@@ -7,6 +7,7 @@ finish the batch in hand, commit it and leave the consumer group: exit status 0.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -35,6 +36,10 @@ def main() -> int:
     heartbeat = Heartbeat()
     serve_health(settings.metrics_port, heartbeat)
     worker = JoinerWorker(settings, heartbeat)
+    # Every batch makes thousands of short-lived objects, and each full collection
+    # would walk everything the imports and clients made too: freeze those once
+    # (they live as long as the process), so collections see the batches only.
+    gc.freeze()
     worker.run(stop)
     log.info("stopped")
     return 0

@@ -27,20 +27,8 @@ from dataclasses import dataclass, field
 
 from driftline.api.events import LabeledExample
 from driftline.common.state import BUCKET_SECONDS
-from driftline.joiner.join import plan_claim
+from driftline.joiner.join import AgreementSums, QualitySums, Share, plan_claim
 from driftline.joiner.store import Absorbed, Arrival, Increments, JoinStore, Outbox, Swept
-
-# (version, variant) -> field -> sum; (stable, candidate) -> [compared, agreed]
-QualitySums = dict[tuple[str, str], dict[str, float]]
-AgreementSums = dict[tuple[str, str], list[int]]
-
-
-@dataclass
-class Share:
-    """What one source's claims in one batch add."""
-
-    quality: QualitySums = field(default_factory=lambda: defaultdict(lambda: defaultdict(float)))
-    agreement: AgreementSums = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
 
 
 @dataclass
@@ -51,6 +39,7 @@ class Absorbing:
     token: str
     examples: list[LabeledExample]
     shares: dict[str, Share]
+    """What each source's claims add."""
     entries: dict[str, int]
     """Outbox entries added, per source."""
 
@@ -105,16 +94,16 @@ class JoinEngine:
         absorbed = self.store.absorb(arrivals, now, token, start_offsets)
         examples: list[LabeledExample] = []
         shares: dict[str, Share] = {}
-        entries: dict[str, int] = defaultdict(int)
+        task, tolerance = self.task, self.tolerance
         for request_id, claim in absorbed.claims.items():
-            entries[claim.source] += 1
             share = shares.get(claim.source)
             if share is None:
                 share = shares[claim.source] = Share()
-            example = self._plan(request_id, claim.state, claim.fields, share, now)
+            example = plan_claim(request_id, claim.state, claim.fields, task, tolerance, share)
             if example is not None:
                 examples.append(example)
-        return Absorbing(absorbed, token, examples, shares, entries)
+        # One outbox entry per source with claims: see lua/absorb.lua.
+        return Absorbing(absorbed, token, examples, shares, dict.fromkeys(shares, 1))
 
     def settle(self, absorbing: Absorbing, now: float) -> BatchResult:
         """Phase 2: add the counters of each source's share, once."""
@@ -144,7 +133,9 @@ class JoinEngine:
         examples = []
         states = self.store.states(list(wanted))
         for request_id, (token, names) in wanted.items():
-            example = self._plan(request_id, states[request_id], names, shares[token], now)
+            example = plan_claim(
+                request_id, states[request_id], names, self.task, self.tolerance, shares[token]
+            )
             if example is not None:
                 examples.append(example)
         result = BatchResult([], examples=examples)
@@ -154,22 +145,6 @@ class JoinEngine:
 
     def sweep(self, now: float, limit: int = 1000) -> Swept:
         return self.store.sweep(now, limit)
-
-    def _plan(
-        self, request_id: str, state: dict[str, str], claimed: list[str], share: Share, now: float
-    ) -> LabeledExample | None:
-        scores, agreement, example = plan_claim(
-            request_id, state, claimed, self.task, self.tolerance
-        )
-        for score in scores:
-            sums = share.quality[(score.version, score.variant)]
-            for name, value in score.fields.items():
-                sums[name] += value
-        if agreement is not None:
-            counts = share.agreement[(agreement.stable_version, agreement.candidate_version)]
-            counts[0] += 1
-            counts[1] += agreement.agreed
-        return example
 
     def _counter_key(self, kind: str, a: str, b: str, now: float) -> str:
         """The bucket key of a quality ("q": version, variant) or agreement ("a":

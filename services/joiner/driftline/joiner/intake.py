@@ -12,15 +12,19 @@ import logging
 from collections import Counter
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
-from driftline.api.events import EventError, Outcome, Prediction, decode
+from driftline.api.events import EventError, Outcome, Prediction, Variant, decode
 from driftline.api.spec import TopicsSpec
 from driftline.joiner import metrics
 from driftline.joiner.engine import BatchResult
 from driftline.joiner.store import Arrival
 
 log = logging.getLogger(__name__)
+
+_PREDICTED = {variant: f"p:{variant}" for variant in get_args(Variant)}
+"""A prediction's field in the join state, by variant."""
+_new = tuple.__new__
 
 
 @dataclass
@@ -59,13 +63,23 @@ class Intake:
         reached: dict[tuple[str, int], int] = {}
         invalid: Counter[str] = Counter()
         predictions, model, sources = self.predictions, self.model_name, self._sources
+        # Records come in runs from one partition: what follows from a record's
+        # topic and partition is looked up once per run.
+        topic: str | None = None
+        partition = -1
+        place = ("", -1)
+        source = side = ""
         for msg in records:
             if msg.error() is not None:
                 log.warning("consumer: %s", msg.error())
                 continue
-            topic, partition, value = msg.topic(), msg.partition(), msg.value()
-            reached[(topic, partition)] = msg.offset()
-            side = "prediction" if topic == predictions else "outcome"
+            if msg.partition() != partition or msg.topic() != topic:
+                topic, partition = msg.topic(), msg.partition()
+                place = (topic, partition)
+                source = sources.get(place) or sources.setdefault(place, f"{topic}:{partition}")
+                side = "prediction" if topic == predictions else "outcome"
+            reached[place] = msg.offset()
+            value = msg.value()
             try:
                 if value is None:
                     raise EventError("empty record")
@@ -73,7 +87,7 @@ class Intake:
                     p = decode(value, Prediction)
                     if p.model != model:
                         raise EventError(f"wrong model: {p.model!r}, expected {model!r}")
-                    request_id, name = p.request_id, f"p:{p.variant}"
+                    request_id, name = p.request_id, _PREDICTED[p.variant]
                 else:
                     request_id, name = decode(value, Outcome).request_id, "o"
                 if not request_id:
@@ -82,10 +96,9 @@ class Intake:
                 invalid[side] += 1
                 dead.append((msg, exc.reason))
                 continue
-            source = sources.get((topic, partition))
-            if source is None:
-                source = sources[(topic, partition)] = f"{topic}:{partition}"
-            arrivals.append(Arrival(request_id, name, value.decode(), source))
+            # tuple.__new__ skips the keyword handling of the named tuple's own
+            # constructor: a batch makes thousands.
+            arrivals.append(_new(Arrival, (request_id, name, value.decode(), source)))
             origins.append((msg, side))
         for side, n in invalid.items():
             metrics.messages.labels(side, "invalid").inc(n)

@@ -1,7 +1,7 @@
 """What the work claimed for one request amounts to: scores, a shadow agreement,
 a labeled example.
 
-Pure functions over a request's hash (see lua/prelude.lua). Phase 1 decides in
+Pure functions over a request's state (see lua/prelude.lua). Phase 1 decides in
 Redis which work is claimed; these compute what it adds, in Python, with the
 shared `quality_fields` the rollout controller's numbers are defined by.
 
@@ -11,17 +11,22 @@ shared `quality_fields` the rollout controller's numbers are defined by.
   `candidate`. Shadow and baseline predictions were scored beside it, not served.
 - Shadow agreement compares `stable` with `shadow` (else `candidate`) on the same
   request; it needs no outcome.
+
+A batch plans hundreds of claims, so the sums are added in place (`Share`) and
+each stored record is decoded at most once per claim.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import msgspec
 
 from driftline.api.events import LabeledExample, Outcome, Prediction
 from driftline.common.state import quality_fields
+from driftline.joiner.store import State
 
 log = logging.getLogger(__name__)
 
@@ -30,38 +35,38 @@ QUALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "regression": ("count", "abs_error", "sq_error"),
 }
 
-
-@dataclass(frozen=True, slots=True)
-class Score:
-    request_id: str
-    variant: str
-    version: str
-    fields: dict[str, float]
+# (version, variant) -> field -> sum; (stable version, candidate version) -> [compared, agreed]
+QualitySums = dict[tuple[str, str], dict[str, float]]
+AgreementSums = dict[tuple[str, str], list[int]]
 
 
-@dataclass(frozen=True, slots=True)
-class Agreement:
-    request_id: str
-    stable_version: str
-    candidate_version: str
-    agreed: bool
+@dataclass
+class Share:
+    """What a set of claims adds to the live quality and agreement counters."""
+
+    quality: QualitySums = field(default_factory=dict)
+    agreement: AgreementSums = field(default_factory=dict)
+
+    def score(self, version: str, variant: str, fields: Mapping[str, float]) -> None:
+        sums = self.quality.get((version, variant))
+        if sums is None:
+            self.quality[(version, variant)] = dict(fields)
+            return
+        for name, value in fields.items():
+            sums[name] = sums.get(name, 0.0) + value
+
+    def compare(self, stable_version: str, candidate_version: str, agreed: bool) -> None:
+        counts = self.agreement.get((stable_version, candidate_version))
+        if counts is None:
+            counts = self.agreement[(stable_version, candidate_version)] = [0, 0]
+        counts[0] += 1
+        counts[1] += agreed
 
 
 # The state holds only records that were validated on arrival (`events.decode`):
 # read them back with plain decoders, without checking them again.
 _read_prediction = msgspec.json.Decoder(Prediction).decode
 _read_outcome = msgspec.json.Decoder(Outcome).decode
-
-
-def predictions_of(request_id: str, state: dict[str, str]) -> dict[str, Prediction]:
-    """The predictions that arrived inside the window, by variant."""
-    found: dict[str, Prediction] = {}
-    for name, payload in state.items():
-        if name.startswith("p:"):
-            p = _read(request_id, name[2:], payload)
-            if p is not None:
-                found[name[2:]] = p
-    return found
 
 
 def _read(request_id: str, variant: str, payload: str) -> Prediction | None:
@@ -72,7 +77,7 @@ def _read(request_id: str, variant: str, payload: str) -> Prediction | None:
         return None
 
 
-def outcome_of(request_id: str, state: dict[str, str]) -> Outcome | None:
+def outcome_of(request_id: str, state: State) -> Outcome | None:
     payload = state.get("o")
     if payload is None:
         return None
@@ -106,36 +111,49 @@ def labeled_example(prediction: Prediction, outcome: Outcome) -> LabeledExample:
 
 
 def plan_claim(
-    request_id: str, state: dict[str, str], claimed: list[str], task: str, tolerance: float
-) -> tuple[list[Score], Agreement | None, LabeledExample | None]:
-    """The effects of the work claimed for one request (`s:<variant>`, `a`, `e`),
-    computed from its state: scores, agreement, labeled example."""
+    request_id: str,
+    state: State,
+    claimed: Sequence[str],
+    task: str,
+    tolerance: float,
+    share: Share,
+) -> LabeledExample | None:
+    """Add to `share` what the work claimed for one request (`s:<variant>`, `a`,
+    `e`) amounts to, computed from its state; return its labeled example, if `e`
+    was claimed."""
+    outcome = outcome_of(request_id, state)
+    # Most claims are one served prediction meeting its outcome ("s:stable,e"):
+    # each stored record is decoded once, however many claims read it.
     decoded: dict[str, Prediction | None] = {}
-
-    def prediction(variant: str) -> Prediction | None:
-        if variant not in decoded:
-            payload = state.get(f"p:{variant}")
-            decoded[variant] = None if payload is None else _read(request_id, variant, payload)
-        return decoded[variant]
-
-    outcome = outcome_of(request_id, state) if "o" in state else None
-    scores: list[Score] = []
-    agreement = None
     example = None
     for name in claimed:
-        if name.startswith("s:"):
-            p = prediction(name[2:])
-            if p is not None and outcome is not None:
-                fields = quality_fields(task, p.output, outcome.label, p.scores)
-                scores.append(Score(request_id, name[2:], p.model_version, fields))
-        elif name == "e":
-            chosen = prediction(state.get("e", ""))
-            if chosen is not None and outcome is not None:
-                example = labeled_example(chosen, outcome)
-        elif name == "a":
-            stable = prediction("stable")
-            other = prediction("shadow") or prediction("candidate")
+        if name == "a":
+            stable = _prediction(request_id, state, "stable", decoded)
+            other = _prediction(request_id, state, "shadow", decoded) or _prediction(
+                request_id, state, "candidate", decoded
+            )
             if stable is not None and other is not None:
                 agreed = agrees(task, stable.output, other.output, tolerance)
-                agreement = Agreement(request_id, stable.model_version, other.model_version, agreed)
-    return scores, agreement, example
+                share.compare(stable.model_version, other.model_version, agreed)
+        elif outcome is None:
+            continue  # scores and the example need the outcome
+        elif name == "e":
+            chosen = _prediction(request_id, state, state.get("e", ""), decoded)
+            if chosen is not None:
+                example = labeled_example(chosen, outcome)
+        elif name.startswith("s:"):
+            p = _prediction(request_id, state, name[2:], decoded)
+            if p is not None:
+                fields = quality_fields(task, p.output, outcome.label, p.scores)
+                share.score(p.model_version, name[2:], fields)
+    return example
+
+
+def _prediction(
+    request_id: str, state: State, variant: str, decoded: dict[str, Prediction | None]
+) -> Prediction | None:
+    if variant in decoded:
+        return decoded[variant]
+    payload = state.get("p:" + variant)
+    p = decoded[variant] = None if payload is None else _read(request_id, variant, payload)
+    return p

@@ -1,8 +1,9 @@
-"""The join state in Redis, and the three scripts that change it.
+"""The join state in Redis, and the scripts that change it.
 
     driftline:<ns>:<model>:joiner:req:<request id>    one msgpack map per request (lua/prelude.lua)
     driftline:<ns>:<model>:joiner:pending             zset: request ids by end of window
-    driftline:<ns>:<model>:joiner:outbox:<source>     list: claims not yet durable
+    driftline:<ns>:<model>:joiner:outbox:<source>     list: one entry per batch, naming its
+                                                      claims not yet durable
     driftline:<ns>:<model>:joiner:outbox:<source>:from      where their examples may be
     driftline:<ns>:<model>:joiner:outbox:<source>:q:<batch> set until the batch's counters
                                                               are added
@@ -11,7 +12,9 @@ The live quality and agreement counters are the shared ones of
 `driftline.common.state.QualityStore`, which the rollout controller reads.
 
 Each phase of a batch is one Lua script: one round trip for thousands of records
-(packed as one msgpack argument, answered with one msgpack reply), and atomic.
+(packed as one msgpack argument, answered with a few msgpack replies), and atomic.
+Redis runs scripts on its only thread, so what a script spends per record bounds
+every joiner; lua/prelude.lua says how they keep that small.
 The scripts build key names from the prefixes they are given, which a single Redis
 (or a primary with replicas) allows; Redis Cluster is not supported.
 """
@@ -23,10 +26,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, NamedTuple
+from itertools import chain
+from typing import Any, NamedTuple, get_args
 
 import msgspec
 
+from driftline.api.events import Variant
 from driftline.common.state import RETENTION_SECONDS, QualityStore, model_prefix
 
 ARRIVAL_NEW, ARRIVAL_DUPLICATE, ARRIVAL_LATE = 0, 1, 2
@@ -39,8 +44,12 @@ _unpack = msgspec.msgpack.Decoder().decode
 
 def _script(name: str) -> str:
     lua = resources.files("driftline.joiner") / "lua"
+    # The variants a prediction may carry, from the event contract (which intake
+    # enforces): the scripts look up each one instead of scanning a state's fields.
+    variants = ", ".join(f"'{v}'" for v in get_args(Variant))
     prelude = (lua / "prelude.lua").read_text(encoding="utf-8")
-    return prelude + (lua / f"{name}.lua").read_text(encoding="utf-8")
+    script = (lua / f"{name}.lua").read_text(encoding="utf-8")
+    return f"local VARIANTS = {{ {variants} }}\n{prelude}{script}"
 
 
 def _num(value: float) -> str:
@@ -55,16 +64,22 @@ class Arrival(NamedTuple):
     field: str
     """`p:<variant>` for a prediction, `o` for an outcome."""
     payload: str
-    """The record's JSON, as it was validated."""
+    """The record's JSON, as it was validated (a str: Redis's msgpack reads no
+    binary type)."""
     source: str
     """Where it came from (the worker: its topic partition); one outbox per source."""
+
+
+State = dict[str, Any]
+"""A request's state as lua/prelude.lua lays it out: field -> its record's JSON, a
+claim's value, or (`t`) the end of its window, a number."""
 
 
 class Claim(NamedTuple):
     """Work phase 1 claimed for one request: its state, the claimed fields
     (`s:<variant>`, `e`, `a`) and the source whose outbox names them."""
 
-    state: dict[str, str]
+    state: State
     fields: list[str]
     source: str
 
@@ -137,7 +152,7 @@ class JoinStore:
     def absorb(
         self, arrivals: Sequence[Arrival], now: float, token: str, start_offsets: dict[int, int]
     ) -> Absorbed:
-        reply = self._absorb(
+        meta, blob, *outboxes = self._absorb(
             args=[
                 _num(now),
                 _num(now + self.window),
@@ -148,16 +163,21 @@ class JoinStore:
                 self.outbox_prefix,
                 token,
                 json.dumps({str(p): o for p, o in start_offsets.items()}),
-                _pack(arrivals),
+                _pack(list(chain.from_iterable(arrivals))),
             ]
         )
-        meta, blobs = reply
-        statuses, counts, (expired_p, expired_o), listed = _unpack(meta)
+        statuses, counts, expired_p, expired_o = _unpack(meta)
+        # The claimed states, in the order the outbox entries name their requests:
+        # (source, [token, request id, fields, request id, fields, ...]) per source.
+        claimed: list[State] = _unpack(blob)
         claims: dict[str, Claim] = {}
         at = 0
-        for request_id, names, source, size in listed:
-            claims[request_id] = Claim(_unpack(blobs[at : at + size]), names, source)
-            at += size
+        for j in range(0, len(outboxes), 2):
+            source = outboxes[j].decode()
+            entry = _unpack(outboxes[j + 1])
+            for i in range(1, len(entry), 2):
+                claims[entry[i]] = Claim(claimed[at], entry[i + 1].split(","), source)
+                at += 1
         return Absorbed(
             list(statuses.encode().translate(_DIGITS)),
             {(_SIDES[k[0]], int(k[1])): n for k, n in counts.items()} if counts else {},
@@ -180,7 +200,7 @@ class JoinStore:
         )
         return Swept(int(expired_p), int(expired_o), int(looked_at), int(pending))
 
-    def states(self, request_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    def states(self, request_ids: Sequence[str]) -> dict[str, State]:
         """The current state of each request (empty when it is gone)."""
         if not request_ids:
             return {}
@@ -197,10 +217,9 @@ class JoinStore:
             return None
         claims = []
         for entry in entries:
-            # The token and the field names hold no tab; a request id may.
-            token, rest = entry.decode().split("\t", 1)
-            request_id, fields = rest.rsplit("\t", 1)
-            claims.append((token, request_id, fields.split(",")))
+            token, *named = _unpack(entry)
+            for i in range(0, len(named), 2):
+                claims.append((token, named[i], named[i + 1].split(",")))
         offsets = {int(p): int(o) for p, o in json.loads(start).items()} if start else {}
         return Outbox(source, claims, offsets)
 

@@ -11,7 +11,8 @@ local tally = { predictions = 0, outcomes = 0 }
 local ids = redis.call('ZRANGEBYSCORE', pending, '-inf', '(' .. now, 'LIMIT', 0, limit)
 for _, id in ipairs(ids) do
   local key = prefix .. id
-  local h = load(key)
+  local blob = redis.call('GET', key)
+  local h = blob and cmsgpack.unpack(blob) or {}
   if h['t'] and not h['x'] then
     account_expiry(h, id, pending, tally)
     redis.call('SET', key, cmsgpack.pack(h), 'KEEPTTL')
