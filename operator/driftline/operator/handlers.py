@@ -113,7 +113,13 @@ def dynamicmodel_tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -
         )
         return
     if previous is None or previous.observed_generation != model.metadata.generation:
-        return  # reconcile has not finished this generation (or is retrying): not ours yet
+        if previous is not None and previous.phase == "Failed":
+            # The spec was fixed after an invalid one. Reconcile reports the fix, but
+            # a tick that ran on the old body (kopf hands timers the body it last
+            # saw) can write Failed over that report, and nothing would run reconcile
+            # again: apply here (idempotent), so a fixed spec is never stranded.
+            _apply_when_dependencies_exist(controller, model, body, patch, previous)
+        return  # otherwise reconcile has not finished this generation: not ours yet
     ready = previous.condition("Ready")
     if ready is not None and ready.reason == "DependencyMissing":
         # kopf re-runs reconcile after its delay; the tick looks too, so a retry kopf

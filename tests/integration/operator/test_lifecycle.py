@@ -47,13 +47,34 @@ def serving(plane: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
     return status if status.get("phase") == "Serving" else None
 
 
+def parts_state(plane: ControlPlane, ns: str, name: str) -> dict[str, Any]:
+    """What a wait for Serving saw last: the model's phase and message, each
+    Deployment's available replicas, and the Pods that are not running (and why)."""
+    status = plane.status(ns, name)
+    deployments = {
+        d["metadata"]["name"]: d.get("status", {}).get("availableReplicas", 0)
+        for d in plane.children(DEPLOYMENTS, ns, name)
+    }
+    pods = {
+        p["metadata"]["name"]: [p["status"].get("phase")]
+        + [c.get("message", c.get("reason", "")) for c in p["status"].get("conditions", [])]
+        for p in plane.kube.list(f"/api/v1/namespaces/{ns}/pods")
+        if p["status"].get("phase") != "Running"
+    }
+    return {"phase": status.get("phase"), "message": status.get("message"),
+            "available": deployments, "pods not running": pods}  # fmt: skip
+
+
 def test_create_makes_every_child_owned_and_the_model_serves(
     control_plane: ControlPlane, ns: str
 ) -> None:
     created = control_plane.create_model(model_manifest("churn", ns))
     with control_plane.operator(ns):
         wait_for(lambda: counts(control_plane, ns, "churn") == EXPECTED, 60, "every child")
-        status = wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+        status = wait_for(
+            lambda: serving(control_plane, ns, "churn"), 120, "phase Serving",
+            describe=lambda: parts_state(control_plane, ns, "churn"),
+        )  # fmt: skip
     assert condition(status, "Ready")["status"] == "True"
     assert status["observedGeneration"] == created["metadata"].get("generation", 1)
     uid = control_plane.model(ns, "churn")["metadata"]["uid"]  # type: ignore[index]
