@@ -89,16 +89,20 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
-def machine() -> dict[str, Any]:
-    """The machine and how busy it is, for reading the numbers in context."""
-    model = ""
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("" where it cannot be read)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return ""
+
+
+def machine() -> dict[str, Any]:
+    """The machine and how busy it is, for reading the numbers in context."""
+    model = cpu_model()
     memory = ""
     try:
         kib = int(Path("/proc/meminfo").read_text().split()[1])

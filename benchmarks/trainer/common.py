@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.suite.common import cpu_model
+
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 
 
@@ -17,14 +19,7 @@ def machine() -> dict[str, Any]:
     import numpy
     import torch
 
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     return {
         "cpu": model,
         "cpus": os.cpu_count(),
