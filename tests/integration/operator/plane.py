@@ -32,6 +32,7 @@ from driftline.operator.settings import OperatorSettings, PartResources
 
 T = TypeVar("T")
 DM = "/apis/driftline.io/v1alpha1"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 SMALL = PartResources(cpu="50m", memory="64Mi", tmp="64Mi")
 
 
@@ -89,6 +90,48 @@ class ControlPlane:
 
     def children(self, collection: str, ns: str, model: str) -> list[dict[str, Any]]:
         return self.kube.list(collection.format(ns=ns), f"driftline.io/model={model}")
+
+    def serving(self, ns: str, name: str) -> dict[str, Any] | None:
+        """The model's status once its phase is Serving, else None."""
+        self.stand_in_for_deployment_controller(ns, name)
+        status = self.status(ns, name)
+        return status if status.get("phase") == "Serving" else None
+
+    def wait_serving(
+        self, ns: str, name: str, timeout: float = 120, what: str = "phase Serving"
+    ) -> dict[str, Any]:
+        """Waits for phase Serving; a timeout names what the model and its parts showed."""
+        return wait_for(
+            lambda: self.serving(ns, name), timeout, what, describe=lambda: self.parts(ns, name)
+        )
+
+    def parts(self, ns: str, name: str) -> dict[str, Any]:
+        """What a wait for Serving saw last: the model's generation and status, each
+        Deployment's available replicas, and the Pods that are not running (and why)."""
+        model = self.model(ns, name) or {}
+        status = model.get("status") or {}
+        deployments = {
+            d["metadata"]["name"]: d.get("status", {}).get("availableReplicas", 0)
+            for d in self.children(DEPLOYMENTS, ns, name)
+        }
+        pods = {
+            p["metadata"]["name"]: [p["status"].get("phase")]
+            + [c.get("message", c.get("reason", "")) for c in p["status"].get("conditions", [])]
+            for p in self.kube.list(f"/api/v1/namespaces/{ns}/pods")
+            if p["status"].get("phase") != "Running"
+        }
+        return {
+            "generation": model.get("metadata", {}).get("generation"),
+            "observedGeneration": status.get("observedGeneration"),
+            "phase": status.get("phase"),
+            "message": status.get("message"),
+            "conditions": [
+                (c.get("type"), c.get("status"), c.get("reason"))
+                for c in status.get("conditions", [])
+            ],
+            "available": deployments,
+            "pods not running": pods,
+        }
 
     def secret(self, ns: str, name: str, data: dict[str, str]) -> None:
         body = {

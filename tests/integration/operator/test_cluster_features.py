@@ -10,7 +10,6 @@ import pytest
 from driftline.operator.kube import KubeError
 
 from .plane import ControlPlane, model_manifest, wait_for
-from .test_lifecycle import serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -65,7 +64,7 @@ def test_gpu_inference_lands_on_the_gpu_pool_and_nothing_else_does(
     )
     control_plane.create_model(manifest)
     with control_plane.operator(ns):
-        wait_for(lambda: serving(control_plane, ns, "vision"), 180, "phase Serving")
+        control_plane.wait_serving(ns, "vision", 180)
     nodes = {n["metadata"]["name"]: n for n in control_plane.kube.list("/api/v1/nodes")}
     pods = control_plane.kube.list(f"/api/v1/namespaces/{ns}/pods", "driftline.io/model=vision")
     placed: dict[str, set[bool]] = {}
@@ -142,7 +141,7 @@ def test_the_trainer_keeps_its_checkpoint_on_a_bound_claim(
     try:
         control_plane.create_model(model_manifest("churn", ns))
         with control_plane.operator(ns, trainer_checkpoints="persistent", trainer_storage_class=""):
-            wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+            control_plane.wait_serving(ns, "churn", 120)
         claim = control_plane.kube.get(
             f"/api/v1/namespaces/{ns}/persistentvolumeclaims/churn-trainer-checkpoints"
         )

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from .plane import ControlPlane, model_manifest, wait_for
+from .plane import DEPLOYMENTS, ControlPlane, model_manifest, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
-DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 KINDS = {
     "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts",
     "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
@@ -41,40 +40,13 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
 
 
-def serving(plane: ControlPlane, ns: str, name: str) -> dict[str, Any] | None:
-    plane.stand_in_for_deployment_controller(ns, name)
-    status = plane.status(ns, name)
-    return status if status.get("phase") == "Serving" else None
-
-
-def parts_state(plane: ControlPlane, ns: str, name: str) -> dict[str, Any]:
-    """What a wait for Serving saw last: the model's phase and message, each
-    Deployment's available replicas, and the Pods that are not running (and why)."""
-    status = plane.status(ns, name)
-    deployments = {
-        d["metadata"]["name"]: d.get("status", {}).get("availableReplicas", 0)
-        for d in plane.children(DEPLOYMENTS, ns, name)
-    }
-    pods = {
-        p["metadata"]["name"]: [p["status"].get("phase")]
-        + [c.get("message", c.get("reason", "")) for c in p["status"].get("conditions", [])]
-        for p in plane.kube.list(f"/api/v1/namespaces/{ns}/pods")
-        if p["status"].get("phase") != "Running"
-    }
-    return {"phase": status.get("phase"), "message": status.get("message"),
-            "available": deployments, "pods not running": pods}  # fmt: skip
-
-
 def test_create_makes_every_child_owned_and_the_model_serves(
     control_plane: ControlPlane, ns: str
 ) -> None:
     created = control_plane.create_model(model_manifest("churn", ns))
     with control_plane.operator(ns):
         wait_for(lambda: counts(control_plane, ns, "churn") == EXPECTED, 60, "every child")
-        status = wait_for(
-            lambda: serving(control_plane, ns, "churn"), 120, "phase Serving",
-            describe=lambda: parts_state(control_plane, ns, "churn"),
-        )  # fmt: skip
+        status = control_plane.wait_serving(ns, "churn")
     assert condition(status, "Ready")["status"] == "True"
     assert status["observedGeneration"] == created["metadata"].get("generation", 1)
     uid = control_plane.model(ns, "churn")["metadata"]["uid"]  # type: ignore[index]
@@ -104,7 +76,7 @@ def test_update_changes_children_and_leaves_autoscaler_replicas(
 ) -> None:
     control_plane.create_model(model_manifest("churn", ns))
     with control_plane.operator(ns):
-        wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+        control_plane.wait_serving(ns, "churn")
         # The HPA's stand-in sets replicas through its own field manager.
         control_plane.kube.request(
             "PATCH",
@@ -157,7 +129,7 @@ def test_invalid_spec_fails_with_a_message_then_recovers(
         wait_for(lambda: events(control_plane, ns, "churn", "Failed"), 30, "a Failed event")
         assert control_plane.children(DEPLOYMENTS, ns, "churn") == []
         control_plane.patch_model(ns, "churn", {"spec": {"rollout": {"stickyKey": "user_id"}}})
-        wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving after the fix")
+        control_plane.wait_serving(ns, "churn", what="phase Serving after the fix")
 
 
 # With a short backoff kopf's retry finds the Secret; with a long one only the tick can.
@@ -181,12 +153,7 @@ def test_missing_secret_waits_and_retries(
         assert "kafka-creds" in status["message"]
         assert control_plane.children(DEPLOYMENTS, ns, "churn") == []
         control_plane.secret(ns, "kafka-creds", {"username": "u", "password": "p"})
-        wait_for(
-            lambda: serving(control_plane, ns, "churn"),
-            120,
-            "phase Serving once it exists",
-            describe=lambda: control_plane.status(ns, "churn"),
-        )
+        control_plane.wait_serving(ns, "churn", what="phase Serving once it exists")
     pod = deployment(control_plane, ns, "churn-joiner")["spec"]["template"]["spec"]
     assert {
         "name": "kafka-credentials",
@@ -197,7 +164,7 @@ def test_missing_secret_waits_and_retries(
 def test_a_rerun_changes_nothing(control_plane: ControlPlane, ns: str) -> None:
     control_plane.create_model(model_manifest("churn", ns))
     with control_plane.operator(ns):
-        wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+        control_plane.wait_serving(ns, "churn")
         versions = {
             (kind, c["metadata"]["name"]): c["metadata"]["resourceVersion"]
             for kind, path in KINDS.items()
@@ -262,5 +229,5 @@ def test_killed_mid_reconcile_converges_to_one_of_each(
     assert partial != EXPECTED, "killed too late: the reconcile had finished"
     with control_plane.operator(ns):
         wait_for(lambda: counts(control_plane, ns, "churn") == EXPECTED, 60, "every child")
-        wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+        control_plane.wait_serving(ns, "churn")
     assert counts(control_plane, ns, "churn") == EXPECTED

@@ -13,8 +13,7 @@ from driftline.operator.kinds import kind_of
 from driftline.operator.kube import Kube, KubeError, load_credentials
 from driftline.operator.settings import OperatorSettings
 
-from .plane import ControlPlane, model_manifest, wait_for
-from .test_lifecycle import serving
+from .plane import ControlPlane, model_manifest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -69,7 +68,7 @@ def test_the_operator_runs_on_its_generated_rbac(
 
         control_plane.create_model(model_manifest("churn", ns))
         with control_plane.operator(ns, kubeconfig=kubeconfig):
-            wait_for(lambda: serving(control_plane, ns, "churn"), 120, "phase Serving")
+            control_plane.wait_serving(ns, "churn", 120)
         deployment = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"})
         assert len(control_plane.kube.list(deployment.collection(ns))) == 4
         operator.close()
