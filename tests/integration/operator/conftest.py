@@ -33,7 +33,9 @@ def control_plane(
     if _rig_wanted():
         rig = request.getfixturevalue("kube")
         kube = Kube(load_credentials(rig.kubeconfig))
-        plane = ControlPlane(rig.kubeconfig, real=True, kube=kube, logs=folder)
+        plane = ControlPlane(
+            rig.kubeconfig, real=True, kube=kube, logs=folder, component_logs=rig.log_dir
+        )
         plane.install_crd()
         try:
             yield plane

@@ -43,6 +43,7 @@ class ControlPlane:
     kube: Kube
     emulator: Any = None
     logs: Path = field(default_factory=lambda: Path("."))
+    component_logs: Path | None = None  # the rig's controller-manager, scheduler, kwok logs
 
     def require_real(self, what: str) -> None:
         if not self.real:
@@ -107,7 +108,8 @@ class ControlPlane:
 
     def parts(self, ns: str, name: str) -> dict[str, Any]:
         """What a wait for Serving saw last: the model's generation and status, each
-        Deployment's available replicas, and the Pods that are not running (and why)."""
+        Deployment's and ReplicaSet's replicas, the Pods that are not running (and why),
+        and on the rig the last lines its components logged about the namespace."""
         model = self.model(ns, name) or {}
         status = model.get("status") or {}
         deployments = {
@@ -130,8 +132,31 @@ class ControlPlane:
                 for c in status.get("conditions", [])
             ],
             "available": deployments,
+            "replica sets": {
+                r["metadata"]["name"]: {
+                    k: r.get("status", {}).get(k, 0)
+                    for k in ("replicas", "readyReplicas", "availableReplicas")
+                }
+                for r in self.kube.list(f"/apis/apps/v1/namespaces/{ns}/replicasets")
+            },
             "pods not running": pods,
+            "component logs": self._component_lines(ns),
         }
+
+    def _component_lines(self, ns: str, last: int = 8) -> dict[str, list[str]]:
+        if self.component_logs is None:
+            return {}
+        lines = {}
+        for name in ("kube-controller-manager", "kube-scheduler", "kwok"):
+            path = self.component_logs / f"{name}.log"
+            if path.is_file():
+                about = [
+                    line[:300]
+                    for line in path.read_text(errors="replace").splitlines()
+                    if ns in line
+                ]
+                lines[name] = about[-last:]
+        return lines
 
     def secret(self, ns: str, name: str, data: dict[str, str]) -> None:
         body = {

@@ -242,6 +242,14 @@ class ControlPlane:
                 # One replica: no lease to win, the controllers start at once.
                 "--leader-elect=false",
                 "--profiling=false",
+                # Beta since 1.36: a ReplicaSet sync fails while the informer has not
+                # yet seen the controller's own last write, and each failed sync
+                # doubles that ReplicaSet's requeue delay (5 ms up to 1000 s) until
+                # one succeeds. On a busy two-core machine the informers lag often,
+                # so the delay can grow until a Deployment reports its Pods minutes
+                # late. Off, the controller relies on its expectations, as every
+                # release before 1.36 does.
+                "--feature-gates=StaleControllerConsistencyReplicaSet=false",
             ],
         )
         scheduler_config = str(self.root / "scheduler.kubeconfig")
