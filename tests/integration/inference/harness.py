@@ -23,6 +23,7 @@ from driftline.inference.server import DrainingServer, build_server
 from driftline.inference.service import InferenceService
 from driftline.inference.settings import InferenceSettings
 from driftline.inference.testing import write_model_file
+from driftline.inference.workers import SharedReadiness
 
 # Short polls and grace periods: a test sees a new alias, route or drain in
 # fractions of a second instead of the production defaults' seconds.
@@ -80,16 +81,21 @@ class Running:
 
 @contextmanager
 def servers(folder: Path) -> Iterator[Callable[..., Running]]:
-    """start(doc, wait_ready=True, **settings) -> a running server; every one
-    started is stopped when the block ends."""
+    """start(doc, wait_ready=True, siblings=None, **settings) -> a running server;
+    every one started is stopped when the block ends."""
     running: list[Running] = []
 
-    def start(doc: dict[str, Any], wait_ready: bool = True, **settings: Any) -> Running:
+    def start(
+        doc: dict[str, Any],
+        wait_ready: bool = True,
+        siblings: SharedReadiness | None = None,
+        **settings: Any,
+    ) -> Running:
         path = write_model_file(folder / f"model-{len(running)}.yaml", doc)
         options = {**FAST, "model_dir": str(folder / "models"), **settings}
         port = free_port()
         server = build_server(
-            InferenceSettings(model_file=path, host="127.0.0.1", port=port, **options)
+            InferenceSettings(model_file=path, host="127.0.0.1", port=port, **options), siblings
         )
         thread = threading.Thread(target=server.run, name="inference-server", daemon=True)
         thread.start()

@@ -137,6 +137,8 @@ def test_workers_share_the_port_and_stop_together(
         for _ in range(40):  # new connections land on either worker
             with httpx.Client() as client:
                 answer = client.post(f"{url}/v1/models/{name}/predict", json={"features": ROW})
+            # Ready means every worker is: whichever one a connection reaches answers.
+            assert answer.status_code == 200, answer.text
             prefixes.add(answer.json()["request_id"].split("-")[0])
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0

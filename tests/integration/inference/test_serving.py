@@ -15,6 +15,7 @@ from driftline.common.state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.inference.runtime import CPU, OnnxModel
 from driftline.inference.testing import mlp_model
+from driftline.inference.workers import SharedReadiness
 from tests.integration.inference.harness import Running, wait_until
 
 from .conftest import SAYS_1
@@ -193,6 +194,30 @@ def test_not_ready_until_a_version_loads_and_a_bad_artifact_never_serves(
     assert "sha256" in server.service.pool.failures[tampered].error
     assert server.predict(ROW).json()["model_version"] == good
     assert server.ready()
+
+
+def test_a_worker_is_ready_only_when_every_sibling_is(
+    serve: Callable[..., Running], publish: Callable[..., str]
+) -> None:
+    # One of two workers: its sibling's flag is set and cleared here, by hand.
+    flags = SharedReadiness.allocate(2)
+    sibling = SharedReadiness(flags, 1)
+    publish(aliases=[ALIAS_CHAMPION])
+    server = serve(wait_ready=False, siblings=SharedReadiness(flags, 0))
+    wait_until(lambda: server.service.serving, 30, "the champion to load")
+    wait_until(lambda: flags[0] == 1, 5, "the worker to publish its own readiness")
+    refused = httpx.get(f"{server.url}/v2/health/ready", timeout=5)
+    assert refused.status_code == 503 and "worker 1" in refused.text, refused.text
+    assert server.predict(ROW).status_code == 200  # it serves what reaches it
+
+    sibling.publish(True)
+    assert server.ready()
+    sibling.publish(False)
+    assert not server.ready()
+    sibling.publish(True)
+    server.service.draining = True  # its own drain clears its flag for the sibling
+    wait_until(lambda: flags[0] == 0, 5, "the draining worker's flag to clear")
+    assert not server.ready()
 
 
 def test_serving_stats_reach_redis_for_the_rollout(

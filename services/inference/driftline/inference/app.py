@@ -265,8 +265,7 @@ def create_app(service: InferenceService) -> FrontDoor:
 
     def ready_or_503() -> dict[str, bool]:
         if not service.ready:
-            reason = "shutting down" if service.draining else "no model version is loaded yet"
-            raise ModelNotReadyError(reason)
+            raise ModelNotReadyError(service.why_not_ready())
         return {"ready": True}
 
     def model_or_404(name: str, version: str | None = None) -> None:

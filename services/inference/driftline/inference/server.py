@@ -7,7 +7,8 @@ out), then the listener closes, requests in flight finish within
 process exits 0. A second signal cuts the drain short.
 
 With `workers > 1` a small supervisor binds the port once and runs that many
-worker processes on it; it passes SIGTERM on and exits when they have. A worker
+worker processes on it; it passes SIGTERM on and exits when they have. Each
+worker answers ready only when all of them are (`driftline.inference.workers`). A worker
 whose supervisor dies (even of SIGKILL) drains and exits too: no orphans.
 """
 
@@ -23,6 +24,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import MutableSequence
 from types import FrameType
 
 import uvicorn
@@ -33,6 +35,7 @@ from driftline.common.metrics import serve_metrics
 from driftline.inference.app import create_app
 from driftline.inference.service import InferenceService
 from driftline.inference.settings import InferenceSettings
+from driftline.inference.workers import SharedReadiness
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +96,10 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
-def build_server(settings: InferenceSettings, sock: socket.socket | None = None) -> DrainingServer:
-    service = InferenceService(settings)
+def build_server(
+    settings: InferenceSettings, siblings: SharedReadiness | None = None
+) -> DrainingServer:
+    service = InferenceService(settings, siblings=siblings)
     config = uvicorn.Config(
         create_app(service),
         host=settings.host,
@@ -119,7 +124,7 @@ def serve(settings: InferenceSettings) -> int:
     return _supervise(settings)
 
 
-def _worker(settings: InferenceSettings, fd: int) -> None:
+def _worker(settings: InferenceSettings, fd: int, flags: MutableSequence[int], index: int) -> None:
     # The supervisor's handlers came along with the fork; until uvicorn installs its own,
     # a signal must simply end this worker.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -127,7 +132,7 @@ def _worker(settings: InferenceSettings, fd: int) -> None:
     _drain_when_orphaned()
     configure_logging("inference", settings.log_level)
     sock = socket.socket(fileno=fd)
-    server = build_server(settings)
+    server = build_server(settings, SharedReadiness(flags, index))
     server.run(sockets=[sock])
     sys.exit(0 if server.started else 3)
 
@@ -152,8 +157,11 @@ def _supervise(settings: InferenceSettings) -> int:
     log.info("listening on %s:%d with %d workers", settings.host, settings.port, settings.workers)
     # fork, not spawn: the listening socket is inherited; nothing heavy is loaded yet.
     context = multiprocessing.get_context("fork")
+    flags = SharedReadiness.allocate(settings.workers)  # ready only when all of them are
     workers = [
-        context.Process(target=_worker, args=(settings, sock.fileno()), name=f"worker-{i}")
+        context.Process(
+            target=_worker, args=(settings, sock.fileno(), flags, i), name=f"worker-{i}"
+        )
         for i in range(settings.workers)
     ]
     stopping = False

@@ -37,6 +37,7 @@ from driftline.inference.predlog import LogRecord, PredictionLog
 from driftline.inference.routing import RoutingFollower
 from driftline.inference.settings import InferenceSettings
 from driftline.inference.stats import ServingStats
+from driftline.inference.workers import SharedReadiness
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,15 @@ log = logging.getLogger(__name__)
 class InferenceService:
     """One DynamicModel served: models, routing, cache, prediction log and stats."""
 
-    def __init__(self, settings: InferenceSettings, model: DynamicModel | None = None) -> None:
+    def __init__(
+        self,
+        settings: InferenceSettings,
+        model: DynamicModel | None = None,
+        siblings: SharedReadiness | None = None,
+    ) -> None:
         self.settings = settings
+        self.siblings = siblings
+        """The other worker processes' readiness, when this is one of several."""
         self.model = model or settings.model
         spec = self.model.spec
         self.name = self.model.name
@@ -132,6 +140,8 @@ class InferenceService:
         )
         self._spawn(self.follower.run())
         self._spawn(self.stats.run())
+        if self.siblings is not None:
+            self._spawn(self._publish_readiness(self.siblings))
 
     async def stop(self) -> None:
         """Stop the background work, then flush the prediction log and the stats."""
@@ -156,8 +166,35 @@ class InferenceService:
         self.pool.close()
 
     @property
-    def ready(self) -> bool:
+    def serving(self) -> bool:
+        """This process can answer predictions: a model is loaded and it is not draining."""
         return self.pool.state is not None and not self.draining
+
+    @property
+    def ready(self) -> bool:
+        """Readiness as probes see it: this process serves, and so does every sibling."""
+        if self.siblings is None:
+            return self.serving
+        self.siblings.publish(self.serving)
+        return self.serving and not self.siblings.not_ready()
+
+    def why_not_ready(self) -> str:
+        if self.draining:
+            return "shutting down"
+        if not self.serving:
+            return "no model version is loaded yet"
+        waiting = self.siblings.not_ready() if self.siblings is not None else []
+        return f"worker {', '.join(map(str, waiting))} has no model version loaded yet"
+
+    async def _publish_readiness(self, siblings: SharedReadiness) -> None:
+        """Keeps this worker's flag current for its siblings' probes (a probe may never
+        reach this worker, so the flag cannot wait for one)."""
+        try:
+            while True:
+                siblings.publish(self.serving)
+                await asyncio.sleep(0.1)
+        finally:
+            siblings.publish(False)
 
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
