@@ -8,8 +8,8 @@ process exits 0. A second signal cuts the drain short.
 
 With `workers > 1` a small supervisor binds the port once and runs that many
 worker processes on it; it passes SIGTERM on and exits when they have. Each
-worker answers ready only when all of them are (`driftline.inference.workers`). A worker
-whose supervisor dies (even of SIGKILL) drains and exits too: no orphans.
+worker answers ready only when all of them are (`driftline.inference.workers`).
+A worker whose supervisor dies (even of SIGKILL) drains and exits too: no orphans.
 """
 
 from __future__ import annotations

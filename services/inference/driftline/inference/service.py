@@ -53,7 +53,7 @@ class InferenceService:
     ) -> None:
         self.settings = settings
         self.siblings = siblings
-        """The other worker processes' readiness, when this is one of several."""
+        """The readiness flags shared with the other worker processes, when there are any."""
         self.model = model or settings.model
         spec = self.model.spec
         self.name = self.model.name
@@ -175,7 +175,7 @@ class InferenceService:
         """Readiness as probes see it: this process serves, and so does every sibling."""
         if self.siblings is None:
             return self.serving
-        self.siblings.publish(self.serving)
+        self.siblings.publish(self.serving)  # fresher than the publishing loop's last turn
         return self.serving and not self.siblings.not_ready()
 
     def why_not_ready(self) -> str:
