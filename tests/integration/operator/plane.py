@@ -192,7 +192,7 @@ class ControlPlane:
         """Emulator only: mark the model's Deployments available, as the controller would."""
         if self.real:
             return
-        for d in self.children("/apis/apps/v1/namespaces/{ns}/deployments", ns, model):
+        for d in self.children(DEPLOYMENTS, ns, model):
             replicas = d["spec"].get("replicas", 1)
             status = {
                 "observedGeneration": d["metadata"]["generation"],
