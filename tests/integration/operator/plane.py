@@ -108,7 +108,7 @@ class ControlPlane:
 
     def parts(self, ns: str, name: str) -> dict[str, Any]:
         """What a wait for Serving saw last: the model's generation and status, each
-        Deployment's and ReplicaSet's replicas, the Pods that are not running (and why),
+        Deployment's and ReplicaSet's replicas, the Pods that are not ready (and why),
         and on the rig the last lines its components logged about the namespace."""
         model = self.model(ns, name) or {}
         status = model.get("status") or {}
@@ -118,9 +118,13 @@ class ControlPlane:
         }
         pods = {
             p["metadata"]["name"]: [p["status"].get("phase")]
-            + [c.get("message", c.get("reason", "")) for c in p["status"].get("conditions", [])]
+            + [
+                f"{c['type']}={c['status']} {c.get('reason', '')} {c.get('message', '')}".strip()
+                for c in p["status"].get("conditions", [])
+                if c["status"] != "True"
+            ]
             for p in self.kube.list(f"/api/v1/namespaces/{ns}/pods")
-            if p["status"].get("phase") != "Running"
+            if not _ready(p)
         }
         return {
             "generation": model.get("metadata", {}).get("generation"),
@@ -139,7 +143,7 @@ class ControlPlane:
                 }
                 for r in self.kube.list(f"/apis/apps/v1/namespaces/{ns}/replicasets")
             },
-            "pods not running": pods,
+            "pods not ready": pods,
             "component logs": self._component_lines(ns),
         }
 
@@ -301,6 +305,11 @@ class ControlPlane:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait(10)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def _stub_crd(group: str, version: str, plural: str, kind: str) -> dict[str, Any]:

@@ -191,6 +191,29 @@ def test_deployment_becomes_available_on_simulated_nodes(
     assert {p.status.phase for p in pods.items} == {"Running"}
 
 
+def test_simulated_nodes_renew_their_leases(kube: ControlPlane) -> None:
+    """Node liveness comes from Leases, as with kubelets: a node whose Lease is not
+    renewed is found NotReady after the grace period, and the node lifecycle
+    controller then marks every Pod on it not ready, for good on simulated nodes."""
+
+    def renewals() -> dict[str, str]:
+        leases = kube.request(
+            "GET", "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+        )
+        return {lease["metadata"]["name"]: lease["spec"]["renewTime"] for lease in leases["items"]}
+
+    nodes = {node["metadata"]["name"] for node in kube.request("GET", "/api/v1/nodes")["items"]}
+    first = eventually(
+        lambda: (got := renewals()) and set(got) == nodes and got, 30, "a Lease per node"
+    )
+    # kwok renews every quarter of the 40 s lease duration, as a kubelet does.
+    eventually(
+        lambda: all(renewals()[name] != first[name] for name in nodes),
+        20,
+        "every node's Lease renewed",
+    )
+
+
 def test_gpu_pods_land_only_where_they_tolerate_the_taint(
     dyn: DynamicClient, kube_namespace: str
 ) -> None:

@@ -242,14 +242,6 @@ class ControlPlane:
                 # One replica: no lease to win, the controllers start at once.
                 "--leader-elect=false",
                 "--profiling=false",
-                # Beta since 1.36: a ReplicaSet sync fails while the informer has not
-                # yet seen the controller's own last write, and each failed sync
-                # doubles that ReplicaSet's requeue delay (5 ms up to 1000 s) until
-                # one succeeds. On a busy two-core machine the informers lag often,
-                # so the delay can grow until a Deployment reports its Pods minutes
-                # late. Off, the controller relies on its expectations, as every
-                # release before 1.36 does.
-                "--feature-gates=StaleControllerConsistencyReplicaSet=false",
             ],
         )
         scheduler_config = str(self.root / "scheduler.kubeconfig")
@@ -283,6 +275,13 @@ class ControlPlane:
                 self._bin("kwok"),
                 f"--kubeconfig={self.kubeconfig}",
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                # The node heartbeat stage updates a node's status only every 10 to
+                # 20 minutes and relies on the node's Lease for liveness, as a kubelet
+                # does. kwok renews Leases only when given their duration (its flag
+                # defaults to 0: no Leases). Without them the node lifecycle controller
+                # finds every node NotReady each grace period (50 s) and marks every
+                # Pod on them not ready, and kwok never readies a Running Pod again.
+                "--node-lease-duration-seconds=40",
                 f"--config={','.join(str(stage) for stage in stages)}",
             ],
         )
