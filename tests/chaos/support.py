@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ from driftline.api.registry import INPUT_NUMERIC, OUTPUT_LABEL, OUTPUT_PROBABILI
 from driftline.common.infra import ManagedProcess
 from driftline.local.parts import PartSpec
 from driftline.local.runtime import Endpoints
+from tests import polling
 
 LONG = os.environ.get("DRIFTLINE_CHAOS_LONG", "") == "1"
 """`make chaos` runs the longer variant: more traffic, more kills."""
@@ -121,14 +120,7 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+wait_for = polling.wait_until
 
 
 def metric(url: str, name: str, labels: dict[str, str] | None = None) -> float:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +23,10 @@ from driftline.common.kafka import ensure_topics, make_consumer, make_producer
 from driftline.drift import metrics
 from driftline.drift.settings import DriftSettings
 from driftline.drift.worker import DriftWorker
+from tests import polling
 from tests.drift.streams import dynamic_model, reference_arrays
 
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
+wait_for = partial(polling.wait_until, interval=0.1)
 
 
 class Registry:

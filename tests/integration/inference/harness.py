@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import faulthandler
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from driftline.inference.service import InferenceService
 from driftline.inference.settings import InferenceSettings
 from driftline.inference.testing import write_model_file
 from driftline.inference.workers import SharedReadiness
+from tests import polling
 
 # Short polls and grace periods: a test sees a new alias, route or drain in
 # fractions of a second instead of the production defaults' seconds.
@@ -39,14 +40,14 @@ FAST = {
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 20.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    faulthandler.dump_traceback(all_threads=True)  # where the server was stuck, for the record
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what or condition}")
+    # On a timeout every thread's stack is dumped: where the server was stuck, for the record.
+    return polling.wait_until(
+        condition,
+        timeout,
+        what,
+        interval=0.05,
+        on_timeout=partial(faulthandler.dump_traceback, all_threads=True),
+    )
 
 
 @dataclass

@@ -13,6 +13,7 @@ import yaml
 from driftline.api.events import Outcome, Prediction, Variant, encode
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import make_consumer, make_producer, read_topic
+from tests import polling
 
 
 def write_model(
@@ -135,13 +136,7 @@ def committed_offsets(
         reader.close()
 
 
-def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.2) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+wait_until = polling.wait_until
 
 
 def read_to_end(conn: KafkaConnection, topic: str, timeout: float = 60.0) -> list[Any]:

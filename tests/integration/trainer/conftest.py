@@ -24,6 +24,7 @@ from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.streams import DriftingStream, Rows
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.worker import TrainerWorker
+from tests import polling
 
 torch.set_num_threads(1)
 
@@ -186,13 +187,7 @@ def running(worker: TrainerWorker) -> Iterator[TrainerWorker]:
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 90.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+    return polling.wait_until(condition, timeout, what, interval=0.25)
 
 
 @pytest.fixture
