@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer, start_kafka
-from driftline.common.infra import kube as kube_infra
-from driftline.common.infra.rig import RigLayout, rig_layout
+from driftline.local.servers import KafkaBroker, MlflowServer, RedisServer
+from driftline_testing import kube as kube_infra
+from driftline_testing import start_kafka
+from driftline_testing.rig import RigLayout, rig_layout
 
 os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
@@ -87,7 +88,7 @@ def rig() -> RigLayout:
     if os.environ.get("DRIFTLINE_RIG", "").lower() == "off":
         pytest.skip("DRIFTLINE_RIG=off: the test rig is not used")
     layout = rig_layout()
-    if layout is None or not (layout.kubernetes_built and layout.kafka_built):
+    if not (layout.kubernetes_built and layout.kafka_built):
         pytest.fail("the test rig is not built: run `make rig` (`make test` builds it first)")
     return layout
 

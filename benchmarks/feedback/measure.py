@@ -14,10 +14,10 @@ from typing import Any
 
 from benchmarks.feedback.workload import COMMANDS_PER_JOIN, MODEL, Request, join_commands
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import RedisServer, free_port
 from driftline.common.kafka import make_consumer, make_producer
 from driftline.joiner.engine import JoinEngine
 from driftline.joiner.store import Arrival, JoinStore
+from driftline.local.servers import RedisServer, free_port
 
 
 @dataclass

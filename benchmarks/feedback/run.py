@@ -20,9 +20,10 @@ from benchmarks.feedback import measure
 from benchmarks.feedback.workload import MODEL, requests
 from driftline.api import parse_dynamic_model
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import RedisServer, start_kafka
 from driftline.common.kafka import ensure_topics
 from driftline.joiner.settings import JoinerSettings
+from driftline.local.servers import RedisServer
+from driftline_testing import start_kafka
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 TARGET = "joiner >= 50k joins/s, or >= 0.5 of the pipelined Redis ceiling"

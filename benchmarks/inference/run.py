@@ -45,9 +45,10 @@ from benchmarks.inference.wrk import (
 )
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.infra import MlflowServer, RedisServer, free_port, start_kafka
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import mlp_model, model_document, register_version
+from driftline.local.servers import MlflowServer, RedisServer, free_port
+from driftline_testing import start_kafka
+from driftline_testing.models import mlp_model, model_document, register_version
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"

@@ -35,7 +35,6 @@ import redis
 
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
-from driftline.common.infra import MlflowServer, RedisServer
 from driftline.common.state import (
     BUCKET_SECONDS,
     QualityStore,
@@ -43,6 +42,7 @@ from driftline.common.state import (
     latency_bucket,
     quality_fields,
 )
+from driftline.local.servers import MlflowServer, RedisServer
 from driftline.rollout import Evidence, Policy, RolloutState, Snapshot, VersionCounters, step
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.registry import ModelRegistry

@@ -73,9 +73,9 @@ def measure(options: Options, cores: Cores) -> list[Row]:
     import redis.asyncio as aioredis
 
     from benchmarks.suite.http import FEATURES, ROW, _contract, _document
-    from driftline.common.infra import RedisServer
     from driftline.inference.cache import PredictionCache
     from driftline.inference.contract import Rows
+    from driftline.local.servers import RedisServer
 
     binary = ensure_redis_benchmark()
     samples: dict[str, list[float]] = {}

@@ -60,7 +60,7 @@ def _smoke(options: Options) -> list[Row]:
     from benchmarks.feedback import measure as feedback
     from benchmarks.feedback.run import LABELS
     from benchmarks.feedback.workload import requests
-    from driftline.common.infra import RedisServer
+    from driftline.local.servers import RedisServer
 
     reqs = requests(options.joins)
     with RedisServer() as redis:

@@ -41,9 +41,10 @@ from benchmarks.suite.peers import ENVS, QUIET_ENV, cache_dir, install, peer_ser
 from benchmarks.suite.servers import Target, closed, launch, open_loop, stop, wait_ready
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.infra import MlflowServer, RedisServer, free_port, start_kafka
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import mlp_model, model_document, register_version
+from driftline.local.servers import MlflowServer, RedisServer, free_port
+from driftline_testing import start_kafka
+from driftline_testing.models import mlp_model, model_document, register_version
 
 WIDTH = 32
 HIDDEN = (64, 32)

@@ -29,9 +29,9 @@ from benchmarks.trainer.common import machine, pin_to_one_core, table, write
 from driftline.api.events import LabeledExample, encode
 from driftline.api.spec import ModelSpec, TrainingSpec
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import TansuBroker
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from driftline.common.streams import CovariateShiftStream, DriftingStream, SEAStream
+from driftline.local.servers import TansuBroker
 from driftline.trainer.decode import LabeledDecoder
 from driftline.trainer.examples import Examples
 from driftline.trainer.learner import LearnerOptions, OnlineLearner

@@ -32,10 +32,10 @@ import yaml
 from benchmarks.trainer.common import machine, table, write
 from driftline.api.events import LabeledExample, encode
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import MlflowServer, TansuBroker
-from driftline.common.infra.process import free_port
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.streams import CovariateShiftStream
+from driftline.local.servers import MlflowServer, TansuBroker
+from driftline.local.servers.process import free_port
 
 INTERVAL = 5000  # publish.everySamples default
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from driftline.local.runtime import LocalRuntime, bootstrap_from_stream
+from driftline_testing import start_kafka
 from tests.chaos.loop import CONCEPT, Loop, loop_model_file
 from tests.chaos.support import FIGURES
 
@@ -68,7 +69,9 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         before_parts=first_version,
         # DRIFTLINE_CHAOS_KAFKA=apache runs the loop on Apache Kafka (the rig's), to
         # tell a broker's part in a failure from Driftline's.
-        kafka=os.environ.get("DRIFTLINE_CHAOS_KAFKA", "tansu"),
+        kafka=lambda log_path: start_kafka(
+            os.environ.get("DRIFTLINE_CHAOS_KAFKA", "tansu"), log_dir=log_path.parent
+        ),
         # The trainer checkpoints (then commits) every few seconds, so a test can
         # see it reach the end of the labeled topic soon after the traffic stops.
         environment={"DRIFTLINE_TRAINER_CHECKPOINT_SECONDS": "3"},

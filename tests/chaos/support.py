@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from driftline.api.registry import INPUT_NUMERIC, OUTPUT_LABEL, OUTPUT_PROBABILITIES
-from driftline.common.infra import ManagedProcess
 from driftline.local.parts import PartSpec
 from driftline.local.runtime import Endpoints
+from driftline.local.servers import ManagedProcess
 from tests import polling
 
 LONG = os.environ.get("DRIFTLINE_CHAOS_LONG", "") == "1"

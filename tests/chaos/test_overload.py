@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from driftline.api import parse_dynamic_model
-from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer, free_port
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import model_document, register_version, write_model_file
 from driftline.local.parts import INFERENCE
 from driftline.local.runtime import Endpoints
+from driftline.local.servers import KafkaBroker, MlflowServer, RedisServer, free_port
+from driftline_testing.models import model_document, register_version, write_model_file
 from tests.chaos.load import Client, percentile
 from tests.chaos.support import (
     http_ok,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from driftline.common.infra.apache_kafka import new_cluster_id
+from driftline_testing.apache_kafka import new_cluster_id
 
 
 def test_cluster_ids_are_uuids_that_never_start_like_an_option() -> None:

@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 
 from driftline.common.health import Heartbeat, serve_health
-from driftline.common.infra import free_port
+from driftline.local.servers import free_port
 
 
 def status(url: str) -> int:

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from driftline.common.infra.kafka_security import (
+from driftline.local.servers.process import InfraError
+from driftline_testing.kafka_security import (
     KafkaUser,
     listener_properties,
     make_tls_files,
     scram_format_arguments,
 )
-from driftline.common.infra.process import InfraError
 
 
 def test_a_user_hides_its_password_and_refuses_characters_that_need_quoting() -> None:

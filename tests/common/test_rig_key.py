@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline.common.infra.rig import pin_dir, rig_layout
+from driftline_testing.rig import pin_dir, rig_layout
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,6 @@ def test_build_script_and_launchers_find_the_same_rig(
         check=True,
     ).stdout.strip()
     layout = rig_layout()
-    assert layout is not None
     assert pin_dir() == REPO / "tests" / "rig"
     assert Path(printed) == layout.root
     assert layout.root.name.startswith("k8s-v1.")
@@ -33,5 +32,5 @@ def test_build_script_and_launchers_find_the_same_rig(
 def test_an_explicit_rig_directory_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_RIG_DIR", str(tmp_path))
     layout = rig_layout()
-    assert layout is not None and layout.root == tmp_path
+    assert layout.root == tmp_path
     assert not layout.kubernetes_built and not layout.kafka_built

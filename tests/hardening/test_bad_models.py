@@ -27,8 +27,8 @@ from driftline.inference.batcher import Batcher
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import ModelFailedError, ModelLoadError
 from driftline.inference.runtime import CPU, OnnxModel
-from driftline.inference.testing import mlp_model, model_document
 from driftline.local.faults import fails_at_run_time, nan_answers, slowed
+from driftline_testing.models import mlp_model, model_document
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = [REPO / "services", REPO / "operator"]

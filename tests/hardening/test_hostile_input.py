@@ -46,7 +46,7 @@ from driftline.inference.contract import FeatureContract
 from driftline.inference.errors import InferenceError
 from driftline.inference.oip import OipProtocol
 from driftline.inference.plain import PlainProtocol
-from driftline.inference.testing import model_document
+from driftline_testing.models import model_document
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -14,7 +14,7 @@ from driftline.inference.batcher import Batcher
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import ModelFailedError, OverloadedError
 from driftline.inference.runtime import CPU, OnnxModel
-from driftline.inference.testing import mlp_model, model_document
+from driftline_testing.models import mlp_model, model_document
 
 
 class Counting:

@@ -15,7 +15,7 @@ from driftline.inference.cache import PredictionCache
 from driftline.inference.contract import FeatureContract
 from driftline.inference.settings import InferenceSettings
 from driftline.inference.stats import ServingStats
-from driftline.inference.testing import model_document, write_model_file
+from driftline_testing.models import model_document, write_model_file
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from driftline.inference.contract import FeatureContract, Served
 from driftline.inference.errors import BadRequestError, InvalidInputError
 from driftline.inference.oip import OipProtocol
 from driftline.inference.plain import PlainProtocol
-from driftline.inference.testing import model_document
+from driftline_testing.models import model_document
 
 # The service silences numpy's overflow warning (values beyond float32 are refused by
 # name); pytest resets warning filters per test, so say it again here.

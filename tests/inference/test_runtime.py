@@ -21,7 +21,7 @@ from driftline.inference.runtime import (
     choose_providers,
     provider_names,
 )
-from driftline.inference.testing import mlp_model, model_document
+from driftline_testing.models import mlp_model, model_document
 
 GPU_WHEEL = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 NO_GPU = GpuProbe(cuda_devices=0, tensorrt=False)

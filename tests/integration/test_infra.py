@@ -12,9 +12,9 @@ import time
 import pytest
 
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import InfraError, ManagedProcess, MlflowServer, RedisServer
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import ensure_topics, make_consumer, make_producer
+from driftline.local.servers import InfraError, ManagedProcess, MlflowServer, RedisServer
+from driftline.local.servers.kafka import KafkaBroker
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +125,7 @@ def test_children_die_when_the_parent_is_killed(tmp_path) -> None:
     script = textwrap.dedent(
         f"""
         import time
-        from driftline.common.infra import RedisServer
+        from driftline.local.servers import RedisServer
         server = RedisServer().start()
         open({str(pidfile)!r}, "w").write(str(server.process.pid))
         time.sleep(60)
@@ -163,7 +163,7 @@ def test_grandchildren_die_with_a_killed_parent(tmp_path) -> None:
     script = textwrap.dedent(
         f"""
         import time
-        from driftline.common.infra import MlflowServer
+        from driftline.local.servers import MlflowServer
         server = MlflowServer(root={str(tmp_path / "ml")!r}).start()
         open({str(pidfile)!r}, "w").write(str(server.process.pid))
         time.sleep(120)

@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import pytest
 
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import InfraError
-from driftline.common.infra.kafka import KafkaBroker, TansuBroker
 from driftline.common.kafka import end_offsets, ensure_topics, make_producer, read_topic
+from driftline.local.servers import InfraError
+from driftline.local.servers.kafka import KafkaBroker, TansuBroker
 
 pytestmark = pytest.mark.integration
 

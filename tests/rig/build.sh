@@ -27,7 +27,7 @@ k8s_version="$(mod_version k8s.io/kubernetes)"
 etcd_version="$(mod_version go.etcd.io/etcd/server/v3)"
 kwok_version="$(mod_version sigs.k8s.io/kwok)"
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
-# Keep in step with driftline.common.infra.rig.rig_key().
+# Keep in step with rig_key() in tests/support/driftline_testing/rig.py.
 inputs=(go.mod go.sum pom.xml log4j2.properties build.sh)
 digest="$(cd "$here" && cat "${inputs[@]}" | sha256sum | cut -c1-10)"
 key="k8s-${k8s_version}-kafka-${kafka_version}-${digest}"

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from driftline.common.infra.kube import ControlPlane
+from driftline_testing.kube import ControlPlane
 from tests.deploy.chart import CHART, ROOT, Tools, documents, run, values_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(1800)]

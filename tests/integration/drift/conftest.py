@@ -18,11 +18,11 @@ from driftline.api import DynamicModel
 from driftline.api.events import DriftEvent, Event, decode, encode
 from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer, free_port
 from driftline.common.kafka import ensure_topics, make_consumer, make_producer
 from driftline.drift import metrics
 from driftline.drift.settings import DriftSettings
 from driftline.drift.worker import DriftWorker
+from driftline.local.servers import KafkaBroker, MlflowServer, RedisServer, free_port
 from tests import polling
 from tests.drift.streams import dynamic_model, reference_arrays
 

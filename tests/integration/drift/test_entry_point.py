@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from driftline.common.infra import free_port
+from driftline.local.servers import free_port
 from tests.conftest import REPO
 from tests.drift.streams import predictions
 from tests.integration.drift.conftest import Harness, wait_for

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from driftline.api import parse_dynamic_model
-from driftline.common.infra import MlflowServer, RedisServer
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import model_document
+from driftline.local.servers import MlflowServer, RedisServer
+from driftline.local.servers.kafka import KafkaBroker
+from driftline_testing.models import model_document
 from tests.integration.inference.harness import Running, servers
 
 

@@ -41,21 +41,21 @@ import pytest
 from driftline.api import DynamicModel, parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import MlflowServer, RedisServer
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.state import RoutingStore, ServingStore
 from driftline.common.streams import SEAStream
 from driftline.inference.contract import FeatureContract
 from driftline.inference.runtime import CPU, OnnxModel, available_cpus
-from driftline.inference.testing import model_document, register_version, write_model_file
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.worker import JoinerWorker
 from driftline.local.faults import fails_at_run_time, nan_answers, register_candidate, slowed
+from driftline.local.servers import MlflowServer, RedisServer
+from driftline.local.servers.kafka import KafkaBroker
 from driftline.local.traffic import TrafficGenerator
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.policy import Policy
 from driftline.rollout.registry import ModelRegistry
+from driftline_testing.models import model_document, register_version, write_model_file
 from tests.integration.inference.harness import Running, wait_until
 
 pytestmark = pytest.mark.integration

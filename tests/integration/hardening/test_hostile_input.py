@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.infra import MlflowServer
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import mlp_model, register_version
+from driftline.local.servers import MlflowServer
+from driftline_testing.models import mlp_model, register_version
 from tests.integration.inference.harness import Running
 
 pytestmark = [

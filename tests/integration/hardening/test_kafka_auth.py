@@ -43,12 +43,13 @@ from driftline.api import parse_dynamic_model
 from driftline.api.events import LabeledExample, Outcome, Prediction, decode, encode
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import MlflowServer, RedisServer, apache_kafka, free_port
-from driftline.common.infra.apache_kafka import ApacheKafkaBroker
-from driftline.common.infra.kafka_security import KafkaUser
 from driftline.common.kafka import ensure_topics, make_consumer, make_producer
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import (
+from driftline.local.servers import MlflowServer, RedisServer, free_port
+from driftline_testing import apache_kafka
+from driftline_testing.apache_kafka import ApacheKafkaBroker
+from driftline_testing.kafka_security import KafkaUser
+from driftline_testing.models import (
     mlp_model,
     model_document,
     register_version,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from driftline.common.infra import kube as kube_infra
+from driftline_testing import kube as kube_infra
 from tests.deploy.chart import VALUE_SETS, install_tools, render
 from tests.hardening.test_manifests import operator_sets, pods
 

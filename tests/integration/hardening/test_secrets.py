@@ -33,11 +33,11 @@ import pytest
 
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.infra import MlflowServer, RedisServer, free_port
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.state import ServingStore
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import (
+from driftline.local.servers import MlflowServer, RedisServer, free_port
+from driftline.local.servers.kafka import KafkaBroker
+from driftline_testing.models import (
     mlp_model,
     model_document,
     register_version,

@@ -15,11 +15,11 @@ import pytest
 
 from driftline.api import parse_dynamic_model
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import MlflowServer, RedisServer
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import make_consumer
 from driftline.inference.contract import FeatureContract
-from driftline.inference.testing import (
+from driftline.local.servers import MlflowServer, RedisServer
+from driftline.local.servers.kafka import KafkaBroker
+from driftline_testing.models import (
     mlp_model,
     model_document,
     register_version,

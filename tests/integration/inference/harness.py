@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 
-from driftline.common.infra import free_port
 from driftline.inference.server import DrainingServer, build_server
 from driftline.inference.service import InferenceService
 from driftline.inference.settings import InferenceSettings
-from driftline.inference.testing import write_model_file
 from driftline.inference.workers import SharedReadiness
+from driftline.local.servers import free_port
+from driftline_testing.models import write_model_file
 from tests import polling
 
 # Short polls and grace periods: a test sees a new alias, route or drain in

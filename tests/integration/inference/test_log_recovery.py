@@ -18,10 +18,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import TansuBroker
 from driftline.common.kafka import ensure_topics
 from driftline.inference.metrics import PRODUCER_RESTARTS_TOTAL
 from driftline.inference.predlog import PredictionLog
+from driftline.local.servers import TansuBroker
 from tests.integration.joiner.streams import read_to_end
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -17,9 +17,9 @@ import pytest
 
 from driftline.api.events import Prediction, decode
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.infra import free_port
-from driftline.common.infra.kafka import KafkaBroker
-from driftline.inference.testing import write_model_file
+from driftline.local.servers import free_port
+from driftline.local.servers.kafka import KafkaBroker
+from driftline_testing.models import write_model_file
 from tests.integration.inference.harness import wait_until
 
 from .conftest import read_predictions

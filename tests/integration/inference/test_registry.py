@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.infra import MlflowServer
 from driftline.inference.contract import FeatureContract
 from driftline.inference.errors import ModelLoadError
 from driftline.inference.loader import Registry
-from driftline.inference.testing import mlp_model, register_version
+from driftline.local.servers import MlflowServer
+from driftline_testing.models import mlp_model, register_version
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from driftline.api.routing import RoutingTable
 from driftline.common.state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.inference.runtime import CPU, OnnxModel
-from driftline.inference.testing import mlp_model
 from driftline.inference.workers import SharedReadiness
+from driftline_testing.models import mlp_model
 from tests.integration.inference.harness import Running, wait_until
 
 from .conftest import SAYS_1

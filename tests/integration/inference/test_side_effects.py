@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY
 from driftline.api.events import Prediction, decode
 from driftline.api.registry import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
-from driftline.common.infra import free_port
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.state import RoutingStore
 from driftline.inference import metrics
+from driftline.local.servers import free_port
+from driftline.local.servers.kafka import KafkaBroker
 from tests.integration.inference.harness import Running, wait_until
 
 from .conftest import SAYS_0, SAYS_1, read_predictions

@@ -12,11 +12,11 @@ import pytest
 from prometheus_client import REGISTRY
 
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import KafkaBroker, RedisServer
 from driftline.common.state import QualityStore
 from driftline.joiner.metrics import EXPIRED_TOTAL, MESSAGES_TOTAL
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.worker import JoinerWorker
+from driftline.local.servers import KafkaBroker, RedisServer
 from tests.integration.joiner.streams import (
     Records,
     outcome,
@@ -165,7 +165,7 @@ def test_a_redis_outage_pauses_the_joiner_and_loses_nothing_after(
 ) -> None:
     """Redis goes away mid-stream: the joiner is not ready and retries, it does not
     crash or skip records; when Redis is back it joins what arrived meanwhile."""
-    from driftline.common.infra import RedisServer
+    from driftline.local.servers import RedisServer
 
     redis = RedisServer().start()
     try:

@@ -10,9 +10,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from driftline.common.infra import RedisServer
 from driftline.local.cli import main
 from driftline.local.runtime import RUNTIME_FILE, RuntimeInfo
+from driftline.local.servers import RedisServer
 from driftline.rollout.snapshot import Command
 from driftline.rollout.state import RolloutState
 from driftline.rollout.store import Record, RolloutStore

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from driftline.common.infra import kube as kube_infra
 from driftline.operator.kube import Kube, load_credentials
+from driftline_testing import kube as kube_infra
 
 from .emulator import running_emulator
 from .plane import ControlPlane

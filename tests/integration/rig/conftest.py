@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from kubernetes.dynamic import DynamicClient
 
-from driftline.common.infra.apache_kafka import ApacheKafkaBroker
-from driftline.common.infra.rig import RigLayout
+from driftline_testing.apache_kafka import ApacheKafkaBroker
+from driftline_testing.rig import RigLayout
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra.apache_kafka import ApacheKafkaBroker
 from driftline.common.kafka import ensure_topics, make_consumer, make_producer
+from driftline_testing.apache_kafka import ApacheKafkaBroker
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig]
 

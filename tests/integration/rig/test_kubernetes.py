@@ -10,9 +10,9 @@ import pytest
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, UnprocessibleEntityError
 
-from driftline.common.infra.kube import ControlPlane
-from driftline.common.infra.kube_files import GPU_RESOURCE, POOL_LABEL
-from driftline.common.infra.rig import RigLayout
+from driftline_testing.kube import ControlPlane
+from driftline_testing.kube_files import GPU_RESOURCE, POOL_LABEL
+from driftline_testing.rig import RigLayout
 from tests.integration.rig.kube_helpers import eventually, install_crd
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig]

@@ -17,9 +17,9 @@ import yaml
 from driftline.api import DynamicModel, load_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import MlflowServer
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import ensure_topics, make_producer
+from driftline.local.servers import MlflowServer
+from driftline.local.servers.kafka import KafkaBroker
 from tests.integration.rollout.support import ModelFactory
 
 

@@ -11,9 +11,9 @@ from driftline.api import DynamicModel
 from driftline.api.events import DriftEvent, encode
 from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
-from driftline.common.infra import RedisServer
-from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.state import RoutingStore, drift_key
+from driftline.local.servers import RedisServer
+from driftline.local.servers.kafka import KafkaBroker
 from driftline.rollout import Command, RolloutState, read_rollout
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.registry import ModelRegistry

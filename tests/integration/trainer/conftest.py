@@ -19,9 +19,9 @@ import yaml
 
 from driftline.api.events import DriftEvent, LabeledExample, encode
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import KafkaBroker, MlflowServer
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.streams import DriftingStream, Rows
+from driftline.local.servers import KafkaBroker, MlflowServer
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.worker import TrainerWorker
 from tests import polling

@@ -37,7 +37,6 @@ def _cmd_up(args: argparse.Namespace) -> int:
             args.file,
             state_dir=args.state_dir,
             parts=args.parts.split(",") if args.parts else None,
-            kafka=args.kafka,
             inference_port=args.port,
         )
     except SpecError as exc:
@@ -103,7 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", type=Path, required=True)
     p.add_argument("--state-dir", type=Path, default=None)
     p.add_argument("--parts", default=None, help="comma-separated subset of parts to run")
-    p.add_argument("--kafka", choices=["tansu", "apache", "auto"], default="tansu")
     p.add_argument("--port", type=int, default=None, help="inference port (default: free)")
     p.set_defaults(run=_cmd_up)
 
@@ -131,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging("driftline", args.log_level.upper())
-    logging.getLogger("driftline.common.infra").setLevel(logging.WARNING)
+    logging.getLogger("driftline.local.servers").setLevel(logging.WARNING)
     code: int = args.run(args)
     return code
 

@@ -24,7 +24,6 @@ import asyncio
 import logging
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +34,12 @@ from driftline.common.kafka import make_producer
 from driftline.common.streams import SEAStream
 from driftline.local.report import ScenarioResult, write_report
 from driftline.local.runtime import LocalRuntime, bootstrap_from_stream
-from driftline.local.watch import Watcher
+from driftline.local.watch import Plan, Watcher
 
 log = logging.getLogger(__name__)
 
 REPO_SAMPLE = Path(__file__).resolve().parents[4] / "manifests" / "samples" / "sea-demo.yaml"
 BEFORE, AFTER = 2, 3  # SEA concepts: theta 7, then theta 9.5
-
-
-@dataclass(frozen=True)
-class Plan:
-    warmup: float
-    """Seconds of traffic on the first concept."""
-    max_after_switch: float
-    """Give up waiting for a promotion after this long."""
-    after_decision: float
-    """Seconds of traffic after the promotion (or abort), to show its effect."""
-    rate: float
-    bootstrap_samples: int
 
 
 FULL = Plan(warmup=40, max_after_switch=240, after_decision=30, rate=150, bootstrap_samples=6000)

@@ -28,21 +28,29 @@ from typing import Self
 
 from driftline.api import DynamicModel, load_dynamic_model
 from driftline.common.connections import KafkaConnection
-from driftline.common.infra import (
+from driftline.common.kafka import ensure_topics
+from driftline.local.parts import TRAINER, Endpoints, PartSpec, parts_by_name
+from driftline.local.servers import (
     InfraError,
     KafkaBroker,
     MlflowServer,
     RedisServer,
+    TansuBroker,
     free_port,
-    start_kafka,
 )
-from driftline.common.kafka import ensure_topics
-from driftline.local.parts import TRAINER, Endpoints, PartSpec, parts_by_name
 from driftline.local.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
 RUNTIME_FILE = "runtime.json"
+
+BrokerStarter = Callable[[Path], KafkaBroker]
+"""Starts the Kafka broker a run owns, given the path of its log file."""
+
+
+def start_embedded_broker(log_path: Path) -> KafkaBroker:
+    """The default: Tansu, the embedded Kafka-protocol broker."""
+    return TansuBroker(log_path=log_path).start()
 
 
 @dataclass(frozen=True)
@@ -89,7 +97,7 @@ class LocalRuntime:
         *,
         state_dir: Path | None = None,
         parts: list[str] | None = None,
-        kafka: str = "tansu",
+        kafka: BrokerStarter = start_embedded_broker,
         inference_port: int | None = None,
         fresh: bool = True,
         before_parts: Callable[[LocalRuntime], None] | None = None,
@@ -99,7 +107,7 @@ class LocalRuntime:
         self.model = load_dynamic_model(self.model_file)
         self.state_dir = (state_dir or default_state_dir(self.model)).resolve()
         self.part_specs: list[PartSpec] = parts_by_name(parts)
-        self.kafka_choice = kafka
+        self.start_broker = kafka
         self.inference_port = inference_port or free_port()
         self.fresh = fresh
         self.before_parts = before_parts
@@ -121,7 +129,7 @@ class LocalRuntime:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
-        self._kafka = start_kafka(self.kafka_choice, log_dir=logs)
+        self._kafka = self.start_broker(logs / "kafka.log")
         self._redis = RedisServer(log_path=logs / "redis.log").start()
         self._mlflow = MlflowServer(root=self.state_dir / "mlflow", log_path=logs / "mlflow.log")
         self._mlflow.start()

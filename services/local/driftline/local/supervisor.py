@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftline.common.infra import ManagedProcess
+from driftline.local.servers import ManagedProcess
 
 log = logging.getLogger(__name__)
 

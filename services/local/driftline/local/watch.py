@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -23,11 +24,24 @@ from driftline.local.traffic import TrafficLog
 from driftline.rollout.store import RolloutStore
 
 if TYPE_CHECKING:
-    from driftline.local.demo import Plan
     from driftline.local.runtime import LocalRuntime
 
 WINDOW = 10.0
 CLEAR_MARGIN = 0.05
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long a scenario runs, and how hard: what the watcher holds it to."""
+
+    warmup: float
+    """Seconds of traffic on the first concept."""
+    max_after_switch: float
+    """Give up waiting for a promotion after this long."""
+    after_decision: float
+    """Seconds of traffic after the promotion (or abort), to show its effect."""
+    rate: float
+    bootstrap_samples: int
 
 
 class Watcher:

@@ -7,8 +7,7 @@ Kafka's jars from Maven Central, into a cache outside the repository:
 versions and a hash of tests/rig's inputs (pins, build script), so a checkout
 always finds the rig built from its own pins and never a stale one.
 
-`DRIFTLINE_RIG_DIR` names a rig directory directly (a machine that built it
-elsewhere, or an installed Driftline without the repository's pin files).
+`DRIFTLINE_RIG_DIR` names a rig directory directly (one built elsewhere).
 """
 
 from __future__ import annotations
@@ -42,15 +41,9 @@ class RigLayout:
         return self.bin / name
 
 
-def pin_dir() -> Path | None:
-    """tests/rig of the checkout this code runs from (an editable install), if any."""
-    starts = [Path(__file__).resolve(), Path.cwd().resolve()]
-    for start in starts:
-        for parent in [start, *start.parents]:
-            candidate = parent / "tests" / "rig"
-            if all((candidate / name).is_file() for name in PIN_FILES):
-                return candidate
-    return None
+def pin_dir() -> Path:
+    """tests/rig of this checkout: the pins the rig is built from."""
+    return Path(__file__).resolve().parents[2] / "rig"
 
 
 def rig_key(pins: Path) -> str:
@@ -65,13 +58,11 @@ def rig_key(pins: Path) -> str:
     return f"k8s-{k8s.group(1)}-kafka-{kafka.group(1)}-{digest.hexdigest()[:10]}"
 
 
-def rig_layout() -> RigLayout | None:
-    """The rig this checkout would use, built or not; None when it cannot be located."""
+def rig_layout() -> RigLayout:
+    """The rig this checkout would use, built or not."""
     explicit = os.environ.get("DRIFTLINE_RIG_DIR")
     if explicit:
         return RigLayout(Path(explicit))
     pins = pin_dir()
-    if pins is None:
-        return None
     cache = Path(os.environ.get("DRIFTLINE_RIG_CACHE") or Path.home() / ".cache/driftline-rig")
     return RigLayout(cache / rig_key(pins))

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftline.common.infra.process import InfraError
+from driftline.local.servers.process import InfraError
 
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
 SECURE_LISTENERS = ("SASL_PLAINTEXT", "SASL_SSL", "SSL")

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Self
 
-from driftline.common.infra.process import ManagedProcess, free_port
+from driftline.local.servers.process import ManagedProcess, free_port
 
 
 class MlflowServer:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Self
 
-from driftline.common.infra.process import InfraError, ManagedProcess, free_port
+from driftline.local.servers.process import InfraError, ManagedProcess, free_port
 
 
 def redis_server_binary() -> str:

@@ -1,6 +1,6 @@
 """Run a server command and take its whole process group down with it.
 
-    python -m driftline.common.infra.guard -- mlflow server ...
+    python -m driftline.local.servers.guard -- mlflow server ...
 
 Some servers start their own children (`mlflow server` runs uvicorn in a child
 process). The kernel's parent-death signal reaches only a direct child, so a
@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["--"]:
         argv = argv[1:]
     if not argv:
-        print("usage: python -m driftline.common.infra.guard -- COMMAND...", file=sys.stderr)
+        print("usage: python -m driftline.local.servers.guard -- COMMAND...", file=sys.stderr)
         return 2
     child = subprocess.Popen(argv)
 

@@ -32,7 +32,8 @@ import weakref
 from pathlib import Path
 from typing import Any, Self
 
-from driftline.common.infra.kube_files import (
+from driftline.local.servers.process import InfraError, ManagedProcess, free_port
+from driftline_testing.kube_files import (
     DEFAULT_NODE_POOLS,
     KWOK_NODE_ANNOTATION,
     Identity,
@@ -42,8 +43,7 @@ from driftline.common.infra.kube_files import (
     write_service_account_key,
     write_token_file,
 )
-from driftline.common.infra.process import InfraError, ManagedProcess, free_port
-from driftline.common.infra.rig import RigLayout, rig_layout
+from driftline_testing.rig import RigLayout, rig_layout
 
 SERVICE_CIDR = "10.96.0.0/12"
 ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -53,7 +53,7 @@ NOT_READY_TAINTS = {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreacha
 def available() -> bool:
     """The control plane's binaries are built (`make rig`)."""
     layout = rig_layout()
-    return bool(layout and layout.kubernetes_built)
+    return layout.kubernetes_built
 
 
 class ControlPlane:
@@ -69,7 +69,7 @@ class ControlPlane:
         layout: RigLayout | None = None,
     ) -> None:
         layout = layout or rig_layout()
-        if layout is None or not layout.kubernetes_built:
+        if not layout.kubernetes_built:
             raise InfraError("the Kubernetes control plane is not built: run `make rig` first")
         self._layout = layout
         self.node_pools = node_pools

@@ -29,8 +29,9 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Self
 
-from driftline.common.infra.kafka import round_trip
-from driftline.common.infra.kafka_security import (
+from driftline.local.servers.kafka import round_trip
+from driftline.local.servers.process import InfraError, ManagedProcess, free_port, port_open
+from driftline_testing.kafka_security import (
     SECURE_LISTENERS,
     KafkaUser,
     TlsFiles,
@@ -38,8 +39,7 @@ from driftline.common.infra.kafka_security import (
     make_tls_files,
     scram_format_arguments,
 )
-from driftline.common.infra.process import InfraError, ManagedProcess, free_port, port_open
-from driftline.common.infra.rig import RigLayout, rig_layout
+from driftline_testing.rig import RigLayout, rig_layout
 
 MIN_JAVA = 17  # Kafka 4 brokers need Java 17
 
@@ -84,7 +84,7 @@ def available() -> bool:
     """Apache Kafka can run here: the rig's jars are built and Java is present."""
     layout = rig_layout()
     java = java_binary()
-    return bool(layout and layout.kafka_built and java and java_major(java) >= MIN_JAVA)
+    return bool(layout.kafka_built and java and java_major(java) >= MIN_JAVA)
 
 
 def new_cluster_id() -> str:
@@ -114,7 +114,7 @@ class ApacheKafkaBroker:
         users: Sequence[KafkaUser] = (),
     ) -> None:
         layout = layout or rig_layout()
-        if layout is None or not layout.kafka_built:
+        if not layout.kafka_built:
             raise InfraError("Apache Kafka is not built: run `make rig` first")
         java = java_binary()
         if java is None or java_major(java) < MIN_JAVA:

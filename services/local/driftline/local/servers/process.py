@@ -67,7 +67,7 @@ class ManagedProcess:
     """One child server: started in its own process group, logged to a file.
 
     `guarded=True` is for servers that start children of their own: the command
-    runs under `driftline.common.infra.guard`, which ends the whole group when the
+    runs under `driftline.local.servers.guard`, which ends the whole group when the
     parent dies, so no grandchild is left behind either.
     """
 
@@ -84,7 +84,7 @@ class ManagedProcess:
         self.name = name
         self.argv = list(argv)
         if guarded:
-            self.argv = [sys.executable, "-m", "driftline.common.infra.guard", "--", *self.argv]
+            self.argv = [sys.executable, "-m", "driftline.local.servers.guard", "--", *self.argv]
         self._death_signal = signal.SIGTERM if guarded else signal.SIGKILL
         self.env = dict(env) if env is not None else None
         self.cwd = str(cwd) if cwd is not None else None

