@@ -13,7 +13,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && python3 -m venv /opt/driftline \
  && /opt/driftline/bin/pip install "uv==0.13.9"
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY requirements/constraints.txt /src/requirements/
 WORKDIR /src
 RUN /opt/driftline/bin/uv pip compile pyproject.toml --extra inference --extra gpu \

@@ -5,7 +5,7 @@ ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
 RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY requirements/constraints.txt /src/requirements/
 WORKDIR /src
 RUN uv pip compile pyproject.toml --extra operator --extra rollout \

@@ -14,7 +14,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
 RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
 # Dependencies first, from pyproject.toml and the lock alone: a change of source
 # code does not rebuild this layer.
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY requirements/constraints.txt /src/requirements/
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
