@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from driftline.api.parts import INFERENCE, JOINER, TRAINER
 from driftline.operator.builders import BuildContext
 from driftline.operator.builders.network import (
     default_deny,
@@ -10,7 +11,6 @@ from driftline.operator.builders.network import (
     part_policy,
     url_port,
 )
-from driftline.operator.builders.parts import INFERENCE, JOINER, TRAINER
 
 from .conftest import sample
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
+from driftline.api.parts import INFERENCE, JOINER, TRAINER
 from driftline.operator.builders import BuildContext, Capabilities, build_children
-from driftline.operator.builders.parts import INFERENCE, JOINER, TRAINER
 from driftline.operator.builders.scaling import autoscaler, fixed_replicas
 from driftline.operator.settings import OperatorSettings
 

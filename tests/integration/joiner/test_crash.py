@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 
 from driftline.api.events import Outcome, Prediction, encode
+from driftline.api.parts import JOINER
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.state import QualityStore
 from driftline.joiner.store import JoinStore
-from driftline.joiner.worker import group_id
 from driftline.local.servers import KafkaBroker, RedisServer, free_port
 from tests.integration.joiner.streams import (
     committed_offsets,
@@ -148,7 +148,7 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
         # committing alike.
         "DRIFTLINE_JOINER_BATCH_SIZE": "2",
     }
-    group = group_id(unique)
+    group = JOINER.group_id(unique)
     sources = [predictions, outcomes]
     log = tmp_path / "joiner.log"
     store = JoinStore(redis_client, "test", unique, window=3600, grace=360)

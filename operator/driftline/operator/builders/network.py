@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
+from driftline.api.parts import INFERENCE, Part
 from driftline.api.spec import split_servers
 from driftline.operator.builders.context import (
     BuildContext,
@@ -22,7 +23,6 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
-from driftline.operator.builders.parts import INFERENCE, Part
 
 KAFKA_DEFAULT_PORT = 9092
 REDIS_DEFAULT_PORT = 6379

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from driftline.api.parts import INFERENCE, TRAINER, Part
 from driftline.operator.builders.context import (
     CONFIG_HASH_ANNOTATION,
     BuildContext,
@@ -18,7 +19,6 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
-from driftline.operator.builders.parts import INFERENCE, TRAINER, Part
 from driftline.operator.settings import PartResources
 
 CONFIG_DIR = "/etc/driftline"
@@ -75,7 +75,7 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
     if part is INFERENCE:
         values[f"{prefix}PORT"] = str(ctx.settings.inference_port)
     if part is TRAINER:
-        values[f"{prefix}CHECKPOINT_DIR"] = CHECKPOINT_DIR
+        values[f"{prefix}{TRAINER.data_setting}"] = CHECKPOINT_DIR
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
     # Which pod wrote a metric or a log line (and the Kafka client id).
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})

@@ -5,7 +5,7 @@ DCGM exporter, in-flight requests or request rate per pod; the last three throug
 custom metrics adapter such as prometheus-adapter). The joiner and the drift monitor
 scale with Kafka consumer lag through KEDA when its CRDs are installed, else with an
 HPA on CPU; neither goes beyond the topic's partitions, since a consumer without a
-partition idles. The trainer is one replica (see `parts.TRAINER`).
+partition idles. The trainer is one replica (see `driftline.api.parts`).
 
 When an autoscaler exists the Deployment leaves `replicas` out, so server-side apply
 never takes that field back from the autoscaler.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from driftline.api.parts import INFERENCE, Part
 from driftline.api.spec import split_servers
 from driftline.operator.builders.context import (
     BuildContext,
@@ -26,7 +27,7 @@ from driftline.operator.builders.context import (
     part_selector,
     quantity,
 )
-from driftline.operator.builders.parts import INFERENCE, Part, topic
+from driftline.operator.builders.parts import topic
 
 HPA_API = "autoscaling/v2"
 KEDA_API = "keda.sh/v1alpha1"

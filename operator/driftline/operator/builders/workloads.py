@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from driftline.api.parts import INFERENCE, TRAINER, Part
 from driftline.operator.builders.context import (
     BuildContext,
     child_name,
@@ -15,7 +16,7 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
-from driftline.operator.builders.parts import INFERENCE, TRAINER, Part, active_parts
+from driftline.operator.builders.parts import active_parts
 from driftline.operator.builders.pods import (
     MODEL_FILE_NAME,
     checkpoint_claim_name,

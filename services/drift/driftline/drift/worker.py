@@ -30,6 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from driftline.api.events import DriftEvent, EventError, LabeledExample, Prediction, decode, encode
+from driftline.api.parts import DRIFT
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from driftline.common.state import RoutingStore, drift_key
@@ -49,7 +50,7 @@ class DriftWorker:
         self.model = settings.model
         self.name = self.model.name
         self.topics = self.model.topics
-        self.group = f"driftline-{self.name}-drift"
+        self.group = DRIFT.group_id(self.name)
         conns = settings.connections
         self.kafka = conns.kafka
         self.redis = conns.redis.client(socket_timeout=5, socket_connect_timeout=5)

@@ -34,6 +34,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from driftline.api.parts import JOINER
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer
 from driftline.joiner import metrics
@@ -46,10 +47,6 @@ from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore
 log = logging.getLogger(__name__)
 
 _RESULTS = {0: "new", ARRIVAL_DUPLICATE: "duplicate", ARRIVAL_LATE: "late"}
-
-
-def group_id(model_name: str) -> str:
-    return f"driftline-{model_name}-joiner"
 
 
 class JoinerWorker:
@@ -83,7 +80,7 @@ class JoinerWorker:
         self.intake = Intake(self.topics, model.name)
         self.labeled = LabeledLog(kafka, self.topics.labeled)
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
-        self.consumer = make_consumer(kafka, group_id(model.name))
+        self.consumer = make_consumer(kafka, JOINER.group_id(model.name))
         self._redis_thread = ThreadPoolExecutor(1, thread_name_prefix="joiner-redis")
         self._open: list[Batch] = []
         self._trims: list[Future[None]] = []
@@ -103,7 +100,7 @@ class JoinerWorker:
         log.info(
             "joining %s + %s -> %s, window %.0fs, group %s",
             self.topics.predictions, self.topics.outcomes, self.topics.labeled,
-            self.window, group_id(self.model_name),
+            self.window, JOINER.group_id(self.model_name),
         )  # fmt: skip
         try:
             while not stop.is_set():

@@ -1,4 +1,4 @@
-"""The parts the local runtime starts, and how each one is configured.
+"""How the local runtime starts the parts of the table, and configures each one.
 
 Every part is a process, `python -m driftline.<part>`, configured only through its
 environment: the DynamicModel YAML (the very file the user wrote) plus endpoint
@@ -12,6 +12,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftline.api import parts
+from driftline.api.parts import Part
+
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -24,16 +27,21 @@ class Endpoints:
 
 @dataclass(frozen=True)
 class PartSpec:
-    name: str
-    """Short name, also the Python package `driftline.<name>`."""
-    env_prefix: str
-    http: bool = False
-    """Serves the inference API (it has a port of its own besides metrics)."""
-    data_setting: str | None = None
-    """The setting naming a directory the part keeps between restarts, if any."""
+    """A part of the table (`driftline.api.parts`), as the local runtime starts it."""
+
+    part: Part
+
+    @property
+    def name(self) -> str:
+        return self.part.name
+
+    @property
+    def http(self) -> bool:
+        """Serves the inference API (it has a port of its own besides metrics)."""
+        return self.part.serves_http
 
     def argv(self) -> list[str]:
-        return [sys.executable, "-m", f"driftline.{self.name}"]
+        return [sys.executable, "-m", self.part.module]
 
     def environment(
         self,
@@ -43,7 +51,7 @@ class PartSpec:
         http_port: int | None = None,
         data_dir: Path | None = None,
     ) -> dict[str, str]:
-        p = self.env_prefix
+        p = self.part.env_prefix
         env = {
             f"{p}MODEL_FILE": str(model_file),
             f"{p}KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap_servers,
@@ -54,21 +62,19 @@ class PartSpec:
             "DO_NOT_TRACK": "1",
             "PYTHONUNBUFFERED": "1",
         }
-        if self.data_setting and data_dir is not None:
-            env[f"{p}{self.data_setting}"] = str(data_dir / self.name)
+        if self.part.data_setting and data_dir is not None:
+            env[f"{p}{self.part.data_setting}"] = str(data_dir / self.name)
         if http_port is not None:
             env[f"{p}PORT"] = str(http_port)
             env[f"{p}HOST"] = "127.0.0.1"
         return env
 
 
-INFERENCE = PartSpec("inference", "DRIFTLINE_INFERENCE_", http=True)
-JOINER = PartSpec("joiner", "DRIFTLINE_JOINER_")
-TRAINER = PartSpec("trainer", "DRIFTLINE_TRAINER_", data_setting="CHECKPOINT_DIR")
-DRIFT = PartSpec("drift", "DRIFTLINE_DRIFT_")
-ROLLOUT = PartSpec("rollout", "DRIFTLINE_ROLLOUT_")
-
-ALL_PARTS: tuple[PartSpec, ...] = (INFERENCE, JOINER, TRAINER, DRIFT, ROLLOUT)
+# Locally every part is a process, the rollout too (on Kubernetes it runs in the
+# operator's timer instead).
+ALL_PARTS: tuple[PartSpec, ...] = tuple(PartSpec(p) for p in parts.PARTS)
+INFERENCE = PartSpec(parts.INFERENCE)
+TRAINER = PartSpec(parts.TRAINER)
 
 
 def parts_by_name(names: list[str] | None) -> list[PartSpec]:

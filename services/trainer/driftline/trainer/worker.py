@@ -28,6 +28,7 @@ from typing import Any
 
 from driftline.api import registry
 from driftline.api.events import DriftEvent
+from driftline.api.parts import TRAINER
 from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
@@ -76,7 +77,7 @@ class TrainerWorker:
         self.model = model or settings.model
         spec = self.model.spec
         self.topics = self.model.topics
-        self.group = f"driftline-{self.model.name}-trainer"
+        self.group = TRAINER.group_id(self.model.name)
         self.scheduled = spec.training.mode == "scheduled"
         self.versions = ModelVersions(
             settings.connections.mlflow_tracking_uri, spec.model.registry.name
