@@ -451,7 +451,17 @@ class DriftSpec(SpecModel):
     cooldown_seconds: float = Field(
         default=300, ge=0, description="One shift makes one event: repeats wait this long."
     )
-    on_drift: list[DriftAction] = Field(default_factory=_default_on_drift, max_length=3)
+    on_drift: list[DriftAction] = Field(
+        default_factory=_default_on_drift,
+        max_length=3,
+        description="What a drift event leads to. `alert`: a Warning Event `DriftDetected` "
+        "on the DynamicModel and its `DriftDetected` condition (a `drift alert` line in "
+        "`driftline status` locally); `status.drift` mirrors the monitor either way. "
+        "`retrain`: the trainer acts: a concept drift opens a new concept epoch, other "
+        "drift raises the learning rate for a while and publishes sooner; without it the "
+        "trainer never opens a concept epoch, neither on an event nor from its own error "
+        "rate, and learns on as before. `rollback`: drift during a canary aborts the rollout.",
+    )
 
 
 class FeedbackSpec(SpecModel):
