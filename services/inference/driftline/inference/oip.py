@@ -87,8 +87,8 @@ class OipProtocol:
         params = request.parameters or {}
         entity_ids = self._keys(params, "entity_id", rows.n)
         sticky_keys = entity_ids
-        if self.contract.sticky_key != "entity_id":
-            sticky_keys = self._keys(params, self.contract.sticky_key, rows.n)
+        if self.contract.sticky_field != "entity_id":
+            sticky_keys = self._keys(params, self.contract.sticky_field, rows.n)
         ids = params.get("request_id")
         request_ids = None
         if ids is not None:

@@ -77,10 +77,10 @@ def _plain_request(contract: FeatureContract, max_rows: int) -> Any:
         ("entity_id", entity, None),
         ("request_id", request_id | list[request_id] | None, None),
     ]
-    if contract.sticky_key != "entity_id":
-        body.append(("sticky_key", entity, None))
+    if contract.sticky_field != "entity_id":
+        body.append(("sticky", entity, None))
     return msgspec.defstruct(
-        "PredictRequest", body, kw_only=True, rename={"sticky_key": contract.sticky_key}
+        "PredictRequest", body, kw_only=True, rename={"sticky": contract.sticky_field}
     )
 
 

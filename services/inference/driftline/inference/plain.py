@@ -57,14 +57,14 @@ class PlainProtocol:
             ("entity_id", key, None),
             ("request_id", str | list[str] | None, None),
         ]
-        self._sticky = contract.sticky_key != "entity_id"
+        self._sticky = contract.sticky_field != "entity_id"
         if self._sticky:  # renamed, so that any name the spec allows decodes (a keyword too)
-            fields.append(("sticky_key", key, None))
+            fields.append(("sticky", key, None))
         request_type = msgspec.defstruct(
             "PredictRequest",
             fields,
             kw_only=True,
-            rename={"sticky_key": contract.sticky_key},
+            rename={"sticky": contract.sticky_field},
         )
         self._decoder = msgspec.json.Decoder(request_type)
         self._output_names = [name for name, _, _ in contract.outputs]
@@ -85,8 +85,8 @@ class PlainProtocol:
         entity_ids = per_row(request.entity_id, len(rows), "entity_id")
         sticky_keys = entity_ids
         if self._sticky:
-            name = self.contract.sticky_key
-            sticky_keys = per_row(request.sticky_key, len(rows), name)
+            name = self.contract.sticky_field
+            sticky_keys = per_row(request.sticky, len(rows), name)
         return PlainRequest(
             rows=arranged,
             many=many,
