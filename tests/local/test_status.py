@@ -40,7 +40,7 @@ def test_on_drift_comes_from_the_running_model(tmp_path: Path) -> None:
     doc = model_document("m")
     doc["spec"]["drift"] = {"onDrift": ["retrain"]}
     path = write_model_file(tmp_path / "m.yaml", doc)
-    fields = {
+    fields: dict[str, object] = {
         "model": "m",
         "namespace": "test",
         "model_file": str(path),

@@ -62,12 +62,11 @@ def test_drift_alerts_follow_on_drift(
         report_drift(redis_server.url, ns, manifest["metadata"]["name"], "e-1")
 
     with control_plane.operator(ns):
-        for name in ("loud", "quiet"):
-            wait_for(
-                lambda name=name: control_plane.status(ns, name).get("drift", {}).get("detected"),
-                60,
-                f"{name}'s status.drift",
-            )
+
+        def drift_mirrored(name: str) -> bool:
+            return bool(control_plane.status(ns, name).get("drift", {}).get("detected"))
+
+        wait_for(lambda: drift_mirrored("loud") and drift_mirrored("quiet"), 60, "status.drift")
         wait_for(lambda: events(control_plane, ns, "loud", "DriftDetected"), 30, "the Event")
         (event,) = events(control_plane, ns, "loud", "DriftDetected")
         assert event["type"] == "Warning"
