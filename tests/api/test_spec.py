@@ -101,6 +101,8 @@ BAD_SPECS = [
     ("spec.inference.replicaz", {"min": 1}, "spec.inference.replicaz", "unknown field"),
     ("spec.kafka", _DELETE, "spec.kafka", "required field is missing"),
     ("spec.rollout.stickyKey", "plan", "spec", "also a feature name"),
+    ("spec.rollout.stickyKey", "features", "spec.rollout.stickyKey", "means something else"),
+    ("spec.rollout.stickyKey", "request_id", "spec.rollout.stickyKey", "means something else"),
 ]  # fmt: skip
 
 

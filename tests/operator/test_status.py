@@ -145,3 +145,37 @@ def test_drift_is_detected_while_the_version_it_was_seen_on_serves() -> None:
     assert not drift_status(event, stable="8").detected  # a newer version serves now
     assert drift_status(event, stable="8").last_detected_at == T0
     assert drift_status(None, stable="7") == DriftStatus()
+
+
+def test_drift_condition_only_with_alert_in_on_drift() -> None:
+    drift = DriftStatus(detected=True, kind="concept", score=0.4, last_detected_at=T0)
+    parts = [deployment(p) for p in PARTS]
+    quiet = compute_status(None, observe(*parts, drift=drift, drift_alert=False), T0)
+    assert quiet.condition("DriftDetected") is None
+    assert quiet.drift == drift  # status.drift still mirrors the monitor
+    loud = compute_status(quiet, observe(*parts, drift=drift, drift_alert=True), T0)
+    assert cond(loud, "DriftDetected") == ("True", "ConceptDrift")
+    # A spec that cannot be read keeps the choice the last readable one made.
+    assert (
+        compute_status(quiet, Observation(3, invalid="bad"), T0).condition("DriftDetected") is None
+    )
+    assert compute_status(loud, Observation(3, invalid="bad"), T0).condition("DriftDetected")
+
+
+def test_one_drift_alert_per_drift_event() -> None:
+    from driftline.operator.status import drift_alert
+
+    parts = [deployment(p) for p in PARTS]
+    calm = compute_status(None, observe(*parts, drift_alert=True), T0)
+    assert drift_alert(None, calm) is None
+    first = DriftStatus(detected=True, kind="covariate", score=0.31, last_detected_at=T0)
+    drifting = compute_status(calm, observe(*parts, drift=first, drift_alert=True), T0)
+    message = drift_alert(calm, drifting)
+    assert message == "covariate drift (score 0.31)"
+    again = compute_status(drifting, observe(*parts, drift=first, drift_alert=True), T0)
+    assert drift_alert(drifting, again) is None  # the same event at the next tick
+    later = first.model_copy(update={"last_detected_at": T0 + timedelta(minutes=10)})
+    newer = compute_status(again, observe(*parts, drift=later, drift_alert=True), T0)
+    assert drift_alert(again, newer) == message  # the monitor reported it again
+    silent = compute_status(calm, observe(*parts, drift=first, drift_alert=False), T0)
+    assert drift_alert(calm, silent) is None  # onDrift without alert

@@ -154,6 +154,7 @@ class Controller:
             rollout=rollout,
             versions=versions or {},
             drift=drift,
+            drift_alert=alerts(model),
         )
         present = {d.part for d in deployments}
         return compute_status(previous, obs, now()), [p for p in expected if p not in present]
@@ -170,8 +171,14 @@ class Controller:
             model.metadata.generation,
             expected_parts=tuple(p.name for p in active_parts(model)),
             waiting_for=waiting_for,
+            drift_alert=alerts(model),
         )
         return compute_status(previous, obs, now())
+
+
+def alerts(model: DynamicModel) -> bool:
+    """Drift is reported as a condition and a Warning Event (`drift.onDrift: [alert]`)."""
+    return "alert" in model.spec.drift.on_drift
 
 
 def now() -> datetime:

@@ -30,7 +30,7 @@ from driftline.operator.controller import Controller, model_from_body
 from driftline.operator.kube import Kube, KubeError, load_credentials
 from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
-from driftline.operator.status import parse_status, to_patch
+from driftline.operator.status import drift_alert, parse_status, to_patch
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,9 @@ def _write_status(
     if new.phase != before:
         event = kopf.warn if new.phase in ("Failed", "Degraded") else kopf.info
         event(body, reason=new.phase, message=new.message or f"phase {before} -> {new.phase}")
-    was_drifting = previous is not None and previous.drift.detected
-    if new.drift.detected and not was_drifting:
-        condition = new.condition("DriftDetected")
-        kopf.warn(body, reason="DriftDetected", message=condition.message if condition else "")
+    alert = drift_alert(previous, new)
+    if alert is not None:
+        kopf.warn(body, reason="DriftDetected", message=alert)
     old_stage = previous.rollout.stage if previous is not None else "idle"
     if new.rollout.stage != old_stage:
         kopf.info(

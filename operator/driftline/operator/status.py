@@ -2,9 +2,11 @@
 
 Phase and conditions follow the Kubernetes conventions: `Ready` (every part
 available), `Progressing` (a rollout or a rolling update under way), `Degraded`
-(it served and now does not, or a rollout was aborted), `DriftDetected`. A
-condition's `lastTransitionTime` moves only when its status changes, so watchers
-see transitions, not refreshes.
+(it served and now does not, or a rollout was aborted), `DriftDetected` (only
+when `spec.drift.onDrift` has `alert`: an alert the user did not ask for is left
+out, while `status.drift` always mirrors the drift monitor). A condition's
+`lastTransitionTime` moves only when its status changes, so watchers see
+transitions, not refreshes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Observation:
     rollout: RolloutStatus | None = None
     versions: dict[str, str | None] = field(default_factory=dict)  # stable/candidate/baseline
     drift: DriftStatus | None = None
+    drift_alert: bool | None = None
+    """`alert` is in `spec.drift.onDrift`; None (a spec that cannot be read): as before."""
 
 
 def _parts_summary(obs: Observation) -> tuple[list[str], str]:
@@ -126,6 +130,9 @@ def compute_status(
     else:
         degraded = (False, "AsExpected", "")
 
+    alert = obs.drift_alert
+    if alert is None:
+        alert = previous is None or previous.condition("DriftDetected") is not None
     if drift.detected:
         kind = (drift.kind or "input").capitalize()
         features = f" in {', '.join(drift.features)}" if drift.features else ""
@@ -152,10 +159,30 @@ def compute_status(
             cond("Ready", (ready, ready_reason, ready_message)),
             cond("Progressing", progressing),
             cond("Degraded", degraded),
-            cond("DriftDetected", drifting),
+            *([cond("DriftDetected", drifting)] if alert else []),
         ],
         **versions,
     )
+
+
+def drift_alert(previous: DynamicModelStatus | None, new: DynamicModelStatus) -> str | None:
+    """The message of the `DriftDetected` Warning Event `new` calls for, if any.
+
+    One per drift event the monitor reports (a new `lastDetectedAt`) while the
+    `DriftDetected` condition is on, that is while `onDrift` has `alert`.
+    """
+    condition = new.condition("DriftDetected")
+    if condition is None or condition.status != "True":
+        return None
+    before = previous.condition("DriftDetected") if previous is not None else None
+    if (
+        before is not None
+        and before.status == "True"
+        and previous is not None
+        and previous.drift.last_detected_at == new.drift.last_detected_at
+    ):
+        return None  # the same alarm as at the last tick
+    return condition.message
 
 
 def _prev(previous: DynamicModelStatus | None, field_name: str) -> Any:

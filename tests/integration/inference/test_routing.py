@@ -69,6 +69,53 @@ def test_canary_sends_each_entity_to_one_version(
         assert row["model_version"] == (candidate if serves_candidate(table, entity) else stable)
 
 
+def test_the_canary_sticks_to_the_field_the_spec_names(
+    serve: Callable[..., Running],
+    publish: Callable[..., str],
+    redis_client: Any,
+    model_doc: dict[str, Any],
+) -> None:
+    stable = publish(SAYS_0, aliases=[ALIAS_CHAMPION])
+    candidate = publish(SAYS_1)
+    server = serve(
+        {**model_doc, "spec": {**model_doc["spec"], "rollout": {"stickyKey": "user_id"}}}
+    )
+    table = RoutingTable(stable=stable, candidate=candidate, mode="canary", weight=50, revision=1)
+    route(server, redis_client, table)
+    wait_until(
+        lambda: server.service.pool.state and server.service.pool.state.table.mode == "canary",
+        20,
+        "the canary table",
+    )
+    users = [f"user-{i}" for i in range(40)]
+    on_candidate = 0
+    for user in users:
+        expected = (candidate, "candidate") if serves_candidate(table, user) else (stable, "stable")
+        on_candidate += expected[1] == "candidate"
+        for entity in ("e-1", "e-2", "e-3"):  # the entity id plays no part
+            answer = server.predict(ROW, entity_id=entity, user_id=user).json()
+            assert (answer["model_version"], answer["variant"]) == expected, (user, entity)
+        oip = httpx.post(
+            f"{server.url}/v2/models/{server.name}/infer",
+            json={
+                "inputs": [
+                    {"name": name, "shape": [1], "datatype": "FP32", "data": [value]}
+                    for name, value in ROW.items()
+                ],
+                "parameters": {"entity_id": "e-4", "user_id": user},
+            },
+            timeout=10,
+        ).json()
+        assert (oip["model_version"], oip["parameters"]["variants"]) == (
+            expected[0],
+            [expected[1]],
+        )
+    assert 0 < on_candidate < len(users)
+    # Without the key the request stays on stable, as one without entity_id does by default.
+    answer = server.predict(ROW, entity_id="e-1").json()
+    assert answer["variant"] == "stable"
+
+
 def test_revisions_only_move_forward_and_a_candidate_that_fails_is_left_out(
     serve: Callable[..., Running], publish: Callable[..., str], redis_client: Any
 ) -> None:

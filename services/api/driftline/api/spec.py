@@ -451,7 +451,17 @@ class DriftSpec(SpecModel):
     cooldown_seconds: float = Field(
         default=300, ge=0, description="One shift makes one event: repeats wait this long."
     )
-    on_drift: list[DriftAction] = Field(default_factory=_default_on_drift, max_length=3)
+    on_drift: list[DriftAction] = Field(
+        default_factory=_default_on_drift,
+        max_length=3,
+        description="What a drift event leads to. `alert`: a Warning Event `DriftDetected` "
+        "on the DynamicModel and its `DriftDetected` condition (a `drift alert` line in "
+        "`driftline status` locally); `status.drift` mirrors the monitor either way. "
+        "`retrain`: the trainer acts: a concept drift opens a new concept epoch, other "
+        "drift raises the learning rate for a while and publishes sooner; without it the "
+        "trainer never opens a concept epoch, neither on an event nor from its own error "
+        "rate, and learns on as before. `rollback`: drift during a canary aborts the rollout.",
+    )
 
 
 class FeedbackSpec(SpecModel):
@@ -510,14 +520,49 @@ class AnalysisSpec(SpecModel):
     )
 
 
+# Request fields that already mean something else, so they cannot be the sticky key.
+RESERVED_REQUEST_FIELDS = ("features", "request_id", "binary_data_output")
+
+
 class RolloutSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.stickyKey) || !(self.stickyKey in "
+                    + str(list(RESERVED_REQUEST_FIELDS))
+                    + ")",
+                    "rollout.stickyKey names a request field that means something else; "
+                    "use entity_id or a field of your own, e.g. user_id",
+                )
+            ]
+        }
+    )
+
     strategy: Literal["shadow-then-canary", "canary", "shadow", "manual"] = "shadow-then-canary"
     sticky_key: str = Field(
-        default="entity_id", pattern=FEATURE_NAME, description="Consistent-hash key for canary."
+        default="entity_id",
+        pattern=FEATURE_NAME,
+        description="The request field whose value is the canary's consistent-hash key: "
+        "one value always sees one version. A top-level field of the plain JSON route "
+        '(`{"user_id": "u-17", "features": {...}}`), a request parameter of the Open '
+        "Inference Protocol route (`parameters.user_id`); one value for all rows or one "
+        "per row. A request without it is served by the stable version. Not a feature "
+        "name: the key chooses a version, it is no model input.",
     )
     shadow: ShadowSpec = Field(default_factory=ShadowSpec)
     canary: CanarySpec = Field(default_factory=CanarySpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+    @model_validator(mode="after")
+    def _sticky_key_is_free(self) -> RolloutSpec:
+        if self.sticky_key in RESERVED_REQUEST_FIELDS:
+            raise invalid(
+                "stickyKey",
+                "rollout.stickyKey names a request field that means something else; "
+                "use entity_id or a field of your own, e.g. user_id",
+            )
+        return self
 
 
 # --- the whole spec --------------------------------------------------------------------

@@ -114,6 +114,7 @@ class Handlers:
             request.request_ids,
             route="v1",
             started=started,
+            sticky_keys=request.sticky_keys,
         )
         payload = service.plain.encode(request, served)
         return 200, [(b"content-type", JSON)], payload
@@ -146,6 +147,7 @@ class Handlers:
             route="v2",
             version=version,
             started=started,
+            sticky_keys=request.sticky_keys,
         )
         payload, json_length = service.oip.encode(request, served)
         if json_length is None:

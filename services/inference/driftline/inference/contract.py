@@ -50,6 +50,9 @@ class FeatureContract:
             **{name: ("categorical", i) for i, name in enumerate(self.categorical)},
         }
         self.k = len(self.numeric)
+        self.sticky_field = spec.rollout.sticky_key
+        """The request field whose value is the canary's sticky key (`rollout.stickyKey`):
+        a top-level field of the plain route, a request parameter of the OIP route."""
         fields: list[tuple[str, Any]] = [(f"n{i}", float) for i in range(self.k)]
         fields += [(f"c{i}", str | int) for i in range(len(self.categorical))]
         rename = {field: name for (field, _), name in zip(fields, self.names, strict=True)}

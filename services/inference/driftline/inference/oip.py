@@ -9,8 +9,10 @@ uses it by default: a JSON header of `Inference-Header-Content-Length` bytes, th
 the raw tensors in input order, each `parameters.binary_data_size` long (BYTES
 elements as a 4-byte little-endian length and the bytes).
 
-Request parameters: `entity_id` (string, or one per row) is the sticky key of the
-canary; `request_id` (one per row) replaces the generated prediction ids. The
+Request parameters: `entity_id` (string, or one per row) names the entity in the
+prediction log and is the sticky key of the canary, unless `rollout.stickyKey` names
+another parameter (e.g. `parameters.user_id` with `stickyKey: user_id`), whose value
+then is; `request_id` (one per row) replaces the generated prediction ids. The
 response names every row's `request_ids`, `model_versions` and `variants` in its
 parameters, and also returns the ids as a BYTES output `request_id`.
 """
@@ -61,6 +63,8 @@ class OipRequest:
     outputs: list[tuple[str, bool]] | None
     """Requested (name, binary) pairs; None: all outputs."""
     binary_output: bool
+    sticky_keys: list[str | None]
+    """Per row, the value of the `rollout.stickyKey` parameter (`entity_ids` by default)."""
 
 
 _decoder = msgspec.json.Decoder(InferRequest)
@@ -81,11 +85,10 @@ class OipProtocol:
         binary = memoryview(body)[header_length or len(body) :]
         rows = self._rows(request.inputs, binary)
         params = request.parameters or {}
-        entity = params.get("entity_id")
-        if entity is not None and not isinstance(entity, str | int | list):
-            raise InvalidInputError(
-                "entity_id must be a string or a list", field="parameters.entity_id"
-            )
+        entity_ids = self._keys(params, "entity_id", rows.n)
+        sticky_keys = entity_ids
+        if self.contract.sticky_field != "entity_id":
+            sticky_keys = self._keys(params, self.contract.sticky_field, rows.n)
         ids = params.get("request_id")
         request_ids = None
         if ids is not None:
@@ -114,11 +117,21 @@ class OipProtocol:
         return OipRequest(
             rows=rows,
             id=request.id,
-            entity_ids=per_row(entity, rows.n, "parameters.entity_id"),
+            entity_ids=entity_ids,
             request_ids=request_ids,
             outputs=outputs,
             binary_output=bool(params.get("binary_data_output")),
+            sticky_keys=sticky_keys,
         )
+
+    @staticmethod
+    def _keys(params: dict[str, Any], name: str, n: int) -> list[str | None]:
+        """Per row, the key in parameter `name`: one for all rows, one per row, or None."""
+        value = params.get(name)
+        field = f"parameters.{name}"
+        if value is not None and not isinstance(value, str | int | list):
+            raise InvalidInputError(f"{name} must be a string or a list", field=field)
+        return per_row(value, n, field)
 
     def _rows(self, inputs: list[TensorInput], binary: memoryview) -> Rows:
         contract = self.contract

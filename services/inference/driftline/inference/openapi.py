@@ -71,14 +71,16 @@ def _plain_request(contract: FeatureContract, max_rows: int) -> Any:
     rows = Annotated[list[row], msgspec.Meta(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
     key = Annotated[str, msgspec.Meta(max_length=MAX_ID_LENGTH)]
     request_id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    entity = key | int | list[key | int] | None
+    body: list[tuple[str, Any, Any]] = [
+        ("features", row | rows, msgspec.NODEFAULT),
+        ("entity_id", entity, None),
+        ("request_id", request_id | list[request_id] | None, None),
+    ]
+    if contract.sticky_field != "entity_id":
+        body.append(("sticky", entity, None))
     return msgspec.defstruct(
-        "PredictRequest",
-        [
-            ("features", row | rows),
-            ("entity_id", key | int | list[key | int] | None, None),
-            ("request_id", request_id | list[request_id] | None, None),
-        ],
-        kw_only=True,
+        "PredictRequest", body, kw_only=True, rename={"sticky": contract.sticky_field}
     )
 
 

@@ -3,6 +3,10 @@
     {"entity_id": "u-17", "features": {"amount": 12.5, "channel": "web"}}
     {"entity_id": ["u-17", "u-18"], "features": [{...}, {...}]}
 
+The canary's sticky key is the field `rollout.stickyKey` names, next to `features`:
+`entity_id` unless the spec says otherwise (e.g. `{"user_id": "u-17", ...}` with
+`stickyKey: user_id`); one value for all rows or one per row, like `entity_id`.
+
 One row in, one object out; a list in, `{"model", "predictions": [...]}` out. Each
 row's answer carries its `request_id` (generated, or the client's own `request_id`
 when given): the application sends it back with the outcome, which is how the
@@ -35,6 +39,8 @@ class PlainRequest:
     many: bool
     entity_ids: list[str | None]
     request_ids: list[str] | None
+    sticky_keys: list[str | None]
+    """Per row, the value of the `rollout.stickyKey` field (`entity_ids` by default)."""
 
 
 class PlainProtocol:
@@ -45,14 +51,20 @@ class PlainProtocol:
         self.model_name = model_name
         self.max_rows = max_rows
         row = contract.row_type
+        key = str | int | list[str | int] | None
+        fields: list[tuple[str, Any, Any]] = [
+            ("features", row | list[row], msgspec.NODEFAULT),  # type: ignore[valid-type]
+            ("entity_id", key, None),
+            ("request_id", str | list[str] | None, None),
+        ]
+        self._sticky = contract.sticky_field != "entity_id"
+        if self._sticky:  # renamed, so that any name the spec allows decodes (a keyword too)
+            fields.append(("sticky", key, None))
         request_type = msgspec.defstruct(
             "PredictRequest",
-            [
-                ("features", row | list[row]),  # type: ignore[valid-type]
-                ("entity_id", str | int | list[str | int] | None, None),
-                ("request_id", str | list[str] | None, None),
-            ],
+            fields,
             kw_only=True,
+            rename={"sticky": contract.sticky_field},
         )
         self._decoder = msgspec.json.Decoder(request_type)
         self._output_names = [name for name, _, _ in contract.outputs]
@@ -70,11 +82,17 @@ class PlainProtocol:
             )
         astuple = msgspec.structs.astuple
         arranged = self.contract.arrange([astuple(r) for r in rows], "features")
+        entity_ids = per_row(request.entity_id, len(rows), "entity_id")
+        sticky_keys = entity_ids
+        if self._sticky:
+            name = self.contract.sticky_field
+            sticky_keys = per_row(request.sticky, len(rows), name)
         return PlainRequest(
             rows=arranged,
             many=many,
-            entity_ids=per_row(request.entity_id, len(rows), "entity_id"),
+            entity_ids=entity_ids,
             request_ids=_request_ids(request.request_id, len(rows)),
+            sticky_keys=sticky_keys,
         )
 
     def encode(self, request: PlainRequest, served: Served) -> bytes:

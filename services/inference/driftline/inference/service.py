@@ -228,16 +228,21 @@ class InferenceService:
         route: str,
         version: str | None = None,
         started: float | None = None,
+        sticky_keys: Sequence[str | None] | None = None,
     ) -> Served:
         """Serve `rows`. The caller counted the request in `arriving`; we count it out
-        as soon as its rows are queued (or it fails before)."""
+        as soon as its rows are queued (or it fails before).
+
+        A canary routes each row by its sticky key (`rollout.stickyKey`'s value;
+        `entity_ids` when not given); the prediction log names `entity_ids`."""
         queued = False
         try:
             state = self.pool.state
             if state is None:
                 raise ModelNotReadyError("no model version is loaded yet")
             ids = request_ids or self.new_ids(rows.n)
-            groups = self._route(state, rows, entity_ids, version)
+            keys = entity_ids if sticky_keys is None else sticky_keys
+            groups = self._route(state, rows, keys, version)
             if self.cache is None:
                 pending = [model.batcher.submit(part) for model, _, part, _ in groups]
             else:
@@ -281,7 +286,7 @@ class InferenceService:
         self,
         state: RouteState,
         rows: Rows,
-        entity_ids: Sequence[str | None],
+        sticky_keys: Sequence[str | None],
         version: str | None,
     ) -> list[tuple[ServingModel, Variant, Rows, list[int] | None]]:
         """(model, variant, rows, their indexes or None for all) per version serving them."""
@@ -296,11 +301,11 @@ class InferenceService:
         table, candidate = state.table, state.candidate
         if table.mode != "canary" or candidate is None:
             return [(state.stable, "stable", rows, None)]
-        if rows.n == 1 or len(set(entity_ids)) == 1:
-            if serves_candidate(table, entity_ids[0]):
+        if rows.n == 1 or len(set(sticky_keys)) == 1:
+            if serves_candidate(table, sticky_keys[0]):
                 return [(candidate, "candidate", rows, None)]
             return [(state.stable, "stable", rows, None)]
-        picks = [serves_candidate(table, key) for key in entity_ids]
+        picks = [serves_candidate(table, key) for key in sticky_keys]
         on_candidate = [i for i, pick in enumerate(picks) if pick]
         on_stable = [i for i, pick in enumerate(picks) if not pick]
         groups: list[tuple[ServingModel, Variant, Rows, list[int] | None]] = []

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from driftline.api import load_dynamic_model
+from driftline.api import SpecError, load_dynamic_model
 from driftline.api.events import DriftEvent
 from driftline.api.routing import RoutingTable
+from driftline.api.spec import DriftSpec
 from driftline.common.state import QualityStore, RoutingStore, ServingStore, drift_key
 from driftline.local.runtime import RuntimeInfo, default_state_dir
 from driftline.rollout.state import RolloutState
@@ -84,6 +87,36 @@ def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> 
         client.close()
 
 
+def drift_line(event: DriftEvent | None, on_drift: Sequence[str], now: float) -> str:
+    """The `drift` line: the last drift alert, when `drift.onDrift` asks for alerts."""
+    if "alert" not in on_drift:
+        return f"drift: no alerts (drift.onDrift: {', '.join(on_drift) or 'none'})"
+    if event is None:
+        return "drift alert: none yet"
+    ago = max(0.0, now - event.detected_at)
+    return (
+        f"drift alert: [red]{event.kind}[/red] by {event.detector} score {event.score:.3g} "
+        f"features {', '.join(event.features) or '-'} ({_ago(ago)} ago, "
+        f"version {event.model_version})"
+    )
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _on_drift(info: RuntimeInfo) -> list[str]:
+    """`drift.onDrift` of the running model (the spec's default when the file is gone)."""
+    try:
+        return list(load_dynamic_model(info.model_file).spec.drift.on_drift)
+    except (OSError, SpecError):
+        return list(DriftSpec().on_drift)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -139,14 +172,7 @@ def print_status(model_file: Path | None, state_dir: Path | None) -> int:
             f"rollout: {ro.stage}  candidate {ro.candidate or '-'}  weight {ro.weight}%  "
             f"{ro.reason}".rstrip()
         )
-    if snap.drift is not None:
-        d = snap.drift
-        console.print(
-            f"drift: [red]{d.kind}[/red] by {d.detector} score {d.score:.3g} "
-            f"features {', '.join(d.features) or '-'}"
-        )
-    else:
-        console.print("drift: none seen")
+    console.print(drift_line(snap.drift, _on_drift(info), time.time()))
 
     table = Table(title=f"live, last {WINDOW_SECONDS // 60} min")
     for col in ("variant", "version", "labeled", "accuracy", "requests", "p99 ms", "errors"):

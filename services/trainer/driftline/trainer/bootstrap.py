@@ -167,7 +167,9 @@ def bootstrap(
         return champion.version
     if len(rows) < 50:
         raise DataError(f"{len(rows)} rows are too few to bootstrap from; give at least 50")
-    options = LearnerOptions.from_spec(spec.model, spec.training, **settings.learner_settings())
+    options = LearnerOptions.from_spec(
+        spec.model, spec.training, spec.drift, **settings.learner_settings()
+    )
     learner = OnlineLearner(spec.model, spec.features, options)
     ex = examples_from_rows(learner, rows, labels)
     if spec.model.task == "classification":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.api.spec import ModelSpec, TrainingSpec
+from driftline.api.spec import DriftSpec, ModelSpec, TrainingSpec
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,18 @@ class LearnerOptions:
     seed: int = 0
 
     @classmethod
-    def from_spec(cls, model: ModelSpec, training: TrainingSpec, **settings: Any) -> LearnerOptions:
+    def from_spec(
+        cls,
+        model: ModelSpec,
+        training: TrainingSpec,
+        drift: DriftSpec | None = None,
+        **settings: Any,
+    ) -> LearnerOptions:
+        """Options of `model`'s learner. Without `retrain` in `drift.onDrift` the learner
+        never opens a concept epoch by itself (`detect_concept` is off, whatever the
+        settings say): a concept change is then the user's call."""
+        if drift is not None and "retrain" not in drift.on_drift:
+            settings = {**settings, "detect_concept": False}
         return cls(
             batch_size=training.batch_size,
             learning_rate=model.learner.learning_rate,

@@ -4,14 +4,16 @@ The control topic carries the drift monitor's `DriftEvent`s and the rollout's
 `RolloutEvent`s. The trainer acts on drift events for its own model (once per
 event id), per `spec.drift.onDrift`:
 
-- kind `concept`: the labeling rule changed. Always a new concept epoch (old
-  replay retired, anchor set and EWC anchor reset), starting from the first row
-  labeled at the event's `window_start` (else the last `drift.window` rows), and
-  a publish as soon as the new epoch has enough held-out rows.
+- kind `concept` with `retrain`: the labeling rule changed. A new concept epoch
+  (old replay retired, anchor set and EWC anchor reset), starting from the first
+  row labeled at the event's `window_start` (else the last `drift.window` rows),
+  and a publish as soon as the new epoch has enough held-out rows.
 - other kinds with `retrain`: the inputs moved; replay and EWC keep the old
   region, a raised learning rate for a while learns the new one faster, and the
   next version is published sooner.
-- otherwise (`alert` only): noted in the metrics, nothing else.
+- otherwise (no `retrain`): noted in the metrics, nothing else. Learning goes on
+  as before, in the same epoch; the learner's own concept check is off too
+  (`LearnerOptions.from_spec`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def respond(
     learner: OnlineLearner, event: DriftEvent, drift: DriftSpec
 ) -> tuple[Action, EpochRecord | None]:
     """Apply `event` to the learner; returns what was done."""
+    if "retrain" not in drift.on_drift:
+        return "none", None
     if event.kind == "concept":
         start = learner.seq_since(event.window_start) if event.window_start is not None else None
         if start is None:
@@ -57,7 +61,5 @@ def respond(
             f"drift event {event.event_id} ({event.detector}, score {event.score:.3g})", start
         )
         return "epoch", record
-    if "retrain" in drift.on_drift:
-        learner.boost()
-        return "boost", None
-    return "none", None
+    learner.boost()
+    return "boost", None

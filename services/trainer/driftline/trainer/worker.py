@@ -101,7 +101,7 @@ class TrainerWorker:
     def _new_learner(self) -> OnlineLearner:
         spec = self.model.spec
         options = LearnerOptions.from_spec(
-            spec.model, spec.training, **self.settings.learner_settings()
+            spec.model, spec.training, spec.drift, **self.settings.learner_settings()
         )
         return OnlineLearner(spec.model, spec.features, options)
 
