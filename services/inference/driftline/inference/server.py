@@ -49,7 +49,7 @@ def _fast_loop() -> dict[str, str]:
         import uvloop  # noqa: F401
 
         options["loop"] = "uvloop"
-    except ImportError:  # pragma: no cover - they are dependencies; a slim image may lack them
+    except ImportError:  # pragma: no cover - the inference extra installs them; fall back without
         options["loop"] = "asyncio"
     try:
         import httptools  # noqa: F401
