@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from driftline.api import parse_dynamic_model
-from driftline.common.state import LATENCY_BUCKETS_MS, ServingStore, latency_bucket
+from driftline.common.redis_state import LATENCY_BUCKETS_MS, ServingStore, latency_bucket
 from driftline.inference.app import _match
 from driftline.inference.cache import PredictionCache
 from driftline.inference.contract import FeatureContract

@@ -44,7 +44,7 @@ from driftline.common.connections import KafkaConnection
 from driftline.common.infra import MlflowServer, RedisServer
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import ensure_topics, make_producer
-from driftline.common.state import RoutingStore, ServingStore
+from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.common.streams import SEAStream
 from driftline.inference.contract import FeatureContract
 from driftline.inference.runtime import CPU, OnnxModel, available_cpus

@@ -35,7 +35,7 @@ from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.infra import MlflowServer, RedisServer, free_port
 from driftline.common.infra.kafka import KafkaBroker
-from driftline.common.state import ServingStore
+from driftline.common.redis_state import ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.inference.testing import (
     mlp_model,

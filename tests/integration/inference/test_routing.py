@@ -14,7 +14,7 @@ from driftline.api.events import Prediction, decode
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable, serves_candidate
 from driftline.common.infra.kafka import KafkaBroker
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from tests.integration.inference.harness import Running, wait_until
 
 from .conftest import SAYS_0, SAYS_1, read_predictions

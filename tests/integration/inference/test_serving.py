@@ -11,7 +11,7 @@ import pytest
 
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
-from driftline.common.state import RoutingStore, ServingStore
+from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.inference.runtime import CPU, OnnxModel
 from driftline.inference.testing import mlp_model

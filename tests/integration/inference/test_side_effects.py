@@ -15,7 +15,7 @@ from driftline.api.registry import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
 from driftline.common.infra import free_port
 from driftline.common.infra.kafka import KafkaBroker
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.inference import metrics
 from tests.integration.inference.harness import Running, wait_until
 

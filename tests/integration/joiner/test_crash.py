@@ -32,7 +32,7 @@ from driftline.api.events import Outcome, Prediction, encode
 from driftline.common.connections import KafkaConnection
 from driftline.common.infra import KafkaBroker, RedisServer, free_port
 from driftline.common.kafka import ensure_topics, make_producer
-from driftline.common.state import QualityStore
+from driftline.common.redis_state import QualityStore
 from driftline.joiner.store import JoinStore
 from driftline.joiner.worker import group_id
 from tests.integration.joiner.streams import (

@@ -13,7 +13,7 @@ from driftline.api.events import RolloutEvent, decode
 from driftline.common.connections import KafkaConnection
 from driftline.common.infra import KafkaBroker, MlflowServer, RedisServer
 from driftline.common.kafka import ensure_topics, make_consumer
-from driftline.common.state import QualityStore, ServingStore, latency_bucket
+from driftline.common.redis_state import QualityStore, ServingStore, latency_bucket
 
 from .plane import ControlPlane, model_manifest, wait_for
 

@@ -10,7 +10,7 @@ from driftline.api.events import RolloutEvent, decode
 from driftline.common.connections import KafkaConnection
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.kafka import make_consumer
-from driftline.common.state import QualityStore, ServingStore, latency_bucket, quality_fields
+from driftline.common.redis_state import QualityStore, ServingStore, latency_bucket, quality_fields
 
 ModelFactory = Callable[..., DynamicModel]
 

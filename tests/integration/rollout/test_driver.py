@@ -13,7 +13,7 @@ from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
 from driftline.common.infra import RedisServer
 from driftline.common.infra.kafka import KafkaBroker
-from driftline.common.state import RoutingStore, drift_key
+from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.rollout import Command, RolloutState, read_rollout
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.registry import ModelRegistry

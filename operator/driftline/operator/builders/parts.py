@@ -41,7 +41,7 @@ class Part:
 
 
 # Every part produces or consumes Kafka and keeps shared state in Redis
-# (driftline.common.state); MLflow is needed where models are loaded or stored.
+# (driftline.common.redis_state); MLflow is needed where models are loaded or stored.
 INFERENCE = Part("inference", uses_mlflow=True, consumes=())
 JOINER = Part("joiner", uses_mlflow=False, consumes=("predictions", "outcomes"))
 TRAINER = Part("trainer", uses_mlflow=True, consumes=("labeled",), singleton=True)

@@ -32,7 +32,7 @@ from confluent_kafka import KafkaException
 from driftline.api.events import DriftEvent, EventError, LabeledExample, Prediction, decode, encode
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
-from driftline.common.state import RoutingStore, drift_key
+from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.drift import metrics
 from driftline.drift.detectors import Backend, make_backend
 from driftline.drift.monitor import DriftMonitor

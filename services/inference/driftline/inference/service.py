@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from driftline.api import DynamicModel
 from driftline.api.events import Variant
 from driftline.api.routing import serves_candidate
-from driftline.common.state import RoutingStore, ServingStore, model_prefix
+from driftline.common.redis_state import RoutingStore, ServingStore, model_prefix
 from driftline.inference import metrics
 from driftline.inference.batcher import Outputs
 from driftline.inference.cache import PredictionCache

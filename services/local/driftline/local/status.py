@@ -18,7 +18,7 @@ import msgspec
 from driftline.api import load_dynamic_model
 from driftline.api.events import DriftEvent
 from driftline.api.routing import RoutingTable
-from driftline.common.state import QualityStore, RoutingStore, ServingStore, drift_key
+from driftline.common.redis_state import QualityStore, RoutingStore, ServingStore, drift_key
 from driftline.local.runtime import RuntimeInfo, default_state_dir
 from driftline.rollout.state import RolloutState
 from driftline.rollout.store import read_rollout

@@ -41,7 +41,7 @@ from driftline.api import DynamicModel
 from driftline.api.events import encode
 from driftline.api.status import RolloutStage
 from driftline.common.kafka import ensure_topics, make_producer
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.rollout import metrics
 from driftline.rollout.actions import Action, DeleteAlias, SetAlias, SetRouting
 from driftline.rollout.machine import Decision, step

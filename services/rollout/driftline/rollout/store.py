@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from driftline.api.events import DriftEvent, EventError, decode
-from driftline.common.state import (
+from driftline.common.redis_state import (
     LATENCY_BUCKETS_MS,
     QualityStore,
     ServingStore,
