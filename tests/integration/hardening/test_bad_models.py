@@ -47,7 +47,7 @@ from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.common.streams import SEAStream
 from driftline.inference.contract import FeatureContract
-from driftline.inference.runtime import CPU, OnnxModel, available_cpus
+from driftline.inference.onnx_session import CPU, OnnxModel, available_cpus
 from driftline.inference.testing import model_document, register_version, write_model_file
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.worker import JoinerWorker

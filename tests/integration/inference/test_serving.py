@@ -13,7 +13,7 @@ from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
 from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract
-from driftline.inference.runtime import CPU, OnnxModel
+from driftline.inference.onnx_session import CPU, OnnxModel
 from driftline.inference.testing import mlp_model
 from driftline.inference.workers import SharedReadiness
 from tests.integration.inference.harness import Running, wait_until

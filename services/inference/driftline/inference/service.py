@@ -34,9 +34,9 @@ from driftline.inference.oip import OipProtocol
 from driftline.inference.plain import PlainProtocol
 from driftline.inference.pool import ModelPool, RouteState, ServingModel
 from driftline.inference.predlog import LogRecord, PredictionLog
-from driftline.inference.routing import RoutingFollower
+from driftline.inference.routing_follower import RoutingFollower
 from driftline.inference.settings import InferenceSettings
-from driftline.inference.stats import ServingStats
+from driftline.inference.stats import ServingCounters
 from driftline.inference.workers import SharedReadiness
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class InferenceService:
         self.redis: Any = None
         self.cache: PredictionCache | None = None
         self.predictions: PredictionLog | None = None
-        self.stats = ServingStats(
+        self.stats = ServingCounters(
             self.name, ServingStore(self.namespace, self.name), None, settings.stats_flush_seconds
         )
         self.follower: RoutingFollower | None = None

@@ -37,7 +37,7 @@ _BUCKET_LABELS = [f"{b / 1000:g}" if b != float("inf") else "+Inf" for b in _BOU
 _SIZE = 3 + len(_BOUNDS)
 
 
-class ServingStats:
+class ServingCounters:
     """Cumulative counters per (version, variant, route); a Prometheus collector."""
 
     def __init__(
