@@ -47,9 +47,9 @@ from driftline.rollout.actions import Action, DeleteAlias, SetAlias, SetRouting
 from driftline.rollout.machine import Decision, step
 from driftline.rollout.policy import Policy
 from driftline.rollout.registry import ModelRegistry, RegistryError
+from driftline.rollout.rollout_state import RolloutState, routing_for
 from driftline.rollout.settings import RolloutSettings
 from driftline.rollout.snapshot import Command, RegistryView, Snapshot
-from driftline.rollout.state import RolloutState, routing_for
 from driftline.rollout.store import MetricsSource, Record, RolloutStore
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from driftline.common.redis_state import (
 )
 from driftline.rollout.actions import Action
 from driftline.rollout.evidence import Evidence, VersionCounters
+from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.snapshot import Command, DriftSignal
-from driftline.rollout.state import RolloutState
 
 log = logging.getLogger(__name__)
 
