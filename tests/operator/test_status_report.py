@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
 from driftline.operator.cluster import DeploymentState
-from driftline.operator.status import Observation, compute_status, parse_status, to_patch
+from driftline.operator.status_report import Observation, compute_status, parse_status, to_patch
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 PARTS = ("inference", "joiner", "trainer", "drift")
