@@ -75,7 +75,8 @@ class InferenceService:
         )
         self.with_baseline = spec.inference.baseline
         self.arriving = 0
-        """Requests received whose rows are not queued yet (the batcher may wait for them)."""
+        """Requests in `predict` whose rows are not queued yet (the batcher may wait for
+        them); counted there only, so every route that serves rows counts alike."""
         self.draining = False
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count(1)
@@ -229,9 +230,9 @@ class InferenceService:
         version: str | None = None,
         started: float | None = None,
     ) -> Served:
-        """Serve `rows`. The caller counted the request in `arriving`; we count it out
-        as soon as its rows are queued (or it fails before)."""
-        queued = False
+        """Serve `rows`. The request counts in `arriving` until its rows are queued (or
+        it fails before): the one place that count moves."""
+        self.arriving += 1
         try:
             state = self.pool.state
             if state is None:
@@ -246,18 +247,15 @@ class InferenceService:
                     await cache.answer(model.version, model.sha256, part, model.batcher.submit)
                     for model, _, part, _ in groups
                 ]
-            self.arriving -= 1
-            queued = True
-            results = []
-            for (model, variant, _, _), future in zip(groups, pending, strict=True):
-                try:
-                    results.append(await future)
-                except ModelFailedError:
-                    self._observe(model.version, variant, route, started, error=True)
-                    raise
         finally:
-            if not queued:
-                self.arriving -= 1
+            self.arriving -= 1
+        results = []
+        for (model, variant, _, _), future in zip(groups, pending, strict=True):
+            try:
+                results.append(await future)
+            except ModelFailedError:
+                self._observe(model.version, variant, route, started, error=True)
+                raise
         now = time.time()
         if len(groups) == 1:
             outputs = results[0]
