@@ -14,11 +14,11 @@ from benchmarks.drift.streams import gaussian_shift
 from driftline.api import parse_dynamic_model
 from driftline.api.events import LabeledExample, Prediction, decode, encode
 from driftline.api.registry import REFERENCE_OUTPUT_KEY
-from driftline.drift.config import MonitorConfig
 from driftline.drift.detectors import make_backend
 from driftline.drift.detectors.base import FloatArray, OnlineDetector
 from driftline.drift.detectors.scipy_backend import KSTest
 from driftline.drift.monitor import DriftMonitor
+from driftline.drift.monitor_config import MonitorConfig
 from driftline.drift.reference import parse_reference
 from driftline.drift.windows import FullWindow, WindowTests
 

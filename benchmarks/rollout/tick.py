@@ -35,7 +35,7 @@ import redis
 
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
-from driftline.common.state import (
+from driftline.common.redis_state import (
     BUCKET_SECONDS,
     QualityStore,
     ServingStore,

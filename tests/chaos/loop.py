@@ -26,7 +26,7 @@ import yaml
 from driftline.api.routing import RoutingTable
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import end_offsets, make_producer
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.common.streams import SEAStream
 from driftline.local.demo import demo_model_file
 from driftline.local.runtime import LocalRuntime

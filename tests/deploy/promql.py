@@ -85,11 +85,11 @@ def scrape_time_collectors() -> list[Any]:
     """Collectors that are built by a running service (not at import); empty ones."""
     out: list[Any] = []
     try:
-        from driftline.inference.stats import ServingStats
+        from driftline.inference.stats import ServingCounters
     except ImportError:
         return out
     # Its families exist before any request; Redis is not touched by collect().
-    out.append(ServingStats("model", store=None, client=None, flush_seconds=1.0))  # type: ignore[arg-type]
+    out.append(ServingCounters("model", store=None, client=None, flush_seconds=1.0))  # type: ignore[arg-type]
     return out
 
 

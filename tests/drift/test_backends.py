@@ -9,9 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from driftline.drift.config import MonitorConfig
 from driftline.drift.detectors import correct, make_backend
 from driftline.drift.monitor import DriftMonitor
+from driftline.drift.monitor_config import MonitorConfig
 from tests.conftest import REPO
 from tests.drift.streams import dynamic_model, labeled, predictions, reference
 
@@ -24,7 +24,7 @@ def test_the_scipy_backend_does_not_import_alibi_detect() -> None:
         """
         import sys
         import numpy as np
-        from driftline.drift.config import MonitorConfig
+        from driftline.drift.monitor_config import MonitorConfig
         from driftline.drift.detectors import make_backend
         from driftline.drift.monitor import DriftMonitor
         from driftline.drift.worker import DriftWorker

@@ -8,9 +8,9 @@ from prometheus_client import REGISTRY
 
 from driftline.api.events import Prediction
 from driftline.drift import metrics
-from driftline.drift.config import MonitorConfig
 from driftline.drift.detectors import make_backend
 from driftline.drift.monitor import DriftMonitor
+from driftline.drift.monitor_config import MonitorConfig
 from driftline.drift.reference import parse_reference
 from tests.drift.streams import dynamic_model, labeled, predictions, reference, reference_arrays
 

@@ -26,7 +26,7 @@ from driftline.api import parse_dynamic_model
 from driftline.inference.batcher import Batcher
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import ModelFailedError, ModelLoadError
-from driftline.inference.runtime import CPU, OnnxModel
+from driftline.inference.onnx_session import CPU, OnnxModel
 from driftline.local.faults import fails_at_run_time, nan_answers, slowed
 from driftline_testing.models import mlp_model, model_document
 

@@ -13,7 +13,7 @@ from driftline.api import parse_dynamic_model
 from driftline.inference.batcher import Batcher
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import ModelFailedError, OverloadedError
-from driftline.inference.runtime import CPU, OnnxModel
+from driftline.inference.onnx_session import CPU, OnnxModel
 from driftline_testing.models import mlp_model, model_document
 
 

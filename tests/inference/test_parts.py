@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from driftline.api import parse_dynamic_model
-from driftline.common.state import LATENCY_BUCKETS_MS, ServingStore, latency_bucket
+from driftline.common.redis_state import LATENCY_BUCKETS_MS, ServingStore, latency_bucket
 from driftline.inference.app import _match
 from driftline.inference.cache import PredictionCache
 from driftline.inference.contract import FeatureContract
 from driftline.inference.settings import InferenceSettings
-from driftline.inference.stats import ServingStats
+from driftline.inference.stats import ServingCounters
 from driftline_testing.models import model_document, write_model_file
 
 
@@ -56,7 +56,7 @@ def test_cached_values_round_trip(contract: FeatureContract) -> None:
 
 
 def test_serving_stats_sum_in_memory_and_export_to_prometheus() -> None:
-    stats = ServingStats("m", ServingStore("ns", "m"), None, 1.0)
+    stats = ServingCounters("m", ServingStore("ns", "m"), None, 1.0)
     for ms in (0.2, 0.7, 4.0, 4.0, 10_000.0):
         stats.observe("1", "stable", "v1", ms / 1000)
     stats.observe("1", "stable", "v2", 0.004)

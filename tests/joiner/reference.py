@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from driftline.api.events import LabeledExample, Outcome, Prediction, decode
-from driftline.common.state import quality_fields
+from driftline.common.redis_state import quality_fields
 
 NEW, DUPLICATE, LATE = 0, 1, 2
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from driftline.api.events import DriftEvent
 from driftline.inference.testing import model_document, write_model_file
 from driftline.local.runtime import RuntimeInfo
-from driftline.local.status import _on_drift, drift_line
+from driftline.local.status_cmd import _on_drift, drift_line
 
 EVENT = DriftEvent(
     event_id="e-1",

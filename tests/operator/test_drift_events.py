@@ -11,7 +11,7 @@ import pytest
 from driftline.api.status import DriftStatus
 from driftline.operator import handlers
 from driftline.operator.controller import Controller, alerts
-from driftline.operator.status import Observation, compute_status
+from driftline.operator.status_report import Observation, compute_status
 
 from .conftest import defaults, sample
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.api.registry import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
-from driftline.common.state import LATENCY_BUCKETS_MS, latency_bucket
+from driftline.common.redis_state import LATENCY_BUCKETS_MS, latency_bucket
 from driftline.rollout import (
     Command,
     Decision,

@@ -19,7 +19,7 @@ from driftline.rollout import (
     routing_for,
     status_of,
 )
-from driftline.rollout.state import decode_state, encode_state
+from driftline.rollout.rollout_state import decode_state, encode_state
 from driftline.rollout.store import Record
 from tests.conftest import SAMPLES
 from tests.rollout.builders import World, evidence, latency, policy

@@ -15,7 +15,7 @@ from driftline.rollout import (
     SetRouting,
     routing_for,
 )
-from driftline.rollout.state import HISTORY_LIMIT
+from driftline.rollout.rollout_state import HISTORY_LIMIT
 from tests.rollout.builders import World, evidence, policy
 
 

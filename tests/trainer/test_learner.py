@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from driftline.common.streams import AgrawalStream, CovariateShiftStream, SEAStream
+from driftline.trainer.checkpoint import from_bytes, learner_state, restore_learner, to_bytes
 from driftline.trainer.examples import Examples
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.nets import LearnerError
-from driftline.trainer.state import from_bytes, learner_state, restore_learner, to_bytes
 
 LearnerFactory = Callable[..., OnlineLearner]
 ExamplesOf = Callable[..., Examples]

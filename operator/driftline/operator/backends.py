@@ -1,6 +1,6 @@
 """What the operator reads from a model's Redis besides the rollout: the latest drift.
 
-The drift monitor keeps its latest event in the user's Redis (`driftline.common.state`);
+The drift monitor keeps its latest event in the user's Redis (`driftline.common.redis_state`);
 the operator mirrors it into `status` on each tick. A Redis that cannot be reached
 makes the mirror stale, never the operator fail: the next tick tries again, after
 a backoff so an unreachable endpoint does not slow every tick down.
@@ -19,7 +19,7 @@ from driftline.api import DynamicModel
 from driftline.api.events import DriftEvent, EventError, decode
 from driftline.api.status import DriftStatus
 from driftline.common.connections import RedisConnection
-from driftline.common.state import drift_key
+from driftline.common.redis_state import drift_key
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from driftline.operator.builders.parts import active_parts
 from driftline.operator.cluster import Cluster, MissingDependencyError
 from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
-from driftline.operator.status import Observation, compute_status
+from driftline.operator.status_report import Observation, compute_status
 from driftline.rollout import status_of
 
 log = logging.getLogger(__name__)

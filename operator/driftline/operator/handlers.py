@@ -30,7 +30,7 @@ from driftline.operator.controller import Controller, model_from_body
 from driftline.operator.kube import Kube, KubeError, load_credentials
 from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
-from driftline.operator.status import drift_alert, parse_status, to_patch
+from driftline.operator.status_report import drift_alert, parse_status, to_patch
 
 log = logging.getLogger(__name__)
 

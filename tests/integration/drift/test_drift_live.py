@@ -11,7 +11,7 @@ import redis
 from driftline.api.events import DriftEvent, decode
 from driftline.api.routing import RoutingTable
 from driftline.common.kafka import DeadLetters
-from driftline.common.state import RoutingStore, drift_key
+from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.drift import metrics
 from tests.drift.streams import NUMERIC, labeled, predictions, reference_arrays, rule
 from tests.integration.drift.conftest import Harness, wait_for

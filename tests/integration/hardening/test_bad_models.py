@@ -42,10 +42,10 @@ from driftline.api import DynamicModel, parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_producer
-from driftline.common.state import RoutingStore, ServingStore
+from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.common.streams import SEAStream
 from driftline.inference.contract import FeatureContract
-from driftline.inference.runtime import CPU, OnnxModel, available_cpus
+from driftline.inference.onnx_session import CPU, OnnxModel, available_cpus
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.worker import JoinerWorker
 from driftline.local.faults import fails_at_run_time, nan_answers, register_candidate, slowed

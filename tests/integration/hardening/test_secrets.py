@@ -33,7 +33,7 @@ import pytest
 
 from driftline.api import parse_dynamic_model
 from driftline.api.registry import ALIAS_CHAMPION
-from driftline.common.state import ServingStore
+from driftline.common.redis_state import ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.local.servers import MlflowServer, RedisServer, free_port
 from driftline.local.servers.kafka import KafkaBroker

@@ -11,9 +11,9 @@ import pytest
 
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
-from driftline.common.state import RoutingStore, ServingStore
+from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract
-from driftline.inference.runtime import CPU, OnnxModel
+from driftline.inference.onnx_session import CPU, OnnxModel
 from driftline.inference.workers import SharedReadiness
 from driftline_testing.models import mlp_model
 from tests.integration.inference.harness import Running, wait_until

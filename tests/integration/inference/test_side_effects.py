@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 from driftline.api.events import Prediction, decode
 from driftline.api.registry import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.inference import metrics
 from driftline.local.servers import free_port
 from driftline.local.servers.kafka import KafkaBroker

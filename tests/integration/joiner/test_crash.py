@@ -32,7 +32,7 @@ from driftline.api.events import Outcome, Prediction, encode
 from driftline.api.parts import JOINER
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_producer
-from driftline.common.state import QualityStore
+from driftline.common.redis_state import QualityStore
 from driftline.joiner.store import JoinStore
 from driftline.local.servers import KafkaBroker, RedisServer, free_port
 from tests.integration.joiner.streams import (

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from driftline.common.connections import KafkaConnection
-from driftline.common.state import QualityStore
+from driftline.common.redis_state import QualityStore
 from driftline.joiner.metrics import EXPIRED_TOTAL, MESSAGES_TOTAL
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.worker import JoinerWorker

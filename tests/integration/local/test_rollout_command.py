@@ -13,8 +13,8 @@ import pytest
 from driftline.local.cli import main
 from driftline.local.runtime import RUNTIME_FILE, RuntimeInfo
 from driftline.local.servers import RedisServer
+from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.snapshot import Command
-from driftline.rollout.state import RolloutState
 from driftline.rollout.store import Record, RolloutStore
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import pytest
 
 from driftline.api.events import DriftEvent, encode
 from driftline.common.infra import RedisServer
-from driftline.common.state import drift_key
+from driftline.common.redis_state import drift_key
 
 from .plane import ControlPlane, model_manifest, wait_for
 

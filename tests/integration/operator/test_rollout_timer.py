@@ -12,7 +12,7 @@ import pytest
 from driftline.api.events import RolloutEvent, decode
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_consumer
-from driftline.common.state import QualityStore, ServingStore, latency_bucket
+from driftline.common.redis_state import QualityStore, ServingStore, latency_bucket
 from driftline.local.servers import KafkaBroker, MlflowServer, RedisServer
 
 from .plane import ControlPlane, model_manifest, wait_for

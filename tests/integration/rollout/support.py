@@ -9,7 +9,7 @@ from driftline.api import DynamicModel
 from driftline.api.events import RolloutEvent, decode
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import make_consumer
-from driftline.common.state import QualityStore, ServingStore, latency_bucket, quality_fields
+from driftline.common.redis_state import QualityStore, ServingStore, latency_bucket, quality_fields
 from driftline.local.servers.kafka import KafkaBroker
 
 ModelFactory = Callable[..., DynamicModel]

@@ -11,7 +11,7 @@ from driftline.api import DynamicModel
 from driftline.api.events import DriftEvent, encode
 from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
-from driftline.common.state import RoutingStore, drift_key
+from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.local.servers import RedisServer
 from driftline.local.servers.kafka import KafkaBroker
 from driftline.rollout import Command, RolloutState, read_rollout

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from driftline.common.state import QualityStore, ServingStore, drift_key, quality_fields
+from driftline.common.redis_state import QualityStore, ServingStore, drift_key, quality_fields
 from driftline.rollout import Command, RolloutState
 from driftline.rollout.store import SETTLE_SECONDS, MetricsSource, Record, RolloutStore
 

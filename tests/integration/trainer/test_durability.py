@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from driftline.api import registry
 from driftline.common.streams import CovariateShiftStream
 from driftline.trainer.bootstrap import bootstrap
-from driftline.trainer.state import from_bytes
+from driftline.trainer.checkpoint import from_bytes
 from driftline.trainer.versions import TAG_PUBLISH_KEY, ModelVersions
 from driftline.trainer.worker import TrainerWorker
 

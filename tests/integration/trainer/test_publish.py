@@ -20,8 +20,8 @@ from driftline.common.kafka import make_consumer
 from driftline.common.streams import CovariateShiftStream
 from driftline.trainer import export
 from driftline.trainer.bootstrap import bootstrap
+from driftline.trainer.checkpoint import from_bytes, restore_learner
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
-from driftline.trainer.state import from_bytes, restore_learner
 from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions, sha256
 from driftline.trainer.worker import TrainerWorker
 

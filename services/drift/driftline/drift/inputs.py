@@ -15,7 +15,6 @@ import logging
 import numpy as np
 
 from driftline.drift import metrics
-from driftline.drift.config import MonitorConfig
 from driftline.drift.detectors.base import (
     Backend,
     FloatArray,
@@ -24,7 +23,8 @@ from driftline.drift.detectors.base import (
     UnivariateTest,
 )
 from driftline.drift.encoding import Encoded, FeatureEncoder
-from driftline.drift.policy import Detection
+from driftline.drift.event_policy import Detection
+from driftline.drift.monitor_config import MonitorConfig
 from driftline.drift.windows import FullWindow, RowWindow, WindowResult, WindowTests
 
 log = logging.getLogger(__name__)

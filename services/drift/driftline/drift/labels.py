@@ -20,10 +20,10 @@ import logging
 import numpy as np
 
 from driftline.drift import metrics
-from driftline.drift.config import MonitorConfig
 from driftline.drift.detectors.base import Backend, FloatArray, OnlineDetector, UnivariateTest
+from driftline.drift.event_policy import Detection
 from driftline.drift.inputs import report, window_detection
-from driftline.drift.policy import Detection
+from driftline.drift.monitor_config import MonitorConfig
 from driftline.drift.windows import RowWindow, WindowTests
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,12 @@ import numpy as np
 from driftline.api.events import LabeledExample, Prediction
 from driftline.api.spec import DynamicModelSpec
 from driftline.drift import metrics
-from driftline.drift.config import MonitorConfig
 from driftline.drift.detectors.base import Backend
 from driftline.drift.encoding import FeatureEncoder
+from driftline.drift.event_policy import Detection
 from driftline.drift.inputs import InputWatch, OutputWatch
 from driftline.drift.labels import ConceptWatch, LabelWatch, error_values
-from driftline.drift.policy import Detection
+from driftline.drift.monitor_config import MonitorConfig
 from driftline.drift.reference import Reference
 
 SERVED = frozenset({"stable", "candidate"})

@@ -25,7 +25,7 @@ import numpy as np
 
 from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
 from driftline.api.spec import FeatureSpec
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.drift.detectors.base import FloatArray
 
 log = logging.getLogger(__name__)

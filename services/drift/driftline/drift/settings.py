@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from driftline.common.settings import PartSettings
-from driftline.drift.config import MonitorConfig
+from driftline.drift.monitor_config import MonitorConfig
 
 
 class DriftSettings(PartSettings):

@@ -33,11 +33,11 @@ from driftline.api.events import DriftEvent, EventError, LabeledExample, Predict
 from driftline.api.parts import DRIFT
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
-from driftline.common.state import RoutingStore, drift_key
+from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.drift import metrics
 from driftline.drift.detectors import Backend, make_backend
+from driftline.drift.event_policy import Detection, EventPolicy
 from driftline.drift.monitor import DriftMonitor
-from driftline.drift.policy import Detection, EventPolicy
 from driftline.drift.reference import ReferenceSource, ReferenceUnavailableError
 from driftline.drift.settings import DriftSettings
 

@@ -102,12 +102,7 @@ class Handlers:
         self._check_name(name)
         body = await read_body(scope, receive, self.limit)
         service = self.service
-        service.arriving += 1
-        try:
-            request = service.plain.decode(body)
-        except BaseException:
-            service.arriving -= 1
-            raise
+        request = service.plain.decode(body)
         served = await service.predict(
             request.rows,
             request.entity_ids,
@@ -134,12 +129,7 @@ class Handlers:
             if not 0 < header_length <= len(body):
                 raise BadRequestError("Inference-Header-Content-Length is outside the body")
         service = self.service
-        service.arriving += 1
-        try:
-            request = service.oip.decode(body, header_length)
-        except BaseException:
-            service.arriving -= 1
-            raise
+        request = service.oip.decode(body, header_length)
         served = await service.predict(
             request.rows,
             request.entity_ids,

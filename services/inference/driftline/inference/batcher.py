@@ -33,7 +33,7 @@ import numpy as np
 from driftline.inference import metrics
 from driftline.inference.contract import Array, Rows
 from driftline.inference.errors import ModelFailedError, OverloadedError
-from driftline.inference.runtime import OnnxModel
+from driftline.inference.onnx_session import OnnxModel
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ so they are a contract like the topics: change them only with a new name.
 
 Gauges that describe a state (queue depth, requests in flight) are read when
 Prometheus scrapes (`set_function`), and the per-request series (request latency,
-responses) are counted by `driftline.inference.stats.ServingStats` and read by
+responses) are counted by `driftline.inference.stats.ServingCounters` and read by
 Prometheus from there: the request path never touches a prometheus_client object.
 """
 

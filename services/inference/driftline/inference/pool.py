@@ -28,7 +28,7 @@ from driftline.inference.batcher import Batcher
 from driftline.inference.contract import FeatureContract
 from driftline.inference.errors import ModelLoadError
 from driftline.inference.loader import Registry
-from driftline.inference.runtime import GpuProbe, OnnxModel, available_cpus, choose_providers
+from driftline.inference.onnx_session import GpuProbe, OnnxModel, available_cpus, choose_providers
 from driftline.inference.settings import InferenceSettings
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from driftline.api import DynamicModel
 from driftline.api.events import Variant
 from driftline.api.routing import serves_candidate
-from driftline.common.state import RoutingStore, ServingStore, model_prefix
+from driftline.common.redis_state import RoutingStore, ServingStore, model_prefix
 from driftline.inference import metrics
 from driftline.inference.batcher import Outputs
 from driftline.inference.cache import PredictionCache
@@ -34,9 +34,9 @@ from driftline.inference.oip import OipProtocol
 from driftline.inference.plain import PlainProtocol
 from driftline.inference.pool import ModelPool, RouteState, ServingModel
 from driftline.inference.predlog import LogRecord, PredictionLog
-from driftline.inference.routing import RoutingFollower
+from driftline.inference.routing_follower import RoutingFollower
 from driftline.inference.settings import InferenceSettings
-from driftline.inference.stats import ServingStats
+from driftline.inference.stats import ServingCounters
 from driftline.inference.workers import SharedReadiness
 
 log = logging.getLogger(__name__)
@@ -75,14 +75,15 @@ class InferenceService:
         )
         self.with_baseline = spec.inference.baseline
         self.arriving = 0
-        """Requests received whose rows are not queued yet (the batcher may wait for them)."""
+        """Requests in `predict` whose rows are not queued yet (the batcher may wait for
+        them); counted there only, so every route that serves rows counts alike."""
         self.draining = False
         self._id_prefix = os.urandom(8).hex()
         self._ids = itertools.count(1)
         self.redis: Any = None
         self.cache: PredictionCache | None = None
         self.predictions: PredictionLog | None = None
-        self.stats = ServingStats(
+        self.stats = ServingCounters(
             self.name, ServingStore(self.namespace, self.name), None, settings.stats_flush_seconds
         )
         self.follower: RoutingFollower | None = None
@@ -230,12 +231,12 @@ class InferenceService:
         started: float | None = None,
         sticky_keys: Sequence[str | None] | None = None,
     ) -> Served:
-        """Serve `rows`. The caller counted the request in `arriving`; we count it out
-        as soon as its rows are queued (or it fails before).
+        """Serve `rows`. The request counts in `arriving` until its rows are queued (or
+        it fails before): the one place that count moves.
 
         A canary routes each row by its sticky key (`rollout.stickyKey`'s value;
         `entity_ids` when not given); the prediction log names `entity_ids`."""
-        queued = False
+        self.arriving += 1
         try:
             state = self.pool.state
             if state is None:
@@ -251,18 +252,15 @@ class InferenceService:
                     await cache.answer(model.version, model.sha256, part, model.batcher.submit)
                     for model, _, part, _ in groups
                 ]
-            self.arriving -= 1
-            queued = True
-            results = []
-            for (model, variant, _, _), future in zip(groups, pending, strict=True):
-                try:
-                    results.append(await future)
-                except ModelFailedError:
-                    self._observe(model.version, variant, route, started, error=True)
-                    raise
         finally:
-            if not queued:
-                self.arriving -= 1
+            self.arriving -= 1
+        results = []
+        for (model, variant, _, _), future in zip(groups, pending, strict=True):
+            try:
+                results.append(await future)
+            except ModelFailedError:
+                self._observe(model.version, variant, route, started, error=True)
+                raise
         now = time.time()
         if len(groups) == 1:
             outputs = results[0]

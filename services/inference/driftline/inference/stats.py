@@ -3,7 +3,7 @@
 Two readers, one set of counters:
 
 - the rollout controller compares a candidate's error rate and p99 latency with
-  the stable version's, from `driftline.common.state.ServingStore` in Redis;
+  the stable version's, from `driftline.common.redis_state.ServingStore` in Redis;
 - Prometheus scrapes `driftline_inference_request_seconds` and
   `driftline_inference_responses_total`.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
-from driftline.common.state import LATENCY_BUCKETS_MS, ServingStore
+from driftline.common.redis_state import LATENCY_BUCKETS_MS, ServingStore
 from driftline.inference import metrics
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ _BUCKET_LABELS = [f"{b / 1000:g}" if b != float("inf") else "+Inf" for b in _BOU
 _SIZE = 3 + len(_BOUNDS)
 
 
-class ServingStats:
+class ServingCounters:
     """Cumulative counters per (version, variant, route); a Prometheus collector."""
 
     def __init__(

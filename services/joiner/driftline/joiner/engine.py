@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from driftline.api.events import LabeledExample
-from driftline.common.state import BUCKET_SECONDS
+from driftline.common.redis_state import BUCKET_SECONDS
 from driftline.joiner.join import AgreementSums, QualitySums, Share, plan_claim
 from driftline.joiner.store import Absorbed, Arrival, Increments, JoinStore, Outbox, Swept
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from driftline.api.events import LabeledExample, Outcome, Prediction
-from driftline.common.state import quality_fields
+from driftline.common.redis_state import quality_fields
 from driftline.joiner.store import State
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """The joiner's Prometheus metrics: names as constants, and the metric objects.
 
 Live quality is exported with the same fields the rollout controller reads from
-Redis (`driftline.common.state.quality_fields`), one counter family with a `field`
+Redis (`driftline.common.redis_state.quality_fields`), one counter family with a `field`
 label, so a dashboard computes accuracy as
 `rate(..{field="correct"}[5m]) / rate(..{field="count"}[5m])` summed over replicas.
 A join is counted here only when its Redis marker was newly set, so a replayed

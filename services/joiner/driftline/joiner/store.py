@@ -9,7 +9,7 @@
                                                               are added
 
 The live quality and agreement counters are the shared ones of
-`driftline.common.state.QualityStore`, which the rollout controller reads.
+`driftline.common.redis_state.QualityStore`, which the rollout controller reads.
 
 Each phase of a batch is one Lua script: one round trip for thousands of records
 (packed as one msgpack argument, answered with a few msgpack replies), and atomic.
@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, get_args
 import msgspec
 
 from driftline.api.events import Variant
-from driftline.common.state import RETENTION_SECONDS, QualityStore, model_prefix
+from driftline.common.redis_state import RETENTION_SECONDS, QualityStore, model_prefix
 
 ARRIVAL_NEW, ARRIVAL_DUPLICATE, ARRIVAL_LATE = 0, 1, 2
 

@@ -66,14 +66,14 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from driftline.local.status import print_status
+    from driftline.local.status_cmd import print_status
 
     return print_status(args.file, args.state_dir)
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
     from driftline.local import rollout_cmd
-    from driftline.local.status import find_state_dir
+    from driftline.local.status_cmd import find_state_dir
 
     state_dir = find_state_dir(args.file, args.state_dir)
     if state_dir is None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from driftline.api.events import DriftEvent
-from driftline.common.state import QualityStore, RoutingStore, drift_key
+from driftline.common.redis_state import QualityStore, RoutingStore, drift_key
 from driftline.common.streams import DriftingStream
 from driftline.local.report import Curve, Marker, ScenarioResult
 from driftline.local.traffic import TrafficLog

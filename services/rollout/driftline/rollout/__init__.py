@@ -14,8 +14,8 @@ from driftline.rollout.analysis import Analysis, Check, analyze
 from driftline.rollout.evidence import Evidence, VersionCounters
 from driftline.rollout.machine import Decision, step
 from driftline.rollout.policy import Policy
+from driftline.rollout.rollout_state import RolloutState, Transition, routing_for, status_of
 from driftline.rollout.snapshot import Command, DriftSignal, RegistryView, Snapshot
-from driftline.rollout.state import RolloutState, Transition, routing_for, status_of
 from driftline.rollout.store import RolloutStore, read_rollout
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Evidence: the live counters the rollout analysis judges, and each step's share of them.
 
 The joiner (labeled quality, shadow agreement) and inference (requests, errors,
-latency) add to windowed counters in Redis (`driftline.common.state`). The driver
+latency) add to windowed counters in Redis (`driftline.common.redis_state`). The driver
 reads them *cumulatively*, from the time bucket in which the rollout began. The
 state machine keeps the cumulative values it saw when the current stage or canary
 step began (`RolloutState.step_base`) and judges only the difference.
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import msgspec
 
-from driftline.common.state import LATENCY_BUCKETS_MS, ServingStats
+from driftline.common.redis_state import LATENCY_BUCKETS_MS, ServingStats
 
 
 def _less(a: float, b: float) -> float:

@@ -86,14 +86,14 @@ from driftline.rollout.actions import Action, DeleteAlias, EmitEvent, SetAlias
 from driftline.rollout.analysis import analyze
 from driftline.rollout.evidence import Evidence
 from driftline.rollout.policy import Policy
-from driftline.rollout.snapshot import Snapshot
-from driftline.rollout.state import (
+from driftline.rollout.rollout_state import (
     DECIDED_LIMIT,
     HISTORY_LIMIT,
     RolloutState,
     Transition,
     routing_for,
 )
+from driftline.rollout.snapshot import Snapshot
 
 replace = msgspec.structs.replace
 

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from driftline.api.events import DriftEvent, EventError, decode
-from driftline.common.state import (
+from driftline.common.redis_state import (
     LATENCY_BUCKETS_MS,
     QualityStore,
     ServingStore,
@@ -30,8 +30,8 @@ from driftline.common.state import (
 )
 from driftline.rollout.actions import Action
 from driftline.rollout.evidence import Evidence, VersionCounters
+from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.snapshot import Command, DriftSignal
-from driftline.rollout.state import RolloutState
 
 log = logging.getLogger(__name__)
 

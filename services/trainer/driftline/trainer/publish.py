@@ -38,10 +38,10 @@ from driftline.api import registry
 from driftline.api.resource import DynamicModel
 from driftline.trainer import export
 from driftline.trainer.buffers import EMPTY
+from driftline.trainer.checkpoint import learner_state, to_bytes, write_atomic
 from driftline.trainer.gate import GateDecision, Scores, decide, quality
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.settings import TrainerSettings
-from driftline.trainer.state import learner_state, to_bytes, write_atomic
 from driftline.trainer.versions import INT8_ARTIFACT, Artifacts, ModelVersions, VersionInfo
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,13 @@ from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from driftline.trainer import metrics
+from driftline.trainer.checkpoint import (
+    from_bytes,
+    learner_state,
+    restore_learner,
+    to_bytes,
+    write_atomic,
+)
 from driftline.trainer.decode import LabeledDecoder
 from driftline.trainer.export import ExportError
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
@@ -40,13 +47,6 @@ from driftline.trainer.progress import Progress
 from driftline.trainer.publish import Publisher
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.signals import read_control, respond
-from driftline.trainer.state import (
-    from_bytes,
-    learner_state,
-    restore_learner,
-    to_bytes,
-    write_atomic,
-)
 from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions, RegistryUnavailableError
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import pytest
 from driftline.api.events import Prediction, decode
 from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable, serves_candidate
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.local.servers.kafka import KafkaBroker
 from tests.integration.inference.harness import Running, wait_until
 

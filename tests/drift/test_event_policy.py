@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftline.drift.policy import Detection, EventPolicy
+from driftline.drift.event_policy import Detection, EventPolicy
 
 
 class Clock:

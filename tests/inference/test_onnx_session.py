@@ -11,7 +11,7 @@ import pytest
 from driftline.api import parse_dynamic_model
 from driftline.inference.contract import FeatureContract
 from driftline.inference.errors import ModelLoadError
-from driftline.inference.runtime import (
+from driftline.inference.onnx_session import (
     CPU,
     CUDA,
     TENSORRT,

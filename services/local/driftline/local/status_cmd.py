@@ -21,9 +21,9 @@ from driftline.api import SpecError, load_dynamic_model
 from driftline.api.events import DriftEvent
 from driftline.api.routing import RoutingTable
 from driftline.api.spec import DriftSpec
-from driftline.common.state import QualityStore, RoutingStore, ServingStore, drift_key
+from driftline.common.redis_state import QualityStore, RoutingStore, ServingStore, drift_key
 from driftline.local.runtime import RuntimeInfo, default_state_dir
-from driftline.rollout.state import RolloutState
+from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.store import read_rollout
 
 WINDOW_SECONDS = 300

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from driftline.api.routing import RoutingTable
-from driftline.common.state import (
+from driftline.common.redis_state import (
     LATENCY_BUCKETS_MS,
     QualityStats,
     QualityStore,

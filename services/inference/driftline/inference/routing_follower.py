@@ -24,7 +24,7 @@ import msgspec
 
 from driftline.api.registry import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable, decode_table
-from driftline.common.state import RoutingStore
+from driftline.common.redis_state import RoutingStore
 from driftline.inference.errors import ModelLoadError
 from driftline.inference.loader import Registry
 from driftline.inference.pool import ModelPool

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
 from driftline.operator.cluster import DeploymentState
-from driftline.operator.status import Observation, compute_status, parse_status, to_patch
+from driftline.operator.status_report import Observation, compute_status, parse_status, to_patch
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 PARTS = ("inference", "joiner", "trainer", "drift")
@@ -163,7 +163,7 @@ def test_drift_condition_only_with_alert_in_on_drift() -> None:
 
 
 def test_one_drift_alert_per_drift_event() -> None:
-    from driftline.operator.status import drift_alert
+    from driftline.operator.status_report import drift_alert
 
     parts = [deployment(p) for p in PARTS]
     calm = compute_status(None, observe(*parts, drift_alert=True), T0)
