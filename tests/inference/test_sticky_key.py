@@ -14,7 +14,7 @@ from driftline.inference.errors import InvalidInputError
 from driftline.inference.oip import OipProtocol
 from driftline.inference.openapi import _plain_request
 from driftline.inference.plain import PlainProtocol
-from driftline.inference.testing import model_document
+from driftline_testing.models import model_document
 
 ROW = {"x1": 1.0, "x2": 2.0}
 CANARY = RoutingTable(stable="1", candidate="2", mode="canary", weight=50, revision=1)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from driftline.api.events import DriftEvent
-from driftline.inference.testing import model_document, write_model_file
 from driftline.local.runtime import RuntimeInfo
 from driftline.local.status_cmd import _on_drift, drift_line
+from driftline_testing.models import model_document, write_model_file
 
 EVENT = DriftEvent(
     event_id="e-1",

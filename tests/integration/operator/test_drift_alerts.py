@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from driftline.api.events import DriftEvent, encode
-from driftline.common.infra import RedisServer
 from driftline.common.redis_state import drift_key
+from driftline.local.servers import RedisServer
 
 from .plane import ControlPlane, model_manifest, wait_for
 
