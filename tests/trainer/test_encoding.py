@@ -7,7 +7,8 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 from driftline.api.spec import FeatureSpec
-from driftline.trainer.encoding import CategoricalEncoder, murmur3_32
+from driftline.common.feature_values import murmur3_32
+from driftline.trainer.encoding import CategoricalEncoder
 
 
 def ort_murmur(texts: list[str]) -> list[int]:
