@@ -14,10 +14,12 @@ import json
 import math
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 
 from driftline.api import parse_dynamic_model
+from driftline.api.events import Features
 from driftline.api.spec import FeatureSpec
 from driftline.common.feature_values import (
     FeatureValueError,
@@ -325,6 +327,20 @@ def test_serving_oip_agrees(case: tuple[str, object, object]) -> None:
         expected = float(np.float32(expected))
     want = ERROR if expected is MISSING else expected
     assert same(serving_oip(name, raw), want)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[2] not in (ERROR, MISSING)], ids=case_id)
+def test_a_served_value_reads_the_same_from_the_prediction_log(
+    case: tuple[str, object, object],
+) -> None:
+    """Training and drift read what serving logged (as JSON events), not the request."""
+    name, raw, expected = case
+    request = PLAIN.decode(json.dumps({"features": row_with(name, raw)}).encode())
+    served = dict(zip(CONTRACT.names, request.rows.values[0], strict=True))
+    logged = msgspec.json.decode(msgspec.json.encode(served), type=Features)[name]
+    as_float32 = float(np.float32(expected)) if isinstance(expected, float) else expected
+    assert same(outcome_of(lambda: training(name, logged)), as_float32)
+    assert same(drift(name, logged), drift_text(expected, name))
 
 
 def test_numpy_scalars_read_as_their_python_values() -> None:
