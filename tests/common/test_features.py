@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from driftline.api.spec import FeatureSpec
-from driftline.common.features import FeatureError, FeatureLayout, categorical_text
+from driftline.common.feature_values import FeatureValueError
+from driftline.common.features import FeatureLayout
 
 LAYOUT = FeatureLayout.from_features(
     [
@@ -24,7 +25,7 @@ def test_columns_follow_contract_order_per_type() -> None:
     assert LAYOUT.numeric_names == ("amount", "age")
     assert LAYOUT.categorical_names == ("channel", "zip")
     numeric, categorical = LAYOUT.arrays(
-        [{"age": 30, "amount": 1.5, "channel": "web", "zip": 75001.0}]
+        [{"age": 30, "amount": 1.5, "channel": "web", "zip": 75001}]
     )
     assert numeric.dtype == np.float32 and numeric.tolist() == [[1.5, 30.0]]
     assert categorical.tolist() == [["web", "75001"]]
@@ -36,21 +37,25 @@ def test_missing_values_are_nan_and_empty_text() -> None:
     assert categorical.tolist() == [["", ""]]
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [(5.0, "5"), (5, "5"), (2.5, "2.5"), (True, "true"), ("x", "x"), (None, "")],
-)
-def test_categorical_text(value: object, text: str) -> None:
-    assert categorical_text(value) == text  # type: ignore[arg-type]
+def test_categorical_values_become_text() -> None:
+    _, categorical = LAYOUT.arrays(
+        [{"amount": 1.0, "age": 2.0, "channel": 7, "zip": "x"}, {"channel": "app", "zip": None}]
+    )
+    assert categorical.tolist() == [["7", "x"], ["app", ""]]
 
 
-def test_bad_numeric_names_the_feature() -> None:
-    with pytest.raises(FeatureError, match="'age'") as err:
+def test_bad_values_name_the_feature() -> None:
+    with pytest.raises(FeatureValueError, match="'age'") as err:
         LAYOUT.arrays([{"amount": 1.0, "age": "old"}])
-    assert err.value.field == "age"
-    with pytest.raises(FeatureError, match="finite"):
+    assert err.value.feature == "age"
+    with pytest.raises(FeatureValueError, match="finite"):
         LAYOUT.arrays([{"amount": float("inf"), "age": 1.0}])
-    assert LAYOUT.numeric_row({"amount": "1.5", "age": True}) == [1.5, 1.0]
+    with pytest.raises(FeatureValueError, match="finite"):  # finite in float64, not in float32
+        LAYOUT.arrays([{"amount": 1e39, "age": 1.0}])
+    with pytest.raises(FeatureValueError, match="'zip'"):
+        LAYOUT.arrays([{"amount": 1.0, "age": 1.0, "zip": 5.0}])
+    with pytest.raises(FeatureValueError, match="'age'"):
+        LAYOUT.check_row({"amount": 1.5, "age": True})
 
 
 def test_contract_hash_changes_with_the_contract() -> None:

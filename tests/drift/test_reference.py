@@ -48,7 +48,15 @@ def test_object_arrays_are_refused_not_unpickled(tmp_path) -> None:
 
 def test_categories_compare_as_text() -> None:
     arrays = reference_arrays(np.random.default_rng(0), n=20)
-    arrays["color"] = np.array([3.0, 1.0] * 10)
+    arrays["color"] = np.array([3, 1] * 10)
     ref = parse_reference(arrays, FEATURES, "1")
     encoder = FeatureEncoder(FEATURES, ref)
-    assert encoder.codes_of("color", [3, "3", 3.0, "1", None, "7"]).tolist() == [1, 1, 1, 0, -1, 2]
+    # 3.0 is no category (serving refuses floats there): like a missing value, -1.
+    assert encoder.codes_of("color", [3, "3", 3.0, "1", None, "7"]).tolist() == [1, 1, -1, 0, -1, 2]
+
+
+def test_a_reference_with_float_categories_is_refused() -> None:
+    arrays = reference_arrays(np.random.default_rng(0), n=20)
+    arrays["color"] = np.array([3.0, 1.5] * 10)
+    with pytest.raises(ReferenceUnavailableError, match=r"color.*float"):
+        parse_reference(arrays, FEATURES, "1")

@@ -51,6 +51,9 @@ def test_file_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "e.csv").write_text("x,kind,label\n1,a,yes\n")
     with pytest.raises(DataError, match=r"e.csv:2: label 'yes' is not a number"):
         rows_from_file(tmp_path / "e.csv", LAYOUT)
+    (tmp_path / "f.csv").write_text("x,kind,label\n1,a,1\nmany,b,0\n")
+    with pytest.raises(DataError, match=r"f.csv:3: x 'many' is not a number"):
+        rows_from_file(tmp_path / "f.csv", LAYOUT)
     with pytest.raises(DataError, match=r"use a \.csv, \.jsonl or \.npz"):
         rows_from_file(tmp_path / "d.parquet", LAYOUT)
 

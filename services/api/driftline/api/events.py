@@ -20,7 +20,10 @@ SCHEMA_VERSION: Final = 1
 
 Variant = Literal["stable", "candidate", "shadow", "baseline"]
 DriftKind = Literal["covariate", "prediction", "label", "concept"]
-FeatureValue = float | str | None
+FeatureValue = int | float | str | None
+"""A feature value as the client sent it. `int` comes first so that JSON `5` stays the
+integer 5: a categorical `zip: 5` is the category "5", while `5.0` is no category
+(`driftline.common.feature_values`)."""
 Features = dict[str, FeatureValue]
 
 

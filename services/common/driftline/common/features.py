@@ -3,25 +3,19 @@
 A model version's ONNX graph takes `numeric` (float32 [N, k], numeric features in
 contract order) and `categorical` (string [N, m], categorical features in contract
 order); see `driftline.api.registry`. The trainer builds these arrays from labeled
-examples, serving from requests and the drift monitor from the prediction log. If
-two parts turned the same dict into different arrays the model would see skewed
-inputs, so the rules live here once:
-
-- a missing or null numeric feature is NaN (the graph imputes the training mean);
-- a missing or null categorical feature is the empty string (its own bucket);
-- a number given for a categorical feature is written as text, integers without
-  a fraction (`5.0` -> `"5"`), so `zipcode: 5` and `zipcode: "5"` are one category;
-- a numeric feature accepts numbers, booleans (1/0) and text that reads as a
-  number (`"1.5"`); anything else, and infinite numbers, are errors naming the feature.
+examples and reference files. What each value may be, and what the model sees for
+it, is `driftline.common.feature_values`: a missing numeric value is NaN (the graph
+imputes the training mean), a missing category is the empty text, and a value
+that breaks the rules raises `FeatureValueError` naming the feature.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -29,33 +23,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.api.spec import FeatureSpec
+from driftline.common.feature_values import (
+    FeatureValueError,
+    category_value,
+    first_invalid_cell,
+    model_number,
+    model_text,
+    numeric_value,
+    value,
+)
 
-FeatureValue = float | int | str | bool | None
-
-
-class FeatureError(ValueError):
-    """A row whose features do not fit the contract; `field` names the feature."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        super().__init__(f"feature {field!r}: {message}")
-
-
-def categorical_text(value: FeatureValue) -> str:
-    """The category a value stands for (see the module docstring)."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value.is_integer():
-            return str(int(value))
-        return repr(value)
-    raise TypeError(f"not a feature value: {type(value).__name__}")
+_NUMBER_TYPES = frozenset({float, int})
 
 
 @dataclass(frozen=True)
@@ -89,36 +67,34 @@ class FeatureLayout:
     # -- rows -> arrays ---------------------------------------------------------------
 
     def numeric_array(self, rows: Sequence[Mapping[str, Any]]) -> NDArray[np.float32]:
-        """float32 [n, k]; raises FeatureError on the first row that does not fit."""
-        k = len(self.numeric)
+        """float32 [n, k]; raises FeatureValueError on the first value that does not fit."""
+        k, n = len(self.numeric), len(rows)
         if k == 0:
-            return np.zeros((len(rows), 0), np.float32)
-        getter = itemgetter(*self.numeric_names)
+            return np.zeros((n, 0), np.float32)
+        names = self.numeric_names
+        getter = itemgetter(*names)
         try:
-            # The fast path: every row has every numeric feature as a number or null.
-            values = np.array([getter(r) for r in rows], dtype=np.float32).reshape(len(rows), k)
-        except (KeyError, TypeError, ValueError):
-            values = np.array([self.numeric_row(r) for r in rows], np.float32).reshape(-1, k)
-        if np.isinf(values).any():
-            column = int(np.nonzero(np.isinf(values).any(axis=0))[0][0])
-            raise FeatureError(self.numeric_names[column], "must be a finite number")
-        return values
-
-    def numeric_row(self, row: Mapping[str, Any]) -> list[float]:
-        out: list[float] = []
-        for name in self.numeric_names:
-            value = row.get(name)
-            if value is None:
-                out.append(math.nan)
-                continue
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                raise FeatureError(name, f"must be a number or null, got {value!r:.40}") from None
-            if math.isinf(number):
-                raise FeatureError(name, "must be a finite number")
-            out.append(number)
-        return out
+            raw = [getter(r) for r in rows]
+        except KeyError:
+            raw = None
+        if raw is not None:
+            # The fast path: every value present and a plain number (NaN is missing).
+            cells = raw if k == 1 else chain.from_iterable(raw)
+            if set(map(type, cells)) <= _NUMBER_TYPES:
+                try:
+                    with np.errstate(over="ignore"):  # beyond float32 is inf, refused below
+                        values = np.array(raw, dtype=np.float32).reshape(n, k)
+                except OverflowError:  # an int beyond float64: the slow path names it
+                    values = None
+                if values is not None:
+                    bad = first_invalid_cell(values, required=False)
+                    if bad is not None:
+                        raise FeatureValueError(names[bad[1]], bad[2])
+                    return values
+        return np.array(
+            [[model_number(numeric_value(name, r.get(name))) for name in names] for r in rows],
+            np.float32,
+        ).reshape(n, k)
 
     def categorical_array(self, rows: Sequence[Mapping[str, Any]]) -> NDArray[np.object_]:
         """object (str) [n, m] of category texts."""
@@ -129,10 +105,7 @@ class FeatureLayout:
             if all(type(v) is str for v in column):
                 out[:, j] = column
             else:
-                try:
-                    out[:, j] = [categorical_text(v) for v in column]
-                except TypeError as exc:
-                    raise FeatureError(name, str(exc)) from exc
+                out[:, j] = [model_text(category_value(name, v)) for v in column]
         return out
 
     def arrays(
@@ -142,10 +115,6 @@ class FeatureLayout:
         return self.numeric_array(rows), self.categorical_array(rows)
 
     def check_row(self, row: Mapping[str, Any]) -> None:
-        """Raise FeatureError if `row` does not fit (used to find the bad rows of a batch)."""
-        self.numeric_row(row)
-        for name in self.categorical_names:
-            try:
-                categorical_text(row.get(name))
-            except TypeError as exc:
-                raise FeatureError(name, str(exc)) from exc
+        """Raise FeatureValueError if `row` does not fit (to find the bad rows of a batch)."""
+        for feature in (*self.numeric, *self.categorical):
+            value(feature, row.get(feature.name))

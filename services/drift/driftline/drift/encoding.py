@@ -1,33 +1,40 @@
 """Live feature values as arrays the detectors read, with data-quality counts on the way.
 
-Numeric features become one float column each, NaN where a value is missing (absent,
-null, not a number). Categorical features become integer codes: the categories seen
-in the reference are 0..K-1 and every other value shares code K ("unseen"), which
-keeps memory bounded whatever clients send and makes a new category count as drift
-in the Chi-squared test (the reference has none of it). Missing categorical values
-are -1.
+Values are read by the platform's one rule set (`driftline.common.feature_values`),
+so a value means here what it meant to serving and training. Numeric features become
+one float column each, NaN where a value is missing (absent, null, NaN) or invalid.
+Categorical features become integer codes: the categories seen in the reference are
+0..K-1 and every other value shares code K ("unseen"), which keeps memory bounded
+whatever clients send and makes a new category count as drift in the Chi-squared
+test (the reference has none of it). Missing or invalid categorical values are -1.
 
-Data quality is counted in the same pass, per feature: missing values, numeric values
-outside the contract's `min`/`max`, and categories outside the contract's vocabulary
-(or, for hashed features, never seen in the reference).
+Data quality is counted in the same pass, per feature: missing values, values the
+rules refuse (serving would have answered 422: a producer wrote them past it),
+numeric values outside the contract's `min`/`max`, and categories outside the
+contract's vocabulary (or, for hashed features, never seen in the reference).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 from driftline.api.events import Features
 from driftline.api.spec import FeatureSpec
+from driftline.common.feature_values import FeatureValueError, category_value, numeric_value
 from driftline.drift.detectors.base import FloatArray, IntArray
-from driftline.drift.reference import Reference, category_text, finite
+from driftline.drift.reference import Reference
 
 MISSING = "missing"
+INVALID = "invalid_value"
 OUT_OF_RANGE = "out_of_range"
 UNSEEN = "unseen_category"
-CHECKS = (MISSING, OUT_OF_RANGE, UNSEEN)
+CHECKS = (MISSING, INVALID, OUT_OF_RANGE, UNSEEN)
+
+T = TypeVar("T", float, str)
 
 
 @dataclass
@@ -81,35 +88,55 @@ class FeatureEncoder:
         return sorted(set(self.reference_codes[name].tolist()))
 
     def codes_of(self, name: str, values: Sequence[object]) -> IntArray:
+        """Codes of raw values (-1: missing or invalid)."""
+        texts, _ = canonical(category_value, name, values)
+        return self._codes(name, texts)
+
+    def _codes(self, name: str, texts: Sequence[str | None]) -> IntArray:
         vocab, unseen = self.vocab[name], len(self.vocab[name])
-        return np.array(
-            [-1 if v is None else vocab.get(category_text(v), unseen) for v in values],
-            dtype=np.int64,
-        )
+        return np.array([-1 if t is None else vocab.get(t, unseen) for t in texts], dtype=np.int64)
 
     def encode(self, rows: Sequence[Features]) -> Encoded:
         issues: dict[tuple[str, str], int] = {}
         numeric = np.full((len(rows), len(self.numeric)), np.nan)
         for j, f in enumerate(self.numeric):
-            column = [finite(r.get(f.name)) for r in rows]
+            column, invalid = canonical(numeric_value, f.name, [r.get(f.name) for r in rows])
             values = np.array([np.nan if v is None else v for v in column], dtype=np.float64)
             numeric[:, j] = values
-            missing = int(np.isnan(values).sum())
             low = f.min if f.min is not None else -np.inf
             high = f.max if f.max is not None else np.inf
             with np.errstate(invalid="ignore"):
                 outside = int(((values < low) | (values > high)).sum())
-            _count(issues, f.name, MISSING, missing)
+            _count(issues, f.name, MISSING, int(np.isnan(values).sum()) - invalid)
+            _count(issues, f.name, INVALID, invalid)
             _count(issues, f.name, OUT_OF_RANGE, outside)
         codes = np.full((len(rows), len(self.categorical)), -1, dtype=np.int64)
         for j, f in enumerate(self.categorical):
-            raw = [r.get(f.name) for r in rows]
-            codes[:, j] = self.codes_of(f.name, raw)
+            texts, invalid = canonical(category_value, f.name, [r.get(f.name) for r in rows])
+            codes[:, j] = self._codes(f.name, texts)
             allowed = self.allowed[f.name]
-            unseen = sum(1 for v in raw if v is not None and category_text(v) not in allowed)
-            _count(issues, f.name, MISSING, int((codes[:, j] < 0).sum()))
+            unseen = sum(1 for t in texts if t is not None and t not in allowed)
+            _count(issues, f.name, MISSING, int((codes[:, j] < 0).sum()) - invalid)
+            _count(issues, f.name, INVALID, invalid)
             _count(issues, f.name, UNSEEN, unseen)
         return Encoded(numeric, codes, issues)
+
+
+def canonical(
+    parse: Callable[[str, object], T | None], name: str, raw: Sequence[object]
+) -> tuple[list[T | None], int]:
+    """Canonical values of one feature's column (None: missing or invalid), and how many
+    were invalid. Logged events are past the request path, so a bad value is counted
+    here, not raised."""
+    out: list[T | None] = []
+    invalid = 0
+    for value in raw:
+        try:
+            out.append(parse(name, value))
+        except FeatureValueError:
+            out.append(None)
+            invalid += 1
+    return out, invalid
 
 
 def _count(issues: dict[tuple[str, str], int], feature: str, check: str, n: int) -> None:

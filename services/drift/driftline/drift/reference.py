@@ -14,7 +14,6 @@ unicode arrays, never as Python objects.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 
 from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
 from driftline.api.spec import FeatureSpec
+from driftline.common.feature_values import FeatureValueError, category_value, model_text
 from driftline.common.redis_state import RoutingStore
 from driftline.drift.detectors.base import FloatArray
 
@@ -54,15 +54,6 @@ class Reference:
     @property
     def rows(self) -> int:
         return int(self.output.size)
-
-
-def category_text(value: object) -> str:
-    """How a categorical value is compared: `3`, `3.0` and `"3"` are one category."""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def parse_reference(
@@ -107,7 +98,11 @@ def parse_reference(
             values[~np.isfinite(values)] = np.nan
             numeric[f.name] = values
         else:
-            categorical[f.name] = np.array([category_text(v) for v in column.tolist()])
+            try:
+                texts = [model_text(category_value(f.name, v)) for v in column.tolist()]
+            except FeatureValueError as exc:
+                raise ReferenceUnavailableError(f"reference of version {version}: {exc}") from exc
+            categorical[f.name] = np.array(texts, dtype=np.str_)
     label = None
     if REFERENCE_LABEL_KEY in arrays:
         raw = np.asarray(arrays[REFERENCE_LABEL_KEY], dtype=np.float64).ravel()
@@ -202,13 +197,3 @@ class ReferenceSource:
             f"no {REFERENCE_ARTIFACT} for {self.model_name} version {version}: "
             + ("; ".join(failures) or "the version has neither a run nor a source")
         )
-
-
-def finite(value: object) -> float | None:
-    """A numeric feature value as a finite float, or None (missing / not a number)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    return None

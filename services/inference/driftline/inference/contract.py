@@ -5,6 +5,11 @@ as one float32 [N, k] tensor and the categorical ones as one string [N, m] tenso
 each in contract order (`driftline.api.registry`). Everything the hot path needs
 is computed here once per process: the msgspec types that decode and type-check a
 row in one C pass, and the column positions. No model object is built per request.
+
+What a valid value is belongs to `driftline.common.feature_values`, which training
+and the drift monitor read by too: the decoders use its `WIRE_TYPES`, the float32
+range is its `first_invalid_cell`, and a refused value is explained (on the error
+path only) by its `required_value`, so a 422 says what the rule says.
 """
 
 from __future__ import annotations
@@ -21,7 +26,13 @@ import numpy as np
 import numpy.typing as npt
 
 from driftline.api.registry import OUTPUT_LABEL, OUTPUT_PROBABILITIES, OUTPUT_VALUE
-from driftline.api.spec import DynamicModelSpec
+from driftline.api.spec import DynamicModelSpec, FeatureSpec
+from driftline.common.feature_values import (
+    WIRE_TYPES,
+    FeatureValueError,
+    first_invalid_cell,
+    required_value,
+)
 from driftline.inference.errors import BadRequestError, InvalidInputError
 
 FeatureValues = Sequence[float | str]
@@ -49,12 +60,14 @@ class FeatureContract:
             **{name: ("numeric", i) for i, name in enumerate(self.numeric)},
             **{name: ("categorical", i) for i, name in enumerate(self.categorical)},
         }
+        self.features: dict[str, FeatureSpec] = {f.name: f for f in spec.features}
         self.k = len(self.numeric)
         self.sticky_field = spec.rollout.sticky_key
         """The request field whose value is the canary's sticky key (`rollout.stickyKey`):
         a top-level field of the plain route, a request parameter of the OIP route."""
-        fields: list[tuple[str, Any]] = [(f"n{i}", float) for i in range(self.k)]
-        fields += [(f"c{i}", str | int) for i in range(len(self.categorical))]
+        numeric, categorical = WIRE_TYPES["numeric"], WIRE_TYPES["categorical"]
+        fields: list[tuple[str, Any]] = [(f"n{i}", numeric) for i in range(self.k)]
+        fields += [(f"c{i}", categorical) for i in range(len(self.categorical))]
         rename = {field: name for (field, _), name in zip(fields, self.names, strict=True)}
         # Field names are positional and renamed to the feature names, so any feature
         # name (also a Python keyword) works, and astuple() gives the model's order.
@@ -95,14 +108,37 @@ class FeatureContract:
 
     def check_finite(self, numeric: Array, where: str, multi: bool) -> None:
         """NaN, inf and values beyond float32 are refused, naming the first such field."""
-        if numeric.size and not np.isfinite(numeric).all():
-            row, col = (int(i) for i in np.argwhere(~np.isfinite(numeric))[0])
-            field = (
-                f"{where}[{row}].{self.numeric[col]}" if multi else f"{where}.{self.numeric[col]}"
-            )
-            raise InvalidInputError(
-                f"{self.numeric[col]} must be a finite number within float32 range", field=field
-            )
+        bad = first_invalid_cell(numeric, required=True)
+        if bad is not None:
+            row, col, reason = bad
+            name = self.numeric[col]
+            field = f"{where}[{row}].{name}" if multi else f"{where}.{name}"
+            raise InvalidInputError(f"{name} {reason}", field=field)
+
+    def explain(self, error: InvalidInputError, body: bytes) -> InvalidInputError:
+        """The decoder's 422 for a feature value, reworded by the value rules (error path).
+
+        msgspec says `Expected `float`, got `str``; the rules say what a feature takes.
+        """
+        match = _FEATURE_FIELD.match(error.field or "")
+        if match is None or match["name"] not in self.features:
+            return error
+        try:
+            doc = msgspec.json.decode(body)
+            node = doc["features"]
+            if match["row"] is not None:
+                node = node[int(match["row"])]
+            raw = node.get(match["name"])
+        except (msgspec.DecodeError, LookupError, TypeError, AttributeError, RecursionError):
+            return error
+        try:
+            required_value(self.features[match["name"]], raw)
+        except FeatureValueError as exc:
+            return InvalidInputError(f"{error.field} {exc.reason}", field=error.field)
+        return error
+
+
+_FEATURE_FIELD = re.compile(r"^features(?:\[(?P<row>\d+)\])?\.(?P<name>.+)$")
 
 
 @dataclass(slots=True)

@@ -70,7 +70,10 @@ class PlainProtocol:
         self._output_names = [name for name, _, _ in contract.outputs]
 
     def decode(self, body: bytes) -> PlainRequest:
-        request: Any = decode_body(self._decoder, body, "the body")
+        try:
+            request: Any = decode_body(self._decoder, body, "the body")
+        except InvalidInputError as exc:
+            raise self.contract.explain(exc, body) from exc
         features = request.features
         many = isinstance(features, list)
         rows = features if many else [features]

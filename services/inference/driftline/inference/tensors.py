@@ -65,7 +65,9 @@ def tensor_array(tensor: TensorInput, chunk: memoryview | None, where: str, nume
             array = np.asarray(tensor.data if tensor.data is not None else [])
         except ValueError as exc:
             raise InvalidInputError(f"data is ragged: {exc}", field=f"{where}.data") from exc
-        if array.size and array.dtype.kind not in "fiu":
+        if array.dtype == object and _numbers_only(tensor.data or []):
+            array = np.asarray(tensor.data, dtype=np.float64)  # integers beyond int64
+        if array.size and (array.dtype.kind not in "fiu" or _has_bool(tensor.data or [])):
             raise InvalidInputError(f"{tensor.name} needs numbers in data", field=f"{where}.data")
     else:
         if tensor.datatype != "BYTES":
@@ -89,6 +91,16 @@ def tensor_array(tensor: TensorInput, chunk: memoryview | None, where: str, nume
             field=f"{where}.data",
         )
     return array
+
+
+def _has_bool(data: list[Any]) -> bool:
+    """numpy reads `[true, 2.5]` as `[1.0, 2.5]`; a boolean is no number for a feature
+    (`driftline.common.feature_values`)."""
+    return any(v is True or v is False or (type(v) is list and _has_bool(v)) for v in data)
+
+
+def _numbers_only(data: list[Any]) -> bool:
+    return all(type(v) in (int, float) or (type(v) is list and _numbers_only(v)) for v in data)
 
 
 def _decode_bytes_tensor(chunk: memoryview, where: str) -> list[str]:

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from driftline.api import registry
 from driftline.api.resource import DynamicModel
+from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
 from driftline.common.streams import make_stream
 from driftline.trainer.examples import Examples, holdout_mask
@@ -84,8 +85,9 @@ def _csv(
         if missing:
             raise DataError(f"{path}: columns {missing} are missing (header: {header})")
         rows, labels = [], []
+        numeric = layout.numeric_names
         for line, record in enumerate(reader, start=2):
-            row: dict[str, Any] = {n: (record[n] or None) for n in layout.numeric_names}
+            row: dict[str, Any] = {n: _csv_number(path, line, n, record[n]) for n in numeric}
             row.update({n: record[n] for n in layout.categorical_names})
             rows.append(row)
             try:
@@ -95,6 +97,16 @@ def _csv(
                     f"{path}:{line}: label {record[label_column]!r} is not a number"
                 ) from None
     return rows, np.asarray(labels, np.float32)
+
+
+def _csv_number(path: Path, line: int, name: str, cell: str | None) -> float | None:
+    """A CSV cell of a numeric feature: CSV holds text, the feature takes numbers."""
+    if not cell or not cell.strip():
+        return None  # an empty cell is a missing value
+    try:
+        return float(cell)
+    except ValueError:
+        raise DataError(f"{path}:{line}: {name} {cell!r:.40} is not a number") from None
 
 
 def _jsonl(path: Path) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
@@ -171,7 +183,10 @@ def bootstrap(
         spec.model, spec.training, spec.drift, **settings.learner_settings()
     )
     learner = OnlineLearner(spec.model, spec.features, options)
-    ex = examples_from_rows(learner, rows, labels)
+    try:
+        ex = examples_from_rows(learner, rows, labels)
+    except FeatureValueError as exc:
+        raise DataError(str(exc)) from exc
     if spec.model.task == "classification":
         bad = (
             (ex.labels < 0) | (ex.labels >= spec.model.classes) | (ex.labels != np.round(ex.labels))

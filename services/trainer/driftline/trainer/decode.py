@@ -7,7 +7,7 @@ the records that are bad; the good ones in the same batch are still learned.
 
 A record is bad when it is not a `LabeledExample` of this schema version, names
 another model, carries a label that is not a class index of this model, or has
-features that do not fit the contract (`driftline.common.features`).
+features that do not fit the contract (`driftline.common.feature_values`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from driftline.api.events import SCHEMA_VERSION, EventError, LabeledExample, decode
-from driftline.common.features import FeatureError, FeatureLayout
+from driftline.common.feature_values import FeatureValueError
+from driftline.common.features import FeatureLayout
 from driftline.trainer.encoding import CategoricalEncoder
 from driftline.trainer.examples import Examples
 
@@ -89,13 +90,13 @@ class LabeledDecoder:
         features = [e.features for e in good]
         try:
             numeric, categorical = self.layout.arrays(features)
-        except FeatureError:
+        except FeatureValueError:
             keep_rows = []
             for i, row in enumerate(features):
                 try:
                     self.layout.check_row(row)
                     keep_rows.append(i)
-                except FeatureError as exc:
+                except FeatureValueError as exc:
                     self.dead_letters.send(good_msgs[i], f"features: {exc}")
                     dead += 1
             good_msgs = [good_msgs[i] for i in keep_rows]

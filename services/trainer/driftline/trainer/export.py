@@ -10,7 +10,7 @@ The network (preprocessing included) is exported by torch. The categorical texts
 as ONNX nodes and spliced in front: per feature a `Gather` of its column, then
 `com.microsoft.MurmurHash3` (unsigned, seed 0) and `Mod` for hashed features or
 `ai.onnx.ml.LabelEncoder` for vocabularies, then `Concat` into the codes the
-network takes. `encoding.py` computes the same codes for training.
+network takes. `driftline.common.feature_values.category_code` is the same rule in Python.
 
 Every export is checked: ONNX Runtime's outputs must equal torch's within 1e-5
 on real rows, or the version is not published.
@@ -35,8 +35,8 @@ from torch import nn
 
 from driftline.api import registry
 from driftline.api.spec import DEFAULT_HASH_BUCKETS
+from driftline.common.feature_values import HASH_SEED
 from driftline.common.features import FeatureLayout
-from driftline.trainer.encoding import HASH_SEED
 from driftline.trainer.examples import Examples
 from driftline.trainer.nets import TabularNet
 
