@@ -44,7 +44,7 @@ from benchmarks.inference.wrk import (
     run_wrk,
 )
 from driftline.api import parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.common.infra import MlflowServer, RedisServer, free_port, start_kafka
 from driftline.inference.contract import FeatureContract
 from driftline.inference.testing import mlp_model, model_document, register_version

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from driftline.api import DynamicModel, parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
+from driftline.api.artifacts import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
 from driftline.common.connections import KafkaConnection
 from driftline.common.infra import MlflowServer, RedisServer
 from driftline.common.infra.kafka import KafkaBroker

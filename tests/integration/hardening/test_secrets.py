@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from driftline.api import parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.common.infra import MlflowServer, RedisServer, free_port
 from driftline.common.infra.kafka import KafkaBroker
 from driftline.common.state import ServingStore

@@ -2,7 +2,7 @@
 
 A model version's ONNX graph takes `numeric` (float32 [N, k], numeric features in
 contract order) and `categorical` (string [N, m], categorical features in contract
-order); see `driftline.api.registry`. The trainer builds these arrays from labeled
+order); see `driftline.api.artifacts`. The trainer builds these arrays from labeled
 examples, serving from requests and the drift monitor from the prediction log. If
 two parts turned the same dict into different arrays the model would see skewed
 inputs, so the rules live here once:

@@ -1,7 +1,7 @@
 """The reference distribution: a sample of the serving model version's training data.
 
 Every model version in MLflow carries `reference/reference.npz` (see
-`driftline.api.registry`): one array per feature name plus `__output__` (the
+`driftline.api.artifacts`): one array per feature name plus `__output__` (the
 version's outputs on that sample) and, when the trainer has them, `__label__`.
 The monitor compares live traffic with the reference of the version that serves it:
 the routing table's `stable` version, or without a table the version under the
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
+from driftline.api.artifacts import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
 from driftline.api.spec import FeatureSpec
 from driftline.common.state import RoutingStore
 from driftline.drift.detectors.base import FloatArray

@@ -4,7 +4,7 @@ The registered model is `spec.model.registry.name`. A version's ONNX graph is it
 artifact `model/model.onnx`, and its tag `driftline.sha256` is the file's sha256,
 recorded when the version was registered: a file that does not match it (a broken
 download, a replaced artifact) is refused, so serving never runs bytes that the
-trainer did not publish. See `driftline.api.registry` for the whole contract.
+trainer did not publish. See `driftline.api.artifacts` for the whole contract.
 
 `import mlflow` takes about 5 s, more than everything else the service imports,
 and a pod is not ready before its first model is loaded. So with an HTTP tracking
@@ -31,7 +31,7 @@ from urllib.parse import quote, urlparse
 
 import httpx
 
-from driftline.api.registry import MODEL_ARTIFACT, TAG_SHA256
+from driftline.api.artifacts import MODEL_ARTIFACT, TAG_SHA256
 from driftline.inference.errors import ModelLoadError
 
 log = logging.getLogger(__name__)

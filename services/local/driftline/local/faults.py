@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from driftline.api.registry import (
+from driftline.api.artifacts import (
     ALIAS_CANDIDATE,
     ALIAS_CHAMPION,
     INPUT_NUMERIC,

@@ -2,7 +2,7 @@
 
 `candidate` names the version to test next (the trainer moves it), `champion` the
 version serving as stable, `baseline` the frozen bootstrap version scored beside it
-(`driftline.api.registry`). MLflow is imported when a registry is made, not when
+(`driftline.api.artifacts`). MLflow is imported when a registry is made, not when
 this module is, so importing the rollout library stays cheap.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftline.api.registry import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.rollout.snapshot import RegistryView
 
 

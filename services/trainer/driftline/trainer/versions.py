@@ -3,7 +3,7 @@
 Each version is an MLflow run holding the artifacts (`model/model.onnx`,
 `reference/reference.npz`, `training/state.npz`, optionally
 `model/model.int8.onnx`), and a registered model version whose source is that
-run's artifact root, carrying the lineage tags of `driftline.api.registry`.
+run's artifact root, carrying the lineage tags of `driftline.api.artifacts`.
 
 Registration is idempotent: every version carries a publish key (derived from
 the Kafka offsets that trained it), and `register` first looks for a version
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from driftline.api import registry
+from driftline.api import artifacts
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class Artifacts:
 
     def files(self) -> dict[str, bytes]:
         out = {
-            registry.MODEL_ARTIFACT: self.model,
-            registry.REFERENCE_ARTIFACT: self.reference,
+            artifacts.MODEL_ARTIFACT: self.model,
+            artifacts.REFERENCE_ARTIFACT: self.reference,
             STATE_ARTIFACT: self.state,
         }
         if self.int8 is not None:
@@ -124,8 +124,8 @@ class ModelVersions:
         with tempfile.TemporaryDirectory(prefix="driftline-dl-") as tmp:
             local = self._call("download", self._client.download_artifacts, info.run_id, path, tmp)
             data = Path(local).read_bytes()
-        if path == registry.MODEL_ARTIFACT:
-            want = info.tags.get(registry.TAG_SHA256)
+        if path == artifacts.MODEL_ARTIFACT:
+            want = info.tags.get(artifacts.TAG_SHA256)
             if want != sha256(data):
                 raise ArtifactMismatchError(
                     f"{self.name} version {info.version}: {path} has sha256 {sha256(data)}, "
@@ -171,7 +171,7 @@ class ModelVersions:
             if experiment is not None
             else self._call("create experiment", self._client.create_experiment, self.experiment)
         )
-        all_tags = {**tags, TAG_PUBLISH_KEY: key, registry.TAG_SHA256: sha256(artifacts.model)}
+        all_tags = {**tags, TAG_PUBLISH_KEY: key, artifacts.TAG_SHA256: sha256(artifacts.model)}
         if artifacts.int8 is not None:
             all_tags[TAG_INT8_SHA256] = sha256(artifacts.int8)
         run = self._call(

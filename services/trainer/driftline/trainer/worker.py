@@ -26,7 +26,7 @@ import threading
 import time
 from typing import Any
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.api.events import DriftEvent
 from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
@@ -120,7 +120,7 @@ class TrainerWorker:
         else:
             while not self.stop.is_set():
                 try:
-                    champion = self.versions.by_alias(registry.ALIAS_CHAMPION)
+                    champion = self.versions.by_alias(artifacts.ALIAS_CHAMPION)
                     if champion is not None:
                         arrays, meta = from_bytes(self.versions.download(champion, STATE_ARTIFACT))
                         restore_learner(learner, arrays, meta)
@@ -348,7 +348,7 @@ class TrainerWorker:
                 decision.metrics(),
                 dict(progress.lineage),
                 progress.parent,
-                [registry.ALIAS_CANDIDATE],
+                [artifacts.ALIAS_CANDIDATE],
             )
         except ExportError as exc:
             metrics.gate_decisions.labels("rejected", "export").inc()
@@ -382,8 +382,8 @@ class TrainerWorker:
 
     def _record_rejection(self, gate_json: str, values: dict[str, float]) -> None:
         tags = {
-            registry.TAG_GATE: gate_json,
-            registry.TAG_PARENT_VERSION: self.progress.parent or "",
+            artifacts.TAG_GATE: gate_json,
+            artifacts.TAG_PARENT_VERSION: self.progress.parent or "",
         }
         try:
             self.versions.record_rejection(tags, values)
