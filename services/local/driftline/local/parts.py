@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from driftline.common.registry import mlflow_environment
+
 
 @dataclass(frozen=True)
 class Endpoints:
@@ -50,8 +52,7 @@ class PartSpec:
             f"{p}REDIS_URL": endpoints.redis_url,
             f"{p}MLFLOW_TRACKING_URI": endpoints.mlflow_tracking_uri,
             f"{p}METRICS_PORT": str(metrics_port),
-            "MLFLOW_ENABLE_TELEMETRY": "false",
-            "DO_NOT_TRACK": "1",
+            **mlflow_environment(),
             "PYTHONUNBUFFERED": "1",
         }
         if self.data_setting and data_dir is not None:

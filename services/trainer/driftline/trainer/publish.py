@@ -36,13 +36,14 @@ import numpy as np
 
 from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
+from driftline.common.registry import ModelVersion
 from driftline.trainer import export
 from driftline.trainer.buffers import EMPTY
 from driftline.trainer.gate import GateDecision, Scores, decide, quality
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.state import learner_state, to_bytes, write_atomic
-from driftline.trainer.versions import INT8_ARTIFACT, Artifacts, ModelVersions, VersionInfo
+from driftline.trainer.versions import INT8_ARTIFACT, Artifacts, ModelVersions
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class Publisher:
 
     # -- 1. the gate ----------------------------------------------------------------
 
-    def serving(self) -> tuple[VersionInfo | None, Any]:
+    def serving(self) -> tuple[ModelVersion | None, Any]:
         """The champion and an ONNX Runtime session of its graph (cached per version)."""
         info = self.versions.by_alias(artifacts.ALIAS_CHAMPION)
         if info is None:

@@ -31,6 +31,7 @@ from driftline.api.events import DriftEvent
 from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from driftline.common.registry import RegistryError
 from driftline.trainer import metrics
 from driftline.trainer.decode import LabeledDecoder
 from driftline.trainer.export import ExportError
@@ -46,7 +47,7 @@ from driftline.trainer.state import (
     to_bytes,
     write_atomic,
 )
-from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions, RegistryUnavailableError
+from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class TrainerWorker:
                         "`python -m driftline.trainer bootstrap`; waiting",
                         self.versions.name,
                     )
-                except RegistryUnavailableError as exc:
+                except RegistryError as exc:
                     metrics.registry_errors.inc()
                     log.warning("%s; retrying", exc)
                 self.heartbeat.beat()
@@ -322,7 +323,7 @@ class TrainerWorker:
         started = time.perf_counter()
         try:
             decision = self.publisher.gate(self.learner)
-        except RegistryUnavailableError as exc:
+        except RegistryError as exc:
             metrics.registry_errors.inc()
             log.warning("cannot gate: %s; retrying in %.0fs", exc, RETRY_SECONDS)
             self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -368,7 +369,7 @@ class TrainerWorker:
             return
         try:
             version = self.publisher.complete(progress.staged_key)
-        except RegistryUnavailableError as exc:
+        except RegistryError as exc:
             metrics.registry_errors.inc()
             log.warning("version staged, not yet registered: %s; retrying", exc)
             self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -387,7 +388,7 @@ class TrainerWorker:
         }
         try:
             self.versions.record_rejection(tags, values)
-        except RegistryUnavailableError as exc:
+        except RegistryError as exc:
             metrics.registry_errors.inc()
             log.warning("gate decision not recorded in MLflow: %s", exc)
 
