@@ -12,8 +12,8 @@ import numpy as np
 
 from benchmarks.drift.streams import gaussian_shift
 from driftline.api import parse_dynamic_model
+from driftline.api.artifacts import REFERENCE_OUTPUT_KEY
 from driftline.api.events import LabeledExample, Prediction, decode, encode
-from driftline.api.registry import REFERENCE_OUTPUT_KEY
 from driftline.drift.detectors import make_backend
 from driftline.drift.detectors.base import FloatArray, OnlineDetector
 from driftline.drift.detectors.scipy_backend import KSTest

@@ -44,7 +44,7 @@ from benchmarks.inference.wrk import (
     run_wrk,
 )
 from driftline.api import parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.inference.contract import FeatureContract
 from driftline.local.servers import MlflowServer, RedisServer, free_port
 from driftline_testing import start_kafka

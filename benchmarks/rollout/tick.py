@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from driftline.api import parse_dynamic_model
-from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.common.redis_state import (
     BUCKET_SECONDS,
     QualityStore,

@@ -40,7 +40,7 @@ from benchmarks.suite.common import DRIFTLINE, FLOOR, PEER, Cores, Row, median
 from benchmarks.suite.peers import ENVS, QUIET_ENV, cache_dir, install, peer_servings
 from benchmarks.suite.servers import Target, closed, launch, open_loop, stop, wait_ready
 from driftline.api import parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.inference.contract import FeatureContract
 from driftline.local.servers import MlflowServer, RedisServer, free_port
 from driftline_testing import start_kafka

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api.registry import INPUT_NUMERIC, OUTPUT_LABEL, OUTPUT_PROBABILITIES
+from driftline.api.artifacts import INPUT_NUMERIC, OUTPUT_LABEL, OUTPUT_PROBABILITIES
 from driftline.local.parts import PartSpec
 from driftline.local.runtime import Endpoints
 from driftline.local.servers import ManagedProcess
@@ -153,7 +153,7 @@ def register_copy_candidate(tracking_uri: str, model_name: str) -> str:
 
     from mlflow import MlflowClient
 
-    from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, MODEL_ARTIFACT, TAG_SHA256
+    from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION, MODEL_ARTIFACT, TAG_SHA256
 
     client = MlflowClient(tracking_uri=tracking_uri)
     champion = client.get_model_version_by_alias(model_name, ALIAS_CHAMPION)

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from driftline.api import DynamicModel, parse_dynamic_model
+from driftline.api.artifacts import REFERENCE_OUTPUT_KEY
 from driftline.api.events import LabeledExample, Prediction
-from driftline.api.registry import REFERENCE_OUTPUT_KEY
 from driftline.drift.reference import Reference, parse_reference
 
 NUMERIC = ["x1", "x2", "x3"]

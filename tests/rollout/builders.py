@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from driftline.api.registry import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.common.redis_state import LATENCY_BUCKETS_MS, latency_bucket
 from driftline.rollout import (
     Command,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftline.api.registry import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.rollout import (
     Command,
     DeleteAlias,

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.rollout import (
     Command,
     Decision,

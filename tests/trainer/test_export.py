@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.common.streams import AgrawalStream, CovariateShiftStream, SEAStream
 from driftline.trainer import export
 from driftline.trainer.examples import Examples
@@ -48,21 +48,21 @@ def test_onnx_runtime_equals_torch(
     outputs = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     want_inputs = {}
     if learner.layout.numeric:
-        want_inputs[registry.INPUT_NUMERIC] = onnx.TensorProto.FLOAT
+        want_inputs[artifacts.INPUT_NUMERIC] = onnx.TensorProto.FLOAT
     if learner.layout.categorical:
-        want_inputs[registry.INPUT_CATEGORICAL] = onnx.TensorProto.STRING
+        want_inputs[artifacts.INPUT_CATEGORICAL] = onnx.TensorProto.STRING
     assert inputs == want_inputs
     if stream.task == "classification":
         assert outputs == {
-            registry.OUTPUT_LABEL: onnx.TensorProto.INT64,
-            registry.OUTPUT_PROBABILITIES: onnx.TensorProto.FLOAT,
+            artifacts.OUTPUT_LABEL: onnx.TensorProto.INT64,
+            artifacts.OUTPUT_PROBABILITIES: onnx.TensorProto.FLOAT,
         }
         sess = export.session(graph)
         label, probabilities = sess.run(None, export.onnx_inputs(rows, learner.layout))
         assert label.shape == (500,) and probabilities.shape == (500, 2)
         assert (label == probabilities.argmax(axis=1)).all()
     else:
-        assert outputs == {registry.OUTPUT_VALUE: onnx.TensorProto.FLOAT}
+        assert outputs == {artifacts.OUTPUT_VALUE: onnx.TensorProto.FLOAT}
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["driftline.feature_contract"] == learner.layout.contract_hash()
 
@@ -80,8 +80,8 @@ def test_missing_numeric_is_imputed_with_the_training_mean(
     imputed = missing.copy()
     imputed[:, 2] = mean[2]
     sess = export.session(export.export_onnx(learner.net, learner.layout, "classification", 2))
-    (a,) = sess.run([registry.OUTPUT_PROBABILITIES], {registry.INPUT_NUMERIC: missing})
-    (b,) = sess.run([registry.OUTPUT_PROBABILITIES], {registry.INPUT_NUMERIC: imputed})
+    (a,) = sess.run([artifacts.OUTPUT_PROBABILITIES], {artifacts.INPUT_NUMERIC: missing})
+    (b,) = sess.run([artifacts.OUTPUT_PROBABILITIES], {artifacts.INPUT_NUMERIC: imputed})
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
@@ -96,9 +96,9 @@ def test_reference_sample_loads_without_pickle(
     )
     with np.load(io.BytesIO(data), allow_pickle=False) as npz:
         arrays: dict[str, Any] = {k: npz[k] for k in npz.files}
-    assert set(arrays) == {f.name for f in stream.contract()} | {registry.REFERENCE_OUTPUT_KEY}
+    assert set(arrays) == {f.name for f in stream.contract()} | {artifacts.REFERENCE_OUTPUT_KEY}
     assert arrays["salary"].dtype == np.float64 and arrays["elevel"].dtype.kind == "U"
-    assert set(np.unique(arrays[registry.REFERENCE_OUTPUT_KEY])) <= {0.0, 1.0}
+    assert set(np.unique(arrays[artifacts.REFERENCE_OUTPUT_KEY])) <= {0.0, 1.0}
 
 
 def test_int8_export_stays_close(

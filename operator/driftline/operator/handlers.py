@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +22,7 @@ import kopf
 
 from driftline.api import GROUP, PLURAL, VERSION, DynamicModel, SpecError
 from driftline.api.status import DynamicModelStatus
+from driftline.common.registry import configure_mlflow
 from driftline.operator import metrics
 from driftline.operator.backends import RedisBackends
 from driftline.operator.cluster import Cluster, MissingDependencyError
@@ -201,10 +201,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> kopf.
         # Watch DynamicModels only: no namespace or CRD scanning, so no RBAC for it.
         settings.scanning.disabled = True
         # The rollout's MLflow calls run inside a tick: fail fast, the next tick retries.
-        os.environ.setdefault(
-            "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(config.registry_timeout_seconds))
-        )
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(config.registry_retries))
+        configure_mlflow(config.registry_timeout_seconds, config.registry_retries)
         memo.controller = controller
 
     @kopf.on.login(registry=registry)

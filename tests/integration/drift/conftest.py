@@ -15,8 +15,8 @@ import yaml
 from prometheus_client import REGISTRY
 
 from driftline.api import DynamicModel
+from driftline.api.artifacts import ALIAS_CHAMPION, REFERENCE_ARTIFACT
 from driftline.api.events import DriftEvent, Event, decode, encode
-from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_consumer, make_producer
 from driftline.drift import metrics

@@ -39,7 +39,7 @@ import numpy as np
 import pytest
 
 from driftline.api import DynamicModel, parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
+from driftline.api.artifacts import ALIAS_CHAMPION, INPUT_NUMERIC, MODEL_ARTIFACT
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.redis_state import RoutingStore, ServingStore
@@ -333,9 +333,10 @@ def test_broken_candidates_are_aborted_and_rolled_back_a_sound_one_promoted(
 def test_every_reader_of_a_model_file_checks_its_sha256(
     mlflow_server: MlflowServer, unique: str, tmp_path: Path
 ) -> None:
+    from driftline.common.registry import ArtifactMismatchError
     from driftline.inference.errors import ModelLoadError
     from driftline.inference.loader import Registry
-    from driftline.trainer.versions import ArtifactMismatchError, ModelVersions
+    from driftline.trainer.versions import ModelVersions
 
     good = sea_model(7.0)
     version = register_version(mlflow_server.tracking_uri, unique, good, aliases=[ALIAS_CHAMPION])

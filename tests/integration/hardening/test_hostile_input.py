@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 import pytest
 
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.inference.contract import FeatureContract
 from driftline.local.servers import MlflowServer
 from driftline_testing.models import mlp_model, register_version

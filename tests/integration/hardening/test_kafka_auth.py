@@ -40,8 +40,8 @@ import httpx
 import pytest
 
 from driftline.api import parse_dynamic_model
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.api.events import LabeledExample, Outcome, Prediction, decode, encode
-from driftline.api.registry import ALIAS_CHAMPION
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_consumer, make_producer
 from driftline.inference.contract import FeatureContract

@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from driftline.api import parse_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.common.redis_state import ServingStore
 from driftline.inference.contract import FeatureContract
 from driftline.local.servers import MlflowServer, RedisServer, free_port

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.api.events import Prediction, decode
-from driftline.api.registry import ALIAS_CHAMPION
 from driftline.local.servers import free_port
 from driftline.local.servers.kafka import KafkaBroker
 from driftline_testing.models import write_model_file

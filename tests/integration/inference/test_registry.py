@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.inference.contract import FeatureContract
 from driftline.inference.errors import ModelLoadError
 from driftline.inference.loader import Registry

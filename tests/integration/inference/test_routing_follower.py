@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.api.events import Prediction, decode
-from driftline.api.registry import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable, serves_candidate
 from driftline.common.redis_state import RoutingStore
 from driftline.local.servers.kafka import KafkaBroker

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
 from driftline.common.redis_state import RoutingStore, ServingStore
 from driftline.inference.contract import FeatureContract

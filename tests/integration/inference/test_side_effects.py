@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.events import Prediction, decode
-from driftline.api.registry import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
 from driftline.common.redis_state import RoutingStore
 from driftline.inference import metrics

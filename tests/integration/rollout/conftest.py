@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from driftline.api import DynamicModel, load_dynamic_model
-from driftline.api.registry import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.local.servers import MlflowServer

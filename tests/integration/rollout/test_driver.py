@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from driftline.api import DynamicModel
+from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.events import DriftEvent, encode
-from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable
 from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.local.servers import RedisServer

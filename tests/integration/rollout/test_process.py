@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.local.servers import RedisServer, free_port
 from driftline.rollout import read_rollout
 from tests.integration.rollout.support import ModelFactory, Traffic, aliases

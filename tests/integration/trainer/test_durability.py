@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.common.streams import CovariateShiftStream
 from driftline.trainer.bootstrap import bootstrap
 from driftline.trainer.checkpoint import from_bytes
@@ -44,7 +44,7 @@ def assert_lineage_is_whole(case: Any, final: dict[str, Any]) -> None:
     topic = case.topics.labeled
     ranges: dict[str, list[tuple[int, int]]] = {}
     for mv in registered(case)[1:]:  # version 1 is the bootstrap
-        for part, (first, last) in json.loads(mv.tags[registry.TAG_OFFSETS]).items():
+        for part, (first, last) in json.loads(mv.tags[artifacts.TAG_OFFSETS]).items():
             ranges.setdefault(part, []).append((first, last))
     for part, (first, last) in final["worker"]["lineage"].items():
         ranges.setdefault(part, []).append((first, last))
@@ -189,6 +189,6 @@ def test_crash_between_register_and_checkpoint(
     assert keys.count(staged["worker"]["staged_key"]) == 1
     assert len(keys) == len(set(keys))
     info = ModelVersions(case.settings.connections.mlflow_tracking_uri, case.name).by_alias(
-        registry.ALIAS_CANDIDATE
+        artifacts.ALIAS_CANDIDATE
     )
     assert info is not None and info.version == "2"

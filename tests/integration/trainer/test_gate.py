@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.common.streams import SEAStream
 from driftline.trainer.bootstrap import bootstrap
 from driftline.trainer.versions import ModelVersions
@@ -48,16 +48,16 @@ def test_regression_is_blocked_then_concept_epoch_publishes(
         decision = worker.progress.gate_history[0]
         assert decision["publish"] is False
         assert "regresses the anchor set of epoch 0" in decision["reason"]
-        assert versions.by_alias(registry.ALIAS_CANDIDATE) is None
+        assert versions.by_alias(artifacts.ALIAS_CANDIDATE) is None
 
         # The drift monitor says it is a concept change: a new epoch, and a version.
         case.drift("concept", window_start=first_flipped)
         until(lambda: worker.learner is not None and worker.learner.epoch == 1, what="epoch 1")
         case.produce(inverted(stream.take(2500)))
-        candidate = until(lambda: versions.by_alias(registry.ALIAS_CANDIDATE), what="a candidate")
+        candidate = until(lambda: versions.by_alias(artifacts.ALIAS_CANDIDATE), what="a candidate")
 
-    assert candidate.tags[registry.TAG_CONCEPT_EPOCH] == "1"
-    gate = json.loads(candidate.tags[registry.TAG_GATE])
+    assert candidate.tags[artifacts.TAG_CONCEPT_EPOCH] == "1"
+    gate = json.loads(candidate.tags[artifacts.TAG_GATE])
     assert gate["publish"] is True and gate["epoch"] == 1
     assert gate["new"]["holdout"] > 0.9 > gate["serving"]["holdout"]
 
@@ -68,5 +68,5 @@ def test_regression_is_blocked_then_concept_epoch_publishes(
         [experiment.experiment_id], "tags.`driftline.published` = 'false'"
     )
     assert rejected
-    reason = json.loads(rejected[0].data.tags[registry.TAG_GATE])["reason"]
+    reason = json.loads(rejected[0].data.tags[artifacts.TAG_GATE])["reason"]
     assert "anchor set" in reason

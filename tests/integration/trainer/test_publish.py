@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.common.kafka import make_consumer
 from driftline.common.streams import CovariateShiftStream
 from driftline.trainer import export
@@ -80,7 +80,7 @@ def test_stream_becomes_versions_with_lineage(
     boot = stream.take(3000)
     assert bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32)) == "1"
     versions = ModelVersions(case.settings.connections.mlflow_tracking_uri, case.name)
-    for alias in (registry.ALIAS_CHAMPION, registry.ALIAS_BASELINE):
+    for alias in (artifacts.ALIAS_CHAMPION, artifacts.ALIAS_BASELINE):
         info = versions.by_alias(alias)
         assert info is not None and info.version == "1"
 
@@ -95,24 +95,24 @@ def test_stream_becomes_versions_with_lineage(
     case.produce(rows)
     worker = TrainerWorker(case.settings)
     with run_worker(worker):
-        candidate = until(lambda: versions.by_alias(registry.ALIAS_CANDIDATE), what="a candidate")
+        candidate = until(lambda: versions.by_alias(artifacts.ALIAS_CANDIDATE), what="a candidate")
     assert candidate.version == "2"
     tags = candidate.tags
-    assert tags[registry.TAG_PARENT_VERSION] == "1"
-    assert tags[registry.TAG_CONCEPT_EPOCH] == "0"
-    assert int(tags[registry.TAG_EXAMPLES_SEEN]) >= 3000 + 2000
+    assert tags[artifacts.TAG_PARENT_VERSION] == "1"
+    assert tags[artifacts.TAG_CONCEPT_EPOCH] == "0"
+    assert int(tags[artifacts.TAG_EXAMPLES_SEEN]) >= 3000 + 2000
     if learner == "mlp":  # the int8 export is checked and kept or dropped, with the reason
         assert tags["driftline.int8"].startswith(("kept", "dropped"))
-    gate = json.loads(tags[registry.TAG_GATE])
+    gate = json.loads(tags[artifacts.TAG_GATE])
     assert gate["publish"] is True and gate["serving_version"] == "1"
     assert gate["new"]["holdout"] > gate["serving"]["holdout"]
-    offsets = json.loads(tags[registry.TAG_OFFSETS])
+    offsets = json.loads(tags[artifacts.TAG_OFFSETS])
     assert {k.rsplit(":", 1)[0] for k in offsets} == {case.topics.labeled}
     assert sum(last - first + 1 for first, last in offsets.values()) >= 2000
 
     # The artifact is the one the sha256 tag names, and ONNX Runtime equals torch on it.
-    graph = versions.download(candidate, registry.MODEL_ARTIFACT)
-    assert sha256(graph) == tags[registry.TAG_SHA256]
+    graph = versions.download(candidate, artifacts.MODEL_ARTIFACT)
+    assert sha256(graph) == tags[artifacts.TAG_SHA256]
     spec_model = case.settings.model.spec
     restored = OnlineLearner(
         spec_model.model,
@@ -128,9 +128,9 @@ def test_stream_becomes_versions_with_lineage(
     )
     torch_out = restored.predict(probe.numeric, probe.codes)
     assert export.parity(graph, torch_out, probe, restored.layout, "classification") <= 1e-5
-    reference = versions.download(candidate, registry.REFERENCE_ARTIFACT)
+    reference = versions.download(candidate, artifacts.REFERENCE_ARTIFACT)
     with np.load(io.BytesIO(reference), allow_pickle=False) as npz:
-        assert set(npz.files) == {"x1", "x2", "x3", "x4", "segment", registry.REFERENCE_OUTPUT_KEY}
+        assert set(npz.files) == {"x1", "x2", "x3", "x4", "segment", artifacts.REFERENCE_OUTPUT_KEY}
 
     # Bad records went to the dead letters with their reason; nothing stopped the stream.
     dead = dead_letters(case, 3)
@@ -161,7 +161,7 @@ def test_scheduled_mode_retrains_from_the_buffers(
         until(lambda: worker.learner is not None and worker.learner.seq >= 6000, what="rows")
         assert worker.learner is not None
         before = worker.learner.trained  # rows are buffered, not learned one batch at a time
-        candidate = until(lambda: versions.by_alias(registry.ALIAS_CANDIDATE), what="a candidate")
+        candidate = until(lambda: versions.by_alias(artifacts.ALIAS_CANDIDATE), what="a candidate")
     assert worker.learner.trained > before
-    gate = json.loads(candidate.tags[registry.TAG_GATE])
+    gate = json.loads(candidate.tags[artifacts.TAG_GATE])
     assert gate["publish"] is True and gate["new"]["holdout"] > gate["serving"]["holdout"]

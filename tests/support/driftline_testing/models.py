@@ -2,7 +2,7 @@
 
 For tests, benchmarks and local experiments: `mlp_model` builds an MLP with
 `onnx.helper` alone (no torch), with the inputs and outputs of
-`driftline.api.registry` and a stand-in for the trainer's preprocessing of
+`driftline.api.artifacts` and a stand-in for the trainer's preprocessing of
 categorical features (a vocabulary lookup inside the graph). `register_version`
 logs it as a run artifact and registers a version with its sha256 tag, the way
 the trainer publishes one.
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api.registry import (
+from driftline.api.artifacts import (
     INPUT_CATEGORICAL,
     INPUT_NUMERIC,
     MODEL_ARTIFACT,

@@ -2,7 +2,7 @@
 
 A model version's ONNX graph takes `numeric` (float32 [N, k], numeric features in
 contract order) and `categorical` (string [N, m], categorical features in contract
-order); see `driftline.api.registry`. The trainer builds these arrays from labeled
+order); see `driftline.api.artifacts`. The trainer builds these arrays from labeled
 examples and reference files. What each value may be, and what the model sees for
 it, is `driftline.common.feature_values`: a missing numeric value is NaN (the graph
 imputes the training mean), a missing category is the empty text, and a value

@@ -7,7 +7,6 @@ from the environment; SIGTERM or SIGINT stops it after the batch in hand (exit 0
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -16,6 +15,7 @@ from pydantic import ValidationError
 
 from driftline.api import SpecError
 from driftline.common.logs import configure_logging
+from driftline.common.registry import configure_mlflow
 from driftline.drift.settings import DriftSettings
 
 log = logging.getLogger("driftline.drift")
@@ -29,7 +29,7 @@ def main() -> int:
         print(f"driftline drift: cannot start: {exc}", file=sys.stderr)
         return 2
     configure_logging("drift", settings.log_level)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # not for log files
+    configure_mlflow()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

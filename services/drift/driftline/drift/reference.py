@@ -1,7 +1,7 @@
 """The reference distribution: a sample of the serving model version's training data.
 
 Every model version in MLflow carries `reference/reference.npz` (see
-`driftline.api.registry`): one array per feature name plus `__output__` (the
+`driftline.api.artifacts`): one array per feature name plus `__output__` (the
 version's outputs on that sample) and, when the trainer has them, `__label__`.
 The monitor compares live traffic with the reference of the version that serves it:
 the routing table's `stable` version, or without a table the version under the
@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api.registry import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
+from driftline.api.artifacts import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
 from driftline.api.spec import FeatureSpec
 from driftline.common.feature_values import FeatureValueError, category_value, model_text
 from driftline.common.redis_state import RoutingStore
+from driftline.common.registry import RegisteredModel, RegistryError
 from driftline.drift.detectors.base import FloatArray
 
 log = logging.getLogger(__name__)
@@ -135,15 +136,13 @@ class ReferenceSource:
         redis: Any,
         max_rows: int | None = None,
     ) -> None:
-        from mlflow import MlflowClient
-
         self.tracking_uri = tracking_uri
         self.model_name = model_name
         self.features = features
         self.routing = routing
         self.redis = redis
         self.max_rows = max_rows
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.registry = RegisteredModel(tracking_uri, model_name)
 
     def serving_version(self) -> str | None:
         """The routing table's stable version; else the `champion` alias; else None."""
@@ -155,45 +154,21 @@ class ReferenceSource:
         if table is not None and table.stable is not None:
             return table.stable
         try:
-            return str(
-                self.client.get_model_version_by_alias(self.model_name, ALIAS_CHAMPION).version
-            )
-        except Exception as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc) or "not found" in str(exc).lower():
-                return None
+            champion = self.registry.version_for_alias(ALIAS_CHAMPION)
+        except RegistryError as exc:
             raise ReferenceUnavailableError(f"cannot ask MLflow for the champion: {exc}") from exc
+        return None if champion is None else champion.version
 
     def load(self, version: str) -> Reference:
-        import mlflow.artifacts
-
         try:
-            mv = self.client.get_model_version(self.model_name, version)
-        except Exception as exc:
+            mv = self.registry.get_version(version)
+        except RegistryError as exc:
             raise ReferenceUnavailableError(f"cannot read model version {version}: {exc}") from exc
-        # The trainer logs the reference into the version's run; a version registered
-        # from an artifact location keeps it beside the model directory.
-        candidates = []
-        if mv.run_id:
-            candidates.append({"run_id": mv.run_id, "artifact_path": REFERENCE_ARTIFACT})
-        if mv.source and not str(mv.source).startswith("models:/"):
-            parent = str(mv.source).rstrip("/").rsplit("/", 1)[0]
-            candidates.append({"artifact_uri": f"{parent}/{REFERENCE_ARTIFACT}"})
-        failures = []
         with tempfile.TemporaryDirectory(prefix="driftline-reference-") as tmp:
-            for where in candidates:
-                try:
-                    local = mlflow.artifacts.download_artifacts(
-                        **where, dst_path=tmp, tracking_uri=self.tracking_uri
-                    )
-                except Exception as exc:
-                    failures.append(f"{where}: {exc}")
-                    continue
-                reference = read_reference_file(Path(local), self.features, version, self.max_rows)
-                log.info(
-                    "reference of %s version %s: %d rows", self.model_name, version, reference.rows
-                )
-                return reference
-        raise ReferenceUnavailableError(
-            f"no {REFERENCE_ARTIFACT} for {self.model_name} version {version}: "
-            + ("; ".join(failures) or "the version has neither a run nor a source")
-        )
+            try:
+                local = self.registry.download(mv, REFERENCE_ARTIFACT, Path(tmp))
+            except RegistryError as exc:
+                raise ReferenceUnavailableError(str(exc)) from exc
+            reference = read_reference_file(local, self.features, version, self.max_rows)
+        log.info("reference of %s version %s: %d rows", self.model_name, version, reference.rows)
+        return reference

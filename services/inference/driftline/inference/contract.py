@@ -2,7 +2,7 @@
 
 The DynamicModel lists features in one order; the ONNX graph takes the numeric ones
 as one float32 [N, k] tensor and the categorical ones as one string [N, m] tensor,
-each in contract order (`driftline.api.registry`). Everything the hot path needs
+each in contract order (`driftline.api.artifacts`). Everything the hot path needs
 is computed here once per process: the msgspec types that decode and type-check a
 row in one C pass, and the column positions. No model object is built per request.
 
@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from driftline.api.registry import OUTPUT_LABEL, OUTPUT_PROBABILITIES, OUTPUT_VALUE
+from driftline.api.artifacts import OUTPUT_LABEL, OUTPUT_PROBABILITIES, OUTPUT_VALUE
 from driftline.api.spec import DynamicModelSpec, FeatureSpec
 from driftline.common.feature_values import (
     WIRE_TYPES,

@@ -26,7 +26,7 @@ import msgspec
 import numpy as np
 import orjson
 
-from driftline.api.registry import INPUT_CATEGORICAL, INPUT_NUMERIC
+from driftline.api.artifacts import INPUT_CATEGORICAL, INPUT_NUMERIC
 from driftline.inference.contract import (
     Array,
     FeatureContract,

@@ -8,7 +8,7 @@ the NVIDIA driver answers with at least one device (and, for TensorRT, when its
 library loads); when a session still drops one, we say so once, in one line.
 
 A model is checked against the feature contract before it may serve: input names,
-widths and types, and the outputs of its task (`driftline.api.registry`).
+widths and types, and the outputs of its task (`driftline.api.artifacts`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api.registry import (
+from driftline.api.artifacts import (
     INPUT_CATEGORICAL,
     INPUT_NUMERIC,
     OUTPUT_LABEL,

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from driftline.api.registry import ALIAS_BASELINE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CHAMPION
 from driftline.api.routing import RoutingTable, decode_table
 from driftline.common.redis_state import RoutingStore
 from driftline.inference.errors import ModelLoadError

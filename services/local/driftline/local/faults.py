@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from driftline.api.registry import (
+from driftline.api.artifacts import (
     ALIAS_CANDIDATE,
     ALIAS_CHAMPION,
     INPUT_NUMERIC,
@@ -31,6 +30,7 @@ from driftline.api.registry import (
     TAG_PARENT_VERSION,
     TAG_SHA256,
 )
+from driftline.common.registry import RegisteredModel, RegistryError
 
 
 def inverted(onnx_bytes: bytes) -> bytes:
@@ -182,13 +182,11 @@ def slowed(onnx_bytes: bytes, matmuls: int = 40, size: int = 256) -> bytes:
 
 def champion_model(tracking_uri: str, model_name: str) -> bytes:
     """The ONNX bytes of the version the `champion` alias names."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    champion = client.get_model_version_by_alias(model_name, ALIAS_CHAMPION)
-    with tempfile.TemporaryDirectory() as tmp:
-        local = client.download_artifacts(str(champion.run_id), MODEL_ARTIFACT, tmp)
-        return Path(local).read_bytes()
+    registry = RegisteredModel(tracking_uri, model_name)
+    champion = registry.version_for_alias(ALIAS_CHAMPION)
+    if champion is None:
+        raise RegistryError(f"{model_name!r} has no {ALIAS_CHAMPION!r} version")
+    return registry.read_artifact(champion, MODEL_ARTIFACT, verify=False)
 
 
 def register_candidate(
@@ -198,32 +196,24 @@ def register_candidate(
 
     `fault` is recorded in the version's tags; `sha256` replaces the true hash (a
     version whose artifact does not match its tag)."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
-    champion = client.get_model_version_by_alias(model_name, ALIAS_CHAMPION)
-    experiment = client.get_run(str(champion.run_id)).info.experiment_id
-    run = client.create_run(experiment, run_name=f"fault-{fault.replace(' ', '-')}")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "model.onnx"
-        out.write_bytes(data)
-        client.log_artifact(
-            run.info.run_id, str(out), artifact_path=str(Path(MODEL_ARTIFACT).parent)
-        )
-    client.set_terminated(run.info.run_id)
-    tags: dict[str, Any] = {
+    registry = RegisteredModel(tracking_uri, model_name)
+    champion = registry.version_for_alias(ALIAS_CHAMPION)
+    if champion is None or champion.run_id is None:
+        raise RegistryError(f"{model_name!r} has no {ALIAS_CHAMPION!r} version with a run")
+    run = registry.log_run(
+        registry.run_experiment(champion.run_id),
+        f"fault-{fault.replace(' ', '-')}",
+        files={MODEL_ARTIFACT: data},
+    )
+    tags = {
         TAG_SHA256: sha256 or hashlib.sha256(data).hexdigest(),
         TAG_PARENT_VERSION: champion.version,
         "driftline.fault": fault,
     }
-    version = client.create_model_version(
-        model_name,
-        source=f"runs:/{run.info.run_id}/{Path(MODEL_ARTIFACT).parent}",
-        run_id=run.info.run_id,
-        tags=tags,
-    )
-    client.set_registered_model_alias(model_name, ALIAS_CANDIDATE, version.version)
-    return str(version.version)
+    source = f"runs:/{run.run_id}/{Path(MODEL_ARTIFACT).parent}"
+    version = registry.create_version(source, run.run_id, tags)
+    registry.set_alias(ALIAS_CANDIDATE, version.version)
+    return version.version
 
 
 def register_inverted_candidate(tracking_uri: str, model_name: str) -> str:

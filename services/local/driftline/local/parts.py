@@ -14,6 +14,7 @@ from pathlib import Path
 
 from driftline.api import parts
 from driftline.api.parts import Part
+from driftline.common.registry import mlflow_environment
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,7 @@ class PartSpec:
             f"{p}REDIS_URL": endpoints.redis_url,
             f"{p}MLFLOW_TRACKING_URI": endpoints.mlflow_tracking_uri,
             f"{p}METRICS_PORT": str(metrics_port),
-            "MLFLOW_ENABLE_TELEMETRY": "false",
-            "DO_NOT_TRACK": "1",
+            **mlflow_environment(),
             "PYTHONUNBUFFERED": "1",
         }
         if self.part.data_setting and data_dir is not None:

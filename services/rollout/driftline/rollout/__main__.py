@@ -11,7 +11,6 @@ a timer instead.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import sys
 import threading
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 from driftline.api import SpecError
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.logs import configure_logging
+from driftline.common.registry import configure_mlflow
 from driftline.rollout.driver import build
 from driftline.rollout.settings import RolloutSettings
 
@@ -39,10 +39,7 @@ def main() -> int:
     configure_logging("rollout", settings.log_level)
     # Read by the MLflow client on each call: a tick must not hang on an unreachable
     # registry for minutes of retries; the next tick retries anyway.
-    os.environ.setdefault(
-        "MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.registry_timeout_seconds))
-    )
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.registry_retries))
+    configure_mlflow(settings.registry_timeout_seconds, settings.registry_retries)
 
     stop = threading.Event()
 

@@ -42,11 +42,12 @@ from driftline.api.events import encode
 from driftline.api.status import RolloutStage
 from driftline.common.kafka import ensure_topics, make_producer
 from driftline.common.redis_state import RoutingStore
+from driftline.common.registry import RegistryError
 from driftline.rollout import metrics
 from driftline.rollout.actions import Action, DeleteAlias, SetAlias, SetRouting
 from driftline.rollout.machine import Decision, step
 from driftline.rollout.policy import Policy
-from driftline.rollout.registry import ModelRegistry, RegistryError
+from driftline.rollout.registry import ModelRegistry
 from driftline.rollout.rollout_state import RolloutState, routing_for
 from driftline.rollout.settings import RolloutSettings
 from driftline.rollout.snapshot import Command, RegistryView, Snapshot

@@ -80,7 +80,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from driftline.api.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.status import RolloutStage
 from driftline.rollout.actions import Action, DeleteAlias, EmitEvent, SetAlias
 from driftline.rollout.analysis import analyze

@@ -17,7 +17,7 @@ from driftline.rollout.evidence import Evidence
 
 
 class RegistryView(msgspec.Struct, frozen=True, kw_only=True):
-    """The model's aliases in the registry (`driftline.api.registry`)."""
+    """The model's aliases in the registry (`driftline.api.artifacts`)."""
 
     champion: str | None = None
     candidate: str | None = None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 from driftline.api.resource import SpecError
 from driftline.common.logs import configure_logging
+from driftline.common.registry import configure_mlflow
 
 log = logging.getLogger("driftline.trainer")
 
@@ -36,10 +36,7 @@ def _settings(model_file: Path | None) -> Any:
 def _prepare(settings: Any) -> None:
     configure_logging("trainer", settings.log_level)
     # MLflow's client retries for minutes by default; the trainer has its own retry loop.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.mlflow_timeout)))
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(settings.mlflow_retries))
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a log line per run
+    configure_mlflow(settings.mlflow_timeout, settings.mlflow_retries)
     import torch
 
     torch.set_num_threads(settings.torch_threads)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
@@ -171,7 +171,7 @@ def bootstrap(
     model = settings.model
     spec = model.spec
     versions = ModelVersions(settings.connections.mlflow_tracking_uri, spec.model.registry.name)
-    champion = versions.by_alias(registry.ALIAS_CHAMPION)
+    champion = versions.by_alias(artifacts.ALIAS_CHAMPION)
     if champion is not None and not force:
         log.info(
             "%s already has a champion (version %s); nothing to do", versions.name, champion.version
@@ -227,7 +227,7 @@ def bootstrap(
         {"holdout_score": holdout_score},
         {},
         None,
-        [registry.ALIAS_CHAMPION, registry.ALIAS_BASELINE],
+        [artifacts.ALIAS_CHAMPION, artifacts.ALIAS_BASELINE],
         key=key,
     )
     version = versions.register(

@@ -1,6 +1,6 @@
 """Export a learned network to the ONNX artifact serving loads, and check it.
 
-The graph's contract is `driftline.api.registry`: inputs `numeric` (float32
+The graph's contract is `driftline.api.artifacts`: inputs `numeric` (float32
 [N, k]) and `categorical` (string [N, m], absent when the contract has none);
 outputs `label` (int64 [N]) and `probabilities` (float32 [N, C]), or `value`
 (float32 [N]) for regression.
@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.api.spec import DEFAULT_HASH_BUCKETS
 from driftline.common.feature_values import HASH_SEED
 from driftline.common.features import FeatureLayout
@@ -91,15 +91,15 @@ def export_onnx(net: TabularNet, layout: FeatureLayout, task: str, classes: int)
     )
     names, example = [], []
     if has_numeric:
-        names.append(registry.INPUT_NUMERIC)
+        names.append(artifacts.INPUT_NUMERIC)
         example.append(torch.zeros(2, len(layout.numeric)))
     if has_categorical:
         names.append(CODES)
         example.append(torch.zeros(2, len(layout.categorical), dtype=torch.int64))
     outputs = (
-        [registry.OUTPUT_LABEL, registry.OUTPUT_PROBABILITIES]
+        [artifacts.OUTPUT_LABEL, artifacts.OUTPUT_PROBABILITIES]
         if task == "classification"
-        else [registry.OUTPUT_VALUE]
+        else [artifacts.OUTPUT_VALUE]
     )
     net.eval()
     with tempfile.TemporaryDirectory(prefix="driftline-export-") as tmp, warnings.catch_warnings():
@@ -136,7 +136,7 @@ def _splice_categorical_front(model: onnx.ModelProto, layout: FeatureLayout) -> 
         inits.append(numpy_helper.from_array(np.array(j, np.int64), f"driftline_index{j}"))
         nodes.append(
             helper.make_node(
-                "Gather", [registry.INPUT_CATEGORICAL, f"driftline_index{j}"], [col], axis=1
+                "Gather", [artifacts.INPUT_CATEGORICAL, f"driftline_index{j}"], [col], axis=1
             )
         )
         if feature.vocabulary is not None:
@@ -178,7 +178,7 @@ def _splice_categorical_front(model: onnx.ModelProto, layout: FeatureLayout) -> 
     graph.input.extend(inputs)
     graph.input.append(
         helper.make_tensor_value_info(
-            registry.INPUT_CATEGORICAL, TensorProto.STRING, ["N", len(layout.categorical)]
+            artifacts.INPUT_CATEGORICAL, TensorProto.STRING, ["N", len(layout.categorical)]
         )
     )
     model.opset_import.extend(
@@ -207,9 +207,9 @@ def _describe(model: onnx.ModelProto, layout: FeatureLayout, task: str, classes:
 def onnx_inputs(ex: Examples, layout: FeatureLayout) -> dict[str, NDArray[Any]]:
     feeds: dict[str, NDArray[Any]] = {}
     if layout.numeric:
-        feeds[registry.INPUT_NUMERIC] = np.ascontiguousarray(ex.numeric, dtype=np.float32)
+        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(ex.numeric, dtype=np.float32)
     if layout.categorical:
-        feeds[registry.INPUT_CATEGORICAL] = np.asarray(ex.categorical, dtype=object)
+        feeds[artifacts.INPUT_CATEGORICAL] = np.asarray(ex.categorical, dtype=object)
     return feeds
 
 
@@ -224,7 +224,7 @@ def session(model: bytes) -> Any:
 
 def run_onnx(sess: Any, ex: Examples, layout: FeatureLayout, task: str) -> NDArray[np.float32]:
     """Probabilities [n, C] or values [n] from an ONNX session."""
-    name = registry.OUTPUT_PROBABILITIES if task == "classification" else registry.OUTPUT_VALUE
+    name = artifacts.OUTPUT_PROBABILITIES if task == "classification" else artifacts.OUTPUT_VALUE
     (out,) = sess.run([name], onnx_inputs(ex, layout))
     return np.asarray(out, dtype=np.float32)
 
@@ -273,7 +273,7 @@ def reference_npz(
     for j, name in enumerate(layout.categorical_names):
         arrays[name] = ex.categorical[:, j].astype(np.str_)
     served = outputs.argmax(axis=1) if task == "classification" else outputs
-    arrays[registry.REFERENCE_OUTPUT_KEY] = served.astype(np.float64)
+    arrays[artifacts.REFERENCE_OUTPUT_KEY] = served.astype(np.float64)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     return buffer.getvalue()

@@ -34,15 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
+from driftline.common.registry import ModelVersion
 from driftline.trainer import export
 from driftline.trainer.buffers import EMPTY
 from driftline.trainer.checkpoint import learner_state, to_bytes, write_atomic
 from driftline.trainer.gate import GateDecision, Scores, decide, quality
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.settings import TrainerSettings
-from driftline.trainer.versions import INT8_ARTIFACT, Artifacts, ModelVersions, VersionInfo
+from driftline.trainer.versions import INT8_ARTIFACT, Artifacts, ModelVersions
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,13 @@ class Publisher:
 
     # -- 1. the gate ----------------------------------------------------------------
 
-    def serving(self) -> tuple[VersionInfo | None, Any]:
+    def serving(self) -> tuple[ModelVersion | None, Any]:
         """The champion and an ONNX Runtime session of its graph (cached per version)."""
-        info = self.versions.by_alias(registry.ALIAS_CHAMPION)
+        info = self.versions.by_alias(artifacts.ALIAS_CHAMPION)
         if info is None:
             return None, None
         if self._serving is None or self._serving[0] != info.version:
-            graph = self.versions.download(info, registry.MODEL_ARTIFACT)
+            graph = self.versions.download(info, artifacts.MODEL_ARTIFACT)
             self._serving = (info.version, export.session(graph))
         return info, self._serving[1]
 
@@ -142,12 +143,12 @@ class Publisher:
         arrays, meta = learner_state(learner)
         metrics = {"parity_max_abs_diff": diff, **gate_metrics}
         tags = {
-            registry.TAG_PARENT_VERSION: parent or "",
-            registry.TAG_OFFSETS: json.dumps(offsets, sort_keys=True),
-            registry.TAG_EXAMPLES_SEEN: str(learner.seq),
-            registry.TAG_CONCEPT_EPOCH: str(learner.epoch),
-            registry.TAG_GATE: gate,
-            registry.TAG_SPEC_HASH: layout.contract_hash(),
+            artifacts.TAG_PARENT_VERSION: parent or "",
+            artifacts.TAG_OFFSETS: json.dumps(offsets, sort_keys=True),
+            artifacts.TAG_EXAMPLES_SEEN: str(learner.seq),
+            artifacts.TAG_CONCEPT_EPOCH: str(learner.epoch),
+            artifacts.TAG_GATE: gate,
+            artifacts.TAG_SPEC_HASH: layout.contract_hash(),
             "driftline.learner": spec.model.learner.type,
             "driftline.parity_max_abs_diff": f"{diff:.3e}",
         }
@@ -217,15 +218,13 @@ class Publisher:
         folder = self.staging / key
         meta = json.loads((folder / "meta.json").read_bytes())
         int8 = folder / Path(INT8_ARTIFACT).name
-        artifacts = Artifacts(
+        files = Artifacts(
             model=(folder / "model.onnx").read_bytes(),
             reference=(folder / "reference.npz").read_bytes(),
             state=(folder / "state.npz").read_bytes(),
             int8=int8.read_bytes() if int8.exists() else None,
         )
-        version = self.versions.register(
-            key, artifacts, meta["tags"], meta["aliases"], meta["metrics"]
-        )
+        version = self.versions.register(key, files, meta["tags"], meta["aliases"], meta["metrics"])
         shutil.rmtree(folder, ignore_errors=True)
         return version
 

@@ -3,27 +3,25 @@
 Each version is an MLflow run holding the artifacts (`model/model.onnx`,
 `reference/reference.npz`, `training/state.npz`, optionally
 `model/model.int8.onnx`), and a registered model version whose source is that
-run's artifact root, carrying the lineage tags of `driftline.api.registry`.
+run's artifact root, carrying the lineage tags of `driftline.api.artifacts`.
 
 Registration is idempotent: every version carries a publish key (derived from
 the Kafka offsets that trained it), and `register` first looks for a version
 with that key. A trainer that crashed after registering but before recording it
 finds its version again instead of registering a duplicate.
 
-MLflow failures are raised as `RegistryUnavailableError`; the worker keeps learning
-and tries again later.
+MLflow is reached through `driftline.common.registry`; its failures are raised as
+`RegistryError`, and the worker keeps learning and tries again later.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
-from driftline.api import registry
+from driftline.api import artifacts
+from driftline.common.registry import ModelVersion, RegisteredModel, sha256
 
 log = logging.getLogger(__name__)
 
@@ -31,21 +29,6 @@ TAG_PUBLISH_KEY: Final = "driftline.publish_key"
 TAG_INT8_SHA256: Final = "driftline.int8_sha256"
 STATE_ARTIFACT: Final = "training/state.npz"
 INT8_ARTIFACT: Final = "model/model.int8.onnx"
-
-
-class RegistryUnavailableError(RuntimeError):
-    """MLflow could not be reached or refused a call; the message says which."""
-
-
-class ArtifactMismatchError(RuntimeError):
-    """A downloaded model does not match its `driftline.sha256` tag."""
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    version: str
-    run_id: str | None
-    tags: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -57,8 +40,8 @@ class Artifacts:
 
     def files(self) -> dict[str, bytes]:
         out = {
-            registry.MODEL_ARTIFACT: self.model,
-            registry.REFERENCE_ARTIFACT: self.reference,
+            artifacts.MODEL_ARTIFACT: self.model,
+            artifacts.REFERENCE_ARTIFACT: self.reference,
             STATE_ARTIFACT: self.state,
         }
         if self.int8 is not None:
@@ -66,79 +49,34 @@ class Artifacts:
         return out
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class ModelVersions:
     """The registered model `name` on the MLflow server at `tracking_uri`."""
 
     def __init__(self, tracking_uri: str, name: str) -> None:
-        from mlflow import MlflowClient
-
         self.name = name
         self.tracking_uri = tracking_uri
         self.experiment = f"driftline-{name}"
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return fn(*args, **kwargs)
-        except MlflowException as exc:
-            raise RegistryUnavailableError(f"MLflow {what} failed: {exc.message}") from exc
-        except OSError as exc:  # connection refused, timeouts (requests' errors are OSErrors)
-            raise RegistryUnavailableError(f"MLflow {what} failed: {exc}") from exc
+        self.model = RegisteredModel(tracking_uri, name)
 
     # -- reading --------------------------------------------------------------------
 
-    def by_alias(self, alias: str) -> VersionInfo | None:
-        from mlflow.exceptions import MlflowException
+    def by_alias(self, alias: str) -> ModelVersion | None:
+        return self.model.version_for_alias(alias)
 
-        try:
-            mv = self._client.get_model_version_by_alias(self.name, alias)
-        except MlflowException as exc:
-            if exc.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
-                return None
-            raise RegistryUnavailableError(f"MLflow alias lookup failed: {exc.message}") from exc
-        except OSError as exc:
-            raise RegistryUnavailableError(f"MLflow alias lookup failed: {exc}") from exc
-        return VersionInfo(str(mv.version), mv.run_id, dict(mv.tags))
+    def by_key(self, key: str) -> ModelVersion | None:
+        found = self.model.find_versions({TAG_PUBLISH_KEY: key})
+        return found[0] if found else None
 
-    def by_key(self, key: str) -> VersionInfo | None:
-        found = self._call(
-            "search",
-            self._client.search_model_versions,
-            f"name='{self.name}' and tags.`{TAG_PUBLISH_KEY}`='{key}'",
-        )
-        if not found:
-            return None
-        mv = min(found, key=lambda v: int(v.version))
-        return VersionInfo(str(mv.version), mv.run_id, dict(mv.tags))
-
-    def download(self, info: VersionInfo, path: str) -> bytes:
+    def download(self, info: ModelVersion, path: str) -> bytes:
         """One artifact of a version; the ONNX model is checked against its sha256 tag."""
-        if info.run_id is None:
-            raise RegistryUnavailableError(f"version {info.version} has no run to download from")
-        with tempfile.TemporaryDirectory(prefix="driftline-dl-") as tmp:
-            local = self._call("download", self._client.download_artifacts, info.run_id, path, tmp)
-            data = Path(local).read_bytes()
-        if path == registry.MODEL_ARTIFACT:
-            want = info.tags.get(registry.TAG_SHA256)
-            if want != sha256(data):
-                raise ArtifactMismatchError(
-                    f"{self.name} version {info.version}: {path} has sha256 {sha256(data)}, "
-                    f"the tag says {want}"
-                )
-        return data
+        return self.model.read_artifact(info, path)
 
     # -- writing --------------------------------------------------------------------
 
     def register(
         self,
         key: str,
-        artifacts: Artifacts,
+        files: Artifacts,
         tags: dict[str, str],
         aliases: list[str],
         metrics: dict[str, float] | None = None,
@@ -149,106 +87,38 @@ class ModelVersions:
             log.info("version %s already holds publish key %s", existing.version, key)
             version = existing.version
         else:
-            version = self._create(key, artifacts, tags, metrics or {})
+            version = self._create(key, files, tags, metrics or {})
         for alias in aliases:
-            self._call(
-                "set alias", self._client.set_registered_model_alias, self.name, alias, version
-            )
+            self.model.set_alias(alias, version)
         return version
 
     def _create(
-        self, key: str, artifacts: Artifacts, tags: dict[str, str], metrics: dict[str, float]
+        self, key: str, files: Artifacts, tags: dict[str, str], metrics: dict[str, float]
     ) -> str:
-        import time
-
-        from mlflow.entities import Metric
-
-        experiment = self._call(
-            "experiment lookup", self._client.get_experiment_by_name, self.experiment
-        )
-        experiment_id = (
-            experiment.experiment_id
-            if experiment is not None
-            else self._call("create experiment", self._client.create_experiment, self.experiment)
-        )
-        all_tags = {**tags, TAG_PUBLISH_KEY: key, registry.TAG_SHA256: sha256(artifacts.model)}
-        if artifacts.int8 is not None:
-            all_tags[TAG_INT8_SHA256] = sha256(artifacts.int8)
-        run = self._call(
-            "create run",
-            self._client.create_run,
+        experiment_id = self.model.experiment_id(self.experiment)
+        assert experiment_id is not None
+        all_tags = {**tags, TAG_PUBLISH_KEY: key, artifacts.TAG_SHA256: sha256(files.model)}
+        if files.int8 is not None:
+            all_tags[TAG_INT8_SHA256] = sha256(files.int8)
+        run = self.model.log_run(
             experiment_id,
+            f"{self.name}-{key[:12]}",
             tags=all_tags,
-            run_name=f"{self.name}-{key[:12]}",
+            files=files.files(),
+            metrics=metrics,
         )
-        run_id = run.info.run_id
-        with tempfile.TemporaryDirectory(prefix="driftline-up-") as tmp:
-            for path, data in artifacts.files().items():
-                local = Path(tmp) / path
-                local.parent.mkdir(parents=True, exist_ok=True)
-                local.write_bytes(data)
-                self._call(
-                    "artifact upload",
-                    self._client.log_artifact,
-                    run_id,
-                    str(local),
-                    str(Path(path).parent),
-                )
-        now = int(time.time() * 1000)
-        if metrics:
-            batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-            self._call("log metrics", self._client.log_batch, run_id, metrics=batch)
-        self._call("end run", self._client.set_terminated, run_id)
-        self._ensure_registered_model()
-        mv = self._call(
-            "create model version",
-            self._client.create_model_version,
-            self.name,
-            run.info.artifact_uri,
-            run_id,
-            tags=all_tags,
-        )
+        mv = self.model.create_version(run.artifact_uri, run.run_id, all_tags)
         log.info("registered %s version %s (publish key %s)", self.name, mv.version, key)
-        return str(mv.version)
-
-    def _ensure_registered_model(self) -> None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            self._client.get_registered_model(self.name)
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                raise RegistryUnavailableError(f"MLflow lookup failed: {exc.message}") from exc
-            try:
-                self._client.create_registered_model(self.name)
-            except MlflowException as again:  # created meanwhile by someone else
-                if again.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise RegistryUnavailableError(
-                        f"MLflow create model failed: {again.message}"
-                    ) from again
-        except OSError as exc:
-            raise RegistryUnavailableError(f"MLflow lookup failed: {exc}") from exc
+        return mv.version
 
     def record_rejection(self, tags: dict[str, str], metrics: dict[str, float]) -> None:
         """A run for a gate decision that did not publish (best effort, for the audit trail)."""
-        import time
-
-        from mlflow.entities import Metric
-
-        experiment = self._call(
-            "experiment lookup", self._client.get_experiment_by_name, self.experiment
-        )
-        if experiment is None:
+        experiment_id = self.model.experiment_id(self.experiment, create=False)
+        if experiment_id is None:
             return
-        run = self._call(
-            "create run",
-            self._client.create_run,
-            experiment.experiment_id,
+        self.model.log_run(
+            experiment_id,
+            f"{self.name}-rejected",
             tags={**tags, "driftline.published": "false"},
-            run_name=f"{self.name}-rejected",
+            metrics=metrics,
         )
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
-        if batch:
-            self._call("log metrics", self._client.log_batch, run.info.run_id, metrics=batch)
-        self._call("end run", self._client.set_terminated, run.info.run_id)

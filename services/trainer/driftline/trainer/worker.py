@@ -26,12 +26,13 @@ import threading
 import time
 from typing import Any
 
-from driftline.api import registry
+from driftline.api import artifacts
 from driftline.api.events import DriftEvent
 from driftline.api.parts import TRAINER
 from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from driftline.common.registry import RegistryError
 from driftline.trainer import metrics
 from driftline.trainer.checkpoint import (
     from_bytes,
@@ -47,7 +48,7 @@ from driftline.trainer.progress import Progress
 from driftline.trainer.publish import Publisher
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.signals import read_control, respond
-from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions, RegistryUnavailableError
+from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class TrainerWorker:
         else:
             while not self.stop.is_set():
                 try:
-                    champion = self.versions.by_alias(registry.ALIAS_CHAMPION)
+                    champion = self.versions.by_alias(artifacts.ALIAS_CHAMPION)
                     if champion is not None:
                         arrays, meta = from_bytes(self.versions.download(champion, STATE_ARTIFACT))
                         restore_learner(learner, arrays, meta)
@@ -134,7 +135,7 @@ class TrainerWorker:
                         "`python -m driftline.trainer bootstrap`; waiting",
                         self.versions.name,
                     )
-                except RegistryUnavailableError as exc:
+                except RegistryError as exc:
                     metrics.registry_errors.inc()
                     log.warning("%s; retrying", exc)
                 self.heartbeat.beat()
@@ -323,7 +324,7 @@ class TrainerWorker:
         started = time.perf_counter()
         try:
             decision = self.publisher.gate(self.learner)
-        except RegistryUnavailableError as exc:
+        except RegistryError as exc:
             metrics.registry_errors.inc()
             log.warning("cannot gate: %s; retrying in %.0fs", exc, RETRY_SECONDS)
             self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -349,7 +350,7 @@ class TrainerWorker:
                 decision.metrics(),
                 dict(progress.lineage),
                 progress.parent,
-                [registry.ALIAS_CANDIDATE],
+                [artifacts.ALIAS_CANDIDATE],
             )
         except ExportError as exc:
             metrics.gate_decisions.labels("rejected", "export").inc()
@@ -369,7 +370,7 @@ class TrainerWorker:
             return
         try:
             version = self.publisher.complete(progress.staged_key)
-        except RegistryUnavailableError as exc:
+        except RegistryError as exc:
             metrics.registry_errors.inc()
             log.warning("version staged, not yet registered: %s; retrying", exc)
             self._retry_at = time.monotonic() + RETRY_SECONDS
@@ -383,12 +384,12 @@ class TrainerWorker:
 
     def _record_rejection(self, gate_json: str, values: dict[str, float]) -> None:
         tags = {
-            registry.TAG_GATE: gate_json,
-            registry.TAG_PARENT_VERSION: self.progress.parent or "",
+            artifacts.TAG_GATE: gate_json,
+            artifacts.TAG_PARENT_VERSION: self.progress.parent or "",
         }
         try:
             self.versions.record_rejection(tags, values)
-        except RegistryUnavailableError as exc:
+        except RegistryError as exc:
             metrics.registry_errors.inc()
             log.warning("gate decision not recorded in MLflow: %s", exc)
 
