@@ -44,6 +44,17 @@ def test_dev_mlflow_command_and_allowed_hosts(rendered: dict[str, list[dict[str,
     assert not is_allowed_host_header(allowed, "attacker.example:5000")
 
 
+def test_dev_mlflow_runs_as_the_local_runtime_runs_it(
+    rendered: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Job execution off (its worker processes OOM-killed the pod at 1Gi), telemetry off."""
+    from driftline.local.servers.mlflow import SERVER_ENVIRONMENT
+
+    container = _container(rendered["dev-and-monitoring"], "mlflow")
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert {k: env.get(k) for k in SERVER_ENVIRONMENT} == SERVER_ENVIRONMENT
+
+
 def test_dev_kafka_advertises_its_service(rendered: dict[str, list[dict[str, Any]]]) -> None:
     docs = rendered["dev-and-monitoring"]
     config = next(

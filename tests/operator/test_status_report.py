@@ -127,6 +127,36 @@ def test_patch_round_trips_and_clears_unset_fields() -> None:
     assert parse_status({"phase": "Nonsense"}) is None
 
 
+def test_patch_writes_no_null_inside_a_list() -> None:
+    """A list is replaced whole: a null in an item would be pruned by the API server,
+    and the stored status would differ from the patch on every tick."""
+    analysis = {"verdict": "inconclusive", "checks": [{"name": "p99", "value": None, "limit": 50}]}
+    status = compute_status(
+        None,
+        observe(
+            *(deployment(p) for p in PARTS),
+            rollout=RolloutStatus(stage="shadow", last_analysis=analysis),
+        ),
+        T0,
+    )
+    patch = to_patch(status)
+    assert patch["rollout"]["lastAnalysis"]["checks"] == [{"name": "p99", "limit": 50}]
+    assert all(None not in c.values() for c in patch["conditions"])
+    assert patch["candidateVersion"] is None  # outside lists a null still clears
+    assert parse_status(patch) == status.model_copy(
+        update={
+            "rollout": status.rollout.model_copy(
+                update={
+                    "last_analysis": {
+                        "verdict": "inconclusive",
+                        "checks": [{"name": "p99", "limit": 50}],
+                    }
+                }
+            )
+        }
+    )
+
+
 def test_drift_is_detected_while_the_version_it_was_seen_on_serves() -> None:
     from driftline.api.events import DriftEvent
     from driftline.operator.backends import drift_status

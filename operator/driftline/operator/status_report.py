@@ -190,8 +190,26 @@ def _prev(previous: DynamicModelStatus | None, field_name: str) -> Any:
 
 
 def to_patch(status: DynamicModelStatus) -> dict[str, Any]:
-    """The status as a JSON merge patch: camelCase; unset versions written as null (cleared)."""
-    return status.model_dump(by_alias=True, mode="json", exclude_none=False)
+    """The status as a JSON merge patch: camelCase; unset fields written as null (cleared).
+
+    A null clears a field of an object, but a list is replaced whole: a null inside
+    one of its items would be stored as null, then pruned by the API server, and the
+    stored status would never equal the patch. Items of lists leave unset fields out.
+    """
+    patch: dict[str, Any] = status.model_dump(by_alias=True, mode="json", exclude_none=False)
+    return _without_nulls_in_lists(patch)
+
+
+def _without_nulls_in_lists(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: _without_nulls_in_lists(v, in_list)
+            for k, v in value.items()
+            if not (in_list and v is None)
+        }
+    if isinstance(value, list):
+        return [_without_nulls_in_lists(item, in_list=True) for item in value]
+    return value
 
 
 def parse_status(raw: dict[str, Any] | None) -> DynamicModelStatus | None:

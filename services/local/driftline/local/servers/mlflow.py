@@ -16,6 +16,17 @@ from typing import Self
 from driftline.local.servers.process import ManagedProcess, free_port
 
 
+SERVER_ENVIRONMENT = {
+    "MLFLOW_ENABLE_TELEMETRY": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "1",
+    # MLflow 3's job runner starts worker processes of its own: over 1 GiB more for
+    # a server that only keeps versions and aliases. The chart's dev mode sets it too.
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+"""How every MLflow server Driftline starts runs: locally and in the chart's dev mode."""
+
+
 class MlflowServer:
     """`mlflow server` on 127.0.0.1 with `sqlite:///<dir>/mlflow.db`."""
 
@@ -32,13 +43,7 @@ class MlflowServer:
         self.port = port or free_port()
         artifacts = self.root / "artifacts"
         artifacts.mkdir(exist_ok=True)
-        env = {
-            **os.environ,
-            "MLFLOW_ENABLE_TELEMETRY": "false",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-            "DO_NOT_TRACK": "1",
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        }
+        env = {**os.environ, **SERVER_ENVIRONMENT}
         self._process = ManagedProcess(
             "mlflow",
             [
