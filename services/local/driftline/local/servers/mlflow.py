@@ -15,7 +15,6 @@ from typing import Self
 
 from driftline.local.servers.process import ManagedProcess, free_port
 
-
 SERVER_ENVIRONMENT = {
     "MLFLOW_ENABLE_TELEMETRY": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
