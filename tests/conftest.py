@@ -102,6 +102,25 @@ def kube(rig: RigLayout, infra_logs: Path) -> Iterator[kube_infra.ControlPlane]:
 
 
 @pytest.fixture(scope="session")
+def real_node(rig: RigLayout, infra_logs: Path) -> Iterator[object]:
+    """A control plane of its own with one real node (containerd, kubelet,
+    kube-proxy) in a network namespace of the rig's: Pods really run. Opt-in, and
+    apart from `kube`, whose simulated nodes stay as they are. One per session;
+    at its end nothing of it may be left (processes, mounts, cgroups, network)."""
+    from driftline_testing import node as node_infra
+
+    missing = node_infra.missing_host_tools()
+    if missing:
+        pytest.fail(f"the real node needs {', '.join(missing)}: see tests/rig/README.md")
+    stack = node_infra.NodeStack(log_dir=infra_logs / "real-node", layout=rig)
+    with stack:
+        yield stack
+    left = stack.leftovers()
+    if left:
+        pytest.fail(f"the real node left {left}")
+
+
+@pytest.fixture(scope="session")
 def kube_client(kube: kube_infra.ControlPlane) -> Iterator[object]:
     """A `kubernetes.client.ApiClient` authenticated as the rig's admin."""
     client = kube.api_client()
