@@ -109,7 +109,7 @@ def real_node(rig: RigLayout, infra_logs: Path) -> Iterator[object]:
     at its end nothing of it may be left (processes, mounts, cgroups, network)."""
     from driftline_testing import node as node_infra
 
-    missing = node_infra.missing_host_tools()
+    missing = node_infra.missing_parts(rig)
     if missing:
         pytest.fail(f"the real node needs {', '.join(missing)}: see tests/rig/README.md")
     stack = node_infra.NodeStack(log_dir=infra_logs / "real-node", layout=rig)

@@ -28,8 +28,10 @@ NAMESPACE = "node-tests"
 def report(request: pytest.FixtureRequest, line: str) -> None:
     """A line in the test output (also without -s), and in the JUnit properties."""
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\n[real node] {line}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n[real node] {line}")
     request.node.user_properties.append(("real-node", line))
 
 

@@ -74,15 +74,27 @@ def _run(argv: list[str], timeout: float = 30.0, check: bool = True) -> str:
     return result.stdout
 
 
-def missing_host_tools() -> list[str]:
-    """What the node needs from the host (`.ci/run` installs it); empty when complete."""
+def missing_parts(layout: RigLayout | None = None) -> list[str]:
+    """What the node needs and lacks: the rig's kubelet and kube-proxy (`make rig`),
+    the host's packages (`.ci/run` installs them) and root. Empty when complete."""
+    layout = layout or rig_layout()
     missing = [
+        f"{layout.binary(name)} (make rig)"
+        for name in ("kubelet", "kube-proxy")
+        if not layout.binary(name).is_file()
+    ]
+    missing += [
         tool
-        for tool in ("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "nsenter")
+        for tool in (
+            *("containerd", "containerd-shim-runc-v2", "runc", "ctr", "iptables", "conntrack"),
+            *("nsenter", "gcc"),
+        )
         if shutil.which(tool) is None
     ]
     missing += [
-        p for p in ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local") if not Path(p).exists()
+        path
+        for path in ("/usr/lib/cni/bridge", "/usr/lib/cni/host-local", "/bin/busybox")
+        if not Path(path).exists()
     ]
     if os.geteuid() != 0:
         missing.append("root")
@@ -374,7 +386,7 @@ class NodeNetwork:
 class RealNode:
     """One real node (containerd, kubelet, kube-proxy) in its own network namespace.
 
-    Use `RealNode.stack()` for a control plane together with its node, or pass a
+    `NodeStack` starts one together with its control plane; by hand, pass a
     `ControlPlane` started with `address=network.host_ip`.
     """
 
@@ -414,7 +426,7 @@ class RealNode:
     @classmethod
     def new_state(cls) -> RunState:
         """A fresh run: leftovers of killed runs swept, a folder of its own made."""
-        missing = missing_host_tools()
+        missing = missing_parts()
         if missing:
             raise InfraError(
                 f"the real node needs {', '.join(missing)} "

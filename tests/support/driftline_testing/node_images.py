@@ -208,7 +208,7 @@ def busybox_image() -> ImageArchive:
             _dir_entry("var/"),
             _dir_entry("var/www/"),
         ]
-        config = {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"}
+        config: dict[str, object] = {"Cmd": ["sh"], "Env": ["PATH=/bin"], "WorkingDir": "/"}
         return layer_tar(entries), config
 
     return _cached("busybox", binary, build)
