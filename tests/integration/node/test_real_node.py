@@ -176,6 +176,26 @@ def test_pods_and_a_cluster_ip_service_answer(stack: NodeStack) -> None:
     assert logs(stack, "client").split("\n")[:2] == ["hello from web", "hello from web"]
 
 
+def test_pods_reach_the_api_server_through_the_kubernetes_service(stack: NodeStack) -> None:
+    """The `kubernetes` Service points at the host's end of the veth, and Pods get
+    there (their traffic leaves the namespace as the node's address)."""
+    endpoints = plane(stack).request("GET", "/api/v1/namespaces/default/endpoints/kubernetes")
+    assert endpoints["subsets"][0]["addresses"][0]["ip"] == stack.network.host_ip
+    service = plane(stack).request("GET", "/api/v1/namespaces/default/services/kubernetes")
+    # Plain HTTP to the TLS port: Go's server answers that it wants HTTPS, which is
+    # enough to know the connection went all the way.
+    probe = (
+        "for i in $(seq 1 20); do "
+        "out=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | "
+        f"nc -w 2 {service['spec']['clusterIP']} 443); "
+        'case "$out" in *HTTPS*) echo reached; exit 0;; esac; sleep 0.5; done; exit 1'
+    )
+    create(stack, pod("to-api", busybox(stack), probe))
+    status = eventually(lambda: finished(stack, "to-api"), 60, "Pod to-api finished")
+    assert status["phase"] == "Succeeded", (status, logs(stack, "to-api"))
+    assert logs(stack, "to-api").strip() == "reached"
+
+
 def test_a_pod_over_its_memory_limit_is_oom_killed(stack: NodeStack) -> None:
     # dd's 96 MiB buffer is filled from /dev/zero: resident far beyond 32 MiB.
     hog = "dd if=/dev/zero of=/dev/null bs=96M count=1 && echo survived"

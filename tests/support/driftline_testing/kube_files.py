@@ -124,10 +124,10 @@ def write_ca(cert: Path, key: Path, common_name: str) -> None:
     """A self-signed CA, for `--client-ca-file` and `--requestheader-client-ca-file`.
 
     The client CA also signs the kubelets' and kube-proxy's certificates (see
-    `write_client_cert`); with both CAs the API server
-    publishes the complete `extension-apiserver-authentication` ConfigMap that the
-    controller-manager and the scheduler read to authenticate their own callers
-    (without it they retry and log errors all along).
+    `write_client_cert`). With both CAs the API server publishes the complete
+    `extension-apiserver-authentication` ConfigMap that the controller-manager and
+    the scheduler read to authenticate their own callers (without it they retry and
+    log errors all along).
     """
     import datetime
 

@@ -421,7 +421,7 @@ class RealNode:
         """The busybox test image's reference (imported; `imagePullPolicy: Never`)."""
         return self.images["busybox"].ref
 
-    # -- a whole stack -----------------------------------------------------------------
+    # -- a run ------------------------------------------------------------------------
 
     @classmethod
     def new_state(cls) -> RunState:
