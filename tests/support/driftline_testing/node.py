@@ -59,6 +59,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 NETNS_DIR = Path("/var/run/netns")
 CNI_CACHE = Path("/var/lib/cni")
 SHIM_SOCKETS = Path("/run/containerd/s")
+# Host paths containerd 1.6 and kubelet 1.36 write whatever their own folders are:
+# runc's state per container, kubelet's links to Pod logs, its device-plugin socket.
+RUNC_STATE = Path("/run/containerd/runc")
+CONTAINER_LOG_LINKS = Path("/var/log/containers")
+DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
 TRANSIT = ipaddress.ip_network("100.64.0.0/10")  # shared address space, never routed here
 POD_CIDR = "10.244.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -217,8 +222,32 @@ def leftovers(state: RunState) -> list[str]:
             found.append(f"folder {state.root}")
     found += [f"process {pid} in the node's cgroups" for pid in _cgroup_pids(state.cgroup)]
     found += [f"cgroup {path}" for path in _cgroup_dirs(state.cgroup)]
-    if state.cni_network:
-        found += [f"CNI cache {path}" for path in CNI_CACHE.glob(f"results/{state.cni_network}-*")]
+    found += [f"host file {path}" for path in _host_files(state)]
+    return found
+
+
+def _mentions(path: Path, text: str) -> bool:
+    with contextlib.suppress(OSError):
+        return text.encode() in path.read_bytes()
+    return False
+
+
+def _host_files(state: RunState) -> list[Path]:
+    """What containerd, runc, CNI and kubelet left of this run outside its folder,
+    recognised by the run's folder or network name in them."""
+    if not state.root:
+        return []
+    found = [
+        path
+        for path in (*CNI_CACHE.glob("results/*"), *RUNC_STATE.glob("*/*/state.json"))
+        if _mentions(path, state.root)
+        or (state.cni_network and path.name.startswith(f"{state.cni_network}-"))
+    ]
+    found += [
+        link
+        for link in (CONTAINER_LOG_LINKS.iterdir() if CONTAINER_LOG_LINKS.is_dir() else [])
+        if link.is_symlink() and os.readlink(link).startswith(state.root + "/")
+    ]
     return found
 
 
@@ -244,12 +273,18 @@ def sweep(state: RunState) -> None:
                 path.rmdir()
         with contextlib.suppress(OSError):
             top.rmdir()
-    # 4. CNI's result cache (named after the run's network) and shim sockets that
-    #    nothing listens on any more.
-    if state.cni_network:
-        for path in CNI_CACHE.glob(f"results/{state.cni_network}-*"):
+    # 4. Host files of the run (CNI's result cache, runc's state, links to Pod
+    #    logs), and sockets that nothing listens on any more.
+    for path in _host_files(state):
+        if path.name == "state.json":
+            shutil.rmtree(path.parent, ignore_errors=True)
+        else:
             path.unlink(missing_ok=True)
-    _remove_dead_shim_sockets()
+    _remove_dead_sockets(SHIM_SOCKETS)
+    _remove_dead_sockets(DEVICE_PLUGINS)
+    for folder in (DEVICE_PLUGINS, DEVICE_PLUGINS.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty: kubelet made it for this run
     # 5. Network: the namespace (which takes its end of the veth along), the veth.
     if state.netns:
         subprocess.run(["ip", "netns", "delete", state.netns], capture_output=True)
@@ -279,11 +314,15 @@ def _sysctl_pairs(state: RunState) -> dict[str, tuple[str, str]]:
     }
 
 
-def _remove_dead_shim_sockets() -> None:
-    """containerd 1.6 puts shim sockets under /run/containerd/s whatever its state dir."""
-    if not SHIM_SOCKETS.is_dir():
+def _remove_dead_sockets(folder: Path) -> None:
+    """Sockets nobody listens on: containerd 1.6 puts shim sockets under
+    /run/containerd/s, kubelet its device-plugin socket under /var/lib/kubelet,
+    whatever their own folders are."""
+    if not folder.is_dir():
         return
-    for path in SHIM_SOCKETS.iterdir():
+    for path in folder.iterdir():
+        if not path.is_socket():
+            continue
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
             probe.settimeout(0.5)
             try:
