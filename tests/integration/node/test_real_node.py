@@ -141,6 +141,29 @@ def test_busybox_pod_runs_and_its_logs_come_through_the_api(
     assert logs(stack, "first").strip() == "ready"
 
 
+def test_exec_in_a_pod_through_the_api(stack: NodeStack) -> None:
+    """The official client's exec: API server -> kubelet -> containerd's stream server."""
+    from kubernetes import client
+    from kubernetes.stream import stream
+
+    eventually(lambda: ready(stack, "first"), 60, "Pod first Ready")
+    api_client = plane(stack).api_client()
+    try:
+        out = stream(
+            client.CoreV1Api(api_client).connect_get_namespaced_pod_exec,
+            "first",
+            NAMESPACE,
+            command=["sh", "-c", "echo $((6 * 7)) from $(hostname)"],
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+        )
+    finally:
+        api_client.close()
+    assert out.strip() == "42 from first"
+
+
 def test_pods_and_a_cluster_ip_service_answer(stack: NodeStack) -> None:
     image = busybox(stack)
     serve = (
