@@ -19,6 +19,7 @@ import pytest
 
 from driftline.local.servers import KafkaBroker, MlflowServer, RedisServer
 from driftline_testing import kube as kube_infra
+from driftline_testing import node as node_infra
 from driftline_testing import start_kafka
 from driftline_testing.rig import RigLayout, rig_layout
 
@@ -99,6 +100,23 @@ def kube(rig: RigLayout, infra_logs: Path) -> Iterator[kube_infra.ControlPlane]:
     scheduler and kwok nodes (pools `cpu` and `gpu`). One per session."""
     with kube_infra.ControlPlane(log_dir=infra_logs / "kube", layout=rig) as plane:
         yield plane
+
+
+@pytest.fixture(scope="session")
+def real_node(rig: RigLayout, infra_logs: Path) -> Iterator[node_infra.NodeStack]:
+    """A control plane of its own with one real node (containerd, kubelet,
+    kube-proxy) in a network namespace of the rig's: Pods really run. Opt-in, and
+    apart from `kube`, whose simulated nodes stay as they are. One per session;
+    at its end nothing of it may be left (processes, mounts, cgroups, network)."""
+    missing = node_infra.missing_parts(rig)
+    if missing:
+        pytest.fail(f"the real node needs {', '.join(missing)}: see tests/rig/README.md")
+    stack = node_infra.NodeStack(log_dir=infra_logs / "real-node", layout=rig)
+    with stack:
+        yield stack
+    left = stack.leftovers()
+    if left:
+        pytest.fail(f"the real node left {left}")
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build the test rig once into a cache outside the repository:
 #
-#   Kubernetes control plane   kube-apiserver, kube-controller-manager, kube-scheduler,
-#                              etcd and kwok, built by `go build` from the Go module
-#                              proxy (go.mod here pins the releases)
+#   Kubernetes                 kube-apiserver, kube-controller-manager, kube-scheduler,
+#                              kubelet, kube-proxy, etcd and kwok, built by `go build`
+#                              from the Go module proxy (go.mod here pins the releases)
 #   Apache Kafka               the broker's jars from Maven Central (pom.xml here)
 #
 # The cache directory is ${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>, where
@@ -67,6 +67,8 @@ build_k8s() {
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler \
+      k8s.io/kubernetes/cmd/kubelet \
+      k8s.io/kubernetes/cmd/kube-proxy \
       go.etcd.io/etcd/server/v3 \
       sigs.k8s.io/kwok/cmd/kwok
   )

@@ -13,7 +13,9 @@ kwok plays the kubelets: it keeps the nodes of a CPU pool and a GPU pool
 (`nvidia.com/gpu` capacity and taint) Ready and marks the Pods bound to them as
 running. No container ever runs; everything up to that point is the real thing.
 
-Every component listens on 127.0.0.1 only. The API server has its own
+Every component listens on 127.0.0.1 only, unless `address` names another local
+address for the API server: the host's end of a real node's veth (see `node.py`),
+where the node's kubelet, kube-proxy and Pods reach it. The API server has its own
 service-account keys and static bearer tokens: one for an admin (system:masters)
 and one each for the controller-manager and the scheduler, which RBAC authorises
 through their bootstrap roles as in any kubeadm cluster.
@@ -39,6 +41,7 @@ from driftline_testing.kube_files import (
     Identity,
     NodePool,
     write_ca,
+    write_client_cert,
     write_kubeconfig,
     write_service_account_key,
     write_token_file,
@@ -67,6 +70,7 @@ class ControlPlane:
         node_pools: tuple[NodePool, ...] = DEFAULT_NODE_POOLS,
         log_dir: str | Path | None = None,
         layout: RigLayout | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
         layout = layout or rig_layout()
         if not layout.kubernetes_built:
@@ -78,8 +82,11 @@ class ControlPlane:
         if self._owns_root:
             weakref.finalize(self, shutil.rmtree, self.root, ignore_errors=True)
         self.log_dir = Path(log_dir) if log_dir else self.root / "logs"
-        self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        # The API server's address: loopback, or a real node's way in (its serving
+        # certificate names it, and it is the `kubernetes` Service's endpoint then).
+        self.address = address
+        self.port = free_port(address)
+        self.server = f"https://{address}:{self.port}"
         self.admin = Identity("driftline-admin", ("system:masters",))
         self._controller_manager = Identity("system:kube-controller-manager")
         self._scheduler = Identity("system:kube-scheduler")
@@ -147,6 +154,15 @@ class ControlPlane:
         write_ca(
             pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key", "driftline-rig-front-proxy"
         )
+        # The API server's client certificate towards the kubelets (logs, exec).
+        write_client_cert(
+            pki / "client-ca.crt",
+            pki / "client-ca.key",
+            pki / "apiserver-kubelet-client.crt",
+            pki / "apiserver-kubelet-client.key",
+            "kube-apiserver-kubelet-client",
+            ("system:masters",),
+        )
         write_token_file(
             pki / "tokens.csv", [self.admin, self._controller_manager, self._scheduler]
         )
@@ -190,10 +206,11 @@ class ControlPlane:
             [
                 self._bin("kube-apiserver"),
                 f"--etcd-servers={self._etcd_url}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self.address}",
+                f"--advertise-address={self.address}",
                 f"--secure-port={self.port}",
-                # A self-signed serving certificate for 127.0.0.1, written here.
+                # A self-signed serving certificate, written here, for the address,
+                # the first Service IP and kubernetes.default.svc.
                 f"--cert-dir={pki}",
                 f"--token-auth-file={pki / 'tokens.csv'}",
                 f"--client-ca-file={pki / 'client-ca.crt'}",
@@ -212,10 +229,15 @@ class ControlPlane:
                 # ServiceAccount, PodSecurity, ResourceQuota, webhooks, ...) plus
                 # NodeRestriction, as kubeadm configures it.
                 "--enable-admission-plugins=NodeRestriction",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                # By address, as kubeadm sets it: a node's name is no DNS name here.
+                "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
                 "--allow-privileged=true",
-                # Endpoints may not hold loopback addresses, and no Pod here could
-                # reach the API server through the `kubernetes` Service anyway.
-                "--endpoint-reconciler-type=none",
+                # Endpoints may not hold loopback addresses, and on loopback no Pod
+                # could reach the API server through the `kubernetes` Service anyway.
+                "--endpoint-reconciler-type="
+                + ("none" if self.address.startswith("127.") else "lease"),
                 "--profiling=false",
             ],
         )
@@ -310,6 +332,15 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(self.ca_file))
         with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return json.loads(resp.read() or b"null")
+
+    def get_text(self, path: str) -> str:
+        """One GET as the admin whose answer is text (a Pod's log, say)."""
+        req = urllib.request.Request(
+            f"{self.server}{path}", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
+            return str(resp.read().decode())
 
     def create_namespace(self, name: str, timeout: float = 30.0) -> None:
         """Create a namespace and wait until Pods can be created in it."""

@@ -123,10 +123,11 @@ def write_service_account_key(private: Path, public: Path) -> None:
 def write_ca(cert: Path, key: Path, common_name: str) -> None:
     """A self-signed CA, for `--client-ca-file` and `--requestheader-client-ca-file`.
 
-    Nothing here signs client certificates yet, but with both CAs the API server
-    publishes the complete `extension-apiserver-authentication` ConfigMap that the
-    controller-manager and the scheduler read to authenticate their own callers
-    (without it they retry and log errors all along).
+    The client CA also signs the kubelets' and kube-proxy's certificates (see
+    `write_client_cert`). With both CAs the API server publishes the complete
+    `extension-apiserver-authentication` ConfigMap that the controller-manager and
+    the scheduler read to authenticate their own callers (without it they retry and
+    log errors all along).
     """
     import datetime
 
@@ -158,6 +159,81 @@ def write_ca(cert: Path, key: Path, common_name: str) -> None:
         )
     )
     key.chmod(0o600)
+
+
+def write_client_cert(
+    ca_cert: Path,
+    ca_key: Path,
+    cert: Path,
+    key: Path,
+    common_name: str,
+    organizations: tuple[str, ...] = (),
+) -> None:
+    """A client certificate signed by one of the CAs above (`--client-ca-file`).
+
+    The API server takes the user from the common name and the groups from the
+    organizations: `system:node:<name>` in `system:nodes` is a kubelet, which the
+    Node authorizer and NodeRestriction then hold to its own node.
+    """
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    issuer = x509.load_pem_x509_certificate(ca_cert.read_bytes())
+    private = ec.generate_private_key(ec.SECP256R1())
+    subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject))
+        .issuer_name(issuer.subject)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
+    )
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+
+
+def write_cert_kubeconfig(
+    path: Path, server: str, ca_file: Path, user: str, cert: Path, key: Path
+) -> None:
+    """A kubeconfig that authenticates with a client certificate (kubelet, kube-proxy)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "driftline-rig",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [
+            {"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}
+        ],
+        "contexts": [
+            {"name": "driftline-rig", "context": {"cluster": "driftline-rig", "user": user}}
+        ],
+        "current-context": "driftline-rig",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
 
 
 def write_kubeconfig(path: Path, server: str, ca_file: Path, who: Identity) -> None:
