@@ -72,7 +72,8 @@ chaos: $(STAMP) ## reliability suite: SIGKILLs in the loop, outages, 10x overloa
 	  nice $(PY) -m pytest tests/chaos -m chaos -s -q $(PYTEST_ARGS)
 
 .PHONY: rig
-rig: ## build the test rig (Kubernetes control plane, Apache Kafka) into a cache outside the repo
+rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kafka) into a cache outside the repo
+	@bash tests/rig/host-packages.sh
 	@bash tests/rig/build.sh
 
 IMAGE_TAG ?= dev
