@@ -518,8 +518,10 @@ def write_report(built: Sequence[BuiltImage], folder: Path, cold: bool = False) 
     for name in IMAGES:
         if name in rows:
             row = rows[name]
-            cold = row.get("cold_build_s", "")
-            lines.append(f"| `{row['repository']}` | {row['size_mb']} | {cold} | {ABOUT[name]} |")
+            seconds = row.get("cold_build_s", "")
+            lines.append(
+                f"| `{row['repository']}` | {row['size_mb']} | {seconds} | {ABOUT[name]} |"
+            )
     path = folder / "images.md"
     path.write_text("\n".join(lines) + "\n")
     return path
