@@ -161,6 +161,7 @@ class DockerDaemon:
         self._lock = lock
         try:
             self._stop_leftovers()
+            self._unmount_leftovers()
             (self.cache / "daemon.json").write_text("{}\n")
             self.socket.unlink(missing_ok=True)
             self._process = ManagedProcess("dockerd", self.argv(), log_path=self.log_path)
@@ -192,13 +193,13 @@ class DockerDaemon:
                         os.kill(pid, 9)
 
     def _unmount_leftovers(self) -> None:
-        """What dockerd leaves mounted under its exec root (the host's network
-        namespace, bound at netns/default), deepest first."""
-        prefix = f"{self.exec_root}/"
+        """What a dockerd of this cache left mounted (the host's network namespace at
+        netns/default, its data root when it was killed), deepest first."""
+        ours = [self.exec_root, self.data_root]
         mounts = [
             line.split()[1]
             for line in Path("/proc/mounts").read_text().splitlines()
-            if line.split()[1].startswith(prefix)
+            if any(Path(line.split()[1]).is_relative_to(root) for root in ours)
         ]
         for mount in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", mount], capture_output=True, check=False)
