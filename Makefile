@@ -76,13 +76,32 @@ rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kaf
 	@bash tests/rig/host-packages.sh
 	@bash tests/rig/build.sh
 
+# Images: `make images REGISTRY=registry.example.com/team IMAGE_TAG=0.1.0 PUSH=1` builds
+# and pushes <REGISTRY>/driftline/<image>:<IMAGE_TAG> with the `docker` on PATH.
+# IMAGES picks some; DOCKER_BUILD_ARGS passes more (e.g. --build-arg PYTHON_IMAGE=...).
 IMAGE_TAG ?= dev
+REGISTRY ?=
+PUSH ?=
+IMAGES ?= operator inference services inference-gpu
+DOCKER_BUILD_ARGS ?=
+IMAGE_PREFIX := $(if $(REGISTRY),$(patsubst %/,%,$(REGISTRY))/,)driftline
 .PHONY: images
-images: ## build the container images (needs Docker): operator, services, inference-gpu
+images: ## build the container images (needs Docker): operator, inference, services, inference-gpu; PUSH=1 pushes
 	@command -v docker >/dev/null || { echo "make images needs Docker" >&2; exit 1; }
-	docker build -f docker/operator.Dockerfile -t driftline/operator:$(IMAGE_TAG) .
-	docker build -f docker/services.Dockerfile -t driftline/services:$(IMAGE_TAG) .
-	docker build -f docker/inference-gpu.Dockerfile -t driftline/inference-gpu:$(IMAGE_TAG) .
+	@set -e; for image in $(IMAGES); do \
+	  case $$image in \
+	    operator) file=docker/operator.Dockerfile; args="" ;; \
+	    inference) file=docker/services.Dockerfile; \
+	      args="--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference" ;; \
+	    services) file=docker/services.Dockerfile; args="" ;; \
+	    inference-gpu) file=docker/inference-gpu.Dockerfile; args="" ;; \
+	    *) echo "unknown image $$image (operator, inference, services, inference-gpu)" >&2; exit 1 ;; \
+	  esac; \
+	  ref=$(IMAGE_PREFIX)/$$image:$(IMAGE_TAG); \
+	  echo "docker build -f $$file $$args $(DOCKER_BUILD_ARGS) -t $$ref ."; \
+	  docker build -f $$file $$args $(DOCKER_BUILD_ARGS) -t $$ref .; \
+	  if [ -n "$(PUSH)" ]; then docker push $$ref; fi; \
+	done
 
 .PHONY: e2e
 e2e: ## opt-in: end-to-end on a kind cluster (needs Docker)

@@ -1,10 +1,16 @@
 # The Driftline operator (kopf). Small: no torch, no ONNX Runtime, no alibi-detect.
 #   docker build -f docker/operator.Dockerfile -t driftline/operator:dev .
+# PYTHON_IMAGE: any Debian-like image with python3 and its venv module (ensurepip).
+# BUILD_IMAGE: the build stage's base, PYTHON_IMAGE unless given: a base that adds a
+# CA certificate (a TLS-intercepting proxy to PyPI) goes here, never into the image.
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+ARG BUILD_IMAGE=${PYTHON_IMAGE}
 
-FROM ${PYTHON_IMAGE} AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
-RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
+FROM ${BUILD_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy PATH=/opt/uv/bin:$PATH
+# uv in a venv of its own: the build tool stays out of /opt/driftline (the image).
+RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install "uv==0.13.9" \
+ && python3 -m venv /opt/driftline
 COPY pyproject.toml README.md LICENSE /src/
 COPY requirements/constraints.txt /src/requirements/
 WORKDIR /src

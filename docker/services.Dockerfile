@@ -2,16 +2,24 @@
 #   docker build -f docker/services.Dockerfile -t driftline/services:dev .
 # One image runs any part: `python -m driftline.<part>` (the operator sets the command).
 # EXTRAS picks the parts' libraries; the default holds every part with ONNX Runtime CPU.
+# `--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference` gives
+# the inference image: no torch, no alibi-detect (`make images` builds it so).
+# PYTHON_IMAGE: any Debian-like image with python3 and its venv module (ensurepip).
+# BUILD_IMAGE: the build stage's base, PYTHON_IMAGE unless given: a base that adds a
+# CA certificate (a TLS-intercepting proxy to PyPI) goes here, never into the image.
 ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
+ARG BUILD_IMAGE=${PYTHON_IMAGE}
 
-FROM ${PYTHON_IMAGE} AS build
+FROM ${BUILD_IMAGE} AS build
 ARG EXTRAS=inference,joiner,trainer,drift,rollout,cpu
 # PyPI's Linux torch wheels carry CUDA (several GB of nvidia-* wheels) that a CPU
 # image never uses. TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch
 # from PyTorch's CPU wheels instead (same version, +cpu), for an image of ~1.5 GB.
 ARG TORCH_INDEX=""
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy
-RUN python -m pip install "uv==0.13.9" && python -m venv /opt/driftline
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 UV_LINK_MODE=copy PATH=/opt/uv/bin:$PATH
+# uv in a venv of its own: the build tool stays out of /opt/driftline (the image).
+RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install "uv==0.13.9" \
+ && python3 -m venv /opt/driftline
 # Dependencies first, from pyproject.toml and the lock alone: a change of source
 # code does not rebuild this layer.
 COPY pyproject.toml README.md LICENSE /src/
@@ -29,7 +37,8 @@ COPY operator /src/operator
 RUN uv pip install --python /opt/driftline/bin/python --no-deps /src
 
 FROM ${PYTHON_IMAGE}
-LABEL org.opencontainers.image.title="driftline-services" \
+ARG IMAGE_TITLE=driftline-services
+LABEL org.opencontainers.image.title="${IMAGE_TITLE}" \
       org.opencontainers.image.source="https://github.com/driftline/driftline" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid 10001 driftline \

@@ -10,6 +10,7 @@ import-linter contract keeps it so) and no wheel or image carries it
   its SASL/TLS listeners with a throwaway CA;
 - `brokers.start_kafka`: "a Kafka broker", Apache when the rig has it, else Tansu;
 - `models`: small ONNX models that follow the artifact contract.
+- `images`: a dockerd of the tests' own and Driftline's images built with it.
 
 The servers `driftline up` itself starts live in `driftline.local.servers`.
 """

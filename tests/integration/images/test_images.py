@@ -1,0 +1,138 @@
+"""The images users deploy, built here from docker/*.Dockerfile: they start, they hold
+the product and nothing of the test rig, inference carries no torch, they run as a
+non-root user, and their sizes are recorded in benchmarks/results/images.md."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder, write_report
+
+from .conftest import ROOT, SUITE_IMAGES
+
+pytestmark = [pytest.mark.images, pytest.mark.timeout(3600)]
+
+# Looks for what an image must not hold: the test support, Driftline's tests/, the
+# build context (/src) and the build tool's venv (/opt/uv).
+LEFTOVERS = """
+import importlib.util, os, sys
+found = []
+if importlib.util.find_spec("driftline_testing") is not None:
+    found.append("driftline_testing importable")
+for top in ("/opt", "/usr", "/home", "/srv", "/app"):
+    for dirpath, dirnames, _ in os.walk(top):
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if name == "driftline_testing" or path.endswith(("tests/rig", "tests/support")):
+                found.append(path)
+import driftline
+for root in driftline.__path__:
+    for near in (os.path.join(root, "tests"), os.path.join(root, "..", "tests")):
+        if os.path.isdir(near):
+            found.append(near)
+found += [p for p in ("/src", "/opt/uv") if os.path.exists(p)]
+print("\\n".join(found))
+sys.exit(1 if found else 0)
+"""
+
+
+def python(daemon: DockerDaemon, image: BuiltImage, code: str) -> tuple[int, str]:
+    result = daemon.run(image.ref, "-c", code, entrypoint="python")
+    return result.returncode, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("name", SUITE_IMAGES)
+def test_image_builds_and_reports_size(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon, name: str
+) -> None:
+    image = images[name]
+    assert image.ref.startswith(f"driftline/{name}:k-")
+    assert image.size_bytes == docker_daemon.image_size(image.ref) > 50e6
+
+
+def test_operator_image_starts_the_operator(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon
+) -> None:
+    # The entrypoint's module, imported (running it would start serving, and needs a
+    # cluster): kopf, the Kubernetes client and the handlers load, the settings parse.
+    code = (
+        "import driftline.operator.__main__ as m, driftline.operator.handlers\n"
+        "from driftline.operator.settings import OperatorSettings\n"
+        "print('ok', m.main.__name__, OperatorSettings().image_for(False))"
+    )
+    rc, out = python(docker_daemon, images["operator"], code)
+    assert rc == 0 and "ok main driftline/services:" in out, out
+    # The operator's own CLI writes its install manifests.
+    result = docker_daemon.run(
+        images["operator"].ref, "-m", "driftline.operator.manifests", "--help", entrypoint="python"
+    )
+    assert result.returncode == 0 and "--out" in result.stdout, result.stderr
+    inspect = docker_daemon.docker(
+        "image", "inspect", "--format", "{{json .Config.Entrypoint}}", images["operator"].ref
+    )
+    assert json.loads(inspect.stdout) == ["python", "-m", "driftline.operator"]
+
+
+def test_inference_image_has_no_torch(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon
+) -> None:
+    rc, out = python(
+        docker_daemon,
+        images["inference"],
+        "import driftline.inference.__main__, onnxruntime, fastapi; print('ok')",
+    )
+    assert rc == 0 and "ok" in out, out
+    for absent in ("torch", "alibi_detect"):
+        rc, out = python(docker_daemon, images["inference"], f"import {absent}")
+        assert rc != 0 and "ModuleNotFoundError" in out, f"{absent} imports:\n{out}"
+
+
+@pytest.mark.parametrize("name", SUITE_IMAGES)
+def test_image_holds_no_test_rig(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon, name: str
+) -> None:
+    rc, out = python(docker_daemon, images[name], LEFTOVERS)
+    assert rc == 0, f"{name} holds:\n{out}"
+
+
+@pytest.mark.parametrize("name", SUITE_IMAGES)
+def test_image_runs_as_non_root(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon, name: str
+) -> None:
+    ref = images[name].ref
+    user = docker_daemon.docker("image", "inspect", "--format", "{{.Config.User}}", ref)
+    assert user.stdout.strip() == "10001:10001"
+    rc, out = python(docker_daemon, images[name], "import os; print(os.getuid(), os.getgid())")
+    assert rc == 0 and out.split() == ["10001", "10001"], out
+
+
+def test_unchanged_tree_reuses_the_images(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon, tmp_path: Path
+) -> None:
+    builder = ImageBuilder(docker_daemon, ROOT, log_dir=tmp_path)
+    started = time.monotonic()
+    again = builder.build("operator")
+    assert again.reused and again.ref == images["operator"].ref
+    assert time.monotonic() - started < 30
+
+
+def test_image_saves_to_a_tarball(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon, tmp_path: Path
+) -> None:
+    """What the real node imports (`ctr images import`)."""
+    path = docker_daemon.save(images["operator"].ref, tmp_path / "operator.tar")
+    with tarfile.open(path) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+    assert manifest[0]["RepoTags"] == [images["operator"].ref]
+
+
+def test_sizes_are_recorded(images: dict[str, BuiltImage]) -> None:
+    report = write_report(list(images.values()), ROOT / "benchmarks" / "results")
+    text = report.read_text()
+    for name in SUITE_IMAGES:
+        assert f"| `driftline/{name}` | {round(images[name].size_mb)} |" in text
