@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The host packages the test rig's real node needs, installed only when missing:
-# containerd, runc, the CNI plugins, iptables and conntrack run the node;
-# busybox-static and gcc (the static pause program) make its images. Debian names.
+# The host packages the test rig needs, installed only when missing (Debian names):
+# containerd, runc, the CNI plugins, iptables and conntrack run the real node;
+# busybox-static and gcc (the static pause program) make its images; docker.io
+# (a dockerd the tests start themselves) and debootstrap (the Python base) build
+# Driftline's images.
 set -euo pipefail
-packages=(containerd runc containernetworking-plugins iptables conntrack busybox-static libc6-dev)
+packages=(containerd runc containernetworking-plugins iptables conntrack busybox-static libc6-dev
+          docker.io debootstrap)
 command -v gcc >/dev/null || packages+=(gcc)
 missing=()
 for package in "${packages[@]}"; do
@@ -14,5 +17,14 @@ done
 echo "rig: installing host packages: ${missing[*]}"
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
+# The tests start their own dockerd and containerd (no bridge, no iptables): keep the
+# packages' services from starting with the install.
+policy=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  policy=/usr/sbin/policy-rc.d
+  printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod +x "$policy"
+  trap '$sudo rm -f "$policy"' EXIT
+fi
 $sudo apt-get update -q
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
