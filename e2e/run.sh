@@ -62,6 +62,8 @@ if [[ ${E2E_BUILD:-1} == 1 ]]; then
   docker build -f docker/operator.Dockerfile -t "driftline/operator:$TAG" .
   docker build -f docker/services.Dockerfile -t "driftline/services:$TAG" \
     --build-arg "TORCH_INDEX=${TORCH_INDEX-https://download.pytorch.org/whl/cpu}" .
+  docker build -f docker/services.Dockerfile -t "driftline/inference:$TAG" \
+    --build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference .
 fi
 
 # --- cluster --------------------------------------------------------------------------
@@ -72,7 +74,8 @@ if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
 fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 log "loading images into the cluster"
-kind load docker-image --name "$CLUSTER" "driftline/operator:$TAG" "driftline/services:$TAG"
+kind load docker-image --name "$CLUSTER" "driftline/operator:$TAG" "driftline/services:$TAG" \
+  "driftline/inference:$TAG"
 
 # --- the chart in dev mode ------------------------------------------------------------
 log "installing the chart (dev mode)"

@@ -22,6 +22,7 @@ CHART_MANAGED = frozenset(
         "operator_image",
         "image",
         "gpu_image",
+        "inference_image",
         "image_tag",
         "image_pull_policy",
     }

@@ -63,7 +63,9 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_OPERATOR_KARPENTER_NODE_CLASS__NAME", "gpu")
     settings = OperatorSettings()
     assert settings.namespaces == ["ml", "fraud"]
-    assert settings.image_for(gpu=True) == "driftline/inference-gpu:1.2.3"
+    assert settings.image_for(inference=True, gpu=True) == "driftline/inference-gpu:1.2.3"
+    assert settings.image_for(inference=True) == "driftline/inference:1.2.3"
+    assert settings.image_for(inference=False, gpu=True) == "driftline/services:1.2.3"
     assert settings.karpenter_node_class.name == "gpu"
 
 

@@ -121,8 +121,12 @@ def test_cpu_inference_has_no_gpu_and_workers_no_affinity() -> None:
     for part, deployment in deployments("minimal").items():
         pod = deployment["spec"]["template"]["spec"]
         assert "nvidia.com/gpu" not in str(pod)
-        if part != "inference":
+        image = pod["containers"][0]["image"]
+        if part == "inference":  # its own image: ONNX Runtime without torch
+            assert image.startswith("driftline/inference:")
+        else:
             assert "affinity" not in pod
+            assert image.startswith("driftline/services:")
 
 
 def test_a_changed_spec_rolls_the_pods() -> None:

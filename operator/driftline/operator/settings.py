@@ -65,11 +65,18 @@ class OperatorSettings(BaseSettings):
     operator_image: str = Field(
         default="driftline/operator", description="The operator's own image (install manifests)."
     )
-    image: str = Field(default="driftline/services", description="Image of every CPU part.")
+    image: str = Field(
+        default="driftline/services",
+        description="Image of the joiner, trainer and drift monitor (torch inside).",
+    )
+    inference_image: str = Field(
+        default="driftline/inference",
+        description="Inference image on CPUs: ONNX Runtime, no torch (smaller, faster to pull).",
+    )
     gpu_image: str = Field(
         default="driftline/inference-gpu", description="Inference image when the spec asks GPUs."
     )
-    image_tag: str = Field(default="0.1.0", description="Tag of both images.")
+    image_tag: str = Field(default="0.1.0", description="Tag of the parts' images.")
     image_pull_policy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
     part_log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     inference_port: int = Field(default=8080, ge=1, le=65535)
@@ -144,5 +151,8 @@ class OperatorSettings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    def image_for(self, gpu: bool) -> str:
-        return f"{self.gpu_image if gpu else self.image}:{self.image_tag}"
+    def image_for(self, *, inference: bool, gpu: bool = False) -> str:
+        """The image a part runs: inference has its own, on CPUs or on GPUs."""
+        if inference:
+            return f"{self.gpu_image if gpu else self.inference_image}:{self.image_tag}"
+        return f"{self.image}:{self.image_tag}"

@@ -197,7 +197,8 @@ def to_patch(status: DynamicModelStatus) -> dict[str, Any]:
     stored status would never equal the patch. Items of lists leave unset fields out.
     """
     patch: dict[str, Any] = status.model_dump(by_alias=True, mode="json", exclude_none=False)
-    return _without_nulls_in_lists(patch)
+    cleaned: dict[str, Any] = _without_nulls_in_lists(patch)
+    return cleaned
 
 
 def _without_nulls_in_lists(value: Any, in_list: bool = False) -> Any:

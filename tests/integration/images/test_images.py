@@ -63,7 +63,7 @@ def test_operator_image_starts_the_operator(
     code = (
         "import driftline.operator.__main__ as m, driftline.operator.handlers\n"
         "from driftline.operator.settings import OperatorSettings\n"
-        "print('ok', m.main.__name__, OperatorSettings().image_for(False))"
+        "print('ok', m.main.__name__, OperatorSettings().image_for(inference=False))"
     )
     rc, out = python(docker_daemon, images["operator"], code)
     assert rc == 0 and "ok main driftline/services:" in out, out

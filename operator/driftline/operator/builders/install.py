@@ -157,6 +157,7 @@ def user_roles() -> list[dict[str, Any]]:
 def deployment(settings: OperatorSettings, namespace: str, watch: list[str]) -> dict[str, Any]:
     env = [
         {"name": "DRIFTLINE_OPERATOR_IMAGE", "value": settings.image},
+        {"name": "DRIFTLINE_OPERATOR_INFERENCE_IMAGE", "value": settings.inference_image},
         {"name": "DRIFTLINE_OPERATOR_GPU_IMAGE", "value": settings.gpu_image},
         {"name": "DRIFTLINE_OPERATOR_IMAGE_TAG", "value": settings.image_tag},
     ]
