@@ -92,7 +92,7 @@ images: ## build the container images (needs Docker): operator, inference, servi
 	  case $$image in \
 	    operator) file=docker/operator.Dockerfile; args="" ;; \
 	    inference) file=docker/services.Dockerfile; \
-	      args="--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference" ;; \
+	      args="--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference --build-arg HEALTH_PORT=8080" ;; \
 	    services) file=docker/services.Dockerfile; args="" ;; \
 	    inference-gpu) file=docker/inference-gpu.Dockerfile; args="" ;; \
 	    *) echo "unknown image $$image (operator, inference, services, inference-gpu)" >&2; exit 1 ;; \

@@ -38,6 +38,9 @@ RUN uv pip install --python /opt/driftline/bin/python --no-deps /src
 
 FROM ${PYTHON_IMAGE}
 ARG IMAGE_TITLE=driftline-services
+# Where the HEALTHCHECK asks: workers answer /healthz on their metrics port (9100),
+# inference on its own port (8080: the inference image sets HEALTH_PORT=8080).
+ARG HEALTH_PORT=9100
 LABEL org.opencontainers.image.title="${IMAGE_TITLE}" \
       org.opencontainers.image.source="https://github.com/driftline/driftline" \
       org.opencontainers.image.licenses="Apache-2.0"
@@ -45,11 +48,11 @@ RUN groupadd --system --gid 10001 driftline \
  && useradd --system --uid 10001 --gid driftline --home-dir /home/driftline --create-home driftline
 COPY --from=build /opt/driftline /opt/driftline
 ENV PATH=/opt/driftline/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1 HOME=/home/driftline
+    MLFLOW_ENABLE_TELEMETRY=false DO_NOT_TRACK=1 HOME=/home/driftline \
+    DRIFTLINE_HEALTH_URL=http://127.0.0.1:${HEALTH_PORT}/healthz
 USER 10001:10001
 WORKDIR /home/driftline
-# Workers answer /healthz on their metrics port (9100); inference answers on 8080.
 HEALTHCHECK --interval=30s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os,urllib.request as u; u.urlopen(os.environ.get('DRIFTLINE_HEALTH_URL','http://127.0.0.1:9100/healthz'), timeout=2)"]
+  CMD ["python", "-c", "import os,urllib.request as u; u.urlopen(os.environ['DRIFTLINE_HEALTH_URL'], timeout=2)"]
 ENTRYPOINT ["python", "-m"]
 CMD ["driftline.inference"]

@@ -92,6 +92,18 @@ def test_inference_image_has_no_torch(
         assert rc != 0 and "ModuleNotFoundError" in out, f"{absent} imports:\n{out}"
 
 
+def test_inference_image_checks_health_where_inference_answers(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon
+) -> None:
+    from driftline.inference.settings import InferenceSettings
+
+    env = docker_daemon.docker(
+        "image", "inspect", "--format", "{{json .Config.Env}}", images["inference"].ref
+    )
+    port = InferenceSettings.model_fields["port"].default
+    assert f"DRIFTLINE_HEALTH_URL=http://127.0.0.1:{port}/healthz" in json.loads(env.stdout)
+
+
 @pytest.mark.parametrize("name", SUITE_IMAGES)
 def test_image_holds_no_test_rig(
     images: dict[str, BuiltImage], docker_daemon: DockerDaemon, name: str

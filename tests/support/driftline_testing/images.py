@@ -76,7 +76,11 @@ IMAGES: dict[str, ImageSpec] = {
         "driftline/inference",
         "docker/services.Dockerfile",
         "PYTHON_IMAGE",
-        (("EXTRAS", "inference,cpu"), ("IMAGE_TITLE", "driftline-inference")),
+        (
+            ("EXTRAS", "inference,cpu"),
+            ("IMAGE_TITLE", "driftline-inference"),
+            ("HEALTH_PORT", "8080"),
+        ),
     ),
     "services": ImageSpec("driftline/services", "docker/services.Dockerfile", "PYTHON_IMAGE"),
     # CUDA bases cannot be pulled here: the GPU Dockerfile is built on the Debian base.
