@@ -52,7 +52,7 @@ def test_codes_for_hashes_and_vocabularies() -> None:
 
 def test_the_graph_codes_the_table_values_as_the_rules_do() -> None:
     """The ONNX preprocessing (spliced in front of the network) against `category_code`."""
-    from driftline.api import registry
+    from driftline.api import artifacts
     from driftline.common.feature_values import category_code
     from driftline.common.features import FeatureLayout
     from driftline.trainer.export import CODES, _splice_categorical_front
@@ -72,7 +72,7 @@ def test_the_graph_codes_the_table_values_as_the_rules_do() -> None:
         {str(want) for _, _, want in CASES if want not in (ERROR, MISSING)} | {"", "web", "5"}
     )
     feed = np.array([[t, t] for t in texts], dtype=object)
-    (codes,) = sess.run(None, {registry.INPUT_CATEGORICAL: feed})
+    (codes,) = sess.run(None, {artifacts.INPUT_CATEGORICAL: feed})
     expected = [[category_code(f, t) for f in layout.categorical] for t in texts]
     assert codes.tolist() == expected
     assert CategoricalEncoder(layout.categorical)(feed).tolist() == expected

@@ -129,7 +129,14 @@ class FeatureContract:
             if match["row"] is not None:
                 node = node[int(match["row"])]
             raw = node.get(match["name"])
-        except (msgspec.DecodeError, LookupError, TypeError, AttributeError, RecursionError):
+        except (
+            msgspec.DecodeError,
+            ValueError,
+            LookupError,
+            TypeError,
+            AttributeError,
+            RecursionError,
+        ):
             return error
         try:
             required_value(self.features[match["name"]], raw)
