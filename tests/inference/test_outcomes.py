@@ -1,0 +1,96 @@
+"""Validation of the outcomes route's body: what becomes an `Outcome`, and 422s naming the field."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from driftline.api.events import Outcome
+from driftline.inference.errors import BadRequestError, InvalidInputError
+from driftline.inference.outcomes import OutcomeDecoder
+
+
+def body(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+@pytest.fixture
+def classes3() -> OutcomeDecoder:
+    return OutcomeDecoder("classification", 3, max_rows=4)
+
+
+@pytest.fixture
+def regression() -> OutcomeDecoder:
+    return OutcomeDecoder("regression", 2, max_rows=4)
+
+
+def test_one_outcome_or_a_list(classes3: OutcomeDecoder) -> None:
+    assert classes3.decode(body({"request_id": "r1", "label": 2}), now=5.0) == [
+        Outcome(request_id="r1", label=2.0, ts=5.0)
+    ]
+    many = classes3.decode(
+        body([{"request_id": "a", "label": 0}, {"request_id": "b", "label": 1.0}])
+    )
+    assert [(o.request_id, o.label) for o in many] == [("a", 0.0), ("b", 1.0)]
+
+
+def test_a_repeated_request_id_is_kept_once(classes3: OutcomeDecoder) -> None:
+    rows = [{"request_id": "a", "label": 0}, {"request_id": "a", "label": 1}]
+    assert [o.label for o in classes3.decode(body(rows))] == [0.0]
+
+
+def test_regression_takes_a_finite_target(regression: OutcomeDecoder) -> None:
+    assert regression.decode(body({"request_id": "r", "target": 12.5}))[0].label == 12.5
+    assert regression.decode(body({"request_id": "r", "label": -3}))[0].label == -3.0
+
+
+@pytest.mark.parametrize(
+    ("doc", "field", "words"),
+    [
+        ({"request_id": "r", "label": 1, "score": 3}, "score", "unknown field 'score'"),
+        ({"request_id": "r", "target": 1.5}, "target", "this model's outcome is `label`"),
+        ({"request_id": "r", "label": 3}, "label", "integer from 0 to 2"),
+        ({"request_id": "r", "label": 1.5}, "label", "class index"),
+        ({"request_id": "r", "label": "yes"}, "label", "class index"),
+        ({"request_id": "r", "label": True}, "label", "class index"),
+        ({"request_id": "r"}, "label", "label is missing"),
+        ({"label": 1}, "request_id", "request_id must be"),
+        ({"request_id": "", "label": 1}, "request_id", "request_id must be"),
+        ([{"request_id": "a", "label": 1}, {"request_id": "b", "label": 7}], "[1].label", "row 1"),
+        ([{"request_id": "a", "label": 1}, {"request_id": "b", "x": 1}], "[1].x", "row 1"),
+        ([], "body", "empty"),
+        ([{"request_id": str(i), "label": 0} for i in range(5)], "body", "at most 4"),
+        ([1], "[0]", "an outcome is an object"),
+    ],
+)
+def test_refusals_name_the_field(
+    classes3: OutcomeDecoder, doc: Any, field: str, words: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        classes3.decode(body(doc))
+    assert caught.value.field == field
+    assert words in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (b'{"request_id": "r", "target": NaN}', "target"),
+        (b'{"request_id": "r", "target": "12"}', "target"),
+        (b'[{"request_id": "r", "target": 1}, {"request_id": "s", "target": 1e999}]', "[1].target"),
+        (b'{"request_id": "r", "target": 1, "label": 2}', "target"),
+    ],
+)
+def test_regression_refuses_what_is_not_a_finite_number(
+    regression: OutcomeDecoder, raw: bytes, field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        regression.decode(raw)
+    assert caught.value.field == field
+
+
+def test_broken_json_is_a_400(classes3: OutcomeDecoder) -> None:
+    with pytest.raises(BadRequestError):
+        classes3.decode(b'{"request_id": ')
