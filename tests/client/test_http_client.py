@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from driftline.client import Client, OutcomesNotSentError, RequestError
+from driftline.client import Client, ClientError, OutcomesNotSentError, RequestError
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -165,3 +165,17 @@ def test_the_buffer_is_bounded() -> None:
     client.send_outcomes([("y", 1), ("z", 1)])
     assert client.buffered == 3 and client.outcomes.dropped == 2
     assert list(client._buffer)[-1] == ("z", 1)
+
+
+def test_a_prediction_that_may_have_been_served_is_not_retried() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    client = client_with(handler)
+    with pytest.raises(ClientError, match="ReadTimeout"):
+        client.predict({"x": 1.0})
+    assert len(calls) == 1
+    client.close()

@@ -91,6 +91,7 @@ def test_regression_refuses_what_is_not_a_finite_number(
     assert caught.value.field == field
 
 
-def test_broken_json_is_a_400(classes3: OutcomeDecoder) -> None:
+@pytest.mark.parametrize("raw", [b'{"request_id": ', b"\xff\xfe{}", b""])
+def test_broken_json_is_a_400(classes3: OutcomeDecoder, raw: bytes) -> None:
     with pytest.raises(BadRequestError):
-        classes3.decode(b'{"request_id": ')
+        classes3.decode(raw)

@@ -188,3 +188,47 @@ def test_the_client_keeps_outcomes_the_server_could_not_send(
     assert client.buffered == 2
     with pytest.raises(OutcomesNotSentError):
         client.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_demo_traffic_sends_each_outcome_a_second_after_its_prediction(
+    serve: Callable[..., Running], publish: Callable[..., str], kafka: KafkaBroker
+) -> None:
+    import asyncio
+
+    from driftline.common.streams import SEAStream
+    from driftline.local.traffic import TrafficGenerator
+
+    publish(SAYS_1, aliases=[ALIAS_CHAMPION])
+    server = serve()
+    client = Client(server.url, server.name, batch_seconds=0.1)
+    traffic = TrafficGenerator(
+        inference_url=server.url,
+        model_name=server.name,
+        stream=SEAStream(seed=3, schedule=[(0, 0)]),
+        outcomes=client,
+        rate=40,
+        concurrency=2,
+    )
+
+    async def run_for(seconds: float) -> None:
+        task = asyncio.create_task(traffic.run())
+        await asyncio.sleep(seconds)
+        traffic.stop()
+        await task
+
+    asyncio.run(run_for(3.0))
+    answered = traffic.log.totals()["answered"]
+    assert answered >= 40 and traffic.log.outcomes_sent == answered
+    assert client.outcomes.sent == answered
+    predictions = {
+        r.key().decode(): r.timestamp()[1]
+        for r in read_predictions(kafka, server.service.model.topics.predictions, answered)
+    }
+    outcomes = read_predictions(kafka, server.service.model.topics.outcomes, answered)
+    assert len(outcomes) == answered
+    delays = [
+        decode(r.value(), Outcome).ts - predictions[r.key().decode()] / 1000 for r in outcomes
+    ]
+    # A second after the prediction, but those still due when the traffic stops go at once.
+    assert sorted(delays)[len(delays) // 2] >= 0.9

@@ -316,6 +316,8 @@ class Client:
                     raise ClientError(f"{url}: {exc}") from exc
                 wait = self._backoff(attempt, None)
                 continue
+            except httpx.HTTPError as exc:  # e.g. no answer in time: it may have been served
+                raise ClientError(f"{url}: {type(exc).__name__}: {exc}") from exc
             if response.status_code in _RETRYABLE and attempt < self.max_retries:
                 wait = self._backoff(attempt, response.headers.get("retry-after"))
                 continue
