@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from driftline.api.events import Outcome
 from driftline.inference.errors import BadRequestError, InvalidInputError
 from driftline.inference.outcomes import OutcomeDecoder
+from driftline_testing.models import model_document, write_model_file
 
 
 def body(doc: Any) -> bytes:
@@ -95,3 +97,24 @@ def test_regression_refuses_what_is_not_a_finite_number(
 def test_broken_json_is_a_400(classes3: OutcomeDecoder, raw: bytes) -> None:
     with pytest.raises(BadRequestError):
         classes3.decode(raw)
+
+
+def test_the_openapi_document_has_the_outcomes_route(tmp_path: Path) -> None:
+    from driftline.inference.app import create_app
+    from driftline.inference.openapi import document
+    from driftline.inference.service import InferenceService
+    from driftline.inference.settings import InferenceSettings
+
+    path = write_model_file(tmp_path / "m.yaml", model_document("m", classes=3))
+    door = create_app(InferenceService(InferenceSettings(model_file=path, metrics_port=0)))
+    doc = document(door.api, "m", door.service.contract, 7)
+    operation = doc["paths"]["/v1/models/{name}/outcomes"]["post"]
+    assert set(operation["responses"]) == {"202", "400", "404", "413", "422", "503"}
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    many, one = body["anyOf"]
+    assert one == {"$ref": "#/components/schemas/Outcome"}
+    assert many["maxItems"] == 7 and many["minItems"] == 1
+    row = doc["components"]["schemas"]["Outcome"]
+    assert row["properties"]["label"] == {"type": "integer", "minimum": 0, "maximum": 2}
+    assert row["additionalProperties"] is False and row["required"] == ["request_id", "label"]
+    assert "failed" in doc["components"]["schemas"]["Error"]["properties"]
