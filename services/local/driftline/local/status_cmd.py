@@ -173,14 +173,15 @@ def print_status(model_file: Path | None, state_dir: Path | None) -> int:
     console.print(f"[bold]{info.namespace}/{info.model}[/bold]  inference {info.inference_url}")
     if snap.routing is None:
         console.print("routing: none yet (no model published)")
-        for step in _first_run(info):
-            console.print(step, markup=False, highlight=False, soft_wrap=True)
     else:
         r = snap.routing
         console.print(
             f"routing: stable [green]{r.stable}[/green]  candidate {r.candidate or '-'}  "
             f"mode {r.mode}  weight {r.weight}%  baseline {r.baseline or '-'}  (rev {r.revision})"
         )
+    if snap.routing is None or snap.routing.stable is None:
+        for step in _first_run(info):
+            console.print(step, markup=False, highlight=False, soft_wrap=True)
     if snap.rollout is not None and snap.rollout.stage != "idle":
         ro = snap.rollout
         console.print(
