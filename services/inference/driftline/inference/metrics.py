@@ -75,7 +75,7 @@ stats_flush_errors_total = Counter(
 )
 outcomes_total = Counter(
     OUTCOMES_TOTAL,
-    "Outcomes sent to the outcomes route: accepted (acknowledged by Kafka), refused (invalid "
-    "request, 4xx) or failed (not acknowledged, 503).",
+    "Outcomes sent to the outcomes route: accepted (acknowledged by Kafka), refused (not JSON "
+    "or invalid: 400, 422) or failed (not acknowledged: 503).",
     ["result"],
 )
