@@ -1,8 +1,9 @@
-"""The e2e traffic: SEA rows to inference, each outcome back to Kafka, a concept switch.
+"""The e2e traffic: SEA rows to inference, each outcome back to it, a concept switch.
 
 Runs in the cluster (a Job with the services image; e2e/run.sh starts it): posts
-rows to the model's plain JSON route, and for every answer sends the true label as
-an `Outcome` to the model's outcomes topic, as a user's application would. After
+rows to the model's plain JSON route, and for every answer sends the true label to
+the model's outcomes route with `driftline.client`, as a user's application would
+(batched, retried; the route puts each on the outcomes topic). After
 `--switch-after` rows the labeling rule changes (SEA concept 0 -> 2), which the
 serving model cannot know: its live accuracy falls, the drift monitor sees concept
 drift, the trainer learns the new rule, and the rollout promotes its candidate.
@@ -14,30 +15,17 @@ drift, the trainer learns the new rule, and the rollout promotes its candidate.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
-from driftline.api.events import Outcome, encode
 from driftline.api.resource import load_dynamic_model
-from driftline.common.connections import KafkaConnection
-from driftline.common.kafka import make_producer
+from driftline.client import Client, ClientError
 from driftline.common.streams import make_stream
 
 log = logging.getLogger("e2e.traffic")
-
-
-def post(url: str, body: dict[str, object], timeout: float = 10.0) -> dict[str, object]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        answer: dict[str, object] = json.load(response)
-        return answer
 
 
 def main() -> int:
@@ -53,9 +41,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     model = load_dynamic_model(args.model_file)
-    route = f"{args.url}/v1/models/{model.name}/predict"
-    producer = make_producer(KafkaConnection(model.spec.kafka.bootstrap_servers))
-    topic = model.topics.outcomes
+    client = Client(args.url, model.name, batch_seconds=0.5)
     stream = make_stream("sea", seed=args.seed, schedule=[(0, 0), (args.switch_after, 2)])
     stopping = False
 
@@ -68,25 +54,18 @@ def main() -> int:
     sent = errors = 0
     while not stopping and time.monotonic() - started < args.seconds:
         rows = stream.take(args.batch)
-        body = {
-            "features": rows.features(),
-            "entity_id": [f"e{uuid.uuid4().hex[:8]}" for _ in range(len(rows))],
-        }
+        entities = [f"e{uuid.uuid4().hex[:8]}" for _ in range(len(rows))]
         try:
-            answer = post(route, body)
-        except OSError as exc:  # not ready yet, or a rolling update: try again
+            predictions = client.predict_many(rows.features(), entity_ids=entities)
+        except ClientError as exc:  # not ready yet, or a rolling update: try again
             errors += 1
             log.warning("request failed (%s)", exc)
             time.sleep(1.0)
             continue
-        predictions = answer["predictions"]
-        assert isinstance(predictions, list)
-        now = time.time()
-        for prediction, label in zip(predictions, rows.labels, strict=True):
-            request_id = prediction["request_id"]
-            outcome = Outcome(request_id=request_id, label=float(label), ts=now)
-            producer.produce(topic, key=request_id.encode(), value=encode(outcome))
-        producer.poll(0)
+        client.send_outcomes(
+            (p["request_id"], float(label))
+            for p, label in zip(predictions, rows.labels, strict=True)
+        )
         sent += len(rows)
         if sent % 2000 < args.batch:
             concept = stream.concept_at(stream.position - 1)
@@ -95,8 +74,11 @@ def main() -> int:
         ahead = sent / args.rate - (time.monotonic() - started)
         if ahead > 0:
             time.sleep(ahead)
-    producer.flush(30)
-    log.info("done: %d rows, %d failed requests", sent, errors)
+    client.close()
+    log.info(
+        "done: %d rows, %d failed requests, %d outcomes sent",
+        sent, errors, client.outcomes.sent,
+    )  # fmt: skip
     return 0
 
 

@@ -36,7 +36,7 @@ def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 
 def test_the_wheel_holds_every_part(wheel_files: list[str]) -> None:
-    for part in ("api", "common", "inference", "joiner", "trainer", "drift", "rollout"):
+    for part in ("api", "common", "client", "inference", "joiner", "trainer", "drift", "rollout"):
         assert f"driftline/{part}/__init__.py" in wheel_files
     assert "driftline/operator/__init__.py" in wheel_files
     assert "driftline/local/servers/__init__.py" in wheel_files

@@ -17,12 +17,14 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from driftline.api.events import Outcome, encode
 from driftline.api.routing import RoutingTable
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import end_offsets, make_producer
@@ -81,6 +83,25 @@ class RecordingProducer:
 
     def flush(self, timeout: float) -> int:
         return int(self.inner.flush(timeout))
+
+
+class KafkaOutcomes:
+    """The traffic's outcomes straight to the topic (not through the outcomes route),
+    so that this test knows when each one was produced and whether it was acknowledged."""
+
+    def __init__(self, producer: RecordingProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    def send_outcomes(self, outcomes: Iterable[tuple[str, int | float]]) -> None:
+        now = time.time()
+        for request_id, label in outcomes:
+            event = Outcome(request_id=request_id, label=label, ts=now)
+            self.producer.produce(self.topic, key=request_id, value=encode(event))
+        self.producer.poll(0)
+
+    def close(self) -> None:
+        self.producer.flush(10)
 
 
 @dataclass
@@ -286,8 +307,7 @@ class Traffic:
             inference_url=loop.inference_url,
             model_name=loop.model.name,
             stream=SEAStream(seed=seed, schedule=[(0, CONCEPT)]),
-            producer=self.producer,
-            outcomes_topic=loop.model.topics.outcomes,
+            outcomes=KafkaOutcomes(self.producer, loop.model.topics.outcomes),
             rate=rate,
         )
         self._loop: asyncio.AbstractEventLoop | None = None

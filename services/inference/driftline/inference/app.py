@@ -9,6 +9,7 @@ everything else, and the same three routes for OpenAPI, stays with FastAPI.
 
     POST /v1/models/{name}/predict                    plain JSON
     POST /v2/models/{name}[/versions/{v}]/infer       Open Inference Protocol v2
+    POST /v1/models/{name}/outcomes                   true labels (FastAPI only: not hot)
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{v}][/ready]
     GET  /metrics, /healthz, /readyz
 """
@@ -147,6 +148,14 @@ class Handlers:
             (b"inference-header-content-length", str(json_length).encode()),
         ]
         return 200, headers, payload
+
+    async def outcomes(self, scope: Scope, receive: Receive, name: str) -> Reply:
+        """202 once Kafka acknowledged every outcome (see `driftline.inference.outcomes`)."""
+        self._check_name(name)
+        body = await read_body(scope, receive, self.limit)
+        outcomes = self.service.outcome_decoder.decode(body)
+        await self.service.outcomes.send(outcomes)
+        return 202, [(b"content-type", JSON)], orjson.dumps({"accepted": len(outcomes)})
 
 
 def _match(path: str) -> tuple[str, str, str | None] | None:
@@ -316,5 +325,13 @@ def create_app(service: InferenceService) -> FrontDoor:
         """Open Inference Protocol v2 inference (JSON or Triton's binary tensor extension)."""
         started = time.perf_counter()
         return reply(await handlers.oip(request.scope, request.receive, name, version, started))
+
+    @api.post("/v1/models/{name}/outcomes", status_code=202)
+    async def outcomes(name: str, request: Request) -> Response:
+        """True labels of served requests: {"request_id": ..., "label": ...} or a list."""
+        try:
+            return reply(await handlers.outcomes(request.scope, request.receive, name))
+        except ClientGoneError:
+            return Response(status_code=499)
 
     return door

@@ -8,6 +8,8 @@ wrong. Bad input is always a 4xx; only a failure of the service itself is a 5xx.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class InferenceError(Exception):
     """Base: an HTTP status, a message, optionally the offending field and headers."""
@@ -26,8 +28,8 @@ class InferenceError(Exception):
         self.field = field
         self.headers = headers or {}
 
-    def body(self) -> dict[str, str]:
-        out = {"error": self.message}
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"error": self.message}
         if self.field is not None:
             out["field"] = self.field
         return out

@@ -30,6 +30,7 @@ MODEL_LOADS_TOTAL: Final = "driftline_inference_model_loads_total"
 MODEL_INFO: Final = "driftline_inference_model_serving"
 ROUTING_REVISION: Final = "driftline_inference_routing_revision"
 STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
+OUTCOMES_TOTAL: Final = "driftline_inference_outcomes_total"
 
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -71,4 +72,10 @@ model_serving = Gauge(
 routing_revision = Gauge(ROUTING_REVISION, "Revision of the routing table being followed.")
 stats_flush_errors_total = Counter(
     STATS_FLUSH_ERRORS_TOTAL, "Failed writes of serving stats to Redis (kept and retried)."
+)
+outcomes_total = Counter(
+    OUTCOMES_TOTAL,
+    "Outcomes sent to the outcomes route: accepted (acknowledged by Kafka), refused (not JSON "
+    "or invalid: 400, 422) or failed (not acknowledged: 503).",
+    ["result"],
 )

@@ -37,6 +37,14 @@ _COMMON = {
     "503": "No model version is loaded yet, or the server is shutting down.",
 }
 _INFER_ONLY = {"500": "The model failed to run this batch (the server's fault, not the client's)."}
+_OUTCOMES = {
+    "400": "The body is not JSON.",
+    "404": "No model of this name here.",
+    "413": "The body is larger than the server's limit; it was not read.",
+    "422": "An outcome is not valid for this model; `field` names it (`[row].field` in a list).",
+    "503": "Kafka did not acknowledge every outcome: `failed` lists the request ids to send "
+    "again after `Retry-After` seconds (a repeat is ignored).",
+}
 _METADATA = {
     "404": "No model of this name here, or that version is not loaded.",
     "503": "No model version is loaded yet, or the server is shutting down.",
@@ -50,6 +58,12 @@ def _error() -> dict[str, Any]:
         "properties": {
             "error": {"type": "string", "description": "What is wrong, and what to do."},
             "field": {"type": "string", "description": "The part of the request at fault."},
+            "accepted": {"type": "integer", "description": "Outcomes: how many were kept."},
+            "failed": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Outcomes: the request ids not kept, to send again.",
+            },
         },
     }
 
@@ -84,6 +98,33 @@ def _plain_request(contract: FeatureContract, max_rows: int) -> Any:
     )
 
 
+def _outcomes_request(contract: FeatureContract, max_rows: int) -> Any:
+    """One outcome or a list: a class index (`label`) or an observed value (`target`)."""
+    request_id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)]
+    value: Any
+    if contract.task == "classification":
+        value = ("label", Annotated[int, msgspec.Meta(ge=0, le=contract.classes - 1)])
+    else:
+        value = ("target", float)
+    row = msgspec.defstruct(
+        "Outcome", [("request_id", request_id), value], kw_only=True, forbid_unknown_fields=True
+    )
+    rows = Annotated[list[row], msgspec.Meta(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+    return row | rows
+
+
+def _accepted() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["accepted"],
+        "properties": {"accepted": {"type": "integer", "description": "Outcomes kept."}},
+    }
+    return {
+        "description": "Kafka acknowledged every outcome.",
+        "content": {JSON: {"schema": schema}},
+    }
+
+
 def document(
     api: FastAPI, model_name: str, contract: FeatureContract, max_rows: int
 ) -> dict[str, Any]:
@@ -91,8 +132,8 @@ def document(
     from fastapi.openapi.utils import get_openapi
 
     doc = get_openapi(title=api.title, version=api.version, routes=api.routes)
-    (plain, infer), components = msgspec.json.schema_components(
-        [_plain_request(contract, max_rows), InferRequest],
+    (plain, infer, outcomes), components = msgspec.json.schema_components(
+        [_plain_request(contract, max_rows), InferRequest, _outcomes_request(contract, max_rows)],
         ref_template="#/components/schemas/{name}",
     )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -101,7 +142,7 @@ def document(
     # FastAPI's own validation schemas describe answers these routes never give.
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
-    bodies = {"/predict": plain, "/infer": infer}
+    bodies = {"/predict": plain, "/infer": infer, "/outcomes": outcomes}
     for path, item in doc["paths"].items():
         for method, operation in item.items():
             for parameter in operation.get("parameters", []):
@@ -115,7 +156,12 @@ def document(
                     "required": True,
                     "content": {JSON: {"schema": body}},
                 }
-                responses.update(_responses({**_COMMON, **_INFER_ONLY}))
+                if path.endswith("/outcomes"):
+                    responses.pop("200", None)
+                    responses["202"] = _accepted()
+                    responses.update(_responses(_OUTCOMES))
+                else:
+                    responses.update(_responses({**_COMMON, **_INFER_ONLY}))
             elif "{name}" in path:
                 responses.update(_responses(_METADATA))
             elif path in ("/readyz", "/v2/health/ready"):

@@ -31,6 +31,7 @@ from driftline.inference.contract import FeatureContract, Rows, Served, scatter
 from driftline.inference.errors import ModelFailedError, ModelNotFoundError, ModelNotReadyError
 from driftline.inference.loader import Registry
 from driftline.inference.oip import OipProtocol
+from driftline.inference.outcomes import OutcomeDecoder, OutcomeSender
 from driftline.inference.plain import PlainProtocol
 from driftline.inference.pool import ModelPool, RouteState, ServingModel
 from driftline.inference.predlog import LogRecord, PredictionLog
@@ -40,6 +41,13 @@ from driftline.inference.stats import ServingCounters
 from driftline.inference.workers import SharedReadiness
 
 log = logging.getLogger(__name__)
+
+NO_VERSION_LOADED = (
+    "no model version is loaded yet; if none is registered, train the first one with "
+    "`python -m driftline.trainer bootstrap --model-file MODEL.yaml --from-file DATA.csv` "
+    "(importing a model trained elsewhere is not supported yet)"
+)
+"""The 503 of a server with nothing to serve, with the way forward of a first run."""
 
 
 class InferenceService:
@@ -83,6 +91,10 @@ class InferenceService:
         self.redis: Any = None
         self.cache: PredictionCache | None = None
         self.predictions: PredictionLog | None = None
+        self.outcome_decoder = OutcomeDecoder(
+            self.contract.task, self.contract.classes, settings.max_rows
+        )
+        self._outcomes: OutcomeSender | None = None
         self.stats = ServingCounters(
             self.name, ServingStore(self.namespace, self.name), None, settings.stats_flush_seconds
         )
@@ -126,9 +138,9 @@ class InferenceService:
                 capacity=settings.log_buffer,
                 flush_seconds=settings.log_flush_ms / 1000,
             )
-            if settings.create_topics:
-                self._spawn(self._create_topic())
             self._spawn(self.predictions.run())
+        if settings.create_topics:
+            self._spawn(self._create_topics())
         self.follower = RoutingFollower(
             self.pool,
             self.registry,
@@ -157,6 +169,8 @@ class InferenceService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.predictions is not None:
             await self.predictions.close(timeout=max(1.0, self.settings.drain_timeout_seconds / 2))
+        if self._outcomes is not None:
+            await self._outcomes.close(timeout=1.0)
         await self.stats.flush()
         REGISTRY.unregister(self.stats)
         if self.cache is not None:
@@ -183,7 +197,7 @@ class InferenceService:
         if self.draining:
             return "shutting down"
         if not self.serving:
-            return "no model version is loaded yet"
+            return NO_VERSION_LOADED
         waiting = self.siblings.not_ready() if self.siblings is not None else []
         return f"worker {', '.join(map(str, waiting))} has no model version loaded yet"
 
@@ -200,19 +214,32 @@ class InferenceService:
     def _spawn(self, coro: Any) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
 
-    async def _create_topic(self) -> None:
+    async def _create_topics(self) -> None:
         from driftline.common.kafka import ensure_topics
 
+        topics = self.model.topics
+        names = [topics.predictions] if self.settings.prediction_log else []
         try:
             await asyncio.to_thread(
                 ensure_topics,
                 self.settings.connections.kafka,
-                [self.model.topics.predictions],
+                [*names, topics.outcomes],
                 self.model.spec.kafka.partitions,
                 10.0,
             )
         except Exception as exc:  # the broker may be away; the log buffers meanwhile
-            log.warning("could not check the predictions topic: %s", exc)
+            log.warning("could not check the predictions and outcomes topics: %s", exc)
+
+    @property
+    def outcomes(self) -> OutcomeSender:
+        """The outcomes producer, made on the first outcome (most servers never get one)."""
+        if self._outcomes is None:
+            self._outcomes = OutcomeSender(
+                self.settings.connections.kafka,
+                self.model.topics.outcomes,
+                self.settings.outcome_timeout_seconds,
+            )
+        return self._outcomes
 
     # --- the request path ------------------------------------------------------------------
 
@@ -240,7 +267,7 @@ class InferenceService:
         try:
             state = self.pool.state
             if state is None:
-                raise ModelNotReadyError("no model version is loaded yet")
+                raise ModelNotReadyError(NO_VERSION_LOADED)
             ids = request_ids or self.new_ids(rows.n)
             keys = entity_ids if sticky_keys is None else sticky_keys
             groups = self._route(state, rows, keys, version)

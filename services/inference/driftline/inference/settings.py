@@ -102,7 +102,15 @@ class InferenceSettings(PartSettings):
         default=5.0, gt=0, le=1000, description="How often the buffer drains."
     )
     create_topics: bool = Field(
-        default=True, description="Create the predictions topic at start when it is missing."
+        default=True,
+        description="Create the predictions and outcomes topics at start when they are missing.",
+    )
+    outcome_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="The outcomes route waits this long for Kafka to acknowledge every "
+        "outcome; what is not acknowledged by then is answered 503.",
     )
     stats_flush_seconds: float = Field(
         default=1.0, gt=0, description="Serving stats go to Redis this often (one pipeline)."

@@ -30,6 +30,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
+    from driftline.local.first_run import next_steps, serves_nothing_yet
     from driftline.local.runtime import LocalRuntime
 
     try:
@@ -59,6 +60,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
         print(f"  redis      {info.redis_url}")
         print(f"  mlflow     {info.mlflow_tracking_uri}")
         print("  logs       " + str(runtime.state_dir / "logs"))
+        if info.inference_url:
+            print(f"  outcomes   {info.inference_url}/v1/models/{info.model}/outcomes")
+        model = runtime.model
+        if serves_nothing_yet(info.mlflow_tracking_uri, model.spec.model.registry.name):
+            print()
+            print("\n".join(next_steps(model, runtime.model_file, info.mlflow_tracking_uri)))
+            print()
         print("Ctrl-C stops every part and server.")
         stop.wait()
         print("driftline: stopping")

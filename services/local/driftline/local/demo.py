@@ -29,8 +29,7 @@ from typing import Any
 
 import yaml
 
-from driftline.common.connections import KafkaConnection
-from driftline.common.kafka import make_producer
+from driftline.client import Client
 from driftline.common.streams import SEAStream
 from driftline.local.report import ScenarioResult, write_report
 from driftline.local.runtime import LocalRuntime, bootstrap_from_stream
@@ -56,14 +55,13 @@ async def _drive(runtime: LocalRuntime, stream: SEAStream, plan: Plan, watcher: 
                  on_tick: Any) -> None:  # fmt: skip
     from driftline.local.traffic import TrafficGenerator
 
-    producer = make_producer(KafkaConnection(runtime.endpoints.kafka_bootstrap_servers))
     assert runtime.info is not None and runtime.info.inference_url is not None
+    url, name = runtime.info.inference_url, runtime.model.name
     traffic = TrafficGenerator(
-        inference_url=runtime.info.inference_url,
-        model_name=runtime.model.name,
+        inference_url=url,
+        model_name=name,
         stream=stream,
-        producer=producer,
-        outcomes_topic=runtime.model.topics.outcomes,
+        outcomes=Client(url, name, batch_seconds=0.1),
         rate=plan.rate,
     )
     watcher.traffic = traffic.log

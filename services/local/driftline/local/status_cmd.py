@@ -117,6 +117,19 @@ def _on_drift(info: RuntimeInfo) -> list[str]:
         return list(DriftSpec().on_drift)
 
 
+def _first_run(info: RuntimeInfo) -> list[str]:
+    """What to do when nothing is registered (nothing when the model file is gone)."""
+    from driftline.local.first_run import next_steps, serves_nothing_yet
+
+    try:
+        model = load_dynamic_model(info.model_file)
+    except (OSError, SpecError):
+        return []
+    if not serves_nothing_yet(info.mlflow_tracking_uri, model.spec.model.registry.name):
+        return []
+    return next_steps(model, info.model_file, info.mlflow_tracking_uri)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -166,6 +179,9 @@ def print_status(model_file: Path | None, state_dir: Path | None) -> int:
             f"routing: stable [green]{r.stable}[/green]  candidate {r.candidate or '-'}  "
             f"mode {r.mode}  weight {r.weight}%  baseline {r.baseline or '-'}  (rev {r.revision})"
         )
+    if snap.routing is None or snap.routing.stable is None:
+        for step in _first_run(info):
+            console.print(step, markup=False, highlight=False, soft_wrap=True)
     if snap.rollout is not None and snap.rollout.stage != "idle":
         ro = snap.rollout
         console.print(

@@ -1,8 +1,9 @@
 """A traffic generator that plays the user's application.
 
 It asks the inference API for predictions, one row per request as an application
-would, and sends each row's true label to the outcomes topic a little later, keyed
-by the request id the API answered with: the feedback the loop learns from.
+would, and sends each row's true label a second later with the request id the API
+answered with, through the outcomes route of the same API (`driftline.client`):
+the feedback the loop learns from, sent as a user's application would send it.
 
 Because it knows the truth of every row, it also measures what the application
 experiences: accuracy of the answers it got, by variant and version, per second.
@@ -17,12 +18,13 @@ import heapq
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from driftline.api.events import Outcome, encode
+from driftline.client import ClientError
 from driftline.common.streams import DriftingStream
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,16 @@ class TrafficLog:
         return out
 
 
+class OutcomeSink(Protocol):
+    """Where the true labels go: `driftline.client.Client`, or a test's own recorder."""
+
+    def send_outcomes(self, outcomes: Iterable[tuple[str, int | float]]) -> None:
+        """Take them without waiting for the network."""
+
+    def close(self) -> None:
+        """Send what is left."""
+
+
 class TrafficGenerator:
     def __init__(
         self,
@@ -82,8 +94,7 @@ class TrafficGenerator:
         inference_url: str,
         model_name: str,
         stream: DriftingStream,
-        producer: Any,
-        outcomes_topic: str,
+        outcomes: OutcomeSink,
         rate: float = 150.0,
         outcome_delay: float = 1.0,
         entities: int = 2000,
@@ -91,8 +102,7 @@ class TrafficGenerator:
     ) -> None:
         self.url = f"{inference_url}/v1/models/{model_name}/predict"
         self.stream = stream
-        self.producer = producer
-        self.outcomes_topic = outcomes_topic
+        self.outcomes = outcomes
         self.rate = rate
         self.outcome_delay = outcome_delay
         self.entities = entities
@@ -154,14 +164,18 @@ class TrafficGenerator:
     async def _send_outcomes(self) -> None:
         while not self._stop.is_set() or self._due:
             now = time.time()
+            due = []
             while self._due and (self._due[0][0] <= now or self._stop.is_set()):
                 _, request_id, label = heapq.heappop(self._due)
-                event = Outcome(request_id=request_id, label=label, ts=now)
-                self.producer.produce(self.outcomes_topic, key=request_id, value=encode(event))
-                self.log.outcomes_sent += 1
-            self.producer.poll(0)
+                due.append((request_id, label))
+            if due:
+                self.outcomes.send_outcomes(due)  # buffered: sent in batches, off this loop
+                self.log.outcomes_sent += len(due)
             await asyncio.sleep(0.05)
-        self.producer.flush(10)
+        try:
+            await asyncio.to_thread(self.outcomes.close)
+        except ClientError as exc:
+            log.warning("outcomes left unsent at the end: %s", exc)
 
     async def run(self) -> TrafficLog:
         interval = self.concurrency / self.rate
