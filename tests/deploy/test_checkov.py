@@ -25,11 +25,6 @@ EVERY_POD = {OPERATOR, *DEV}
 
 # check id -> (resources it is accepted for, why)
 ACCEPTED: dict[str, tuple[set[str], str]] = {
-    "CKV_K8S_9": (
-        {OPERATOR},
-        "Readiness probe: no Service sends traffic to the operator, so readiness gates "
-        "nothing; the liveness probe on kopf's health endpoint restarts a stuck operator.",
-    ),
     "CKV_K8S_11": (
         EVERY_POD,
         "CPU limits: left out on purpose. A CPU limit throttles a busy process even when "

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder, write_report
-
-from .conftest import ROOT, SUITE_IMAGES
+from tests.integration.conftest import ROOT, SUITE_IMAGES
 
 pytestmark = [pytest.mark.images, pytest.mark.timeout(3600)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -292,3 +293,38 @@ def test_alias_changes_wait_out_a_registry_outage_even_across_a_restart(
     assert aliases(registry, model.name) == {ALIAS_CHAMPION: "1", ALIAS_CANDIDATE: "3"}
     back.tick()
     assert back.state.stage == "canary" and back.state.candidate == "3"
+
+
+def test_a_redis_outage_is_logged_once_and_its_end_once(
+    rollout_model: ModelFactory,
+    registry: Any,
+    producer: Any,
+    tmp_path: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The operator ticks every few seconds: an unreachable Redis is one warning,
+    not one per tick (the source-error counter still counts each)."""
+    import redis
+
+    server = RedisServer(log_path=tmp_path / "redis.log").start()
+    port = server.port
+    client = redis.Redis.from_url(server.url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        driver = driver_for(rollout_model(redis_url=server.url), client, producer)
+        driver.tick()
+        assert driver.ready
+        server.stop()
+        with caplog.at_level(logging.INFO, logger="driftline.rollout.driver"):
+            for _ in range(3):
+                driver.tick()
+            assert not driver.ready
+            server = RedisServer(port=port, log_path=tmp_path / "redis-again.log").start()
+            driver.tick()
+            driver.tick()
+        assert driver.ready
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert sum("redis unavailable" in m for m in said) == 1, said
+        assert sum("redis answers again" in m for m in said) == 1, said
+    finally:
+        client.close()
+        server.stop()

@@ -670,6 +670,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         for image in self.images.values():
             self._ctr("images", "import", str(image.path), timeout=120)
 
+    def import_image(self, tarball: str | Path, timeout: float = 300.0) -> list[str]:
+        """Imports (and unpacks) an image tarball, as `docker save` writes it, into the
+        node's containerd, where the kubelet finds it: Pods use it with
+        `imagePullPolicy: Never`, or `IfNotPresent` and a tag other than `latest`.
+        Returns the references it added, as containerd names them
+        (`docker.io/driftline/operator:TAG` for `driftline/operator:TAG`)."""
+        before = set(self._ctr("images", "ls", "-q", timeout=30).split())
+        self._ctr("images", "import", str(tarball), timeout=timeout)
+        after = set(self._ctr("images", "ls", "-q", timeout=30).split())
+        return sorted(after - before)
+
     def _start_kubelet(self, deadline: float) -> None:
         kubelet_root = self.root / "kubelet"
         kubelet_root.mkdir(parents=True, exist_ok=True)
@@ -874,6 +885,12 @@ class NodeStack:
 
     def leftovers(self) -> list[str]:
         return leftovers(self.state)
+
+    def import_image(self, tarball: str | Path, timeout: float = 300.0) -> list[str]:
+        """An image tarball into the node's containerd (`RealNode.import_image`)."""
+        if self.node is None:
+            raise InfraError("the real node is not started")
+        return self.node.import_image(tarball, timeout=timeout)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -179,6 +179,13 @@ def deployment(settings: OperatorSettings, namespace: str, watch: list[str]) -> 
             "periodSeconds": 15,
             "timeoutSeconds": 5,
         },
+        # Ready once kopf serves its health endpoint (its watches started), not as
+        # soon as the process runs.
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": "health"},
+            "periodSeconds": 5,
+            "timeoutSeconds": 5,
+        },
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"memory": "512Mi"},

@@ -110,6 +110,7 @@ class RolloutDriver:
         self._revision = 0
         self._saved: bytes | None = None
         self._redis_ok = False
+        self._down: set[str] = set()  # sources whose outage was logged
 
     @property
     def ready(self) -> bool:
@@ -159,7 +160,7 @@ class RolloutDriver:
         except RedisError as exc:
             self._source_failed("redis", exc)
             return False
-        self._redis_ok = True
+        self._source_answered("redis")
         if record is None:
             self.state = RolloutState()
         else:
@@ -176,6 +177,8 @@ class RolloutDriver:
                 registry = self._registry.view()
             except RegistryError as exc:
                 self._source_failed("registry", exc)
+            else:
+                self._source_answered("registry")
         command = drift = evidence = None
         error = None
         try:
@@ -189,7 +192,7 @@ class RolloutDriver:
                     since=state.started_at if state.started_at is not None else state.since,
                     now=now,
                 )
-            self._redis_ok = True
+            self._source_answered("redis")
         except RedisError as exc:
             self._source_failed("redis", exc)
             error = f"redis: {exc}"
@@ -201,7 +204,19 @@ class RolloutDriver:
         if source == "redis":
             self._redis_ok = False
         _source_errors.labels(self.label, source).inc()
-        log.warning("%s: %s unavailable: %s", self.label, source, exc)
+        # Once per outage (the counter counts every failed tick), not once per tick.
+        if source in self._down:
+            log.debug("%s: %s still unavailable: %s", self.label, source, exc)
+        else:
+            self._down.add(source)
+            log.warning("%s: %s unavailable (retried every tick): %s", self.label, source, exc)
+
+    def _source_answered(self, source: str) -> None:
+        if source == "redis":
+            self._redis_ok = True
+        if source in self._down:
+            self._down.discard(source)
+            log.info("%s: %s answers again", self.label, source)
 
     # --- acting -------------------------------------------------------------------------
 

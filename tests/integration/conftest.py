@@ -1,4 +1,6 @@
-"""Driftline's images built by a Docker engine of the tests' own (`driftline_testing.images`).
+"""Fixtures of the integration tests that need more than one folder: Driftline's
+images, built by a Docker engine of the tests' own (`driftline_testing.images`), for
+tests/integration/images and the real node's Pods (tests/integration/pods).
 
 The engine needs Debian's `docker.io` and `debootstrap` (`.ci/run` installs them): the
 tests fail without them, never skip, except under `DRIFTLINE_RIG=off` like the other
@@ -16,7 +18,7 @@ import pytest
 
 from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder, missing_tools
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
 # The images the suite builds: the torch-carrying services image is measured by hand
 # (`python -m driftline_testing.images services --report benchmarks/results`).
 SUITE_IMAGES = ("operator", "inference")
@@ -34,7 +36,12 @@ def docker_daemon(infra_logs: Path) -> Iterator[DockerDaemon]:
 
 
 @pytest.fixture(scope="session")
-def images(docker_daemon: DockerDaemon, infra_logs: Path) -> dict[str, BuiltImage]:
+def image_builder(docker_daemon: DockerDaemon, infra_logs: Path) -> ImageBuilder:
+    """Builds one image of this tree when asked (or finds it by its content key)."""
+    return ImageBuilder(docker_daemon, ROOT, log_dir=infra_logs / "image-builds")
+
+
+@pytest.fixture(scope="session")
+def images(image_builder: ImageBuilder) -> dict[str, BuiltImage]:
     """The suite's images, built (or found by their content key) once per session."""
-    builder = ImageBuilder(docker_daemon, ROOT, log_dir=infra_logs / "image-builds")
-    return {name: builder.build(name) for name in SUITE_IMAGES}
+    return {name: image_builder.build(name) for name in SUITE_IMAGES}

@@ -1,0 +1,260 @@
+"""The chart on the rig's real node: `helm install` into a namespace under the
+restricted Pod Security Standard, with the chart's own RBAC, runs the operator image
+built from this tree until its Pod is Ready; the CRD the chart brings serves a
+DynamicModel, and the operator, with no Kafka, Redis or MLflow to reach, keeps
+running and says in the model's status what it waits for.
+
+Measured and printed: the image's import into the node, the operator Pod's Ready
+time after `helm install`, and its memory (the kubelet's summary).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder
+from driftline_testing.node import NodeStack
+from tests.deploy.chart import CHART, ROOT, Tools, values_file
+
+pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(1800)]
+
+RELEASE = "driftline"
+NAMESPACE = "driftline-system"
+MODELS = "models"
+SAMPLE = ROOT / "manifests" / "samples" / "minimal.yaml"
+COLUMNS = ["NAME", "PHASE", "STABLE", "CANDIDATE", "CANARY%", "DRIFT", "AGE"]
+
+
+def report(request: pytest.FixtureRequest, line: str) -> None:
+    """A line in the test output (also without -s), and in the JUnit properties."""
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(f"\n[operator pod] {line}")
+    request.node.user_properties.append(("operator-pod", line))
+
+
+class Kube:
+    """kubectl and helm as the rig's admin, with a failure that says what went wrong."""
+
+    def __init__(self, tools: Tools, kubeconfig: Path) -> None:
+        self.tools = tools
+        self.kubeconfig = str(kubeconfig)
+
+    def _run(self, argv: list[str], stdin: str | None, timeout: float, check: bool) -> str:
+        result = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(argv[2:5])} ...: {result.stderr.strip()}")
+        return result.stdout
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        argv = [self.tools["kubectl"], "--kubeconfig", self.kubeconfig, *args]
+        return self._run(argv, stdin, 180, check)
+
+    def helm(self, *args: str, check: bool = True) -> str:
+        argv = [self.tools["helm"], "--kubeconfig", self.kubeconfig, *args]
+        return self._run(argv, None, 300, check)
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+
+def restricted_namespace(kube: Kube, name: str) -> None:
+    kube.kubectl("create", "namespace", name)
+    kube.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+
+
+def operator_pod(kube: Kube) -> dict[str, Any] | None:
+    selector = "app.kubernetes.io/name=driftline-operator"
+    pods = kube.json("get", "pods", "-n", NAMESPACE, "-l", selector)
+    return pods["items"][0] if pods["items"] else None
+
+
+def is_ready(pod: dict[str, Any] | None) -> bool:
+    conditions = (pod or {}).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def why_not_ready(kube: Kube, pod: dict[str, Any] | None) -> str:
+    """The Pod's state, its events and its log: what a failed wait needs to say."""
+    events = kube.kubectl("get", "events", "-n", NAMESPACE, check=False)
+    deployment = kube.kubectl("describe", "deployment", "-n", NAMESPACE, check=False)
+    if pod is None:
+        return f"no operator Pod\n{deployment[-3000:]}\n{events[-3000:]}"
+    name = pod["metadata"]["name"]
+    log = kube.kubectl("logs", "-n", NAMESPACE, name, "--tail=60", check=False)
+    previous = kube.kubectl("logs", "-n", NAMESPACE, name, "--previous", "--tail=60", check=False)
+    status = json.dumps(pod.get("status", {}), indent=1)[-3000:]
+    return f"{status}\n--- events\n{events[-3000:]}\n--- log\n{log}\n--- previous\n{previous}"
+
+
+@pytest.fixture(scope="module")
+def operator_image(image_builder: ImageBuilder) -> BuiltImage:
+    return image_builder.build("operator")
+
+
+@pytest.fixture(scope="module")
+def imported(
+    real_node: NodeStack,
+    operator_image: BuiltImage,
+    docker_daemon: DockerDaemon,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, float]:
+    """The operator image in the node's containerd; the seconds each step took."""
+    tarball = tmp_path_factory.mktemp("images") / "operator.tar"
+    started = time.monotonic()
+    docker_daemon.save(operator_image.ref, tarball)
+    saved = time.monotonic()
+    refs = real_node.import_image(tarball)
+    done = time.monotonic()
+    tarball.unlink()
+    assert f"docker.io/{operator_image.ref}" in refs, refs
+    return {"save_s": saved - started, "import_s": done - saved}
+
+
+@pytest.fixture(scope="module")
+def kube(real_node: NodeStack, tools: Tools) -> Kube:
+    assert real_node.plane is not None
+    return Kube(tools, real_node.plane.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def installed(
+    kube: Kube,
+    imported: dict[str, float],
+    operator_image: BuiltImage,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[dict[str, float]]:
+    """`helm install` of the chart with the image built here; uninstalled at the end."""
+    repository, tag = operator_image.ref.rsplit(":", 1)
+    values = {
+        "image": {"operator": repository, "tag": tag, "pullPolicy": "Never"},
+        # A status update every 2 s instead of 10: the test reads it sooner.
+        "operator": {"settings": {"tick_seconds": 2}},
+    }
+    path = values_file(values, tmp_path_factory.mktemp("values"), "operator-pod")
+    restricted_namespace(kube, NAMESPACE)
+    restricted_namespace(kube, MODELS)
+    started = time.monotonic()
+    try:
+        kube.helm("install", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(path))
+        deadline = started + 120
+        pod = operator_pod(kube)
+        while not is_ready(pod):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the operator Pod not Ready in 120 s:\n{why_not_ready(kube, pod)}")
+            time.sleep(0.5)
+            pod = operator_pod(kube)
+        yield {"ready_s": time.monotonic() - started, **imported}
+    finally:
+        # Models first: their parts are the operator's to delete.
+        kube.kubectl("delete", "dynamicmodels", "--all", "-n", MODELS, "--timeout=60s", check=False)
+        kube.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", check=False)
+        kube.kubectl("delete", "namespace", MODELS, NAMESPACE, "--timeout=90s", check=False)
+
+
+def test_the_operator_pod_becomes_ready_under_restricted(
+    installed: dict[str, float], kube: Kube, request: pytest.FixtureRequest
+) -> None:
+    pod = operator_pod(kube)
+    assert pod is not None and is_ready(pod)
+    spec = pod["spec"]
+    assert spec["serviceAccountName"] == "driftline-operator"
+    container = spec["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    # Ready is kopf's health endpoint answering, not only the process running.
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    # The chart's RBAC, not more: the operator's account is no cluster admin.
+    account = f"system:serviceaccount:{NAMESPACE}:driftline-operator"
+    can_i = ["auth", "can-i", "--as", account]
+    assert kube.kubectl(*can_i, "patch", "dynamicmodels", "-n", MODELS).strip() == "yes"
+    assert kube.kubectl(*can_i, "list", "secrets", "-n", MODELS, check=False).strip() == "no"
+    assert kube.kubectl(*can_i, "*", "*", check=False).strip() == "no"
+    report(
+        request,
+        f"image: saved {installed['save_s']:.1f} s, imported into the node "
+        f"{installed['import_s']:.1f} s; Pod Ready {installed['ready_s']:.1f} s after "
+        "`helm install`",
+    )
+
+
+def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
+    installed: dict[str, float],
+    kube: Kube,
+    real_node: NodeStack,
+    request: pytest.FixtureRequest,
+) -> None:
+    """No Kafka, Redis or MLflow anywhere (and no cluster DNS to find them by)."""
+    sample = yaml.safe_load(SAMPLE.read_text())
+    sample["metadata"]["namespace"] = MODELS
+    sample["spec"]["training"] = {"mode": "off"}
+    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sample))
+    name = sample["metadata"]["name"]
+
+    deadline = time.monotonic() + 60
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline and not status.get("phase"):
+        status = kube.json("get", "dynamicmodel", name, "-n", MODELS).get("status", {})
+        time.sleep(1)
+    assert status.get("phase"), why_not_ready(kube, operator_pod(kube))
+    # A few more ticks: the operator goes on without its backends, and never restarts.
+    time.sleep(10)
+    status = kube.json("get", "dynamicmodel", name, "-n", MODELS)["status"]
+    pod = operator_pod(kube)
+    assert is_ready(pod), why_not_ready(kube, pod)
+    assert pod is not None
+    restarts = pod["status"]["containerStatuses"][0]["restartCount"]
+    assert restarts == 0, why_not_ready(kube, pod)
+    report(request, f"model status without backends: {json.dumps(status, sort_keys=True)}")
+    # Only the operator's image is on the node: the parts' Pods wait for theirs, and
+    # the status says the model waits for its parts.
+    assert status["phase"] == "Pending", status
+    assert status["message"].startswith("waiting for parts: "), status
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "PartsUnavailable", status
+    waiting = {
+        p["metadata"]["name"]: [
+            (c.get("state", {}).get("waiting") or {}).get(
+                "reason", next(iter(c.get("state", {})), "?")
+            )
+            for c in p["status"].get("containerStatuses", [])
+        ]
+        for p in kube.json("get", "pods", "-n", MODELS)["items"]
+    }
+    report(request, f"parts' Pods: {waiting}")
+    # Unreachable backends are warnings (once per outage), never a crash.
+    log = kube.kubectl("logs", "-n", NAMESPACE, pod["metadata"]["name"])
+    assert "Traceback" not in log, log[-3000:]
+    warned = [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
+    assert sum("redis unavailable" in line for line in warned) <= 1, log[-3000:]
+    report(request, "operator log, warnings and errors:\n" + "\n".join(warned[:10]))
+
+    table = kube.kubectl("get", "dynamicmodels", "-n", MODELS)
+    header, row = table.splitlines()[:2]
+    assert header.split() == COLUMNS, table
+    assert row.split()[:2] == [name, status["phase"]], table
+    report(request, f"kubectl get dynamicmodels:\n{table.rstrip()}")
+
+    assert real_node.node is not None
+    stats = f"/api/v1/nodes/{real_node.node.name}/proxy/stats/summary"
+    summary = json.loads(kube.kubectl("get", "--raw", stats))
+    operator = next(p for p in summary["pods"] if p["podRef"]["namespace"] == NAMESPACE)
+    memory = operator["containers"][0]["memory"]
+    working_set = memory["workingSetBytes"] / 2**20
+    assert 0 < working_set < 512, memory  # under the chart's limit
+    report(
+        request,
+        f"operator memory: working set {working_set:.0f} MiB, RSS "
+        f"{memory.get('rssBytes', 0) / 2**20:.0f} MiB",
+    )
