@@ -132,7 +132,7 @@ def write_ca(cert: Path, key: Path, common_name: str) -> None:
     import datetime
 
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
@@ -150,15 +150,7 @@ def write_ca(cert: Path, key: Path, common_name: str) -> None:
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(private, hashes.SHA256())
     )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key.chmod(0o600)
+    _write_pem(cert, key, certificate, private)
 
 
 def write_client_cert(
@@ -200,15 +192,7 @@ def write_client_cert(
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .sign(signer, hashes.SHA256())  # type: ignore[arg-type]
     )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key.chmod(0o600)
+    _write_pem(cert, key, certificate, private)
 
 
 def write_cert_kubeconfig(
@@ -254,3 +238,18 @@ def write_kubeconfig(path: Path, server: str, ca_file: Path, who: Identity) -> N
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
+
+
+def _write_pem(cert: Path, key: Path, certificate: Any, private: Any) -> None:
+    """A certificate and its private key as PEM files, the key readable by us only."""
+    from cryptography.hazmat.primitives import serialization
+
+    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
