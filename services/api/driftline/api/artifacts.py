@@ -45,3 +45,10 @@ TAG_EXAMPLES_SEEN: Final = "driftline.examples_seen"
 TAG_CONCEPT_EPOCH: Final = "driftline.concept_epoch"
 TAG_GATE: Final = "driftline.gate"  # JSON: why the version was published
 TAG_SPEC_HASH: Final = "driftline.feature_contract"  # hash of the feature contract
+
+# An imported version (`python -m driftline.trainer import`): a model made elsewhere.
+TAG_ORIGIN: Final = "driftline.origin"  # "trained" when absent, or "imported"
+TAG_IMPORT_SOURCE: Final = "driftline.import_source"  # JSON: format, file name, sha256
+TAG_REFERENCE: Final = "driftline.reference"  # where the drift reference came from
+TAG_TRAINING_STATE: Final = "driftline.training_state"  # "none": no training/state.npz
+ORIGIN_IMPORTED: Final = "imported"
