@@ -55,7 +55,10 @@ log = logging.getLogger(__name__)
 
 PICKLES: Final = frozenset({".pkl", ".pickle", ".joblib"})
 RANDOM_ROWS: Final = 256
-NO_REFERENCE: Final = "none: the drift reference will come from the first live traffic"
+NO_REFERENCE: Final = (
+    "none: no sample was given; the drift reference will come from the first live traffic "
+    "(until a version with a reference serves, the drift monitor waits, not ready)"
+)
 
 
 class ModelImportError(ValueError):
