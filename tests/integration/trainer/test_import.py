@@ -60,6 +60,18 @@ def write_sample(path: Path, frame: pd.DataFrame, labels: Any | None) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def root_logging() -> Any:
+    """The trainer's entry point sets the root handler to the (captured) stderr: put it back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 def settings_for(
     tmp_path: Path, tracking_uri: str, name: str, categorical: tuple[str, ...] = ()
 ) -> TrainerSettings:
@@ -228,6 +240,21 @@ def test_a_pickle_is_refused_without_the_flag(
     err = capsys.readouterr().err
     assert code == 2
     assert "model.pkl is a pickle" in err and "skops" in err and "--trust-pickle" in err
+
+
+def test_a_pickle_loads_with_the_explicit_flag(
+    tmp_path: Path, mlflow_server: MlflowServer, unique: str
+) -> None:
+    frame, labels = data(200)
+    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(
+        frame[list(NUMERIC)].to_numpy(), labels
+    )
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps(pipe))
+    settings = settings_for(tmp_path, mlflow_server.tracking_uri, unique)
+    done = import_model(settings, path, trust_pickle=True)  # random rows in the spec's ranges
+    assert done.fmt == "sklearn:pickle" and done.rows == 256 and done.parity <= 1e-5
+    check_registered(settings, unique)
 
 
 def test_a_mismatched_input_is_refused_naming_it(tmp_path: Path) -> None:
