@@ -29,7 +29,9 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from driftline.api import artifacts
 from driftline.common.registry import sha256
 from driftline.local.servers import MlflowServer
+from driftline.trainer import export
 from driftline.trainer.__main__ import main as trainer_main
+from driftline.trainer.bootstrap import examples_from_rows
 from driftline.trainer.model_import import NO_REFERENCE, ModelImportError, import_model
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions
@@ -177,6 +179,13 @@ def test_a_skops_pipeline_with_a_categorical_feature(
     worker = TrainerWorker(settings)
     learner = worker.resume()
     assert worker.progress.parent == "1" and learner.seq == 0
+    # The gate scores the imported champion on its own registered graph.
+    rows = frame.to_dict("records")
+    ex = examples_from_rows(learner, rows, labels.astype(np.float32))
+    serving, sess = worker.publisher.serving()
+    assert serving is not None and serving.version == "1"
+    probabilities = export.run_onnx(sess, ex, learner.layout, "classification")
+    assert np.mean(probabilities.argmax(axis=1) == labels) > 0.8
 
 
 def test_a_regression_model(tmp_path: Path, mlflow_server: MlflowServer, unique: str) -> None:

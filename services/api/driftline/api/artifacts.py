@@ -12,6 +12,10 @@ A model version in MLflow (registered model name = `spec.model.registry.name`):
 - aliases: `champion` (stable, serving), `candidate` (under rollout),
   `baseline` (the frozen bootstrap version, scored beside the learner).
 
+A version imported from elsewhere (`driftline.origin: imported`) follows the same
+graph contract; it has no reference when no sample was given, and no training state
+when the sample had no labels (`TAG_REFERENCE`, `TAG_TRAINING_STATE` say so).
+
 No pickle anywhere: ONNX and npz (loaded with `allow_pickle=False`) only.
 """
 
