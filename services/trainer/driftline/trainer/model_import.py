@@ -279,7 +279,6 @@ def import_model(
     except FeatureValueError as exc:
         raise ModelImportError(f"{sample}: {exc}") from exc
 
-    sess = export.session(registered)
     name = artifacts.OUTPUT_PROBABILITIES if task == "classification" else artifacts.OUTPUT_VALUE
     feeds: dict[str, Any] = {}
     if layout.numeric:
@@ -287,7 +286,7 @@ def import_model(
     if layout.categorical:
         feeds[artifacts.INPUT_CATEGORICAL] = np.asarray(categorical, dtype=object)
     try:
-        (ours,) = sess.run([name], feeds)
+        (ours,) = export.session(registered).run([name], feeds)
         if source.answers is not None:
             theirs = source.answers(numeric, categorical)
         else:
@@ -295,7 +294,7 @@ def import_model(
                 [served], original_feeds(maps, numeric, categorical)
             )
     except Exception as exc:  # ONNX Runtime's and the estimator's errors, said plainly
-        raise ModelImportError(f"the model cannot answer the sample rows: {exc}") from exc
+        raise ModelImportError(f"the model cannot be run on the sample rows: {exc}") from exc
     ours = np.asarray(ours, np.float64)
     theirs = np.asarray(theirs, np.float64).reshape(ours.shape)
     diff = float(np.max(np.abs(ours - theirs)))
