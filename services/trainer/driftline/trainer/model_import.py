@@ -240,6 +240,44 @@ def random_rows(layout: FeatureLayout, n: int, seed: int) -> list[dict[str, Any]
     ]
 
 
+def _rows(
+    sample: Path | None, layout: FeatureLayout, label_column: str, seed: int
+) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
+    """The sample's rows and labels (NaN without), or random rows without a sample."""
+    if sample is None:
+        rows = random_rows(layout, RANDOM_ROWS, seed)
+        return rows, np.full(len(rows), np.nan, np.float32)
+    try:
+        rows, labels = read_rows(sample, layout, label_column, require_label=False)
+        if not rows:
+            raise ModelImportError(f"{sample}: no rows")
+        layout.arrays(rows)  # every value follows the feature value rules
+    except (DataError, FeatureValueError) as exc:
+        raise ModelImportError(f"{sample}: {exc}") from exc
+    return rows, labels
+
+
+def _run(
+    graph: bytes,
+    layout: FeatureLayout,
+    task: str,
+    numeric: NDArray[np.float32],
+    categorical: NDArray[Any],
+) -> NDArray[np.float64]:
+    """The registered graph's probabilities or values, fed as inference feeds it."""
+    name = artifacts.OUTPUT_PROBABILITIES if task == "classification" else artifacts.OUTPUT_VALUE
+    feeds: dict[str, Any] = {}
+    if layout.numeric:
+        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(numeric, np.float32)
+    if layout.categorical:
+        feeds[artifacts.INPUT_CATEGORICAL] = np.asarray(categorical, dtype=object)
+    try:
+        (out,) = export.session(graph).run([name], feeds)
+    except Exception as exc:  # ONNX Runtime's errors (an IR version it cannot read...)
+        raise ModelImportError(f"ONNX Runtime cannot run the registered graph: {exc}") from exc
+    return np.asarray(out, np.float64)
+
+
 def import_model(
     settings: TrainerSettings,
     path: Path,
@@ -264,29 +302,10 @@ def import_model(
     export.describe_graph(graph, layout, task, classes, producer="driftline-import")
     registered = bytes(graph.SerializeToString())
 
-    if sample is not None:
-        try:
-            rows, labels = read_rows(sample, layout, label_column, require_label=False)
-        except DataError as exc:
-            raise ModelImportError(str(exc)) from exc
-        if not rows:
-            raise ModelImportError(f"{sample}: no rows")
-    else:
-        rows = random_rows(layout, RANDOM_ROWS, settings.seed)
-        labels = np.full(len(rows), np.nan, np.float32)
+    rows, labels = _rows(sample, layout, label_column, settings.seed)
+    numeric, categorical = layout.arrays(rows)
+    ours = _run(registered, layout, task, numeric, categorical)
     try:
-        numeric, categorical = layout.arrays(rows)
-    except FeatureValueError as exc:
-        raise ModelImportError(f"{sample}: {exc}") from exc
-
-    name = artifacts.OUTPUT_PROBABILITIES if task == "classification" else artifacts.OUTPUT_VALUE
-    feeds: dict[str, Any] = {}
-    if layout.numeric:
-        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(numeric, np.float32)
-    if layout.categorical:
-        feeds[artifacts.INPUT_CATEGORICAL] = np.asarray(categorical, dtype=object)
-    try:
-        (ours,) = export.session(registered).run([name], feeds)
         if source.answers is not None:
             theirs = source.answers(numeric, categorical)
         else:
@@ -294,10 +313,14 @@ def import_model(
                 [served], original_feeds(maps, numeric, categorical)
             )
     except Exception as exc:  # ONNX Runtime's and the estimator's errors, said plainly
-        raise ModelImportError(f"the model cannot be run on the sample rows: {exc}") from exc
-    ours = np.asarray(ours, np.float64)
-    theirs = np.asarray(theirs, np.float64).reshape(ours.shape)
-    diff = float(np.max(np.abs(ours - theirs)))
+        raise ModelImportError(f"the original model cannot be run on the rows: {exc}") from exc
+    theirs = np.asarray(theirs, np.float64)
+    if theirs.size != ours.size:
+        raise ModelImportError(
+            f"the original model answers with shape {theirs.shape}, the registered graph "
+            f"with {ours.shape}"
+        )
+    diff = float(np.max(np.abs(ours - theirs.reshape(ours.shape))))
     if not np.isfinite(diff) or diff > settings.parity_tolerance:
         raise ModelImportError(
             f"the registered graph answers differently from the original model by {diff:.2e} "
