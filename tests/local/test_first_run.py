@@ -22,7 +22,7 @@ def test_the_steps_name_the_data_columns_and_the_command() -> None:
     assert "No version of churn is registered yet" in text
     assert "tenure_months, monthly_spend, plan, label (the class index, 0 to 1)" in text
     assert bootstrap_command(MINIMAL, "http://127.0.0.1:5123") in text
-    assert "Import a model trained elsewhere: not built yet." in text
+    assert "driftline import MODEL.onnx --sample DATA.csv" in text
 
 
 def test_the_command_is_one_the_trainer_takes(monkeypatch: pytest.MonkeyPatch) -> None:

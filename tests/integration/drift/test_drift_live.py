@@ -13,6 +13,7 @@ from driftline.api.routing import RoutingTable
 from driftline.common.kafka import DeadLetters
 from driftline.common.redis_state import RoutingStore, drift_key
 from driftline.drift import metrics
+from driftline.drift.worker import DriftWorker
 from tests.drift.streams import NUMERIC, labeled, predictions, reference_arrays, rule
 from tests.integration.drift.conftest import Harness, wait_for
 
@@ -130,3 +131,36 @@ def test_bad_records_go_to_the_dead_letter_topic(harness: Harness, calm_referenc
     reasons = [dict(m.headers())["driftline-error"].decode() for m in dead]
     assert reasons[0].startswith("not JSON") and "schema version 7" in reasons[1]
     assert DeadLetters.count(model.topics.predictions, "not JSON") == 1
+
+
+def test_a_champion_without_a_reference_makes_the_monitor_wait(
+    harness: Harness, calm_reference, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An imported version registered without a sample has no reference: the monitor
+    neither crashes nor reads traffic unwatched; it waits, not ready, says so once,
+    and starts when a version with a reference serves."""
+    import threading
+    import time
+
+    client = harness.registry.client
+    run = client.create_run(harness.registry.experiment)
+    client.set_terminated(run.info.run_id)
+    mv = client.create_model_version(
+        harness.name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id
+    )
+    client.set_registered_model_alias(harness.name, "champion", mv.version)
+    model = harness.model(backend="scipy")
+    worker = DriftWorker(harness.settings(model))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    harness.threads.append((thread, stop))
+    with caplog.at_level("WARNING", logger="driftline.drift.worker"):
+        thread.start()
+        time.sleep(4)  # several reference checks
+    assert thread.is_alive() and not worker.heartbeat.ready and worker.monitor is None
+    said = [r for r in caplog.records if "reference unavailable" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+    harness.registry.register(calm_reference, champion=True)
+    wait_for(lambda: worker.heartbeat.ready, 60, "the monitor to start on version 2")
+    assert worker.monitor is not None and worker.monitor.version == "2"

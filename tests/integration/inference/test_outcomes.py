@@ -165,7 +165,7 @@ def test_the_client_waits_for_the_first_version_as_retry_after_says(
     assert first.status_code == 503
     # A first run says how to register the first version, in one sentence.
     error = first.json()["error"]
-    assert "python -m driftline.trainer bootstrap" in error and "not supported yet" in error
+    assert "python -m driftline.trainer bootstrap" in error and "driftline.trainer import" in error
     assert first.headers["retry-after"] == "1"
     threading.Timer(0.5, publish, kwargs={"bias": SAYS_1, "aliases": [ALIAS_CHAMPION]}).start()
     with Client(server.url, server.name, max_retries=30) as client:

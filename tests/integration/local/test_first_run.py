@@ -49,7 +49,7 @@ def test_status_says_what_to_do_until_a_version_is_registered(
     out = capsys.readouterr().out
     assert "No version of" in out and "python -m driftline.trainer bootstrap" in out
     assert f"DRIFTLINE_TRAINER_MLFLOW_TRACKING_URI={mlflow_server.tracking_uri}" in out
-    assert "not built yet" in out
+    assert "driftline import MODEL.onnx --sample DATA.csv" in out
 
     contract = FeatureContract(parse_dynamic_model(doc).spec)
     register_version(
@@ -92,4 +92,4 @@ def test_up_without_a_version_prints_the_ways_forward(tmp_path: Path) -> None:
     assert "No version of churn is registered yet" in out
     assert "tenure_months, monthly_spend, plan, label" in out
     assert f"--model-file {MINIMAL}" in out
-    assert "Import a model trained elsewhere: not built yet." in out
+    assert "driftline import MODEL.onnx --sample DATA.csv" in out

@@ -12,6 +12,10 @@ A model version in MLflow (registered model name = `spec.model.registry.name`):
 - aliases: `champion` (stable, serving), `candidate` (under rollout),
   `baseline` (the frozen bootstrap version, scored beside the learner).
 
+A version imported from elsewhere (`driftline.origin: imported`) follows the same
+graph contract; it has no reference when no sample was given, and no training state
+when the sample had no labels (`TAG_REFERENCE`, `TAG_TRAINING_STATE` say so).
+
 No pickle anywhere: ONNX and npz (loaded with `allow_pickle=False`) only.
 """
 
@@ -45,3 +49,10 @@ TAG_EXAMPLES_SEEN: Final = "driftline.examples_seen"
 TAG_CONCEPT_EPOCH: Final = "driftline.concept_epoch"
 TAG_GATE: Final = "driftline.gate"  # JSON: why the version was published
 TAG_SPEC_HASH: Final = "driftline.feature_contract"  # hash of the feature contract
+
+# An imported version (`python -m driftline.trainer import`): a model made elsewhere.
+TAG_ORIGIN: Final = "driftline.origin"  # "trained" when absent, or "imported"
+TAG_IMPORT_SOURCE: Final = "driftline.import_source"  # JSON: format, file name, sha256
+TAG_REFERENCE: Final = "driftline.reference"  # where the drift reference came from
+TAG_TRAINING_STATE: Final = "driftline.training_state"  # "none": no training/state.npz
+ORIGIN_IMPORTED: Final = "imported"

@@ -76,6 +76,7 @@ class DriftWorker:
         self.pending: list[DriftEvent] = []  # sent to Kafka next, before any commit
         self.unsaved: DriftEvent | None = None  # latest event not yet in Redis
         self._checked = 0.0
+        self._unavailable = ""  # the last reason the reference could not be had
         self._delivery_errors: list[str] = []
 
     # --- the loop ---------------------------------------------------------------------
@@ -185,7 +186,12 @@ class DriftWorker:
             started = time.perf_counter()
             monitor = DriftMonitor(self.name, self.model.spec, reference, self.backend, self.config)
         except ReferenceUnavailableError as exc:
-            log.warning("reference unavailable, keeping the current one: %s", exc)
+            # Without any reference (an imported version registered without a sample) the
+            # worker stays not ready and asks again every turn: say so once per reason.
+            said = str(exc)
+            if said != self._unavailable:
+                log.warning("reference unavailable, keeping the current one: %s", exc)
+            self._unavailable = said
             return
         except ValueError as exc:  # detectors that cannot be configured this way
             log.error("cannot set up the detectors, keeping the current ones: %s", exc)
@@ -202,6 +208,7 @@ class DriftWorker:
             time.perf_counter() - started,
         )
         self.monitor = monitor
+        self._unavailable = ""
 
     # --- Kafka and Redis --------------------------------------------------------------
 

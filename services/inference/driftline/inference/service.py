@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 NO_VERSION_LOADED = (
     "no model version is loaded yet; if none is registered, train the first one with "
     "`python -m driftline.trainer bootstrap --model-file MODEL.yaml --from-file DATA.csv` "
-    "(importing a model trained elsewhere is not supported yet)"
+    "or import one made elsewhere with `python -m driftline.trainer import MODEL.onnx "
+    "--model-file MODEL.yaml --sample DATA.csv`"
 )
 """The 503 of a server with nothing to serve, with the way forward of a first run."""
 

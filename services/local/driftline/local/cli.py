@@ -3,6 +3,7 @@
 driftline validate -f model.yaml      check a DynamicModel, name what is wrong
 driftline up -f model.yaml            run it on this machine (Ctrl-C stops everything)
 driftline status [-f model.yaml]      the loop at a glance
+driftline import model.onnx --sample rows.csv   bring a model made elsewhere (version 1)
 """
 
 from __future__ import annotations
@@ -89,6 +90,28 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     return rollout_cmd.run(state_dir, args.action, args.version, args.reason)
 
 
+def _cmd_import(args: argparse.Namespace) -> int:
+    from driftline.local import import_cmd
+    from driftline.local.status_cmd import find_state_dir
+
+    state_dir = find_state_dir(args.file, args.state_dir)
+    if state_dir is None:
+        return 2
+    options: list[str] = []
+    if args.sample is not None:
+        options += ["--sample", str(args.sample.resolve())]
+    options += ["--label-column", args.label_column]
+    if args.output:
+        options += ["--output", args.output]
+    for name in args.trust:
+        options += ["--trust", name]
+    if args.trust_pickle:
+        options.append("--trust-pickle")
+    if args.force:
+        options.append("--force")
+    return import_cmd.run(state_dir, args.model, options)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from driftline.local.demo import run_demo
 
@@ -124,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", default=None, help="the candidate meant (default: the current)")
     p.add_argument("--reason", default="", help="recorded in the rollout's history")
     p.set_defaults(run=_cmd_rollout)
+
+    p = sub.add_parser(
+        "import", help="register a model made elsewhere (.onnx, .skops) as the first version"
+    )
+    p.add_argument("model", type=Path, help="a .onnx file, or a scikit-learn estimator (.skops)")
+    p.add_argument("-f", "--file", type=Path, default=None)
+    p.add_argument("--state-dir", type=Path, default=None)
+    p.add_argument("--sample", type=Path, help="rows (.csv, .jsonl): drift reference and parity")
+    p.add_argument("--label-column", default="label", help="the sample's label column, if any")
+    p.add_argument("--output", help="the model's output to serve (when it has several)")
+    p.add_argument("--trust", action="append", default=[], metavar="TYPE", help="for skops")
+    p.add_argument("--trust-pickle", action="store_true", help="load a pickle (runs its code)")
+    p.add_argument("--force", action="store_true", help="replace an existing champion")
+    p.set_defaults(run=_cmd_import)
 
     p = sub.add_parser("demo", help="a drifting stream: detected, learned, promoted")
     p.add_argument("--scenario", choices=["drift", "bad-candidate", "all"], default="all")

@@ -170,7 +170,7 @@ class LocalRuntime:
         for part in self.part_specs:
             metrics_ports[part.name] = free_port()
             env = {
-                **_inherited_env(),
+                **inherited_env(),
                 **part.environment(
                     self.model_file,
                     self.endpoints,
@@ -272,7 +272,7 @@ def bootstrap_from_stream(
     would before the first deploy; returns the registered version.
     """
     env = {
-        **_inherited_env(),
+        **inherited_env(),
         **TRAINER.environment(
             runtime.model_file, runtime.endpoints, 0, data_dir=runtime.state_dir / "data"
         ),
@@ -293,7 +293,7 @@ def _probe(url: str) -> bool:
         return False
 
 
-def _inherited_env() -> dict[str, str]:
+def inherited_env() -> dict[str, str]:
     """The environment a part inherits: PATH, HOME and locale, not our own settings."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "OMP_NUM_THREADS")
     return {k: v for k, v in os.environ.items() if k in keep}

@@ -3,6 +3,7 @@
     python -m driftline.trainer                       # the worker (settings from the environment)
     python -m driftline.trainer bootstrap --stream sea --seed 1 --samples 20000
     python -m driftline.trainer bootstrap --from-file history.csv [--label-column label]
+    python -m driftline.trainer import model.onnx|pipeline.skops [--sample rows.csv]
 
 Settings come from `DRIFTLINE_TRAINER_*` variables (`DRIFTLINE_TRAINER_MODEL_FILE`
 is the DynamicModel YAML); `--model-file` overrides that one for convenience.
@@ -95,6 +96,37 @@ def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_import(settings: Any, args: argparse.Namespace) -> int:
+    from driftline.common.registry import RegistryError
+    from driftline.trainer.model_import import ModelImportError, import_model
+
+    _prepare(settings)
+    try:
+        done = import_model(
+            settings,
+            args.model,
+            args.sample,
+            label_column=args.label_column,
+            output=args.output,
+            trusted=args.trust,
+            trust_pickle=args.trust_pickle,
+            force=args.force,
+        )
+    except ModelImportError as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return 2
+    except RegistryError as exc:
+        print(f"import: the registry: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {args.model.name} ({done.fmt}) in {done.seconds:.2f}s")
+    print(f"  parity: {done.parity:.2e} on {done.rows} rows (ONNX Runtime vs the original)")
+    print(f"  drift reference: {done.reference}")
+    print(f"  training state: {done.training_state}")
+    print("  aliases: champion, baseline")
+    print(done.version)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m driftline.trainer", description=__doc__.split("\n")[0]
@@ -121,6 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         "--force", action="store_true", help="train a new version even if a champion exists"
     )
     boot.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
+    imp = sub.add_parser(
+        "import", help="register a model made elsewhere as the first version (champion, baseline)"
+    )
+    imp.add_argument("model", type=Path, help="a .onnx file, or a scikit-learn estimator (.skops)")
+    imp.add_argument(
+        "--sample", type=Path, help="rows (.csv with a header, or .jsonl): drift reference, parity"
+    )
+    imp.add_argument("--label-column", default="label", help="the sample's label column, if any")
+    imp.add_argument("--output", help="the model's output to serve (when it has several)")
+    imp.add_argument(
+        "--trust", action="append", default=[], metavar="TYPE", help="a type skops may load"
+    )
+    imp.add_argument(
+        "--trust-pickle", action="store_true", help="load a pickle (runs the code it holds)"
+    )
+    imp.add_argument("--force", action="store_true", help="replace an existing champion")
+    imp.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         settings = _settings(getattr(args, "boot_model_file", None) or args.model_file)
@@ -132,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "bootstrap":
         return run_bootstrap(settings, args)
+    if args.command == "import":
+        return run_import(settings, args)
     return run_worker(settings)
 
 

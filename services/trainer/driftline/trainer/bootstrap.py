@@ -59,29 +59,28 @@ def rows_from_stream(
 
 
 def rows_from_file(
-    path: Path, layout: FeatureLayout, label_column: str = "label"
+    path: Path, layout: FeatureLayout, label_column: str = "label", require_label: bool = True
 ) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
+    """Rows and labels; without `require_label` a file may have no labels (all NaN)."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _csv(path, layout, label_column)
+        return _csv(path, layout, label_column, require_label)
     if suffix in {".jsonl", ".ndjson"}:
-        return _jsonl(path)
+        return _jsonl(path, require_label)
     if suffix == ".npz":
         return _npz(path, layout, label_column)
     raise DataError(f"{path}: use a .csv, .jsonl or .npz file")
 
 
 def _csv(
-    path: Path, layout: FeatureLayout, label_column: str
+    path: Path, layout: FeatureLayout, label_column: str, require_label: bool = True
 ) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
     with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
-        missing = [
-            n
-            for n in (*layout.numeric_names, *layout.categorical_names, label_column)
-            if n not in header
-        ]
+        labelled = require_label or label_column in header
+        wanted = (*layout.numeric_names, *layout.categorical_names)
+        missing = [n for n in (*wanted, *([label_column] if labelled else [])) if n not in header]
         if missing:
             raise DataError(f"{path}: columns {missing} are missing (header: {header})")
         rows, labels = [], []
@@ -90,6 +89,9 @@ def _csv(
             row: dict[str, Any] = {n: _csv_number(path, line, n, record[n]) for n in numeric}
             row.update({n: record[n] for n in layout.categorical_names})
             rows.append(row)
+            if not labelled:
+                labels.append(float("nan"))
+                continue
             try:
                 labels.append(float(record[label_column]))
             except ValueError:
@@ -109,17 +111,21 @@ def _csv_number(path: Path, line: int, name: str, cell: str | None) -> float | N
         raise DataError(f"{path}:{line}: {name} {cell!r:.40} is not a number") from None
 
 
-def _jsonl(path: Path) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
+def _jsonl(
+    path: Path, require_label: bool = True
+) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
     rows, labels = [], []
     with path.open(encoding="utf-8") as f:
         for line, text in enumerate(f, start=1):
             if not text.strip():
                 continue
             record = json.loads(text)
-            if not isinstance(record, dict) or "features" not in record or "label" not in record:
+            if not isinstance(record, dict) or "features" not in record:
+                raise DataError(f"{path}:{line}: expected an object with 'features' and 'label'")
+            if "label" not in record and require_label:
                 raise DataError(f"{path}:{line}: expected an object with 'features' and 'label'")
             rows.append(record["features"])
-            labels.append(float(record["label"]))
+            labels.append(float(record["label"]) if "label" in record else float("nan"))
     return rows, np.asarray(labels, np.float32)
 
 

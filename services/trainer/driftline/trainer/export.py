@@ -118,7 +118,7 @@ def export_onnx(net: TabularNet, layout: FeatureLayout, task: str, classes: int)
         model = onnx.load_model(path)
     if has_categorical:
         _splice_categorical_front(model, layout)
-    _describe(model, layout, task, classes)
+    describe_graph(model, layout, task, classes)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -186,7 +186,13 @@ def _splice_categorical_front(model: onnx.ModelProto, layout: FeatureLayout) -> 
     )
 
 
-def _describe(model: onnx.ModelProto, layout: FeatureLayout, task: str, classes: int) -> None:
+def describe_graph(
+    model: onnx.ModelProto,
+    layout: FeatureLayout,
+    task: str,
+    classes: int,
+    producer: str = "driftline-trainer",
+) -> None:
     """Metadata a reader of the file can use without the DynamicModel at hand."""
     props = {
         "driftline.numeric": json.dumps(list(layout.numeric_names)),
@@ -198,7 +204,7 @@ def _describe(model: onnx.ModelProto, layout: FeatureLayout, task: str, classes:
     for key, value in props.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    model.producer_name = "driftline-trainer"
+    model.producer_name = producer
 
 
 # -- checks -----------------------------------------------------------------------------

@@ -34,19 +34,24 @@ INT8_ARTIFACT: Final = "model/model.int8.onnx"
 @dataclass(frozen=True)
 class Artifacts:
     model: bytes
-    reference: bytes
-    state: bytes
+    reference: bytes | None  # None: an imported version without a sample
+    state: bytes | None  # None: an imported version without labelled rows
     int8: bytes | None = None
 
     def files(self) -> dict[str, bytes]:
-        out = {
-            artifacts.MODEL_ARTIFACT: self.model,
-            artifacts.REFERENCE_ARTIFACT: self.reference,
-            STATE_ARTIFACT: self.state,
-        }
+        out = {artifacts.MODEL_ARTIFACT: self.model}
+        if self.reference is not None:
+            out[artifacts.REFERENCE_ARTIFACT] = self.reference
+        if self.state is not None:
+            out[STATE_ARTIFACT] = self.state
         if self.int8 is not None:
             out[INT8_ARTIFACT] = self.int8
         return out
+
+
+def has_state(info: ModelVersion) -> bool:
+    """Whether the version holds `training/state.npz` (an imported one may not)."""
+    return info.tags.get(artifacts.TAG_TRAINING_STATE) != "none"
 
 
 class ModelVersions:

@@ -48,7 +48,7 @@ from driftline.trainer.progress import Progress
 from driftline.trainer.publish import Publisher
 from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.signals import read_control, respond
-from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions
+from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions, has_state
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,16 @@ class TrainerWorker:
             while not self.stop.is_set():
                 try:
                     champion = self.versions.by_alias(artifacts.ALIAS_CHAMPION)
+                    if champion is not None and not has_state(champion):
+                        # An imported champion without labelled rows: the learner starts
+                        # fresh beside it and must pass the gate against it to publish.
+                        self.progress.parent = champion.version
+                        log.info(
+                            "champion version %s was imported without a training state; "
+                            "a new learner starts beside it",
+                            champion.version,
+                        )
+                        break
                     if champion is not None:
                         arrays, meta = from_bytes(self.versions.download(champion, STATE_ARTIFACT))
                         restore_learner(learner, arrays, meta)
