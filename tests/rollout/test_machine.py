@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
@@ -17,6 +18,8 @@ from driftline.rollout import (
 )
 from driftline.rollout.rollout_state import HISTORY_LIMIT
 from tests.rollout.builders import World, evidence, policy
+
+replace = msgspec.structs.replace
 
 
 def started(strategy: str = "shadow-then-canary", **overrides: object) -> World:
@@ -292,21 +295,62 @@ def test_registry_unreadable_during_a_rollout_changes_nothing() -> None:
 # --- candidates come and go -------------------------------------------------------------
 
 
-def test_a_newer_candidate_supersedes_one_in_shadow() -> None:
+def test_a_newer_candidate_waits_for_the_shadow_to_be_judged() -> None:
     world = started()
     world.add(evidence(10))
     world.tick(1)
+    decision = world.propose("3")
+    assert not decision.transitions
+    assert world.state.stage == "shadow" and world.state.candidate == "2"
+    assert world.state.reason.endswith("version 3 waits for this rollout to end")
+    assert world.routing == SetRouting(stable="1", candidate="2", mode="shadow")
+    world.add(evidence(20))  # the shadow's evidence is in: it passes on its own
+    world.tick(1)
+    assert world.state.stage == "canary" and world.state.candidate == "2"
+    assert "3" not in world.state.decided and world.aliases[ALIAS_CANDIDATE] == "3"
+
+
+def test_the_newest_waiting_candidate_is_tested_after_a_failed_shadow() -> None:
+    world = started()
+    world.propose("3")
+    world.propose("4")  # the trainer kept learning: 4 replaces 3 as the next to test
+    world.add(evidence(30, accuracy=0.5))
+    world.tick(1)
+    assert world.state.stage == "aborted" and world.state.decided[-1] == "2"
+    assert world.aliases[ALIAS_CANDIDATE] == "4"  # the abort removes only its own alias
+    world.tick(1)
+    assert world.state.stage == "shadow" and world.state.candidate == "4"
+    assert world.state.reason.startswith("candidate alias names version 4")
+
+
+def test_a_shadow_inconclusive_with_its_evidence_in_is_superseded() -> None:
+    world = started()
+    full = evidence(30)
+    # No latency recorded for the candidate: more samples cannot conclude its shadow.
+    world.add(replace(full, candidate=replace(full.candidate, latency=())))
+    world.tick(1)
+    assert world.state.stage == "shadow" and "no latency recorded" in world.state.reason
     decision = world.propose("3")
     assert [(t.from_stage, t.to_stage, t.candidate) for t in decision.transitions] == [
         ("shadow", "aborted", "2"),
         ("aborted", "shadow", "3"),
     ]
-    assert decision.transitions[0].reason == "superseded by version 3"
+    assert decision.transitions[0].reason.startswith("superseded by version 3")
+    assert "no latency recorded" in decision.transitions[0].reason
     assert world.state.stage == "shadow" and world.state.candidate == "3"
     assert world.state.started_at == world.now and world.state.step_base.candidate.labeled == 0
     assert world.routing == SetRouting(stable="1", candidate="3", mode="shadow")
     assert not [a for a in decision.actions if isinstance(a, SetAlias | DeleteAlias)]
     assert "2" in world.state.decided
+
+
+def test_a_shadow_short_of_its_evidence_is_never_superseded() -> None:
+    world = started()
+    world.add(evidence(19))
+    for version in range(3, 10):
+        world.propose(str(version))
+        world.tick(1)
+        assert world.state.stage == "shadow" and world.state.candidate == "2"
 
 
 def test_a_newer_candidate_waits_for_a_canary_to_finish() -> None:
@@ -409,10 +453,12 @@ def test_every_transition_is_recorded_with_its_reason_and_event() -> None:
 
 
 def test_history_is_bounded() -> None:
-    world = World(policy=policy(strategy="shadow"))  # each new candidate supersedes a shadow
+    world = World(policy=policy(strategy="shadow"))
     world.tick()
     for version in range(2, 2 + HISTORY_LIMIT):
         world.propose(str(version))
+        world.add(evidence(30))
+        world.tick(1)  # each shadow passes: promoted
     assert len(world.state.history) == HISTORY_LIMIT
 
 

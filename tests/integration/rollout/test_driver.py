@@ -119,6 +119,38 @@ def test_a_good_candidate_goes_through_shadow_and_canary_to_promotion(
     assert events[-1].reason == saved.history[-1].reason and "promoted" in events[-1].reason
 
 
+def test_a_newer_candidate_waits_for_the_one_in_shadow(
+    rollout_model: ModelFactory, registry: Any, redis_client: Any, producer: Any
+) -> None:
+    model = rollout_model()
+    traffic = Traffic(redis_client, model)
+    driver = driver_for(model, redis_client, producer)
+    driver.tick()
+    registry.set_registered_model_alias(model.name, ALIAS_CANDIDATE, "2")
+    driver.tick()
+    assert driver.state is not None and driver.state.stage == "shadow"
+
+    traffic.stage("shadow", "1", "2", n=5)  # a quarter of the shadow's evidence
+    registry.set_registered_model_alias(model.name, ALIAS_CANDIDATE, "3")  # the trainer again
+    driver.tick()
+    assert driver.state.stage == "shadow" and driver.state.candidate == "2"
+    assert driver.state.reason.endswith("version 3 waits for this rollout to end")
+    assert routing(redis_client, model).candidate == "2"
+
+    def feed(state: RolloutState) -> None:
+        if state.active and state.candidate == "2":
+            traffic.stage(state.stage, "1", "2", n=10)
+
+    state = run_until(driver, lambda s: s.stage == "promoted", feed)
+    assert state.stable == "2" and "2" in state.decided and "3" not in state.decided
+    assert all("superseded" not in t.reason for t in state.history)
+    assert aliases(registry, model.name) == {ALIAS_CHAMPION: "2", ALIAS_CANDIDATE: "3"}
+    driver.tick()
+    assert driver.state.stage == "shadow" and driver.state.candidate == "3"
+    table = routing(redis_client, model)
+    assert (table.stable, table.candidate, table.mode) == ("2", "3", "shadow")
+
+
 def test_a_worse_candidate_is_aborted_and_rolled_back(
     rollout_model: ModelFactory, registry: Any, redis_client: Any, producer: Any
 ) -> None:

@@ -59,6 +59,18 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     stable_quality: float | None = None
     """The stable version's accuracy (or MAE) measured in this window, if it could be."""
 
+    @property
+    def gathered(self) -> bool:
+        """The window holds its minimum evidence: no check waits for more samples.
+
+        `labeled`, `quality`, `agreement` and `error_rate` are inconclusive only for
+        want of samples (the candidate's, or the stable version's beside it); an
+        analysis still inconclusive once they are not waits for something more samples
+        cannot bring (a latency that is never recorded).
+        """
+        counted = ("labeled", "quality", "agreement", "error_rate")
+        return not any(c.verdict == "inconclusive" for c in self.checks if c.name in counted)
+
 
 def quality_of(counters: VersionCounters, policy: Policy) -> float | None:
     """Accuracy (classification, higher is better) or MAE (regression, lower is better)."""

@@ -48,21 +48,22 @@ A promotion points `champion` at the candidate (the drift monitor follows the
 champion, so its reference moves with it), drops the `candidate` alias and serves
 the new stable version alone.
 
-**Superseding rule.** The `candidate` alias is the trainer's (or a person's)
+**A newer candidate waits.** The `candidate` alias is the trainer's (or a person's)
 statement of which version should be tested next. When it moves during a rollout to
-another version that has not been decided yet:
+another version that has not been decided yet, the running candidate is judged to
+the end on its own evidence (promoted or aborted), and only then is the newer version
+(whatever the alias names at that moment: the newest one) tested against the stable
+version of that moment. A trainer publishes more often than a shadow gathers its
+evidence (the demo: a version every ~13 s); restarting the shadow for each one threw
+that evidence away again and again, so promotion came late or never. Nothing of the
+old candidate's evidence could carry over: it was evidence about other weights.
 
-- while the running candidate is in shadow, it is superseded at once: its rollout
-  ends ("superseded", recorded as aborted with that reason; no user saw it, and its
-  aliases are left as they are) and the newer version starts from the first stage
-  with fresh evidence. Nothing of the old candidate's evidence carries over: it was
-  evidence about other weights.
-- once the running candidate serves users (canary), it finishes first: promoted or
-  aborted on its own evidence, after which the newer version (whatever the alias
-  names then) is tested against the stable version of that moment. A trainer that
-  publishes more often than a canary takes would otherwise restart every canary and
-  never promote anything; and rolling a canary back only to start another one moves
-  users between versions for nothing.
+One exception: a shadow that has gathered its minimum evidence (`minLabeled`
+labeled samples of both versions, `shadow.minSamples` comparisons, the requests the
+serving checks need) and is still inconclusive (no latency recorded) cannot conclude
+on more of the same; a newer version waiting then supersedes it ("superseded",
+recorded as aborted with that reason; no user saw it, and its aliases are left as
+they are) and starts from the first stage with fresh evidence.
 
 Removing the alias during a rollout aborts it (a person withdrew the candidate). A
 version already promoted, aborted or superseded is never rolled out again, also
@@ -236,9 +237,6 @@ def _under_test(tick: _Tick, snapshot: Snapshot) -> None:
             _abort(tick, "the candidate alias was removed")
             return
         if newer not in state.decided:
-            if state.stage == "shadow":
-                _supersede(tick, candidate, newer)
-                return
             waiting = newer
     if snapshot.metrics_error is not None:
         _abort(tick, f"metrics source failed: {snapshot.metrics_error}")
@@ -267,14 +265,26 @@ def _under_test(tick: _Tick, snapshot: Snapshot) -> None:
     if command is not None and command.action == "approve" and not state.approved:
         tick.update(approved=True)
     _judge(tick, snapshot.evidence)
-    if waiting is not None and tick.state.active:
-        tick.note(f"{tick.state.reason}; version {waiting} waits for this rollout to end")
+    if waiting is None or not tick.state.active:
+        return
+    analysis = tick.state.last_analysis
+    if (
+        tick.state.stage == "shadow"
+        and analysis is not None
+        and analysis.verdict == "inconclusive"
+        and analysis.gathered
+    ):
+        _supersede(tick, candidate, waiting)
+        return
+    tick.note(f"{tick.state.reason}; version {waiting} waits for this rollout to end")
 
 
 def _supersede(tick: _Tick, running: str, newer: str) -> None:
+    analysis = tick.state.last_analysis
+    why = f" (shadow inconclusive with its evidence in: {analysis.reason})" if analysis else ""
     tick.move(
         "aborted",
-        f"superseded by version {newer}",
+        f"superseded by version {newer}{why}",
         running,
         candidate=None,
         weight=0,
