@@ -17,14 +17,12 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from driftline.api.events import Outcome, encode
 from driftline.api.routing import RoutingTable
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import end_offsets, make_producer
@@ -33,6 +31,7 @@ from driftline.common.streams import SEAStream
 from driftline.local.demo import demo_model_file
 from driftline.local.runtime import LocalRuntime
 from driftline.local.traffic import TrafficGenerator, TrafficLog
+from driftline_testing.outcomes import KafkaOutcomes
 from tests.chaos.support import http_ok, metric, wait_for
 from tests.integration.joiner.streams import committed_offsets, read_to_end
 
@@ -83,25 +82,6 @@ class RecordingProducer:
 
     def flush(self, timeout: float) -> int:
         return int(self.inner.flush(timeout))
-
-
-class KafkaOutcomes:
-    """The traffic's outcomes straight to the topic (not through the outcomes route),
-    so that this test knows when each one was produced and whether it was acknowledged."""
-
-    def __init__(self, producer: RecordingProducer, topic: str) -> None:
-        self.producer = producer
-        self.topic = topic
-
-    def send_outcomes(self, outcomes: Iterable[tuple[str, int | float]]) -> None:
-        now = time.time()
-        for request_id, label in outcomes:
-            event = Outcome(request_id=request_id, label=label, ts=now)
-            self.producer.produce(self.topic, key=request_id, value=encode(event))
-        self.producer.poll(0)
-
-    def close(self) -> None:
-        self.producer.flush(10)
 
 
 @dataclass

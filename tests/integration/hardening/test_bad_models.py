@@ -56,6 +56,7 @@ from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.policy import Policy
 from driftline.rollout.registry import ModelRegistry
 from driftline_testing.models import model_document, register_version, write_model_file
+from driftline_testing.outcomes import KafkaOutcomes
 from tests.integration.inference.harness import Running, wait_until
 
 pytestmark = pytest.mark.integration
@@ -217,8 +218,7 @@ def loop(
             inference_url=served.url,
             model_name=unique,
             stream=SEAStream(seed=3, schedule=[(0, SEA_CONCEPT)]),
-            producer=producer,
-            outcomes_topic=topics.outcomes,
+            outcomes=KafkaOutcomes(producer, topics.outcomes),
             rate=120,
             outcome_delay=0.2,
         )
