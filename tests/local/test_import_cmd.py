@@ -62,7 +62,6 @@ def test_import_runs_the_trainers_command_against_the_run(
     assert argv[4] == str((tmp_path / "model.onnx").resolve())
     assert argv[argv.index("--sample") + 1] == str((tmp_path / "rows.csv").resolve())
     assert argv[argv.index("--trust") + 1] == "mypkg.Scaler"
-    assert "--trust-pickle" not in argv
     assert env["DRIFTLINE_TRAINER_MODEL_FILE"] == str(tmp_path / "fraud.yaml")
     assert env["DRIFTLINE_TRAINER_MLFLOW_TRACKING_URI"] == "http://127.0.0.1:15000"
 

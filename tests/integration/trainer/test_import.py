@@ -235,9 +235,7 @@ def test_without_a_sample_the_reference_comes_from_live_traffic(
         source.load("1")
 
 
-def test_a_pickle_is_refused_without_the_flag(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_pickle_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     frame, labels = data(200)
     pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(
         frame[list(NUMERIC)].to_numpy(), labels
@@ -248,22 +246,7 @@ def test_a_pickle_is_refused_without_the_flag(
     code = trainer_main(["--model-file", str(settings.model_file), "import", str(path)])
     err = capsys.readouterr().err
     assert code == 2
-    assert "model.pkl is a pickle" in err and "skops" in err and "--trust-pickle" in err
-
-
-def test_a_pickle_loads_with_the_explicit_flag(
-    tmp_path: Path, mlflow_server: MlflowServer, unique: str
-) -> None:
-    frame, labels = data(200)
-    pipe = make_pipeline(StandardScaler(), LogisticRegression()).fit(
-        frame[list(NUMERIC)].to_numpy(), labels
-    )
-    path = tmp_path / "model.pkl"
-    path.write_bytes(pickle.dumps(pipe))
-    settings = settings_for(tmp_path, mlflow_server.tracking_uri, unique)
-    done = import_model(settings, path, trust_pickle=True)  # random rows in the spec's ranges
-    assert done.fmt == "sklearn:pickle" and done.rows == 256 and done.parity <= 1e-5
-    check_registered(settings, unique)
+    assert "model.pkl is a pickle" in err and "skops" in err and "ONNX" in err
 
 
 def test_a_mismatched_input_is_refused_naming_it(tmp_path: Path) -> None:

@@ -105,8 +105,6 @@ def _cmd_import(args: argparse.Namespace) -> int:
         options += ["--output", args.output]
     for name in args.trust:
         options += ["--trust", name]
-    if args.trust_pickle:
-        options.append("--trust-pickle")
     if args.force:
         options.append("--force")
     return import_cmd.run(state_dir, args.model, options)
@@ -158,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label", help="the sample's label column, if any")
     p.add_argument("--output", help="the model's output to serve (when it has several)")
     p.add_argument("--trust", action="append", default=[], metavar="TYPE", help="for skops")
-    p.add_argument("--trust-pickle", action="store_true", help="load a pickle (runs its code)")
     p.add_argument("--force", action="store_true", help="replace an existing champion")
     p.set_defaults(run=_cmd_import)
 

@@ -109,7 +109,6 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
             label_column=args.label_column,
             output=args.output,
             trusted=args.trust,
-            trust_pickle=args.trust_pickle,
             force=args.force,
         )
     except ModelImportError as exc:
@@ -164,9 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--output", help="the model's output to serve (when it has several)")
     imp.add_argument(
         "--trust", action="append", default=[], metavar="TYPE", help="a type skops may load"
-    )
-    imp.add_argument(
-        "--trust-pickle", action="store_true", help="load a pickle (runs the code it holds)"
     )
     imp.add_argument("--force", action="store_true", help="replace an existing champion")
     imp.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)

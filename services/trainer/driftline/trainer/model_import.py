@@ -4,8 +4,8 @@
     python -m driftline.trainer import pipeline.skops --sample rows.csv [--trust TYPE ...]
 
 The model is an ONNX file, or a scikit-learn estimator saved with skops (converted
-with skl2onnx; the `import` extra). A pickle is refused: loading one runs whatever
-code it holds; `--trust-pickle` loads it anyway, for a file one made oneself.
+with skl2onnx; the `import` extra). A pickle is always refused: loading one runs
+whatever code it holds, and Driftline never unpickles.
 
 The graph is wrapped to follow the artifact contract (`onnx_adapter`), and ONNX
 Runtime's answers on the wrapped graph must equal the original model's (the
@@ -89,8 +89,7 @@ def refuse_pickle(path: Path) -> ModelImportError:
     return ModelImportError(
         f"{path.name} is a pickle, and loading a pickle runs any code it holds; it is not "
         "loaded. Save the estimator with skops (`skops.io.dump(model, 'model.skops')`) and "
-        "import that, or convert it to ONNX (skl2onnx) and import the .onnx file; pass "
-        "--trust-pickle only for a file you made yourself"
+        "import that, or convert it to ONNX (skl2onnx) and import the .onnx file"
     )
 
 
@@ -100,7 +99,6 @@ def load_source(
     task: str,
     *,
     trusted: list[str] | None = None,
-    trust_pickle: bool = False,
 ) -> Source:
     suffix = path.suffix.lower()
     if not path.exists():
@@ -110,11 +108,7 @@ def load_source(
     if suffix == ".skops":
         return sklearn_source(_load_skops(path, trusted or []), layout, task, "skops")
     if suffix in PICKLES:
-        if not trust_pickle:
-            raise refuse_pickle(path)
-        import joblib
-
-        return sklearn_source(joblib.load(path), layout, task, "pickle")
+        raise refuse_pickle(path)
     raise ModelImportError(
         f"{path}: import a .onnx file or a scikit-learn estimator saved as .skops"
     )
@@ -286,7 +280,6 @@ def import_model(
     label_column: str = "label",
     output: str | None = None,
     trusted: list[str] | None = None,
-    trust_pickle: bool = False,
     force: bool = False,
 ) -> Imported:
     """Check, wrap and register `path` as champion and baseline; raises `ModelImportError`."""
@@ -294,7 +287,7 @@ def import_model(
     model, spec = settings.model, settings.model.spec
     task, classes = spec.model.task, spec.model.classes
     layout = FeatureLayout.from_features(spec.features)
-    source = load_source(path, layout, task, trusted=trusted, trust_pickle=trust_pickle)
+    source = load_source(path, layout, task, trusted=trusted)
     try:
         graph, maps, served = adapt(source.graph, layout, task, classes, output)
     except MappingError as exc:
