@@ -46,7 +46,13 @@ def test_every_child_kind_is_allowed_and_nothing_more() -> None:
         ("driftline.io", "dynamicmodels/finalizers"),
         ("", "events"),
         ("", "secrets"),
+        ("", "pods"),
     }
+
+
+def test_pods_are_list_only() -> None:
+    pod_rules = [r for r in rules() if "pods" in r["resources"]]
+    assert pod_rules == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
 
 
 def test_namespaced_mode_uses_roles_and_a_cluster_role_only_for_cluster_kinds() -> None:

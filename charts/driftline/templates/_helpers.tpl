@@ -78,6 +78,10 @@ the chart renders exactly those rules; change both together.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
+# Pods are listed, never written: why a part is not available goes in status.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # Children: listed (to prune), applied (server-side apply creates), deleted when the
 # spec no longer asks for them. The trainer's checkpoint claim is never deleted.
 - apiGroups: [""]

@@ -12,7 +12,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +25,17 @@ from driftline.operator.builders.context import (
     MODEL_LABEL,
     NAMESPACE_LABEL,
 )
-from driftline.operator.kinds import CAPABILITY_APIS, CHILD_KINDS, SECRET, Kind, kind_of, path_of
+from driftline.operator.kinds import (
+    CAPABILITY_APIS,
+    CHILD_KINDS,
+    POD,
+    SECRET,
+    Kind,
+    kind_of,
+    path_of,
+)
 from driftline.operator.kube import Kube, KubeError, NotFoundError
+from driftline.operator.part_problems import part_problems
 from driftline.operator.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
@@ -187,6 +196,19 @@ class Cluster:
                 )
             )
         return sorted(out, key=lambda d: d.part)
+
+    def part_problems(self, namespace: str, name: str, parts: Sequence[str]) -> dict[str, str]:
+        """Why each of `parts` (not available) is not: read from its Pods and claims.
+
+        Two list calls, made only while some part is unavailable.
+        """
+        selector = model_selector(name)
+        claims = kind_of({"apiVersion": "v1", "kind": "PersistentVolumeClaim"})
+        return part_problems(
+            self.kube.list(POD.collection(namespace), selector),
+            self.kube.list(claims.collection(namespace), selector),
+            parts,
+        )
 
     # --- writing --------------------------------------------------------------------------
 

@@ -147,6 +147,15 @@ class Controller:
         were), and the parts whose Deployment is missing (deleted by hand: re-applied)."""
         deployments = self.cluster.deployments(model.metadata.namespace, model.name)
         expected = tuple(p.name for p in active_parts(model))
+        by_part = {d.part: d for d in deployments}
+        stuck = [
+            p
+            for p in expected
+            if p in by_part and (not by_part[p].is_available or by_part[p].is_rolling)
+        ]
+        problems = (
+            self.cluster.part_problems(model.metadata.namespace, model.name, stuck) if stuck else {}
+        )
         obs = Observation(
             generation=model.metadata.generation,
             expected_parts=expected,
@@ -155,6 +164,7 @@ class Controller:
             versions=versions or {},
             drift=drift,
             drift_alert=alerts(model),
+            problems=problems,
         )
         present = {d.part for d in deployments}
         return compute_status(previous, obs, now()), [p for p in expected if p not in present]

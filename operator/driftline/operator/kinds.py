@@ -55,6 +55,8 @@ CHILD_KINDS: tuple[Kind, ...] = (
 )
 
 SECRET = Kind("v1", "Secret", "secrets")
+# Read only: listed to say why a part has no available replica.
+POD = Kind("v1", "Pod", "pods")
 
 _BY_KIND = {(k.api_version, k.kind): k for k in CHILD_KINDS}
 

@@ -40,6 +40,8 @@ class Observation:
     drift: DriftStatus | None = None
     drift_alert: bool | None = None
     """`alert` is in `spec.drift.onDrift`; None (a spec that cannot be read): as before."""
+    problems: dict[str, str] = field(default_factory=dict)
+    """Why an unavailable part is not available (read from its Pods), by part."""
 
 
 def _parts_summary(obs: Observation) -> tuple[list[str], str]:
@@ -47,11 +49,19 @@ def _parts_summary(obs: Observation) -> tuple[list[str], str]:
     by_part = {d.part: d for d in obs.deployments}
     missing = [p for p in obs.expected_parts if p not in by_part]
     unavailable = missing + [d.part for d in obs.deployments if not d.is_available]
-    line = ", ".join(
-        f"{p} {by_part[p].available}/{by_part[p].desired}" if p in by_part else f"{p} not created"
-        for p in obs.expected_parts
-    )
-    return sorted(set(unavailable)), line
+
+    def state(part: str) -> str:
+        if part not in by_part:
+            return f"{part} not created"
+        why = obs.problems.get(part) if part in unavailable else None
+        counts = f"{part} {by_part[part].available}/{by_part[part].desired}"
+        return f"{counts} ({why})" if why else counts
+
+    return sorted(set(unavailable)), ", ".join(state(p) for p in obs.expected_parts)
+
+
+def _named(parts: list[str], problems: dict[str, str]) -> str:
+    return ", ".join(f"{p} ({problems[p]})" if p in problems else p for p in parts)
 
 
 def _condition(
@@ -95,11 +105,11 @@ def compute_status(
         phase, message = ("Progressing" if rollout_active else "Serving"), ""
     elif served_before or was_degraded:
         phase = "Degraded"
-        message = obs.waiting_for or f"parts unavailable: {', '.join(unavailable)}"
+        message = obs.waiting_for or f"parts unavailable: {_named(unavailable, obs.problems)}"
     else:
         phase, message = (
             "Pending",
-            obs.waiting_for or f"waiting for parts: {', '.join(unavailable)}",
+            obs.waiting_for or f"waiting for parts: {_named(unavailable, obs.problems)}",
         )
 
     if obs.invalid is not None:
@@ -119,7 +129,7 @@ def compute_status(
             f"(step {rollout.step})",
         )
     elif rolling:
-        progressing = (True, "RollingUpdate", f"updating: {', '.join(rolling)}")
+        progressing = (True, "RollingUpdate", f"updating: {_named(rolling, obs.problems)}")
     else:
         progressing = (False, "Stable", "")
 

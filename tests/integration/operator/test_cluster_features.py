@@ -164,3 +164,34 @@ def test_kubectl_get_shows_the_crds_columns(control_plane: ControlPlane, ns: str
     columns = [c["name"] for c in table["columnDefinitions"]]
     assert columns == ["Name", "Phase", "Stable", "Candidate", "Canary%", "Drift", "Age"]
     assert table["rows"][0]["cells"][0] == "churn"
+
+
+def test_a_part_that_cannot_start_says_why_in_status(control_plane: ControlPlane, ns: str) -> None:
+    """No default StorageClass on the rig: the trainer's checkpoint claim stays Pending,
+    and a part asking for more CPU than the nodes have is not scheduled. Status names
+    both causes and the setting that fixes the first, not only `0/1`."""
+    control_plane.require_real("the scheduler and volume binding")
+    control_plane.create_model(model_manifest("churn", ns))
+    huge = {"cpu": "500", "memory": "128Mi"}
+    with control_plane.operator(
+        ns, trainer_checkpoints="persistent", trainer_storage_class=None, joiner_resources=huge
+    ):
+
+        def reasons() -> str | None:
+            ready = next(
+                (
+                    c
+                    for c in control_plane.status(ns, "churn").get("conditions", [])
+                    if c["type"] == "Ready"
+                ),
+                None,
+            )
+            message = (ready or {}).get("message", "")
+            named = "PersistentVolumeClaim churn-trainer-checkpoints is Pending" in message
+            return message if named and "Insufficient cpu" in message else None
+
+        message = wait_for(reasons, 90, "the Ready condition names why parts are unavailable")
+    assert "trainer 0/1 (PersistentVolumeClaim" in message and "trainer_storage_class" in message
+    assert "joiner 0/1 (Unschedulable: 0/" in message
+    phase = control_plane.status(ns, "churn")
+    assert phase["phase"] == "Pending" and "joiner (Unschedulable" in phase["message"]

@@ -55,16 +55,19 @@ def test_the_operator_runs_on_its_generated_rbac(
         kubeconfig = service_account_kubeconfig(control_plane, ns, tmp_path)
         operator = Kube(load_credentials(kubeconfig))
 
-        # What it must not do: list or watch Secrets, touch Pods, write RBAC.
+        # What it must not do: list or watch Secrets, write or read a Pod (it only
+        # lists them, to say why a part is not available), write RBAC.
         for method, path, body in [
             ("GET", f"/api/v1/namespaces/{ns}/secrets", None),
-            ("GET", f"/api/v1/namespaces/{ns}/pods", None),
+            ("GET", f"/api/v1/namespaces/{ns}/pods/any", None),
+            ("DELETE", f"/api/v1/namespaces/{ns}/pods/any", None),
             ("POST", "/apis/rbac.authorization.k8s.io/v1/clusterroles", _role()),
         ]:
             with pytest.raises(KubeError) as refused:
                 operator.request(method, path, body=body)
             assert refused.value.status == 403, path
         assert operator.get(f"/api/v1/namespaces/{ns}/secrets/absent") is None  # get: allowed
+        assert operator.list(f"/api/v1/namespaces/{ns}/pods") == []  # list: allowed
 
         control_plane.create_model(model_manifest("churn", ns))
         with control_plane.operator(ns, kubeconfig=kubeconfig):

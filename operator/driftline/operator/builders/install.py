@@ -15,7 +15,7 @@ from typing import Any
 
 from driftline.api import GROUP, PLURAL
 from driftline.operator.builders.pods import container_security_context, pod_security_context
-from driftline.operator.kinds import CHILD_KINDS, SECRET
+from driftline.operator.kinds import CHILD_KINDS, POD, SECRET
 from driftline.operator.settings import OperatorSettings
 
 NAME = "driftline-operator"
@@ -44,6 +44,8 @@ def namespaced_rules() -> list[dict[str, Any]]:
         _rule(GROUP, [f"{PLURAL}/finalizers"], ["update"]),
         _rule("", ["events"], ["create"]),
         _rule(SECRET.group, [SECRET.plural], ["get"]),
+        # Pods are listed, never written: why a part is not available goes in status.
+        _rule(POD.group, [POD.plural], ["list"]),
     ]
     by_access: dict[tuple[str, bool], list[str]] = defaultdict(list)
     for kind in CHILD_KINDS:
