@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from driftline.operator.metrics import api_requests_total
+
 log = logging.getLogger(__name__)
 
 APPLY_PATCH = "application/apply-patch+yaml"  # JSON is YAML: the body is sent as JSON
@@ -127,7 +129,9 @@ class Kube:
                 method, path, params=params, content=content, headers=headers
             )
         except httpx.HTTPError as exc:
+            api_requests_total.labels(method, "0").inc()
             raise KubeError(0, "Unreachable", str(exc), method, path) from exc
+        api_requests_total.labels(method, str(response.status_code)).inc()
         if response.status_code >= 400:
             raise _error(response, method, path)
         data: dict[str, Any] = response.json() if response.content else {}

@@ -14,6 +14,7 @@ from prometheus_client import Counter, Histogram
 RECONCILES_TOTAL: Final = "driftline_operator_reconciles_total"
 RECONCILE_SECONDS: Final = "driftline_operator_reconcile_seconds"
 TICKS_TOTAL: Final = "driftline_operator_ticks_total"
+API_REQUESTS_TOTAL: Final = "driftline_operator_api_requests_total"
 
 reconciles_total = Counter(
     RECONCILES_TOTAL,
@@ -28,4 +29,11 @@ reconcile_seconds = Histogram(
 )
 ticks_total = Counter(
     TICKS_TOTAL, "Timer ticks (rollout step and status refresh) by outcome.", ["outcome"]
+)
+api_requests_total = Counter(
+    API_REQUESTS_TOTAL,
+    "Requests of the operator's own client to the API server (children, Secrets, "
+    "Pods), by verb and HTTP status (0: unreachable). kopf's watch and its patches of "
+    "DynamicModels are not counted here.",
+    ["verb", "code"],
 )
