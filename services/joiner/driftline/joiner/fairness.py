@@ -68,7 +68,7 @@ class FairnessGauges:
                 continue
             for segment in self.protected:
                 stats = _sum(
-                    self.quality.read_segment(client, version, variant, segment, window)
+                    self.quality.read_segment(client, version, variant, segment, window, now)
                     for variant in SCORED_VARIANTS
                 )
                 gaps = fairness_gaps(stats, self.fairness.min_samples)
