@@ -3,7 +3,10 @@
     absorb   store every arrival (new, duplicate or late), claim the work it made
              possible (scores, agreement, labeled example) and name the claims in
              the outbox of their source, with a flag for the batch's counters
-    plan     in Python: what the claims add (`quality_fields`), the examples
+    plan     in Python: what the claims add (`quality_fields`, and `segment_fields`
+             per segment group), the examples
+    admit    capped segments: which new values Redis keeps apart (lua/admit.lua);
+             the others are folded into `other`
     settle   add each source's counters if its batch flag is still set, and
              remove the flag in the same step
 
