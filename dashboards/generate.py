@@ -286,6 +286,61 @@ def model_dashboard() -> dict[str, Any]:
         width=6,
     )
 
+    b.row("Segments and fairness")
+    served = 'variant=~"stable|candidate"'
+    seg_correct = sel("joiner", f'field="correct", {served}')
+    seg_count = sel("joiner", f'field="count", {served}')
+    b.add(
+        "Live accuracy per segment value (served traffic)",
+        [
+            (
+                f"sum by (segment, value) (rate(driftline_joiner_segment_quality_total{seg_correct}[15m])) / "
+                f"sum by (segment, value) (rate(driftline_joiner_segment_quality_total{seg_count}[15m]))",
+                "{{segment}}={{value}}",
+            )
+        ],
+        unit="percentunit",
+        width=10,
+        max_value=1,
+        description="Accuracy of the served predictions per group of spec.monitoring.segments, "
+        "over 15 minutes. A rollout with analysis.maxSegmentDrop is not promoted when the "
+        "candidate loses more than that on any one group.",
+    )
+    b.add(
+        "Fairness gaps of protected segments",
+        [
+            (
+                f"max by (segment, version) (driftline_joiner_fairness_parity_gap{joiner})",
+                "parity {{segment}} v{{version}}",
+            ),
+            (
+                f"max by (segment, version) (driftline_joiner_fairness_opportunity_gap{joiner})",
+                "opportunity {{segment}} v{{version}}",
+            ),
+            (
+                f"max by (segment, figure) (driftline_joiner_fairness_limit{joiner})",
+                "limit {{figure}} {{segment}}",
+            ),
+        ],
+        width=10,
+        description="Demographic parity difference (gap between the positive-prediction "
+        "rates of a protected segment's values) and equal-opportunity difference (gap "
+        "between their true-positive rates), with the limits of spec.monitoring.fairness.",
+    )
+    b.add(
+        "Predictions counted as other",
+        [
+            (
+                f"sum by (segment) (rate(driftline_joiner_segment_folded_total{joiner}[{RATE}]))",
+                "{{segment}}",
+            )
+        ],
+        unit="ops",
+        width=4,
+        description="Scored predictions whose value came after a segment's maxValues "
+        "values were taken: counted in its 'other' group.",
+    )
+
     b.row("Drift")
     drift = sel("drift")
     b.add(

@@ -103,6 +103,22 @@ BAD_SPECS = [
     ("spec.rollout.stickyKey", "plan", "spec", "also a feature name"),
     ("spec.rollout.stickyKey", "features", "spec.rollout.stickyKey", "means something else"),
     ("spec.rollout.stickyKey", "request_id", "spec.rollout.stickyKey", "means something else"),
+    ("spec.monitoring.segments", [{"name": "country"}], "spec.monitoring.segments",
+     "names no feature"),
+    ("spec.monitoring.segments", [{"name": "tenure_months"}], "spec.monitoring.segments",
+     "give its bins"),
+    ("spec.monitoring.segments", [{"name": "plan", "bins": [1]}], "spec.monitoring.segments",
+     "bins apply to numeric"),
+    ("spec.monitoring.segments", [{"name": "plan"}, {"name": "plan"}], "spec.monitoring.segments",
+     "listed twice"),
+    ("spec.monitoring.segments", [{"name": "tenure_months", "bins": [12, 6]}],
+     "spec.monitoring.segments[0]", "must rise"),
+    ("spec.monitoring.segments", [{"name": "plan", "bins": [1], "values": ["a"]}],
+     "spec.monitoring.segments[0]", "not both"),
+    ("spec.monitoring.segments", [{"name": "plan", "maxValues": 0}],
+     "spec.monitoring.segments[0].maxValues", "greater than or equal to 1"),
+    ("spec.rollout.analysis.maxSegmentDrop", 2, "spec.rollout.analysis.maxSegmentDrop",
+     "less than or equal to 1"),
 ]  # fmt: skip
 
 
@@ -134,6 +150,31 @@ def test_crd_schema_refuses_the_same(path: str, value: Any, where: str, fix: str
     """What the schema can express, the API server refuses before the operator sees it."""
     errors = list(crd_validator().iter_errors(_with(path, value)))
     assert errors
+
+
+def test_segments_and_the_worst_segment_gate() -> None:
+    raw = sample()
+    raw["spec"]["monitoring"] = {
+        "segments": [
+            {"name": "tenure_months", "bins": [6, 24]},
+            {"name": "plan", "protected": True, "maxValues": 8},
+        ],
+        "fairness": {"maxParityGap": 0.05},
+    }
+    raw["spec"]["rollout"] = {"analysis": {"maxSegmentDrop": 0.03, "minSegmentLabeled": 100}}
+    assert not list(crd_validator().iter_errors(raw))
+    spec = parse_dynamic_model(raw).spec
+    tenure, plan = spec.monitoring.segments
+    assert (tenure.bins, tenure.protected, plan.max_values, plan.protected) == (
+        [6, 24], False, 8, True,
+    )  # fmt: skip
+    assert spec.monitoring.fairness.max_parity_gap == 0.05
+    assert spec.monitoring.fairness.max_opportunity_gap == 0.1
+    assert spec.rollout.analysis.max_segment_drop == 0.03
+    assert spec.rollout.analysis.min_segment_labeled == 100
+    # By default nothing is segmented and no segment gates a rollout.
+    default = parse_dynamic_model(sample()).spec
+    assert default.monitoring.segments == [] and default.rollout.analysis.max_segment_drop is None
 
 
 def test_wrong_kind_and_version_are_refused() -> None:

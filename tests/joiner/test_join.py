@@ -7,7 +7,7 @@ import math
 import pytest
 
 from driftline.api.events import Outcome, Prediction, Variant, encode
-from driftline.joiner.join import Share, agrees, plan_claim
+from driftline.joiner.join import Scoring, Share, agrees, plan_claim
 
 
 def prediction(
@@ -35,7 +35,7 @@ def test_scores_each_claimed_variant_and_builds_the_served_example() -> None:
     }
     share = Share()
     example = plan_claim(
-        "r", state, ["s:stable", "s:shadow", "e", "a"], "classification", 0.0, share
+        "r", state, ["s:stable", "s:shadow", "e", "a"], Scoring("classification", 0.0), share
     )
     assert set(share.quality) == {("3", "stable"), ("4", "shadow")}
     stable = share.quality[("3", "stable")]
@@ -54,14 +54,14 @@ def test_scores_each_claimed_variant_and_builds_the_served_example() -> None:
 def test_only_what_was_claimed() -> None:
     state = {"p:stable": prediction("stable", 1, "3"), "o": outcome(0), "e": "stable"}
     share = Share()
-    example = plan_claim("r", state, ["e"], "classification", 0.0, share)
+    example = plan_claim("r", state, ["e"], Scoring("classification", 0.0), share)
     assert share == Share()
     assert example is not None
 
 
 def test_the_example_comes_from_the_variant_the_claim_names() -> None:
     state = {"p:candidate": prediction("candidate", 0, "4"), "o": outcome(0), "e": "candidate"}
-    example = plan_claim("r", state, ["e"], "classification", 0.0, Share())
+    example = plan_claim("r", state, ["e"], Scoring("classification", 0.0), Share())
     assert example is not None
     assert (example.variant, example.model_version) == ("candidate", "4")
 
@@ -69,7 +69,7 @@ def test_the_example_comes_from_the_variant_the_claim_names() -> None:
 def test_an_unreadable_state_yields_nothing_and_does_not_raise() -> None:
     state = {"p:stable": "{not json", "o": outcome(1), "e": "stable"}
     share = Share()
-    assert plan_claim("r", state, ["s:stable", "e"], "classification", 0.0, share) is None
+    assert plan_claim("r", state, ["s:stable", "e"], Scoring("classification", 0.0), share) is None
     assert share == Share()
 
 
@@ -91,5 +91,5 @@ def test_sums_add_up_over_claims() -> None:
     share = Share()
     for output, label in ((1, 1), (0, 1), (1, 1)):
         state = {"p:stable": prediction("stable", output, "3"), "o": outcome(label)}
-        plan_claim("r", state, ["s:stable"], "classification", 0.0, share)
+        plan_claim("r", state, ["s:stable"], Scoring("classification", 0.0), share)
     assert share.quality == {("3", "stable"): {"count": 3.0, "correct": 2.0}}

@@ -22,6 +22,7 @@ from driftline.rollout import (
     Policy,
     RegistryView,
     RolloutState,
+    SegmentEvidence,
     SetAlias,
     SetRouting,
     Snapshot,
@@ -117,6 +118,17 @@ class World:
             stable=self.counters.stable.plus(more.stable),
             compared=self.counters.compared + more.compared,
             agreed=self.counters.agreed + more.agreed,
+            segments={
+                key: SegmentEvidence(
+                    candidate=self.counters.segments.get(key, SegmentEvidence()).candidate.plus(
+                        more.segments.get(key, SegmentEvidence()).candidate
+                    ),
+                    stable=self.counters.segments.get(key, SegmentEvidence()).stable.plus(
+                        more.segments.get(key, SegmentEvidence()).stable
+                    ),
+                )
+                for key in self.counters.segments.keys() | more.segments.keys()
+            },
         )
 
     def tick(

@@ -25,6 +25,8 @@ def write_model(
     window: float = 3600,
     task: str = "classification",
     partitions: int = 3,
+    features: list[dict[str, Any]] | None = None,
+    monitoring: dict[str, Any] | None = None,
 ) -> Path:
     """A DynamicModel YAML for one test: its own topics (named after the model)."""
     doc = {
@@ -36,10 +38,11 @@ def write_model(
                 "registry": {"trackingUri": "http://127.0.0.1:1", "name": name},
                 "task": task,
             },
-            "features": [{"name": "x1"}, {"name": "x2"}],
+            "features": features or [{"name": "x1"}, {"name": "x2"}],
             "kafka": {"bootstrapServers": bootstrap_servers, "partitions": partitions},
             "redis": {"url": redis_url},
             "feedback": {"joinWindowSeconds": window},
+            **({"monitoring": monitoring} if monitoring else {}),
         },
     }
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")

@@ -46,6 +46,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 REQUESTS = 5000
 KILLS = 5
+SEGMENT_BINS = [1000, 2500]
+SEGMENT_CAP = 4
 
 
 class Stream:
@@ -82,7 +84,8 @@ class Stream:
             for variant in variants:
                 p = Prediction(
                     request_id=rid, model=self.model, variant=variant,  # type: ignore[arg-type]
-                    model_version="2" if variant != "stable" else "1", features={"x1": i},
+                    model_version="2" if variant != "stable" else "1",
+                    features={"x1": i, "x2": f"c{i % 7}"},
                     output=float(i % 2), ts=time.time(), scores=[0.4, 0.6],
                 )  # fmt: skip
                 records.append((self.predictions, rid, f"p:{variant}", encode(p)))
@@ -128,6 +131,11 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     path = write_model(
         tmp_path / "model.yaml", unique, bootstrap_servers=kafka.bootstrap_servers,
         redis_url=redis_server.url, window=3600, partitions=3,
+        features=[{"name": "x1"}, {"name": "x2", "type": "categorical"}],
+        monitoring={"segments": [
+            {"name": "x1", "bins": SEGMENT_BINS},
+            {"name": "x2", "maxValues": SEGMENT_CAP, "protected": True},
+        ]},
     )  # fmt: skip
     conn = KafkaConnection(kafka.bootstrap_servers)
     predictions, outcomes = f"{unique}.predictions", f"{unique}.outcomes"
@@ -211,6 +219,28 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
     shadow = quality.counters("2", "shadow").read(redis_client, 3600, now=now)
     assert stable["count"] + candidate["count"] == len(stream.joinable)
     assert shadow["count"] == len(stream.shadowed)
+    # Per segment, each join counted once too: exactly in each bin of x1, and in x2
+    # within its cap of values (the rest in "other").
+    served = {"1": "stable", "2": "candidate"}
+    expected: Counter[tuple[str, str, str]] = Counter()
+    for rid in stream.joinable:
+        i = int(rid.split("-")[1])
+        version = "2" if i % 10 == 0 else "1"
+        group = "<1000" if i < 1000 else "[1000,2500)" if i < 2500 else ">=2500"
+        expected[(version, group, "count")] += 1
+        expected[(version, group, "correct")] += i % 2
+    found: Counter[tuple[str, str, str]] = Counter()
+    for version, variant in served.items():
+        x1 = quality.read_segment(redis_client, version, variant, "x1", 3600, now=now)
+        for group, stats in x1.items():
+            found[(version, group, "count")] += int(stats.count)
+            found[(version, group, "correct")] += int(stats.correct)
+        x2 = quality.read_segment(redis_client, version, variant, "x2", 3600, now=now)
+        assert len(set(x2) - {"other"}) <= SEGMENT_CAP
+        assert sum(s.count for s in x2.values()) == sum(
+            n for (v, _, field), n in expected.items() if v == version and field == "count"
+        )
+    assert found == +expected
     assert len(read_to_end(conn, dead_letter)) >= stream.bad
     recoveries = log.read_text().count("examples resent")
     print(f"{total} records, killed after {progress}; outboxes settled on restart: {recoveries}")

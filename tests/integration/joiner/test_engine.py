@@ -7,8 +7,10 @@ from typing import Any
 import pytest
 
 from driftline.api.events import LabeledExample, Outcome, Prediction, encode
+from driftline.api.spec import SegmentSpec
 from driftline.joiner.engine import JoinEngine
 from driftline.joiner.recovery import settle_outboxes
+from driftline.joiner.segments import segments_of
 from driftline.joiner.store import ARRIVAL_NEW, Arrival, JoinStore
 
 pytestmark = pytest.mark.integration
@@ -91,3 +93,62 @@ def test_one_batch_of_thousands_of_joins(redis_client: Any) -> None:
     joiner.store.trim_outboxes(result.outboxes)
     assert joiner.store.read_outbox("outcomes") is None
     assert joiner.sweep(NOW + WINDOW + 1).pending == 0  # all joined: nothing left to expire
+
+
+def segmented(redis_client: Any, max_values: int = 2) -> JoinEngine:
+    store = JoinStore(redis_client, "eng", "seg", window=WINDOW, grace=GRACE)
+    segments = segments_of(
+        [
+            SegmentSpec(name="age", bins=[30]),
+            SegmentSpec(name="country", max_values=max_values, protected=True),
+        ]
+    )
+    return JoinEngine(store, "classification", segments=segments, binary=True)
+
+
+def seg_pred(rid: str, age: float, country: str, output: float = 1.0) -> Arrival:
+    p = Prediction(
+        request_id=rid, model="seg", model_version="1", variant="stable",
+        features={"age": age, "country": country}, output=output, ts=1.0,
+    )  # fmt: skip
+    return Arrival(rid, "p:stable", encode(p).decode(), "predictions")
+
+
+def test_segment_quality_is_kept_per_group_with_a_cap_across_replicas(redis_client: Any) -> None:
+    first, second = segmented(redis_client), segmented(redis_client)
+    first.process(
+        [seg_pred("a", 20, "FR"), out("a", 1), seg_pred("b", 40, "DE", 0), out("b", 1)], NOW, {}
+    )
+    # Another replica: the cap of 2 is full, so a third country counts as "other".
+    result = second.process(
+        [seg_pred("c", 50, "US"), out("c", 0), seg_pred("d", 25, "FR"), out("d", 1)], NOW, {}
+    )
+    assert result.folded == {"country": 1}
+    assert set(result.segments) == {
+        ("1", "stable", "age", ">=30"), ("1", "stable", "age", "<30"),
+        ("1", "stable", "country", "other"), ("1", "stable", "country", "FR"),
+    }  # fmt: skip
+    quality = first.store.quality
+    country = quality.read_segment(redis_client, "1", "stable", "country", 60, now=NOW)
+    assert set(country) == {"FR", "DE", "other"}
+    assert (country["FR"].count, country["FR"].accuracy, country["FR"].recall) == (2, 1.0, 1.0)
+    assert (country["DE"].count, country["DE"].recall, country["DE"].positive_rate) == (1, 0.0, 0.0)
+    assert (country["other"].count, country["other"].precision) == (1, 0.0)  # 1 predicted, 0 true
+    age = quality.read_segment(redis_client, "1", "stable", "age", 60, now=NOW)
+    assert {v: s.count for v, s in age.items()} == {"<30": 2, ">=30": 2}
+    assert redis_client.smembers(quality.segment_values_key("country")) == {b"FR", b"DE"}
+
+
+def test_segment_counters_of_a_crashed_batch_are_added_once(redis_client: Any) -> None:
+    first = segmented(redis_client, max_values=5)
+    first.process([seg_pred("r", 20, "FR")], NOW, {})
+    first.absorb([out("r")], NOW + 1, {})  # claimed, then the process dies
+    topic: list[LabeledExample] = []
+    restarted = segmented(redis_client, max_values=5)
+    for _ in range(2):  # a second recovery finds nothing owed
+        settle_outboxes(restarted, ["outcomes"], lambda _: set(), topic.extend, NOW + 2)
+    country = restarted.store.quality.read_segment(
+        redis_client, "1", "stable", "country", 60, now=NOW + 2
+    )
+    assert country["FR"].count == 1
+    assert len(topic) == 1

@@ -9,11 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 from prometheus_client import REGISTRY
 
 from driftline.common.connections import KafkaConnection
 from driftline.common.redis_state import QualityStore
-from driftline.joiner.metrics import EXPIRED_TOTAL, MESSAGES_TOTAL
+from driftline.joiner.metrics import (
+    EXPIRED_TOTAL,
+    FAIRNESS_LIMIT,
+    FAIRNESS_OPPORTUNITY_GAP,
+    FAIRNESS_PARITY_GAP,
+    MESSAGES_TOTAL,
+    SEGMENT_FOLDED_TOTAL,
+    SEGMENT_QUALITY_TOTAL,
+)
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.worker import JoinerWorker
 from driftline.local.servers import KafkaBroker, RedisServer
@@ -48,7 +57,7 @@ def running(
     """Start a worker (window 60 s on a clock the test moves) and stop it after."""
     started: list[tuple[threading.Event, threading.Thread]] = []
 
-    def start(window: float = 60, clock: Clock | None = None) -> JoinerWorker:
+    def start(window: float = 60, clock: Clock | None = None, **model: Any) -> JoinerWorker:
         path = write_model(
             tmp_path / "model.yaml",
             unique,
@@ -56,9 +65,14 @@ def running(
             redis_url=redis_server.url,
             window=window,
             partitions=2,
+            **model,
         )
         settings = JoinerSettings(
-            model_file=path, metrics_port=0, grace_seconds=30, sweep_interval_seconds=0.2
+            model_file=path,
+            metrics_port=0,
+            grace_seconds=30,
+            sweep_interval_seconds=0.2,
+            fairness_interval_seconds=0.2,
         )
         worker = JoinerWorker(settings, clock=clock or Clock(1_000_000.0))
         stop = threading.Event()
@@ -207,3 +221,65 @@ def test_a_redis_outage_pauses_the_joiner_and_loses_nothing_after(
         assert not thread.is_alive()
     finally:
         redis.stop()
+
+
+def test_quality_per_segment_with_a_cap_and_the_fairness_gaps(
+    running: Any, unique: str, kafka: KafkaBroker, redis_client: Any
+) -> None:
+    clock = Clock(1_000_000.0)
+    worker = running(
+        clock=clock,
+        features=[{"name": "x1"}, {"name": "x2", "type": "categorical"}],
+        monitoring={
+            "segments": [
+                {"name": "x1", "bins": [0.5]},
+                {"name": "x2", "maxValues": 2, "protected": True},
+            ],
+            "fairness": {"minSamples": 5, "maxParityGap": 0.2, "maxOpportunityGap": 0.3},
+        },
+    )
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    records = Records(conn)
+
+    def send(rid: str, group: str, output: float, x1: float) -> None:
+        p = prediction(unique, rid, "stable", "1", output)
+        records.send(topics.predictions, replace(p, features={"x1": x1, "x2": group}))
+        records.send(topics.outcomes, outcome(rid, 1.0))
+
+    # Group a: always predicted positive; group b: half the time. Every label is 1.
+    for i in range(20):
+        send(f"a{i}", "a", 1.0, 0.2)
+        send(f"b{i}", "b", float(i % 2), 0.8)
+    records.flush()
+    wait_until(lambda: len(read_all(conn, topics.labeled, settle=0.5)) == 40, 60, "40 examples")
+    # The cap (2 values) is taken: a third value counts as "other".
+    for i in range(6):
+        send(f"c{i}", "c", 0.0, 0.8)
+    records.flush()
+    wait_until(lambda: len(read_all(conn, topics.labeled, settle=0.5)) == 46, 60, "46 examples")
+
+    quality = QualityStore("test", unique)
+    x2 = quality.read_segment(redis_client, "1", "stable", "x2", 600, now=clock.now)
+    assert {v: s.count for v, s in x2.items()} == {"a": 20, "b": 20, "other": 6}
+    assert (x2["a"].positive_rate, x2["b"].positive_rate, x2["b"].recall) == (1.0, 0.5, 0.5)
+    assert x2["b"].precision == 1.0
+    x1 = quality.read_segment(redis_client, "1", "stable", "x1", 600, now=clock.now)
+    assert {v: (s.count, s.correct) for v, s in x1.items()} == {
+        "<0.5": (20, 20), ">=0.5": (26, 10),
+    }  # fmt: skip
+    # Prometheus: per-segment sums, values folded into "other", the gaps and limits.
+    labels = {"version": "1", "variant": "stable", "segment": "x2"}
+    assert sample(SEGMENT_QUALITY_TOTAL, **labels, value="b", field="true_positive") == 10
+    assert sample(SEGMENT_QUALITY_TOTAL, **labels, value="other", field="count") == 6
+    assert sample(SEGMENT_FOLDED_TOTAL, segment="x2") == 6
+    clock.now += 1  # the gauges are read from Redis on the sweeps, which follow the clock
+    wait_until(
+        lambda: sample(FAIRNESS_PARITY_GAP, version="1", segment="x2") == 0.5,
+        10,
+        "the parity gap",
+    )
+    assert sample(FAIRNESS_OPPORTUNITY_GAP, version="1", segment="x2") == 0.5
+    assert sample(FAIRNESS_LIMIT, segment="x2", figure="parity") == 0.2
+    assert sample(FAIRNESS_LIMIT, segment="x2", figure="opportunity") == 0.3
+    assert REGISTRY.get_sample_value(FAIRNESS_PARITY_GAP, {"version": "1", "segment": "x1"}) is None

@@ -29,7 +29,11 @@ def rollout_model(
 ) -> ModelFactory:
     """Write a DynamicModel for this test; keyword arguments override `spec.rollout`."""
 
-    def make(redis_url: str = "redis://127.0.0.1:6379/0", **rollout: Any) -> DynamicModel:
+    def make(
+        redis_url: str = "redis://127.0.0.1:6379/0",
+        monitoring: dict[str, Any] | None = None,
+        **rollout: Any,
+    ) -> DynamicModel:
         spec_rollout = {
             "strategy": "shadow-then-canary",
             "shadow": {"minSamples": 20, "maxDisagreement": 0.2},
@@ -54,6 +58,7 @@ def rollout_model(
                 "redis": {"url": redis_url},
                 "drift": {"onDrift": ["alert", "retrain", "rollback"]},
                 "rollout": spec_rollout,
+                **({"monitoring": monitoring} if monitoring else {}),
             },
         }
         path = tmp_path / "model.yaml"

@@ -9,7 +9,13 @@ from driftline.api import DynamicModel
 from driftline.api.events import RolloutEvent, decode
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import make_consumer
-from driftline.common.redis_state import QualityStore, ServingStore, latency_bucket, quality_fields
+from driftline.common.redis_state import (
+    QualityStore,
+    ServingStore,
+    latency_bucket,
+    quality_fields,
+    segment_field,
+)
 from driftline.local.servers.kafka import KafkaBroker
 
 ModelFactory = Callable[..., DynamicModel]
@@ -54,6 +60,17 @@ class Traffic:
             output = 1.0 if i < correct else 0.0
             fields = quality_fields("classification", output, label, [1 - output, output])
             self.quality.counters(version, variant).add(pipe, fields)
+        pipe.execute()
+
+    def segment(
+        self, version: str, variant: str, segment: str, value: str, n: int, accuracy: float
+    ) -> None:
+        """Labeled samples of one segment value, as the joiner counts them."""
+        pipe = self.client.pipeline()
+        fields = {"count": n, "correct": round(n * accuracy)}
+        self.quality.segment(version, variant, segment).add(
+            pipe, {segment_field(value, name): total for name, total in fields.items()}
+        )
         pipe.execute()
 
     def served(self, version: str, variant: str, n: int, errors: int = 0, ms: float = 2) -> None:

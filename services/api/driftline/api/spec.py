@@ -11,6 +11,7 @@ Field names are camelCase in YAML (Kubernetes convention) and snake_case in Pyth
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -518,6 +519,22 @@ class AnalysisSpec(SpecModel):
     max_inconclusive_seconds: float = Field(
         default=1800, gt=0, description="Inconclusive this long aborts the rollout."
     )
+    max_segment_drop: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Worst-segment gate (needs monitoring.segments): the most the "
+        "candidate may lose against the stable version on any one segment value, as "
+        "maxAccuracyDrop measures it (accuracy points, or MAE relative to the stable's). "
+        "A candidate better overall but worse than this on one segment is not promoted. "
+        "Unset: segments are not judged.",
+    )
+    min_segment_labeled: int = Field(
+        default=200,
+        ge=1,
+        description="Labeled samples a segment value needs (candidate and stable) before "
+        "the worst-segment gate judges it; fewer is inconclusive, never success.",
+    )
 
 
 # Request fields that already mean something else, so they cannot be the sticky key.
@@ -565,6 +582,117 @@ class RolloutSpec(SpecModel):
         return self
 
 
+# --- monitoring ------------------------------------------------------------------------
+
+
+class SegmentSpec(SpecModel):
+    """One way to cut the traffic into groups whose quality is kept apart."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.bins) || !has(self.values)",
+                    "a segment has bins (numeric feature) or values (categorical), not both",
+                ),
+                cel(
+                    "!has(self.bins) || (self.bins.isSorted() && "
+                    "self.bins.all(b, self.bins.filter(c, c == b).size() == 1))",
+                    "segment bins must rise, e.g. [18, 30, 50]",
+                ),
+            ]
+        }
+    )
+
+    name: str = Field(
+        pattern=FEATURE_NAME,
+        max_length=128,
+        description="The feature (as logged with each prediction) whose value defines "
+        "the groups; also the segment's name in metrics and verdicts.",
+    )
+    bins: list[float] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=31,
+        description="Numeric features: rising edges; a value v falls in [a, b) between two "
+        "edges, below the first ('<a') or from the last on ('>=b').",
+    )
+    values: list[Annotated[str, Field(min_length=1, max_length=64)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="Categorical features: the values kept apart; any other value counts "
+        "as 'other'. Without it, the first maxValues values seen are kept apart.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    max_values: int = Field(
+        default=20,
+        ge=1,
+        le=100,
+        description="Categorical features without values: the most distinct values kept "
+        "apart (first seen, across all joiner replicas); later ones count as 'other'.",
+    )
+    protected: bool = Field(
+        default=False,
+        description="A protected attribute: fairness figures (positive-rate and "
+        "true-positive-rate gaps between its values) are exported and alerted on.",
+    )
+
+    @model_validator(mode="after")
+    def _bins_or_values(self) -> SegmentSpec:
+        if self.bins is not None and self.values is not None:
+            raise invalid(
+                "values",
+                "a segment has bins (numeric feature) or values (categorical), not both",
+            )
+        if self.bins is not None and any(a >= b for a, b in pairwise(self.bins)):
+            raise invalid("bins", f"segment bins {self.bins} must rise, e.g. [18, 30, 50]")
+        return self
+
+
+class FairnessSpec(SpecModel):
+    max_parity_gap: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Alert when the positive-prediction rates of two values of a protected "
+        "segment differ by more than this (demographic parity difference).",
+    )
+    max_opportunity_gap: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Alert when the true-positive rates of two values of a protected "
+        "segment differ by more than this (equal-opportunity difference).",
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=1,
+        description="A value counts in a gap once it has this many labeled predictions "
+        "(positive rate) or positive labels (true-positive rate) in the window.",
+    )
+    window_seconds: float = Field(
+        default=900, ge=60, le=6 * 3600, description="The gaps are measured over this window."
+    )
+
+
+class MonitoringSpec(SpecModel):
+    segments: list[SegmentSpec] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Groups whose live quality is kept apart (joiner) and may gate a "
+        "rollout (rollout.analysis.maxSegmentDrop).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+        },
+    )
+    fairness: FairnessSpec = Field(
+        default_factory=FairnessSpec,
+        description="Binary classification: gaps between the values of protected segments.",
+    )
+
+
 # --- the whole spec --------------------------------------------------------------------
 
 
@@ -586,6 +714,7 @@ class DynamicModelSpec(SpecModel):
     drift: DriftSpec = Field(default_factory=DriftSpec)
     feedback: FeedbackSpec = Field(default_factory=FeedbackSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @model_validator(mode="after")
     def _unique_features(self) -> DynamicModelSpec:
@@ -600,7 +729,32 @@ class DynamicModelSpec(SpecModel):
                 "rollout.stickyKey",
                 f"{self.rollout.sticky_key!r} is also a feature name; use the request's entity key",
             )
+        self._segments_match_features()
         return self
+
+    def _segments_match_features(self) -> None:
+        types = {f.name: f.type for f in self.features}
+        names: set[str] = set()
+        for segment in self.monitoring.segments:
+            where = "monitoring.segments"
+            if segment.name in names:
+                raise invalid(where, f"segment {segment.name!r} is listed twice")
+            names.add(segment.name)
+            kind = types.get(segment.name)
+            if kind is None:
+                raise invalid(
+                    where,
+                    f"segment {segment.name!r} names no feature; segments group by a "
+                    f"feature logged with each prediction ({sorted(types)})",
+                )
+            if kind == "numeric" and segment.bins is None:
+                raise invalid(
+                    where, f"segment {segment.name!r} is numeric: give its bins, e.g. [18, 30, 50]"
+                )
+            if kind == "categorical" and segment.bins is not None:
+                raise invalid(
+                    where, f"segment {segment.name!r} is categorical: bins apply to numeric ones"
+                )
 
     @property
     def input_width(self) -> int:

@@ -4,6 +4,10 @@
     driftline:<ns>:<model>:routing:updates                 pub/sub channel: a new table was written
     driftline:<ns>:<model>:quality:<version>:<variant>:<b> live quality counters, bucket b
     driftline:<ns>:<model>:agreement:<stable>:<cand>:<b>   shadow agreement counters
+    driftline:<ns>:<model>:segment:<version>:<variant>:<segment>:<b>
+                                                           live quality per segment value
+                                                           (fields `<value>|<field>`)
+    driftline:<ns>:<model>:segment-values:<segment>        values kept apart (set, capped)
     driftline:<ns>:<model>:serving:<version>:<variant>:<b> request/error/latency counters
     driftline:<ns>:<model>:drift:last                      latest drift event (JSON)
     driftline:<ns>:<model>:rollout                         rollout state (JSON), see rollout
@@ -165,9 +169,119 @@ def quality_fields(
     return fields
 
 
+# --- live quality per segment (joiner writes, rollout and joiner read) -----------------
+
+SEGMENT_OTHER = "other"
+"""The value of a segment that holds what is not kept apart: categorical values past
+the segment's cap (or outside its listed values)."""
+SEGMENT_MISSING = "missing"
+"""The value of a segment when the prediction has no usable value for its feature."""
+_SEGMENT_SEP = "|"
+
+
+def segment_fields(task: str, binary: bool, output: float, label: float) -> dict[str, float]:
+    """The counter increments one scored prediction adds to its segment value.
+
+    Classification: count and correct (accuracy); binary classification also the
+    positive predictions, positive labels and true positives, from which precision,
+    recall (the true-positive rate) and the positive rate follow. Regression: count
+    and absolute error (MAE).
+    """
+    fields: dict[str, float] = {"count": 1.0}
+    if task == "classification":
+        fields["correct"] = 1.0 if int(output) == int(label) else 0.0
+        if binary:
+            predicted, actual = int(output) == 1, int(label) == 1
+            fields["predicted_positive"] = 1.0 if predicted else 0.0
+            fields["label_positive"] = 1.0 if actual else 0.0
+            fields["true_positive"] = 1.0 if predicted and actual else 0.0
+    else:
+        fields["abs_error"] = abs(output - label)
+    return fields
+
+
+def segment_field(value: str, field: str) -> str:
+    """The hash field of one counter of one segment value (`<value>|<field>`)."""
+    return f"{value}{_SEGMENT_SEP}{field}"
+
+
+def split_segment_fields(totals: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """`{"FR|count": 3, ...}` -> `{"FR": {"count": 3, ...}}` (a value may hold `|`)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, total in totals.items():
+        value, _, field = name.rpartition(_SEGMENT_SEP)
+        out.setdefault(value, {})[field] = total
+    return out
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return min(1.0, a / b) if b > 0 else None
+
+
+@dataclass(frozen=True)
+class SegmentStats:
+    """Live quality of one segment value of one model version over a window."""
+
+    count: float = 0.0
+    correct: float = 0.0
+    abs_error: float = 0.0
+    predicted_positive: float = 0.0
+    label_positive: float = 0.0
+    true_positive: float = 0.0
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, float]) -> SegmentStats:
+        return cls(**{name: f.get(name, 0.0) for name in cls.__dataclass_fields__})
+
+    @property
+    def accuracy(self) -> float | None:
+        return _ratio(self.correct, self.count)
+
+    @property
+    def mae(self) -> float | None:
+        return self.abs_error / self.count if self.count > 0 else None
+
+    @property
+    def positive_rate(self) -> float | None:
+        """Share of predictions that are positive (demographic parity compares these)."""
+        return _ratio(self.predicted_positive, self.count)
+
+    @property
+    def precision(self) -> float | None:
+        return _ratio(self.true_positive, self.predicted_positive)
+
+    @property
+    def recall(self) -> float | None:
+        """The true-positive rate (equal opportunity compares these)."""
+        return _ratio(self.true_positive, self.label_positive)
+
+
 class QualityStore:
     def __init__(self, namespace: str, name: str) -> None:
         self.prefix = model_prefix(namespace, name)
+
+    def segment(self, version: str, variant: str, segment: str) -> WindowedCounters:
+        """Live quality of every value of one segment: fields `<value>|<field>`."""
+        return WindowedCounters(f"{self.prefix}:segment:{version}:{variant}:{segment}")
+
+    def segment_values_key(self, segment: str) -> str:
+        """The set of the segment's values kept apart (first seen, up to its cap)."""
+        return f"{self.prefix}:segment-values:{segment}"
+
+    def read_segment(
+        self,
+        client: Any,
+        version: str,
+        variant: str,
+        segment: str,
+        window_seconds: float,
+        now: float | None = None,
+    ) -> dict[str, SegmentStats]:
+        """Each value's live quality over the last `window_seconds`."""
+        totals = self.segment(version, variant, segment).read(client, window_seconds, now)
+        return {
+            value: SegmentStats.from_fields(f) for value, f in split_segment_fields(totals).items()
+        }
 
     def counters(self, version: str, variant: str) -> WindowedCounters:
         return WindowedCounters(f"{self.prefix}:quality:{version}:{variant}")

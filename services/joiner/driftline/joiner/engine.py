@@ -3,7 +3,10 @@
     absorb   store every arrival (new, duplicate or late), claim the work it made
              possible (scores, agreement, labeled example) and name the claims in
              the outbox of their source, with a flag for the batch's counters
-    plan     in Python: what the claims add (`quality_fields`), the examples
+    plan     in Python: what the claims add (`quality_fields`, and `segment_fields`
+             per segment group), the examples
+    admit    capped segments: which new values Redis keeps apart (lua/admit.lua);
+             the others are folded into `other`
     settle   add each source's counters if its batch flag is still set, and
              remove the flag in the same step
 
@@ -26,8 +29,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from driftline.api.events import LabeledExample
-from driftline.common.redis_state import BUCKET_SECONDS
-from driftline.joiner.join import AgreementSums, QualitySums, Share, plan_claim
+from driftline.common.redis_state import (
+    BUCKET_SECONDS,
+    SEGMENT_MISSING,
+    SEGMENT_OTHER,
+    segment_field,
+)
+from driftline.joiner.join import (
+    AgreementSums,
+    QualitySums,
+    Scoring,
+    SegmentSums,
+    Share,
+    plan_claim,
+)
+from driftline.joiner.segments import Segment
 from driftline.joiner.store import Absorbed, Arrival, Increments, JoinStore, Outbox, Swept
 
 
@@ -58,6 +74,10 @@ class BatchResult:
     quality: QualitySums = field(default_factory=dict)
     """Counters this batch added (for the process's Prometheus metrics)."""
     agreement: AgreementSums = field(default_factory=dict)
+    segments: SegmentSums = field(default_factory=dict)
+    """Per segment group: counters this batch added."""
+    folded: dict[str, int] = field(default_factory=dict)
+    """Per segment: scored predictions counted as `other` because its cap was reached."""
     expired_predictions: int = 0
     expired_outcomes: int = 0
 
@@ -67,18 +87,43 @@ class BatchResult:
             into = self.quality.setdefault(group, {})
             for name, value in sums.items():
                 into[name] = into.get(name, 0.0) + value
+        for key, sums in other.segments.items():
+            into = self.segments.setdefault(key, {})
+            for name, value in sums.items():
+                into[name] = into.get(name, 0.0) + value
+        for segment, n in other.folded.items():
+            self.folded[segment] = self.folded.get(segment, 0) + n
         for group, (compared, agreed) in other.agreement.items():
             counts = self.agreement.setdefault(group, [0, 0])
             counts[0] += compared
             counts[1] += agreed
 
 
+ADMITTED_FOR_SECONDS = 60.0
+"""How long the engine trusts what it learned of a segment's admitted values: each
+look-up after that also keeps the set in Redis from expiring."""
+
+
 class JoinEngine:
-    def __init__(self, store: JoinStore, task: str, agreement_tolerance: float = 0.01) -> None:
+    def __init__(
+        self,
+        store: JoinStore,
+        task: str,
+        agreement_tolerance: float = 0.01,
+        *,
+        segments: tuple[Segment, ...] = (),
+        binary: bool = False,
+    ) -> None:
         self.store = store
         self.task = task
         self.tolerance = agreement_tolerance
+        self.scoring = Scoring(task, agreement_tolerance, segments, binary)
+        self._admitting = {s.name: s.max_values for s in segments if s.admits}
         self._keys: dict[tuple[str, str, str, int], str] = {}
+        self._segment_keys: dict[tuple[str, str, str, int], str] = {}
+        self._admitted: dict[str, set[str]] = {}
+        self._refused: dict[str, set[str]] = {}
+        self._admitted_until = 0.0
 
     def process(
         self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
@@ -94,12 +139,12 @@ class JoinEngine:
         absorbed = self.store.absorb(arrivals, now, token, start_offsets)
         examples: list[LabeledExample] = []
         shares: dict[str, Share] = {}
-        task, tolerance = self.task, self.tolerance
+        scoring = self.scoring
         for request_id, claim in absorbed.claims.items():
             share = shares.get(claim.source)
             if share is None:
                 share = shares[claim.source] = Share()
-            example = plan_claim(request_id, claim.state, claim.fields, task, tolerance, share)
+            example = plan_claim(request_id, claim.state, claim.fields, scoring, share)
             if example is not None:
                 examples.append(example)
         # One outbox entry per source with claims: see lua/absorb.lua.
@@ -133,9 +178,7 @@ class JoinEngine:
         examples = []
         states = self.store.states(list(wanted))
         for request_id, (token, names) in wanted.items():
-            example = plan_claim(
-                request_id, states[request_id], names, self.task, self.tolerance, shares[token]
-            )
+            example = plan_claim(request_id, states[request_id], names, self.scoring, shares[token])
             if example is not None:
                 examples.append(example)
         result = BatchResult([], examples=examples)
@@ -159,7 +202,65 @@ class JoinEngine:
             key = self._keys[(kind, a, b, bucket)] = counters.bucket_key(now)
         return key
 
+    def _segment_key(self, version: str, variant: str, segment: str, now: float) -> str:
+        bucket = int(now // BUCKET_SECONDS)
+        key = self._segment_keys.get((version, variant, segment, bucket))
+        if key is None:
+            if len(self._segment_keys) > 10_000:
+                self._segment_keys.clear()
+            counters = self.store.quality.segment(version, variant, segment)
+            key = self._segment_keys[(version, variant, segment, bucket)] = counters.bucket_key(now)
+        return key
+
+    def _admit(self, shares: dict[str, Share], now: float) -> dict[str, dict[str, int]]:
+        """Fold the groups of capped segments that Redis did not admit into `other`
+        (in place); per source, how many scored predictions each segment folded.
+
+        Admission only grows, so a batch planned again after a crash folds no value
+        that was admitted the first time; the counters stay exactly once either way,
+        since the whole share is added under one flag."""
+        if not self._admitting:
+            return {}
+        if now >= self._admitted_until:
+            self._admitted.clear()
+            self._refused.clear()
+            self._admitted_until = now + ADMITTED_FOR_SECONDS
+        asked: dict[str, set[str]] = {}
+        for share in shares.values():
+            for _, _, segment, group in share.segments:
+                if segment in self._admitting and group not in (SEGMENT_MISSING, SEGMENT_OTHER):
+                    known = self._admitted.get(segment, ())
+                    if group not in known and group not in self._refused.get(segment, ()):
+                        asked.setdefault(segment, set()).add(group)
+        if asked:
+            admitted = self.store.admit(
+                {
+                    segment: (self._admitting[segment], sorted(groups))
+                    for segment, groups in asked.items()
+                }
+            )
+            for segment, groups in asked.items():
+                yes = admitted.get(segment, set())
+                self._admitted.setdefault(segment, set()).update(yes)
+                self._refused.setdefault(segment, set()).update(groups - yes)
+        folded: dict[str, dict[str, int]] = {}
+        for source, share in shares.items():
+            if not any(g in self._refused.get(s, ()) for _, _, s, g in share.segments):
+                continue
+            sums: SegmentSums = {}
+            for (version, variant, segment, group), fields in share.segments.items():
+                if group in self._refused.get(segment, ()):
+                    counts = folded.setdefault(source, {})
+                    counts[segment] = counts.get(segment, 0) + int(fields.get("count", 0))
+                    group = SEGMENT_OTHER
+                into = sums.setdefault((version, variant, segment, group), {})
+                for name, value in fields.items():
+                    into[name] = into.get(name, 0.0) + value
+            share.segments = sums
+        return folded
+
     def _add(self, token: str, shares: dict[str, Share], result: BatchResult, now: float) -> None:
+        folded = self._admit(shares, now)
         increments: Increments = {}
         for source, share in shares.items():
             adds = increments[self.store.flag_key(source, token)] = []
@@ -169,7 +270,18 @@ class JoinEngine:
             for (stable, candidate), (compared, agreed) in share.agreement.items():
                 key = self._counter_key("a", stable, candidate, now)
                 adds += [(key, "compared", compared), (key, "agreed", agreed)]
+            for (version, variant, segment, group), sums in share.segments.items():
+                key = self._segment_key(version, variant, segment, now)
+                adds += [(key, segment_field(group, name), value) for name, value in sums.items()]
         added = self.store.settle(increments)
         for source, share in shares.items():
             if added.get(self.store.flag_key(source, token)):
-                result.merge(BatchResult([], quality=share.quality, agreement=share.agreement))
+                result.merge(
+                    BatchResult(
+                        [],
+                        quality=share.quality,
+                        agreement=share.agreement,
+                        segments=share.segments,
+                        folded=folded.get(source, {}),
+                    )
+                )

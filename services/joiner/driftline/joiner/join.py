@@ -11,6 +11,8 @@ shared `quality_fields` the rollout controller's numbers are defined by.
   `candidate`. Shadow and baseline predictions were scored beside it, not served.
 - Shadow agreement compares `stable` with `shadow` (else `candidate`) on the same
   request; it needs no outcome.
+- A scored prediction also counts in the group of each segment its features fall
+  in (`segments`), with `segment_fields`.
 
 A batch plans hundreds of claims, so the sums are added in place (`Share`) and
 each stored record is decoded at most once per claim.
@@ -25,7 +27,8 @@ from dataclasses import dataclass, field
 import msgspec
 
 from driftline.api.events import LabeledExample, Outcome, Prediction
-from driftline.common.redis_state import quality_fields
+from driftline.common.redis_state import quality_fields, segment_fields
+from driftline.joiner.segments import Segment, place_all
 from driftline.joiner.store import State
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,24 @@ QUALITY_FIELDS: dict[str, tuple[str, ...]] = {
 # (version, variant) -> field -> sum; (stable version, candidate version) -> [compared, agreed]
 QualitySums = dict[tuple[str, str], dict[str, float]]
 AgreementSums = dict[tuple[str, str], list[int]]
+# (version, variant, segment, group) -> field -> sum
+SegmentSums = dict[tuple[str, str, str, str], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a scored prediction is counted: the task, and the segments it falls in."""
+
+    task: str
+    tolerance: float = 0.01
+    segments: tuple[Segment, ...] = ()
+    binary: bool = False
+    """Binary classification: positives are counted per segment (precision, recall)."""
+
+
+def _add_sums(into: dict[str, float], fields: Mapping[str, float]) -> None:
+    for name, value in fields.items():
+        into[name] = into.get(name, 0.0) + value
 
 
 @dataclass
@@ -46,14 +67,19 @@ class Share:
 
     quality: QualitySums = field(default_factory=dict)
     agreement: AgreementSums = field(default_factory=dict)
+    segments: SegmentSums = field(default_factory=dict)
 
     def score(self, version: str, variant: str, fields: Mapping[str, float]) -> None:
         sums = self.quality.get((version, variant))
         if sums is None:
             self.quality[(version, variant)] = dict(fields)
             return
-        for name, value in fields.items():
-            sums[name] = sums.get(name, 0.0) + value
+        _add_sums(sums, fields)
+
+    def score_segment(
+        self, version: str, variant: str, segment: str, group: str, fields: Mapping[str, float]
+    ) -> None:
+        _add_sums(self.segments.setdefault((version, variant, segment, group), {}), fields)
 
     def compare(self, stable_version: str, candidate_version: str, agreed: bool) -> None:
         counts = self.agreement.get((stable_version, candidate_version))
@@ -114,13 +140,13 @@ def plan_claim(
     request_id: str,
     state: State,
     claimed: Sequence[str],
-    task: str,
-    tolerance: float,
+    scoring: Scoring,
     share: Share,
 ) -> LabeledExample | None:
     """Add to `share` what the work claimed for one request (`s:<variant>`, `a`,
     `e`) amounts to, computed from its state; return its labeled example, if `e`
     was claimed."""
+    task, tolerance = scoring.task, scoring.tolerance
     outcome = outcome_of(request_id, state)
     # Most claims are one served prediction meeting its outcome ("s:stable,e"):
     # each stored record is decoded once, however many claims read it.
@@ -146,6 +172,10 @@ def plan_claim(
             if p is not None:
                 fields = quality_fields(task, p.output, outcome.label, p.scores)
                 share.score(p.model_version, name[2:], fields)
+                if scoring.segments:
+                    by_group = segment_fields(task, scoring.binary, p.output, outcome.label)
+                    for segment, group in place_all(scoring.segments, p.features):
+                        share.score_segment(p.model_version, name[2:], segment, group, by_group)
     return example
 
 

@@ -40,6 +40,30 @@ RECOVERED_TOTAL = "driftline_joiner_recovered_examples_total"
 """Counter{result}: examples found in an outbox after a crash or a failed send:
 `resent` (missing from the labeled topic) or `present` (already there)."""
 
+SEGMENT_QUALITY_TOTAL = "driftline_joiner_segment_quality_total"
+"""Counter{version, variant, segment, value, field}: live quality sums per group of
+each `spec.monitoring.segments` entry: count, correct (classification), abs_error
+(regression), and for binary classification predicted_positive, label_positive and
+true_positive. `value` is bounded: bins, listed values or the first `maxValues`,
+then `other` (and `missing`)."""
+
+SEGMENT_FOLDED_TOTAL = "driftline_joiner_segment_folded_total"
+"""Counter{segment}: scored predictions counted as `other` because the segment
+already keeps `maxValues` values apart."""
+
+FAIRNESS_PARITY_GAP = "driftline_joiner_fairness_parity_gap"
+"""Gauge{version, segment}: demographic parity difference of a protected segment
+(largest minus smallest positive-prediction rate among its values) over
+`monitoring.fairness.windowSeconds`, read from Redis (all replicas)."""
+
+FAIRNESS_OPPORTUNITY_GAP = "driftline_joiner_fairness_opportunity_gap"
+"""Gauge{version, segment}: equal-opportunity difference (largest minus smallest
+true-positive rate among its values), as above."""
+
+FAIRNESS_LIMIT = "driftline_joiner_fairness_limit"
+"""Gauge{segment, figure}: the spec's limit for each protected segment's gap
+(`figure`: parity, opportunity), so that alert rules compare with the spec."""
+
 RETRIES_TOTAL = "driftline_joiner_batch_retries_total"
 """Counter{cause}: batches retried because Redis or the broker failed."""
 
@@ -62,3 +86,24 @@ batch_seconds = Histogram(
 )
 recovered = Counter(RECOVERED_TOTAL, "Examples found in an outbox on recovery.", ["result"])
 retries = Counter(RETRIES_TOTAL, "Batches retried after a failure.", ["cause"])
+segment_quality = Counter(
+    SEGMENT_QUALITY_TOTAL,
+    "Live quality sums per model version and segment group.",
+    ["version", "variant", "segment", "value", "field"],
+)
+segment_folded = Counter(
+    SEGMENT_FOLDED_TOTAL, "Scored predictions counted as 'other' past a segment's cap.", ["segment"]
+)
+parity_gap = Gauge(
+    FAIRNESS_PARITY_GAP,
+    "Positive-rate gap between a protected segment's values.",
+    ["version", "segment"],
+)
+opportunity_gap = Gauge(
+    FAIRNESS_OPPORTUNITY_GAP,
+    "True-positive-rate gap between a protected segment's values.",
+    ["version", "segment"],
+)
+fairness_limit = Gauge(
+    FAIRNESS_LIMIT, "The spec's limit for a fairness gap.", ["segment", "figure"]
+)

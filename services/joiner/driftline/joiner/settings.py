@@ -47,6 +47,13 @@ class JoinerSettings(PartSettings):
         description="Regression only: two outputs agree when they differ by at most this "
         "fraction of the larger one. Classification compares class indices.",
     )
+    fairness_interval_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="How often the fairness gauges of protected segments are read "
+        "from Redis (binary classification with protected segments only).",
+    )
     retry_backoff_seconds: float = Field(
         default=1.0,
         gt=0,

@@ -8,8 +8,9 @@
     driftline:<ns>:<model>:joiner:outbox:<source>:q:<batch> set until the batch's counters
                                                               are added
 
-The live quality and agreement counters are the shared ones of
-`driftline.common.redis_state.QualityStore`, which the rollout controller reads.
+The live quality, segment and agreement counters are the shared ones of
+`driftline.common.redis_state.QualityStore`, which the rollout controller reads;
+so is the set of each capped segment's admitted values (lua/admit.lua).
 
 Each phase of a batch is one Lua script: one round trip for thousands of records
 (packed as one msgpack argument, answered with a few msgpack replies), and atomic.
@@ -139,6 +140,7 @@ class JoinStore:
         self._settle = client.register_script(_script("settle"))
         self._sweep = client.register_script(_script("sweep"))
         self._trim = client.register_script(_script("trim"))
+        self._admit = client.register_script(_script("admit"))
 
     def state_key(self, request_id: str) -> str:
         return self.state_prefix + request_id
@@ -193,6 +195,18 @@ class JoinStore:
         flags = list(increments)
         done = self._settle(args=[RETENTION_SECONDS, _pack([[f, increments[f]] for f in flags])])
         return {flag: added == 49 for flag, added in zip(flags, done, strict=True)}  # b"1"
+
+    def admit(self, asks: dict[str, tuple[int, list[str]]]) -> dict[str, set[str]]:
+        """Per segment: which of the values asked are kept apart (cap, values asked)."""
+        if not asks:
+            return {}
+        segments = list(asks)
+        packed = _pack(
+            [[self.quality.segment_values_key(s), asks[s][0], asks[s][1]] for s in segments]
+        )
+        answers = _unpack(self._admit(args=[RETENTION_SECONDS, packed]))
+        # cmsgpack packs an empty Lua table as a map
+        return {s: set(a or ()) for s, a in zip(segments, answers, strict=True)}
 
     def sweep(self, now: float, limit: int = 1000) -> Swept:
         expired_p, expired_o, looked_at, pending = self._sweep(

@@ -39,8 +39,10 @@ from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer
 from driftline.joiner import metrics
 from driftline.joiner.engine import BatchResult, JoinEngine
+from driftline.joiner.fairness import FairnessGauges
 from driftline.joiner.intake import Batch, Intake
 from driftline.joiner.recovery import DeliveryError, LabeledLog
+from driftline.joiner.segments import segments_of
 from driftline.joiner.settings import JoinerSettings
 from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore
 
@@ -76,7 +78,22 @@ class JoinerWorker:
             window=self.window,
             grace=settings.grace(self.window),
         )
-        self.engine = JoinEngine(store, model.spec.model.task, settings.agreement_tolerance)
+        spec = model.spec
+        segments = segments_of(spec.monitoring.segments)
+        self.engine = JoinEngine(
+            store,
+            spec.model.task,
+            settings.agreement_tolerance,
+            segments=segments,
+            binary=spec.model.task == "classification" and spec.model.classes == 2,
+        )
+        # Fairness compares positives: binary classification only.
+        self.fairness = (
+            FairnessGauges(store.quality, segments, spec.monitoring.fairness)
+            if self.engine.scoring.binary
+            else None
+        )
+        self._next_fairness = 0.0
         self.intake = Intake(self.topics, model.name)
         self.labeled = LabeledLog(kafka, self.topics.labeled)
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
@@ -347,6 +364,10 @@ class JoinerWorker:
                 metrics.pending.set(swept.pending)
                 if swept.looked_at < 1000:
                     break
+            now = self.clock()
+            if self.fairness is not None and now >= self._next_fairness:
+                self._next_fairness = now + self.settings.fairness_interval_seconds
+                self.fairness.refresh(self.redis, now)
         except RedisError as exc:
             log.warning("sweep failed, trying again later: %s", exc)
 
@@ -359,6 +380,13 @@ class JoinerWorker:
         for (stable, candidate), (compared, agreed) in result.agreement.items():
             metrics.agreement.labels(stable, candidate, "compared").inc(compared)
             metrics.agreement.labels(stable, candidate, "agreed").inc(agreed)
+        for (version, variant, segment, group), sums in result.segments.items():
+            for name, total in sums.items():
+                metrics.segment_quality.labels(version, variant, segment, group, name).inc(total)
+        for segment, n in result.folded.items():
+            metrics.segment_folded.labels(segment).inc(n)
+        if self.fairness is not None and result.segments:
+            self.fairness.saw({version for version, *_ in result.segments}, self.clock())
 
     def _note_failure(self, cause: str, exc: Exception) -> None:
         metrics.retries.labels(cause).inc()

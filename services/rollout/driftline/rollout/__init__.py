@@ -11,7 +11,7 @@ The operator calls the driver from a timer; the local runtime runs it as a proce
 
 from driftline.rollout.actions import Action, DeleteAlias, EmitEvent, SetAlias, SetRouting
 from driftline.rollout.analysis import Analysis, Check, analyze
-from driftline.rollout.evidence import Evidence, VersionCounters
+from driftline.rollout.evidence import Evidence, SegmentEvidence, VersionCounters
 from driftline.rollout.machine import Decision, step
 from driftline.rollout.policy import Policy
 from driftline.rollout.rollout_state import RolloutState, Transition, routing_for, status_of
@@ -32,6 +32,7 @@ __all__ = [
     "RegistryView",
     "RolloutState",
     "RolloutStore",
+    "SegmentEvidence",
     "SetAlias",
     "SetRouting",
     "Snapshot",

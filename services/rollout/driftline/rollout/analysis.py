@@ -20,6 +20,13 @@ Checks:
   both, the share where they disagree is at most `shadow.maxDisagreement`.
 - `error_rate`, `p99_ms`: the candidate's serving errors and 99th-percentile latency,
   judged once it served `Policy.min_requests` requests.
+- `segments` (when `maxSegmentDrop` is set): the same comparison as `quality` on each
+  segment value the candidate met, each judged once both versions have
+  `minSegmentLabeled` labeled samples there (for the stable version, as for
+  `quality`, its latest measurement of the value in this rollout stands in). A
+  candidate better overall still fails when it loses more than `maxSegmentDrop` on
+  one value; the verdict names the worst. While any value the candidate met has
+  too few labels, or none was judged, the check is inconclusive, never a pass.
 """
 
 from __future__ import annotations
@@ -58,6 +65,10 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
     """The candidate's labeled samples in the window."""
     stable_quality: float | None = None
     """The stable version's accuracy (or MAE) measured in this window, if it could be."""
+    worst_segment: str | None = None
+    """The segment value (`country=FR`) on which the candidate lost most, when judged."""
+    stable_segments: dict[str, float] = msgspec.field(default_factory=dict)
+    """The stable version's quality per segment value measured in this window."""
 
     @property
     def gathered(self) -> bool:
@@ -68,7 +79,7 @@ class Analysis(msgspec.Struct, frozen=True, kw_only=True):
         analysis still inconclusive once they are not waits for something more samples
         cannot bring (a latency that is never recorded).
         """
-        counted = ("labeled", "quality", "agreement", "error_rate")
+        counted = ("labeled", "quality", "agreement", "error_rate", "segments")
         return not any(c.verdict == "inconclusive" for c in self.checks if c.name in counted)
 
 
@@ -125,6 +136,76 @@ def _quality(window: Evidence, policy: Policy, reference: float | None) -> Check
         value=candidate,
         limit=limit,
     )
+
+
+def _loss(candidate: float, stable: float, policy: Policy) -> float:
+    """How much worse the candidate is, on the scale of `maxAccuracyDrop`:
+    accuracy points (classification), MAE relative to the stable's (regression)."""
+    if policy.task == "classification":
+        return stable - candidate
+    if stable > 0:
+        return candidate / stable - 1
+    return 0.0 if candidate <= 0 else float("inf")
+
+
+def _stable_segments(window: Evidence, policy: Policy) -> dict[str, float]:
+    out = {}
+    for key, seg in window.segments.items():
+        quality = quality_of(seg.stable, policy)
+        if seg.stable.labeled >= policy.min_segment_labeled and quality is not None:
+            out[key] = quality
+    return out
+
+
+def _segments(
+    window: Evidence, policy: Policy, references: dict[str, float]
+) -> tuple[Check, str | None]:
+    """The worst-segment check, and the segment value it names."""
+    assert policy.max_segment_drop is not None
+    limit, need = policy.max_segment_drop, policy.min_segment_labeled
+    metric = "accuracy" if policy.task == "classification" else "mae"
+    measured = _stable_segments(window, policy)
+    judged: list[tuple[float, str, float, float]] = []  # (loss, key, candidate, stable)
+    waiting: list[str] = []
+    for key, seg in sorted(window.segments.items()):
+        if seg.candidate.labeled == 0:
+            continue  # the candidate never met this value: nothing to judge
+        candidate = quality_of(seg.candidate, policy)
+        stable = measured.get(key, references.get(key))
+        if seg.candidate.labeled < need or candidate is None or stable is None:
+            waiting.append(f"{key} ({seg.candidate.labeled}/{seg.stable.labeled})")
+            continue
+        judged.append((_loss(candidate, stable, policy), key, candidate, stable))
+    worst = max(judged, default=None)
+    if worst is not None:
+        loss, key, candidate, stable = worst
+        detail = (
+            f"worst segment {key}: {metric} {candidate:.4g} vs stable {stable:.4g} "
+            f"(loss {loss:+.4f}, limit {limit})"
+        )
+        if loss > limit + EPSILON:
+            return Check(
+                name="segments", verdict="fail", detail=detail, value=loss, limit=limit
+            ), key
+    if waiting or worst is None:
+        shown = ", ".join(waiting[:5]) + (
+            f" and {len(waiting) - 5} more" if len(waiting) > 5 else ""
+        )
+        detail = (
+            f"segments with too few labeled (candidate/stable of {need}): {shown}"
+            if waiting
+            else "no segment measured for the candidate yet"
+        )
+        return Check(
+            name="segments",
+            verdict="inconclusive",
+            detail=detail,
+            value=worst[0] if worst else None,
+            limit=limit,
+        ), (worst[1] if worst else None)
+    return Check(
+        name="segments", verdict="pass", detail=detail, value=worst[0], limit=limit
+    ), worst[1]
 
 
 def _agreement(window: Evidence, policy: Policy) -> Check:
@@ -189,9 +270,18 @@ def analyze(
     weight: int,
     reference: float | None,
     at: float,
+    segment_references: dict[str, float] | None = None,
 ) -> Analysis:
-    """Judge one stage's window of evidence against the policy's thresholds."""
+    """Judge one stage's window of evidence against the policy's thresholds.
+
+    `reference`, `segment_references`: the stable version's latest quality overall
+    and per segment value in this rollout, for a window in which it served too little.
+    """
     checks = [_labeled(window, policy), _quality(window, policy, reference)]
+    worst_segment = None
+    if policy.gates_segments:
+        check, worst_segment = _segments(window, policy, segment_references or {})
+        checks.append(check)
     if stage == "shadow":
         checks.append(_agreement(window, policy))
     checks += _serving(window, policy)
@@ -205,7 +295,7 @@ def analyze(
         reason = _join(waiting)
     else:
         verdict = "pass"
-        reason = _join([c for c in checks if c.name in ("quality", "agreement")])
+        reason = _join([c for c in checks if c.name in ("quality", "segments", "agreement")])
     stable_quality = (
         quality_of(window.stable, policy) if window.stable.labeled >= policy.min_labeled else None
     )
@@ -218,6 +308,8 @@ def analyze(
         checks=tuple(checks),
         labeled=window.candidate.labeled,
         stable_quality=stable_quality,
+        worst_segment=worst_segment,
+        stable_segments=_stable_segments(window, policy) if policy.gates_segments else {},
     )
 
 

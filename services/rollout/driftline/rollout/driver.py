@@ -191,6 +191,7 @@ class RolloutDriver:
                     candidate=state.candidate,
                     since=state.started_at if state.started_at is not None else state.since,
                     now=now,
+                    segments=self.policy.segments if self.policy.gates_segments else (),
                 )
             self._source_answered("redis")
         except RedisError as exc:

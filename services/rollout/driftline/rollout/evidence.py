@@ -90,6 +90,24 @@ class VersionCounters(msgspec.Struct, frozen=True, kw_only=True):
         return ServingStats(self.requests, self.errors, self.latency).quantile_ms(0.99)
 
 
+class SegmentEvidence(msgspec.Struct, frozen=True, kw_only=True):
+    """Labeled quality of both versions on one segment value (`labeled`, `correct`,
+    `abs_error` of each; the serving counts are not kept per segment)."""
+
+    candidate: VersionCounters = msgspec.field(default_factory=VersionCounters)
+    stable: VersionCounters = msgspec.field(default_factory=VersionCounters)
+
+    def minus(self, base: SegmentEvidence) -> SegmentEvidence:
+        return SegmentEvidence(
+            candidate=self.candidate.minus(base.candidate), stable=self.stable.minus(base.stable)
+        )
+
+
+def segment_key(segment: str, value: str) -> str:
+    """How a segment value is named in evidence, verdicts and status: `country=FR`."""
+    return f"{segment}={value}"
+
+
 class Evidence(msgspec.Struct, frozen=True, kw_only=True):
     """Candidate and stable counters, and shadow agreement between them."""
 
@@ -97,6 +115,8 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
     stable: VersionCounters = msgspec.field(default_factory=VersionCounters)
     compared: int = 0
     agreed: int = 0
+    segments: dict[str, SegmentEvidence] = msgspec.field(default_factory=dict)
+    """Per segment value (`segment_key`), read only when the worst segment is judged."""
 
     def minus(self, base: Evidence) -> Evidence:
         return Evidence(
@@ -104,6 +124,10 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
             stable=self.stable.minus(base.stable),
             compared=max(0, self.compared - base.compared),
             agreed=max(0, self.agreed - base.agreed),
+            segments={
+                key: seg.minus(base.segments.get(key, SegmentEvidence()))
+                for key, seg in self.segments.items()
+            },
         )
 
     def lost_counts(self, earlier: Evidence) -> bool:
@@ -115,7 +139,18 @@ class Evidence(msgspec.Struct, frozen=True, kw_only=True):
             earlier.compared,
             earlier.agreed,
         )
-        return any(a < b for a, b in zip(now, then, strict=True))
+        if any(a < b for a, b in zip(now, then, strict=True)):
+            return True
+        # A segment value gone altogether goes with the version's own counts (checked
+        # above), or with a policy that stopped judging segments: no loss on its own.
+        for key, seg in earlier.segments.items():
+            mine = self.segments.get(key)
+            if mine is not None and (
+                mine.candidate.labeled < seg.candidate.labeled
+                or mine.stable.labeled < seg.stable.labeled
+            ):
+                return True
+        return False
 
     @property
     def disagreement(self) -> float | None:

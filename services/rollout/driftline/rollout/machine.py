@@ -199,6 +199,7 @@ def _start(tick: _Tick, candidate: str, reason: str) -> None:
         "step_base": Evidence(),
         "seen": Evidence(),
         "stable_quality": None,
+        "stable_segments": {},
         "approved": False,
         "last_analysis": None,
     }
@@ -302,11 +303,17 @@ def _judge(tick: _Tick, evidence: Evidence) -> None:
         weight=state.weight,
         reference=state.stable_quality,
         at=now,
+        segment_references=state.stable_segments,
     )
     tick.update(
         last_analysis=analysis,
         stable_quality=(
             analysis.stable_quality if analysis.stable_quality is not None else state.stable_quality
+        ),
+        stable_segments=(
+            {**state.stable_segments, **analysis.stable_segments}
+            if analysis.stable_segments
+            else state.stable_segments
         ),
     )
     where = _where(state)

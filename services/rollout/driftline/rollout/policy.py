@@ -42,6 +42,13 @@ class Policy:
     max_error_rate: float = 0.01
     max_inconclusive_seconds: float = 1800.0
     rollback_on_drift: bool = False
+    segments: tuple[str, ...] = ()
+    """The names of `spec.monitoring.segments`: groups whose quality the joiner keeps apart."""
+    max_segment_drop: float | None = None
+    """Worst-segment gate: the most the candidate may lose on any one segment value
+    (as `max_quality_drop` measures it); None judges no segment."""
+    min_segment_labeled: int = 200
+    """Labeled samples (candidate and stable) a segment value needs to be judged."""
 
     def __post_init__(self) -> None:
         if not self.steps or self.steps[-1] != 100:
@@ -65,11 +72,19 @@ class Policy:
             max_error_rate=rollout.analysis.max_error_rate,
             max_inconclusive_seconds=rollout.analysis.max_inconclusive_seconds,
             rollback_on_drift="rollback" in spec.drift.on_drift,
+            segments=tuple(segment.name for segment in spec.monitoring.segments),
+            max_segment_drop=rollout.analysis.max_segment_drop,
+            min_segment_labeled=rollout.analysis.min_segment_labeled,
         )
 
     @property
     def min_requests(self) -> int:
         return max(1, min(self.min_labeled, MAX_MIN_REQUESTS))
+
+    @property
+    def gates_segments(self) -> bool:
+        """The worst segment is judged: a drop limit is set and segments exist."""
+        return self.max_segment_drop is not None and bool(self.segments)
 
     @property
     def uses_shadow(self) -> bool:

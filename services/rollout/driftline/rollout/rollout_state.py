@@ -76,6 +76,8 @@ class RolloutState(msgspec.Struct, frozen=True, kw_only=True):
     """Cumulative counters of the previous tick (counts going down mean lost data)."""
     stable_quality: float | None = None
     """The stable version's latest quality measured in this rollout."""
+    stable_segments: dict[str, float] = msgspec.field(default_factory=dict)
+    """The same per segment value (`country=FR`), when the worst segment is judged."""
     approved: bool = False
     """Manual strategy: a person approved advancing past the current stage."""
     last_analysis: Analysis | None = None

@@ -27,9 +27,10 @@ from driftline.common.redis_state import (
     drift_key,
     rollout_command_key,
     rollout_key,
+    split_segment_fields,
 )
 from driftline.rollout.actions import Action
-from driftline.rollout.evidence import Evidence, VersionCounters
+from driftline.rollout.evidence import Evidence, SegmentEvidence, VersionCounters, segment_key
 from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.snapshot import Command, DriftSignal
 
@@ -133,9 +134,17 @@ class MetricsSource:
         self._rollout_since: float | None = None
 
     def evidence(
-        self, client: Any, *, stable: str | None, candidate: str, since: float, now: float
+        self,
+        client: Any,
+        *,
+        stable: str | None,
+        candidate: str,
+        since: float,
+        now: float,
+        segments: tuple[str, ...] = (),
     ) -> Evidence:
-        """Counters summed from the time bucket holding `since` up to `now`."""
+        """Counters summed from the time bucket holding `since` up to `now`; per value
+        of each of `segments` too (the worst-segment gate)."""
         if since != self._rollout_since:
             self._settled.clear()  # another rollout: forget the last one's sums
             self._rollout_since = since
@@ -149,7 +158,45 @@ class MetricsSource:
         if stable is not None:
             f = self._since(client, self.quality.agreement(stable, candidate), since, now)
             compared, agreed = int(f.get("compared", 0)), int(f.get("agreed", 0))
-        return Evidence(candidate=cand, stable=stab, compared=compared, agreed=agreed)
+        by_value: dict[str, SegmentEvidence] = {}
+        for segment in segments:
+            mine = self._segment(client, candidate, CANDIDATE_VARIANTS, segment, since, now)
+            theirs = (
+                self._segment(client, stable, STABLE_VARIANTS, segment, since, now)
+                if stable is not None
+                else {}
+            )
+            for value in sorted(mine.keys() | theirs.keys()):
+                by_value[segment_key(segment, value)] = SegmentEvidence(
+                    candidate=mine.get(value, VersionCounters()),
+                    stable=theirs.get(value, VersionCounters()),
+                )
+        return Evidence(
+            candidate=cand, stable=stab, compared=compared, agreed=agreed, segments=by_value
+        )
+
+    def _segment(
+        self,
+        client: Any,
+        version: str,
+        variants: tuple[str, ...],
+        segment: str,
+        since: float,
+        now: float,
+    ) -> dict[str, VersionCounters]:
+        """Labeled quality of `version` per value of `segment`, over its variants."""
+        totals: dict[str, VersionCounters] = {}
+        for variant in variants:
+            f = self._since(client, self.quality.segment(version, variant, segment), since, now)
+            for value, fields in split_segment_fields(f).items():
+                totals[value] = totals.get(value, VersionCounters()).plus(
+                    VersionCounters(
+                        labeled=int(fields.get("count", 0)),
+                        correct=fields.get("correct", 0.0),
+                        abs_error=fields.get("abs_error", 0.0),
+                    )
+                )
+        return totals
 
     def _version(
         self,
