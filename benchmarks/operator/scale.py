@@ -342,6 +342,13 @@ def run(models: int, settle: float, timeout: float) -> dict[str, Any]:
             result["operator_warnings"] = len(operator.warnings())
             result["warning_examples"] = operator.warnings()[:5]
             reconcile = operator.metrics()
+            result["operator_requests"] = {
+                code: total(reconcile, "driftline_operator_api_requests_total", code=code)
+                for code in ("409", "429")
+            }
+            result["operator_requests"]["all"] = total(
+                reconcile, "driftline_operator_api_requests_total"
+            )
             result["reconcile_seconds_mean"] = round(
                 total(reconcile, "driftline_operator_reconcile_seconds_sum")
                 / max(1.0, total(reconcile, "driftline_operator_reconcile_seconds_count")),
@@ -408,6 +415,11 @@ def report(result: dict[str, Any]) -> list[tuple[str, str]]:
             ["mean reconcile (s, operator's histogram)", result["reconcile_seconds_mean"]],
             ["API server 429 answers (all clients)", result["apiserver"]["429"]],
             ["API server 409 answers (all clients)", result["apiserver"]["409"]],
+            ["operator's own requests", result["operator_requests"]["all"]],
+            [
+                "of them answered 409 / 429",
+                f"{result['operator_requests']['409']:g} / {result['operator_requests']['429']:g}",
+            ],
             ["operator warnings and errors logged", result["operator_warnings"]],
         ],
     )

@@ -28,7 +28,7 @@ class RecordingController(Controller):
         super().__init__(defaults(), cluster=None, backends=None, rollouts=None)  # type: ignore[arg-type]
         self.applied: list[str] = []
 
-    def apply(self, model: Any) -> tuple[int, list[str]]:
+    def apply(self, model: Any, **_: Any) -> tuple[int, list[str]]:
         self.applied.append(model.name)
         return 7, []
 

@@ -213,8 +213,11 @@ class Cluster:
     # --- writing --------------------------------------------------------------------------
 
     def apply(self, children: Children) -> list[dict[str, Any]]:
+        return self.apply_manifests(children.all())
+
+    def apply_manifests(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
         manager = self.settings.field_manager
-        return [self.kube.apply(path_of(m), m, manager) for m in children.all()]
+        return [self.kube.apply(path_of(m), m, manager) for m in manifests]
 
     def _kinds_served(self) -> list[Kind]:
         caps = self.capabilities()

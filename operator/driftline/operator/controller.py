@@ -8,10 +8,13 @@ Events). All cluster I/O goes through `Cluster`, all Redis reads through
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +63,7 @@ class Controller:
         self.rollouts = rollouts
         self._clock = clock
         self._lock = threading.Lock()
+        self._applied: dict[str, _Applied] = {}  # by the model's uid
         self._connections_cache: dict[
             tuple[str, str, int | None], tuple[float, RedisConnection, KafkaConnection]
         ] = {}
@@ -72,11 +76,46 @@ class Controller:
         ctx = BuildContext(model, self.settings, self.cluster.capabilities(), kafka_auth)
         return build_children(ctx)
 
-    def apply(self, model: DynamicModel) -> tuple[int, list[str]]:
-        """Applies every child and prunes the ones no longer wanted: (applied, pruned)."""
+    def apply(
+        self, model: DynamicModel, *, new: bool = False, everything: bool = False
+    ) -> tuple[int, list[str]]:
+        """Applies the children and prunes the ones no longer wanted: (applied, pruned).
+
+        Only the children whose manifest changed since this operator last applied
+        them are sent, and children are listed for pruning only when the set of
+        wanted ones changed: with hundreds of models a spec change costs a few
+        requests, not thirty. Everything is applied and pruned on the first
+        reconcile after a start, after `full_apply_seconds`, or when asked
+        (`everything`: a Deployment was deleted by hand). A `new` model owns no
+        child yet, so there is nothing to prune.
+        """
         children = self.children(model)
-        self.cluster.apply(children)
-        return len(children.all()), self.cluster.prune(model, children)
+        wanted = {_child_key(m): _fingerprint(m) for m in children.all()}
+        with self._lock:
+            known = self._applied.get(model.metadata.uid or model.name)
+        now = self._clock()
+        full = (
+            everything or known is None or now - known.full_at >= self.settings.full_apply_seconds
+        )
+        if full or known is None:
+            send = children.all()
+        else:
+            send = [
+                m
+                for m in children.all()
+                if known.fingerprints.get(_child_key(m)) != wanted[_child_key(m)]
+            ]
+        self.cluster.apply_manifests(send)
+        if new:
+            pruned: list[str] = []
+        elif full or known is None or set(known.fingerprints) != set(wanted):
+            pruned = self.cluster.prune(model, children)
+        else:
+            pruned = []
+        with self._lock:
+            full_at = now if full or known is None else known.full_at
+            self._applied[model.metadata.uid or model.name] = _Applied(wanted, full_at)
+        return len(send), pruned
 
     def finalize(self, namespace: str, name: str) -> list[str]:
         return self.cluster.delete_cluster_children(namespace, name)
@@ -123,6 +162,7 @@ class Controller:
     def forget(self, model: DynamicModel) -> None:
         self.rollouts.forget(model)
         with self._lock:
+            self._applied.pop(model.metadata.uid or model.name, None)
             for key in [
                 k
                 for k in self._connections_cache
@@ -184,6 +224,23 @@ class Controller:
             drift_alert=alerts(model),
         )
         return compute_status(previous, obs, now())
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What this operator last applied for a model: each child's fingerprint."""
+
+    fingerprints: dict[tuple[str, str, str], str]
+    full_at: float  # when every child was last applied
+
+
+def _child_key(manifest: dict[str, Any]) -> tuple[str, str, str]:
+    return (manifest["apiVersion"], manifest["kind"], manifest["metadata"]["name"])
+
+
+def _fingerprint(manifest: dict[str, Any]) -> str:
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def alerts(model: DynamicModel) -> bool:

@@ -70,7 +70,9 @@ def _write_status(
         )
 
 
-def dynamicmodel_reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -> None:
+def dynamicmodel_reconcile(
+    body: kopf.Body, patch: kopf.Patch, memo: Any, reason: str = "", **_: Any
+) -> None:
     controller: Controller = memo.controller
     previous = _previous(body)
     try:
@@ -83,7 +85,7 @@ def dynamicmodel_reconcile(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: A
         raise kopf.PermanentError(f"fix the spec: {exc}") from exc
     try:
         with metrics.reconcile_seconds.time():
-            applied, pruned = controller.apply(model)
+            applied, pruned = controller.apply(model, new=reason == "create")
     except MissingDependencyError as exc:
         metrics.reconciles_total.labels("waiting").inc()
         _write_status(body, patch, previous, controller.waiting_status(model, previous, str(exc)))
@@ -135,7 +137,7 @@ def dynamicmodel_tick(body: kopf.Body, patch: kopf.Patch, memo: Any, **_: Any) -
             missing,
         )
         try:
-            controller.apply(model)
+            controller.apply(model, everything=True)
         except (MissingDependencyError, KubeError) as exc:
             log.warning("re-apply failed: %s", exc)
     _write_status(body, patch, previous, status)

@@ -143,6 +143,13 @@ class OperatorSettings(BaseSettings):
     retry_seconds: float = Field(
         default=30.0, gt=0, description="Backoff when a dependency (a Secret) is missing."
     )
+    full_apply_seconds: float = Field(
+        default=900.0,
+        ge=0,
+        description="A reconcile applies only the children its spec change touched; the "
+        "first one after this long (and after a restart) applies every child again, "
+        "taking back hand edits. 0: every reconcile applies every child.",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -38,8 +38,26 @@ def model_file(ctx: BuildContext) -> str:
     return yaml.safe_dump(document, sort_keys=True)
 
 
+# Spec fields that only shape Kubernetes objects (the inference Deployment's replica
+# bounds, its HPA, its resources and node pool): no part reads them from the model
+# file, so they stay out of the pods' config hash, and changing the autoscaler's
+# bounds restarts no pod. What reaches a pod template (resources, a node selector)
+# rolls that one Deployment by itself.
+CLUSTER_SHAPE_ONLY = (
+    ("inference", "replicas"),
+    ("inference", "autoscaling"),
+    ("inference", "resources"),
+    ("inference", "nodePool"),
+)
+
+
 def config_hash(ctx: BuildContext) -> str:
-    return hashlib.sha256(model_file(ctx).encode()).hexdigest()[:16]
+    """What the parts read from the model file, hashed: a change rolls their pods."""
+    document = yaml.safe_load(model_file(ctx))
+    for section, field in CLUSTER_SHAPE_ONLY:
+        document["spec"].get(section, {}).pop(field, None)
+    text = yaml.safe_dump(document, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def config_map(ctx: BuildContext) -> dict[str, Any]:
