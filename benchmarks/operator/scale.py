@@ -189,13 +189,30 @@ def watch_until(
     while time.monotonic() - start < timeout:
         if all(len(s) == len(names) for s in seen.values()):
             break
+        available = _available_parts(kube)
         for item in kube.list(DM):
             name = item["metadata"]["name"]
+            item["available_parts"] = available.get(name, 0)
             for what, check in checks.items():
                 if name in names and name not in seen[what] and check(item):
                     seen[what][name] = time.monotonic() - start
         time.sleep(0.5)
     return seen
+
+
+def _available_parts(kube: Kube) -> dict[str, int]:
+    """Per model, how many of its Deployments are available (the cluster's side)."""
+    counts: dict[str, int] = {}
+    for d in kube.list(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments"):
+        model = d["metadata"].get("labels", {}).get("driftline.io/model", "")
+        status = d.get("status") or {}
+        if status.get("availableReplicas", 0) >= (d.get("spec") or {}).get("replicas", 1):
+            counts[model] = counts.get(model, 0) + 1
+    return counts
+
+
+def parts_available(item: dict[str, Any]) -> bool:
+    return int(item.get("available_parts", 0)) >= 4
 
 
 def has_status_for_generation(item: dict[str, Any]) -> bool:
@@ -299,15 +316,22 @@ def run(models: int, settle: float, timeout: float) -> dict[str, Any]:
             seen = watch_until(
                 kube,
                 set(names),
-                {"status": has_status_for_generation, "serving": serving},
+                {
+                    "status": has_status_for_generation,
+                    "available": parts_available,
+                    "serving": serving,
+                },
                 timeout,
                 start,
             )
             reconciled, ready = seen["status"], seen["serving"]
+            available = seen["available"]
             result["create"] = {
                 "create_seconds": round(created, 1),
                 "reconciled": len(reconciled),
                 "to_status": percentiles(list(reconciled.values())),
+                "available": len(available),
+                "to_available": percentiles(list(available.values())),
                 "serving": len(ready),
                 "to_serving": percentiles(list(ready.values())),
             }
@@ -368,6 +392,12 @@ def report(result: dict[str, Any]) -> list[tuple[str, str]]:
             c["to_status"]["p50"],
             c["to_status"]["p99"],
             c["to_status"]["max"],
+        ],
+        [
+            f"four Deployments available ({c['available']}/{result['models']})",
+            c["to_available"]["p50"],
+            c["to_available"]["p99"],
+            c["to_available"]["max"],
         ],
         [
             f"Serving ({c['serving']}/{result['models']})",

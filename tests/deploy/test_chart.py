@@ -141,6 +141,7 @@ def test_operator_settings_from_values_reach_the_operator(
         "capabilities_ttl_seconds": 0,
         "retry_seconds": 12.5,
         "full_apply_seconds": 300.0,
+        "handler_threads": 24,
     }
     assert set(settings) == set(settings_schema()["properties"]), "add the new setting here"
     values = {

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftline.api import DynamicModel, parse_dynamic_model
-from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
+from driftline.api.status import ConditionType, DriftStatus, DynamicModelStatus, RolloutStatus
 from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.backends import RedisBackends
 from driftline.operator.builders import BuildContext, Children, build_children
@@ -194,7 +194,9 @@ class Controller:
             if p in by_part and (not by_part[p].is_available or by_part[p].is_rolling)
         ]
         problems = (
-            self.cluster.part_problems(model.metadata.namespace, model.name, stuck) if stuck else {}
+            self.cluster.part_problems(model.metadata.namespace, model.name, stuck)
+            if stuck and _stuck_for_a_while(previous)
+            else {}
         )
         obs = Observation(
             generation=model.metadata.generation,
@@ -224,6 +226,26 @@ class Controller:
             drift_alert=alerts(model),
         )
         return compute_status(previous, obs, now())
+
+
+# Pods that are only starting are not a problem: Pods are listed for the reason only
+# once the model has been short of Ready (or rolling) this long, which spares the API
+# server two lists per model and tick while hundreds of models come up at once.
+PROBLEM_GRACE_SECONDS = 30.0
+
+
+def _stuck_for_a_while(previous: DynamicModelStatus | None) -> bool:
+    if previous is None:
+        return False
+    checks: tuple[tuple[ConditionType, str], ...] = (("Ready", "False"), ("Progressing", "True"))
+    for type_, stuck_when in checks:
+        condition = previous.condition(type_)
+        if condition is None or condition.status != stuck_when:
+            continue
+        since = condition.last_transition_time
+        if since is not None and (now() - since).total_seconds() >= PROBLEM_GRACE_SECONDS:
+            return True
+    return False
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> kopf.
         settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
         # Watch DynamicModels only: no namespace or CRD scanning, so no RBAC for it.
         settings.scanning.disabled = True
+        settings.execution.max_workers = config.handler_threads
         # The rollout's MLflow calls run inside a tick: fail fast, the next tick retries.
         configure_mlflow(config.registry_timeout_seconds, config.registry_retries)
         memo.controller = controller

@@ -143,6 +143,13 @@ class OperatorSettings(BaseSettings):
     retry_seconds: float = Field(
         default=30.0, gt=0, description="Backoff when a dependency (a Secret) is missing."
     )
+    handler_threads: int = Field(
+        default=16,
+        ge=1,
+        le=256,
+        description="Threads that run reconciles and ticks; they wait on the API server "
+        "mostly, so more than the CPUs (kopf's default is the CPUs + 4).",
+    )
     full_apply_seconds: float = Field(
         default=900.0,
         ge=0,
