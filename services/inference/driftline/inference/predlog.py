@@ -106,7 +106,7 @@ class PredictionLog:
         self._kafka = kafka
         self._producer_overrides = dict(producer_overrides or {})
         self._broken = False
-        self._shed_counted = 0
+        self._shed_counted = self._torn_counted = 0
         self._retired: list[Any] = []
         """Replaced producers whose queued messages still report (purged) deliveries."""
         self.spool = spool
@@ -132,6 +132,7 @@ class PredictionLog:
                 producer_overrides=producer_overrides,
             )
             metrics.predictions_dropped_total.labels("spool_torn").inc(spool.torn)
+            self._torn_counted = spool.torn
             if spool.pending:  # left by a previous process: replay it first
                 log.info("%d prediction(s) in the spool; replaying them", spool.pending)
                 self.spooling = True
@@ -300,10 +301,12 @@ class PredictionLog:
             except OSError as exc:
                 self._spool_error.inc(len(records))
                 self._warn(f"could not write to the spool: {exc}")
-        shed = self.spool.shed - self._shed_counted
-        if shed:
+        shed, torn = self.spool.shed - self._shed_counted, self.spool.torn - self._torn_counted
+        if shed or torn:  # counted by the spool, where it happens
             self._shed_counted += shed
+            self._torn_counted += torn
             metrics.predictions_dropped_total.labels("spool_shed").inc(shed)
+            metrics.predictions_dropped_total.labels("spool_torn").inc(torn)
         self.spool.tick()
         # What an old producer still holds is older than the spool: it goes first.
         if not self._retired and self.replay.step():
@@ -397,10 +400,14 @@ class PredictionLog:
             producer.purge(in_queue=True, in_flight=True)
             producer.poll(0)
         self._count_delivered()
-        if self._rescued:
-            log.warning("%d prediction(s) not delivered at shutdown; spooled", len(self._rescued))
-            self.spooling = True
-            records, self._rescued = self._rescued, []
+        # What the producers gave back is older than what the buffer still holds.
+        records, self._rescued = sorted(self._rescued, key=lambda r: r[2]), []
+        for record in self._buffer:
+            records.extend(self._payloads(record))
+        self._buffer.clear()
+        self._rows = 0
+        if records:
+            log.warning("%d prediction(s) not delivered at shutdown; spooled", len(records))
             self.spool.append(records)
             self._spooled.inc(len(records))
         self.spool.sync()
