@@ -166,3 +166,41 @@ def test_every_fsync_policy_keeps_the_records(tmp_path: Path, policy: str) -> No
         assert len(synced) >= 10
     else:
         assert 0 < len(synced) < 10
+
+
+def test_the_log_spools_in_order_when_the_broker_never_answers(tmp_path: Path) -> None:
+    """No broker at all: after `stall_seconds` the log takes back what the producer
+    holds and spools it, then everything after it, in the order it was answered."""
+    import asyncio
+    import time
+
+    import numpy as np
+
+    from driftline.common.connections import KafkaConnection
+    from driftline.inference.predlog import PredictionLog
+
+    spool = open_spool(tmp_path)
+    log = PredictionLog(
+        KafkaConnection("127.0.0.1:1"), "t.predictions", "m", ["x1"], "classification",
+        capacity=1000, flush_seconds=0.01, spool=spool, max_age_seconds=3600,
+        stall_seconds=0.2, producer_overrides={"log_level": 0},
+    )  # fmt: skip
+    outputs = [np.array([1, 0], np.int64), np.array([[0.2, 0.8], [0.9, 0.1]], np.float32)]
+    served = []
+    for i in range(60):
+        ids = [f"r{i}a", f"r{i}b"]
+        log.add((ids, [None, None], [(0.5,), (0.6,)], "1", "stable", outputs, time.time()))
+        served += ids
+        log.drain()
+        time.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while not log.spooling and time.monotonic() < deadline:
+        log.drain()
+        time.sleep(0.05)
+    assert log.spooling
+    log.add((["last"], [None], [(0.1,)], "1", "stable", [o[:1] for o in outputs], time.time()))
+    served.append("last")
+    asyncio.run(log.close(timeout=0.1))
+    again = open_spool(tmp_path)
+    assert read_all(again) == served
+    assert log.stats()["spooled"] == len(served)
