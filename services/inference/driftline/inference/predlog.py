@@ -115,6 +115,7 @@ class PredictionLog:
         self.spooling = False
         """New records go to the spool (the broker is away, or the spool is replaying)."""
         self._spooling_since = 0.0
+        self._holding_since = 0.0
         self._rescued: list[tuple[str, bytes, float]] = []
         """Records the producer gave back (purged or failed), for the spool."""
         self._sent: deque[tuple[float, int]] = deque()
@@ -255,7 +256,8 @@ class PredictionLog:
         now = time.monotonic()
         if produced:
             self._sent.append((now, self._produced))
-        done = self._produced - self._failed - len(self.producer)
+        # Delivered or failed, a record is no longer waiting.
+        done = self._produced - len(self.producer) - sum(len(p) for p in self._retired)
         sent = self._sent
         while sent and sent[0][1] <= done:
             sent.popleft()
@@ -270,6 +272,8 @@ class PredictionLog:
         self.spooling = True
         self._spooling_since = time.monotonic()
         self._sent.clear()
+        # A new producer for when the broker is back: an idempotent one whose records
+        # in flight were purged fails for good once it reconnects.
         old = self.producer
         old.purge(in_queue=True, in_flight=True)
         old.poll(0)
@@ -280,18 +284,26 @@ class PredictionLog:
     def _to_spool(self) -> None:
         """Spool what the producer gave back, then the buffer; replay a step."""
         assert self.spool is not None and self.replay is not None
+        self.producer.poll(0)
         for retired in self._retired:
             retired.poll(0)
         self._retired = [p for p in self._retired if len(p)]
-        if self._retired and time.monotonic() - self._spooling_since < 1.0:
+        held = bool(self._retired) or len(self.producer) > 0
+        if held and time.monotonic() - self._spooling_since < 1.0:
             # Reports of purged records in flight come a little later: they are older
             # than the buffer, so the buffer waits for them (in memory, for a moment).
             return
         # Purge reports come queue by queue; the answer time puts them back in order.
         records, self._rescued = sorted(self._rescued, key=lambda r: r[2]), []
-        buffered = list(self._buffer)
-        self._buffer.clear()
-        self._rows = 0
+        if not records and self._catching_up():
+            # The replay has sent all there is: new records wait in memory for its
+            # last acknowledgements, then go straight to Kafka (spooled, they would
+            # keep the replay one step behind for as long as traffic flows).
+            buffered = []
+        else:
+            buffered = list(self._buffer)
+            self._buffer.clear()
+            self._rows = 0
         for record in buffered:
             records.extend(self._payloads(record))
         if records:
@@ -309,11 +321,23 @@ class PredictionLog:
             metrics.predictions_dropped_total.labels("spool_torn").inc(torn)
         self.spool.tick()
         # What an old producer still holds is older than the spool: it goes first.
-        if not self._retired and self.replay.step():
+        if not held and self.replay.step():
             self.spooling = False
             self.spool.reset()
             log.info("the spool is replayed; logging straight to Kafka again")
         metrics.spool_bytes.set(self.spool.bytes)
+
+    def _catching_up(self) -> bool:
+        """The replay is caught up and the broker takes records: hold the buffer, for
+        at most `stall_seconds` (then the broker is away again: spool it)."""
+        assert self.replay is not None
+        now = time.monotonic()
+        if not self.replay.caught_up:
+            self._holding_since = 0.0
+            return False
+        if not self._holding_since:
+            self._holding_since = now
+        return now - self._holding_since < self.stall_seconds
 
     def _payloads(self, record: LogRecord) -> list[tuple[str, bytes, float]]:
         request_ids, entity_ids, values, version, variant, outputs, ts = record

@@ -77,6 +77,11 @@ class SpoolReplay:
         """Everything spooled was delivered (or dropped and counted)."""
         return not self._inflight and self.spool.pending == 0
 
+    @property
+    def caught_up(self) -> bool:
+        """The broker takes records, and every spooled one has been sent."""
+        return self._confirmed and self.spool.unread == 0
+
     def step(self) -> bool:
         """Send what the window allows, settle acknowledgements; True when done."""
         if self._producer is not None:
