@@ -22,8 +22,9 @@ is purged into the spool, and every later record goes to the spool too, behind
 them. Delivery is at least once: records a stalled broker received before it
 stalled may arrive twice (at most `stall_seconds` of them; the joiner ignores
 duplicates). `SpoolReplay` sends the
-spool to the topic in order once the broker takes records again; when it is
-empty the log goes back to producing directly. The request path does not change:
+spool to the topic in order once the broker takes records again; once it has sent
+everything, new records wait in memory for its last acknowledgements and the log
+goes back to producing directly. The request path does not change:
 while the broker is healthy the spool costs no system call.
 """
 
