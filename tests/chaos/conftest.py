@@ -74,7 +74,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
         ),
         # The trainer checkpoints (then commits) every few seconds, so a test can
         # see it reach the end of the labeled topic soon after the traffic stops.
-        environment={"DRIFTLINE_TRAINER_CHECKPOINT_SECONDS": "3"},
+        # The parts run the code under test, where it is imported from (a source
+        # tree on PYTHONPATH), not whatever copy the interpreter has installed.
+        environment={
+            "DRIFTLINE_TRAINER_CHECKPOINT_SECONDS": "3",
+            **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}),
+        },
     )
     with runtime:
         runtime.wait_ready(timeout=300)

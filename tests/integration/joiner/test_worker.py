@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from msgspec.structs import replace
 from prometheus_client import REGISTRY
@@ -172,6 +173,38 @@ def test_bad_late_and_expired_records_are_counted_and_dead_lettered(
     wait_until(lambda: sample(EXPIRED_TOTAL, side="prediction") >= 2, 10, "expiry counted")
     assert sample(MESSAGES_TOTAL, side="outcome", result="late") >= 1
     assert sample(MESSAGES_TOTAL, side="prediction", result="invalid") >= 2
+
+
+def test_a_prediction_replayed_after_its_outcome_still_joins_inside_the_window(
+    running: Any, unique: str, kafka: KafkaBroker, redis_client: Any
+) -> None:
+    """Inference spools its predictions while the broker is away and replays them
+    when it is back, after the application sent their outcomes: the outcome opened
+    the window, and a prediction arriving before that window ends joins it."""
+    clock = Clock(3_000_000.0)
+    worker = running(window=60, clock=clock)
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    records = Records(conn)
+    for rid in ("replayed-1", "replayed-2", "too-late-1"):
+        records.send(topics.outcomes, outcome(rid, 1.0))
+    records.flush()
+    state = f"driftline:test:{unique}:joiner:req:"
+    wait_until(lambda: redis_client.exists(*(state + r for r in ("replayed-1", "too-late-1"))) == 2,
+               60, "the outcomes' state")  # fmt: skip
+    clock.now += 50  # the outage: well inside the 60 s window the outcomes opened
+    for rid in ("replayed-1", "replayed-2"):
+        late = prediction(unique, rid, "stable", "1", 1.0, [0.1, 0.9])
+        # Answered before its outcome was sent, a minute ago.
+        records.send(topics.predictions, msgspec.structs.replace(late, ts=late.ts - 55))
+    records.flush()
+    wait_until(lambda: len(read_all(conn, topics.labeled, settle=0.5)) == 2, 60, "2 examples")
+    clock.now += 15  # past the window of the third outcome
+    records.send(topics.predictions, prediction(unique, "too-late-1", "stable", "1", 1.0))
+    records.flush()
+    wait_until(lambda: sample(MESSAGES_TOTAL, side="prediction", result="late") >= 1, 30, "late")
+    examples = read_all(conn, topics.labeled, settle=1.0)
+    assert sorted(m.key().decode() for m in examples) == ["replayed-1", "replayed-2"]
 
 
 def test_a_redis_outage_pauses_the_joiner_and_loses_nothing_after(

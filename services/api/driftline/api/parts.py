@@ -56,7 +56,13 @@ class Part:
 
 
 # Every part produces or consumes Kafka and keeps shared state in Redis.
-INFERENCE = Part("inference", uses_mlflow=True, produces=("predictions",), serves_http=True)
+INFERENCE = Part(
+    "inference",
+    uses_mlflow=True,
+    produces=("predictions",),
+    serves_http=True,
+    data_setting="SPOOL_DIR",
+)
 JOINER = Part(
     "joiner", uses_mlflow=False, consumes=("predictions", "outcomes"), produces=("labeled",)
 )

@@ -24,6 +24,9 @@ SHED_TOTAL: Final = "driftline_inference_shed_total"
 CACHE_TOTAL: Final = "driftline_inference_cache_total"
 PREDICTIONS_LOGGED_TOTAL: Final = "driftline_inference_predictions_logged_total"
 PREDICTIONS_DROPPED_TOTAL: Final = "driftline_inference_predictions_dropped_total"
+PREDICTIONS_SPOOLED_TOTAL: Final = "driftline_inference_predictions_spooled_total"
+PREDICTIONS_REPLAYED_TOTAL: Final = "driftline_inference_predictions_replayed_total"
+SPOOL_BYTES: Final = "driftline_inference_spool_bytes"
 PRODUCER_RESTARTS_TOTAL: Final = "driftline_inference_log_producer_restarts_total"
 SIDE_SCORING_TOTAL: Final = "driftline_inference_side_scoring_total"
 MODEL_LOADS_TOTAL: Final = "driftline_inference_model_loads_total"
@@ -47,13 +50,24 @@ cache_total = Counter(
     ["result"],
 )
 predictions_logged_total = Counter(
-    PREDICTIONS_LOGGED_TOTAL, "Predictions delivered to the predictions topic."
+    PREDICTIONS_LOGGED_TOTAL,
+    "Predictions delivered to the predictions topic (directly or replayed from the spool).",
 )
 predictions_dropped_total = Counter(
     PREDICTIONS_DROPPED_TOTAL,
-    "Predictions not delivered: buffer overflow, producer queue full, or delivery failure.",
+    "Predictions not delivered: buffer_full, producer_full, delivery (no spool); "
+    "spool_shed (oldest shed at the spool's cap or on a full disk), expired (older than "
+    "the join window at replay), spool_torn (a torn record found at start), spool_error "
+    "(could not be written to the spool).",
     ["reason"],
 )
+predictions_spooled_total = Counter(
+    PREDICTIONS_SPOOLED_TOTAL, "Predictions written to the spool while the broker was away."
+)
+predictions_replayed_total = Counter(
+    PREDICTIONS_REPLAYED_TOTAL, "Predictions from the spool delivered to the predictions topic."
+)
+spool_bytes = Gauge(SPOOL_BYTES, "Bytes in the prediction log's spool (0 while Kafka is healthy).")
 producer_restarts_total = Counter(
     PRODUCER_RESTARTS_TOTAL,
     "Prediction log producers replaced after a fatal error (e.g. fenced after a broker outage).",

@@ -37,6 +37,7 @@ from driftline.inference.pool import ModelPool, RouteState, ServingModel
 from driftline.inference.predlog import LogRecord, PredictionLog
 from driftline.inference.routing_follower import RoutingFollower
 from driftline.inference.settings import InferenceSettings
+from driftline.inference.spool import Spool, SpoolBusyError
 from driftline.inference.stats import ServingCounters
 from driftline.inference.workers import SharedReadiness
 
@@ -138,6 +139,9 @@ class InferenceService:
                 self.contract.task,
                 capacity=settings.log_buffer,
                 flush_seconds=settings.log_flush_ms / 1000,
+                spool=self._open_spool(),
+                max_age_seconds=spec.feedback.join_window_seconds,
+                stall_seconds=settings.log_stall_ms / 1000,
             )
             self._spawn(self.predictions.run())
         if settings.create_topics:
@@ -156,6 +160,23 @@ class InferenceService:
         self._spawn(self.stats.run())
         if self.siblings is not None:
             self._spawn(self._publish_readiness(self.siblings))
+
+    def _open_spool(self) -> Spool | None:
+        """This worker's spool (what a previous process left in it is replayed first)."""
+        settings = self.settings
+        if settings.spool_dir is None:
+            return None
+        worker = self.siblings.index if self.siblings is not None else 0
+        try:
+            return Spool(
+                settings.spool_dir / f"worker-{worker}",
+                max_bytes=settings.spool_max_bytes,
+                fsync=settings.spool_fsync,
+                fsync_seconds=settings.spool_fsync_ms / 1000,
+            )
+        except (OSError, SpoolBusyError) as exc:  # serving matters more than the spool
+            log.error("no spool for the prediction log (%s); logging without one", exc)
+            return None
 
     async def stop(self) -> None:
         """Stop the background work, then flush the prediction log and the stats."""

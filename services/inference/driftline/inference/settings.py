@@ -7,6 +7,7 @@ threads, the limits that protect it, and the knobs of its background work.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -100,6 +101,31 @@ class InferenceSettings(PartSettings):
     )
     log_flush_ms: float = Field(
         default=5.0, gt=0, le=1000, description="How often the buffer drains."
+    )
+    spool_dir: Path | None = Field(
+        default=None,
+        description="Where the prediction log spools predictions while Kafka cannot take "
+        "them (one subdirectory per worker), replayed in order when it is back and after a "
+        "restart. Unset: no spool; what the buffer cannot hold is dropped and counted.",
+    )
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Cap of the spool (per worker); past it the oldest predictions are "
+        "shed and counted. Keep it under the volume's size.",
+    )
+    spool_fsync: Literal["off", "segment", "interval", "always"] = Field(
+        default="interval",
+        description="When the spool is synced to disk: every write (always), every "
+        "SPOOL_FSYNC_MS (interval), when a segment is full (segment), or never (off). A "
+        "killed process loses nothing either way; this bounds what a machine crash takes.",
+    )
+    spool_fsync_ms: float = Field(default=1000.0, gt=0, description="`interval`: how often.")
+    log_stall_ms: float = Field(
+        default=2000.0,
+        gt=0,
+        description="With a spool: a prediction unacknowledged this long means the broker "
+        "is away; the log spools from then on.",
     )
     create_topics: bool = Field(
         default=True,
