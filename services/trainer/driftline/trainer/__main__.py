@@ -3,7 +3,7 @@
     python -m driftline.trainer                       # the worker (settings from the environment)
     python -m driftline.trainer bootstrap --stream sea --seed 1 --samples 20000
     python -m driftline.trainer bootstrap --from-file history.csv [--label-column label]
-    python -m driftline.trainer import model.onnx|pipeline.skops [--sample rows.csv]
+    python -m driftline.trainer import MODEL [--sample rows.csv|rows.parquet|rows.jsonl]
 
 Settings come from `DRIFTLINE_TRAINER_*` variables (`DRIFTLINE_TRAINER_MODEL_FILE`
 is the DynamicModel YAML); `--model-file` overrides that one for convenience.
@@ -97,27 +97,37 @@ def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_import(settings: Any, args: argparse.Namespace) -> int:
+    import tempfile
+
     from driftline.common.registry import RegistryError
+    from driftline.trainer.import_sources import local_file
     from driftline.trainer.model_import import ModelImportError, import_model
 
     _prepare(settings)
+    tracking_uri = settings.connections.mlflow_tracking_uri
     try:
-        done = import_model(
-            settings,
-            args.model,
-            args.sample,
-            label_column=args.label_column,
-            output=args.output,
-            trusted=args.trust,
-            force=args.force,
-        )
+        with tempfile.TemporaryDirectory(prefix="driftline-import-") as tmp:
+            model = local_file(args.model, Path(tmp) / "model", tracking_uri)
+            sample = (
+                local_file(args.sample, Path(tmp) / "sample", tracking_uri) if args.sample else None
+            )
+            done = import_model(
+                settings,
+                model,
+                sample,
+                label_column=args.label_column,
+                output=args.output,
+                trusted=args.trust,
+                fmt=args.format,
+                force=args.force,
+            )
     except ModelImportError as exc:
         print(f"import: {exc}", file=sys.stderr)
         return 2
     except RegistryError as exc:
         print(f"import: the registry: {exc}", file=sys.stderr)
         return 1
-    print(f"imported {args.model.name} ({done.fmt}) in {done.seconds:.2f}s")
+    print(f"imported {model.name} ({done.fmt}) in {done.seconds:.2f}s")
     print(f"  parity: {done.parity:.2e} on {done.rows} rows (ONNX Runtime vs the original)")
     print(f"  drift reference: {done.reference}")
     print(f"  training state: {done.training_state}")
@@ -155,9 +165,19 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser(
         "import", help="register a model made elsewhere as the first version (champion, baseline)"
     )
-    imp.add_argument("model", type=Path, help="a .onnx file, or a scikit-learn estimator (.skops)")
     imp.add_argument(
-        "--sample", type=Path, help="rows (.csv with a header, or .jsonl): drift reference, parity"
+        "model",
+        help="a path or URI (file://, or what MLflow's artifact stores read: s3://, runs:/...) "
+        "of a .onnx, .skops, XGBoost .json/.ubj, LightGBM .txt or TorchScript .pt file",
+    )
+    imp.add_argument(
+        "--sample",
+        help="rows (.csv with a header, .parquet or .jsonl; a path or URI): reference, parity",
+    )
+    imp.add_argument(
+        "--format",
+        choices=["onnx", "skops", "xgboost", "lightgbm", "torchscript"],
+        help="the model's format (else from its suffix)",
     )
     imp.add_argument("--label-column", default="label", help="the sample's label column, if any")
     imp.add_argument("--output", help="the model's output to serve (when it has several)")
