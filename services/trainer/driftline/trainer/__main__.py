@@ -16,9 +16,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from driftline.api.resource import SpecError
+from driftline.api.spec import ImportFormat
 from driftline.common.logs import configure_logging
 from driftline.common.registry import configure_mlflow
 
@@ -101,11 +102,21 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
 
     from driftline.common.registry import RegistryError
     from driftline.trainer.import_sources import local_file
-    from driftline.trainer.model_import import ModelImportError, import_model
+    from driftline.trainer.model_import import ModelImportError, existing_champion, import_model
 
     _prepare(settings)
     tracking_uri = settings.connections.mlflow_tracking_uri
     try:
+        champion = existing_champion(settings) if args.if_no_version else None
+        if champion is not None:
+            # The operator's import Job and `driftline up` run this on every start: a model
+            # that has a version already (imported before, or trained since) keeps it.
+            print(
+                f"{settings.model.spec.model.registry.name} has a champion already (version "
+                f"{champion}): nothing imported"
+            )
+            print(champion)
+            return 0
         with tempfile.TemporaryDirectory(prefix="driftline-import-") as tmp:
             model = local_file(args.model, Path(tmp) / "model", tracking_uri)
             sample = (
@@ -136,7 +147,7 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m driftline.trainer", description=__doc__.split("\n")[0]
     )
@@ -176,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     imp.add_argument(
         "--format",
-        choices=["onnx", "skops", "xgboost", "lightgbm", "torchscript"],
+        choices=get_args(ImportFormat),
         help="the model's format (else from its suffix)",
     )
     imp.add_argument("--label-column", default="label", help="the sample's label column, if any")
@@ -185,8 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         "--trust", action="append", default=[], metavar="TYPE", help="a type skops may load"
     )
     imp.add_argument("--force", action="store_true", help="replace an existing champion")
+    imp.add_argument(
+        "--if-no-version",
+        action="store_true",
+        help="import only while the registry has no champion; else say so and exit 0",
+    )
     imp.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = _settings(getattr(args, "boot_model_file", None) or args.model_file)
     except SpecError as exc:

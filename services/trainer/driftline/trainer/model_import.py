@@ -36,12 +36,13 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import numpy as np
 from numpy.typing import NDArray
 
 from driftline.api import artifacts
+from driftline.api.spec import ImportFormat
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
 from driftline.trainer import export
@@ -69,7 +70,7 @@ SUFFIXES: Final = {
     ".pth": "torchscript",  # refused unless it is a TorchScript archive (torch.save's pickles)
     ".torchscript": "torchscript",
 }
-FORMATS: Final = ("onnx", "skops", "xgboost", "lightgbm", "torchscript")
+FORMATS: Final = get_args(ImportFormat)
 PROBABILITY_SLACK: Final = 1e-3
 RANDOM_ROWS: Final = 256
 NO_REFERENCE: Final = (
@@ -131,6 +132,15 @@ def load_source(
         "model file (.json, .ubj), a LightGBM model file (.txt) or a TorchScript module "
         f"(.pt); --format says which for another name ({', '.join(FORMATS)})"
     )
+
+
+def existing_champion(settings: TrainerSettings) -> str | None:
+    """The version under `champion`, if the registry has one (`--if-no-version`)."""
+    versions = ModelVersions(
+        settings.connections.mlflow_tracking_uri, settings.model.spec.model.registry.name
+    )
+    champion = versions.by_alias(artifacts.ALIAS_CHAMPION)
+    return None if champion is None else str(champion.version)
 
 
 def parity_difference(ours: NDArray[np.float64], theirs: NDArray[np.float64]) -> float:
