@@ -148,7 +148,7 @@ class InitialModelSpec(SpecModel):
         description=(
             "Rows (.csv with a header, .parquet or .jsonl), a path or URI like `uri`: the "
             "drift reference, the parity check and, with labels, the challenger's first data. "
-            "Without it there is no drift reference yet (the drift monitor waits)."
+            "Without it the drift monitor takes the first live traffic as the reference."
         ),
     )
     label_column: str = Field(

@@ -22,7 +22,8 @@ spec is trained on it and its state is registered as `training/state.npz`: the o
 trainer resumes from that learner, a challenger that must pass the gate against the
 imported champion. Without labels there is no state and the trainer starts a fresh
 learner beside it; without a sample there is no reference either, said in the
-output and in the `driftline.reference` tag (the drift monitor waits, not ready).
+output and in the `driftline.reference` tag (the drift monitor then takes the version's
+first live predictions as its reference).
 
 The version is registered through `ModelVersions` (the same run, tags, sha256 and
 publish key as a trained one) with the aliases `champion` and `baseline`.
@@ -75,7 +76,7 @@ PROBABILITY_SLACK: Final = 1e-3
 RANDOM_ROWS: Final = 256
 NO_REFERENCE: Final = (
     "none: no sample was given; the drift reference will come from the first live traffic "
-    "(until a version with a reference serves, the drift monitor waits, not ready)"
+    "(the drift monitor takes this version's first predictions; no drift is measured until then)"
 )
 
 
