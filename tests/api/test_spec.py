@@ -87,6 +87,10 @@ BAD_SPECS = [
     ("spec.features[0].hashBuckets", 8, "spec.features[0]", "categorical features only"),
     ("spec.model.task", "ranking", "spec.model.task", "'classification' or 'regression'"),
     ("spec.model.learner", {"type": "plugin"}, "spec.model.learner", "needs learner.entrypoint"),
+    ("spec.model.initial", {"uri": "m.pkl", "format": "pickle"}, "spec.model.initial.format",
+     "'onnx', 'skops', 'xgboost', 'lightgbm' or 'torchscript'"),
+    ("spec.model.initial", {"sample": "rows.csv"}, "spec.model.initial.uri",
+     "required field is missing"),
     ("spec.inference.replicas", {"min": 5, "max": 2}, "spec.inference.replicas", "must not exceed"),
     ("spec.rollout.canary", {"steps": [50, 20, 100]}, "spec.rollout.canary", "rise and end at 100"),
     ("spec.rollout.canary", {"steps": [5, 20]}, "spec.rollout.canary", "end at 100"),
@@ -140,7 +144,9 @@ STRUCTURAL = [b for b in BAD_SPECS if b[3] in {"at least 1", "pattern", "rediss?
                                                 "greater than or equal to 2", "greater than 0",
                                                 "greater than or equal to 1", "less than 1",
                                                 "'classification' or 'regression'",
-                                                "required field is missing"}]  # fmt: skip
+                                                "required field is missing",
+                                                "'onnx', 'skops', 'xgboost', 'lightgbm' or "
+                                                "'torchscript'"}]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -72,3 +72,39 @@ def test_import_without_a_run_says_how_to_start_one(
     code = main(["import", "model.onnx", "--state-dir", str(tmp_path / "none")])
     assert code == 1
     assert "driftline up" in capsys.readouterr().err
+
+
+def test_the_initial_model_s_paths_are_taken_from_the_model_file_s_folder(tmp_path: Path) -> None:
+    from driftline.api.spec import InitialModelSpec
+    from driftline.local.initial_model import import_arguments
+
+    initial = InitialModelSpec(uri="models/booster.json", sample="s3://bucket/rows.parquet")
+    args = import_arguments(initial, tmp_path / "fraud.yaml")
+    assert args == [
+        str(tmp_path / "models" / "booster.json"),
+        "--sample",
+        "s3://bucket/rows.parquet",
+        "--if-no-version",
+    ]
+    absolute = InitialModelSpec(uri="file:///srv/m.onnx", sample="/srv/rows.csv")
+    assert import_arguments(absolute, tmp_path / "fraud.yaml")[:3] == [
+        "file:///srv/m.onnx",
+        "--sample",
+        "/srv/rows.csv",
+    ]
+
+
+def test_import_passes_a_uri_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_run(tmp_path / "run", tmp_path / "fraud.yaml")
+    calls: list[list[str]] = []
+
+    def fake_run(argv: list[str], env: dict[str, str], check: bool) -> Any:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    uri = "runs:/0123/booster.ubj"
+    code = main(["import", uri, "--state-dir", str(tmp_path / "run"), "--format", "xgboost"])
+    assert code == 0
+    ((argv),) = calls
+    assert argv[4] == uri and argv[argv.index("--format") + 1] == "xgboost"

@@ -51,6 +51,7 @@ def test_every_builder_has_a_golden_file() -> None:
         "networkpolicy",
         "service",
         "deployment",
+        "job",
         "poddisruptionbudget",
         "horizontalpodautoscaler",
         "triggerauthentication",

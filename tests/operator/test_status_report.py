@@ -177,6 +177,28 @@ def test_drift_is_detected_while_the_version_it_was_seen_on_serves() -> None:
     assert drift_status(None, stable="7") == DriftStatus()
 
 
+def test_status_says_where_the_drift_reference_comes_from() -> None:
+    """The drift monitor's note (Redis) reaches status, with or without a drift event."""
+    from driftline.operator.backends import RedisBackends, drift_status
+
+    note = "collecting from live traffic: 40 of 1000 predictions of version 1"
+    assert drift_status(None, stable="1", reference=note).reference == note
+
+    class Client:
+        def mget(self, keys: list[str]) -> list[bytes | None]:
+            assert keys[1].endswith(":drift:reference")
+            return [None, note.encode()]
+
+    backends = RedisBackends()
+    backends.client = lambda connection: Client()  # type: ignore[method-assign]
+    from driftline.common.connections import RedisConnection
+
+    from .conftest import sample
+
+    status = backends.drift(sample("minimal"), RedisConnection("redis://r:6379/0"), "1")
+    assert status is not None and status.reference == note and not status.detected
+
+
 def test_drift_condition_only_with_alert_in_on_drift() -> None:
     drift = DriftStatus(detected=True, kind="concept", score=0.4, last_detected_at=T0)
     parts = [deployment(p) for p in PARTS]

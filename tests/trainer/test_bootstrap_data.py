@@ -19,7 +19,7 @@ LAYOUT = FeatureLayout.from_features(
 )
 
 
-def test_csv_jsonl_and_npz_give_the_same_rows(tmp_path: Path) -> None:
+def test_csv_jsonl_npz_and_parquet_give_the_same_rows(tmp_path: Path) -> None:
     (tmp_path / "d.csv").write_text("x,kind,label\n1.5,a,1\n,b,0\n")
     (tmp_path / "d.jsonl").write_text(
         "\n".join(
@@ -36,7 +36,14 @@ def test_csv_jsonl_and_npz_give_the_same_rows(tmp_path: Path) -> None:
         kind=np.array(["a", "b"]),
         label=np.array([1, 0]),
     )
-    for name in ("d.csv", "d.jsonl", "d.npz"):
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(
+        pa.table({"kind": ["a", "b"], "x": [1.5, None], "label": [1, 0], "other": [0, 0]}),
+        tmp_path / "d.parquet",
+    )
+    for name in ("d.csv", "d.jsonl", "d.npz", "d.parquet"):
         rows, labels = rows_from_file(tmp_path / name, LAYOUT)
         numeric, categorical = LAYOUT.arrays(rows)
         assert numeric[0, 0] == 1.5 and np.isnan(numeric[1, 0]), name
@@ -54,8 +61,26 @@ def test_file_errors_name_the_problem(tmp_path: Path) -> None:
     (tmp_path / "f.csv").write_text("x,kind,label\n1,a,1\nmany,b,0\n")
     with pytest.raises(DataError, match=r"f.csv:3: x 'many' is not a number"):
         rows_from_file(tmp_path / "f.csv", LAYOUT)
-    with pytest.raises(DataError, match=r"use a \.csv, \.jsonl or \.npz"):
-        rows_from_file(tmp_path / "d.parquet", LAYOUT)
+    with pytest.raises(DataError, match=r"use a \.csv, \.parquet, \.jsonl or \.npz"):
+        rows_from_file(tmp_path / "d.xlsx", LAYOUT)
+    (tmp_path / "g.parquet").write_text("x,kind\n")
+    with pytest.raises(DataError, match=r"g.parquet: not a Parquet file"):
+        rows_from_file(tmp_path / "g.parquet", LAYOUT)
+
+
+def test_a_parquet_sample_without_labels_or_with_a_column_missing(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"x": [1.0, 2.0], "kind": ["a", None]}), tmp_path / "s.parquet")
+    rows, labels = rows_from_file(tmp_path / "s.parquet", LAYOUT, require_label=False)
+    assert rows == [{"x": 1.0, "kind": "a"}, {"x": 2.0, "kind": None}]
+    assert np.isnan(labels).all()
+    with pytest.raises(DataError, match=r"columns \['label'\] are missing"):
+        rows_from_file(tmp_path / "s.parquet", LAYOUT)
+    pq.write_table(pa.table({"x": [1.0]}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"columns \['kind'\] are missing"):
+        rows_from_file(tmp_path / "t.parquet", LAYOUT, require_label=False)
 
 
 def test_cli_refuses_a_generator_that_does_not_fit_the_contract(

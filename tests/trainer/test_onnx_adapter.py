@@ -102,3 +102,48 @@ def test_one_tensor_cannot_carry_categorical_features() -> None:
     graph = helper.make_graph([helper.make_node("Softmax", ["x"], ["y"])], "g", [x], [y])
     with pytest.raises(MappingError, match="input 'x' is one tensor, but the spec has 3 numeric"):
         adapt(helper.make_model(graph), LAYOUT, "classification", 2)
+
+
+def one_tensor_model(width: int) -> onnx.ModelProto:
+    """x [N, width] -> softmax over its first two columns."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])
+    nodes = [
+        helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["first"]),
+        helper.make_node("Softmax", ["first"], ["y"], axis=1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([v], np.int64), n)
+        for n, v in (("starts", 0), ("ends", 2), ("axes", 1))
+    ]
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
+def test_one_tensor_of_named_columns_in_the_model_s_own_order() -> None:
+    """A model that names its columns (a booster fit on a DataFrame) takes them in its order,
+    a subset of the numeric features, even beside categorical ones."""
+    wrapped, maps, _ = adapt(one_tensor_model(2), LAYOUT, "classification", 2, columns=["c", "a"])
+    assert maps[0].columns == (2, 0)
+    numeric = np.array([[1.0, 9.0, 3.0], [0.0, 9.0, -1.0]], np.float32)
+    categorical = np.array([["red"], ["blue"]], dtype=object)
+    ours = run(wrapped, {"numeric": numeric, "categorical": categorical}, "probabilities")
+    theirs = run(one_tensor_model(2), {"x": numeric[:, [2, 0]]}, "y")
+    assert np.max(np.abs(ours - theirs)) < 1e-7
+    with pytest.raises(MappingError, match=r"input 'x' has columns \['color'\], which are not"):
+        adapt(one_tensor_model(2), LAYOUT, "classification", 2, columns=["a", "color"])
+    with pytest.raises(MappingError, match=r"input 'x' has shape \['N', 2\]; its columns are 3"):
+        adapt(one_tensor_model(2), LAYOUT, "classification", 2, columns=["a", "b", "c"])
+
+
+def test_parity_is_absolute_up_to_one_and_relative_beyond() -> None:
+    from driftline.trainer.model_import import ModelImportError, check_probabilities
+    from driftline.trainer.model_import import parity_difference as diff
+
+    assert diff(np.array([0.5, 1000.01]), np.array([0.5, 1000.0])) == pytest.approx(1e-5)
+    assert diff(np.array([0.50001]), np.array([0.5])) == pytest.approx(1e-5)
+    check_probabilities(np.array([[0.2, 0.8], [1.0, 0.0]]))
+    with pytest.raises(ModelImportError, match="not probabilities"):
+        check_probabilities(np.array([[2.0, -1.0]]))
+    with pytest.raises(ModelImportError, match="not probabilities"):
+        check_probabilities(np.array([[0.2, 0.2]]))

@@ -96,6 +96,10 @@ the chart renders exactly those rules; change both together.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, create, patch, delete]
+# The import Job of `spec.model.initial`.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, create, patch, delete]

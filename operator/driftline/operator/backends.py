@@ -1,7 +1,8 @@
 """What the operator reads from a model's Redis besides the rollout: the latest drift.
 
-The drift monitor keeps its latest event in the user's Redis (`driftline.common.redis_state`);
-the operator mirrors it into `status` on each tick. A Redis that cannot be reached
+The drift monitor keeps its latest event in the user's Redis (`driftline.common.redis_state`),
+and a note of where its reference comes from; the operator mirrors both into `status` on
+each tick. A Redis that cannot be reached
 makes the mirror stale, never the operator fail: the next tick tries again, after
 a backoff so an unreachable endpoint does not slow every tick down.
 """
@@ -19,7 +20,7 @@ from driftline.api import DynamicModel
 from driftline.api.events import DriftEvent, EventError, decode
 from driftline.api.status import DriftStatus
 from driftline.common.connections import RedisConnection
-from driftline.common.redis_state import drift_key
+from driftline.common.redis_state import drift_key, drift_reference_key
 
 log = logging.getLogger(__name__)
 
@@ -27,15 +28,16 @@ SOCKET_TIMEOUT = 2.0
 BACKOFF_SECONDS = 30.0
 
 
-def drift_status(event: DriftEvent | None, stable: str | None) -> DriftStatus:
+def drift_status(event: DriftEvent | None, stable: str | None, reference: str = "") -> DriftStatus:
     """Drift is "detected" while the version it was seen on still serves.
 
     Once a new version is promoted the old alarm no longer describes what serves;
     the drift monitor raises a new one if the change persists.
     """
     if event is None:
-        return DriftStatus()
+        return DriftStatus(reference=reference)
     return DriftStatus(
+        reference=reference,
         detected=stable is None or event.model_version == stable,
         kind=event.kind,
         score=event.score,
@@ -82,7 +84,9 @@ class RedisBackends:
             return None
         namespace, name = model.metadata.namespace, model.metadata.name
         try:
-            raw = client.get(drift_key(namespace, name))
+            raw, note = client.mget(
+                [drift_key(namespace, name), drift_reference_key(namespace, name)]
+            )
         except Exception as exc:  # redis-py raises several families; all mean "not now"
             self.failed(connection, exc)
             return None
@@ -92,7 +96,8 @@ class RedisBackends:
                 event = decode(raw, DriftEvent)
             except EventError as exc:
                 log.warning("%s/%s: unreadable drift record: %s", namespace, name, exc.reason)
-        return drift_status(event, stable)
+        reference = note.decode(errors="replace")[:500] if note else ""
+        return drift_status(event, stable, reference)
 
     def close(self) -> None:
         with self._lock:

@@ -164,3 +164,51 @@ def test_a_champion_without_a_reference_makes_the_monitor_wait(
     harness.registry.register(calm_reference, champion=True)
     wait_for(lambda: worker.heartbeat.ready, 60, "the monitor to start on version 2")
     assert worker.monitor is not None and worker.monitor.version == "2"
+
+
+def test_a_version_imported_without_a_sample_takes_its_first_traffic_as_the_reference(
+    harness: Harness,
+) -> None:
+    """`driftline.reference: none`: the monitor reads the version's first live predictions,
+    says so in the note status shows, and then watches against them (a shift is found)."""
+    import threading
+
+    from driftline.api.artifacts import TAG_REFERENCE
+    from driftline.common.redis_state import drift_reference_key
+
+    client = harness.registry.client
+    run = client.create_run(harness.registry.experiment)
+    client.set_terminated(run.info.run_id)
+    mv = client.create_model_version(
+        harness.name,
+        source=f"runs:/{run.info.run_id}/model",
+        run_id=run.info.run_id,
+        tags={TAG_REFERENCE: "none: no sample was given"},
+    )
+    client.set_registered_model_alias(harness.name, "champion", mv.version)
+    model = harness.model(backend="scipy", window=200)
+    worker = DriftWorker(harness.settings(model, live_reference_rows=300))
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    harness.threads.append((thread, stop))
+    thread.start()
+    r = redis.Redis.from_url(harness.redis_url)
+    key = drift_reference_key(model.metadata.namespace, model.name)
+
+    rng = np.random.default_rng(11)
+    wait_for(lambda: worker.collecting is not None, 60, "collecting from live traffic")
+    assert b"collecting from live traffic: 0 of 300" in (r.get(key) or b"")
+    assert not worker.heartbeat.ready
+    harness.send(model.topics.predictions, predictions(rng, 150, version=mv.version))
+    wait_for(lambda: b"150 of 300" in (r.get(key) or b""), 60, "half the reference")
+    harness.send(model.topics.predictions, predictions(rng, 200, version=mv.version, start=150))
+    wait_for(lambda: worker.heartbeat.ready, 120, "the monitor to start on live traffic")
+    assert worker.monitor is not None and worker.monitor.version == mv.version
+    assert (r.get(key) or b"").startswith(b"live traffic: the first 300 predictions")
+
+    harness.send(
+        model.topics.predictions,
+        predictions(rng, 600, version=mv.version, shift={"x1": 3.0}, start=400),
+    )
+    events = harness.events(model, seconds=10)
+    assert any(e.kind == "covariate" and "x1" in e.features for e in events), events

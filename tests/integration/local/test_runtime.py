@@ -42,3 +42,52 @@ def test_validate_names_the_field(tmp_path: Path, capsys: pytest.CaptureFixture[
     bad.write_text(SEA.read_text().replace("batchSize: 128", "batchSize: 0"))
     assert main(["validate", "-f", str(bad)]) == 2
     assert "spec.training.batchSize" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_up_imports_the_initial_model_once(tmp_path: Path, unique: str) -> None:
+    """`spec.model.initial` with a path beside the YAML: imported before the parts start,
+    and not again once the run has a champion."""
+    import numpy as np
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    from driftline.api.artifacts import ALIAS_CHAMPION
+    from driftline.common.registry import RegisteredModel
+    from driftline_testing.models import model_document, write_model_file
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    clf = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    graph = convert_sklearn(
+        clf,
+        initial_types=[("x", FloatTensorType([None, 3]))],
+        options={id(clf): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    (tmp_path / "model.onnx").write_bytes(graph.SerializeToString())
+    doc = model_document(unique)
+    doc["spec"]["model"]["initial"] = {"uri": "model.onnx"}
+    model_file = write_model_file(tmp_path / "model.yaml", doc)
+
+    # The import runs the code under test, also from a checkout on PYTHONPATH.
+    import os
+
+    path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    runtime = LocalRuntime(
+        model_file, state_dir=tmp_path / "run", parts=["inference"], environment=path
+    )
+    endpoints = runtime.start_servers()
+    try:
+        assert runtime.import_initial() == "1"
+        log = (tmp_path / "run" / "logs" / "import.log").read_text()
+        assert "imported model.onnx (onnx)" in log
+        assert runtime.import_initial() == "1"  # a champion exists: nothing imported
+        assert "nothing imported" in (tmp_path / "run" / "logs" / "import.log").read_text()
+        champion = RegisteredModel(endpoints.mlflow_tracking_uri, unique).version_for_alias(
+            ALIAS_CHAMPION
+        )
+        assert champion is not None and champion.version == "1"
+    finally:
+        runtime.stop()

@@ -308,3 +308,40 @@ def test_inference_serves_the_imported_version(
     print(f"\nthe imported version answers: {body}")
     assert body["model_version"] == "1"
     assert body["label"] == int(np.argmax(body["probabilities"]))
+
+
+def test_from_run_uris_and_only_while_there_is_no_version(
+    tmp_path: Path, mlflow_server: MlflowServer, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the operator's import Job runs: the files in an MLflow run, `--if-no-version`."""
+    import mlflow
+
+    frame, labels = data(300, seed=8)
+    model = numeric_onnx(tmp_path, frame, labels)
+    sample = write_sample(tmp_path / "sample.csv", frame[list(NUMERIC)], labels)
+    client = mlflow.MlflowClient(mlflow_server.tracking_uri)
+    experiment = client.create_experiment(f"{unique}-files")
+    run = client.create_run(experiment)
+    client.log_artifact(run.info.run_id, str(model))
+    client.log_artifact(run.info.run_id, str(sample))
+    settings = settings_for(tmp_path, mlflow_server.tracking_uri, unique)
+    argv = [
+        "--model-file", str(settings.model_file), "import",
+        f"runs:/{run.info.run_id}/{model.name}",
+        "--sample", f"runs:/{run.info.run_id}/sample.csv",
+        "--if-no-version",
+    ]  # fmt: skip
+    assert trainer_main(argv) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "imported model4.onnx (onnx)" in out and "sample:sample.csv, 300 rows" in out
+    check_registered(settings, unique)
+
+    # Run again (a Job's retry, `driftline up` once more): nothing new, and success.
+    assert trainer_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "has a champion already (version 1): nothing imported" in out
+    assert out.strip().splitlines()[-1] == "1"
+    # A URI nothing answers: said plainly, nothing registered.
+    bad = [*argv[:3], f"runs:/{run.info.run_id}/missing.onnx", "--force"]
+    assert trainer_main(bad) == 2
+    assert "cannot fetch runs:/" in capsys.readouterr().err

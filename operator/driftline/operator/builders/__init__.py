@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.operator.builders.context import BuildContext, Capabilities, KafkaAuth
+from driftline.operator.builders.initial_import import (
+    import_job,
+    import_policy,
+    import_service_account,
+)
 from driftline.operator.builders.monitoring import service_monitor
 from driftline.operator.builders.network import default_deny, part_policy
 from driftline.operator.builders.nodepool import node_pool
@@ -47,12 +52,15 @@ def build_children(ctx: BuildContext) -> Children:
     out: list[dict[str, Any] | None] = []
     # Identities, config and the network fence first: a pod never starts without them.
     out += [service_account(ctx, p) for p in parts]
+    out.append(import_service_account(ctx))
     out.append(config_map(ctx))
     out.append(checkpoint_claim(ctx))
     out.append(default_deny(ctx))
     out += [part_policy(ctx, p) for p in parts]
+    out.append(import_policy(ctx))
     out += [service(ctx, p) for p in parts]
     out += [deployment(ctx, p) for p in parts]
+    out.append(import_job(ctx))  # `spec.model.initial`: version 1 while there is none
     out += [pod_disruption_budget(ctx, p) for p in parts]
     out.append(trigger_authentication(ctx))  # before the ScaledObjects that name it
     out += [autoscaler(ctx, p) for p in parts]

@@ -122,6 +122,52 @@ class LearnerSpec(SpecModel):
         return self
 
 
+ImportFormat = Literal["onnx", "skops", "xgboost", "lightgbm", "torchscript"]
+"""The formats `python -m driftline.trainer import` reads (docs/import.md)."""
+
+
+class InitialModelSpec(SpecModel):
+    """A model made elsewhere, imported as version 1 (champion and baseline) while the
+    registry has no version of this model: `python -m driftline.trainer import`."""
+
+    uri: str = Field(
+        description=(
+            "The model file: a path the import reads (in the image, or on a volume), "
+            "file://, or a scheme MLflow's artifact stores read (s3://, gs://, runs:/, "
+            "mlflow-artifacts:/)."
+        ),
+        min_length=1,
+        max_length=2048,
+    )
+    format: ImportFormat | None = Field(
+        default=None, description="The model's format; without it, from the file's suffix."
+    )
+    sample: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description=(
+            "Rows (.csv with a header, .parquet or .jsonl), a path or URI like `uri`: the "
+            "drift reference, the parity check and, with labels, the challenger's first data. "
+            "Without it the drift monitor takes the first live traffic as the reference."
+        ),
+    )
+    label_column: str = Field(
+        default="label", min_length=1, max_length=200, description="The sample's label column."
+    )
+    output: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="The model's output to serve, when it has several.",
+    )
+    trust: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Types skops may load beyond its defaults (scikit-learn models).",
+    )
+
+
 class ModelSpec(SpecModel):
     registry: RegistrySpec
     task: Literal["classification", "regression"] = Field(
@@ -131,6 +177,13 @@ class ModelSpec(SpecModel):
         default=2, ge=2, le=10_000, description="Number of classes (classification only)."
     )
     learner: LearnerSpec = Field(default_factory=LearnerSpec)
+    initial: InitialModelSpec | None = Field(
+        default=None,
+        description=(
+            "A model made elsewhere to start from: imported as version 1 while the registry "
+            "has none (an import Job on a cluster, `driftline up` locally)."
+        ),
+    )
 
 
 # --- features --------------------------------------------------------------------------

@@ -49,6 +49,12 @@ class DriftStatus(StatusModel):
     score: float | None = None
     features: list[str] = Field(default_factory=list)
     last_detected_at: datetime | None = None
+    reference: str = Field(
+        default="",
+        max_length=500,
+        description="Where the drift monitor's reference comes from: the serving version's "
+        "reference sample, or its first live traffic (while collecting, no drift is measured).",
+    )
 
 
 class DynamicModelStatus(StatusModel):

@@ -362,6 +362,11 @@ def drift_key(namespace: str, name: str) -> str:
     return f"{model_prefix(namespace, name)}:drift:last"
 
 
+def drift_reference_key(namespace: str, name: str) -> str:
+    """Text: where the drift monitor's reference comes from (status.drift.reference)."""
+    return f"{model_prefix(namespace, name)}:drift:reference"
+
+
 def rollout_key(namespace: str, name: str) -> str:
     """The rollout controller's state: stage, weight, versions, last analysis, history."""
     return f"{model_prefix(namespace, name)}:rollout"

@@ -22,7 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from driftline.api.artifacts import ALIAS_CHAMPION, REFERENCE_ARTIFACT, REFERENCE_OUTPUT_KEY
+from driftline.api.artifacts import (
+    ALIAS_CHAMPION,
+    REFERENCE_ARTIFACT,
+    REFERENCE_OUTPUT_KEY,
+    TAG_REFERENCE,
+)
 from driftline.api.spec import FeatureSpec
 from driftline.common.feature_values import FeatureValueError, category_value, model_text
 from driftline.common.redis_state import RoutingStore
@@ -38,6 +43,15 @@ window of live labels becomes the label reference."""
 
 class ReferenceUnavailableError(RuntimeError):
     """The reference cannot be had now (no serving version, registry down, bad file)."""
+
+
+class NoReferenceError(ReferenceUnavailableError):
+    """The version was registered without a reference (an import without a sample): its
+    `driftline.reference` tag says `none: ...`. The monitor takes one from live traffic."""
+
+    def __init__(self, version: str, tag: str) -> None:
+        super().__init__(f"version {version} has no reference ({tag})")
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,9 @@ class ReferenceSource:
             mv = self.registry.get_version(version)
         except RegistryError as exc:
             raise ReferenceUnavailableError(f"cannot read model version {version}: {exc}") from exc
+        tag = mv.tags.get(TAG_REFERENCE, "")
+        if tag.startswith("none"):
+            raise NoReferenceError(version, tag)
         with tempfile.TemporaryDirectory(prefix="driftline-reference-") as tmp:
             try:
                 local = self.registry.download(mv, REFERENCE_ARTIFACT, Path(tmp))

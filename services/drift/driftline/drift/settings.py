@@ -21,6 +21,12 @@ class DriftSettings(PartSettings):
     reference_refresh_seconds: float = Field(
         default=10, gt=0, description="How often to check which version serves (and its reference)."
     )
+    live_reference_rows: int = Field(
+        default=1000,
+        ge=50,
+        description="Predictions of the serving version taken as the reference when it was "
+        "registered without one (an import without a sample).",
+    )
     reference_max_rows: int = Field(
         default=2000, ge=50, description="Reference rows kept (a random subset of larger samples)."
     )

@@ -6,7 +6,9 @@ One loop, in this order each turn:
    the `champion` alias). When it changed, fetch its reference from MLflow and build
    a new `DriftMonitor`. A registry that cannot answer keeps the current monitor;
    without any reference yet the worker waits (not ready) and reads nothing, so
-   nothing is consumed unwatched.
+   nothing is consumed unwatched. A version registered without a reference (an
+   import without a sample) gets one from its first live predictions
+   (`live_reference`): the worker reads them, and starts watching once it has them.
 2. Consume a batch from the predictions and labeled topics (consumer group
    `driftline-<model>-drift`). A record that does not decode goes to the dead-letter
    topic and is counted.
@@ -33,12 +35,18 @@ from driftline.api.events import DriftEvent, EventError, LabeledExample, Predict
 from driftline.api.parts import DRIFT
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
-from driftline.common.redis_state import RoutingStore, drift_key
+from driftline.common.redis_state import RoutingStore, drift_key, drift_reference_key
 from driftline.drift import metrics
 from driftline.drift.detectors import Backend, make_backend
 from driftline.drift.event_policy import Detection, EventPolicy
+from driftline.drift.live_reference import LiveReference
 from driftline.drift.monitor import DriftMonitor
-from driftline.drift.reference import ReferenceSource, ReferenceUnavailableError
+from driftline.drift.reference import (
+    NoReferenceError,
+    Reference,
+    ReferenceSource,
+    ReferenceUnavailableError,
+)
 from driftline.drift.settings import DriftSettings
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,7 @@ class DriftWorker:
         self.kafka = conns.kafka
         self.redis = conns.redis.client(socket_timeout=5, socket_connect_timeout=5)
         self.drift_key = drift_key(self.model.metadata.namespace, self.name)
+        self.reference_key = drift_reference_key(self.model.metadata.namespace, self.name)
         spec = self.model.spec
         self.backend = backend or make_backend(
             spec.drift.backend, settings.threshold_cache_dir, settings.seed, settings.threads
@@ -73,6 +82,8 @@ class DriftWorker:
         # liveness must not kill the process for it.
         self.heartbeat = Heartbeat(timeout_seconds=300)
         self.monitor: DriftMonitor | None = None
+        self.collecting: LiveReference | None = None  # a reference from live traffic
+        self._note = ""  # where the reference comes from, as status shows it
         self.pending: list[DriftEvent] = []  # sent to Kafka next, before any commit
         self.unsaved: DriftEvent | None = None  # latest event not yet in Redis
         self._checked = 0.0
@@ -93,7 +104,7 @@ class DriftWorker:
             while not stop.is_set():
                 self.heartbeat.beat()
                 self._follow_reference()
-                if self.monitor is None:
+                if self.monitor is None and self.collecting is None:
                     stop.wait(min(self.settings.reference_refresh_seconds, 2.0))
                     continue
                 if consumer is None:
@@ -101,6 +112,9 @@ class DriftWorker:
                     if consumer is None:
                         stop.wait(2.0)
                         continue
+                if self.monitor is None:
+                    self.collect(consumer, dead)
+                    continue
                 self.heartbeat.ready = True
                 self.turn(consumer, producer, dead)
         finally:
@@ -136,6 +150,7 @@ class DriftWorker:
         detections: list[Detection] = []
         if predictions:
             detections += self.monitor.observe_predictions(predictions)
+            self._collect_beside(predictions)
         if labeled:
             detections += self.monitor.observe_labeled(labeled)
         for detection in detections:
@@ -164,14 +179,52 @@ class DriftWorker:
             self._commit(consumer)
         return len(batch)
 
+    def collect(self, consumer: Any, dead: DeadLetters) -> int:
+        """One batch towards a reference from live traffic; the monitor starts once it is
+        complete. The records read are the reference, so their offsets are committed."""
+        assert self.collecting is not None
+        batch = consumer.consume(self.settings.batch_size, self.settings.poll_seconds)
+        predictions: list[Prediction] = []
+        for msg in batch:
+            if msg.error() is not None:
+                log.warning("consumer error: %s", msg.error())
+                continue
+            if msg.topic() != self.topics.predictions:
+                continue  # labels of a version not yet watched: nothing to compare them with
+            try:
+                predictions.append(decode(msg.value(), Prediction))
+            except EventError as exc:
+                dead.send(msg, exc.reason)
+        if predictions and self.collecting.add(predictions):
+            if self.collecting.complete:
+                self._watch(self.collecting.version, self.collecting.reference())
+            self._set_note(self.collecting.note())
+        for msg in batch:
+            if msg.error() is None:
+                consumer.store_offsets(msg)
+        if batch:
+            self._commit(consumer)
+        return len(batch)
+
+    def _collect_beside(self, predictions: list[Prediction]) -> None:
+        """A new version without a reference serves: collect its reference while the
+        current monitor goes on; switch once it is complete."""
+        live = self.collecting
+        if live is None or live.complete or self.monitor is None:
+            return
+        if live.version == self.monitor.version or not live.add(predictions):
+            return
+        if live.complete:
+            self._watch(live.version, live.reference())
+        self._set_note(live.note())
+
     # --- reference --------------------------------------------------------------------
 
     def _follow_reference(self) -> None:
         now = time.monotonic()
         if (
-            self.monitor is not None
-            and now - self._checked < self.settings.reference_refresh_seconds
-        ):
+            self.monitor is not None or self.collecting is not None
+        ) and now - self._checked < self.settings.reference_refresh_seconds:
             return
         self._checked = now
         try:
@@ -182,17 +235,39 @@ class DriftWorker:
                 return
             if self.monitor is not None and version == self.monitor.version:
                 return
+            if self.collecting is not None and version == self.collecting.version:
+                return  # still collecting this version's reference from live traffic
             reference = self.references.load(version)
-            started = time.perf_counter()
-            monitor = DriftMonitor(self.name, self.model.spec, reference, self.backend, self.config)
+        except NoReferenceError as exc:
+            if self.monitor is not None and self.monitor.version == exc.version:
+                return  # its reference from live traffic is watched already
+            self.collecting = LiveReference(
+                exc.version, self.model.spec.features, self.settings.live_reference_rows
+            )
+            log.warning(
+                "%s; its first %d live predictions become the reference (until then no drift "
+                "is measured)",
+                exc,
+                self.collecting.rows,
+            )
+            self._set_note(self.collecting.note())
+            return
         except ReferenceUnavailableError as exc:
-            # Without any reference (an imported version registered without a sample) the
-            # worker stays not ready and asks again every turn: say so once per reason.
+            # Without any reference (a version whose reference cannot be read) the worker
+            # stays not ready and asks again every turn: say so once per reason.
             said = str(exc)
             if said != self._unavailable:
                 log.warning("reference unavailable, keeping the current one: %s", exc)
             self._unavailable = said
             return
+        self._watch(version, reference)
+        self._set_note(f"the reference sample of version {version} ({reference.rows} rows)")
+
+    def _watch(self, version: str, reference: Reference) -> None:
+        """Watch `version` against `reference` (new detectors, fresh windows)."""
+        started = time.perf_counter()
+        try:
+            monitor = DriftMonitor(self.name, self.model.spec, reference, self.backend, self.config)
         except ValueError as exc:  # detectors that cannot be configured this way
             log.error("cannot set up the detectors, keeping the current ones: %s", exc)
             return
@@ -208,7 +283,19 @@ class DriftWorker:
             time.perf_counter() - started,
         )
         self.monitor = monitor
+        if self.collecting is not None and self.collecting.version != version:
+            self.collecting = None  # another version serves now
         self._unavailable = ""
+
+    def _set_note(self, note: str) -> None:
+        """Where the reference comes from, for status (written when it changes)."""
+        if note == self._note:
+            return
+        try:
+            self.redis.set(self.reference_key, note)
+            self._note = note
+        except Exception as exc:  # Redis down: status shows the old note; retried next time
+            log.warning("cannot write the reference note to Redis: %s", exc)
 
     # --- Kafka and Redis --------------------------------------------------------------
 

@@ -15,8 +15,10 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import get_args
 
 from driftline.api import SpecError, load_dynamic_model
+from driftline.api.spec import ImportFormat
 from driftline.common.logs import configure_logging
 
 
@@ -99,7 +101,9 @@ def _cmd_import(args: argparse.Namespace) -> int:
         return 2
     options: list[str] = []
     if args.sample is not None:
-        options += ["--sample", str(args.sample.resolve())]
+        options += ["--sample", import_cmd.local_or_uri(args.sample)]
+    if args.format:
+        options += ["--format", args.format]
     options += ["--label-column", args.label_column]
     if args.output:
         options += ["--output", args.output]
@@ -147,12 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_rollout)
 
     p = sub.add_parser(
-        "import", help="register a model made elsewhere (.onnx, .skops) as the first version"
+        "import",
+        help="register a model made elsewhere (ONNX, skops, XGBoost, LightGBM, TorchScript) "
+        "as the first version",
     )
-    p.add_argument("model", type=Path, help="a .onnx file, or a scikit-learn estimator (.skops)")
+    p.add_argument(
+        "model",
+        help="a path or URI of a .onnx, .skops, XGBoost .json/.ubj, LightGBM .txt or "
+        "TorchScript .pt file",
+    )
     p.add_argument("-f", "--file", type=Path, default=None)
     p.add_argument("--state-dir", type=Path, default=None)
-    p.add_argument("--sample", type=Path, help="rows (.csv, .jsonl): drift reference and parity")
+    p.add_argument(
+        "--sample", help="rows (.csv, .parquet, .jsonl; a path or URI): drift reference, parity"
+    )
+    p.add_argument(
+        "--format",
+        choices=get_args(ImportFormat),
+        help="the model's format (else from its suffix)",
+    )
     p.add_argument("--label-column", default="label", help="the sample's label column, if any")
     p.add_argument("--output", help="the model's output to serve (when it has several)")
     p.add_argument("--trust", action="append", default=[], metavar="TYPE", help="for skops")

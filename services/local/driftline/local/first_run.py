@@ -50,9 +50,11 @@ def next_steps(model: DynamicModel, model_file: Path | str, tracking_uri: str) -
         f"  1. Train the first version from your data, a CSV with the columns {columns} ({label}):",
         f"       {bootstrap_command(model_file, tracking_uri)}",
         "     (.jsonl and .npz files work too; --label-column names another label column.)",
-        "  2. Import a model trained elsewhere (ONNX, or scikit-learn saved with skops):",
+        "  2. Import a model trained elsewhere (ONNX, scikit-learn saved with skops, XGBoost,",
+        "     LightGBM, TorchScript):",
         "       driftline import MODEL.onnx --sample DATA.csv",
-        "     (the sample gives the drift reference; see docs/import.md.)",
+        "     (the sample gives the drift reference; or name it in the spec as",
+        "     model.initial: {uri: MODEL.onnx, sample: DATA.csv}; see docs/import.md.)",
         "Inference loads the new version by itself once it is registered; "
         "`driftline status` shows it.",
     ]

@@ -12,16 +12,22 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from driftline.local.parts import TRAINER, Endpoints
 from driftline.local.runtime import RuntimeInfo, inherited_env
 
 
-def trainer_argv(model: Path, options: list[str]) -> list[str]:
-    return [*TRAINER.argv(), "import", str(model.resolve()), *options]
+def local_or_uri(value: str) -> str:
+    """A path made absolute (the trainer runs in the run's folder); a URI as it is."""
+    return value if urlparse(value).scheme else str(Path(value).expanduser().resolve())
 
 
-def run(state_dir: Path, model: Path, options: list[str]) -> int:
+def trainer_argv(model: str, options: list[str]) -> list[str]:
+    return [*TRAINER.argv(), "import", local_or_uri(model), *options]
+
+
+def run(state_dir: Path, model: str, options: list[str]) -> int:
     """Import `model` into the local run in `state_dir`; returns the command's exit code."""
     try:
         info = RuntimeInfo.read(state_dir)

@@ -29,6 +29,7 @@ from typing import Self
 from driftline.api import DynamicModel, load_dynamic_model
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
+from driftline.local.initial_model import import_arguments
 from driftline.local.parts import TRAINER, Endpoints, PartSpec, parts_by_name
 from driftline.local.servers import (
     InfraError,
@@ -231,8 +232,39 @@ class LocalRuntime:
 
     # -- lifecycle -----------------------------------------------------------------
 
+    def import_initial(self) -> str | None:
+        """`spec.model.initial`: import it as version 1 unless the registry has a champion.
+
+        The trainer's own command against this run's servers (as the operator's Job runs
+        it on a cluster); returns the champion's version, or None without `initial`."""
+        initial = self.model.spec.model.initial
+        if initial is None:
+            return None
+        env = {
+            **inherited_env(),
+            **TRAINER.environment(
+                self.model_file, self.endpoints, 0, data_dir=self.state_dir / "data"
+            ),
+            **self.environment,
+        }
+        argv = [*TRAINER.argv(), "import", *import_arguments(initial, self.model_file)]
+        log.info("importing spec.model.initial: %s", initial.uri)
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=1800, check=False
+        )
+        (self.state_dir / "logs" / "import.log").write_text(done.stdout + done.stderr)
+        if done.returncode != 0:
+            raise InfraError(
+                f"spec.model.initial: the import failed (exit {done.returncode}):\n"
+                f"{done.stderr[-3000:]}"
+            )
+        lines = done.stdout.strip().splitlines()
+        log.info("spec.model.initial: %s", lines[0] if lines else "imported")
+        return lines[-1] if lines else None
+
     def start(self) -> Self:
         self.start_servers()
+        self.import_initial()
         if self.before_parts is not None:
             self.before_parts(self)
         self.start_parts()

@@ -21,7 +21,13 @@ from driftline.api import SpecError, load_dynamic_model
 from driftline.api.events import DriftEvent
 from driftline.api.routing import RoutingTable
 from driftline.api.spec import DriftSpec
-from driftline.common.redis_state import QualityStore, RoutingStore, ServingStore, drift_key
+from driftline.common.redis_state import (
+    QualityStore,
+    RoutingStore,
+    ServingStore,
+    drift_key,
+    drift_reference_key,
+)
 from driftline.local.runtime import RuntimeInfo, default_state_dir
 from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.store import read_rollout
@@ -46,6 +52,8 @@ class Snapshot:
     drift: DriftEvent | None
     variants: list[VariantLine]
     rollout: RolloutState | None = None
+    reference: str = ""
+    """Where the drift monitor's reference comes from (its note in Redis)."""
 
 
 def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> Snapshot:
@@ -56,6 +64,8 @@ def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> 
         routing = RoutingStore(info.namespace, info.model).read(client)
         raw_drift = client.get(drift_key(info.namespace, info.model))
         drift = msgspec.json.decode(raw_drift, type=DriftEvent) if raw_drift else None
+        note = client.get(drift_reference_key(info.namespace, info.model))
+        reference = note.decode(errors="replace") if note else ""
         quality = QualityStore(info.namespace, info.model)
         serving = ServingStore(info.namespace, info.model)
         lines: list[VariantLine] = []
@@ -82,7 +92,7 @@ def read_snapshot(info: RuntimeInfo, window_seconds: float = WINDOW_SECONDS) -> 
                     )
                 )
         rollout = read_rollout(client, info.namespace, info.model)
-        return Snapshot(routing, drift, lines, rollout)
+        return Snapshot(routing, drift, lines, rollout, reference)
     finally:
         client.close()
 
@@ -189,6 +199,8 @@ def print_status(model_file: Path | None, state_dir: Path | None) -> int:
             f"{ro.reason}".rstrip()
         )
     console.print(drift_line(snap.drift, _on_drift(info), time.time()))
+    if snap.reference:
+        console.print(f"drift reference: {snap.reference}")
 
     table = Table(title=f"live, last {WINDOW_SECONDS // 60} min")
     for col in ("variant", "version", "labeled", "accuracy", "requests", "p99 ms", "errors"):

@@ -3,7 +3,7 @@
     python -m driftline.trainer                       # the worker (settings from the environment)
     python -m driftline.trainer bootstrap --stream sea --seed 1 --samples 20000
     python -m driftline.trainer bootstrap --from-file history.csv [--label-column label]
-    python -m driftline.trainer import model.onnx|pipeline.skops [--sample rows.csv]
+    python -m driftline.trainer import MODEL [--sample rows.csv|rows.parquet|rows.jsonl]
 
 Settings come from `DRIFTLINE_TRAINER_*` variables (`DRIFTLINE_TRAINER_MODEL_FILE`
 is the DynamicModel YAML); `--model-file` overrides that one for convenience.
@@ -16,9 +16,10 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from driftline.api.resource import SpecError
+from driftline.api.spec import ImportFormat
 from driftline.common.logs import configure_logging
 from driftline.common.registry import configure_mlflow
 
@@ -97,27 +98,47 @@ def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:
 
 
 def run_import(settings: Any, args: argparse.Namespace) -> int:
+    import tempfile
+
     from driftline.common.registry import RegistryError
-    from driftline.trainer.model_import import ModelImportError, import_model
+    from driftline.trainer.import_sources import local_file
+    from driftline.trainer.model_import import ModelImportError, existing_champion, import_model
 
     _prepare(settings)
+    tracking_uri = settings.connections.mlflow_tracking_uri
     try:
-        done = import_model(
-            settings,
-            args.model,
-            args.sample,
-            label_column=args.label_column,
-            output=args.output,
-            trusted=args.trust,
-            force=args.force,
-        )
+        champion = existing_champion(settings) if args.if_no_version else None
+        if champion is not None:
+            # The operator's import Job and `driftline up` run this on every start: a model
+            # that has a version already (imported before, or trained since) keeps it.
+            print(
+                f"{settings.model.spec.model.registry.name} has a champion already (version "
+                f"{champion}): nothing imported"
+            )
+            print(champion)
+            return 0
+        with tempfile.TemporaryDirectory(prefix="driftline-import-") as tmp:
+            model = local_file(args.model, Path(tmp) / "model", tracking_uri)
+            sample = (
+                local_file(args.sample, Path(tmp) / "sample", tracking_uri) if args.sample else None
+            )
+            done = import_model(
+                settings,
+                model,
+                sample,
+                label_column=args.label_column,
+                output=args.output,
+                trusted=args.trust,
+                fmt=args.format,
+                force=args.force,
+            )
     except ModelImportError as exc:
         print(f"import: {exc}", file=sys.stderr)
         return 2
     except RegistryError as exc:
         print(f"import: the registry: {exc}", file=sys.stderr)
         return 1
-    print(f"imported {args.model.name} ({done.fmt}) in {done.seconds:.2f}s")
+    print(f"imported {model.name} ({done.fmt}) in {done.seconds:.2f}s")
     print(f"  parity: {done.parity:.2e} on {done.rows} rows (ONNX Runtime vs the original)")
     print(f"  drift reference: {done.reference}")
     print(f"  training state: {done.training_state}")
@@ -126,7 +147,7 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m driftline.trainer", description=__doc__.split("\n")[0]
     )
@@ -155,9 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     imp = sub.add_parser(
         "import", help="register a model made elsewhere as the first version (champion, baseline)"
     )
-    imp.add_argument("model", type=Path, help="a .onnx file, or a scikit-learn estimator (.skops)")
     imp.add_argument(
-        "--sample", type=Path, help="rows (.csv with a header, or .jsonl): drift reference, parity"
+        "model",
+        help="a path or URI (file://, or what MLflow's artifact stores read: s3://, runs:/...) "
+        "of a .onnx, .skops, XGBoost .json/.ubj, LightGBM .txt or TorchScript .pt file",
+    )
+    imp.add_argument(
+        "--sample",
+        help="rows (.csv with a header, .parquet or .jsonl; a path or URI): reference, parity",
+    )
+    imp.add_argument(
+        "--format",
+        choices=get_args(ImportFormat),
+        help="the model's format (else from its suffix)",
     )
     imp.add_argument("--label-column", default="label", help="the sample's label column, if any")
     imp.add_argument("--output", help="the model's output to serve (when it has several)")
@@ -165,8 +196,17 @@ def main(argv: list[str] | None = None) -> int:
         "--trust", action="append", default=[], metavar="TYPE", help="a type skops may load"
     )
     imp.add_argument("--force", action="store_true", help="replace an existing champion")
+    imp.add_argument(
+        "--if-no-version",
+        action="store_true",
+        help="import only while the registry has no champion; else say so and exit 0",
+    )
     imp.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = _settings(getattr(args, "boot_model_file", None) or args.model_file)
     except SpecError as exc:

@@ -69,7 +69,9 @@ def rows_from_file(
         return _jsonl(path, require_label)
     if suffix == ".npz":
         return _npz(path, layout, label_column)
-    raise DataError(f"{path}: use a .csv, .jsonl or .npz file")
+    if suffix in {".parquet", ".pq"}:
+        return _parquet(path, layout, label_column, require_label)
+    raise DataError(f"{path}: use a .csv, .parquet, .jsonl or .npz file")
 
 
 def _csv(
@@ -99,6 +101,46 @@ def _csv(
                     f"{path}:{line}: label {record[label_column]!r} is not a number"
                 ) from None
     return rows, np.asarray(labels, np.float32)
+
+
+def _parquet(
+    path: Path, layout: FeatureLayout, label_column: str, require_label: bool = True
+) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
+    """A Parquet file's columns named after the features (nulls are missing values)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise DataError(
+            f"{path}: reading Parquet needs pyarrow: pip install 'driftline[import]'"
+        ) from exc
+    try:
+        header = list(pq.read_schema(path).names)
+    except Exception as exc:  # pyarrow's ArrowInvalid and OSError for a file that is not one
+        raise DataError(f"{path}: not a Parquet file ({exc})") from exc
+    labelled = require_label or label_column in header
+    wanted = [*layout.numeric_names, *layout.categorical_names]
+    missing = [n for n in (*wanted, *([label_column] if labelled else [])) if n not in header]
+    if missing:
+        raise DataError(f"{path}: columns {missing} are missing (columns: {header})")
+    table = pq.read_table(path, columns=wanted + ([label_column] if labelled else []))
+    columns = {n: table.column(n).to_pylist() for n in wanted}
+    rows = [
+        dict(zip(wanted, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
+    if not wanted:
+        rows = [{} for _ in range(table.num_rows)]
+    if not labelled:
+        return rows, np.full(len(rows), np.nan, np.float32)
+    try:
+        labels = np.asarray(
+            [np.nan if v is None else float(v) for v in table.column(label_column).to_pylist()],
+            np.float32,
+        )
+    except (TypeError, ValueError) as exc:
+        raise DataError(
+            f"{path}: the label column {label_column!r} is not numbers ({exc})"
+        ) from exc
+    return rows, labels
 
 
 def _csv_number(path: Path, line: int, name: str, cell: str | None) -> float | None:

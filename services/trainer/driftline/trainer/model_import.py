@@ -1,25 +1,29 @@
 """Bring a model made elsewhere: register it as the first version, like a trained one.
 
     python -m driftline.trainer import model.onnx --sample rows.csv
-    python -m driftline.trainer import pipeline.skops --sample rows.csv [--trust TYPE ...]
+    python -m driftline.trainer import pipeline.skops --sample rows.parquet [--trust TYPE ...]
+    python -m driftline.trainer import booster.json|booster.ubj|booster.txt|module.pt
 
-The model is an ONNX file, or a scikit-learn estimator saved with skops (converted
-with skl2onnx; the `import` extra). A pickle is always refused: loading one runs
-whatever code it holds, and Driftline never unpickles.
+The model is an ONNX file, a scikit-learn estimator saved with skops (skl2onnx), an
+XGBoost or LightGBM booster in its own model file, or a TorchScript module
+(onnxmltools, torch.onnx; the `import` extra; `import_sources` and the modules beside
+it). A pickle is always refused: loading one runs whatever code it holds, and
+Driftline never unpickles.
 
 The graph is wrapped to follow the artifact contract (`onnx_adapter`), and ONNX
-Runtime's answers on the wrapped graph must equal the original model's (the
-estimator's `predict_proba`/`predict`, or the original graph's) within the trainer's
-`parity_tolerance`, on the sample or, without one, on random rows within the spec's
-ranges; otherwise nothing is registered.
+Runtime's answers on the wrapped graph must equal the original model's (its own
+`predict`, or the original graph's) within the trainer's `parity_tolerance`, on the
+sample or, without one, on random rows within the spec's ranges; otherwise nothing
+is registered.
 
-The sample (`--sample`, CSV with a header or JSON lines, read with the feature value
-rules) becomes the drift reference. When it has labels, a learner of the spec is
-trained on it and its state is registered as `training/state.npz`: the online
+The sample (`--sample`, CSV with a header, Parquet or JSON lines, read with the
+feature value rules) becomes the drift reference. When it has labels, a learner of the
+spec is trained on it and its state is registered as `training/state.npz`: the online
 trainer resumes from that learner, a challenger that must pass the gate against the
 imported champion. Without labels there is no state and the trainer starts a fresh
 learner beside it; without a sample there is no reference either, said in the
-output and in the `driftline.reference` tag (the drift monitor waits, not ready).
+output and in the `driftline.reference` tag (the drift monitor then takes the version's
+first live predictions as its reference).
 
 The version is registered through `ModelVersions` (the same run, tags, sha256 and
 publish key as a trained one) with the aliases `champion` and `baseline`.
@@ -33,19 +37,20 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, get_args
 
 import numpy as np
-import onnx
 from numpy.typing import NDArray
 
 from driftline.api import artifacts
+from driftline.api.spec import ImportFormat
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
 from driftline.trainer import export
 from driftline.trainer.bootstrap import DataError, data_fingerprint, examples_from_rows
 from driftline.trainer.bootstrap import rows_from_file as read_rows
 from driftline.trainer.checkpoint import learner_state, to_bytes
+from driftline.trainer.import_sources import ModelImportError, Source, onnx_source, refuse_pickle
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
 from driftline.trainer.onnx_adapter import MappingError, adapt, original_feeds
 from driftline.trainer.settings import TrainerSettings
@@ -54,15 +59,28 @@ from driftline.trainer.versions import Artifacts, ModelVersions
 log = logging.getLogger(__name__)
 
 PICKLES: Final = frozenset({".pkl", ".pickle", ".joblib"})
+SUFFIXES: Final = {
+    ".onnx": "onnx",
+    ".skops": "skops",
+    ".json": "xgboost",
+    ".ubj": "xgboost",
+    ".txt": "lightgbm",
+    ".lgb": "lightgbm",
+    ".pt": "torchscript",
+    ".pts": "torchscript",
+    ".pth": "torchscript",  # refused unless it is a TorchScript archive (torch.save's pickles)
+    ".torchscript": "torchscript",
+}
+FORMATS: Final = get_args(ImportFormat)
+PROBABILITY_SLACK: Final = 1e-3
 RANDOM_ROWS: Final = 256
 NO_REFERENCE: Final = (
     "none: no sample was given; the drift reference will come from the first live traffic "
-    "(until a version with a reference serves, the drift monitor waits, not ready)"
+    "(the drift monitor takes this version's first predictions; no drift is measured until then)"
 )
 
 
-class ModelImportError(ValueError):
-    """A model that cannot be imported as it is; the message says why and what to do."""
+__all__ = ["ModelImportError", "import_model", "load_source"]
 
 
 @dataclass(frozen=True)
@@ -76,143 +94,78 @@ class Imported:
     seconds: float
 
 
-@dataclass(frozen=True)
-class Source:
-    """The original model: its ONNX graph and a function giving its own answers."""
-
-    fmt: str
-    graph: onnx.ModelProto
-    answers: Any  # (numeric, categorical) -> float array [n, C] or [n]
-
-
-def refuse_pickle(path: Path) -> ModelImportError:
-    return ModelImportError(
-        f"{path.name} is a pickle, and loading a pickle runs any code it holds; it is not "
-        "loaded. Save the estimator with skops (`skops.io.dump(model, 'model.skops')`) and "
-        "import that, or convert it to ONNX (skl2onnx) and import the .onnx file"
-    )
-
-
 def load_source(
     path: Path,
     layout: FeatureLayout,
     task: str,
+    classes: int = 2,
     *,
+    fmt: str | None = None,
     trusted: list[str] | None = None,
 ) -> Source:
+    """The original model, by `fmt` or else by the file's suffix; each with its safe loader."""
     suffix = path.suffix.lower()
     if not path.exists():
         raise ModelImportError(f"{path}: no such file")
-    if suffix == ".onnx":
-        return _onnx_source(path)
-    if suffix == ".skops":
-        return sklearn_source(_load_skops(path, trusted or []), layout, task, "skops")
     if suffix in PICKLES:
         raise refuse_pickle(path)
+    fmt = fmt or SUFFIXES.get(suffix)
+    if fmt == "onnx":
+        return onnx_source(path)
+    if fmt == "skops":
+        from driftline.trainer.import_sklearn import load_skops, sklearn_source
+
+        return sklearn_source(load_skops(path, trusted or []), layout, task, "skops")
+    if fmt == "xgboost":
+        from driftline.trainer.import_boosters import xgboost_source
+
+        return xgboost_source(path, layout, task, classes)
+    if fmt == "lightgbm":
+        from driftline.trainer.import_boosters import lightgbm_source
+
+        return lightgbm_source(path, layout, task, classes)
+    if fmt == "torchscript":
+        from driftline.trainer.import_torch import torchscript_source
+
+        return torchscript_source(path, layout, task)
     raise ModelImportError(
-        f"{path}: import a .onnx file or a scikit-learn estimator saved as .skops"
+        f"{path}: import a .onnx file, a scikit-learn estimator saved as .skops, an XGBoost "
+        "model file (.json, .ubj), a LightGBM model file (.txt) or a TorchScript module "
+        f"(.pt); --format says which for another name ({', '.join(FORMATS)})"
     )
 
 
-def _onnx_source(path: Path) -> Source:
-    try:
-        graph = onnx.load_model(str(path))
-    except Exception as exc:  # protobuf's decode errors
-        raise ModelImportError(f"{path}: not an ONNX model ({exc})") from exc
-    return Source("onnx", graph, None)
+def existing_champion(settings: TrainerSettings) -> str | None:
+    """The version under `champion`, if the registry has one (`--if-no-version`)."""
+    versions = ModelVersions(
+        settings.connections.mlflow_tracking_uri, settings.model.spec.model.registry.name
+    )
+    champion = versions.by_alias(artifacts.ALIAS_CHAMPION)
+    return None if champion is None else str(champion.version)
 
 
-def _load_skops(path: Path, trusted: list[str]) -> Any:
-    import skops.io as sio
+def parity_difference(ours: NDArray[np.float64], theirs: NDArray[np.float64]) -> float:
+    """The largest difference, relative beyond magnitude 1.
 
-    untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in trusted]
-    if untrusted:
+    Probabilities and values up to 1 are compared absolutely; a larger value relatively,
+    since the contract serves float32, which holds about 7 significant digits: a
+    regression value of 1000 cannot match to 1e-5 absolutely in any format.
+    """
+    scale = np.maximum(1.0, np.abs(theirs))
+    return float(np.max(np.abs(ours - theirs) / scale)) if ours.size else 0.0
+
+
+def check_probabilities(probabilities: NDArray[np.float64]) -> None:
+    """A classifier's output must be probabilities: in [0, 1], each row summing to 1."""
+    sums = probabilities.sum(axis=1)
+    low, high = float(probabilities.min(initial=0.0)), float(probabilities.max(initial=0.0))
+    worst = float(np.max(np.abs(sums - 1.0), initial=0.0))
+    if low < -PROBABILITY_SLACK or high > 1 + PROBABILITY_SLACK or worst > PROBABILITY_SLACK:
         raise ModelImportError(
-            f"{path.name} holds types skops does not trust by default: {untrusted}; check "
-            "them, and pass --trust TYPE for each one you trust"
+            f"the model's classification output is not probabilities (values in [{low:.3g}, "
+            f"{high:.3g}], rows summing up to {worst:.3g} away from 1): these look like "
+            "scores or logits; end the model with a softmax (or predict_proba) and import again"
         )
-    return sio.load(path, trusted=trusted or None)
-
-
-def sklearn_source(estimator: Any, layout: FeatureLayout, task: str, fmt: str) -> Source:
-    """Convert a fitted scikit-learn estimator with skl2onnx; answers with the estimator."""
-    try:
-        from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    except ImportError as exc:
-        raise ModelImportError(
-            "importing a scikit-learn model needs skl2onnx: pip install 'driftline[import]'"
-        ) from exc
-    names = getattr(estimator, "feature_names_in_", None)
-    types: list[tuple[str, Any]]
-    if names is not None:
-        known = {*layout.numeric_names, *layout.categorical_names}
-        unknown = [str(n) for n in names if n not in known]
-        if unknown:
-            raise ModelImportError(
-                f"the estimator was fit on columns {unknown}, which are not features of the "
-                f"spec (numeric: {', '.join(layout.numeric_names) or '-'}; categorical: "
-                f"{', '.join(layout.categorical_names) or '-'})"
-            )
-        types = [
-            (str(n), FloatTensorType([None, 1]))
-            if n in layout.numeric_names
-            else (str(n), StringTensorType([None, 1]))
-            for n in names
-        ]
-    else:
-        width = int(getattr(estimator, "n_features_in_", len(layout.numeric)))
-        if layout.categorical:
-            raise ModelImportError(
-                "the estimator was fit on an array, without column names, but the spec has "
-                f"categorical features ({', '.join(layout.categorical_names)}): fit it on a "
-                "pandas DataFrame whose columns are named after the features"
-            )
-        if width != len(layout.numeric):
-            raise ModelImportError(
-                f"the estimator's input has {width} columns; the spec has "
-                f"{len(layout.numeric)} numeric features: {', '.join(layout.numeric_names)}"
-            )
-        types = [(artifacts.INPUT_NUMERIC, FloatTensorType([None, width]))]
-    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
-    if task == "classification":
-        classes = list(getattr(final, "classes_", []))
-        if classes != list(range(len(classes))):
-            raise ModelImportError(
-                f"the estimator's classes are {classes}; Driftline's labels are class indices "
-                "0..C-1 in the order of the probabilities: refit it with labels 0..C-1"
-            )
-    options = {id(final): {"zipmap": False}} if task == "classification" else None
-    try:
-        graph = convert_sklearn(
-            estimator,
-            initial_types=types,
-            options=options,
-            target_opset={"": export.OPSET, "ai.onnx.ml": 3},
-        )
-    except Exception as exc:  # skl2onnx raises many types for what it cannot convert
-        raise ModelImportError(
-            f"skl2onnx cannot convert {type(estimator).__name__}: {exc}"
-        ) from exc
-
-    def answers(numeric: NDArray[np.float32], categorical: NDArray[Any]) -> NDArray[Any]:
-        if names is not None:
-            import pandas as pd
-
-            columns = {}
-            for n in names:
-                if n in layout.numeric_names:
-                    columns[n] = numeric[:, layout.numeric_names.index(n)].astype(np.float64)
-                else:
-                    columns[n] = categorical[:, layout.categorical_names.index(n)]
-            x: Any = pd.DataFrame(columns)
-        else:
-            x = numeric.astype(np.float64)
-        if task == "classification":
-            return np.asarray(estimator.predict_proba(x), np.float64)
-        return np.asarray(estimator.predict(x), np.float64).ravel()
-
-    return Source(f"sklearn:{fmt}", graph, answers)
 
 
 def random_rows(layout: FeatureLayout, n: int, seed: int) -> list[dict[str, Any]]:
@@ -280,6 +233,7 @@ def import_model(
     label_column: str = "label",
     output: str | None = None,
     trusted: list[str] | None = None,
+    fmt: str | None = None,
     force: bool = False,
 ) -> Imported:
     """Check, wrap and register `path` as champion and baseline; raises `ModelImportError`."""
@@ -287,9 +241,9 @@ def import_model(
     model, spec = settings.model, settings.model.spec
     task, classes = spec.model.task, spec.model.classes
     layout = FeatureLayout.from_features(spec.features)
-    source = load_source(path, layout, task, trusted=trusted)
+    source = load_source(path, layout, task, classes, fmt=fmt, trusted=trusted)
     try:
-        graph, maps, served = adapt(source.graph, layout, task, classes, output)
+        graph, maps, served = adapt(source.graph, layout, task, classes, output, source.columns)
     except MappingError as exc:
         raise ModelImportError(str(exc)) from exc
     export.describe_graph(graph, layout, task, classes, producer="driftline-import")
@@ -313,7 +267,9 @@ def import_model(
             f"the original model answers with shape {theirs.shape}, the registered graph "
             f"with {ours.shape}"
         )
-    diff = float(np.max(np.abs(ours - theirs.reshape(ours.shape))))
+    if task == "classification":
+        check_probabilities(theirs.reshape(ours.shape))
+    diff = parity_difference(ours, theirs.reshape(ours.shape))
     if not np.isfinite(diff) or diff > settings.parity_tolerance:
         raise ModelImportError(
             f"the registered graph answers differently from the original model by {diff:.2e} "

@@ -7,7 +7,8 @@ Serving feeds every graph the same two inputs (`driftline.api.artifacts`): `nume
 
 - the contract's inputs already (`numeric`, `categorical`);
 - one float tensor [N, k] whose k columns are the spec's numeric features in order
-  (a spec without categorical features);
+  (a spec without categorical features), or named features in the model's own order
+  when the model knows its column names (a booster trained on a DataFrame);
 - one tensor per feature, named after the feature ([N, 1] or [N]).
 
 `adapt` keeps the original graph whole (its names prefixed, so nothing collides)
@@ -76,8 +77,14 @@ def graph_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
     return [i for i in model.graph.input if i.name not in inits]
 
 
-def map_inputs(model: onnx.ModelProto, layout: FeatureLayout) -> list[InputMap]:
-    """How each input of `model` is fed from the contract's inputs; `MappingError` if not."""
+def map_inputs(
+    model: onnx.ModelProto, layout: FeatureLayout, columns: Sequence[str] | None = None
+) -> list[InputMap]:
+    """How each input of `model` is fed from the contract's inputs; `MappingError` if not.
+
+    `columns` names the features of a single [N, k] input in its own order (a model
+    that knows its column names); without, they are the spec's numeric features in order.
+    """
     inputs = graph_inputs(model)
     names = [i.name for i in inputs]
     numeric, categorical = layout.numeric_names, layout.categorical_names
@@ -92,6 +99,8 @@ def map_inputs(model: onnx.ModelProto, layout: FeatureLayout) -> list[InputMap]:
     features.update(dict.fromkeys(categorical, artifacts.INPUT_CATEGORICAL))
     if names and set(names) <= set(features):
         return [_per_feature(i, features[i.name], layout) for i in inputs]
+    if len(inputs) == 1 and columns is not None:
+        return [_named_columns(inputs[0], columns, numeric)]
     if len(inputs) == 1:
         (single,) = inputs
         if categorical:
@@ -125,6 +134,28 @@ def _whole(value: onnx.ValueInfoProto, source: str, features: Sequence[str]) -> 
     _check_type(value.name, elem, source)
     assert elem is not None
     return InputMap(value.name, source, tuple(range(len(features))), 2, elem)
+
+
+def _named_columns(
+    value: onnx.ValueInfoProto, columns: Sequence[str], numeric: Sequence[str]
+) -> InputMap:
+    """One [N, k] input whose k columns are the named numeric features, in any order."""
+    unknown = [c for c in columns if c not in numeric]
+    if unknown:
+        raise MappingError(
+            f"the model's input {value.name!r} has columns {unknown}, which are not numeric "
+            f"features of the spec ({', '.join(numeric) or '-'})"
+        )
+    shape, elem = _shape(value), _elem(value)
+    if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != len(columns)):
+        raise MappingError(
+            f"the model's input {value.name!r} has shape {shape}; its columns are "
+            f"{len(columns)} features: {', '.join(columns)}"
+        )
+    _check_type(value.name, elem, artifacts.INPUT_NUMERIC)
+    assert elem is not None
+    where = tuple(numeric.index(c) for c in columns)
+    return InputMap(value.name, artifacts.INPUT_NUMERIC, where, 2, elem)
 
 
 def _per_feature(value: onnx.ValueInfoProto, source: str, layout: FeatureLayout) -> InputMap:
@@ -211,9 +242,10 @@ def adapt(
     task: str,
     classes: int,
     output: str | None = None,
+    columns: Sequence[str] | None = None,
 ) -> tuple[onnx.ModelProto, list[InputMap], str]:
     """The contract-shaped graph, the input mapping and the original output it serves."""
-    maps = map_inputs(original, layout)
+    maps = map_inputs(original, layout, columns)
     served = choose_output(original, task, classes, output)
     model = onnx.compose.add_prefix(original, PREFIX)
     graph = model.graph
