@@ -36,7 +36,7 @@ def test_csv_jsonl_npz_and_parquet_give_the_same_rows(tmp_path: Path) -> None:
         kind=np.array(["a", "b"]),
         label=np.array([1, 0]),
     )
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
     import pyarrow as pa
 
     pq.write_table(
@@ -69,7 +69,7 @@ def test_file_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_a_parquet_sample_without_labels_or_with_a_column_missing(tmp_path: Path) -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow.parquet as pq
     import pyarrow as pa
 
     pq.write_table(pa.table({"x": [1.0, 2.0], "kind": ["a", None]}), tmp_path / "s.parquet")

@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import xgboost as xgb
 
 from driftline.api import artifacts
 from driftline.local.servers import MlflowServer
@@ -87,7 +89,6 @@ def registered(settings: TrainerSettings, name: str, fmt: str) -> None:
 def test_an_xgboost_classifier(
     tmp_path: Path, mlflow_server: MlflowServer, unique: str, suffix: str, classes: int
 ) -> None:
-    xgb = pytest.importorskip("xgboost")
     frame, labels = data(600, classes=classes)
     # Trained on the columns in another order than the spec's: mapped by name.
     order = ["d", "b", "a", "c"]
@@ -116,7 +117,6 @@ def test_an_xgboost_regressor_with_large_values(
     tmp_path: Path, mlflow_server: MlflowServer, unique: str
 ) -> None:
     """Values near 100 in float32: parity is relative beyond magnitude 1."""
-    xgb = pytest.importorskip("xgboost")
     frame, _ = data(400, seed=2)
     target = frame["d"] * 2 + frame["a"]
     booster = xgb.train(
@@ -133,7 +133,6 @@ def test_an_xgboost_regressor_with_large_values(
 
 
 def test_a_booster_with_columns_outside_the_spec_is_refused(tmp_path: Path) -> None:
-    xgb = pytest.importorskip("xgboost")
     frame, labels = data(200)
     frame = frame.rename(columns={"c": "z"})
     booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(frame, label=labels), 3)
@@ -152,7 +151,6 @@ def test_a_booster_with_columns_outside_the_spec_is_refused(tmp_path: Path) -> N
 def test_a_lightgbm_classifier(
     tmp_path: Path, mlflow_server: MlflowServer, unique: str, classes: int
 ) -> None:
-    lgb = pytest.importorskip("lightgbm")
     frame, labels = data(800, seed=1, classes=classes)
     objective = {"objective": "binary"} if classes == 2 else {
         "objective": "multiclass", "num_class": classes
@@ -179,7 +177,6 @@ def test_a_lightgbm_regressor_on_an_array(
     tmp_path: Path, mlflow_server: MlflowServer, unique: str
 ) -> None:
     """Trained on an array (default names Column_0..): the spec's numeric features in order."""
-    lgb = pytest.importorskip("lightgbm")
     frame, _ = data(500, seed=3)
     x = frame.to_numpy()
     booster = lgb.train(
