@@ -36,8 +36,8 @@ def test_csv_jsonl_npz_and_parquet_give_the_same_rows(tmp_path: Path) -> None:
         kind=np.array(["a", "b"]),
         label=np.array([1, 0]),
     )
-    import pyarrow.parquet as pq
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     pq.write_table(
         pa.table({"kind": ["a", "b"], "x": [1.5, None], "label": [1, 0], "other": [0, 0]}),
@@ -69,8 +69,8 @@ def test_file_errors_name_the_problem(tmp_path: Path) -> None:
 
 
 def test_a_parquet_sample_without_labels_or_with_a_column_missing(tmp_path: Path) -> None:
-    import pyarrow.parquet as pq
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"x": [1.0, 2.0], "kind": ["a", None]}), tmp_path / "s.parquet")
     rows, labels = rows_from_file(tmp_path / "s.parquet", LAYOUT, require_label=False)
