@@ -710,6 +710,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         after = set(self._ctr("images", "ls", "-q", timeout=30).split())
         return sorted(after - before)
 
+    def image_refs(self) -> set[str]:
+        """The references of every image in the node's containerd."""
+        return set(self._ctr("images", "ls", "-q", timeout=30).split())
+
     def _start_kubelet(self, deadline: float) -> None:
         kubelet_root = self.root / "kubelet"
         kubelet_root.mkdir(parents=True, exist_ok=True)
@@ -1013,6 +1017,12 @@ class NodeStack:
         if self.node is None:
             raise InfraError("the real node is not started")
         return self.node.import_image(tarball, timeout=timeout)
+
+    def image_refs(self) -> set[str]:
+        """The references of every image in the node's containerd."""
+        if self.node is None:
+            raise InfraError("the real node is not started")
+        return self.node.image_refs()
 
     def __enter__(self) -> Self:
         return self.start()
