@@ -68,9 +68,10 @@ def imported(
     started = time.monotonic()
     docker_daemon.save(operator_image.ref, tarball)
     saved = time.monotonic()
-    refs = real_node.import_image(tarball)
+    real_node.import_image(tarball)  # again, when dev mode's tests imported it first
     done = time.monotonic()
     tarball.unlink()
+    refs = real_node.image_refs()
     assert f"docker.io/{operator_image.ref}" in refs, refs
     return {"save_s": saved - started, "import_s": done - saved}
 
@@ -141,7 +142,8 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     real_node: NodeStack,
     request: pytest.FixtureRequest,
 ) -> None:
-    """No Kafka, Redis or MLflow anywhere (and no cluster DNS to find them by)."""
+    """No Kafka, Redis or MLflow anywhere: the sample's names (`kafka`, `redis`,
+    `mlflow`) are no Service the cluster DNS knows."""
     sample = yaml.safe_load(SAMPLE.read_text())
     sample["metadata"]["namespace"] = MODELS
     sample["spec"]["training"] = {"mode": "off"}
