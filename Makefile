@@ -82,11 +82,11 @@ rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kaf
 IMAGE_TAG ?= dev
 REGISTRY ?=
 PUSH ?=
-IMAGES ?= operator inference services inference-gpu
+IMAGES ?= operator inference services inference-gpu dev-redis dev-kafka dev-mlflow
 DOCKER_BUILD_ARGS ?=
 IMAGE_PREFIX := $(if $(REGISTRY),$(patsubst %/,%,$(REGISTRY))/,)driftline
 .PHONY: images
-images: ## build the container images (needs Docker): operator, inference, services, inference-gpu; PUSH=1 pushes
+images: ## build the container images (needs Docker): operator, inference, services, inference-gpu, and dev mode's dev-redis, dev-kafka, dev-mlflow; PUSH=1 pushes
 	@command -v docker >/dev/null || { echo "make images needs Docker" >&2; exit 1; }
 	@set -e; for image in $(IMAGES); do \
 	  case $$image in \
@@ -95,7 +95,9 @@ images: ## build the container images (needs Docker): operator, inference, servi
 	      args="--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference --build-arg HEALTH_PORT=8080" ;; \
 	    services) file=docker/services.Dockerfile; args="" ;; \
 	    inference-gpu) file=docker/inference-gpu.Dockerfile; args="" ;; \
-	    *) echo "unknown image $$image (operator, inference, services, inference-gpu)" >&2; exit 1 ;; \
+	    dev-redis|dev-kafka|dev-mlflow) file=docker/dev/$${image#dev-}.Dockerfile; args="" ;; \
+	    *) echo "unknown image $$image (operator, inference, services, inference-gpu," \
+	      "dev-redis, dev-kafka, dev-mlflow)" >&2; exit 1 ;; \
 	  esac; \
 	  ref=$(IMAGE_PREFIX)/$$image:$(IMAGE_TAG); \
 	  echo "docker build -f $$file $$args $(DOCKER_BUILD_ARGS) -t $$ref ."; \

@@ -8,7 +8,7 @@
 # Needs docker, kind, kubectl and helm on PATH. Environment:
 #   E2E_CLUSTER      kind cluster name (default driftline-e2e); created unless it exists
 #   E2E_KEEP=1       keep the cluster afterwards (default: delete a cluster this run created)
-#   E2E_BUILD=0      use driftline/{operator,services}:$E2E_TAG as they are
+#   E2E_BUILD=0      use driftline/{operator,services,inference,dev-*}:$E2E_TAG as they are
 #   E2E_TAG          image tag (default e2e)
 #   E2E_TIMEOUT      seconds for the drift -> promotion cycle (default 1800)
 #   TORCH_INDEX      package index for torch in the services image (default: the
@@ -65,6 +65,9 @@ if [[ ${E2E_BUILD:-1} == 1 ]]; then
   docker build -f docker/services.Dockerfile -t "driftline/inference:$TAG" \
     --build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference \
     --build-arg HEALTH_PORT=8080 .
+  for server in redis kafka mlflow; do
+    docker build -f "docker/dev/$server.Dockerfile" -t "driftline/dev-$server:$TAG" .
+  done
 fi
 
 # --- cluster --------------------------------------------------------------------------
@@ -76,7 +79,8 @@ fi
 kubectl config use-context "kind-$CLUSTER" >/dev/null
 log "loading images into the cluster"
 kind load docker-image --name "$CLUSTER" "driftline/operator:$TAG" "driftline/services:$TAG" \
-  "driftline/inference:$TAG"
+  "driftline/inference:$TAG" "driftline/dev-redis:$TAG" "driftline/dev-kafka:$TAG" \
+  "driftline/dev-mlflow:$TAG"
 
 # --- the chart in dev mode ------------------------------------------------------------
 log "installing the chart (dev mode)"

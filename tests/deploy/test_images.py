@@ -19,11 +19,19 @@ from .chart import ROOT, Tools, run
 pytestmark = pytest.mark.timeout(1800)
 
 DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
+# Dev mode's servers (Redis, Kafka, MLflow): not Driftline's code, so not its habits.
+DEV_DOCKERFILES = sorted((ROOT / "docker" / "dev").glob("*.Dockerfile"))
 
 
 def test_hadolint(tools: Tools) -> None:
-    assert len(DOCKERFILES) == 3
-    run([tools["hadolint"], "--no-color", *map(str, DOCKERFILES)])
+    assert (len(DOCKERFILES), len(DEV_DOCKERFILES)) == (3, 3)
+    run([tools["hadolint"], "--no-color", *map(str, DOCKERFILES + DEV_DOCKERFILES)])
+    run(
+        [
+            tools["shellcheck"],
+            *map(str, sorted((ROOT / "docker" / "dev" / "kafka" / "bin").iterdir())),
+        ]
+    )
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)

@@ -4,11 +4,13 @@
 #   Kubernetes                 kube-apiserver, kube-controller-manager, kube-scheduler,
 #                              kubelet, kube-proxy, etcd and kwok, built by `go build`
 #                              from the Go module proxy (go.mod here pins the releases)
+#   CoreDNS                    the real node's cluster DNS, `go build` of coredns/ (a
+#                              module of its own: CoreDNS with the plugins it needs)
 #   Apache Kafka               the broker's jars from Maven Central (pom.xml here)
 #
 # The cache directory is ${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>, where
 # the key names the pinned versions and a hash of this directory's inputs (go.mod,
-# go.sum, pom.xml, log4j2.properties and this script): any change builds into a new
+# go.sum, pom.xml, log4j2.properties, coredns/ and this script): any change builds into a new
 # directory, and an unchanged rig is not built again. Go's module and build caches
 # (~/go/pkg/mod, ~/.cache/go-build) and Maven's (~/.m2) stay where they are, so even
 # a new key rebuilds mostly from cache. Builds of one key take turns (flock), so
@@ -16,7 +18,7 @@
 #
 #   bash tests/rig/build.sh            build what is missing, print timings
 #   bash tests/rig/build.sh --print    print the rig directory and exit
-#   bash tests/rig/build.sh k8s|kafka  build one half only
+#   bash tests/rig/build.sh k8s|coredns|kafka  build one part only
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -26,9 +28,10 @@ mod_version() { awk -v m="$1" '$1 == m && $2 ~ /^v/ { print $2; exit }' "$here/g
 k8s_version="$(mod_version k8s.io/kubernetes)"
 etcd_version="$(mod_version go.etcd.io/etcd/server/v3)"
 kwok_version="$(mod_version sigs.k8s.io/kwok)"
+coredns_version="$(awk '$2 == "github.com/coredns/coredns" { print $3; exit }' "$here/coredns/go.mod")"
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
 # Keep in step with rig_key() in tests/support/driftline_testing/rig.py.
-inputs=(go.mod go.sum pom.xml log4j2.properties build.sh)
+inputs=(go.mod go.sum pom.xml log4j2.properties coredns/go.mod coredns/go.sum coredns/main.go build.sh)
 digest="$(cd "$here" && cat "${inputs[@]}" | sha256sum | cut -c1-10)"
 key="k8s-${k8s_version}-kafka-${kafka_version}-${digest}"
 rig="$cache_root/$key"
@@ -85,10 +88,31 @@ build_k8s() {
   done
   chmod -R u+w "$out/kwok-stages"
   mkdir -p "$rig"
+  # CoreDNS has a build of its own (build_coredns) into the same bin/.
+  if [[ -f "$rig/bin/coredns" ]]; then mv "$rig/bin/coredns" "$out/"; fi
   rm -rf "$rig/bin" && mv "$out" "$rig/bin"
   printf 'kubernetes %s\netcd %s\nkwok %s\n' "$k8s_version" "$etcd_version" "$kwok_version" \
     >"$rig/k8s.done"
   stamp "kubernetes $k8s_version: built"
+}
+
+build_coredns() {
+  if [[ -f "$rig/coredns.done" ]]; then
+    stamp "coredns $coredns_version: cached"
+    return
+  fi
+  command -v go >/dev/null || { echo "build.sh: Go is needed to build the rig" >&2; exit 1; }
+  local out="$rig/coredns.partial"
+  rm -rf "$out" && mkdir -p "$out"
+  (
+    cd "$here/coredns"
+    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
+      -o "$out/coredns" .
+  )
+  mkdir -p "$rig/bin"
+  mv "$out/coredns" "$rig/bin/coredns" && rmdir "$out"
+  echo "coredns $coredns_version" >"$rig/coredns.done"
+  stamp "coredns $coredns_version: built"
 }
 
 build_kafka() {
@@ -129,10 +153,11 @@ if command -v flock >/dev/null; then
   flock 9
 fi
 case "$what" in
-  all) build_kafka; build_k8s ;;
+  all) build_kafka; build_k8s; build_coredns ;;
   k8s) build_k8s ;;
+  coredns) build_coredns ;;
   kafka) build_kafka ;;
-  *) echo "usage: build.sh [--print|all|k8s|kafka]" >&2; exit 2 ;;
+  *) echo "usage: build.sh [--print|all|k8s|coredns|kafka]" >&2; exit 2 ;;
 esac
 prune
 stamp "rig ready"

@@ -125,6 +125,17 @@ the chart renders exactly those rules; change both together.
 {{ printf "driftline-%s.%s.svc.cluster.local" .name .ctx.Release.Namespace }}
 {{- end -}}
 
+{{/* A dev-mode server's image: dev.<name>.image as it is when it names a tag or a
+digest, else with the chart's tag (the operator's). */}}
+{{- define "driftline.dev.image" -}}
+{{- $image := index .ctx.Values.dev .name "image" -}}
+{{- if regexMatch "(:[^/:@]+|@sha256:[0-9a-f]{64})$" $image -}}
+{{ $image }}
+{{- else -}}
+{{ $image }}:{{ include "driftline.tag" .ctx }}
+{{- end -}}
+{{- end -}}
+
 {{- define "driftline.dev.labels" -}}
 app.kubernetes.io/name: driftline-{{ .name }}
 app.kubernetes.io/part-of: driftline

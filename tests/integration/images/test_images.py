@@ -147,3 +147,36 @@ def test_sizes_are_recorded(images: dict[str, BuiltImage]) -> None:
     text = report.read_text()
     for name in SUITE_IMAGES:
         assert f"| `driftline/{name}` | {round(images[name].size_mb)} |" in text
+
+
+# Dev mode's servers: each image's own version command, run as the image's user.
+DEV_VERSIONS = {
+    "dev-redis": (["redis-server", "--version"], r"Redis server v=7\."),
+    "dev-kafka": (["kafka-server-start.sh", "--version"], r"^{kafka}\b"),
+    "dev-mlflow": (["mlflow", "--version"], r"version {mlflow}$"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEV_VERSIONS))
+def test_dev_image_runs_its_server_as_non_root_at_the_pinned_version(
+    image_builder: ImageBuilder, docker_daemon: DockerDaemon, name: str
+) -> None:
+    """Kafka at the version the rig's broker runs, MLflow at the project's pin."""
+    import re
+
+    image = image_builder.build(name)
+    kafka = re.search(
+        r"<kafka\.version>(.+?)</kafka\.version>", (ROOT / "tests/rig/pom.xml").read_text()
+    )
+    image_pom = (ROOT / "docker/dev/kafka/pom.xml").read_text()
+    assert kafka is not None and f"<kafka.version>{kafka.group(1)}</kafka.version>" in image_pom
+    mlflow = re.search(r"^mlflow==(\S+)", (ROOT / "requirements/constraints.txt").read_text(), re.M)
+    assert mlflow is not None
+    argv, pattern = DEV_VERSIONS[name]
+    expected = pattern.format(kafka=re.escape(kafka.group(1)), mlflow=re.escape(mlflow.group(1)))
+    user = docker_daemon.docker("image", "inspect", "--format", "{{.Config.User}}", image.ref)
+    assert user.stdout.strip() == "10001:10001"
+    result = docker_daemon.run(image.ref, "-c", 'id -u; exec "$@"', "sh", *argv, entrypoint="sh")
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 0 and lines[0] == "10001", lines
+    assert any(re.search(expected, line) for line in lines[1:]), lines

@@ -199,6 +199,51 @@ def test_pods_and_a_cluster_ip_service_answer(stack: NodeStack) -> None:
     assert logs(stack, "client").split("\n")[:2] == ["hello from web", "hello from web"]
 
 
+def test_pods_resolve_service_names_through_the_cluster_dns(
+    stack: NodeStack, request: pytest.FixtureRequest
+) -> None:
+    """kubelet gives Pods the `kube-dns` Service as their name server and the
+    cluster's search domains; CoreDNS answers the API server's Service, and a
+    Service of the Pod's own namespace by its short name."""
+    create(
+        stack,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "named"},
+            "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 80}]},
+        },
+    )
+    services = {
+        name: plane(stack).request("GET", f"/api/v1/namespaces/{namespace}/services/{name}")
+        for namespace, name in (("default", "kubernetes"), (NAMESPACE, "named"))
+    }
+    lookup = (
+        "cat /etc/resolv.conf; "
+        "for name in kubernetes.default.svc.cluster.local named; do "
+        # busybox's nslookup asks every search domain and fails when one has no
+        # answer: an answer is a "Name:" line.
+        "for i in $(seq 1 20); do out=$(nslookup $name 2>&1); "
+        'case "$out" in *Name:*) break;; esac; sleep 0.5; done; '
+        'echo "$out" | sed -n "s/^Address: *\\([0-9.]*\\)$/$name \\1/p"; done'
+    )
+    started = time.monotonic()
+    create(stack, pod("resolver", busybox(stack), lookup))
+    status = eventually(lambda: finished(stack, "resolver"), 60, "Pod resolver finished")
+    elapsed = time.monotonic() - started
+    out = logs(stack, "resolver")
+    assert status["phase"] == "Succeeded", (status, out)
+    lines = out.splitlines()
+    assert f"nameserver {node_infra.CLUSTER_DNS}" in lines, out
+    assert f"search {NAMESPACE}.svc.cluster.local svc.cluster.local cluster.local" in lines, out
+    answers = dict(line.split() for line in lines if line.startswith(("kubernetes.", "named ")))
+    assert answers == {
+        "kubernetes.default.svc.cluster.local": services["kubernetes"]["spec"]["clusterIP"],
+        "named": services["named"]["spec"]["clusterIP"],
+    }, out
+    report(request, f"cluster DNS: a Pod resolved two Service names, {elapsed:.1f} s to finish")
+
+
 def test_pods_reach_the_api_server_through_the_kubernetes_service(stack: NodeStack) -> None:
     """The `kubernetes` Service points at the host's end of the veth, and Pods get
     there (their traffic leaves the namespace as the node's address)."""
@@ -245,7 +290,7 @@ def test_the_host_network_namespace_stays_untouched(stack: NodeStack) -> None:
 def test_the_stack_memory_is_recorded(stack: NodeStack, request: pytest.FixtureRequest) -> None:
     assert stack.node is not None
     usage = stack.node.memory_mib()
-    assert {"kubelet", "containerd", "kube-proxy", "kube-apiserver"} <= usage.keys()
+    assert {"kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver"} <= usage.keys()
     detail = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(usage.items()))
     report(request, f"memory: {sum(usage.values()):.0f} MiB ({detail})")
 

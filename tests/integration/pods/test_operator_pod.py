@@ -11,10 +11,8 @@ time after `helm install`, and its memory (the kubelet's summary).
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,8 @@ import yaml
 
 from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder
 from driftline_testing.node import NodeStack
-from tests.deploy.chart import CHART, ROOT, Tools, values_file
+from tests.deploy.chart import CHART, ROOT, values_file
+from tests.integration.pods.cluster import Kube, is_ready, pod_memory, report, restricted_namespace
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(1800)]
 
@@ -33,57 +32,10 @@ SAMPLE = ROOT / "manifests" / "samples" / "minimal.yaml"
 COLUMNS = ["NAME", "PHASE", "STABLE", "CANDIDATE", "CANARY%", "DRIFT", "AGE"]
 
 
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """A line in the test output (also without -s), and in the JUnit properties."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if reporter is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            reporter.write_line(f"\n[operator pod] {line}")
-    request.node.user_properties.append(("operator-pod", line))
-
-
-class Kube:
-    """kubectl and helm as the rig's admin, with a failure that says what went wrong."""
-
-    def __init__(self, tools: Tools, kubeconfig: Path) -> None:
-        self.tools = tools
-        self.kubeconfig = str(kubeconfig)
-
-    def _run(self, argv: list[str], stdin: str | None, timeout: float, check: bool) -> str:
-        result = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"{' '.join(argv[2:5])} ...: {result.stderr.strip()}")
-        return result.stdout
-
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        argv = [self.tools["kubectl"], "--kubeconfig", self.kubeconfig, *args]
-        return self._run(argv, stdin, 180, check)
-
-    def helm(self, *args: str, check: bool = True) -> str:
-        argv = [self.tools["helm"], "--kubeconfig", self.kubeconfig, *args]
-        return self._run(argv, None, 300, check)
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.kubectl(*args, "-o", "json"))
-
-
-def restricted_namespace(kube: Kube, name: str) -> None:
-    kube.kubectl("create", "namespace", name)
-    kube.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
-
-
 def operator_pod(kube: Kube) -> dict[str, Any] | None:
     selector = "app.kubernetes.io/name=driftline-operator"
     pods = kube.json("get", "pods", "-n", NAMESPACE, "-l", selector)
     return pods["items"][0] if pods["items"] else None
-
-
-def is_ready(pod: dict[str, Any] | None) -> bool:
-    conditions = (pod or {}).get("status", {}).get("conditions", [])
-    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
 def why_not_ready(kube: Kube, pod: dict[str, Any] | None) -> str:
@@ -116,17 +68,12 @@ def imported(
     started = time.monotonic()
     docker_daemon.save(operator_image.ref, tarball)
     saved = time.monotonic()
-    refs = real_node.import_image(tarball)
+    real_node.import_image(tarball)  # again, when dev mode's tests imported it first
     done = time.monotonic()
     tarball.unlink()
+    refs = real_node.image_refs()
     assert f"docker.io/{operator_image.ref}" in refs, refs
     return {"save_s": saved - started, "import_s": done - saved}
-
-
-@pytest.fixture(scope="module")
-def kube(real_node: NodeStack, tools: Tools) -> Kube:
-    assert real_node.plane is not None
-    return Kube(tools, real_node.plane.kubeconfig)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +142,8 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     real_node: NodeStack,
     request: pytest.FixtureRequest,
 ) -> None:
-    """No Kafka, Redis or MLflow anywhere (and no cluster DNS to find them by)."""
+    """No Kafka, Redis or MLflow anywhere: the sample's names (`kafka`, `redis`,
+    `mlflow`) are no Service the cluster DNS knows."""
     sample = yaml.safe_load(SAMPLE.read_text())
     sample["metadata"]["namespace"] = MODELS
     sample["spec"]["training"] = {"mode": "off"}
@@ -247,10 +195,7 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     report(request, f"kubectl get dynamicmodels:\n{table.rstrip()}")
 
     assert real_node.node is not None
-    stats = f"/api/v1/nodes/{real_node.node.name}/proxy/stats/summary"
-    summary = json.loads(kube.kubectl("get", "--raw", stats))
-    operator = next(p for p in summary["pods"] if p["podRef"]["namespace"] == NAMESPACE)
-    memory = operator["containers"][0]["memory"]
+    memory = next(iter(pod_memory(kube, real_node.node.name, NAMESPACE).values()))
     working_set = memory["workingSetBytes"] / 2**20
     assert 0 < working_set < 512, memory  # under the chart's limit
     report(

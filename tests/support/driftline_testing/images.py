@@ -29,6 +29,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -65,7 +66,7 @@ class ImageSpec:
 
     repository: str
     dockerfile: str
-    base_arg: str  # PYTHON_IMAGE or CUDA_IMAGE
+    base_arg: str  # PYTHON_IMAGE, CUDA_IMAGE or DEBIAN_IMAGE (all get the Debian base)
     build_args: tuple[tuple[str, str], ...] = ()
 
 
@@ -87,7 +88,13 @@ IMAGES: dict[str, ImageSpec] = {
     "inference-gpu": ImageSpec(
         "driftline/inference-gpu", "docker/inference-gpu.Dockerfile", "CUDA_IMAGE"
     ),
+    # The chart's dev mode (`dev.enabled`): Redis, Apache Kafka and MLflow.
+    "dev-redis": ImageSpec("driftline/dev-redis", "docker/dev/redis.Dockerfile", "DEBIAN_IMAGE"),
+    "dev-kafka": ImageSpec("driftline/dev-kafka", "docker/dev/kafka.Dockerfile", "DEBIAN_IMAGE"),
+    "dev-mlflow": ImageSpec("driftline/dev-mlflow", "docker/dev/mlflow.Dockerfile", "PYTHON_IMAGE"),
 }
+# The images of the chart's dev mode, by their key under `dev` in values.yaml.
+DEV_IMAGES = {"redis": "dev-redis", "kafka": "dev-kafka", "mlflow": "dev-mlflow"}
 
 
 def cache_dir() -> Path:
@@ -439,6 +446,7 @@ class ImageBuilder:
         spec = IMAGES[name]
         args = self.build_args(spec)
         key = f"k-{self.content_key(spec, args)}"
+        dockerfile = (self.repo / spec.dockerfile).read_text()
         ref = f"{spec.repository}:{key}"
         started = time.monotonic()
         reused = self.daemon.image_id(ref) is not None
@@ -447,8 +455,9 @@ class ImageBuilder:
             argv += ["--file", str(self.repo / spec.dockerfile)]
             for arg, value in args:
                 argv += ["--build-arg", f"{arg}={value}"]
-            stage = [*argv, "--target", "build", "--tag", f"{ref}-build", str(self.repo)]
-            self._logged(f"build-{name}-stage", stage, timeout=timeout)
+            if re.search(r"^FROM .* AS build$", dockerfile, re.MULTILINE):
+                stage = [*argv, "--target", "build", "--tag", f"{ref}-build", str(self.repo)]
+                self._logged(f"build-{name}-stage", stage, timeout=timeout)
             self._logged(f"build-{name}", [*argv, "--tag", ref, str(self.repo)], timeout=timeout)
             self._remove_older(spec.repository, keep=(key, f"{key}-build"))
         return BuiltImage(
@@ -488,6 +497,9 @@ ABOUT = {
     "inference": "`driftline[inference,cpu]`: FastAPI, ONNX Runtime CPU; no torch",
     "services": "every part on CPU: torch (PyPI's CUDA wheels), alibi-detect, ONNX Runtime",
     "inference-gpu": "onnxruntime-gpu (built here on the Debian base: no CUDA libraries)",
+    "dev-redis": "dev mode: Debian's redis-server",
+    "dev-kafka": "dev mode: Apache Kafka's jars from Maven Central, Debian's Java 17 runtime",
+    "dev-mlflow": "dev mode: the MLflow tracking server at the version the project pins",
 }
 
 
@@ -512,10 +524,12 @@ def write_report(built: Sequence[BuiltImage], folder: Path, cold: bool = False) 
     lines = [
         "# Image sizes",
         "",
-        "Built from docker/*.Dockerfile on a Debian bookworm base (debootstrap minbase,",
-        "Debian's Python 3.11) by `driftline_testing.images`; size as `docker image inspect`",
-        "reports it (uncompressed). Cold build: seconds on this machine (2 shared cores)",
-        "from an empty cache, after the base (debootstrap and import: about 70 s, once).",
+        "Built from docker/*.Dockerfile and docker/dev/*.Dockerfile (the chart's dev mode)",
+        "on a Debian bookworm base (debootstrap minbase, Debian's Python 3.11) by",
+        "`driftline_testing.images`; size as `docker image inspect` reports it",
+        "(uncompressed). Cold build: seconds on this machine (2 shared cores) from an empty",
+        "cache, after the base (debootstrap and import: about 70 s, once); the dev images",
+        "download their packages (Debian's, Maven Central's, PyPI's) in that time.",
         "",
         "| image | size (MB) | cold build (s) | content |",
         "|---|---:|---:|---|",

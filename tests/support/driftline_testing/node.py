@@ -11,9 +11,11 @@ here, the chart, traffic between Pods and through Services, OOM kills):
                   on the host's end of the veth, where the node reaches it
     RealNode      containerd (own root, state and socket), kubelet (cgroupfs, a
                   cgroup root of its own, a client certificate from the control
-                  plane's CA) and kube-proxy (iptables), each started inside the
-                  namespace with `nsenter --net`; the pause and busybox images
-                  (`node_images.py`) imported with `ctr`
+                  plane's CA), kube-proxy (iptables) and CoreDNS (the cluster DNS:
+                  the `kube-dns` Service at `CLUSTER_DNS`, which Pods get as their
+                  name server), each started inside the namespace with
+                  `nsenter --net`; the pause and busybox images (`node_images.py`)
+                  imported with `ctr`
 
 The mount namespace stays the host's (kubelet and containerd need it for
 volumes); the host's own network namespace gets no iptables rules and no route
@@ -67,6 +69,12 @@ DEVICE_PLUGINS = Path("/var/lib/kubelet/device-plugins")
 TRANSIT = ipaddress.ip_network("100.64.0.0/10")  # shared address space, never routed here
 POD_CIDR = "10.244.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
+# The cluster DNS: a Service IP of the control plane's range (kube.SERVICE_CIDR), as
+# kubeadm chooses it; kubelet gives it to Pods (dnsPolicy ClusterFirst) as their
+# name server, kube-proxy sends it to CoreDNS on the node's address.
+CLUSTER_DNS = "10.96.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+COREDNS_READY_PORT = 8181
 HOST_PACKAGES = "containerd runc containernetworking-plugins iptables conntrack busybox-static"
 # kubelet sets these host-wide on start (protectKernelDefaults=false); put back after.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
@@ -85,7 +93,7 @@ def missing_parts(layout: RigLayout | None = None) -> list[str]:
     layout = layout or rig_layout()
     missing = [
         f"{layout.binary(name)} (make rig)"
-        for name in ("kubelet", "kube-proxy")
+        for name in ("kubelet", "kube-proxy", "coredns")
         if not layout.binary(name).is_file()
     ]
     missing += [
@@ -493,6 +501,8 @@ class RealNode:
             self._start_kubelet(deadline)
             self._start_kube_proxy(deadline)
             self.timings["node_ready_s"] = time.monotonic() - started
+            self._start_coredns(deadline)
+            self.timings["dns_ready_s"] = time.monotonic() - started
         except BaseException:
             self.close()
             raise
@@ -532,6 +542,7 @@ class RealNode:
         for who, user, groups in (
             ("kubelet", f"system:node:{self.name}", ("system:nodes",)),
             ("kube-proxy", "system:kube-proxy", ()),
+            ("coredns", "system:coredns", ()),
         ):
             cert, key = pki / f"{who}.crt", pki / f"{who}.key"
             write_client_cert(
@@ -545,9 +556,27 @@ class RealNode:
                 cert,
                 key,
             )
-        # The resolver configuration Pods get with dnsPolicy Default (and ClusterFirst,
-        # as long as the cluster has no DNS): no name server anywhere.
+        # The resolver configuration Pods get with dnsPolicy Default: no name server
+        # anywhere (ClusterFirst gets CLUSTER_DNS and the cluster's search domains).
         (self.root / "resolv.conf").write_text("options ndots:1\n")
+        # CoreDNS: the cluster's names from the API server, nothing forwarded (there
+        # is no resolver beyond the node); `ready` answers once it has synced.
+        (self.root / "Corefile").write_text(
+            f""".:53 {{
+    errors
+    log
+    ready {self.network.node_ip}:{COREDNS_READY_PORT}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {self.root / "coredns.kubeconfig"} driftline-rig
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 30
+    }}
+    cache 30
+    loadbalance
+}}
+"""
+        )
         cni = self.root / "cni"
         (cni / "net.d").mkdir(parents=True, exist_ok=True)
         conflist = {
@@ -681,6 +710,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         after = set(self._ctr("images", "ls", "-q", timeout=30).split())
         return sorted(after - before)
 
+    def image_refs(self) -> set[str]:
+        """The references of every image in the node's containerd."""
+        return set(self._ctr("images", "ls", "-q", timeout=30).split())
+
     def _start_kubelet(self, deadline: float) -> None:
         kubelet_root = self.root / "kubelet"
         kubelet_root.mkdir(parents=True, exist_ok=True)
@@ -699,6 +732,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": 10248,
             "resolvConf": str(self.root / "resolv.conf"),
+            "clusterDNS": [CLUSTER_DNS],
+            "clusterDomain": CLUSTER_DOMAIN,
             "podLogsDir": str(self.root / "pod-logs"),
             "volumePluginDir": str(kubelet_root / "volume-plugins"),
             "authentication": {
@@ -771,6 +806,96 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             lambda: self.plane._get_ok(f"http://{self.network.node_ip}:10256/healthz"),
             proxy,
         )
+
+    def _start_coredns(self, deadline: float) -> None:
+        """CoreDNS as a daemon of the node (like kube-proxy, not a Pod: no image to
+        build, and no Pod of the tests' can evict it), behind the `kube-dns` Service.
+
+        Its identity `system:coredns` may read what it serves (kubeadm's ClusterRole
+        of that name); the Service has no selector, and an EndpointSlice of the rig's
+        names the node's address, where CoreDNS listens.
+        """
+        rules = [
+            {
+                "apiGroups": [""],
+                "resources": ["endpoints", "services", "pods", "namespaces"],
+                "verbs": ["list", "watch"],
+            },
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["list", "watch"],
+            },
+        ]
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        self.plane.request(
+            "POST",
+            f"{rbac}/clusterroles",
+            {"metadata": {"name": "system:coredns"}, "rules": rules},
+        )
+        self.plane.request(
+            "POST",
+            f"{rbac}/clusterrolebindings",
+            {
+                "metadata": {"name": "system:coredns"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "system:coredns",
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": "system:coredns",
+                    }
+                ],
+            },
+        )
+        ports = [("dns", "UDP"), ("dns-tcp", "TCP")]
+        self.plane.request(
+            "POST",
+            "/api/v1/namespaces/kube-system/services",
+            {
+                "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},
+                "spec": {
+                    "clusterIP": CLUSTER_DNS,
+                    "ports": [
+                        {"name": name, "port": 53, "targetPort": 53, "protocol": protocol}
+                        for name, protocol in ports
+                    ],
+                },
+            },
+        )
+        self.plane.request(
+            "POST",
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+            {
+                "metadata": {
+                    "name": "kube-dns-rig",
+                    "labels": {
+                        "kubernetes.io/service-name": "kube-dns",
+                        "endpointslice.kubernetes.io/managed-by": "driftline-rig",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {
+                        "addresses": [self.network.node_ip],
+                        "conditions": {"ready": True},
+                        "nodeName": self.name,
+                    }
+                ],
+                "ports": [
+                    {"name": name, "port": 53, "protocol": protocol} for name, protocol in ports
+                ],
+            },
+        )
+        coredns = self._spawn(
+            "coredns", [str(self._layout.binary("coredns")), "-conf", str(self.root / "Corefile")]
+        )
+        ready = f"http://{self.network.node_ip}:{COREDNS_READY_PORT}/ready"
+        self._wait(deadline, "CoreDNS /ready", lambda: self.plane._get_ok(ready), coredns)
 
     # -- state ----------------------------------------------------------------------------
 
@@ -869,6 +994,7 @@ class NodeStack:
             self.timings = {
                 "control_plane_s": plane_ready - started,
                 "node_ready_s": self.node.timings["node_ready_s"],
+                "dns_ready_s": self.node.timings["dns_ready_s"],
                 "total_s": time.monotonic() - started,
             }
         except BaseException:
@@ -891,6 +1017,12 @@ class NodeStack:
         if self.node is None:
             raise InfraError("the real node is not started")
         return self.node.import_image(tarball, timeout=timeout)
+
+    def image_refs(self) -> set[str]:
+        """The references of every image in the node's containerd."""
+        if self.node is None:
+            raise InfraError("the real node is not started")
+        return self.node.image_refs()
 
     def __enter__(self) -> Self:
         return self.start()

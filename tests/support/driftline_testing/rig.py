@@ -1,8 +1,9 @@
 """Where the test rig lives: the real Kubernetes control plane and Apache Kafka.
 
 `make rig` (tests/rig/build.sh) builds kube-apiserver, kube-controller-manager,
-kube-scheduler, etcd and kwok from the Go module proxy, and resolves Apache
-Kafka's jars from Maven Central, into a cache outside the repository:
+kube-scheduler, kubelet, kube-proxy, etcd, kwok and CoreDNS from the Go module
+proxy, and resolves Apache Kafka's jars from Maven Central, into a cache outside
+the repository:
 `${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>`. The key names the pinned
 versions and a hash of tests/rig's inputs (pins, build script), so a checkout
 always finds the rig built from its own pins and never a stale one.
@@ -18,7 +19,16 @@ import re
 from pathlib import Path
 
 # What build.sh hashes into the key, in this order.
-PIN_FILES = ("go.mod", "go.sum", "pom.xml", "log4j2.properties", "build.sh")
+PIN_FILES = (
+    "go.mod",
+    "go.sum",
+    "pom.xml",
+    "log4j2.properties",
+    "coredns/go.mod",
+    "coredns/go.sum",
+    "coredns/main.go",
+    "build.sh",
+)
 
 
 class RigLayout:
@@ -32,6 +42,10 @@ class RigLayout:
     @property
     def kubernetes_built(self) -> bool:
         return (self.root / "k8s.done").is_file()
+
+    @property
+    def coredns_built(self) -> bool:
+        return (self.root / "coredns.done").is_file()
 
     @property
     def kafka_built(self) -> bool:
