@@ -95,7 +95,10 @@ def xgboost_source(path: Path, layout: FeatureLayout, task: str, classes: int) -
         "XGBoost booster",
     )
     width = booster.num_features()
-    columns = named_columns(booster.feature_names, width, layout, "XGBoost booster")
+    names = booster.feature_names
+    columns = named_columns(
+        list(names) if names is not None else None, width, layout, "XGBoost booster"
+    )
     # onnxmltools reads split features as 'f<index>': convert a copy without the names.
     plain = booster.copy()
     plain.feature_names = None
@@ -160,7 +163,7 @@ def lightgbm_source(path: Path, layout: FeatureLayout, task: str, classes: int) 
     def answers(numeric: NDArray[np.float32], _categorical: NDArray[Any]) -> NDArray[Any]:
         # The same float32 values the graph is fed, widened: LightGBM predicts in double.
         x = np.asarray(_columns(source, layout, numeric), np.float64)
-        predicted = booster.predict(x)
+        predicted = np.asarray(booster.predict(x))
         if task == "classification":
             return as_probabilities(predicted, classes)
         return np.asarray(predicted, np.float64).ravel()
