@@ -1,7 +1,8 @@
 # Driftline parts (inference on CPU, joiner, trainer, drift monitor, rollout).
 #   docker build -f docker/services.Dockerfile -t driftline/services:dev .
 # One image runs any part: `python -m driftline.<part>` (the operator sets the command).
-# EXTRAS picks the parts' libraries; the default holds every part with ONNX Runtime CPU.
+# EXTRAS picks the parts' libraries; the default holds every part with ONNX Runtime CPU
+# and the converters `driftline import` uses (the operator's import Job runs here too).
 # `--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference` gives
 # the inference image: no torch, no alibi-detect (`make images` builds it so).
 # PYTHON_IMAGE: any Debian-like image with python3 and its venv module (ensurepip).
@@ -11,7 +12,7 @@ ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 ARG BUILD_IMAGE=${PYTHON_IMAGE}
 
 FROM ${BUILD_IMAGE} AS build
-ARG EXTRAS=inference,joiner,trainer,drift,rollout,cpu
+ARG EXTRAS=inference,joiner,trainer,drift,rollout,import,cpu
 # PyPI's Linux torch wheels carry CUDA (several GB of nvidia-* wheels) that a CPU
 # image never uses. TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch
 # from PyTorch's CPU wheels instead (same version, +cpu), for an image of ~1.5 GB.
