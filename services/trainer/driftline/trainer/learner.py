@@ -14,8 +14,9 @@ and MLflow (the worker feeds it; the benchmarks call it directly):
 
 A concept epoch (`open_epoch`) retires the old epoch's replay rows, empties the
 anchor set, drops the EWC anchor and moves the rows that arrived since the change
-began into the new epoch; then it trains a pass over those rows (they are the
-new concept's only evidence so far) and, for `boost_rows` rows, raises the
+began into the new epoch; then it trains `catch_up_passes` passes over those rows
+(they are the new concept's only evidence so far; with a batch of 256, a single
+pass over a few hundred rows would be one or two steps) and, for `boost_rows` rows, raises the
 learning rate and adds `boost_rehearsals` steps on the epoch's reservoir after
 each regular step (benchmarks/results/trainer-quality.md: on Agrawal's concept
 switches this is what brings the accuracy after a switch level with River's ARF).
@@ -385,7 +386,11 @@ class OnlineLearner:
         rows = self.recent.rows(slots)
         rows = rows.take(~holdout_mask(rows.key, self.options.holdout_fraction))
         if len(rows):
-            self.fit_offline(rows, self.options.catch_up_passes, refit_statistics=False)
+            # As many steps as `catch_up_passes` batches: many passes over a few rows,
+            # fewer over many (which may reach back before a slow change began).
+            batches = self.options.catch_up_passes * self.options.batch_size / len(rows)
+            passes = max(1, min(self.options.catch_up_passes, round(batches)))
+            self.fit_offline(rows, passes, refit_statistics=False)
         return record
 
     def boost(self, rows: int | None = None) -> None:
