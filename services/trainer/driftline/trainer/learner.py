@@ -14,12 +14,13 @@ and MLflow (the worker feeds it; the benchmarks call it directly):
 
 A concept epoch (`open_epoch`) retires the old epoch's replay rows, empties the
 anchor set, drops the EWC anchor and moves the rows that arrived since the change
-began into the new epoch; then it trains `catch_up_passes` passes over those rows
-(they are the new concept's only evidence so far; with a batch of 256, a single
-pass over a few hundred rows would be one or two steps) and, for `boost_rows` rows, raises the
-learning rate and adds `boost_rehearsals` steps on the epoch's reservoir after
-each regular step (benchmarks/results/trainer-quality.md: on Agrawal's concept
-switches this is what brings the accuracy after a switch level with River's ARF).
+began into the new epoch; then it trains on those rows for as many steps as
+`catch_up_passes` batches (they are the new concept's only evidence so far; with a
+batch of 256, a single pass over a few hundred rows would be one or two steps)
+and, for `boost_rows` rows, raises the learning rate and adds `boost_rehearsals`
+steps on the epoch's reservoir after each regular step
+(benchmarks/results/trainer-quality.md: on Agrawal's concept switches this is what
+brings the accuracy after a switch level with River's ARF).
 """
 
 from __future__ import annotations
