@@ -1,7 +1,8 @@
 """How the learner does on drifting streams it was never tuned on, beside River's best.
 
     nice python -m benchmarks.trainer.generality --quick          # 1 seed, short segments
-    nice python -m benchmarks.trainer.generality --seeds 3        # the report
+    nice python -m benchmarks.trainer.generality --quick --seeds 3  # spread over seeds
+    nice python -m benchmarks.trainer.generality --seeds 3        # the full report (long)
 
 `quality.py` measures three streams; users bring their own data. This suite
 covers families of streams and every kind of input the contract allows, each
@@ -438,13 +439,16 @@ def summarise(runs: list[dict[str, Any]], streams: list[str]) -> tuple[str, str,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 3000-row segments")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--quick", action="store_true", help="3000-row segments, no SRP, 1 seed unless --seeds"
+    )
+    parser.add_argument("--seeds", type=int, default=None, help="default 3 (quick: 1)")
     parser.add_argument("--segment", type=int, default=5000)
     parser.add_argument("--streams", nargs="*", help="only these families")
     parser.add_argument("--name", default="trainer-generality", help="result file name")
     args = parser.parse_args()
-    seeds, segment = (1, 3000) if args.quick else (args.seeds, args.segment)
+    seeds = args.seeds or (1 if args.quick else 3)
+    segment = 3000 if args.quick else args.segment
     streams = args.streams or (QUICK if args.quick else FULL)
     pin_to_one_core()
     runs = []
