@@ -86,14 +86,18 @@ AGRAWAL = Contract(
 )
 
 
-def model_spec() -> ModelSpec:
-    """The spec's default learner: MLP [64, 32], learning rate 0.01."""
-    return ModelSpec.model_validate({"registry": {"trackingUri": "http://x", "name": "bench"}})
+def model_spec(**fields: Any) -> ModelSpec:
+    """The spec's default learner: MLP [64, 32], learning rate 0.01 (`fields`: task, classes)."""
+    return ModelSpec.model_validate(
+        {"registry": {"trackingUri": "http://x", "name": "bench"}, **fields}
+    )
 
 
-def learner(contract: Contract, seed: int = 0, **options: Any) -> OnlineLearner:
+def learner(
+    contract: Contract, seed: int = 0, spec: ModelSpec | None = None, **options: Any
+) -> OnlineLearner:
     """A learner with the spec's defaults (batch 256, replay 0.5, EWC 50), then `options`."""
-    spec = model_spec()
+    spec = spec or model_spec()
     base = LearnerOptions.from_spec(spec, TrainingSpec(), seed=seed)
     return OnlineLearner(spec, contract.features(), replace(base, **options))
 
@@ -137,23 +141,38 @@ def prequential(
     `events` maps a row index to the first row of a concept change: at that row a
     concept drift event arrives, as the drift monitor would send it.
     """
-    correct = np.zeros(len(data), np.bool_)
+    return served_outputs(model, data, start, learn, events) == data.labels
+
+
+def served_outputs(
+    model: OnlineLearner,
+    data: Data,
+    start: int,
+    learn: bool = True,
+    events: dict[int, int] | None = None,
+) -> NDArray[np.float32]:
+    """Test-then-train over `data`; the served output (class or value) of each row."""
+    outputs = np.zeros(len(data), np.float32)
     pending = dict(events or {})
     for lo, hi in blocks(len(data)):
         part = data.part(lo, hi)
         ex = examples(model, part, start + lo)
         predicted = predict(model, ex)
-        correct[lo:hi] = predicted == part.labels
+        outputs[lo:hi] = predicted
         if not learn:
             continue
         for at in [a for a in pending if a < hi]:
             model.open_epoch("drift event", from_seq=model.seq - (lo - pending.pop(at)))
         model.learn(examples(model, part, start + lo, predicted))
-    return correct
+    return outputs
 
 
 def predict(model: OnlineLearner, ex: Examples) -> NDArray[np.float32]:
-    return model.predict(ex.numeric, ex.codes).argmax(axis=1).astype(np.float32)
+    """The class (classification) or the value (regression) the model serves."""
+    out = model.predict(ex.numeric, ex.codes)
+    if model.task == "regression":
+        return out.astype(np.float32)
+    return out.argmax(axis=1).astype(np.float32)
 
 
 def river_prequential(model: Any, data: Data) -> NDArray[np.bool_]:

@@ -84,6 +84,14 @@ def restore_learner(
     weights = {
         k[4:]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("net.")
     }
+    if learner.net.regression and "target_mean" not in weights:
+        # Written before regression targets were standardised: that network learned
+        # the raw units, which is scale 1 around 0.
+        weights |= {
+            "target_mean": torch.zeros(()),
+            "target_scale": torch.ones(()),
+            "target_fitted": torch.ones((), dtype=torch.bool),
+        }
     try:
         learner.net.load_state_dict(weights)
     except RuntimeError as exc:

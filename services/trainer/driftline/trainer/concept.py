@@ -22,6 +22,7 @@ wins over this guess.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,6 +51,30 @@ class ErrorRateMonitor:
         self.counted = 0  # buffered rows (from the front) already in the reference counts
         self.change_start: int | None = None
         self.last_rates: tuple[float, float] = (math.nan, math.nan)
+        self.tolerance: float | None = None
+        self._calibration = np.zeros(0, np.float64)
+        self._calibration_seq = np.zeros(0, np.int64)
+
+    def update_residuals(self, residuals: NDArray[Any], seq: NDArray[np.int64]) -> bool:
+        """Regression: feed absolute residuals of the stable version; True = they grew.
+
+        A row counts as a mistake when its residual exceeds the tolerance: the median
+        absolute residual of the first `window` rows since the last reset (so the
+        reference error rate starts near one half and falls as the model learns). A
+        changed rule makes most residuals larger than that, whatever the target's units.
+        """
+        residuals = np.abs(np.asarray(residuals, np.float64))
+        seq = np.asarray(seq, np.int64)
+        if self.tolerance is None:
+            self._calibration = np.concatenate([self._calibration, residuals])
+            self._calibration_seq = np.concatenate([self._calibration_seq, seq])
+            if len(self._calibration) < self.window:
+                return False
+            self.tolerance = float(np.median(self._calibration))
+            residuals, seq = self._calibration, self._calibration_seq
+            self._calibration = np.zeros(0, np.float64)
+            self._calibration_seq = np.zeros(0, np.int64)
+        return self.update(residuals > self.tolerance, seq)
 
     def update(self, errors: NDArray[np.bool_], seq: NDArray[np.int64]) -> bool:
         """Feed one batch of mistakes (True = wrong) in arrival order; True = the rate rose."""
@@ -82,16 +107,19 @@ class ErrorRateMonitor:
         self.change_start = int(self.seq[start])
         return True
 
-    def state(self) -> dict[str, NDArray[np.int64]]:
+    def state(self) -> dict[str, NDArray[Any]]:
         return {
             "monitor.errors": self.errors.astype(np.int64),
             "monitor.seq": self.seq,
             "monitor.counts": np.array(
                 [self.reference_rows, self.reference_errors, self.counted], np.int64
             ),
+            "monitor.tolerance": np.array(
+                [] if self.tolerance is None else [self.tolerance], np.float64
+            ),
         }
 
-    def load_state(self, arrays: dict[str, NDArray[np.int64]]) -> None:
+    def load_state(self, arrays: dict[str, NDArray[Any]]) -> None:
         self.reset()
         if "monitor.counts" not in arrays:
             return
@@ -100,6 +128,9 @@ class ErrorRateMonitor:
         self.reference_rows, self.reference_errors, self.counted = (
             int(v) for v in arrays["monitor.counts"]
         )
+        tolerance = arrays.get("monitor.tolerance")
+        if tolerance is not None and len(tolerance):
+            self.tolerance = float(tolerance[0])
 
 
 def shifted_features(
@@ -131,3 +162,65 @@ def shifted_features(
         if len(levels) > 1 and stats.chi2_contingency(table).pvalue < level:
             shifted.append(name)
     return shifted
+
+
+def in_old_region(
+    recent_numeric: NDArray[np.float32],
+    recent_codes: NDArray[np.int64],
+    reference_numeric: NDArray[np.float32],
+    reference_codes: NDArray[np.int64],
+    quantile: float = 0.9,
+    limit: int = 1000,
+) -> NDArray[np.bool_]:
+    """Which recent rows lie where the reference rows already were.
+
+    A row is "in the old region" when its nearest reference row is closer than
+    `quantile` of the reference rows' own nearest-neighbour distances (numeric
+    features standardised by the reference, missing values at its mean; a neighbour
+    must share every categorical code: an unseen category is new ground too). When
+    inputs move, the rows that did not move still tell whether the rule changed: under
+    a pure covariate shift the serving model is as right there as before.
+    """
+    if len(reference_numeric) < 20 or len(recent_numeric) == 0:
+        return np.zeros(len(recent_numeric), np.bool_)
+    reference_numeric = reference_numeric[-limit:]
+    reference_codes = reference_codes[-limit:]
+    with np.errstate(all="ignore"):
+        mean = np.nan_to_num(np.nanmean(reference_numeric, axis=0), nan=0.0)
+        std = np.nan_to_num(np.nanstd(reference_numeric, axis=0), nan=1.0)
+    std = np.where(std > 1e-8, std, 1.0)
+
+    def scaled(x: NDArray[np.float32]) -> NDArray[np.float64]:
+        return np.asarray(np.nan_to_num((x.astype(np.float64) - mean) / std, nan=0.0))
+
+    ref = scaled(reference_numeric)
+
+    def distances(q: NDArray[np.float64], codes: NDArray[np.int64]) -> NDArray[np.float64]:
+        d2 = (q**2).sum(1)[:, None] + (ref**2).sum(1)[None, :] - 2 * q @ ref.T
+        if codes.shape[1]:  # a category the neighbour does not share: not the same place
+            d2 = np.where((codes[:, None, :] != reference_codes[None, :, :]).any(-1), np.inf, d2)
+        return np.asarray(np.maximum(d2, 0.0))
+
+    own = distances(ref, reference_codes)
+    np.fill_diagonal(own, np.inf)
+    radius = float(np.quantile(own.min(1), quantile))
+    out = np.zeros(len(recent_numeric), np.bool_)
+    for lo in range(0, len(recent_numeric), limit):
+        part = slice(lo, lo + limit)
+        out[part] = distances(scaled(recent_numeric[part]), recent_codes[part]).min(1) <= radius
+    return out
+
+
+def rose_in_old_region(
+    errors: NDArray[np.bool_], reference_rate: float, min_increase: float, z: float
+) -> bool:
+    """Whether `errors` (rows in the old region) show a higher rate than the reference."""
+    n = len(errors)
+    if n < 30 or not math.isfinite(reference_rate):
+        return False
+    rate = float(errors.mean())
+    base = min(max(reference_rate, 1.0 / n), 1 - 1.0 / n)
+    return (
+        rate - reference_rate >= min_increase
+        and (rate - reference_rate) / math.sqrt(base * (1 - base) / n) >= z
+    )

@@ -14,11 +14,13 @@ and MLflow (the worker feeds it; the benchmarks call it directly):
 
 A concept epoch (`open_epoch`) retires the old epoch's replay rows, empties the
 anchor set, drops the EWC anchor and moves the rows that arrived since the change
-began into the new epoch; then it trains a pass over those rows (they are the
-new concept's only evidence so far) and, for `boost_rows` rows, raises the
-learning rate and adds `boost_rehearsals` steps on the epoch's reservoir after
-each regular step (benchmarks/results/trainer-quality.md: on Agrawal's concept
-switches this is what brings the accuracy after a switch level with River's ARF).
+began into the new epoch; then it trains on those rows for as many steps as
+`catch_up_passes` batches (they are the new concept's only evidence so far; with a
+batch of 256, a single pass over a few hundred rows would be one or two steps)
+and, for `boost_rows` rows, raises the learning rate and adds `boost_rehearsals`
+steps on the epoch's reservoir after each regular step
+(benchmarks/results/trainer-quality.md: on Agrawal's concept switches this is what
+brings the accuracy after a switch level with River's ARF).
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ from torch.nn import functional
 from driftline.api.spec import FeatureSpec, ModelSpec
 from driftline.common.features import FeatureLayout
 from driftline.trainer.buffers import EMPTY, Reservoir, Ring
-from driftline.trainer.concept import ErrorRateMonitor, shifted_features
+from driftline.trainer.concept import (
+    ErrorRateMonitor,
+    in_old_region,
+    rose_in_old_region,
+    shifted_features,
+)
 from driftline.trainer.encoding import CategoricalEncoder
 from driftline.trainer.ewc import Ewc
 from driftline.trainer.examples import Examples, holdout_mask
@@ -129,7 +136,7 @@ class OnlineLearner:
             self.holdout.append(kept, seq[held], self.epoch)
             self.anchors.add(kept, seq[held], self.rng)
         report = LearnReport(rows=n, held_out=int(held.sum()))
-        if self.options.detect_concept and self.task == "classification":
+        if self.options.detect_concept:
             self._watch(ex, seq, report)
         return report, seq, held
 
@@ -140,6 +147,8 @@ class OnlineLearner:
         preprocess = self.net.preprocess
         if isinstance(preprocess, Preprocess) and not bool(preprocess.fitted):
             preprocess.fit(train.numeric)  # no bootstrap: statistics from the first batch
+        if self.net.needs_target_fit():
+            self.net.fit_target(train.labels)
         fraction = self.options.replay_fraction if len(self.replay) else 0.0
         fresh = max(1, round(self.options.batch_size * (1 - fraction)))
         numeric, codes, labels = train.numeric, train.codes, train.labels
@@ -217,6 +226,8 @@ class OnlineLearner:
     def _loss(
         self, out: torch.Tensor, targets: torch.Tensor, weights: NDArray[np.float32] | None = None
     ) -> torch.Tensor:
+        if self.task == "regression":  # in the body's standard units (nets.TabularNet)
+            out, targets = self.net.standard_units(out), self.net.standard_units(targets)
         if weights is None:
             if self.task == "classification":
                 return functional.cross_entropy(out, targets)
@@ -232,6 +243,8 @@ class OnlineLearner:
         """Several shuffled passes over `ex` (bootstrap and scheduled retrains)."""
         if refit_statistics and isinstance(self.net.preprocess, Preprocess):
             self.net.preprocess.fit(ex.numeric)
+        if refit_statistics or self.net.needs_target_fit():
+            self.net.fit_target(ex.labels)
         batch = self.options.batch_size
         self.net.train()
         for _ in range(passes):
@@ -310,14 +323,20 @@ class OnlineLearner:
         served = ~np.isnan(ex.served)
         if not served.any():
             return
-        errors = ex.served[served] != ex.labels[served]
-        if not self.monitor.update(errors, seq[served]):
+        if self.task == "classification":
+            rose = self.monitor.update(ex.served[served] != ex.labels[served], seq[served])
+        else:
+            residuals = ex.served[served] - ex.labels[served]
+            rose = self.monitor.update_residuals(residuals, seq[served])
+        if not rose:
             return
         start = self.monitor.change_start if self.monitor.change_start is not None else int(seq[0])
         since = self.recent.rows(self.recent.latest(self.epoch))
         recent_seq = self.recent.seq[self.recent.latest(self.epoch)]
         since = since.take(recent_seq >= start)
-        _, anchors = self.gate_rows()
+        # The anchor set already holds some rows since the change: compare with the rest.
+        slots = self.anchors.current_slots()
+        anchors = self.anchors.rows(slots[self.anchors.seq[slots] < start])
         shifted = shifted_features(
             since.numeric,
             anchors.numeric,
@@ -327,14 +346,28 @@ class OnlineLearner:
             self.layout.categorical_names,
         )
         before, now = self.monitor.last_rates
+        tolerance = self.monitor.tolerance
         self.monitor.reset()
+        reason = f"serving error rate rose from {before:.3f} to {now:.3f}"
         if shifted:
-            report.covariate = shifted
-            return
-        report.concept = self.open_epoch(
-            f"serving error rate rose from {before:.3f} to {now:.3f} while the inputs stayed alike",
-            start,
-        )
+            # Inputs moved. Where they did not, is the serving model as right as before?
+            # If not, the rule changed too: replay and EWC would hold the old one.
+            region = in_old_region(since.numeric, since.codes, anchors.numeric, anchors.codes)
+            stayed = since.take(region & ~np.isnan(since.served))
+            if self.task == "classification":
+                errors = stayed.served != stayed.labels
+            else:
+                errors = np.abs(stayed.served - stayed.labels) > (tolerance or math.inf)
+            if not rose_in_old_region(errors, before, self.monitor.min_increase, self.monitor.z):
+                report.covariate = shifted
+                return
+            reason += (
+                f" with shifted inputs ({', '.join(shifted)}), and to {errors.mean():.3f} "
+                f"on {len(errors)} rows where the inputs did not move"
+            )
+        else:
+            reason += " while the inputs stayed alike"
+        report.concept = self.open_epoch(reason, start)
 
     def open_epoch(self, reason: str, from_seq: int | None = None) -> EpochRecord:
         """Start a new concept epoch; rows from `from_seq` on belong to it."""
@@ -354,7 +387,11 @@ class OnlineLearner:
         rows = self.recent.rows(slots)
         rows = rows.take(~holdout_mask(rows.key, self.options.holdout_fraction))
         if len(rows):
-            self.fit_offline(rows, self.options.catch_up_passes, refit_statistics=False)
+            # As many steps as `catch_up_passes` batches: many passes over a few rows,
+            # fewer over many (which may reach back before a slow change began).
+            batches = self.options.catch_up_passes * self.options.batch_size / len(rows)
+            passes = max(1, min(self.options.catch_up_passes, round(batches)))
+            self.fit_offline(rows, passes, refit_statistics=False)
         return record
 
     def boost(self, rows: int | None = None) -> None:

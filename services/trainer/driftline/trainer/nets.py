@@ -93,19 +93,56 @@ class Preprocess(nn.Module):
 
 
 class TabularNet(nn.Module):
-    """Preprocessing + body: raw contract arrays in, logits [N, C] or values [N] out."""
+    """Preprocessing + body: raw contract arrays in, logits [N, C] or values [N] out.
+
+    A regression body predicts the target in standard units; the net scales it back
+    (`target_mean + target_scale * body`), inside the exported graph too. Without
+    this a target of 10,000 +- 1,000 is out of reach of a network whose weights
+    start near 0 and move by the learning rate per step, and the loss (and the EWC
+    Fisher computed from it) would change meaning with the target's units.
+    """
+
+    target_mean: torch.Tensor
+    target_scale: torch.Tensor
+    target_fitted: torch.Tensor
 
     def __init__(self, preprocess: nn.Module, body: nn.Module, task: str) -> None:
         super().__init__()
         self.preprocess = preprocess
         self.body = body
         self.regression = task == "regression"
+        if self.regression:
+            self.register_buffer("target_mean", torch.zeros(()))
+            self.register_buffer("target_scale", torch.ones(()))
+            self.register_buffer("target_fitted", torch.zeros((), dtype=torch.bool))
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.body(self.preprocess(numeric, codes))
-        if self.regression and out.dim() == 2:
-            return out[:, 0]
+        if self.regression:
+            if out.dim() == 2:
+                out = out[:, 0]
+            return out * self.target_scale + self.target_mean
         return out
+
+    def needs_target_fit(self) -> bool:
+        return self.regression and not bool(self.target_fitted)
+
+    def fit_target(self, labels: NDArray[np.float32]) -> None:
+        """Target statistics from training labels (regression; NaN ignored)."""
+        if not self.regression:
+            return
+        with np.errstate(all="ignore"):
+            mean = float(np.nan_to_num(np.nanmean(labels), nan=0.0))
+            std = float(np.nan_to_num(np.nanstd(labels), nan=1.0))
+        self.target_mean.fill_(mean)
+        self.target_scale.fill_(std if std > 1e-8 else 1.0)
+        self.target_fitted.fill_(True)
+
+    def standard_units(self, values: torch.Tensor) -> torch.Tensor:
+        """Regression values in the units the body learns (classification: unchanged)."""
+        if not self.regression:
+            return values
+        return (values - self.target_mean) / self.target_scale
 
 
 def context_for(model: ModelSpec, features: Sequence[FeatureSpec], seed: int = 0) -> LearnerContext:

@@ -28,7 +28,7 @@ class LearnerOptions:
     boost_factor: float = 3.0
     boost_rows: int = 5000
     boost_rehearsals: int = 3
-    catch_up_passes: int = 1
+    catch_up_passes: int = 25
     seed: int = 0
 
     @classmethod
