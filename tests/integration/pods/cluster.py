@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,18 @@ def pod_memory(kube: Kube, node: str, namespace: str) -> dict[str, dict[str, Any
         for pod in summary["pods"]
         if pod["podRef"]["namespace"] == namespace and pod.get("containers")
     }
+
+
+def apply_model(kube: Kube, manifest: dict[str, Any], namespace: str) -> dict[str, Any]:
+    """`kubectl apply` of a DynamicModel; its status once the operator gave it a phase
+    (an empty status after 60 s)."""
+    import yaml
+
+    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(manifest))
+    name = manifest["metadata"]["name"]
+    deadline = time.monotonic() + 60
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline and not status.get("phase"):
+        status = kube.json("get", "dynamicmodel", name, "-n", namespace).get("status", {})
+        time.sleep(1)
+    return status

@@ -24,7 +24,14 @@ import yaml
 from driftline_testing.images import DEV_IMAGES, BuiltImage, DockerDaemon, ImageBuilder
 from driftline_testing.node import NodeStack
 from tests.deploy.chart import CHART, ROOT, values_file
-from tests.integration.pods.cluster import Kube, is_ready, pod_memory, report, restricted_namespace
+from tests.integration.pods.cluster import (
+    Kube,
+    apply_model,
+    is_ready,
+    pod_memory,
+    report,
+    restricted_namespace,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(2400)]
 
@@ -331,14 +338,8 @@ def test_the_operator_reaches_the_dev_servers(
     sample["spec"]["model"]["registry"]["trackingUri"] = f"http://{host('mlflow')}:5000"
     sample["spec"]["kafka"] = {"bootstrapServers": f"{host('kafka')}:9092"}
     sample["spec"]["redis"] = {"url": f"redis://{host('redis')}:6379/0"}
-    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sample))
     name = sample["metadata"]["name"]
-
-    deadline = time.monotonic() + 60
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline and not status.get("phase"):
-        status = kube.json("get", "dynamicmodel", name, "-n", MODELS).get("status", {})
-        time.sleep(1)
+    status = apply_model(kube, sample, MODELS)
     assert status.get("phase"), status
     time.sleep(10)  # a few ticks of the rollout, each reading Redis and the registry
     status = kube.json("get", "dynamicmodel", name, "-n", MODELS)["status"]

@@ -21,7 +21,14 @@ import yaml
 from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder
 from driftline_testing.node import NodeStack
 from tests.deploy.chart import CHART, ROOT, values_file
-from tests.integration.pods.cluster import Kube, is_ready, pod_memory, report, restricted_namespace
+from tests.integration.pods.cluster import (
+    Kube,
+    apply_model,
+    is_ready,
+    pod_memory,
+    report,
+    restricted_namespace,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(1800)]
 
@@ -147,14 +154,8 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     sample = yaml.safe_load(SAMPLE.read_text())
     sample["metadata"]["namespace"] = MODELS
     sample["spec"]["training"] = {"mode": "off"}
-    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sample))
     name = sample["metadata"]["name"]
-
-    deadline = time.monotonic() + 60
-    status: dict[str, Any] = {}
-    while time.monotonic() < deadline and not status.get("phase"):
-        status = kube.json("get", "dynamicmodel", name, "-n", MODELS).get("status", {})
-        time.sleep(1)
+    status = apply_model(kube, sample, MODELS)
     assert status.get("phase"), why_not_ready(kube, operator_pod(kube))
     # A few more ticks: the operator goes on without its backends, and never restarts.
     time.sleep(10)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 import uuid
@@ -198,3 +199,13 @@ def run_worker() -> Callable[[TrainerWorker], Any]:
 @pytest.fixture
 def until() -> Callable[..., Any]:
     return wait_for
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """The trainer's entry point sets the root handler to the (captured) stderr: put it back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -38,7 +38,7 @@ from driftline.trainer.versions import STATE_ARTIFACT, ModelVersions
 from driftline.trainer.worker import TrainerWorker
 from driftline_testing.models import model_document, write_model_file
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("root_logging")]
 
 NUMERIC = ("a", "b", "c", "d")
 COLORS = ("red", "green", "blue")
@@ -60,18 +60,6 @@ def write_sample(path: Path, frame: pd.DataFrame, labels: Any | None) -> Path:
         for i, row in enumerate(frame.itertuples(index=False)):
             writer.writerow([*row, *([int(labels[i])] if labels is not None else [])])
     return path
-
-
-@pytest.fixture(autouse=True)
-def root_logging() -> Any:
-    """The trainer's entry point sets the root handler to the (captured) stderr: put it back."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def settings_for(

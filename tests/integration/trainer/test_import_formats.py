@@ -29,21 +29,9 @@ from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.versions import ModelVersions
 from driftline_testing.models import model_document, write_model_file
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("root_logging")]
 
 NUMERIC = ("a", "b", "c", "d")
-
-
-@pytest.fixture(autouse=True)
-def root_logging() -> Any:
-    """The trainer's entry point sets the root handler to the (captured) stderr: put it back."""
-    import logging
-
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def data(n: int, seed: int = 0, classes: int = 2) -> tuple[pd.DataFrame, np.ndarray[Any, Any]]:
