@@ -47,3 +47,22 @@ def test_stop_ends_running_parts(tmp_path: Path) -> None:
     assert proc.running
     sup.stop(timeout=5)
     assert not proc.running
+
+
+def test_peak_memory_counts_the_part_and_the_workers_it_forked(tmp_path: Path) -> None:
+    """80 MiB held by a forked worker and 40 MiB by the part itself: the peak is
+    their sum, sampled from the process group."""
+    script = (
+        "import os, time\n"
+        "held = bytearray(40 * 2**20)\n"
+        "if os.fork() == 0:\n"
+        "    child = bytearray(80 * 2**20); time.sleep(30); os._exit(0)\n"
+        "time.sleep(30)\n"
+    )
+    sup = Supervisor(memory_interval=0.2)
+    try:
+        sup.add("hungry", [sys.executable, "-c", script], {}, tmp_path / "hungry.log")
+        assert wait_for(lambda: sup.peak_memory()["hungry"] >= 120 * 2**20, timeout=15)
+        assert sup.peak_memory()["hungry"] < 400 * 2**20
+    finally:
+        sup.stop()

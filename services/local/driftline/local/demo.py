@@ -88,7 +88,15 @@ def run_drift(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioRes
         stream = SEAStream(seed=seed + 1, schedule=[(0, BEFORE)])
         watcher = Watcher(runtime, plan, stream, scenario="drift", switch_to=AFTER)
         asyncio.run(_drive(runtime, stream, plan, watcher, live))
-        return watcher.drift_result()
+        result = watcher.drift_result()
+        peaks = runtime.supervisor.peak_memory()
+        result.summary.append(
+            (
+                "peak memory of each part (resident, its processes)",
+                ", ".join(f"{name} {peaks[name] / 2**20:.0f} MiB" for name in sorted(peaks)),
+            )
+        )
+        return result
 
 
 def canary_only(model_file: Path, directory: Path) -> Path:

@@ -4,6 +4,8 @@ Each part runs as a `ManagedProcess` (own process group, killed with its parent)
 A watcher thread restarts a part that exits without being asked to, with an
 exponential back-off, and gives up after too many restarts in a short time
 (CrashLoopBackOff, in Kubernetes words), so a part that cannot start does not spin.
+It also keeps each part's peak resident memory (its process group, sampled every
+`memory_interval` seconds): the figure a pod's memory limit is set from.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from driftline.local.servers import ManagedProcess
+from driftline.local.servers import ManagedProcess, process_group_rss
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,7 @@ class Supervised:
     state: str = "starting"  # starting | running | backoff | failed | stopped
     next_start: float = 0.0
     recent_exits: list[float] = field(default_factory=list)
+    peak_rss: int = 0  # bytes, the most its process group held at one sample
 
 
 class Supervisor:
@@ -37,11 +40,14 @@ class Supervisor:
         backoff_max: float = 30.0,
         max_exits: int = 5,
         exit_window_seconds: float = 120.0,
+        memory_interval: float = 2.0,
     ) -> None:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_exits = max_exits
         self.exit_window_seconds = exit_window_seconds
+        self.memory_interval = memory_interval
+        self._next_sample = 0.0
         self._parts: dict[str, Supervised] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,6 +85,17 @@ class Supervisor:
             now = time.monotonic()
             for part in parts:
                 self._check(part, now)
+            if now >= self._next_sample:
+                self._next_sample = now + self.memory_interval
+                for part in parts:
+                    pid = part.process.pid
+                    if part.state == "running" and pid:
+                        part.peak_rss = max(part.peak_rss, process_group_rss(pid))
+
+    def peak_memory(self) -> dict[str, int]:
+        """Each part's peak resident memory so far, in bytes."""
+        with self._lock:
+            return {name: part.peak_rss for name, part in self._parts.items()}
 
     def _check(self, part: Supervised, now: float) -> None:
         if part.state in {"failed", "stopped"}:

@@ -9,7 +9,12 @@ MLflow are the user's own.
 
 from driftline.local.servers.kafka import KafkaBroker, TansuBroker
 from driftline.local.servers.mlflow import MlflowServer
-from driftline.local.servers.process import InfraError, ManagedProcess, free_port
+from driftline.local.servers.process import (
+    InfraError,
+    ManagedProcess,
+    free_port,
+    process_group_rss,
+)
 from driftline.local.servers.redis import RedisServer
 
 __all__ = [
@@ -20,4 +25,5 @@ __all__ = [
     "RedisServer",
     "TansuBroker",
     "free_port",
+    "process_group_rss",
 ]
