@@ -42,15 +42,18 @@ api_requests_total = Counter(
 model_monthly_budget = Gauge(
     MODEL_MONTHLY_BUDGET,
     "spec.cost.monthlyBudget of each DynamicModel (currency units per 30 days); the "
-    "chart's DriftlineModelOverBudget alert compares the estimated spend with it.",
-    ["namespace", "model"],
+    "chart's DriftlineModelOverBudget alert compares the estimated spend with it. "
+    "`model` is `<namespace>/<name>`, as in the rollout's metrics: the scrape's own "
+    "`namespace` label is the operator's.",
+    ["model"],
 )
 
 
 def record_budget(namespace: str, model: str, budget: float | None) -> None:
     """Exports a model's budget, or drops its series when it has none (or is gone)."""
+    key = f"{namespace}/{model}"
     if budget is None:
         with contextlib.suppress(KeyError):  # never had one
-            model_monthly_budget.remove(namespace, model)
+            model_monthly_budget.remove(key)
         return
-    model_monthly_budget.labels(namespace, model).set(budget)
+    model_monthly_budget.labels(key).set(budget)

@@ -20,6 +20,8 @@ from driftline.operator.builders.context import MODEL_LABEL, BuildContext
 
 TEAM_LABEL = "driftline.io/team"
 PART_LABEL = "driftline.io/part"
+# Which pods the cost rules price at the spot discount.
+CAPACITY_LABEL = "driftline.io/capacity-type"
 CAPACITY_TYPE = "karpenter.sh/capacity-type"
 # A spot pool tainted so that only pods that accept reclaims land there.
 SPOT_TOLERATION = {
@@ -35,11 +37,13 @@ def team(ctx: BuildContext) -> str | None:
 
 
 def cost_labels(ctx: BuildContext, part: Part) -> dict[str, str]:
-    """The labels cost allocation groups a pod by: model, part, team."""
+    """The labels cost allocation groups a pod by: model, part, team (and spot)."""
     labels = {MODEL_LABEL: ctx.name, PART_LABEL: part.name}
     owner = team(ctx)
     if owner:
         labels[TEAM_LABEL] = owner
+    if runs_on_spot(ctx, part):
+        labels[CAPACITY_LABEL] = "spot"
     return labels
 
 
