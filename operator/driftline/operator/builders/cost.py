@@ -1,9 +1,9 @@
 """What a model's pods tell cost tools, and where its trainer may run cheaply.
 
 Kubecost and OpenCost allocate spend by pod labels: every pod carries its model,
-its part and, when known, the team that pays (`spec.cost.team`, else the model's
-own `team` label). The chart's cost recording rules read the same labels through
-kube-state-metrics' `kube_pod_labels`.
+its part and, when set, the team that pays (`spec.cost.team`; not the model's own
+labels, whose every change would then roll every pod). The chart's cost recording
+rules read the same labels through kube-state-metrics' `kube_pod_labels`.
 
 `spec.cost.spotTrainer` puts the trainer on spot capacity where Karpenter launches
 nodes: a reclaim sends SIGTERM, the trainer stops within its grace period and the
@@ -33,7 +33,7 @@ SPOT_TOLERATION = {
 
 
 def team(ctx: BuildContext) -> str | None:
-    return ctx.model.spec.cost.team or ctx.model.metadata.labels.get("team")
+    return ctx.model.spec.cost.team
 
 
 def cost_labels(ctx: BuildContext, part: Part) -> dict[str, str]:

@@ -723,7 +723,7 @@ class CostSpec(SpecModel):
         pattern=DNS_LABEL,
         max_length=63,
         description="Who pays: the `driftline.io/team` label on every pod (Kubecost and "
-        "OpenCost allocate by it). Unset: the model's own `team` label, if any.",
+        "OpenCost allocate by it). Unset: no team label.",
     )
     max_gpus: int | None = Field(
         default=None,
