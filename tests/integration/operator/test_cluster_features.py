@@ -29,6 +29,13 @@ KEDA_HTTP = [("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject
         ({"kafka": {"bootstrapServers": "k:9092", "partitions": 0}}, "partitions"),
         ({"drift": {"detector": "magic"}}, "detector"),
         ({"inference": {"replicaz": 3}}, "replicaz"),
+        (
+            {
+                "inference": {"replicas": {"min": 3}, "resources": {"gpu": 2}},
+                "cost": {"maxGpus": 4},
+            },
+            "cost.maxGpus is below",
+        ),
     ],
 )
 def test_the_api_server_refuses_invalid_specs(

@@ -751,6 +751,22 @@ class CostSpec(SpecModel):
 
 
 class DynamicModelSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.cost) || !has(self.cost.maxGpus) || !has(self.inference) || "
+                    "!has(self.inference.resources) || !has(self.inference.resources.gpu) || "
+                    "(has(self.inference.replicas) && has(self.inference.replicas.min) ? "
+                    "self.inference.replicas.min : 1) * self.inference.resources.gpu "
+                    "<= self.cost.maxGpus",
+                    "cost.maxGpus is below inference.replicas.min x resources.gpu; "
+                    "raise the cap or lower the minimum",
+                )
+            ]
+        }
+    )
+
     model: ModelSpec
     features: list[FeatureSpec] = Field(
         min_length=1,
