@@ -638,6 +638,20 @@ def overview_dashboard() -> dict[str, Any]:
         ],
         unit="ops",
     )
+    b.add(
+        "Estimated cost per 30 days, by model",
+        [("sort_desc(driftline:model_cost:per_30d)", "{{namespace}}/{{model}}")],
+        width=12,
+        description="Requests x the chart's price table (monitoring.cost.prices), spot "
+        "pods at the discount; models scaled to zero cost nothing here (docs/capacity.md).",
+    )
+    b.add(
+        "Estimated cost per 30 days, by team",
+        [("sum by (team) (driftline:model_cost:per_hour) * 24 * 30", "{{team}}")],
+        width=12,
+        description="Grouped by spec.cost.team (the driftline.io/team pod label); "
+        "models without one under an empty team.",
+    )
     return dashboard("driftline-overview", "Driftline / Overview", b, [])
 
 
