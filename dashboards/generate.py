@@ -509,6 +509,27 @@ def model_dashboard() -> dict[str, Any]:
         ],
         unit="s",
     )
+    b.row("Cost")
+    model = '{namespace="$namespace", model="$model"}'
+    b.add(
+        "Estimated cost per hour, by part",
+        [(f"sum by (part) (driftline:model_cost:per_hour{model})", "{{part}}")],
+        kind="timeseries",
+        width=12,
+        description="Requests x the chart's price table (monitoring.cost.prices), spot "
+        "pods at the discount; a part scaled to zero costs nothing. Needs the chart's "
+        "cost rules and kube-state-metrics with the pods' driftline.io labels.",
+    )
+    b.add(
+        "Estimated cost per 30 days and budget",
+        [
+            (f"sum(driftline:model_cost:per_30d{model})", "estimate"),
+            ('driftline_model_monthly_budget{model="$namespace/$model"}', "budget"),
+        ],
+        width=12,
+        description="The estimate at today's requests, and spec.cost.monthlyBudget "
+        "(DriftlineModelOverBudget fires above it for an hour).",
+    )
     variables = [
         variable("namespace", "label_values(driftline_inference_inflight_requests, namespace)"),
         variable(
@@ -616,6 +637,20 @@ def overview_dashboard() -> dict[str, Any]:
             ),
         ],
         unit="ops",
+    )
+    b.add(
+        "Estimated cost per 30 days, by model",
+        [("sort_desc(driftline:model_cost:per_30d)", "{{namespace}}/{{model}}")],
+        width=12,
+        description="Requests x the chart's price table (monitoring.cost.prices), spot "
+        "pods at the discount; models scaled to zero cost nothing here (docs/capacity.md).",
+    )
+    b.add(
+        "Estimated cost per 30 days, by team",
+        [("sum by (team) (driftline:model_cost:per_hour) * 24 * 30", "{{team}}")],
+        width=12,
+        description="Grouped by spec.cost.team (the driftline.io/team pod label); "
+        "models without one under an empty team.",
     )
     return dashboard("driftline-overview", "Driftline / Overview", b, [])
 

@@ -33,6 +33,10 @@ METRIC_MODULES = {
 # Metrics of other exporters that dashboards and rules read on purpose.
 EXTERNAL = {
     "kafka_consumergroup_lag": "a Kafka exporter (consumer lag per group, topic, partition)",
+    "kube_pod_container_resource_requests": "kube-state-metrics (the cost rules price them)",
+    "kube_pod_labels": "kube-state-metrics, with the pods' driftline.io labels allowed",
+    "driftline:model_cost:per_hour": "the chart's cost rules (monitoring.cost)",
+    "driftline:model_cost:per_30d": "the chart's cost rules (monitoring.cost)",
 }
 
 _KEYWORDS = {

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .chart import ROOT, Tools, run
+from .chart import ROOT, Tools, documents, render_text, run
 from .promql import EXTERNAL, exported, landed, metric_names
 
 pytestmark = pytest.mark.timeout(1800)
@@ -106,3 +106,29 @@ def test_every_metric_a_dashboard_or_rule_reads_is_exported() -> None:
         f"metrics no part exports (modules that did not import: {missing_parts or 'none'}):\n"
         + report
     )
+
+
+def test_cost_rules_price_requests_and_alert_over_budget(tools: Tools, tmp_path: Path) -> None:
+    """The chart's cost rules: promtool accepts them, with the price table of the values,
+    and they read only kube-state-metrics, the operator's budget and each other."""
+    values = {"monitoring": {"prometheusRule": {"enabled": True}}}
+    values["monitoring"]["cost"] = {"prices": {"gpuHour": 3.75, "spotDiscount": 0.7}}
+    docs = documents(render_text(tools, values, tmp_path))
+    rule = next(d for d in docs if d["metadata"]["name"] == "driftline-cost")
+    path = tmp_path / "cost.rules.yaml"
+    path.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    assert "SUCCESS" in run([tools["promtool"], "check", "rules", str(path)]).stdout
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    text = "\n".join(r["expr"] for r in rules)
+    assert "* 3.75" in text and "(1 - 0.7)" in text
+    recorded = {r["record"] for r in rules if "record" in r}
+    names, _missing = exported()
+    read = set().union(*(metric_names(r["expr"]) for r in rules))
+    assert read - recorded - set(EXTERNAL) - names == set()
+    assert "driftline_model_monthly_budget" in read
+    assert any(r.get("alert") == "DriftlineModelOverBudget" for r in rules)
+    # What the dashboards read of them (listed in EXTERNAL) is recorded here.
+    assert {n for n in EXTERNAL if n.startswith("driftline:")} <= recorded
+    off = {"monitoring": {"prometheusRule": {"enabled": True}, "cost": {"enabled": False}}}
+    docs = documents(render_text(tools, off, tmp_path, "off"))
+    assert all(d["metadata"]["name"] != "driftline-cost" for d in docs)

@@ -17,6 +17,8 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 UID = "6b1f3a52-0c1d-4e8e-9d7a-3f1b2c4d5e6f"
 
 ALL = Capabilities(keda=True, prometheus_operator=True, karpenter=True)
+# KEDA with its HTTP add-on: every part may scale to zero.
+ALL_HTTP = Capabilities(keda=True, keda_http=True, prometheus_operator=True, karpenter=True)
 SASL_TLS = KafkaAuth(secret="kafka-sasl", sasl="scram_sha512", tls=True, has_ca=True)
 
 
@@ -64,6 +66,19 @@ def scenarios() -> dict[str, BuildContext]:
             ),
             settings,
             ALL,
+            SASL_TLS,
+        ),
+        # Idle parts scale to zero (inference through the HTTP add-on); GPUs capped;
+        # the trainer on spot; a team that pays.
+        "idle-spot": BuildContext(
+            sample(
+                "fraud-detector",
+                inference__nodePool=gpu_pool,
+                scaling={"idle": {"afterSeconds": 900}},
+                cost={"team": "risk", "maxGpus": 6, "spotTrainer": True, "monthlyBudget": 2000},
+            ),
+            settings,
+            ALL_HTTP,
             SASL_TLS,
         ),
         # No KEDA: workers scale on CPU; training off: no trainer.

@@ -56,6 +56,7 @@ def test_every_builder_has_a_golden_file() -> None:
         "horizontalpodautoscaler",
         "triggerauthentication",
         "scaledobject",
+        "httpscaledobject",
         "servicemonitor",
         "nodepool",
     }

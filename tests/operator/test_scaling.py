@@ -28,7 +28,7 @@ def test_replicas_are_stated_only_where_no_autoscaler_owns_them(
     kinds = by_kind(ctx)
     scaled = {
         m["spec"]["scaleTargetRef"]["name"]
-        for kind in ("HorizontalPodAutoscaler", "ScaledObject")
+        for kind in ("HorizontalPodAutoscaler", "ScaledObject", "HTTPScaledObject")
         for m in kinds.get(kind, [])
     }
     for deployment in kinds["Deployment"]:

@@ -26,7 +26,13 @@ INSTALL += [
     (f"install-namespaced/{m['kind']}/{m['metadata']['name']}", m)
     for m in operator_manifests(defaults(), watch=["ml", "fraud"])
 ]
-CRD_KINDS = {"ScaledObject", "TriggerAuthentication", "ServiceMonitor", "NodePool"}
+CRD_KINDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "HTTPScaledObject",
+    "ServiceMonitor",
+    "NodePool",
+}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -55,10 +61,21 @@ def test_crd_kinds_parts(version: str) -> None:
             validate_type(
                 spec["scaleTargetRef"], "crossversionobjectreference-autoscaling-v2", version
             )
-            assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+            assert 0 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
+            assert spec["minReplicaCount"] or spec["cooldownPeriod"] > 0
             for trigger in spec["triggers"]:
                 assert trigger["type"] == "kafka"
                 assert all(isinstance(v, str) for v in trigger["metadata"].values())
+        elif kind == "HTTPScaledObject":
+            target = spec["scaleTargetRef"]
+            validate_type(
+                {k: target[k] for k in ("apiVersion", "kind", "name")},
+                "crossversionobjectreference-autoscaling-v2",
+                version,
+            )
+            assert isinstance(target["service"], str) and isinstance(target["port"], int)
+            assert 0 <= spec["replicas"]["min"] <= spec["replicas"]["max"]
+            assert len(spec["scalingMetric"]) == 1
         elif kind == "ServiceMonitor":
             validate_type(spec["selector"], "labelselector-meta-v1", version)
         elif kind == "NodePool":

@@ -231,3 +231,13 @@ def test_one_drift_alert_per_drift_event() -> None:
     assert drift_alert(again, newer) == message  # the monitor reported it again
     silent = compute_status(calm, observe(*parts, drift=first, drift_alert=False), T0)
     assert drift_alert(calm, silent) is None  # onDrift without alert
+
+
+def test_parts_at_zero_are_ready_and_a_part_kept_at_one_is_explained() -> None:
+    idle = [deployment(p, available=0, desired=0) for p in ("joiner", "trainer", "drift")]
+    note = "inference keeps 1 replica(s): scaling it to zero needs KEDA's HTTP add-on"
+    status = compute_status(None, observe(deployment("inference"), *idle, scaling_note=note), T0)
+    assert status.phase == "Serving"
+    ready = status.condition("Ready")
+    assert ready is not None and ready.message.endswith(note)
+    assert "joiner 0/0" in ready.message

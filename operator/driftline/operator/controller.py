@@ -24,6 +24,7 @@ from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.backends import RedisBackends
 from driftline.operator.builders import BuildContext, Children, build_children
 from driftline.operator.builders.parts import active_parts
+from driftline.operator.builders.scaling import idle_scaling_note
 from driftline.operator.cluster import Cluster, MissingDependencyError
 from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
@@ -207,6 +208,9 @@ class Controller:
             drift=drift,
             drift_alert=alerts(model),
             problems=problems,
+            scaling_note=idle_scaling_note(
+                BuildContext(model, self.settings, self.cluster.capabilities())
+            ),
         )
         present = {d.part for d in deployments}
         return compute_status(previous, obs, now()), [p for p in expected if p not in present]

@@ -95,6 +95,7 @@ def dynamicmodel_reconcile(
         kopf.warn(body, reason="ApplyFailed", message=str(exc))
         raise kopf.TemporaryError(str(exc), delay=controller.settings.retry_seconds) from exc
     metrics.reconciles_total.labels("applied").inc()
+    metrics.record_budget(model.metadata.namespace, model.name, model.spec.cost.monthly_budget)
     # Rollout and drift stay as the timer last wrote them; only the parts are new here.
     status, _missing = controller.observe(model, previous)
     _write_status(body, patch, previous, status)
@@ -175,6 +176,8 @@ def dynamicmodel_delete(body: kopf.Body, memo: Any, **_: Any) -> None:
 def dynamicmodel_forget(body: kopf.Body, memo: Any, **_: Any) -> None:
     """Drops the model's rollout driver (best effort: no finalizer waits for it)."""
     controller: Controller = memo.controller
+    meta = body["metadata"]
+    metrics.record_budget(meta["namespace"], meta["name"], None)
     with contextlib.suppress(SpecError):
         controller.forget(model_from_body(body))
 

@@ -46,6 +46,8 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     Kind("keda.sh/v1alpha1", "TriggerAuthentication", "triggerauthentications", capability="keda"),
     Kind("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", capability="keda"),
+    # KEDA's HTTP add-on: its interceptor holds requests while inference scales from zero.
+    Kind("http.keda.sh/v1alpha1", "HTTPScaledObject", "httpscaledobjects", capability="keda_http"),
     Kind(
         "monitoring.coreos.com/v1",
         "ServiceMonitor",

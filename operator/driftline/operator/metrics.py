@@ -7,14 +7,16 @@ rollout runs in its timer.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Final
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 RECONCILES_TOTAL: Final = "driftline_operator_reconciles_total"
 RECONCILE_SECONDS: Final = "driftline_operator_reconcile_seconds"
 TICKS_TOTAL: Final = "driftline_operator_ticks_total"
 API_REQUESTS_TOTAL: Final = "driftline_operator_api_requests_total"
+MODEL_MONTHLY_BUDGET: Final = "driftline_model_monthly_budget"
 
 reconciles_total = Counter(
     RECONCILES_TOTAL,
@@ -37,3 +39,21 @@ api_requests_total = Counter(
     "DynamicModels are not counted here.",
     ["verb", "code"],
 )
+model_monthly_budget = Gauge(
+    MODEL_MONTHLY_BUDGET,
+    "spec.cost.monthlyBudget of each DynamicModel (currency units per 30 days); the "
+    "chart's DriftlineModelOverBudget alert compares the estimated spend with it. "
+    "`model` is `<namespace>/<name>`, as in the rollout's metrics: the scrape's own "
+    "`namespace` label is the operator's.",
+    ["model"],
+)
+
+
+def record_budget(namespace: str, model: str, budget: float | None) -> None:
+    """Exports a model's budget, or drops its series when it has none (or is gone)."""
+    key = f"{namespace}/{model}"
+    if budget is None:
+        with contextlib.suppress(KeyError):  # never had one
+            model_monthly_budget.remove(key)
+        return
+    model_monthly_budget.labels(key).set(budget)

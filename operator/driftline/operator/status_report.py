@@ -42,6 +42,8 @@ class Observation:
     """`alert` is in `spec.drift.onDrift`; None (a spec that cannot be read): as before."""
     problems: dict[str, str] = field(default_factory=dict)
     """Why an unavailable part is not available (read from its Pods), by part."""
+    scaling_note: str | None = None
+    """Why a part keeps a replica although `spec.scaling.idle` asks for zero, if any."""
 
 
 def _parts_summary(obs: Observation) -> tuple[list[str], str]:
@@ -120,6 +122,8 @@ def compute_status(
         ready_reason, ready_message = "PartsUnavailable", summary
     else:
         ready_reason, ready_message = "AllPartsAvailable", summary
+    if obs.scaling_note and obs.invalid is None:
+        ready_message = f"{ready_message}; {obs.scaling_note}"
 
     if rollout_active:
         progressing = (

@@ -35,6 +35,8 @@ RESOURCES: dict[str, dict[str, Any]] = {
     "v1/persistentvolumeclaims": {"kind": "PersistentVolumeClaim", "namespaced": True},
     "v1/services": {"kind": "Service", "namespaced": True},
     "v1/serviceaccounts": {"kind": "ServiceAccount", "namespaced": True},
+    # Listed (never written) to say why a part is unavailable; the emulator runs none.
+    "v1/pods": {"kind": "Pod", "namespaced": True},
     "apps/v1/deployments": {
         "kind": "Deployment",
         "namespaced": True,

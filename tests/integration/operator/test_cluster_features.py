@@ -18,6 +18,7 @@ KEDA = [
     ("keda.sh", "v1alpha1", "triggerauthentications", "TriggerAuthentication"),
 ]
 PROMETHEUS = [("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor")]
+KEDA_HTTP = [("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject")]
 
 
 @pytest.mark.parametrize(
@@ -28,6 +29,13 @@ PROMETHEUS = [("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor
         ({"kafka": {"bootstrapServers": "k:9092", "partitions": 0}}, "partitions"),
         ({"drift": {"detector": "magic"}}, "detector"),
         ({"inference": {"replicaz": 3}}, "replicaz"),
+        (
+            {
+                "inference": {"replicas": {"min": 3}, "resources": {"gpu": 2}},
+                "cost": {"maxGpus": 4},
+            },
+            "cost.maxGpus is below",
+        ),
     ],
 )
 def test_the_api_server_refuses_invalid_specs(
@@ -195,3 +203,50 @@ def test_a_part_that_cannot_start_says_why_in_status(control_plane: ControlPlane
     assert "joiner 0/1 (Unschedulable: 0/" in message
     phase = control_plane.status(ns, "churn")
     assert phase["phase"] == "Pending" and "joiner (Unschedulable" in phase["message"]
+
+
+def test_idle_parts_scale_to_zero_through_keda_and_inference_through_the_http_add_on(
+    control_plane: ControlPlane, ns: str
+) -> None:
+    manifest = model_manifest("churn", ns)
+    manifest["spec"]["scaling"] = {"idle": {"afterSeconds": 120}}
+    control_plane.create_model(manifest)
+    scaled_objects = "/apis/keda.sh/v1alpha1/namespaces/{ns}/scaledobjects"
+    http_scaled = "/apis/http.keda.sh/v1alpha1/namespaces/{ns}/httpscaledobjects"
+    hpas = "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
+
+    def ready_message() -> str:
+        for c in control_plane.status(ns, "churn").get("conditions", []):
+            if c["type"] == "Ready":
+                return str(c.get("message", ""))
+        return ""
+
+    with control_plane.operator(ns):
+        # Without KEDA: every part keeps one replica, and status says why.
+        wait_for(lambda: "KEDA is not installed" in ready_message(), 60, "the no-KEDA note")
+        with control_plane.optional_apis(*KEDA):
+            control_plane.patch_model(ns, "churn", {"spec": {"drift": {"window": 2000}}})
+            found = wait_for(
+                lambda: len(f := control_plane.children(scaled_objects, ns, "churn")) == 3 and f,
+                60,
+                "ScaledObjects for joiner, drift monitor and trainer",
+            )
+            wait_for(lambda: "HTTP add-on" in ready_message(), 60, "the inference note")
+            assert len(control_plane.children(hpas, ns, "churn")) == 1  # inference's
+            with control_plane.optional_apis(*KEDA_HTTP):
+                control_plane.patch_model(ns, "churn", {"spec": {"drift": {"window": 3000}}})
+                http = wait_for(
+                    lambda: len(f := control_plane.children(http_scaled, ns, "churn")) == 1 and f,
+                    60,
+                    "an HTTPScaledObject for inference",
+                )
+                wait_for(lambda: not control_plane.children(hpas, ns, "churn"), 60, "no HPA")
+                wait_for(lambda: "HTTP add-on" not in ready_message(), 60, "no note")
+    by_part = {s["metadata"]["name"]: s["spec"] for s in found}
+    assert {spec["minReplicaCount"] for spec in by_part.values()} == {0}
+    assert {spec["cooldownPeriod"] for spec in by_part.values()} == {120}
+    assert by_part["churn-trainer"]["maxReplicaCount"] == 1
+    groups = {t["metadata"]["consumerGroup"] for s in found for t in s["spec"]["triggers"]}
+    assert groups == {f"driftline-churn-{p}" for p in ("joiner", "drift", "trainer")}
+    assert http[0]["spec"]["replicas"]["min"] == 0
+    assert http[0]["spec"]["scaledownPeriod"] == 120

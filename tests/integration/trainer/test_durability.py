@@ -82,7 +82,19 @@ def trainer_process(case: Any, log: Path) -> subprocess.Popen[bytes]:
 
 @pytest.mark.slow
 @pytest.mark.chaos
-def test_sigkill_and_restart(trainer_case: Callable[..., Any], until: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "reclaim",
+    [
+        # A spot reclaim with its termination notice: SIGTERM, a clean stop in the grace period.
+        signal.SIGTERM,
+        # Without a notice (or past the grace period): the process is gone at once.
+        signal.SIGKILL,
+    ],
+    ids=["sigterm", "sigkill"],
+)
+def test_reclaim_and_restart(
+    trainer_case: Callable[..., Any], until: Any, tmp_path: Path, reclaim: signal.Signals
+) -> None:
     case = trainer_case(
         CovariateShiftStream(seed=5),
         training={
@@ -120,8 +132,10 @@ def test_sigkill_and_restart(trainer_case: Callable[..., Any], until: Any, tmp_p
     try:
         until(lambda: len(registered(case)) >= 2, timeout=180, what="a published version")
     finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait(30)
+        first.send_signal(reclaim)
+        stopped = first.wait(60)
+    if reclaim == signal.SIGTERM:
+        assert stopped == 0, log.read_text()[-3000:]  # stopped cleanly within the grace
     case.produce(stream.take(6000))  # more arrives while the trainer is down
 
     second = trainer_process(case, log)

@@ -28,6 +28,7 @@ class Capabilities:
     """Optional APIs installed in the cluster, found by discovery in the I/O layer."""
 
     keda: bool = False  # keda.sh/v1alpha1 ScaledObject, TriggerAuthentication
+    keda_http: bool = False  # http.keda.sh/v1alpha1 HTTPScaledObject (KEDA's HTTP add-on)
     prometheus_operator: bool = False  # monitoring.coreos.com/v1 ServiceMonitor
     karpenter: bool = False  # karpenter.sh/v1 NodePool
 

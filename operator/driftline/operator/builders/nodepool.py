@@ -4,8 +4,8 @@ Karpenter launches nodes for pending pods that fit a NodePool's requirements and
 tolerate its taints. The pool is made from the spec: its nodeSelector labels become
 requirements (Karpenter puts them on the nodes it launches), GPU pools are tainted
 `nvidia.com/gpu:NoSchedule` (only pods that tolerate it, the GPU inference pods,
-land there) and limited to `replicas.max x gpu` GPUs. The node class (EC2NodeClass
-on EKS) comes from the operator's settings.
+land there) and limited to `replicas.max x gpu` GPUs (less under `cost.maxGpus`).
+The node class (EC2NodeClass on EKS) comes from the operator's settings.
 
 A NodePool is cluster-scoped, and a namespaced DynamicModel cannot own it; the
 operator deletes it itself when the model goes (a kopf finalizer).
@@ -24,6 +24,7 @@ from driftline.operator.builders.context import (
     model_labels,
 )
 from driftline.operator.builders.pods import GPU_RESOURCE
+from driftline.operator.builders.scaling import inference_max_replicas
 
 AWS_NODE_CLASS_GROUP = "karpenter.k8s.aws"
 
@@ -100,8 +101,8 @@ def node_pool(ctx: BuildContext) -> dict[str, Any] | None:
         "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "5m"},
     }
     if ctx.gpu:
-        # Never more GPUs than the HPA's ceiling can use.
-        spec["limits"] = {GPU_RESOURCE: str(ctx.model.spec.inference.replicas.max * ctx.gpu)}
+        # Never more GPUs than the autoscaler's ceiling can use (capped by cost.maxGpus).
+        spec["limits"] = {GPU_RESOURCE: str(inference_max_replicas(ctx) * ctx.gpu)}
     return {
         "apiVersion": "karpenter.sh/v1",
         "kind": "NodePool",

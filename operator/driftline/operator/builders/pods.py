@@ -19,6 +19,7 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
+from driftline.operator.builders.cost import cost_labels, spot_scheduling
 from driftline.operator.settings import PartResources
 
 CONFIG_DIR = "/etc/driftline"
@@ -270,10 +271,11 @@ def pod_template(ctx: BuildContext, part: Part, config_hash: str) -> dict[str, A
         "containers": [container],
         "volumes": volumes,
         **scheduling(ctx, part),
+        **spot_scheduling(ctx, part),  # the trainer's only placement rule when asked
     }
     return {
         "metadata": {
-            "labels": part_labels(ctx, part.name),
+            "labels": {**part_labels(ctx, part.name), **cost_labels(ctx, part)},
             # A changed DynamicModel rolls the pods: the config is read at start.
             "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
         },

@@ -7,6 +7,13 @@ scale with Kafka consumer lag through KEDA when its CRDs are installed, else wit
 HPA on CPU; neither goes beyond the topic's partitions, since a consumer without a
 partition idles. The trainer is one replica (see `driftline.api.parts`).
 
+`spec.scaling.idle` lets parts scale to zero while nothing arrives: joiner, drift
+monitor and trainer through KEDA ScaledObjects with `minReplicaCount: 0` (the
+trainer's with a maximum of one), inference only through KEDA's HTTP add-on, whose
+interceptor holds requests while the first pod starts. What cannot scale to zero
+keeps its minimum, and `idle_scaling_note` says why in the Ready condition.
+`spec.cost.maxGpus` caps inference's maximum replicas at the GPUs it may hold.
+
 When an autoscaler exists the Deployment leaves `replicas` out, so server-side apply
 never takes that field back from the autoscaler.
 """
@@ -16,8 +23,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from driftline.api.parts import INFERENCE, Part
-from driftline.api.spec import split_servers
+from driftline.api.parts import INFERENCE, JOINER, Part
+from driftline.api.spec import IdleSpec, split_servers
 from driftline.operator.builders.context import (
     BuildContext,
     child_name,
@@ -31,6 +38,8 @@ from driftline.operator.builders.parts import topic
 
 HPA_API = "autoscaling/v2"
 KEDA_API = "keda.sh/v1alpha1"
+KEDA_HTTP_API = "http.keda.sh/v1alpha1"
+DEFAULT_COOLDOWN_SECONDS = 300
 
 # React to load within a scrape or two; give capacity back slowly (model loads are costly).
 HPA_BEHAVIOR: dict[str, Any] = {
@@ -49,15 +58,56 @@ HPA_BEHAVIOR: dict[str, Any] = {
 }
 
 
-def worker_max_replicas(ctx: BuildContext) -> int:
-    return ctx.model.spec.kafka.partitions
+def worker_max_replicas(ctx: BuildContext, part: Part = JOINER) -> int:
+    return 1 if part.singleton else ctx.model.spec.kafka.partitions
+
+
+def inference_max_replicas(ctx: BuildContext) -> int:
+    """replicas.max, capped so that the pods never hold more than `cost.maxGpus` GPUs.
+
+    The spec refuses a cap below replicas.min x gpu, so the cap never starves the minimum.
+    """
+    high = ctx.model.spec.inference.replicas.max
+    cap = ctx.model.spec.cost.max_gpus
+    if cap is not None and ctx.gpu:
+        high = min(high, max(1, cap // ctx.gpu))
+    return high
+
+
+def scales_to_zero(ctx: BuildContext, part: Part) -> bool:
+    """Whether this part goes to zero replicas when idle, in this cluster."""
+    if ctx.model.spec.scaling.idle is None:
+        return False
+    if part is INFERENCE:
+        return ctx.capabilities.keda_http
+    return ctx.capabilities.keda and bool(part.consumes)
+
+
+def idle_scaling_note(ctx: BuildContext) -> str | None:
+    """Why a part keeps a replica although `spec.scaling.idle` asks for zero, if any."""
+    if ctx.model.spec.scaling.idle is None:
+        return None
+    if not ctx.capabilities.keda:
+        return (
+            "spec.scaling.idle is set but KEDA is not installed: every part keeps at "
+            "least one replica"
+        )
+    if not ctx.capabilities.keda_http:
+        return (
+            "idle joiner, drift and trainer scale to zero; inference keeps "
+            f"{max(1, ctx.model.spec.inference.replicas.min)} replica(s): scaling it to "
+            "zero needs KEDA's HTTP add-on (HTTPScaledObject)"
+        )
+    return None
 
 
 def fixed_replicas(ctx: BuildContext, part: Part) -> int | None:
     """The replica count the Deployment states; None when an autoscaler owns it."""
+    if scales_to_zero(ctx, part):
+        return None
     if part is INFERENCE:
-        replicas = ctx.model.spec.inference.replicas
-        return replicas.min if replicas.min == replicas.max else None
+        low = ctx.model.spec.inference.replicas.min
+        return low if low == inference_max_replicas(ctx) else None
     if part.singleton or worker_max_replicas(ctx) <= 1:
         return 1
     return None
@@ -145,6 +195,7 @@ def trigger_authentication(ctx: BuildContext) -> dict[str, Any] | None:
 def scaled_object(ctx: BuildContext, part: Part) -> dict[str, Any]:
     name = child_name(ctx.name, part.name)
     auth = ctx.kafka_auth
+    idle = ctx.model.spec.scaling.idle if scales_to_zero(ctx, part) else None
     has_auth_object = trigger_authentication(ctx) is not None
     triggers = []
     for kind in part.consumes:
@@ -154,6 +205,14 @@ def scaled_object(ctx: BuildContext, part: Part) -> dict[str, Any]:
             "topic": topic(ctx.model, kind),
             "lagThreshold": str(ctx.settings.lag_threshold),
         }
+        if idle is not None:
+            # Any lag wakes a part at zero. A group with no committed offset yet (a new
+            # model) counts as lag, so one consumer starts, joins and commits first.
+            meta |= {
+                "activationLagThreshold": "0",
+                "offsetResetPolicy": "earliest",  # as the parts' consumers reset
+                "scaleToZeroOnInvalidOffset": "false",
+            }
         if auth is not None and auth.sasl:
             meta["sasl"] = auth.sasl
         if auth is not None and auth.tls:
@@ -168,11 +227,59 @@ def scaled_object(ctx: BuildContext, part: Part) -> dict[str, Any]:
         "metadata": metadata(ctx, name, part_labels(ctx, part.name)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-            "minReplicaCount": 1,
-            "maxReplicaCount": worker_max_replicas(ctx),
+            "minReplicaCount": 0 if idle is not None else 1,
+            "maxReplicaCount": worker_max_replicas(ctx, part),
             "pollingInterval": 15,
-            "cooldownPeriod": 300,
+            # Only the step to zero waits this long; between 1 and max the HPA decides.
+            "cooldownPeriod": idle.after_seconds if idle else DEFAULT_COOLDOWN_SECONDS,
             "triggers": triggers,
+        },
+    }
+
+
+def http_scaled_object(ctx: BuildContext, idle: IdleSpec) -> dict[str, Any]:
+    """Inference through KEDA's HTTP add-on: its interceptor counts and holds requests.
+
+    Clients call the add-on's interceptor Service with the model's Service name as the
+    Host header; the interceptor wakes the Deployment from zero and forwards. The
+    add-on makes its own ScaledObject, so no HPA exists for inference then.
+    """
+    name = child_name(ctx.name, INFERENCE.name)
+    inference = ctx.model.spec.inference
+    metric: dict[str, Any]
+    if inference.autoscaling.metric == "rps":
+        metric = {
+            "requestRate": {
+                "targetValue": round(inference.autoscaling.target),
+                "window": "1m",
+                "granularity": "1s",
+            }
+        }
+    else:
+        # In-flight requests per pod: the spec's target, else one full batch per pod.
+        target = (
+            inference.autoscaling.target
+            if inference.autoscaling.metric == "inflight"
+            else inference.batching.max_batch_size
+        )
+        metric = {"concurrency": {"targetValue": max(1, round(target))}}
+    service = f"{name}.{ctx.namespace}"
+    return {
+        "apiVersion": KEDA_HTTP_API,
+        "kind": "HTTPScaledObject",
+        "metadata": metadata(ctx, name, part_labels(ctx, INFERENCE.name)),
+        "spec": {
+            "hosts": [name, service, f"{service}.svc", f"{service}.svc.cluster.local"],
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": name,
+                "service": name,
+                "port": ctx.settings.inference_port,
+            },
+            "replicas": {"min": 0, "max": inference_max_replicas(ctx)},
+            "scaledownPeriod": idle.after_seconds,
+            "scalingMetric": metric,
         },
     }
 
@@ -182,8 +289,11 @@ def autoscaler(ctx: BuildContext, part: Part) -> dict[str, Any] | None:
     if fixed_replicas(ctx, part) is not None:
         return None
     if part is INFERENCE:
-        replicas = ctx.model.spec.inference.replicas
-        return _hpa(ctx, part, replicas.min, replicas.max, inference_metric(ctx))
+        idle = ctx.model.spec.scaling.idle
+        if idle is not None and scales_to_zero(ctx, part):
+            return http_scaled_object(ctx, idle)
+        low = ctx.model.spec.inference.replicas.min
+        return _hpa(ctx, part, low, inference_max_replicas(ctx), inference_metric(ctx))
     if ctx.capabilities.keda:
         return scaled_object(ctx, part)
     metric = _cpu_metric(ctx.settings.worker_cpu_utilization)

@@ -48,6 +48,11 @@ CLUSTER_SHAPE_ONLY = (
     ("inference", "autoscaling"),
     ("inference", "resources"),
     ("inference", "nodePool"),
+    ("scaling", "idle"),
+    ("cost", "team"),
+    ("cost", "maxGpus"),
+    ("cost", "spotTrainer"),
+    ("cost", "monthlyBudget"),
 )
 
 
@@ -56,6 +61,8 @@ def config_hash(ctx: BuildContext) -> str:
     document = yaml.safe_load(model_file(ctx))
     for section, field in CLUSTER_SHAPE_ONLY:
         document["spec"].get(section, {}).pop(field, None)
+        if document["spec"].get(section) == {}:
+            del document["spec"][section]  # a section only of such fields: no trace either
     text = yaml.safe_dump(document, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -746,10 +746,80 @@ class MonitoringSpec(SpecModel):
     )
 
 
+# --- scaling and cost ------------------------------------------------------------------
+
+
+class IdleSpec(SpecModel):
+    after_seconds: int = Field(
+        default=600,
+        ge=30,
+        le=7 * 86_400,
+        description="A part whose input topics have had no lag for this long scales to "
+        "zero (KEDA's cooldownPeriod); the first record back scales it to one.",
+    )
+
+
+class ScalingSpec(SpecModel):
+    idle: IdleSpec | None = Field(
+        default=None,
+        description="Scale idle parts to zero. Joiner, drift monitor and trainer: through "
+        "KEDA ScaledObjects on their consumer groups' lag (needs KEDA). Inference: only "
+        "with KEDA's HTTP add-on, whose interceptor holds requests while a pod starts; "
+        "without it inference keeps replicas.min and the Ready condition says so. "
+        "Unset: every part keeps at least one replica.",
+    )
+
+
+class CostSpec(SpecModel):
+    team: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="Who pays: the `driftline.io/team` label on every pod (Kubecost and "
+        "OpenCost allocate by it). Unset: no team label.",
+    )
+    max_gpus: int | None = Field(
+        default=None,
+        ge=0,
+        le=10_000,
+        description="The most GPUs this model's inference may hold at once: caps the "
+        "autoscaler's maxReplicas (maxGpus / gpu per pod) and the Karpenter NodePool's "
+        "limits. Must allow replicas.min pods.",
+    )
+    spot_trainer: bool = Field(
+        default=False,
+        description="Run the trainer on spot capacity (Karpenter's capacity-type spot, "
+        "tolerating the spot taint). A reclaim loses nothing: the trainer resumes from "
+        "its checkpoint and committed offsets.",
+    )
+    monthly_budget: float | None = Field(
+        default=None,
+        gt=0,
+        description="Estimated spend per 30 days (the chart's price table x requests) "
+        "above which the DriftlineModelOverBudget alert fires.",
+    )
+
+
 # --- the whole spec --------------------------------------------------------------------
 
 
 class DynamicModelSpec(SpecModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.cost) || !has(self.cost.maxGpus) || !has(self.inference) || "
+                    "!has(self.inference.resources) || !has(self.inference.resources.gpu) || "
+                    "(has(self.inference.replicas) && has(self.inference.replicas.min) ? "
+                    "self.inference.replicas.min : 1) * self.inference.resources.gpu "
+                    "<= self.cost.maxGpus",
+                    "cost.maxGpus is below inference.replicas.min x resources.gpu; "
+                    "raise the cap or lower the minimum",
+                )
+            ]
+        }
+    )
+
     model: ModelSpec
     features: list[FeatureSpec] = Field(
         min_length=1,
@@ -768,6 +838,8 @@ class DynamicModelSpec(SpecModel):
     feedback: FeedbackSpec = Field(default_factory=FeedbackSpec)
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec)
+    cost: CostSpec = Field(default_factory=CostSpec)
 
     @model_validator(mode="after")
     def _unique_features(self) -> DynamicModelSpec:
@@ -783,7 +855,17 @@ class DynamicModelSpec(SpecModel):
                 f"{self.rollout.sticky_key!r} is also a feature name; use the request's entity key",
             )
         self._segments_match_features()
+        self._gpu_cap_allows_minimum()
         return self
+
+    def _gpu_cap_allows_minimum(self) -> None:
+        cap, gpu = self.cost.max_gpus, self.inference.resources.gpu
+        if cap is not None and gpu and self.inference.replicas.min * gpu > cap:
+            raise invalid(
+                "cost.maxGpus",
+                f"cost.maxGpus ({cap}) is below inference.replicas.min x resources.gpu "
+                f"({self.inference.replicas.min} x {gpu}); raise the cap or lower the minimum",
+            )
 
     def _segments_match_features(self) -> None:
         types = {f.name: f.type for f in self.features}
