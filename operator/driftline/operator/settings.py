@@ -83,7 +83,7 @@ class OperatorSettings(BaseSettings):
     metrics_port: int = Field(default=9100, ge=1, le=65535)
     joiner_resources: PartResources = PartResources(cpu="250m", memory="512Mi")
     trainer_resources: PartResources = PartResources(cpu="1", memory="2Gi", tmp="4Gi")
-    drift_resources: PartResources = PartResources(cpu="500m", memory="1Gi")
+    drift_resources: PartResources = PartResources(cpu="500m", memory="2Gi")
     inference_tmp: str = Field(default="1Gi", pattern=QUANTITY)
     trainer_checkpoints: Literal["persistent", "ephemeral"] = Field(
         default="persistent",
