@@ -175,3 +175,23 @@ def test_the_trainer_checkpoints_on_a_claim_that_is_never_pruned() -> None:
     }
     env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
     assert env["DRIFTLINE_TRAINER_CHECKPOINT_DIR"] == "/var/lib/driftline/trainer"
+
+
+def test_the_spool_cap_is_a_setting_and_its_volume_a_quarter_larger() -> None:
+    from driftline.operator.builders import BuildContext
+    from driftline.operator.settings import OperatorSettings
+
+    from .conftest import sample
+
+    settings = OperatorSettings.model_construct(inference_spool_mib=1024)
+    children = build_children(BuildContext(sample("minimal"), settings))
+    inference = next(
+        m
+        for m in children.namespaced
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "churn-inference"
+    )
+    pod = inference["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["DRIFTLINE_INFERENCE_SPOOL_MAX_BYTES"] == str(1024 * 2**20)
+    spool = next(v for v in pod["volumes"] if v["name"] == "spool")
+    assert spool["emptyDir"]["sizeLimit"] == "1280Mi"

@@ -85,6 +85,14 @@ class OperatorSettings(BaseSettings):
     trainer_resources: PartResources = PartResources(cpu="1", memory="2Gi", tmp="4Gi")
     drift_resources: PartResources = PartResources(cpu="500m", memory="2Gi")
     inference_tmp: str = Field(default="1Gi", pattern=QUANTITY)
+    inference_spool_mib: int = Field(
+        default=512,
+        ge=16,
+        le=1_048_576,
+        description="Cap of inference's prediction-log spool (MiB), kept while Kafka is "
+        "away; its emptyDir is a quarter larger, so the spool sheds its oldest records "
+        "(counted) before the kubelet would evict the pod.",
+    )
     trainer_checkpoints: Literal["persistent", "ephemeral"] = Field(
         default="persistent",
         description="persistent: a PersistentVolumeClaim keeps the trainer's checkpoint "

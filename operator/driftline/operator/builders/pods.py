@@ -27,9 +27,6 @@ MODEL_FILE_NAME = "model.yaml"
 SECRETS_DIR = "/var/run/secrets/driftline"
 CHECKPOINT_DIR = "/var/lib/driftline/trainer"
 SPOOL_DIR = "/var/lib/driftline/inference"
-SPOOL_MAX_MIB = 512
-"""The prediction log's spool cap; its emptyDir is a quarter larger, so the cap (which
-sheds the oldest predictions) is reached before the kubelet's limit (which evicts)."""
 RUN_AS = 10001
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -80,7 +77,7 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
     if part is INFERENCE:
         values[f"{prefix}PORT"] = str(ctx.settings.inference_port)
         values[f"{prefix}{INFERENCE.data_setting}"] = SPOOL_DIR
-        values[f"{prefix}SPOOL_MAX_BYTES"] = str(SPOOL_MAX_MIB * 1024 * 1024)
+        values[f"{prefix}SPOOL_MAX_BYTES"] = str(ctx.settings.inference_spool_mib * 1024 * 1024)
     if part is TRAINER:
         values[f"{prefix}{TRAINER.data_setting}"] = CHECKPOINT_DIR
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
@@ -118,7 +115,9 @@ def _volumes(ctx: BuildContext, part: Part) -> tuple[list[dict[str, Any]], list[
     ]
     if part is INFERENCE:
         # Survives a container restart (kill -9, OOM): the restarted process replays it.
-        size = f"{SPOOL_MAX_MIB * 5 // 4}Mi"
+        # A quarter larger than the spool's cap, so the cap (which sheds the oldest
+        # predictions, counted) is reached before the kubelet's limit (which evicts).
+        size = f"{ctx.settings.inference_spool_mib * 5 // 4}Mi"
         volumes.append({"name": "spool", "emptyDir": {"sizeLimit": size}})
         mounts.append({"name": "spool", "mountPath": SPOOL_DIR})
     if part is TRAINER:
