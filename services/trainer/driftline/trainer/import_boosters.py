@@ -110,10 +110,7 @@ def xgboost_source(path: Path, layout: FeatureLayout, task: str, classes: int) -
 
     def answers(numeric: NDArray[np.float32], _categorical: NDArray[Any]) -> NDArray[Any]:
         x = np.ascontiguousarray(_columns(source, layout, numeric), np.float32)
-        predicted = plain.predict(xgb.DMatrix(x))
-        if task == "classification":
-            return as_probabilities(predicted, classes)
-        return np.asarray(predicted, np.float64).ravel()
+        return _as_answers(plain.predict(xgb.DMatrix(x)), task, classes)
 
     source = Source("xgboost", graph, answers, columns)
     return source
@@ -163,10 +160,14 @@ def lightgbm_source(path: Path, layout: FeatureLayout, task: str, classes: int) 
     def answers(numeric: NDArray[np.float32], _categorical: NDArray[Any]) -> NDArray[Any]:
         # The same float32 values the graph is fed, widened: LightGBM predicts in double.
         x = np.asarray(_columns(source, layout, numeric), np.float64)
-        predicted = np.asarray(booster.predict(x))
-        if task == "classification":
-            return as_probabilities(predicted, classes)
-        return np.asarray(predicted, np.float64).ravel()
+        return _as_answers(booster.predict(x), task, classes)
 
     source = Source("lightgbm", graph, answers, columns)
     return source
+
+
+def _as_answers(predicted: Any, task: str, classes: int) -> NDArray[Any]:
+    """A booster's own predictions as the artifact contract answers them."""
+    if task == "classification":
+        return as_probabilities(np.asarray(predicted), classes)
+    return np.asarray(predicted, np.float64).ravel()
