@@ -47,12 +47,12 @@ def test_quick_demo_learns_the_new_concept_and_rejects_a_broken_candidate(
     served = _percent(drift["accuracy after promotion: served"])
     frozen = _percent(drift["accuracy after promotion: frozen baseline"])
     assert served >= frozen + 5, drift
-    assert drift["errors / shed"] == "0 / 0"
+    assert drift["errors / shed"] == "0 / 0", (drift, tail)
 
     bad = verdicts["bad-candidate"]["summary"]
     assert verdicts["bad-candidate"]["passed"], bad
     assert "rolled back" in bad["reason"]
-    assert bad["errors / shed"] == "0 / 0"
+    assert bad["errors / shed"] == "0 / 0", (bad, tail)
 
     assert (out / "drift.png").stat().st_size > 10_000
     assert run.returncode == 0, tail

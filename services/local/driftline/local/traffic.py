@@ -49,6 +49,8 @@ class TrafficLog:
     seconds: dict[int, Second] = field(default_factory=lambda: defaultdict(Second))
     versions_seen: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     outcomes_sent: int = 0
+    error_causes: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """What made a request fail: an HTTP status or the client's exception, with a count."""
 
     def at(self, ts: float) -> Second:
         return self.seconds[int(ts - self.start)]
@@ -133,12 +135,15 @@ class TrafficGenerator:
                 resp = await client.post(self.url, json={"entity_id": entity, "features": features})
             except httpx.HTTPError as exc:
                 second.errors += 1
-                log.debug("predict failed: %s", exc)
+                self.log.error_causes[type(exc).__name__] += 1
+                log.warning("predict failed: %s: %s", type(exc).__name__, exc)
             else:
                 if resp.status_code in (429, 503):
                     second.shed += 1
                 elif resp.status_code != 200:
                     second.errors += 1
+                    self.log.error_causes[f"HTTP {resp.status_code}"] += 1
+                    log.warning("predict answered %d: %s", resp.status_code, resp.text[:300])
                 else:
                     self._record(second, resp.json(), label)
             delay = next_at - time.monotonic()

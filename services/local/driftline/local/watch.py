@@ -193,11 +193,14 @@ class Watcher:
     def _totals(self) -> list[tuple[str, str]]:
         assert self.traffic is not None
         tot = self.traffic.totals()
-        return [
+        rows = [
             ("requests sent / answered", f"{tot['sent']} / {tot['answered']}"),
             ("errors / shed", f"{tot['errors']} / {tot['shed']}"),
-            ("outcomes sent", str(self.traffic.outcomes_sent)),
         ]
+        if self.traffic.error_causes:
+            causes = sorted(self.traffic.error_causes.items(), key=lambda kv: -kv[1])
+            rows.append(("errors by cause", ", ".join(f"{c}: {n}" for c, n in causes)))
+        return [*rows, ("outcomes sent", str(self.traffic.outcomes_sent))]
 
     def drift_result(self) -> ScenarioResult:
         assert self.traffic is not None
