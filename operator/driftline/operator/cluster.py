@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from driftline.api import DynamicModel
+from driftline.api.status import InitialImportStatus
 from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.builders import Capabilities, Children, KafkaAuth
 from driftline.operator.builders.context import (
@@ -25,6 +26,7 @@ from driftline.operator.builders.context import (
     MODEL_LABEL,
     NAMESPACE_LABEL,
 )
+from driftline.operator.import_state import JOB_NAME_LABEL, import_state
 from driftline.operator.kinds import (
     CAPABILITY_APIS,
     CHILD_KINDS,
@@ -209,6 +211,22 @@ class Cluster:
             self.kube.list(claims.collection(namespace), selector),
             parts,
         )
+
+    def import_state(self, namespace: str, name: str, job: str) -> InitialImportStatus | None:
+        """The import Job `job` of model `name`, with its Pods' last words once one failed;
+        None while the Job does not exist (yet). One list call, two after a failure."""
+        jobs = kind_of({"apiVersion": "batch/v1", "kind": "Job"}).collection(namespace)
+        found = [
+            j for j in self.kube.list(jobs, model_selector(name)) if j["metadata"]["name"] == job
+        ]
+        if not found:
+            return None
+        status = found[0].get("status") or {}
+        failed = int(status.get("failed", 0)) > 0
+        pods = (
+            self.kube.list(POD.collection(namespace), f"{JOB_NAME_LABEL}={job}") if failed else []
+        )
+        return import_state(found[0], pods)
 
     # --- writing --------------------------------------------------------------------------
 

@@ -19,10 +19,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from driftline.api import DynamicModel, parse_dynamic_model
-from driftline.api.status import ConditionType, DriftStatus, DynamicModelStatus, RolloutStatus
+from driftline.api.status import (
+    ConditionType,
+    DriftStatus,
+    DynamicModelStatus,
+    InitialImportStatus,
+    RolloutStatus,
+)
 from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.backends import RedisBackends
 from driftline.operator.builders import BuildContext, Children, build_children
+from driftline.operator.builders.initial_import import import_job_name
 from driftline.operator.builders.parts import active_parts
 from driftline.operator.builders.scaling import idle_scaling_note
 from driftline.operator.cluster import Cluster, MissingDependencyError
@@ -208,12 +215,25 @@ class Controller:
             drift=drift,
             drift_alert=alerts(model),
             problems=problems,
+            initial_import=self._initial_import(model, previous),
             scaling_note=idle_scaling_note(
                 BuildContext(model, self.settings, self.cluster.capabilities())
             ),
         )
         present = {d.part for d in deployments}
         return compute_status(previous, obs, now()), [p for p in expected if p not in present]
+
+    def _initial_import(
+        self, model: DynamicModel, previous: DynamicModelStatus | None
+    ) -> InitialImportStatus | None:
+        """The import Job's state while `spec.model.initial` is set; read until it ends."""
+        if model.spec.model.initial is None:
+            return None
+        job = import_job_name(BuildContext(model, self.settings, self.cluster.capabilities()))
+        before = previous.initial_import if previous is not None else None
+        if before is not None and before.job == job and before.state == "Succeeded":
+            return before  # done: no more reads
+        return self.cluster.import_state(model.metadata.namespace, model.name, job) or before
 
     def invalid_status(
         self, previous: DynamicModelStatus | None, generation: int | None, problem: str

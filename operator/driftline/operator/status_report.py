@@ -20,6 +20,7 @@ from driftline.api.status import (
     ConditionType,
     DriftStatus,
     DynamicModelStatus,
+    InitialImportStatus,
     Phase,
     RolloutStatus,
 )
@@ -44,6 +45,8 @@ class Observation:
     """Why an unavailable part is not available (read from its Pods), by part."""
     scaling_note: str | None = None
     """Why a part keeps a replica although `spec.scaling.idle` asks for zero, if any."""
+    initial_import: InitialImportStatus | None = None
+    """The import Job of `spec.model.initial`, while the spec names one."""
 
 
 def _parts_summary(obs: Observation) -> tuple[list[str], str]:
@@ -137,7 +140,22 @@ def compute_status(
     else:
         progressing = (False, "Stable", "")
 
-    if phase == "Degraded":
+    stable = obs.versions.get("stable", _prev(previous, "stable_version"))
+    failed_import = (
+        obs.initial_import is not None
+        and obs.initial_import.state == "Failed"
+        and stable is None
+        and obs.invalid is None
+    )
+    if failed_import:
+        # The parts may all be up, yet there is nothing to serve: say why, and what failed.
+        assert obs.initial_import is not None
+        phase = "Degraded"
+        message = f"the initial model's import failed ({obs.initial_import.job}): " + (
+            obs.initial_import.message
+        )
+        degraded = (True, "InitialImportFailed", message)
+    elif phase == "Degraded":
         degraded = (True, "PartsUnavailable", message)
     elif rollout.stage == "aborted":
         degraded = (True, "RolloutAborted", rollout.reason)
@@ -169,6 +187,7 @@ def compute_status(
         observed_generation=obs.generation,
         rollout=rollout,
         drift=drift,
+        initial_import=obs.initial_import,
         conditions=[
             cond("Ready", (ready, ready_reason, ready_message)),
             cond("Progressing", progressing),

@@ -45,6 +45,8 @@ COMPONENT = "import"
 BACKOFF_LIMIT = 3
 DEADLINE_SECONDS = 3600
 WORK_DIR = "/tmp/driftline-import"
+REFUSED_EXIT_CODE = 2
+"""The import command's exit status for input it refuses (`driftline.trainer.__main__`)."""
 
 
 def _wanted(ctx: BuildContext) -> bool:
@@ -120,6 +122,7 @@ def import_job(ctx: BuildContext) -> dict[str, Any] | None:
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
         "resources": resources(ctx, TRAINER),
         "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",  # status quotes the error
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
@@ -143,6 +146,21 @@ def import_job(ctx: BuildContext) -> dict[str, Any] | None:
         "spec": {
             "backoffLimit": BACKOFF_LIMIT,
             "activeDeadlineSeconds": DEADLINE_SECONDS,
+            # Exit 2 is a refusal (wrong format, untrusted pickle, a sample that does
+            # not fit): another try cannot help. Anything else (a registry that is
+            # down) is tried again, up to the backoff limit.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": COMPONENT,
+                            "operator": "In",
+                            "values": [REFUSED_EXIT_CODE],
+                        },
+                    }
+                ]
+            },
             "template": {
                 "metadata": {"labels": part_labels(ctx, COMPONENT)},
                 "spec": {

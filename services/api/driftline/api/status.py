@@ -57,6 +57,21 @@ class DriftStatus(StatusModel):
     )
 
 
+ImportState = Literal["Running", "Succeeded", "Failed"]
+
+
+class InitialImportStatus(StatusModel):
+    """The import Job of `spec.model.initial`, as last seen."""
+
+    job: str = Field(description="The import Job's name.")
+    state: ImportState
+    message: str = Field(
+        default="",
+        max_length=2048,
+        description="Why it failed (the Job's reason and the import's own last words).",
+    )
+
+
 class DynamicModelStatus(StatusModel):
     phase: Phase = "Pending"
     message: str = ""
@@ -66,6 +81,7 @@ class DynamicModelStatus(StatusModel):
     baseline_version: str | None = None
     rollout: RolloutStatus = Field(default_factory=RolloutStatus)
     drift: DriftStatus = Field(default_factory=DriftStatus)
+    initial_import: InitialImportStatus | None = None
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={
