@@ -170,7 +170,8 @@ def test_a_version_imported_without_a_sample_takes_its_first_traffic_as_the_refe
     harness: Harness,
 ) -> None:
     """`driftline.reference: none`: the monitor reads the version's first live predictions,
-    says so in the note status shows, and then watches against them (a shift is found)."""
+    says so in the note status shows, and then watches against them (a shift is found).
+    The reference is kept in the registry: a restarted monitor does not collect again."""
     import threading
 
     from driftline.api.artifacts import TAG_REFERENCE
@@ -212,3 +213,18 @@ def test_a_version_imported_without_a_sample_takes_its_first_traffic_as_the_refe
     )
     events = harness.events(model, seconds=10)
     assert any(e.kind == "covariate" and "x1" in e.features for e in events), events
+
+    # The reference is kept beside the version: a restarted monitor reads it at once.
+    kept = client.get_model_version(harness.name, mv.version)
+    assert kept.tags[TAG_REFERENCE] == f"live: the first 300 predictions of version {mv.version}"
+    stop.set()
+    thread.join(30)
+    again = DriftWorker(harness.settings(model, live_reference_rows=300))
+    stop = threading.Event()
+    thread = threading.Thread(target=again.run, args=(stop,), daemon=True)
+    harness.threads.append((thread, stop))
+    thread.start()
+    wait_for(lambda: again.heartbeat.ready, 60, "the restarted monitor on the kept reference")
+    assert again.collecting is None and again.monitor is not None
+    assert again.monitor.version == mv.version
+    assert (r.get(key) or b"").startswith(b"live traffic: the first 300 predictions")

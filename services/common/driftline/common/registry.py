@@ -279,6 +279,26 @@ class RegisteredModel:
         )
         return _version(found)
 
+    def set_version_tag(self, version: str, key: str, value: str) -> None:
+        self._call(
+            f"set tag {key!r} of version {version}",
+            "set_model_version_tag",
+            self.name,
+            version,
+            key,
+            value,
+        )
+
+    def add_artifact(self, version: ModelVersion, artifact: str, data: bytes) -> None:
+        """Adds `data` as `artifact` (e.g. `REFERENCE_ARTIFACT`) to the run of `version`."""
+        if version.run_id is None:
+            raise RegistryError(f"version {version.version} of {self.name!r} has no run")
+        with tempfile.TemporaryDirectory(prefix="driftline-artifact-") as tmp:
+            local = Path(tmp) / PurePosixPath(artifact).name
+            local.write_bytes(data)
+            parent = str(PurePosixPath(artifact).parent)
+            self._call("artifact upload", "log_artifact", version.run_id, str(local), parent)
+
     def _ensure_registered(self) -> None:
         try:
             self.client().get_registered_model(self.name)

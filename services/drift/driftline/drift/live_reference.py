@@ -8,8 +8,13 @@ drift is then measured against how traffic looked when the model started to serv
 not against how it was trained. The monitor says which in its log and in the note
 it keeps in Redis, which status shows (`status.drift.reference`, `driftline status`).
 
-The collected rows live in memory: a restart before the reference is complete starts
-collecting again from the traffic that follows.
+Once complete, the reference is kept in the registry beside the version, as any
+reference is (`reference/reference.npz` in the version's run), and the version's tag
+then says `live: ...`: a restarted monitor, or a second one, reads it like a
+registered reference instead of collecting again. Rows collected before the reference
+is complete live in memory only; a restart then starts collecting again from the
+traffic that follows. A registry that cannot take the file is logged, and the monitor
+watches with the reference in memory.
 """
 
 from __future__ import annotations
@@ -63,6 +68,10 @@ class LiveReference:
 
     def reference(self) -> Reference:
         """The collected rows as a reference (checked like a registered one)."""
+        return parse_reference(self.arrays(), self.features, self.version)
+
+    def arrays(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The collected rows, as a reference file holds them."""
         arrays: dict[str, np.ndarray[Any, Any]] = {
             f.name: np.asarray(
                 self._columns[f.name], np.float64 if f.type == "numeric" else np.str_
@@ -70,17 +79,25 @@ class LiveReference:
             for f in self.features
         }
         arrays[REFERENCE_OUTPUT_KEY] = np.asarray(self._outputs, np.float64)
-        return parse_reference(arrays, self.features, self.version)
+        return arrays
+
+    def tag(self) -> str:
+        """The version's `driftline.reference` tag once this reference is kept."""
+        return f"live: the first {self.rows} predictions of version {self.version}"
 
     def note(self) -> str:
         """What status says about this reference."""
         if self.complete:
-            return (
-                f"live traffic: the first {self.rows} predictions of version {self.version} "
-                "(registered without a reference sample)"
-            )
+            return live_note(self.rows, self.version)
         return (
             f"collecting from live traffic: {self.collected} of {self.rows} predictions of "
             f"version {self.version} (registered without a reference sample); no drift "
             "is measured until then"
         )
+
+
+def live_note(rows: int, version: str) -> str:
+    return (
+        f"live traffic: the first {rows} predictions of version {version} "
+        "(registered without a reference sample)"
+    )

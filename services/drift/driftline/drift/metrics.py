@@ -44,6 +44,8 @@ SETUP_SECONDS = "driftline_drift_setup_seconds"
 """Gauge{model, detector}: seconds the latest set-up of an online detector took."""
 EVENT_ERRORS_TOTAL = "driftline_drift_event_errors_total"
 """Counter{model, sink}: drift events that could not be written (sink = kafka | redis)."""
+LIVE_REFERENCE_UNSAVED_TOTAL = "driftline_drift_live_reference_unsaved_total"
+"""Counter{model}: references from live traffic the registry did not take (kept in memory)."""
 
 p_value = Gauge(P_VALUE, "p-value of the latest window test", ["model", "kind", "feature"])
 score = Gauge(SCORE, "statistic of the latest test", ["model", "kind", "feature"])
@@ -58,6 +60,11 @@ suppressed = Counter(
     SUPPRESSED_TOTAL, "detections not sent (cooldown or explained)", ["model", "kind"]
 )
 tests = Counter(TESTS_TOTAL, "window tests run", ["model", "kind"])
+live_reference_unsaved = Counter(
+    LIVE_REFERENCE_UNSAVED_TOTAL,
+    "references from live traffic not kept in the registry (watched from memory)",
+    ["model"],
+)
 samples = Counter(SAMPLES_TOTAL, "records used", ["model", "stream"])
 skipped = Counter(SKIPPED_TOTAL, "records read but not used", ["model", "stream", "reason"])
 quality_rate = Gauge(

@@ -13,10 +13,11 @@ unicode arrays, never as Python objects.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ class Reference:
     """Values of each categorical feature, as strings."""
     output: FloatArray
     label: FloatArray | None = None
+    origin: str = ""
+    """The version's `driftline.reference` tag: where the sample came from."""
 
     @property
     def rows(self) -> int:
@@ -188,4 +191,16 @@ class ReferenceSource:
                 raise ReferenceUnavailableError(str(exc)) from exc
             reference = read_reference_file(local, self.features, version, self.max_rows)
         log.info("reference of %s version %s: %d rows", self.model_name, version, reference.rows)
-        return reference
+        return replace(reference, origin=tag)
+
+    def keep(self, version: str, arrays: Mapping[str, np.ndarray[Any, Any]], tag: str) -> None:
+        """Stores a reference taken elsewhere (from live traffic) with `version`, and tags
+        the version with where it came from; `load` reads it from then on."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        try:
+            mv = self.registry.get_version(version)
+            self.registry.add_artifact(mv, REFERENCE_ARTIFACT, buffer.getvalue())
+            self.registry.set_version_tag(version, TAG_REFERENCE, tag)
+        except RegistryError as exc:
+            raise ReferenceUnavailableError(f"cannot keep the reference: {exc}") from exc

@@ -39,7 +39,7 @@ from driftline.common.redis_state import RoutingStore, drift_key, drift_referenc
 from driftline.drift import metrics
 from driftline.drift.detectors import Backend, make_backend
 from driftline.drift.event_policy import Detection, EventPolicy
-from driftline.drift.live_reference import LiveReference
+from driftline.drift.live_reference import LiveReference, live_note
 from driftline.drift.monitor import DriftMonitor
 from driftline.drift.reference import (
     NoReferenceError,
@@ -197,7 +197,7 @@ class DriftWorker:
                 dead.send(msg, exc.reason)
         if predictions and self.collecting.add(predictions):
             if self.collecting.complete:
-                self._watch(self.collecting.version, self.collecting.reference())
+                self._watch_live(self.collecting)
             self._set_note(self.collecting.note())
         for msg in batch:
             if msg.error() is None:
@@ -215,7 +215,7 @@ class DriftWorker:
         if live.version == self.monitor.version or not live.add(predictions):
             return
         if live.complete:
-            self._watch(live.version, live.reference())
+            self._watch_live(live)
         self._set_note(live.note())
 
     # --- reference --------------------------------------------------------------------
@@ -261,7 +261,22 @@ class DriftWorker:
             self._unavailable = said
             return
         self._watch(version, reference)
-        self._set_note(f"the reference sample of version {version} ({reference.rows} rows)")
+        if reference.origin.startswith("live"):
+            self._set_note(live_note(reference.rows, version))
+        else:
+            self._set_note(f"the reference sample of version {version} ({reference.rows} rows)")
+
+    def _watch_live(self, live: LiveReference) -> None:
+        """Watch against a reference complete from live traffic, and keep it in the
+        registry so that a restarted monitor reads it instead of collecting again."""
+        self._watch(live.version, live.reference())
+        try:
+            self.references.keep(live.version, live.arrays(), live.tag())
+        except ReferenceUnavailableError as exc:
+            metrics.live_reference_unsaved.labels(self.name).inc()
+            log.warning("%s; watching with it in memory (a restart collects again)", exc)
+            return
+        log.info("kept the reference of version %s from live traffic", live.version)
 
     def _watch(self, version: str, reference: Reference) -> None:
         """Watch `version` against `reference` (new detectors, fresh windows)."""
