@@ -340,6 +340,25 @@ def model_dashboard() -> dict[str, Any]:
         description="Scored predictions whose value came after a segment's maxValues "
         "values were taken: counted in its 'other' group.",
     )
+    b.add(
+        "Calibration: confidence against accuracy",
+        [
+            (
+                f"max by (version) (driftline_joiner_calibration_error{joiner})",
+                "calibration error v{{version}}",
+            ),
+            (
+                f"max by (version) (driftline_joiner_confidence_gap{joiner})",
+                "confidence - accuracy v{{version}}",
+            ),
+            (f"max(driftline_joiner_calibration_limit{joiner})", "limit"),
+        ],
+        width=24,
+        description="Expected calibration error (ten confidence bins) of each version's "
+        "labeled predictions over spec.monitoring.calibration.windowSeconds, and how much "
+        "surer the model is than right. Above the limit: its scores no longer mean what "
+        "they say, and thresholds on them misfire.",
+    )
 
     b.row("Drift")
     drift = sel("drift")

@@ -16,6 +16,9 @@ from prometheus_client import REGISTRY
 from driftline.common.connections import KafkaConnection
 from driftline.common.redis_state import QualityStore
 from driftline.joiner.metrics import (
+    CALIBRATION_ERROR,
+    CALIBRATION_LIMIT,
+    CONFIDENCE_GAP,
     EXPIRED_TOTAL,
     FAIRNESS_LIMIT,
     FAIRNESS_OPPORTUNITY_GAP,
@@ -316,3 +319,36 @@ def test_quality_per_segment_with_a_cap_and_the_fairness_gaps(
     assert sample(FAIRNESS_LIMIT, segment="x2", figure="parity") == 0.2
     assert sample(FAIRNESS_LIMIT, segment="x2", figure="opportunity") == 0.3
     assert REGISTRY.get_sample_value(FAIRNESS_PARITY_GAP, {"version": "1", "segment": "x1"}) is None
+
+
+def test_calibration_of_an_overconfident_version_is_measured_from_redis(
+    running: Any, unique: str, kafka: KafkaBroker, redis_client: Any
+) -> None:
+    """Version 1 answers with 0.9 confidence and is right 60 % of the time; version 2
+    is right as often as it says (0.7, 70 %). The gauges are summed from Redis."""
+    clock = Clock(2_000_000.0)
+    worker = running(clock=clock, monitoring={"calibration": {"minSamples": 20, "maxError": 0.15}})
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    records = Records(conn)
+    for i in range(50):
+        for version, variant, confidence, right in (
+            ("1", "stable", 0.9, i % 10 < 6),
+            ("2", "candidate", 0.7, i % 10 < 7),
+        ):
+            rid = f"v{version}-{i}"
+            scores = [1 - confidence, confidence]
+            records.send(topics.predictions, prediction(unique, rid, variant, version, 1.0, scores))
+            records.send(topics.outcomes, outcome(rid, 1.0 if right else 0.0))
+    records.flush()
+    wait_until(lambda: len(read_all(conn, topics.labeled, settle=0.5)) == 100, 60, "100 examples")
+    clock.now += 1  # the gauges are read from Redis on the sweeps, which follow the clock
+
+    def measured(version: str) -> float | None:
+        return REGISTRY.get_sample_value(CALIBRATION_ERROR, {"version": version})
+
+    wait_until(lambda: measured("1") is not None and measured("2") is not None, 10, "gauges")
+    assert measured("1") == pytest.approx(0.3)
+    assert sample(CONFIDENCE_GAP, version="1") == pytest.approx(0.3)
+    assert measured("2") == pytest.approx(0.0, abs=1e-9)
+    assert REGISTRY.get_sample_value(CALIBRATION_LIMIT) == 0.15

@@ -729,6 +729,26 @@ class FairnessSpec(SpecModel):
     )
 
 
+class CalibrationSpec(SpecModel):
+    max_error: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Alert when the expected calibration error (10 confidence bins) of "
+        "the labeled predictions is above this: the model's confidence no longer says "
+        "how often it is right.",
+    )
+    min_samples: int = Field(
+        default=500,
+        ge=10,
+        description="The error is measured once the window holds this many labeled "
+        "predictions with class scores.",
+    )
+    window_seconds: float = Field(
+        default=3600, ge=60, le=7 * 86_400, description="The error is measured over this window."
+    )
+
+
 class MonitoringSpec(SpecModel):
     segments: list[SegmentSpec] = Field(
         default_factory=list,
@@ -743,6 +763,10 @@ class MonitoringSpec(SpecModel):
     fairness: FairnessSpec = Field(
         default_factory=FairnessSpec,
         description="Binary classification: gaps between the values of protected segments.",
+    )
+    calibration: CalibrationSpec = Field(
+        default_factory=CalibrationSpec,
+        description="Classification: how well the model's confidence matches its accuracy.",
     )
 
 

@@ -157,16 +157,69 @@ def quality_fields(
     """The counter increments one scored prediction adds to its version's quality."""
     fields: dict[str, float] = {"count": 1.0}
     if task == "classification":
-        fields["correct"] = 1.0 if int(output) == int(label) else 0.0
+        correct = int(output) == int(label)
+        fields["correct"] = 1.0 if correct else 0.0
         if scores and 0 <= int(label) < len(scores):
             p = min(max(scores[int(label)], 1e-15), 1.0)
             fields["log_loss"] = -math.log(p)
             fields["log_loss_count"] = 1.0
+        if scores and 0 <= int(output) < len(scores):
+            fields.update(calibration_fields(scores[int(output)], correct))
     else:
         err = output - label
         fields["abs_error"] = abs(err)
         fields["sq_error"] = err * err
     return fields
+
+
+# --- calibration: does the model's confidence say how often it is right? ----------------
+
+CALIBRATION_BINS = 10
+"""Equal-width confidence bins: [0, 0.1), [0.1, 0.2), ... [0.9, 1]."""
+
+
+def calibration_fields(confidence: float, correct: bool) -> dict[str, float]:
+    """The increments of one labeled prediction: its confidence (the score of the class
+    it answered) in its bin, and whether it was right. Fields `cal<bin>_n`,
+    `cal<bin>_conf` and `cal<bin>_correct`."""
+    c = min(max(float(confidence), 0.0), 1.0)
+    k = min(int(c * CALIBRATION_BINS), CALIBRATION_BINS - 1)
+    return {f"cal{k}_n": 1.0, f"cal{k}_conf": c, f"cal{k}_correct": 1.0 if correct else 0.0}
+
+
+def is_calibration_field(name: str) -> bool:
+    return name.startswith("cal") and "_" in name
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Confidence against accuracy over a window, from the `cal<bin>_*` sums."""
+
+    count: int
+    error: float
+    """Expected calibration error: the count-weighted mean gap between each bin's mean
+    confidence and its accuracy."""
+    confidence: float
+    accuracy: float
+    bins: tuple[tuple[int, float, float], ...]
+    """Per bin: (predictions, mean confidence, accuracy); (0, 0, 0) when empty."""
+
+    @classmethod
+    def from_fields(cls, f: Mapping[str, float]) -> Calibration | None:
+        bins = []
+        for k in range(CALIBRATION_BINS):
+            n = f.get(f"cal{k}_n", 0.0)
+            if n <= 0:
+                bins.append((0, 0.0, 0.0))
+                continue
+            bins.append((int(n), f.get(f"cal{k}_conf", 0.0) / n, f.get(f"cal{k}_correct", 0.0) / n))
+        total = sum(n for n, _, _ in bins)
+        if total == 0:
+            return None
+        error = sum(n * abs(conf - acc) for n, conf, acc in bins) / total
+        confidence = sum(n * conf for n, conf, _ in bins) / total
+        accuracy = sum(n * acc for n, _, acc in bins) / total
+        return cls(total, error, confidence, accuracy, tuple(bins))
 
 
 # --- live quality per segment (joiner writes, rollout and joiner read) -----------------

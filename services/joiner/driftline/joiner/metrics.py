@@ -21,7 +21,8 @@ LABELED_TOTAL = "driftline_joiner_labeled_examples_total"
 
 QUALITY_TOTAL = "driftline_joiner_quality_total"
 """Counter{version, variant, field}: live quality sums (count, correct, abs_error,
-sq_error, log_loss, log_loss_count) of the predictions joined with their outcome."""
+sq_error, log_loss, log_loss_count) of the predictions joined with their outcome.
+The confidence bins (`cal<bin>_*`) stay in Redis; CALIBRATION_ERROR sums them up."""
 
 AGREEMENT_TOTAL = "driftline_joiner_agreement_total"
 """Counter{stable, candidate, field}: shadow agreement (compared, agreed)."""
@@ -50,6 +51,18 @@ then `other` (and `missing`)."""
 SEGMENT_FOLDED_TOTAL = "driftline_joiner_segment_folded_total"
 """Counter{segment}: scored predictions counted as `other` because the segment
 already keeps `maxValues` values apart."""
+
+CALIBRATION_ERROR = "driftline_joiner_calibration_error"
+"""Gauge{version}: expected calibration error (ten confidence bins) of the version's
+labeled predictions over `monitoring.calibration.windowSeconds`, once it has
+`minSamples` of them, read from Redis (all replicas)."""
+
+CONFIDENCE_GAP = "driftline_joiner_confidence_gap"
+"""Gauge{version}: mean confidence minus accuracy over the same window (above 0: the
+model is surer than it is right)."""
+
+CALIBRATION_LIMIT = "driftline_joiner_calibration_limit"
+"""Gauge: the spec's `monitoring.calibration.maxError`."""
 
 FAIRNESS_PARITY_GAP = "driftline_joiner_fairness_parity_gap"
 """Gauge{version, segment}: demographic parity difference of a protected segment
@@ -94,6 +107,11 @@ segment_quality = Counter(
 segment_folded = Counter(
     SEGMENT_FOLDED_TOTAL, "Scored predictions counted as 'other' past a segment's cap.", ["segment"]
 )
+calibration_error = Gauge(
+    CALIBRATION_ERROR, "Expected calibration error of the labeled predictions.", ["version"]
+)
+confidence_gap = Gauge(CONFIDENCE_GAP, "Mean confidence minus accuracy.", ["version"])
+calibration_limit = Gauge(CALIBRATION_LIMIT, "The spec's limit for the calibration error.")
 parity_gap = Gauge(
     FAIRNESS_PARITY_GAP,
     "Positive-rate gap between a protected segment's values.",

@@ -51,8 +51,9 @@ class JoinerSettings(PartSettings):
         default=15.0,
         gt=0,
         le=600,
-        description="How often the fairness gauges of protected segments are read "
-        "from Redis (binary classification with protected segments only).",
+        description="How often the gauges summed from Redis are refreshed: the fairness "
+        "gaps of protected segments (binary classification) and calibration "
+        "(classification).",
     )
     retry_backoff_seconds: float = Field(
         default=1.0,

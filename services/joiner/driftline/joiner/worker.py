@@ -37,7 +37,9 @@ from redis.exceptions import RedisError
 from driftline.api.parts import JOINER
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer
+from driftline.common.redis_state import is_calibration_field
 from driftline.joiner import metrics
+from driftline.joiner.calibration import CalibrationGauges
 from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.fairness import FairnessGauges
 from driftline.joiner.intake import Batch, Intake
@@ -93,7 +95,12 @@ class JoinerWorker:
             if self.engine.scoring.binary
             else None
         )
-        self._next_fairness = 0.0
+        self.calibration = (
+            CalibrationGauges(store.quality, spec.monitoring.calibration)
+            if spec.model.task == "classification"
+            else None
+        )
+        self._next_fairness = self._next_calibration = 0.0
         self.intake = Intake(self.topics, model.name)
         self.labeled = LabeledLog(kafka, self.topics.labeled)
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
@@ -368,6 +375,9 @@ class JoinerWorker:
             if self.fairness is not None and now >= self._next_fairness:
                 self._next_fairness = now + self.settings.fairness_interval_seconds
                 self.fairness.refresh(self.redis, now)
+            if self.calibration is not None and now >= self._next_calibration:
+                self._next_calibration = now + self.settings.fairness_interval_seconds
+                self.calibration.refresh(self.redis, now)
         except RedisError as exc:
             log.warning("sweep failed, trying again later: %s", exc)
 
@@ -376,7 +386,10 @@ class JoinerWorker:
         metrics.expired.labels("outcome").inc(result.expired_outcomes)
         for (version, variant), sums in result.quality.items():
             for name, value in sums.items():
-                metrics.quality.labels(version, variant, name).inc(value)
+                if not is_calibration_field(name):
+                    metrics.quality.labels(version, variant, name).inc(value)
+        if self.calibration is not None and result.quality:
+            self.calibration.saw({version for version, _ in result.quality}, self.clock())
         for (stable, candidate), (compared, agreed) in result.agreement.items():
             metrics.agreement.labels(stable, candidate, "compared").inc(compared)
             metrics.agreement.labels(stable, candidate, "agreed").inc(agreed)
