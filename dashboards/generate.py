@@ -248,14 +248,20 @@ def model_dashboard() -> dict[str, Any]:
                 f"sum by (variant, version) (rate(driftline_joiner_quality_total{correct}[15m])) / "
                 f"sum by (variant, version) (rate(driftline_joiner_quality_total{count}[15m]))",
                 "{{variant}} v{{version}}",
-            )
+            ),
+            (
+                f'max by (version) (driftline_drift_estimated_accuracy{sel("drift")})',
+                "estimated before labels v{{version}}",
+            ),
         ],
         unit="percentunit",
         width=12,
         max_value=1,
         description="Share of joined predictions whose label matched, over 15 minutes. "
         "The baseline is scored beside the learner on the same traffic and never learns: "
-        "the gap between them is what online learning earns.",
+        "the gap between them is what online learning earns. The estimate is the accuracy "
+        "the latest served predictions should have from their confidence, calibrated on "
+        "the labeled ones (drift monitor, CBPE): it moves before their labels arrive.",
     )
     b.add(
         "Shadow agreement (candidate vs stable)",

@@ -228,3 +228,41 @@ def test_a_version_imported_without_a_sample_takes_its_first_traffic_as_the_refe
     assert again.collecting is None and again.monitor is not None
     assert again.monitor.version == mv.version
     assert (r.get(key) or b"").startswith(b"live traffic: the first 300 predictions")
+
+
+def test_accuracy_is_estimated_from_confidence_before_the_labels(
+    harness: Harness, calm_reference
+) -> None:
+    """CBPE: the joiner's confidence bins (labeled) say version 1 is right 60 % of the
+    time when 95 % sure; a bin without labels is taken at its word. Predictions with no
+    label yet: 300 at 0.95 and 100 at 0.55 are estimated (300 * 0.6 + 100 * 0.55) / 400."""
+    from msgspec.structs import replace
+
+    from driftline.common.redis_state import QualityStore, calibration_fields
+
+    harness.registry.register(calm_reference, champion=True)
+    model = harness.model()
+    client = redis.Redis.from_url(harness.redis_url)
+    counters = QualityStore(model.metadata.namespace, model.name).counters("1", "stable")
+    pipe = client.pipeline()
+    for i in range(100):
+        counters.add(pipe, calibration_fields(0.95, i % 10 < 6))
+    pipe.execute()
+    worker = harness.start(harness.settings(model, estimate_interval_seconds=0.2))
+    rng = np.random.default_rng(5)
+    sent = []
+    for i, p in enumerate(predictions(rng, 400)):
+        confidence = 0.95 if i < 300 else 0.55
+        scores = [confidence, 1 - confidence] if p.output == 0 else [1 - confidence, confidence]
+        sent.append(replace(p, scores=scores))
+    harness.send(model.topics.predictions, sent)
+
+    def estimate() -> float | None:
+        return metrics.estimated_accuracy.labels(model.name, "1")._value.get() or None
+
+    wait_for(lambda: harness.used(model.name, "predictions") >= 400, 60, "the predictions")
+    wait_for(
+        lambda: metrics.estimate_rows.labels(model.name, "1")._value.get() == 400, 30, "400 rows"
+    )
+    assert worker.estimator is not None
+    assert estimate() == pytest.approx((300 * 0.6 + 100 * 0.55) / 400)

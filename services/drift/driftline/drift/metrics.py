@@ -44,6 +44,11 @@ SETUP_SECONDS = "driftline_drift_setup_seconds"
 """Gauge{model, detector}: seconds the latest set-up of an online detector took."""
 EVENT_ERRORS_TOTAL = "driftline_drift_event_errors_total"
 """Counter{model, sink}: drift events that could not be written (sink = kafka | redis)."""
+ESTIMATED_ACCURACY = "driftline_drift_estimated_accuracy"
+"""Gauge{model, version}: accuracy the version's latest served predictions should have,
+estimated from their confidence before their labels (CBPE; classification)."""
+ESTIMATE_ROWS = "driftline_drift_estimate_rows"
+"""Gauge{model, version}: predictions the estimate is made of (up to the drift window)."""
 LIVE_REFERENCE_UNSAVED_TOTAL = "driftline_drift_live_reference_unsaved_total"
 """Counter{model}: references from live traffic the registry did not take (kept in memory)."""
 
@@ -60,6 +65,10 @@ suppressed = Counter(
     SUPPRESSED_TOTAL, "detections not sent (cooldown or explained)", ["model", "kind"]
 )
 tests = Counter(TESTS_TOTAL, "window tests run", ["model", "kind"])
+estimated_accuracy = Gauge(
+    ESTIMATED_ACCURACY, "accuracy estimated from confidence, before labels", ["model", "version"]
+)
+estimate_rows = Gauge(ESTIMATE_ROWS, "predictions the estimate is made of", ["model", "version"])
 live_reference_unsaved = Counter(
     LIVE_REFERENCE_UNSAVED_TOTAL,
     "references from live traffic not kept in the registry (watched from memory)",

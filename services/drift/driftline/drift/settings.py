@@ -21,6 +21,12 @@ class DriftSettings(PartSettings):
     reference_refresh_seconds: float = Field(
         default=10, gt=0, description="How often to check which version serves (and its reference)."
     )
+    estimate_interval_seconds: float = Field(
+        default=15,
+        gt=0,
+        description="How often the accuracy estimated from confidence (classification) is "
+        "computed and exported.",
+    )
     live_reference_rows: int = Field(
         default=1000,
         ge=50,

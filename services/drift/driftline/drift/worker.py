@@ -30,14 +30,21 @@ import time
 from typing import Any
 
 from confluent_kafka import KafkaException
+from redis.exceptions import RedisError
 
 from driftline.api.events import DriftEvent, EventError, LabeledExample, Prediction, decode, encode
 from driftline.api.parts import DRIFT
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
-from driftline.common.redis_state import RoutingStore, drift_key, drift_reference_key
+from driftline.common.redis_state import (
+    QualityStore,
+    RoutingStore,
+    drift_key,
+    drift_reference_key,
+)
 from driftline.drift import metrics
 from driftline.drift.detectors import Backend, make_backend
+from driftline.drift.estimate import PerformanceEstimator
 from driftline.drift.event_policy import Detection, EventPolicy
 from driftline.drift.live_reference import LiveReference, live_note
 from driftline.drift.monitor import DriftMonitor
@@ -78,6 +85,17 @@ class DriftWorker:
             self.redis,
             max_rows=settings.reference_max_rows,
         )
+        self.estimator = (
+            PerformanceEstimator(
+                self.name,
+                QualityStore(self.model.metadata.namespace, self.name),
+                window=spec.drift.window,
+                calibration_window_seconds=spec.monitoring.calibration.window_seconds,
+            )
+            if spec.model.task == "classification"
+            else None
+        )
+        self._estimated_at = 0.0
         # Set-up of online detectors may take a minute (alibi-detect on a busy node):
         # liveness must not kill the process for it.
         self.heartbeat = Heartbeat(timeout_seconds=300)
@@ -151,6 +169,9 @@ class DriftWorker:
         if predictions:
             detections += self.monitor.observe_predictions(predictions)
             self._collect_beside(predictions)
+            if self.estimator is not None:
+                self.estimator.observe(predictions)
+        self._estimate()
         if labeled:
             detections += self.monitor.observe_labeled(labeled)
         for detection in detections:
@@ -178,6 +199,24 @@ class DriftWorker:
         if batch and not self.pending:
             self._commit(consumer)
         return len(batch)
+
+    def _estimate(self) -> None:
+        """Now and then: export the accuracy estimated from confidence, per version."""
+        now = time.monotonic()
+        if (
+            self.estimator is None
+            or now - self._estimated_at < self.settings.estimate_interval_seconds
+        ):
+            return
+        self._estimated_at = now
+        try:
+            table = self.references.routing.read(self.redis)
+            serving = table.versions() if table is not None else set()
+            if self.monitor is not None:
+                serving.add(self.monitor.version)
+            self.estimator.refresh(self.redis, serving)
+        except RedisError as exc:
+            log.warning("cannot estimate accuracy from confidence now: %s", exc)
 
     def collect(self, consumer: Any, dead: DeadLetters) -> int:
         """One batch towards a reference from live traffic; the monitor starts once it is
