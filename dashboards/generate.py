@@ -250,7 +250,7 @@ def model_dashboard() -> dict[str, Any]:
                 "{{variant}} v{{version}}",
             ),
             (
-                f'max by (version) (driftline_drift_estimated_accuracy{sel("drift")})',
+                f"max by (version) (driftline_drift_estimated_accuracy{sel('drift')})",
                 "estimated before labels v{{version}}",
             ),
         ],

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from driftline.api import DynamicModel
+from driftline.api import GROUP, PLURAL, VERSION, DynamicModel
 from driftline.api.status import InitialImportStatus
 from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.builders import Capabilities, Children, KafkaAuth
@@ -229,6 +229,15 @@ class Cluster:
         return import_state(found[0], pods)
 
     # --- writing --------------------------------------------------------------------------
+
+    def clear_annotations(self, model: DynamicModel, keys: Sequence[str]) -> None:
+        """Removes `keys` from the model's annotations (those that were taken)."""
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{model.metadata.namespace}/{PLURAL}"
+        patch = {"metadata": {"annotations": dict.fromkeys(keys)}}
+        try:
+            self.kube.merge_patch(f"{path}/{model.name}", patch)
+        except KubeError as exc:  # taken again next tick: approve and abort are idempotent
+            log.warning("cannot remove the annotations %s of %s: %s", keys, model.name, exc)
 
     def apply(self, children: Children) -> list[dict[str, Any]]:
         return self.apply_manifests(children.all())

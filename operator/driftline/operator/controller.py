@@ -33,6 +33,7 @@ from driftline.operator.builders.initial_import import import_job_name
 from driftline.operator.builders.parts import active_parts
 from driftline.operator.builders.scaling import idle_scaling_note
 from driftline.operator.cluster import Cluster, MissingDependencyError
+from driftline.operator.rollout_commands import ANNOTATION, REASON_ANNOTATION, Requested, requested
 from driftline.operator.rollouts import Rollouts
 from driftline.operator.settings import OperatorSettings
 from driftline.operator.status_report import Observation, compute_status
@@ -72,6 +73,7 @@ class Controller:
         self._clock = clock
         self._lock = threading.Lock()
         self._applied: dict[str, _Applied] = {}  # by the model's uid
+        self._taken: dict[str, tuple[str, str]] = {}  # rollout annotations taken, by uid
         self._connections_cache: dict[
             tuple[str, str, int | None], tuple[float, RedisConnection, KafkaConnection]
         ] = {}
@@ -152,7 +154,10 @@ class Controller:
         except MissingDependencyError as exc:  # reconcile reports it; status stays as it is
             log.debug("%s: %s", model.name, exc)
             return self.observe(model, previous)
-        state = self.rollouts.tick(model, redis, kafka)
+        asked = self._rollout_command(model)
+        state = self.rollouts.tick(model, redis, kafka, asked.command if asked else None)
+        if asked is not None:
+            self.cluster.clear_annotations(model, (ANNOTATION, REASON_ANNOTATION))
         if state is None:  # the rollout's state is not known yet: keep what status says
             stable = previous.stable_version if previous is not None else None
             drift = self.backends.drift(model, redis, stable)
@@ -167,10 +172,43 @@ class Controller:
             model, previous, drift=drift, rollout=status_of(state), versions=versions
         )
 
+    def _rollout_command(self, model: DynamicModel) -> Requested | None:
+        """A person's decision in the model's annotations, once the rollout is known."""
+        uid = model.metadata.uid or model.name
+        annotations = model.metadata.annotations
+        if ANNOTATION not in annotations:
+            with self._lock:
+                self._taken.pop(uid, None)  # removed: the next one is a new decision
+            return None
+        known, candidate = self.rollouts.candidate(model)
+        if not known:
+            return None  # the driver resumes this tick; the annotation waits for the next
+        # Taken once until seen removed: should the removal fail, the same `approve`
+        # must not approve the stage after this one too.
+        written = (annotations[ANNOTATION], annotations.get(REASON_ANNOTATION, ""))
+        with self._lock:
+            if self._taken.get(uid) == written:
+                return None
+            self._taken[uid] = written
+        asked = requested(model.metadata.annotations, candidate)
+        if asked is not None and asked.problem:
+            log.warning("%s/%s: %s", model.metadata.namespace, model.name, asked.problem)
+        elif asked is not None and asked.command is not None:
+            log.info(
+                "%s/%s: %s of version %s asked by annotation (%s)",
+                model.metadata.namespace,
+                model.name,
+                asked.command.action,
+                asked.command.version,
+                asked.command.reason,
+            )
+        return asked
+
     def forget(self, model: DynamicModel) -> None:
         self.rollouts.forget(model)
         with self._lock:
             self._applied.pop(model.metadata.uid or model.name, None)
+            self._taken.pop(model.metadata.uid or model.name, None)
             for key in [
                 k
                 for k in self._connections_cache

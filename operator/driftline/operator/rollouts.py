@@ -21,6 +21,7 @@ from driftline.common.kafka import make_producer
 from driftline.rollout import RolloutState
 from driftline.rollout.driver import RolloutDriver
 from driftline.rollout.registry import ModelRegistry
+from driftline.rollout.snapshot import Command
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,33 @@ class Rollouts:
         return driver
 
     def tick(
-        self, model: DynamicModel, redis: RedisConnection, kafka: KafkaConnection | None
+        self,
+        model: DynamicModel,
+        redis: RedisConnection,
+        kafka: KafkaConnection | None,
+        command: Command | None = None,
     ) -> RolloutState | None:
-        """One step of this model's rollout; its state, or None while it cannot be known."""
+        """One step of this model's rollout, taking `command` (a person's decision) first;
+        its state, or None while it cannot be known."""
         try:
             driver = self._driver(model, redis, kafka)
+            if command is not None:
+                driver.send_command(command)
             driver.tick()
         except Exception:  # a failing rollout tick must not stop status or other models
             log.exception("%s/%s: rollout tick failed", model.metadata.namespace, model.name)
             return None
         return driver.state
+
+    def candidate(self, model: DynamicModel) -> tuple[bool, str | None]:
+        """(whether the model's rollout state is known yet, its active candidate)."""
+        key = model.metadata.uid or f"{model.metadata.namespace}/{model.name}"
+        with self._lock:
+            entry = self._drivers.get(key)
+        state = entry.driver.state if entry is not None else None
+        if state is None:
+            return False, None
+        return True, state.candidate if state.active else None
 
     def forget(self, model: DynamicModel) -> None:
         key = model.metadata.uid or f"{model.metadata.namespace}/{model.name}"

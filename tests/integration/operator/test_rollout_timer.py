@@ -160,3 +160,51 @@ def test_the_timer_moves_a_rollout_through_its_stages(
     finally:
         consumer.close()
     assert "shadow" in events and events[-1] == "promoted", events
+
+
+def test_a_manual_rollout_is_approved_and_another_aborted_by_annotation(
+    control_plane: ControlPlane,
+    ns: str,
+    rollout_model: tuple[dict[str, Any], str, str],
+    redis_server: RedisServer,
+) -> None:
+    """`kubectl annotate dynamicmodel <name> driftline.io/rollout=approve`: no Redis write
+    by the person. Each approval moves a `manual` rollout one stage; the operator takes
+    the annotation away once handed over. An abort names its version and reason."""
+    manifest, stable, candidate = rollout_model
+    name = manifest["metadata"]["name"]
+    manifest["spec"]["rollout"]["strategy"] = "manual"
+    control_plane.create_model(manifest)
+
+    def stage() -> str:
+        return str(control_plane.status(ns, name).get("rollout", {}).get("stage", "idle"))
+
+    def annotations() -> dict[str, str]:
+        return (control_plane.model(ns, name) or {})["metadata"].get("annotations") or {}
+
+    def waiting() -> bool:
+        return "waiting for approval" in control_plane.status(ns, name).get("rollout", {}).get(
+            "reason", ""
+        )
+
+    def annotate(value: str, reason: str | None = None) -> None:
+        patch = {"driftline.io/rollout": value}
+        if reason is not None:
+            patch["driftline.io/rollout-reason"] = reason
+        control_plane.patch_model(ns, name, {"metadata": {"annotations": patch}})
+
+    patch_keys = ("driftline.io/rollout", "driftline.io/rollout-reason")
+    with Traffic(redis_server.url, ns, name, stable, candidate), control_plane.operator(ns):
+        wait_for(lambda: stage() == "shadow" and waiting(), 120, "shadow passed, held")
+        annotate("approve")
+        wait_for(lambda: stage() == "canary", 60, "approved: canary")
+        wait_for(lambda: "driftline.io/rollout" not in annotations(), 30, "the annotation taken")
+        # Approvals move one stage at a time: the canary waits for the next one.
+        wait_for(waiting, 60, "canary passed, held")
+        assert stage() == "canary"
+        annotate(f"abort:{candidate}", "the EU nodes' p99 is too high")
+        wait_for(lambda: stage() == "aborted", 60, "aborted by annotation")
+        status = control_plane.status(ns, name)
+        wait_for(lambda: not set(annotations()) & set(patch_keys), 30, "both annotations taken")
+    assert "the EU nodes' p99 is too high" in status["rollout"]["reason"]
+    assert status["stableVersion"] == stable
