@@ -169,20 +169,13 @@ def joiner_process(
     total_records: int,
     joins: int,
     batch_size: int,
+    replicas: int = 1,
 ) -> Rate:
-    """`python -m driftline.joiner`, timed from its first commit to its last."""
+    """`python -m driftline.joiner` (`replicas` processes in one consumer group), timed
+    from the first commit to the last."""
     from confluent_kafka import Consumer, TopicPartition
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "DRIFTLINE_JOINER_MODEL_FILE": str(model_file),
-        "DRIFTLINE_JOINER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "DRIFTLINE_JOINER_REDIS_URL": redis.url,
-        "DRIFTLINE_JOINER_METRICS_PORT": str(port),
-        "DRIFTLINE_JOINER_LOG_LEVEL": "WARNING",
-        "DRIFTLINE_JOINER_BATCH_SIZE": str(batch_size),
-    }
+    ports = [free_port() for _ in range(replicas)]
     reader = Consumer(conn.client_config(**{"group.id": f"driftline-{MODEL}-joiner"}))
     inputs = [topics.predictions, topics.outcomes]
     parts = [TopicPartition(t, p) for t in inputs for p in range(_partitions(reader, t))]
@@ -190,35 +183,58 @@ def joiner_process(
     def committed() -> int:
         return sum(max(tp.offset, 0) for tp in reader.committed(parts, timeout=10))
 
-    joiner = subprocess.Popen([sys.executable, "-m", "driftline.joiner"], env=env)
+    joiners = []
+    for port in ports:
+        env = {
+            **os.environ,
+            "DRIFTLINE_JOINER_MODEL_FILE": str(model_file),
+            "DRIFTLINE_JOINER_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "DRIFTLINE_JOINER_REDIS_URL": redis.url,
+            "DRIFTLINE_JOINER_METRICS_PORT": str(port),
+            "DRIFTLINE_JOINER_LOG_LEVEL": "WARNING",
+            "DRIFTLINE_JOINER_BATCH_SIZE": str(batch_size),
+        }
+        joiners.append(subprocess.Popen([sys.executable, "-m", "driftline.joiner"], env=env))
+
+    def joiner_cpu() -> float:
+        return sum(cpu_seconds(j.pid) for j in joiners)
+
     try:
+        # Timed from when every partition has moved: with several replicas, the group
+        # has settled by then (a rebalance while replicas join is a one-off, not a rate).
         deadline = time.monotonic() + 120
-        while (first := committed()) == 0:
-            assert time.monotonic() < deadline and joiner.poll() is None, "joiner did not start"
+        while not all(tp.offset > 0 for tp in reader.committed(parts, timeout=10)):
+            alive = all(j.poll() is None for j in joiners)
+            assert time.monotonic() < deadline and alive, "joiner did not start"
             time.sleep(0.05)
+        first = committed()
         started = time.perf_counter()
         cpu = {
-            "joiner": cpu_seconds(joiner.pid),
+            "joiner": joiner_cpu(),
             "redis": cpu_seconds(redis.process.pid),
             "broker": cpu_seconds(broker_pid),
         }
         deadline = time.monotonic() + 900
         while (done := committed()) < total_records:
-            assert time.monotonic() < deadline and joiner.poll() is None, (done, total_records)
+            alive = all(j.poll() is None for j in joiners)
+            assert time.monotonic() < deadline and alive, (done, total_records)
             time.sleep(0.1)
         seconds = time.perf_counter() - started
         used = {
-            "joiner": cpu_seconds(joiner.pid) - cpu["joiner"],
+            "joiner": joiner_cpu() - cpu["joiner"],
             "redis": cpu_seconds(redis.process.pid) - cpu["redis"],
             "broker": cpu_seconds(broker_pid) - cpu["broker"],
         }
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-            metrics = reply.read().decode()
+        labeled = 0.0
+        for port in ports:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                labeled += _sample(reply.read().decode(), "driftline_joiner_labeled_examples_total")
     finally:
-        joiner.terminate()
-        joiner.wait(30)
+        for joiner in joiners:
+            joiner.terminate()
+        for joiner in joiners:
+            joiner.wait(30)
         reader.close()
-    labeled = _sample(metrics, "driftline_joiner_labeled_examples_total")
     assert labeled == joins, (labeled, joins)
     measured_joins = joins * (total_records - first) / total_records
     return Rate(

@@ -1,8 +1,12 @@
 """What the demo watches while traffic flows, and the verdict it draws.
 
 Once a second the watcher reads what the parts publish for each other in Redis (the
-routing table, the rollout record, the latest drift event, live quality of the
-frozen baseline) and what the application itself saw (`TrafficLog`). It acts the
+routing table, the rollout record, the latest drift event, live quality) and what the
+application itself saw (`TrafficLog`). The served model and the frozen baseline are
+compared on one clock, the joiner's: both curves are its live quality counters (the
+served variants, and the baseline scored beside them on the same requests). A served
+curve timed by request against a baseline timed by the joiner would make the same
+model look better as baseline right after a switch, its labels arriving later. It acts the
 scenario's script (switch the concept, inject a bad candidate), turns transitions
 into markers on the timeline, samples the curves, and decides when to stop.
 """
@@ -143,7 +147,7 @@ class Watcher:
                 )
         if t - self._last_sample >= 2.0 and self.traffic is not None:
             self._last_sample = t
-            served = self.traffic.accuracy(t - WINDOW, t)
+            served = self._joined_served(WINDOW)
             if served is not None:
                 self.served.points.append((t, served))
             if self._baseline_version:
@@ -154,6 +158,18 @@ class Watcher:
             self.status["baseline_accuracy"] = (
                 self.baseline.points[-1][1] if self.baseline.points else None
             )
+
+    def _joined_served(self, window: float, least: int = 20) -> float | None:
+        """Accuracy of the served answers (variants stable and candidate, every version
+        the application saw) over the joiner's last `window` seconds."""
+        assert self.traffic is not None
+        count = correct = 0.0
+        for version in list(self.traffic.versions_seen):
+            for variant in ("stable", "candidate"):
+                stats = self.quality.read(self.redis, version, variant, window)
+                count += stats.count
+                correct += stats.correct
+        return correct / count if count >= least else None
 
     def _transition(
         self, at: float, stage: str, candidate: str | None, weight: int, reason: str
@@ -215,8 +231,8 @@ class Watcher:
         ]
         passed = False
         if self.decided_at is not None:
-            after_served = log.accuracy(self.decided_at + 2, t_end)
             window = max(WINDOW, t_end - self.decided_at - 2)
+            after_served = self._joined_served(window)
             base = (
                 self.quality.read(self.redis, self._baseline_version, "baseline", window)
                 if self._baseline_version else None
