@@ -56,3 +56,33 @@ def test_quick_demo_learns_the_new_concept_and_rejects_a_broken_candidate(
 
     assert (out / "drift.png").stat().st_size > 10_000
     assert run.returncode == 0, tail
+
+
+@pytest.mark.timeout(900)
+def test_a_static_model_is_imported_then_replaced_by_what_is_learned_beside_it(
+    tmp_path: Path,
+) -> None:
+    """`demo --scenario migrate`: a scikit-learn pipeline named in `spec.model.initial` is
+    imported as version 1; after the change of concept a learned version is promoted
+    over it and beats the imported model, frozen as the baseline, clearly."""
+    out = tmp_path / "report"
+    run = subprocess.run(
+        [sys.executable, "-m", "driftline.local.cli", "demo", "--quick", "--scenario", "migrate",
+         "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )  # fmt: skip
+    tail = (run.stdout + run.stderr)[-4000:]
+    assert (out / "results.json").exists(), tail
+    verdicts = json.loads((out / "results.json").read_text())
+    migrate = verdicts["migrate"]["summary"]
+    assert verdicts["migrate"]["passed"], (migrate, tail)
+    assert migrate["version 1"].startswith("imported") and "skops" in migrate["version 1"]
+    served = _percent(migrate["accuracy after promotion: served"])
+    frozen = _percent(migrate["accuracy after promotion: frozen baseline"])
+    assert served >= frozen + 5, migrate
+    assert migrate["errors / shed"] == "0 / 0", (migrate, tail)
+    assert run.returncode == 0, tail

@@ -177,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_import)
 
     p = sub.add_parser("demo", help="a drifting stream: detected, learned, promoted")
-    p.add_argument("--scenario", choices=["drift", "bad-candidate", "all"], default="all")
+    p.add_argument(
+        "--scenario", choices=["drift", "bad-candidate", "migrate", "all"], default="all"
+    )
     p.add_argument("--out", type=Path, default=Path("demo-report"))
     p.add_argument("--quick", action="store_true", help="a shorter run (the tests use it)")
     p.add_argument("--seed", type=int, default=7)

@@ -14,6 +14,14 @@ way a faulty trainer would, with `rollout.strategy: canary`: the first canary st
 analysis aborts it and routing goes back to stable; only the canary's share of
 entities ever saw it.
 
+Scenario `migrate` starts where most users are: a static scikit-learn model in
+production. The model, trained elsewhere on the first concept and saved with skops,
+is named in `spec.model.initial`; the run imports it as version 1 (champion and
+frozen baseline) before the parts start, exactly as `driftline up` and the operator
+do, and the trainer learns beside it from the imported sample. The world changes as
+in `drift`; a learned version must be shadowed, proved in the canary and promoted
+over the imported one, and beat it clearly afterwards: never a cold start.
+
 Each scenario starts its own embedded servers and parts (`LocalRuntime`), and the
 report (PNG + markdown) goes to `--out`.
 """
@@ -137,6 +145,55 @@ def run_bad_candidate(plan: Plan, seed: int, state_root: Path, live: Any) -> Sce
         return watcher.bad_candidate_result()
 
 
+def static_model(directory: Path, rows: int, seed: int) -> tuple[Path, Path]:
+    """A scikit-learn pipeline trained on the first concept, as a user brings it: the
+    model saved with skops, a labeled sample as CSV."""
+    import numpy as np
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    data = SEAStream(seed=seed + 100, schedule=[(0, BEFORE)]).take(rows)
+    names = ["x1", "x2", "x3"]
+    x = np.array([[row[n] for n in names] for row in data.features()], dtype=np.float64)
+    y = data.labels.astype(int)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    model_path = directory / "static.skops"
+    sio.dump(model, model_path)
+    sample = directory / "sample.csv"
+    lines = [",".join([*names, "label"])]
+    lines += [",".join([*(f"{v:.6f}" for v in xi), str(yi)]) for xi, yi in zip(x, y, strict=True)]
+    sample.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return model_path, sample
+
+
+def run_migrate(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioResult:
+    directory = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
+    model_path, sample = static_model(directory, plan.bootstrap_samples, seed)
+    doc = yaml.safe_load(demo_model_file().read_text())
+    doc["spec"]["model"]["initial"] = {"uri": str(model_path), "sample": str(sample)}
+    model_file = directory / "sea-migrate.yaml"
+    model_file.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    with LocalRuntime(model_file, state_dir=state_root / "migrate") as runtime:
+        runtime.wait_ready(timeout=240)
+        stream = SEAStream(seed=seed + 1, schedule=[(0, BEFORE)])
+        watcher = Watcher(runtime, plan, stream, scenario="drift", switch_to=AFTER)
+        asyncio.run(_drive(runtime, stream, plan, watcher, live))
+        result = watcher.drift_result()
+        imported = runtime.import_log_first_line()
+    result.name = "migrate"
+    result.title = "A static model migrated: imported, learned beside, replaced after drift"
+    result.summary.insert(0, ("version 1", imported))
+    result.passed = (
+        result.passed
+        and imported.startswith("imported")
+        and (watcher.decided_version not in (None, "1"))
+    )
+    return result
+
+
 def run_demo(
     scenario: str = "all",
     out_dir: Path = Path("demo-report"),
@@ -154,6 +211,8 @@ def run_demo(
             results.append(run_drift(plan, seed, state_root, live.update))
         if scenario in ("bad-candidate", "all"):
             results.append(run_bad_candidate(plan, seed, state_root, live.update))
+        if scenario == "migrate":
+            results.append(run_migrate(plan, seed, state_root, live.update))
     report = write_report(results, out_dir)
     elapsed = time.monotonic() - started
     for result in results:

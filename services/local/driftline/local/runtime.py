@@ -262,6 +262,13 @@ class LocalRuntime:
         log.info("spec.model.initial: %s", lines[0] if lines else "imported")
         return lines[-1] if lines else None
 
+    def import_log_first_line(self) -> str:
+        """What the import of `spec.model.initial` said first ("imported ... (skops) in
+        1.2s"), or "" when nothing was imported."""
+        path = self.state_dir / "logs" / "import.log"
+        lines = path.read_text().strip().splitlines() if path.exists() else []
+        return next((ln for ln in lines if ln.startswith("imported")), lines[0] if lines else "")
+
     def start(self) -> Self:
         self.start_servers()
         self.import_initial()
