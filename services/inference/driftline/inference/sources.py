@@ -1,0 +1,156 @@
+"""Features the client does not send: their values found at serving, before the model runs.
+
+A feature with `source.aggregate` is a per-entity aggregate in Redis
+(`driftline.common.entity_aggregates`). For each batch of rows this reads, and for
+request-feature aggregates also updates, every entity's windows in one Lua script
+(one round trip), then writes the values into the rows: the model input and the
+row values the prediction log records are the same numbers, so the joiner, the
+trainer and the drift monitor see what was served. The value of a row is the
+aggregate before that row is counted (rows of one request count in their order).
+
+Rows without an entity id get the source's default and change no state. When Redis
+cannot be read, a feature with `onUnavailable: default` gets its default (counted in
+`driftline_inference_feature_source_errors_total`); one with `refuse` fails the
+request with a 503. A model without sourced features builds none of this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from driftline.api.spec import OUTCOME, AggregateSource, DynamicModelSpec
+from driftline.common.entity_aggregates import (
+    EXCHANGE,
+    Op,
+    Step,
+    Tally,
+    parse_reply,
+    script_args,
+    state_key,
+    state_name,
+    value_of,
+)
+from driftline.inference import metrics
+from driftline.inference.contract import FeatureContract, Rows
+from driftline.inference.errors import FeatureSourceUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sourced:
+    name: str
+    column: int
+    """Its column in the numeric input."""
+    source: AggregateSource
+    refuse: bool
+    """onUnavailable: refuse (else the default is served)."""
+
+
+class SourcedFeatures:
+    """Fills the columns of a model's aggregate features from Redis, batch by batch."""
+
+    def __init__(self, spec: DynamicModelSpec, contract: FeatureContract, prefix: str) -> None:
+        self.contract = contract
+        self.prefix = prefix
+        self.features: list[_Sourced] = []
+        for feature in spec.features:
+            source = feature.source
+            if source is None or source.aggregate is None:
+                continue
+            _, column = contract.column[feature.name]
+            self.features.append(
+                _Sourced(feature.name, column, source.aggregate, source.on_unavailable == "refuse")
+            )
+        # One state per (events, window): features sharing it read one tally per row.
+        self._states: dict[str, tuple[AggregateSource, Op, int | None]] = {}
+        for f in self.features:
+            key = state_name(f.source)
+            of = f.source.of
+            if of == OUTCOME:  # updated by the joiner when it joins a label
+                self._states.setdefault(key, (f.source, "read", None))
+            else:
+                of_column = None if of is None else contract.column[of][1]
+                self._states.setdefault(key, (f.source, "read-add", of_column))
+        self._errors = {
+            (f.name, outcome): metrics.feature_source_errors_total.labels(f.name, outcome)
+            for f in self.features
+            for outcome in ("defaulted", "refused")
+        }
+        self.client: Any = None
+        self._script: Any = None
+
+    @staticmethod
+    def for_model(
+        spec: DynamicModelSpec, contract: FeatureContract, prefix: str
+    ) -> SourcedFeatures | None:
+        """None for a model whose features all come from the request (the usual case)."""
+        if not any(f.source is not None for f in spec.features):
+            return None
+        return SourcedFeatures(spec, contract, prefix)
+
+    def connect(self, client: Any) -> None:
+        """Use this asyncio Redis client (its timeouts bound what a request waits)."""
+        self.client = client
+        self._script = client.register_script(EXCHANGE)
+
+    async def fill(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
+        """Write the sourced values of `rows` into them (model input and logged values)."""
+        assert rows.numeric is not None  # aggregate features are numeric
+        steps: list[Step] = []
+        at: list[tuple[str, int]] = []  # (state, row) of each reading step
+        for state, (source, op, column) in self._states.items():
+            for row, entity in enumerate(entity_ids):
+                if entity is None:
+                    continue
+                value = 0.0 if column is None else float(rows.numeric[row, column])
+                key = state_key(self.prefix, source, entity)
+                steps.append(Step(key, op, source.window_seconds, value))
+                at.append((state, row))
+        tallies: dict[tuple[str, int], Tally] = {}
+        failed = False
+        if steps:
+            try:
+                keys, args = script_args(steps, time.time())
+                reply = await self._script(keys=keys, args=args)
+                tallies = dict(zip(at, parse_reply(reply), strict=True))
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("feature sources unavailable (%s); applying onUnavailable", exc)
+                failed = True
+        numeric = rows.numeric
+        for f in self.features:
+            if failed:
+                if f.refuse:
+                    self._errors[(f.name, "refused")].inc()
+                    raise FeatureSourceUnavailableError(
+                        f"{f.name} comes from Redis, which cannot be read now "
+                        "(source.onUnavailable: refuse)",
+                        field=f"features.{f.name}",
+                    )
+                self._errors[(f.name, "defaulted")].inc()
+            state = state_name(f.source)
+            for row in range(rows.n):
+                tally = tallies.get((state, row))
+                numeric[row, f.column] = (
+                    f.source.default if tally is None else value_of(tally, f.source)
+                )
+        self._rewrite_values(rows)
+
+    def _rewrite_values(self, rows: Rows) -> None:
+        """The logged row values take the served numbers (as float32 made them)."""
+        assert rows.numeric is not None
+        served = rows.numeric
+        columns = [f.column for f in self.features]  # numeric values come first in a row
+        values = []
+        for row, original in enumerate(rows.values):
+            updated = list(original)
+            for column in columns:
+                updated[column] = float(served[row, column])
+            values.append(tuple(updated))
+        rows.values = values
