@@ -196,3 +196,19 @@ def test_redis_down_refuses_a_feature_that_says_so() -> None:
 def test_a_model_without_sourced_features_builds_nothing() -> None:
     spec = spec_with()
     assert SourcedFeatures.for_model(spec, FeatureContract(spec), "p") is None
+
+
+def test_requests_of_one_loop_turn_share_one_script_call() -> None:
+    single = FeatureContract(spec_with(COUNT))
+    sources = SourcedFeatures.for_model(spec_with(COUNT), single, "p")
+    assert sources is not None
+    script = FakeScript([[[b"1", b"0", b""], [b"7", b"0", b""]]])
+    sources.connect(FakeClient(script))
+    first, second = (decoded(single, [{"amount": 1, "channel": "a"}]) for _ in range(2))
+
+    async def both() -> None:
+        await asyncio.gather(sources.fill(first.rows, ["u1"]), sources.fill(second.rows, ["u2"]))
+
+    asyncio.run(both())
+    assert [keys for keys, _ in script.calls] == [["p:agg::600:u1", "p:agg::600:u2"]]
+    assert (first.rows.values[0][1], second.rows.values[0][1]) == (1.0, 7.0)

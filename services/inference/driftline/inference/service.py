@@ -127,7 +127,8 @@ class InferenceService:
             self.sources.connect(
                 redis_conn.async_client(
                     socket_timeout=source_timeout, socket_connect_timeout=source_timeout
-                )
+                ),
+                source_timeout,
             )
         REGISTRY.register(self.stats)
         if spec.inference.cache.enabled:
@@ -212,8 +213,8 @@ class InferenceService:
             await self.cache.client.aclose()
         if self.redis is not None:
             await self.redis.aclose()
-        if self.sources is not None and self.sources.client is not None:
-            await self.sources.client.aclose()
+        if self.sources is not None:
+            await self.sources.close()
         self.pool.close()
 
     @property

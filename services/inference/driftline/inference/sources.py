@@ -1,12 +1,13 @@
 """Features the client does not send: their values found at serving, before the model runs.
 
 A feature with `source.aggregate` is a per-entity aggregate in Redis
-(`driftline.common.entity_aggregates`). For each batch of rows this reads, and for
-request-feature aggregates also updates, every entity's windows in one Lua script
-(one round trip), then writes the values into the rows: the model input and the
-row values the prediction log records are the same numbers, so the joiner, the
-trainer and the drift monitor see what was served. The value of a row is the
-aggregate before that row is counted (rows of one request count in their order).
+(`driftline.common.entity_aggregates`). For the rows of every request that reaches
+`fill` in one event-loop turn, one Lua script (one round trip) reads, and for
+request-feature aggregates also updates, every entity's windows; the values are then
+written into the rows: the model input and the row values the prediction log
+records are the same numbers, so the joiner, the trainer and the drift monitor see
+what was served. The value of a row is the aggregate before that row is counted
+(rows of one request count in their order).
 
 Rows without an entity id get the source's default and change no state. When Redis
 cannot be read, a feature with `onUnavailable: default` gets its default (counted in
@@ -16,6 +17,7 @@ request with a 503. A model without sourced features builds none of this.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -85,6 +87,11 @@ class SourcedFeatures:
         }
         self.client: Any = None
         self._script: Any = None
+        self._timeout = 0.1
+        self._queued: list[tuple[list[Step], asyncio.Future[list[Tally] | None]]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failing = False
 
     @staticmethod
     def for_model(
@@ -95,10 +102,17 @@ class SourcedFeatures:
             return None
         return SourcedFeatures(spec, contract, prefix)
 
-    def connect(self, client: Any) -> None:
-        """Use this asyncio Redis client (its timeouts bound what a request waits)."""
+    def connect(self, client: Any, timeout_seconds: float = 0.1) -> None:
+        """Use this asyncio Redis client; a script call slower than the timeout fails."""
         self.client = client
         self._script = client.register_script(EXCHANGE)
+        self._timeout = timeout_seconds
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.aclose()
 
     async def fill(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
         """Write the sourced values of `rows` into them (model input and logged values)."""
@@ -114,26 +128,14 @@ class SourcedFeatures:
                 steps.append(Step(key, op, source.window_seconds, value))
                 at.append((state, row))
         tallies: dict[tuple[str, int], Tally] = {}
-        failed = False
         if steps:
-            try:
-                keys, args = script_args(steps, time.time())
-                reply = await self._script(keys=keys, args=args)
-                tallies = dict(zip(at, parse_reply(reply), strict=True))
-            except (RedisError, OSError, TimeoutError) as exc:
-                log.warning("feature sources unavailable (%s); applying onUnavailable", exc)
-                failed = True
+            answered = await self._exchange(steps)
+            if answered is None:
+                self._unavailable()
+            else:
+                tallies = dict(zip(at, answered, strict=True))
         numeric = rows.numeric
         for f in self.features:
-            if failed:
-                if f.refuse:
-                    self._errors[(f.name, "refused")].inc()
-                    raise FeatureSourceUnavailableError(
-                        f"{f.name} comes from Redis, which cannot be read now "
-                        "(source.onUnavailable: refuse)",
-                        field=f"features.{f.name}",
-                    )
-                self._errors[(f.name, "defaulted")].inc()
             state = state_name(f.source)
             for row in range(rows.n):
                 tally = tallies.get((state, row))
@@ -141,6 +143,57 @@ class SourcedFeatures:
                     f.source.default if tally is None else value_of(tally, f.source)
                 )
         self._rewrite_values(rows)
+
+    def _unavailable(self) -> None:
+        """Apply each feature's onUnavailable: refuse the request, or go on with defaults."""
+        refusing = [f for f in self.features if f.refuse]
+        for f in refusing or self.features:
+            self._errors[(f.name, "refused" if refusing else "defaulted")].inc()
+        if refusing:
+            raise FeatureSourceUnavailableError(
+                f"{refusing[0].name} comes from Redis, which cannot be read now "
+                "(source.onUnavailable: refuse)",
+                field=f"features.{refusing[0].name}",
+            )
+
+    # --- one script call per loop turn ----------------------------------------------------
+
+    async def _exchange(self, steps: list[Step]) -> list[Tally] | None:
+        """The tallies of `steps` (None: Redis failed), in one script call with the steps
+        of every request that reached this point in the same event-loop turn."""
+        future: asyncio.Future[list[Tally] | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((steps, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, []
+        keys, args = script_args([s for steps, _ in queued for s in steps], time.time())
+        try:
+            async with asyncio.timeout(self._timeout):
+                tallies = parse_reply(await self._script(keys=keys, args=args))
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._failing:
+                log.warning("feature sources unavailable (%s); applying onUnavailable", exc)
+            self._failing = True
+            for _, future in queued:
+                if not future.done():
+                    future.set_result(None)
+            return
+        if self._failing:
+            log.info("feature sources available again")
+        self._failing = False
+        start = 0
+        for steps, future in queued:
+            stop = start + len(steps)
+            if not future.done():  # a request cancelled meanwhile still counted
+                future.set_result(tallies[start:stop])
+            start = stop
 
     def _rewrite_values(self, rows: Rows) -> None:
         """The logged row values take the served numbers (as float32 made them)."""
