@@ -59,7 +59,7 @@ def test_the_plain_route_takes_rows_without_sourced_features(contract: FeatureCo
     assert "amount" in schema and "visits" not in schema
 
 
-@pytest.mark.parametrize("value", [3, 0.5, "x"])
+@pytest.mark.parametrize("value", [3, 0.5, "x", None])
 def test_a_sourced_value_sent_by_the_client_is_refused_by_name(
     contract: FeatureContract, value: Any
 ) -> None:

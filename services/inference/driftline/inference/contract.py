@@ -120,6 +120,8 @@ class FeatureContract:
             row, col, reason = bad
             name = self.numeric[col]
             field = f"{where}[{row}].{name}" if multi else f"{where}.{name}"
+            if name in self.sourced:  # sent as null: decoded, but not the client's to send
+                reason = "is found at serving (its source in the spec); do not send it"
             raise InvalidInputError(f"{name} {reason}", field=field)
 
     def explain(self, error: InvalidInputError, body: bytes) -> InvalidInputError:
