@@ -189,6 +189,97 @@ class ModelSpec(SpecModel):
 # --- features --------------------------------------------------------------------------
 
 
+OUTCOME = "outcome"
+"""`aggregate.of` naming the label (joined outcomes) instead of a request feature."""
+AGGREGATE_IS_NUMERIC = "a feature with source.aggregate is numeric; remove type: categorical"
+SOURCE_VARIANTS = ("aggregate",)
+"""The ways a feature's value may be found at serving; a source sets exactly one."""
+
+
+class AggregateSource(SpecModel):
+    """A per-entity aggregate kept in Redis over a sliding window (docs/features.md).
+
+    The value served for a request is the aggregate of the entity's earlier events:
+    the request itself (or its outcome) is counted only after it has been read.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "has(self.of) || self.function in ['count', 'rate']",
+                    "aggregate.function sum, mean and last need aggregate.of "
+                    "(a numeric request feature, or 'outcome')",
+                )
+            ]
+        }
+    )
+
+    function: Literal["count", "sum", "mean", "last", "rate"] = Field(
+        description="count and rate (per second) of events; sum, mean and last of their values."
+    )
+    of: str | None = Field(
+        default=None,
+        pattern=FEATURE_NAME,
+        max_length=128,
+        description="The events: a numeric feature of the request (updated at serving), or "
+        "'outcome' (the label, updated when the joiner joins it). Unset: the entity's "
+        "requests (count and rate only).",
+    )
+    window_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=90 * 86_400,
+        description="The sliding window, kept as 60 buckets (resolution windowSeconds/60).",
+    )
+    default: float = Field(
+        default=0.0,
+        description="Served when the aggregate has no value (no entity id, no event in the "
+        "window for mean and last) or Redis cannot be read under onUnavailable: default.",
+    )
+
+    @model_validator(mode="after")
+    def _values_need_events(self) -> AggregateSource:
+        if self.of is None and self.function not in ("count", "rate"):
+            raise invalid(
+                "of",
+                "aggregate.function sum, mean and last need aggregate.of "
+                "(a numeric request feature, or 'outcome')",
+            )
+        return self
+
+
+class FeatureSource(SpecModel):
+    """Where a feature's value is found at serving; exactly one variant is set."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "[" + ", ".join(f"has(self.{v})" for v in SOURCE_VARIANTS) + "]"
+                    ".filter(x, x).size() == 1",
+                    f"a feature source sets exactly one of {', '.join(SOURCE_VARIANTS)}",
+                )
+            ]
+        }
+    )
+
+    aggregate: AggregateSource | None = Field(
+        default=None, description="A per-entity aggregate in Redis (key: the entity_id)."
+    )
+    on_unavailable: Literal["default", "refuse"] = Field(
+        default="default",
+        description="When the source cannot be read: serve the default value (counted in "
+        "driftline_inference_feature_source_errors_total) or refuse the request (503).",
+    )
+
+    @model_validator(mode="after")
+    def _one_variant(self) -> FeatureSource:
+        if sum(getattr(self, v) is not None for v in SOURCE_VARIANTS) != 1:
+            raise ValueError(f"a feature source sets exactly one of {', '.join(SOURCE_VARIANTS)}")
+        return self
+
+
 class FeatureSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -205,6 +296,11 @@ class FeatureSpec(SpecModel):
                 cel(
                     "!has(self.min) || !has(self.max) || self.min < self.max",
                     "min must be below max",
+                ),
+                cel(
+                    "!has(self.source) || !has(self.source.aggregate) || !has(self.type) || "
+                    "self.type == 'numeric'",
+                    AGGREGATE_IS_NUMERIC,
                 ),
             ]
         }
@@ -228,6 +324,11 @@ class FeatureSpec(SpecModel):
     )
     min: float | None = Field(default=None, description="Numeric: lowest expected value.")
     max: float | None = Field(default=None, description="Numeric: highest expected value.")
+    source: FeatureSource | None = Field(
+        default=None,
+        description="Where the value comes from when not from the client's request "
+        "(docs/features.md). Unset: the client sends it.",
+    )
 
     @model_validator(mode="after")
     def _categorical_options(self) -> FeatureSpec:
@@ -244,6 +345,8 @@ class FeatureSpec(SpecModel):
             )
         if self.min is not None and self.max is not None and self.min >= self.max:
             raise invalid("min", f"min ({self.min}) must be below max ({self.max})")
+        if self.source is not None and self.source.aggregate and self.type != "numeric":
+            raise invalid("source", AGGREGATE_IS_NUMERIC)
         return self
 
     @property
@@ -880,7 +983,22 @@ class DynamicModelSpec(SpecModel):
             )
         self._segments_match_features()
         self._gpu_cap_allows_minimum()
+        self._aggregates_of_request_features()
         return self
+
+    def _aggregates_of_request_features(self) -> None:
+        sourced = {f.name for f in self.features if f.source is not None}
+        numeric = {f.name for f in self.features if f.type == "numeric"} - sourced
+        for i, feature in enumerate(self.features):
+            of = (
+                feature.source.aggregate.of if feature.source and feature.source.aggregate else None
+            )
+            if of is not None and of != OUTCOME and of not in numeric:
+                raise invalid(
+                    f"features[{i}].source.aggregate.of",
+                    f"{of!r} is no numeric feature the client sends; aggregate one of "
+                    f"{sorted(numeric)} or 'outcome'",
+                )
 
     def _gpu_cap_allows_minimum(self) -> None:
         cap, gpu = self.cost.max_gpus, self.inference.resources.gpu

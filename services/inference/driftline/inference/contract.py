@@ -62,13 +62,20 @@ class FeatureContract:
         }
         self.features: dict[str, FeatureSpec] = {f.name: f for f in spec.features}
         self.k = len(self.numeric)
+        self.sourced: frozenset[str] = frozenset(f.name for f in spec.features if f.source)
+        """Features the client does not send: found at serving (`driftline.inference.sources`)."""
         self.sticky_field = spec.rollout.sticky_key
         """The request field whose value is the canary's sticky key (`rollout.stickyKey`):
         a top-level field of the plain route, a request parameter of the OIP route."""
         numeric, categorical = WIRE_TYPES["numeric"], WIRE_TYPES["categorical"]
-        fields: list[tuple[str, Any]] = [(f"n{i}", numeric) for i in range(self.k)]
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
+            # A sourced feature decodes only when absent (or null): 0.0 holds its place
+            # until its value is found, and a value the client sends is refused.
+            (f"n{i}", None, 0.0) if name in self.sourced else (f"n{i}", numeric)
+            for i, name in enumerate(self.numeric)
+        ]
         fields += [(f"c{i}", categorical) for i in range(len(self.categorical))]
-        rename = {field: name for (field, _), name in zip(fields, self.names, strict=True)}
+        rename = {field[0]: name for field, name in zip(fields, self.names, strict=True)}
         # Field names are positional and renamed to the feature names, so any feature
         # name (also a Python keyword) works, and astuple() gives the model's order.
         self.row_type: type[msgspec.Struct] = msgspec.defstruct(
@@ -113,6 +120,8 @@ class FeatureContract:
             row, col, reason = bad
             name = self.numeric[col]
             field = f"{where}[{row}].{name}" if multi else f"{where}.{name}"
+            if name in self.sourced:  # sent as null: decoded, but not the client's to send
+                reason = "is found at serving (its source in the spec); do not send it"
             raise InvalidInputError(f"{name} {reason}", field=field)
 
     def explain(self, error: InvalidInputError, body: bytes) -> InvalidInputError:
@@ -123,6 +132,11 @@ class FeatureContract:
         match = _FEATURE_FIELD.match(error.field or "")
         if match is None or match["name"] not in self.features:
             return error
+        if match["name"] in self.sourced:
+            return InvalidInputError(
+                f"{error.field} is found at serving (its source in the spec); do not send it",
+                field=error.field,
+            )
         try:
             doc = msgspec.json.decode(body)
             node = doc["features"]

@@ -77,6 +77,15 @@ class ModelNotReadyError(InferenceError):
         super().__init__(message, headers={"retry-after": str(retry_after_seconds)})
 
 
+class FeatureSourceUnavailableError(InferenceError):
+    """A feature's source (Redis) cannot be read and its policy refuses the request (503)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message, field=field, headers={"retry-after": "1"})
+
+
 class ModelFailedError(InferenceError):
     """ONNX Runtime raised while running a batch: the service's fault, not the client's."""
 

@@ -34,6 +34,7 @@ MODEL_INFO: Final = "driftline_inference_model_serving"
 ROUTING_REVISION: Final = "driftline_inference_routing_revision"
 STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
 OUTCOMES_TOTAL: Final = "driftline_inference_outcomes_total"
+FEATURE_SOURCE_ERRORS_TOTAL: Final = "driftline_inference_feature_source_errors_total"
 
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -92,4 +93,10 @@ outcomes_total = Counter(
     "Outcomes sent to the outcomes route: accepted (acknowledged by Kafka), refused (not JSON "
     "or invalid: 400, 422) or failed (not acknowledged: 503).",
     ["result"],
+)
+feature_source_errors_total = Counter(
+    FEATURE_SOURCE_ERRORS_TOTAL,
+    "Requests whose sourced feature could not be read (Redis failed): served with the "
+    "feature's default, or refused (503), as its source.onUnavailable says.",
+    ["feature", "outcome"],
 )

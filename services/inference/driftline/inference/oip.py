@@ -159,6 +159,11 @@ class OipProtocol:
                 array = tensor_array(tensor, chunk, where, tensor.name == INPUT_NUMERIC)
                 packed[tensor.name] = array.reshape(expect)
                 rows = expect[0]
+            elif tensor.name in contract.sourced:
+                raise InvalidInputError(
+                    f"{tensor.name} is found at serving (its source in the spec); do not send it",
+                    field=f"{where}.name",
+                )
             elif tensor.name in contract.column:
                 kind, _ = contract.column[tensor.name]
                 if not (
@@ -199,9 +204,11 @@ class OipProtocol:
 
     def _from_columns(self, columns: dict[str, Any], n: int) -> Rows:
         contract = self.contract
-        missing = [name for name in contract.names if name not in columns]
+        missing = [n for n in contract.names if n not in columns and n not in contract.sourced]
         if missing:
             raise InvalidInputError(f"missing input(s) {missing}", field=f"inputs.{missing[0]}")
+        for name in contract.sourced:  # placeholders, filled at serving
+            columns[name] = np.zeros(n, dtype=np.float32)
         numeric = None
         if contract.k:
             numeric = np.empty((n, contract.k), dtype=np.float32)
@@ -227,6 +234,12 @@ class OipProtocol:
         if contract.categorical and categorical is None:
             raise InvalidInputError(
                 f"missing input {INPUT_CATEGORICAL!r}", field=f"inputs.{INPUT_CATEGORICAL}"
+            )
+        if numeric is not None and contract.sourced:
+            raise InvalidInputError(
+                f"the packed {INPUT_NUMERIC!r} tensor would carry {sorted(contract.sourced)}, "
+                "which are found at serving; send one tensor per feature without them",
+                field=f"inputs.{INPUT_NUMERIC}",
             )
         parts = []
         if numeric is not None:
@@ -304,6 +317,7 @@ class OipProtocol:
                 "shape": [-1],
             }
             for name in contract.names
+            if name not in contract.sourced
         ]
         outputs = [
             {

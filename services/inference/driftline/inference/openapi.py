@@ -79,7 +79,9 @@ def _responses(statuses: dict[str, str]) -> dict[str, Any]:
 def _plain_request(contract: FeatureContract, max_rows: int) -> Any:
     """The plain route's body with the limits the decoder enforces after parsing."""
     number = Annotated[float, msgspec.Meta(ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
-    fields: list[tuple[str, Any]] = [(name, number) for name in contract.numeric]
+    fields: list[tuple[str, Any]] = [
+        (name, number) for name in contract.numeric if name not in contract.sourced
+    ]
     fields += [(name, str | int) for name in contract.categorical]
     row = msgspec.defstruct("Features", fields, kw_only=True)
     rows = Annotated[list[row], msgspec.Meta(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]

@@ -37,6 +37,7 @@ from driftline.inference.pool import ModelPool, RouteState, ServingModel
 from driftline.inference.predlog import LogRecord, PredictionLog
 from driftline.inference.routing_follower import RoutingFollower
 from driftline.inference.settings import InferenceSettings
+from driftline.inference.sources import SourcedFeatures
 from driftline.inference.spool import Spool, SpoolBusyError
 from driftline.inference.stats import ServingCounters
 from driftline.inference.workers import SharedReadiness
@@ -69,6 +70,10 @@ class InferenceService:
         self.name = self.model.name
         self.namespace = self.model.metadata.namespace
         self.contract = FeatureContract(spec)
+        self.sources = SourcedFeatures.for_model(
+            spec, self.contract, model_prefix(self.namespace, self.name)
+        )
+        """Features whose values come from Redis, not the request; None when there are none."""
         self.plain = PlainProtocol(self.contract, self.name, settings.max_rows)
         self.oip = OipProtocol(self.contract, self.name, settings.max_rows)
         connections = settings.connections
@@ -117,6 +122,14 @@ class InferenceService:
         timeout = settings.redis_timeout_seconds
         self.redis = redis_conn.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
         self.stats.client = self.redis
+        if self.sources is not None:
+            source_timeout = settings.feature_source_timeout_ms / 1000
+            self.sources.connect(
+                redis_conn.async_client(
+                    socket_timeout=source_timeout, socket_connect_timeout=source_timeout
+                ),
+                source_timeout,
+            )
         REGISTRY.register(self.stats)
         if spec.inference.cache.enabled:
             self.cache = PredictionCache(
@@ -200,6 +213,8 @@ class InferenceService:
             await self.cache.client.aclose()
         if self.redis is not None:
             await self.redis.aclose()
+        if self.sources is not None:
+            await self.sources.close()
         self.pool.close()
 
     @property
@@ -290,6 +305,8 @@ class InferenceService:
             state = self.pool.state
             if state is None:
                 raise ModelNotReadyError(NO_VERSION_LOADED)
+            if self.sources is not None:
+                await self.sources.fill(rows, entity_ids)
             ids = request_ids or self.new_ids(rows.n)
             keys = entity_ids if sticky_keys is None else sticky_keys
             groups = self._route(state, rows, keys, version)

@@ -147,6 +147,12 @@ class InferenceSettings(PartSettings):
     cache_retry_seconds: float = Field(
         default=5.0, gt=0, description="After a cache failure, serve without it this long."
     )
+    feature_source_timeout_ms: float = Field(
+        default=100.0,
+        gt=0,
+        description="Reading a batch's per-entity aggregates slower than this counts as "
+        "Redis unavailable (each feature's source.onUnavailable applies).",
+    )
     redis_timeout_seconds: float = Field(
         default=1.0, gt=0, description="Socket timeout of the routing and stats connections."
     )

@@ -37,6 +37,10 @@ PENDING_REQUESTS = "driftline_joiner_pending_requests"
 BATCH_SECONDS = "driftline_joiner_batch_seconds"
 """Histogram: time to join one consumed batch, from decode to committed offsets."""
 
+OUTCOME_AGGREGATES_TOTAL = "driftline_joiner_outcome_aggregate_updates_total"
+"""Counter{result}: labels added to per-entity outcome aggregates (features with
+source.aggregate.of: outcome), or lost because Redis failed (at most once)."""
+
 RECOVERED_TOTAL = "driftline_joiner_recovered_examples_total"
 """Counter{result}: examples found in an outbox after a crash or a failed send:
 `resent` (missing from the labeled topic) or `present` (already there)."""
@@ -96,6 +100,9 @@ batch_seconds = Histogram(
     BATCH_SECONDS,
     "Time to join one consumed batch.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+outcome_aggregates = Counter(
+    OUTCOME_AGGREGATES_TOTAL, "Labels added to per-entity outcome aggregates.", ["result"]
 )
 recovered = Counter(RECOVERED_TOTAL, "Examples found in an outbox on recovery.", ["result"])
 retries = Counter(RETRIES_TOTAL, "Batches retried after a failure.", ["cause"])

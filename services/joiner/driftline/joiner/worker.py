@@ -37,12 +37,13 @@ from redis.exceptions import RedisError
 from driftline.api.parts import JOINER
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer
-from driftline.common.redis_state import is_calibration_field
+from driftline.common.redis_state import is_calibration_field, model_prefix
 from driftline.joiner import metrics
 from driftline.joiner.calibration import CalibrationGauges
 from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.fairness import FairnessGauges
 from driftline.joiner.intake import Batch, Intake
+from driftline.joiner.outcome_aggregates import OutcomeAggregates
 from driftline.joiner.recovery import DeliveryError, LabeledLog
 from driftline.joiner.segments import segments_of
 from driftline.joiner.settings import JoinerSettings
@@ -81,6 +82,9 @@ class JoinerWorker:
             grace=settings.grace(self.window),
         )
         spec = model.spec
+        self.outcome_aggregates = OutcomeAggregates.for_model(
+            spec, model_prefix(model.metadata.namespace, model.name), self.redis
+        )
         segments = segments_of(spec.monitoring.segments)
         self.engine = JoinEngine(
             store,
@@ -240,6 +244,9 @@ class JoinerWorker:
             return False
         metrics.labeled.inc(len(examples))
         self._close(batch)
+        if self.outcome_aggregates is not None and examples:
+            # After the commit: a replayed batch adds nothing twice (at most once).
+            self._redis_thread.submit(self.outcome_aggregates.add, examples, self.clock())
         if batch.result is not None and batch.result.outboxes:
             # Bookkeeping only (an entry left behind is checked against the topic
             # before anything is resent): after the commit, behind the next batch.

@@ -1,0 +1,209 @@
+"""Features the client does not send: their values found at serving, before the model runs.
+
+A feature with `source.aggregate` is a per-entity aggregate in Redis
+(`driftline.common.entity_aggregates`). For the rows of every request that reaches
+`fill` in one event-loop turn, one Lua script (one round trip) reads, and for
+request-feature aggregates also updates, every entity's windows; the values are then
+written into the rows: the model input and the row values the prediction log
+records are the same numbers, so the joiner, the trainer and the drift monitor see
+what was served. The value of a row is the aggregate before that row is counted
+(rows of one request count in their order).
+
+Rows without an entity id get the source's default and change no state. When Redis
+cannot be read, a feature with `onUnavailable: default` gets its default (counted in
+`driftline_inference_feature_source_errors_total`); one with `refuse` fails the
+request with a 503. A model without sourced features builds none of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from driftline.api.spec import OUTCOME, AggregateSource, DynamicModelSpec
+from driftline.common.entity_aggregates import (
+    EXCHANGE,
+    Op,
+    Step,
+    Tally,
+    parse_reply,
+    script_args,
+    state_key,
+    state_name,
+    value_of,
+)
+from driftline.inference import metrics
+from driftline.inference.contract import FeatureContract, Rows
+from driftline.inference.errors import FeatureSourceUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sourced:
+    name: str
+    column: int
+    """Its column in the numeric input."""
+    source: AggregateSource
+    refuse: bool
+    """onUnavailable: refuse (else the default is served)."""
+
+
+class SourcedFeatures:
+    """Fills the columns of a model's aggregate features from Redis, batch by batch."""
+
+    def __init__(self, spec: DynamicModelSpec, contract: FeatureContract, prefix: str) -> None:
+        self.contract = contract
+        self.prefix = prefix
+        self.features: list[_Sourced] = []
+        for feature in spec.features:
+            source = feature.source
+            if source is None or source.aggregate is None:
+                continue
+            _, column = contract.column[feature.name]
+            self.features.append(
+                _Sourced(feature.name, column, source.aggregate, source.on_unavailable == "refuse")
+            )
+        # One state per (events, window): features sharing it read one tally per row.
+        self._states: dict[str, tuple[AggregateSource, Op, int | None]] = {}
+        for f in self.features:
+            key = state_name(f.source)
+            of = f.source.of
+            if of == OUTCOME:  # updated by the joiner when it joins a label
+                self._states.setdefault(key, (f.source, "read", None))
+            else:
+                of_column = None if of is None else contract.column[of][1]
+                self._states.setdefault(key, (f.source, "read-add", of_column))
+        self._errors = {
+            (f.name, outcome): metrics.feature_source_errors_total.labels(f.name, outcome)
+            for f in self.features
+            for outcome in ("defaulted", "refused")
+        }
+        self.client: Any = None
+        self._script: Any = None
+        self._timeout = 0.1
+        self._queued: list[tuple[list[Step], asyncio.Future[list[Tally] | None]]] = []
+        self._flush_scheduled = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failing = False
+
+    @staticmethod
+    def for_model(
+        spec: DynamicModelSpec, contract: FeatureContract, prefix: str
+    ) -> SourcedFeatures | None:
+        """None for a model whose features all come from the request (the usual case)."""
+        if not any(f.source is not None for f in spec.features):
+            return None
+        return SourcedFeatures(spec, contract, prefix)
+
+    def connect(self, client: Any, timeout_seconds: float = 0.1) -> None:
+        """Use this asyncio Redis client; a script call slower than the timeout fails."""
+        self.client = client
+        self._script = client.register_script(EXCHANGE)
+        self._timeout = timeout_seconds
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.client is not None:
+            await self.client.aclose()
+
+    async def fill(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
+        """Write the sourced values of `rows` into them (model input and logged values)."""
+        assert rows.numeric is not None  # aggregate features are numeric
+        steps: list[Step] = []
+        at: list[tuple[str, int]] = []  # (state, row) of each reading step
+        for state, (source, op, column) in self._states.items():
+            for row, entity in enumerate(entity_ids):
+                if entity is None:
+                    continue
+                value = 0.0 if column is None else float(rows.numeric[row, column])
+                key = state_key(self.prefix, source, entity)
+                steps.append(Step(key, op, source.window_seconds, value))
+                at.append((state, row))
+        tallies: dict[tuple[str, int], Tally] = {}
+        if steps:
+            answered = await self._exchange(steps)
+            if answered is None:
+                self._unavailable()
+            else:
+                tallies = dict(zip(at, answered, strict=True))
+        numeric = rows.numeric
+        for f in self.features:
+            state = state_name(f.source)
+            for row in range(rows.n):
+                tally = tallies.get((state, row))
+                numeric[row, f.column] = (
+                    f.source.default if tally is None else value_of(tally, f.source)
+                )
+        self._rewrite_values(rows)
+
+    def _unavailable(self) -> None:
+        """Apply each feature's onUnavailable: refuse the request, or go on with defaults."""
+        refusing = [f for f in self.features if f.refuse]
+        for f in refusing or self.features:
+            self._errors[(f.name, "refused" if refusing else "defaulted")].inc()
+        if refusing:
+            raise FeatureSourceUnavailableError(
+                f"{refusing[0].name} comes from Redis, which cannot be read now "
+                "(source.onUnavailable: refuse)",
+                field=f"features.{refusing[0].name}",
+            )
+
+    # --- one script call per loop turn ----------------------------------------------------
+
+    async def _exchange(self, steps: list[Step]) -> list[Tally] | None:
+        """The tallies of `steps` (None: Redis failed), in one script call with the steps
+        of every request that reached this point in the same event-loop turn."""
+        future: asyncio.Future[list[Tally] | None] = asyncio.get_running_loop().create_future()
+        self._queued.append((steps, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _flush(self) -> None:
+        self._flush_scheduled = False
+        queued, self._queued = self._queued, []
+        keys, args = script_args([s for steps, _ in queued for s in steps], time.time())
+        try:
+            async with asyncio.timeout(self._timeout):
+                tallies = parse_reply(await self._script(keys=keys, args=args))
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._failing:
+                log.warning("feature sources unavailable (%s); applying onUnavailable", exc)
+            self._failing = True
+            for _, future in queued:
+                if not future.done():
+                    future.set_result(None)
+            return
+        if self._failing:
+            log.info("feature sources available again")
+        self._failing = False
+        start = 0
+        for steps, future in queued:
+            stop = start + len(steps)
+            if not future.done():  # a request cancelled meanwhile still counted
+                future.set_result(tallies[start:stop])
+            start = stop
+
+    def _rewrite_values(self, rows: Rows) -> None:
+        """The logged row values take the served numbers (as float32 made them)."""
+        assert rows.numeric is not None
+        served = rows.numeric
+        columns = [f.column for f in self.features]  # numeric values come first in a row
+        values = []
+        for row, original in enumerate(rows.values):
+            updated = list(original)
+            for column in columns:
+                updated[column] = float(served[row, column])
+            values.append(tuple(updated))
+        rows.values = values
