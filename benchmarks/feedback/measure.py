@@ -203,9 +203,16 @@ def joiner_process(
         # Timed from when every partition has moved: with several replicas, the group
         # has settled by then (a rebalance while replicas join is a one-off, not a rate).
         deadline = time.monotonic() + 120
-        while not all(tp.offset > 0 for tp in reader.committed(parts, timeout=10)):
-            alive = all(j.poll() is None for j in joiners)
-            assert time.monotonic() < deadline and alive, "joiner did not start"
+        while True:
+            now = reader.committed(parts, timeout=10)
+            if all(tp.offset > 0 for tp in now):
+                break
+            alive = [j.poll() for j in joiners]
+            assert time.monotonic() < deadline and alive == [None] * replicas, (
+                "joiner did not start",
+                alive,
+                [(tp.topic, tp.partition, tp.offset) for tp in now],
+            )
             time.sleep(0.05)
         first = committed()
         started = time.perf_counter()
