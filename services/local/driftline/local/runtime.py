@@ -31,6 +31,7 @@ from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
 from driftline.local.initial_model import import_arguments
 from driftline.local.parts import TRAINER, Endpoints, PartSpec, parts_by_name
+from driftline.local.retrain_timer import RetrainTimer
 from driftline.local.servers import (
     InfraError,
     KafkaBroker,
@@ -115,6 +116,7 @@ class LocalRuntime:
         self.environment = dict(environment or {})
         """Extra settings for every part (`DRIFTLINE_<PART>_...`: each part reads its own)."""
         self.supervisor = Supervisor()
+        self.retrain_timer: RetrainTimer | None = None
         self._kafka: KafkaBroker | None = None
         self._redis: RedisServer | None = None
         self._mlflow: MlflowServer | None = None
@@ -168,7 +170,18 @@ class LocalRuntime:
     def start_parts(self) -> None:
         logs = self.state_dir / "logs"
         metrics_ports: dict[str, int] = {}
+        scheduled = self.model.spec.training.mode == "scheduled"
         for part in self.part_specs:
+            if scheduled and part.name == TRAINER.name:
+                # As on Kubernetes: no trainer process, the timer runs the retrain command.
+                self.retrain_timer = RetrainTimer(
+                    self.model.spec.training,
+                    [*TRAINER.argv(), "retrain"],
+                    self._trainer_env,
+                    logs / "retrain.log",
+                )
+                self.retrain_timer.start()
+                continue
             metrics_ports[part.name] = free_port()
             env = {
                 **inherited_env(),
@@ -232,6 +245,16 @@ class LocalRuntime:
 
     # -- lifecycle -----------------------------------------------------------------
 
+    def _trainer_env(self) -> dict[str, str]:
+        """The environment of a trainer command run beside the parts (import, retrain)."""
+        return {
+            **inherited_env(),
+            **TRAINER.environment(
+                self.model_file, self.endpoints, 0, data_dir=self.state_dir / "data"
+            ),
+            **self.environment,
+        }
+
     def import_initial(self) -> str | None:
         """`spec.model.initial`: import it as version 1 unless the registry has a champion.
 
@@ -240,13 +263,7 @@ class LocalRuntime:
         initial = self.model.spec.model.initial
         if initial is None:
             return None
-        env = {
-            **inherited_env(),
-            **TRAINER.environment(
-                self.model_file, self.endpoints, 0, data_dir=self.state_dir / "data"
-            ),
-            **self.environment,
-        }
+        env = self._trainer_env()
         argv = [*TRAINER.argv(), "import", *import_arguments(initial, self.model_file)]
         log.info("importing spec.model.initial: %s", initial.uri)
         done = subprocess.run(
@@ -271,6 +288,8 @@ class LocalRuntime:
         return self
 
     def stop(self) -> None:
+        if self.retrain_timer is not None:
+            self.retrain_timer.stop()
         self.supervisor.stop()
         for server in (self._mlflow, self._redis, self._kafka):
             if server is not None:
