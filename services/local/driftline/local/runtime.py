@@ -109,6 +109,13 @@ class LocalRuntime:
         self.model = load_dynamic_model(self.model_file)
         self.state_dir = (state_dir or default_state_dir(self.model)).resolve()
         self.part_specs: list[PartSpec] = parts_by_name(parts)
+        # Scheduled training, as on Kubernetes: no trainer process, a timer runs the retrain
+        # command instead (`retrain_timer.py`).
+        self.scheduled = self.model.spec.training.mode == "scheduled" and any(
+            p.name == TRAINER.name for p in self.part_specs
+        )
+        if self.scheduled:
+            self.part_specs = [p for p in self.part_specs if p.name != TRAINER.name]
         self.start_broker = kafka
         self.inference_port = inference_port or free_port()
         self.fresh = fresh
@@ -170,18 +177,15 @@ class LocalRuntime:
     def start_parts(self) -> None:
         logs = self.state_dir / "logs"
         metrics_ports: dict[str, int] = {}
-        scheduled = self.model.spec.training.mode == "scheduled"
+        if self.scheduled:
+            self.retrain_timer = RetrainTimer(
+                self.model.spec.training,
+                [*TRAINER.argv(), "retrain"],
+                self._trainer_env,
+                logs / "retrain.log",
+            )
+            self.retrain_timer.start()
         for part in self.part_specs:
-            if scheduled and part.name == TRAINER.name:
-                # As on Kubernetes: no trainer process, the timer runs the retrain command.
-                self.retrain_timer = RetrainTimer(
-                    self.model.spec.training,
-                    [*TRAINER.argv(), "retrain"],
-                    self._trainer_env,
-                    logs / "retrain.log",
-                )
-                self.retrain_timer.start()
-                continue
             metrics_ports[part.name] = free_port()
             env = {
                 **inherited_env(),

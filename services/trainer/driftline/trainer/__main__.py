@@ -59,9 +59,15 @@ def run_worker(settings: Any) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     serve_health(settings.metrics_port, worker.heartbeat)
-    if settings.model.spec.training.mode == "off":
+    mode = settings.model.spec.training.mode
+    if mode in {"off", "scheduled"}:
         # Idle rather than exit: a supervisor would only restart a process that ends.
-        log.info("training.mode is 'off': nothing to train; idle until stopped")
+        # Neither the operator nor `driftline up` starts the worker in these modes.
+        log.info(
+            "training.mode is %r: nothing to learn online (scheduled retrains run as "
+            "`python -m driftline.trainer retrain`); idle until stopped",
+            mode,
+        )
         worker.heartbeat.ready = True
         while not worker.stop.wait(10):
             worker.heartbeat.beat()
