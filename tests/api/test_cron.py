@@ -34,3 +34,16 @@ def test_bad_crons_are_refused(cron: str) -> None:
 )
 def test_from_seconds(seconds: float, cron: str) -> None:
     assert from_seconds(seconds) == cron
+
+
+def test_the_spec_takes_a_cron_or_schedule_seconds() -> None:
+    from driftline.api.spec import TrainingSpec
+
+    assert TrainingSpec(mode="scheduled", schedule={"cron": "0 3 * * *"}).retrain_cron() == (
+        "0 3 * * *"
+    )
+    assert TrainingSpec(mode="scheduled", schedule_seconds=1800).retrain_cron() == "*/30 * * * *"
+    with pytest.raises(ValueError, match="day of week"):
+        TrainingSpec(mode="scheduled", schedule={"cron": "0 3 * * 9"})
+    with pytest.raises(ValueError, match=r"schedule\.cron"):
+        TrainingSpec(mode="scheduled")

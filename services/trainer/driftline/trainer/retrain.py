@@ -141,6 +141,11 @@ def read_history(
                 read += 1
                 if msg.timestamp()[1] >= since_ms:
                     msgs.append(msg)
+            # A partition may end in records a reader is never handed (a transaction's
+            # markers): its position says it is done.
+            for tp in consumer.position([TopicPartition(topic, p) for p in todo]):
+                if tp.offset >= todo[tp.partition]:
+                    del todo[tp.partition]
             if not msgs:
                 continue
             decoded = decoder.decode(msgs)
@@ -194,6 +199,7 @@ def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResul
         since,
         schedule.max_rows,
         f"{TRAINER.group_id(model.name)}-retrain",
+        timeout=settings.history_timeout,
     )
     rows = len(history.examples)
     log.info(
