@@ -81,6 +81,11 @@ def scenarios() -> dict[str, BuildContext]:
             ALL_HTTP,
             SASL_TLS,
         ),
+        # Scheduled retraining: a CronJob (cron from scheduleSeconds), no trainer Deployment.
+        "scheduled": BuildContext(
+            sample("minimal", training__mode="scheduled", training__scheduleSeconds=3600),
+            settings,
+        ),
         # No KEDA: workers scale on CPU; training off: no trainer.
         "training-off": BuildContext(
             sample(

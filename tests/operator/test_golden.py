@@ -46,6 +46,7 @@ def test_every_builder_has_a_golden_file() -> None:
     kinds = {p.name.split("-", 1)[0] for p in Path(GOLDEN).glob("*/*.yaml")}
     assert kinds == {
         "serviceaccount",
+        "cronjob",
         "configmap",
         "persistentvolumeclaim",
         "networkpolicy",

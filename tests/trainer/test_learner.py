@@ -14,7 +14,7 @@ import torch
 
 from driftline.common.streams import AgrawalStream, CovariateShiftStream, SEAStream
 from driftline.trainer.checkpoint import from_bytes, learner_state, restore_learner, to_bytes
-from driftline.trainer.examples import Examples
+from driftline.trainer.examples import Examples, holdout_mask
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.nets import LearnerError
 
@@ -144,15 +144,17 @@ def test_state_round_trip_continues_identically(
     assert a.seq == b.seq and a.epoch == b.epoch
 
 
-def test_scheduled_retrain_from_the_buffers(
+def test_a_retrain_trains_a_fresh_network_on_the_rows_not_held_out(
     make_learner: LearnerFactory, examples_of: ExamplesOf
 ) -> None:
     stream = SEAStream(seed=8)
-    learner = make_learner(stream, replay_capacity=5000)
-    for _ in range(8):
-        learner.observe(examples_of(learner, stream.take(500)))
+    learner = make_learner(stream)
+    history = examples_of(learner, stream.take(4000))
+    learner.observe(history)
     assert learner.trained == 0
-    learner.retrain(passes=3)
+    learner.retrain_on(history, passes=3)
+    held = holdout_mask(history.key, learner.options.holdout_fraction)
+    assert learner.trained == 3 * int((~held).sum())
     assert learner.score(examples_of(learner, stream.take(1000))) > 0.9
 
 

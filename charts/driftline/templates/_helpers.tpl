@@ -96,9 +96,9 @@ the chart renders exactly those rules; change both together.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [list, create, patch, delete]
-# The import Job of `spec.model.initial`.
+# The import Job of `spec.model.initial`; the retrain CronJob of `training.mode: scheduled`.
 - apiGroups: [batch]
-  resources: [jobs]
+  resources: [cronjobs, jobs]
   verbs: [list, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]

@@ -42,6 +42,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Kind("apps/v1", "Deployment", "deployments"),
     Kind("batch/v1", "Job", "jobs"),  # the import of `spec.model.initial`
+    Kind("batch/v1", "CronJob", "cronjobs"),  # scheduled retraining
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
     Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
     Kind("keda.sh/v1alpha1", "TriggerAuthentication", "triggerauthentications", capability="keda"),

@@ -91,3 +91,58 @@ def test_up_imports_the_initial_model_once(tmp_path: Path, unique: str) -> None:
         assert champion is not None and champion.version == "1"
     finally:
         runtime.stop()
+
+
+@pytest.mark.slow
+def test_up_runs_scheduled_retrains_from_its_timer(tmp_path: Path) -> None:
+    """`training.mode: scheduled`: no trainer process; the timer runs the retrain command,
+    which publishes a candidate from the labeled topic."""
+    import os
+    import time
+
+    import yaml
+    from confluent_kafka import Producer
+
+    from driftline.api.artifacts import ALIAS_CANDIDATE
+    from driftline.api.events import LabeledExample, encode
+    from driftline.common.registry import RegisteredModel
+    from driftline.common.streams import SEAStream
+    from driftline.local.runtime import bootstrap_from_stream
+    from tests import polling
+
+    doc = yaml.safe_load(SEA.read_text())
+    doc["spec"]["training"] |= {"mode": "scheduled", "scheduleSeconds": 3}
+    model_file = tmp_path / "sea.yaml"
+    model_file.write_text(yaml.safe_dump(doc))
+    path = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    runtime = LocalRuntime(
+        model_file, state_dir=tmp_path / "run", parts=["trainer"], environment=path
+    )
+    endpoints = runtime.start_servers()
+    try:
+        assert bootstrap_from_stream(runtime, "sea", 0, 3000, 1) == "1"
+        producer = Producer({"bootstrap.servers": endpoints.kafka_bootstrap_servers})
+        rows = SEAStream(seed=2, schedule=[(0, 2)]).take(3000)  # another concept: a new rule
+        now = time.time()
+        for i, (features, label) in enumerate(
+            zip(rows.features(), rows.labels.tolist(), strict=True)
+        ):
+            event = LabeledExample(
+                request_id=f"r{i}", model="sea", model_version="1", variant="stable",
+                features=features, label=float(label), output=0.0,  # type: ignore[arg-type]
+                ts_prediction=now, ts_label=now,
+            )  # fmt: skip
+            producer.produce("sea.labeled", key=event.request_id.encode(), value=encode(event))
+        assert producer.flush(30) == 0
+        runtime.start_parts()
+        assert runtime.part_specs == [] and runtime.retrain_timer is not None
+        registry = RegisteredModel(endpoints.mlflow_tracking_uri, "sea")
+        candidate = polling.wait_until(
+            lambda: registry.version_for_alias(ALIAS_CANDIDATE), 180, "a candidate", interval=1
+        )
+        assert candidate.tags["driftline.training"] == "scheduled"
+        assert candidate.tags["driftline.rows"] == "3000"
+        log = (tmp_path / "run" / "logs" / "retrain.log").read_text()
+        assert "retrain: published" in log
+    finally:
+        runtime.stop()

@@ -43,6 +43,7 @@ RESOURCES: dict[str, dict[str, Any]] = {
         "subresources": ["status", "scale"],
     },
     "batch/v1/jobs": {"kind": "Job", "namespaced": True, "subresources": ["status"]},
+    "batch/v1/cronjobs": {"kind": "CronJob", "namespaced": True, "subresources": ["status"]},
     "networking.k8s.io/v1/networkpolicies": {"kind": "NetworkPolicy", "namespaced": True},
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget", "namespaced": True},
     "autoscaling/v2/horizontalpodautoscalers": {

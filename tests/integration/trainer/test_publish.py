@@ -145,23 +145,3 @@ def test_stream_becomes_versions_with_lineage(
     client = MlflowClient(case.settings.connections.mlflow_tracking_uri)
     run = client.get_run(candidate.run_id)
     assert run.data.metrics["parity_max_abs_diff"] <= 1e-5
-
-
-def test_scheduled_mode_retrains_from_the_buffers(
-    trainer_case: Callable[..., Any], run_worker: Any, until: Any
-) -> None:
-    stream = CovariateShiftStream(seed=3, schedule=[(0, 0), (3000, 1)])
-    case = trainer_case(stream, training={"mode": "scheduled", "scheduleSeconds": 4})
-    boot = stream.take(3000)
-    bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32))
-    case.produce(stream.take(3000))
-    versions = ModelVersions(case.settings.connections.mlflow_tracking_uri, case.name)
-    worker = TrainerWorker(case.settings)
-    with run_worker(worker):
-        until(lambda: worker.learner is not None and worker.learner.seq >= 6000, what="rows")
-        assert worker.learner is not None
-        before = worker.learner.trained  # rows are buffered, not learned one batch at a time
-        candidate = until(lambda: versions.by_alias(artifacts.ALIAS_CANDIDATE), what="a candidate")
-    assert worker.learner.trained > before
-    gate = json.loads(candidate.tags[artifacts.TAG_GATE])
-    assert gate["publish"] is True and gate["new"]["holdout"] > gate["serving"]["holdout"]

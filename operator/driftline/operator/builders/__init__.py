@@ -25,6 +25,11 @@ from driftline.operator.builders.scaling import (
     pod_disruption_budget,
     trigger_authentication,
 )
+from driftline.operator.builders.scheduled_retrain import (
+    retrain_cron_job,
+    retrain_policy,
+    retrain_service_account,
+)
 from driftline.operator.builders.workloads import (
     checkpoint_claim,
     config_map,
@@ -53,14 +58,17 @@ def build_children(ctx: BuildContext) -> Children:
     # Identities, config and the network fence first: a pod never starts without them.
     out += [service_account(ctx, p) for p in parts]
     out.append(import_service_account(ctx))
+    out.append(retrain_service_account(ctx))
     out.append(config_map(ctx))
     out.append(checkpoint_claim(ctx))
     out.append(default_deny(ctx))
     out += [part_policy(ctx, p) for p in parts]
     out.append(import_policy(ctx))
+    out.append(retrain_policy(ctx))
     out += [service(ctx, p) for p in parts]
     out += [deployment(ctx, p) for p in parts]
     out.append(import_job(ctx))  # `spec.model.initial`: version 1 while there is none
+    out.append(retrain_cron_job(ctx))  # `training.mode: scheduled`
     out += [pod_disruption_budget(ctx, p) for p in parts]
     out.append(trigger_authentication(ctx))  # before the ScaledObjects that name it
     out += [autoscaler(ctx, p) for p in parts]

@@ -10,9 +10,12 @@ from driftline.api.parts import PARTS, TRAINER, Part, TopicKind
 
 
 def active_parts(model: DynamicModel) -> tuple[Part, ...]:
-    """The parts this model runs as Deployments: no trainer when training is off."""
+    """The parts this model runs as Deployments: a trainer only when training is online
+    (a scheduled model's retrains are a CronJob, `builders/scheduled_retrain.py`)."""
     return tuple(
-        p for p in PARTS if p.deployed and (p is not TRAINER or model.spec.training.mode != "off")
+        p
+        for p in PARTS
+        if p.deployed and (p is not TRAINER or model.spec.training.mode == "online")
     )
 
 

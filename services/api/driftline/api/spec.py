@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from driftline.api.cron import CronError, from_seconds, parse
+
 # Kubernetes object names and Kafka topic names, kept to the safe intersection.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 FEATURE_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -549,13 +551,46 @@ class GateSpec(SpecModel):
     )
 
 
+CRON = r"^\S+( \S+){4}$"
+
+
+class ScheduleSpec(SpecModel):
+    """Scheduled mode: when a retrain runs and which history it reads."""
+
+    cron: str | None = Field(
+        default=None,
+        pattern=CRON,
+        description="Five-field cron (minute hour day month weekday), UTC; "
+        "else derived from scheduleSeconds.",
+    )
+    history_seconds: float = Field(
+        default=7 * 86_400,
+        gt=0,
+        description="A retrain reads the labeled topic from now minus this to its end.",
+    )
+    max_rows: int = Field(
+        default=200_000, ge=100, le=10_000_000, description="Rows kept (the newest)."
+    )
+
+    @model_validator(mode="after")
+    def _cron(self) -> ScheduleSpec:
+        if self.cron is not None:
+            try:
+                parse(self.cron)
+            except CronError as exc:
+                raise invalid("cron", str(exc)) from None
+        return self
+
+
 class TrainingSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "!has(self.mode) || self.mode != 'scheduled' || has(self.scheduleSeconds)",
-                    "training.mode 'scheduled' needs training.scheduleSeconds",
+                    "!has(self.mode) || self.mode != 'scheduled' || has(self.scheduleSeconds) "
+                    "|| (has(self.schedule) && has(self.schedule.cron))",
+                    "training.mode 'scheduled' needs training.scheduleSeconds "
+                    "or training.schedule.cron",
                 )
             ]
         }
@@ -570,14 +605,21 @@ class TrainingSpec(SpecModel):
     schedule_seconds: float | None = Field(
         default=None, gt=0, description="Scheduled mode: full retrain period."
     )
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainingSpec:
-        if self.mode == "scheduled" and self.schedule_seconds is None:
+        if self.mode == "scheduled" and self.schedule_seconds is None and not self.schedule.cron:
             raise invalid(
-                "scheduleSeconds", "training.mode 'scheduled' needs training.scheduleSeconds"
+                "scheduleSeconds",
+                "training.mode 'scheduled' needs training.scheduleSeconds "
+                "or training.schedule.cron",
             )
         return self
+
+    def retrain_cron(self) -> str:
+        """Scheduled mode's cron: `schedule.cron`, else `scheduleSeconds` as the nearest cron."""
+        return self.schedule.cron or from_seconds(self.schedule_seconds or 86_400)
 
 
 # --- drift -----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
 from driftline.local.initial_model import import_arguments
 from driftline.local.parts import TRAINER, Endpoints, PartSpec, parts_by_name
+from driftline.local.retrain_timer import RetrainTimer
 from driftline.local.servers import (
     InfraError,
     KafkaBroker,
@@ -108,6 +109,13 @@ class LocalRuntime:
         self.model = load_dynamic_model(self.model_file)
         self.state_dir = (state_dir or default_state_dir(self.model)).resolve()
         self.part_specs: list[PartSpec] = parts_by_name(parts)
+        # Scheduled training, as on Kubernetes: no trainer process, a timer runs the retrain
+        # command instead (`retrain_timer.py`).
+        self.scheduled = self.model.spec.training.mode == "scheduled" and any(
+            p.name == TRAINER.name for p in self.part_specs
+        )
+        if self.scheduled:
+            self.part_specs = [p for p in self.part_specs if p.name != TRAINER.name]
         self.start_broker = kafka
         self.inference_port = inference_port or free_port()
         self.fresh = fresh
@@ -115,6 +123,7 @@ class LocalRuntime:
         self.environment = dict(environment or {})
         """Extra settings for every part (`DRIFTLINE_<PART>_...`: each part reads its own)."""
         self.supervisor = Supervisor()
+        self.retrain_timer: RetrainTimer | None = None
         self._kafka: KafkaBroker | None = None
         self._redis: RedisServer | None = None
         self._mlflow: MlflowServer | None = None
@@ -168,6 +177,14 @@ class LocalRuntime:
     def start_parts(self) -> None:
         logs = self.state_dir / "logs"
         metrics_ports: dict[str, int] = {}
+        if self.scheduled:
+            self.retrain_timer = RetrainTimer(
+                self.model.spec.training,
+                [*TRAINER.argv(), "retrain"],
+                self._trainer_env,
+                logs / "retrain.log",
+            )
+            self.retrain_timer.start()
         for part in self.part_specs:
             metrics_ports[part.name] = free_port()
             env = {
@@ -232,6 +249,16 @@ class LocalRuntime:
 
     # -- lifecycle -----------------------------------------------------------------
 
+    def _trainer_env(self) -> dict[str, str]:
+        """The environment of a trainer command run beside the parts (import, retrain)."""
+        return {
+            **inherited_env(),
+            **TRAINER.environment(
+                self.model_file, self.endpoints, 0, data_dir=self.state_dir / "data"
+            ),
+            **self.environment,
+        }
+
     def import_initial(self) -> str | None:
         """`spec.model.initial`: import it as version 1 unless the registry has a champion.
 
@@ -240,13 +267,7 @@ class LocalRuntime:
         initial = self.model.spec.model.initial
         if initial is None:
             return None
-        env = {
-            **inherited_env(),
-            **TRAINER.environment(
-                self.model_file, self.endpoints, 0, data_dir=self.state_dir / "data"
-            ),
-            **self.environment,
-        }
+        env = self._trainer_env()
         argv = [*TRAINER.argv(), "import", *import_arguments(initial, self.model_file)]
         log.info("importing spec.model.initial: %s", initial.uri)
         done = subprocess.run(
@@ -278,6 +299,8 @@ class LocalRuntime:
         return self
 
     def stop(self) -> None:
+        if self.retrain_timer is not None:
+            self.retrain_timer.stop()
         self.supervisor.stop()
         for server in (self._mlflow, self._redis, self._kafka):
             if server is not None:

@@ -4,6 +4,7 @@
     python -m driftline.trainer bootstrap --stream sea --seed 1 --samples 20000
     python -m driftline.trainer bootstrap --from-file history.csv [--label-column label]
     python -m driftline.trainer import MODEL [--sample rows.csv|rows.parquet|rows.jsonl]
+    python -m driftline.trainer retrain               # one scheduled retrain from the history
 
 Settings come from `DRIFTLINE_TRAINER_*` variables (`DRIFTLINE_TRAINER_MODEL_FILE`
 is the DynamicModel YAML); `--model-file` overrides that one for convenience.
@@ -58,9 +59,15 @@ def run_worker(settings: Any) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     serve_health(settings.metrics_port, worker.heartbeat)
-    if settings.model.spec.training.mode == "off":
+    mode = settings.model.spec.training.mode
+    if mode in {"off", "scheduled"}:
         # Idle rather than exit: a supervisor would only restart a process that ends.
-        log.info("training.mode is 'off': nothing to train; idle until stopped")
+        # Neither the operator nor `driftline up` starts the worker in these modes.
+        log.info(
+            "training.mode is %r: nothing to learn online (scheduled retrains run as "
+            "`python -m driftline.trainer retrain`); idle until stopped",
+            mode,
+        )
         worker.heartbeat.ready = True
         while not worker.stop.wait(10):
             worker.heartbeat.beat()
@@ -147,6 +154,28 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_retrain(settings: Any) -> int:
+    from confluent_kafka import KafkaException
+
+    from driftline.common.registry import RegistryError
+    from driftline.trainer.export import ExportError
+    from driftline.trainer.retrain import retrain
+
+    _prepare(settings)
+    try:
+        result = retrain(settings)
+    except (RegistryError, KafkaException, TimeoutError) as exc:
+        print(f"retrain: {exc}", file=sys.stderr)
+        return 1  # the next run (or the Job's retry) starts again from nothing
+    except ExportError as exc:
+        print(f"retrain: not published: {exc}", file=sys.stderr)
+        return 1
+    print(f"retrain: {result.reason} ({result.rows} rows, offsets {result.offsets})")
+    if result.version is not None:
+        print(result.version)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m driftline.trainer", description=__doc__.split("\n")[0]
@@ -202,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="import only while the registry has no champion; else say so and exit 0",
     )
     imp.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
+    again = sub.add_parser(
+        "retrain",
+        help="train a fresh network on the labeled history (training.schedule) and publish it "
+        "as candidate if it passes the gate",
+    )
+    again.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
     return parser
 
 
@@ -219,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_bootstrap(settings, args)
     if args.command == "import":
         return run_import(settings, args)
+    if args.command == "retrain":
+        return run_retrain(settings)
     return run_worker(settings)
 
 

@@ -254,9 +254,10 @@ class OnlineLearner:
                 self._gradient_step(rows.numeric, rows.codes, rows.labels, None)
         self.trained += len(ex) * passes
 
-    def retrain(self, passes: int) -> None:
-        """A fresh network trained on the current epoch's replay rows (scheduled mode)."""
-        data = self.replay.rows(self.replay.current_slots())
+    def retrain_on(self, ex: Examples, passes: int) -> None:
+        """A fresh network trained on the rows of `ex` that are not held out (scheduled
+        retraining, `retrain.py`)."""
+        data = ex.take(~holdout_mask(ex.key, self.options.holdout_fraction))
         self.net = build_net(self.model, self.features, self.options.seed + self.seq)
         self.optimizer = adam(self.net, self.options.learning_rate)
         self.ewc.reset()

@@ -76,6 +76,13 @@ class TrainerSettings(PartSettings):
         default=5, ge=1, description="Passes over the data of a scheduled or bootstrap training."
     )
 
+    history_timeout: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a scheduled retrain may take to read its window of the labeled "
+        "topic before it gives up (exit 1; the next run starts again).",
+    )
+
     quantize: bool = Field(default=False, description="Also export an int8 model when accurate.")
     quantize_tolerance: float = Field(
         default=0.005, ge=0, description="Largest held-out score drop the int8 model may have."

@@ -79,7 +79,6 @@ class TrainerWorker:
         spec = self.model.spec
         self.topics = self.model.topics
         self.group = TRAINER.group_id(self.model.name)
-        self.scheduled = spec.training.mode == "scheduled"
         self.versions = ModelVersions(
             settings.connections.mlflow_tracking_uri, spec.model.registry.name
         )
@@ -90,7 +89,6 @@ class TrainerWorker:
         self.learner: OnlineLearner | None = None
         self.progress = Progress()
         self.last_attempt = time.monotonic()
-        self.last_retrain = time.monotonic()
         self.publish_soon = False
         self._consumer: Any = None
         self._producer: Any = None
@@ -257,7 +255,7 @@ class TrainerWorker:
             # A promotion: the new stable version's error rate starts from scratch.
             self.learner.monitor.reset()
             progress.stable_version = decoded.stable_version
-        report = self.learner.observe(ex) if self.scheduled else self.learner.learn(ex)
+        report = self.learner.learn(ex)
         topic = self.topics.labeled
         if len(ex):
             progress.learned(topic, decoded.partitions, decoded.offsets)
@@ -316,13 +314,6 @@ class TrainerWorker:
             self._finish_staged()
             return
         publish = self.model.spec.training.publish
-        if self.scheduled:
-            due = now - self.last_retrain >= (self.model.spec.training.schedule_seconds or 0)
-            if due and progress.rows_since_attempt:
-                self.learner.retrain(self.settings.retrain_passes)
-                self.last_retrain = now
-                self._attempt()
-            return
         due = progress.rows_since_attempt >= publish.every_samples or (
             progress.rows_since_attempt > 0 and now - self.last_attempt >= publish.every_seconds
         )
