@@ -112,7 +112,8 @@ def test_a_newer_candidate_waits_for_the_window() -> None:
     assert world.state.stage == "promoted" and world.state.candidate is None
     world.tick(600, guard=seen(0.9, 0.9))
     world.tick(1)
-    assert (world.state.stage, world.state.candidate) == ("shadow", "3")
+    state = world.state
+    assert state.stage == "shadow" and state.candidate == "3"
     assert world.state.stable == "2"
 
 
