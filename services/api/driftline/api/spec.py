@@ -510,7 +510,8 @@ class DriftSpec(SpecModel):
         max_length=3,
         description="What a drift event leads to. `alert`: a Warning Event `DriftDetected` "
         "on the DynamicModel and its `DriftDetected` condition (a `drift alert` line in "
-        "`driftline status` locally); `status.drift` mirrors the monitor either way. "
+        "`driftline status` locally), the event marked `alerting` and counted in "
+        "driftline_drift_alerts_total (the chart's alert rule); `status.drift` mirrors the monitor either way. "
         "`retrain`: the trainer acts: a concept drift opens a new concept epoch, other "
         "drift raises the learning rate for a while and publishes sooner; without it the "
         "trainer never opens a concept epoch, neither on an event nor from its own error "
