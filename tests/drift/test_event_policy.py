@@ -64,3 +64,10 @@ def test_event_ids_are_stable_under_replay() -> None:
     c = EventPolicy("m", 60, clock=Clock()).decide(detection(trigger="r8"))
     assert a is not None and b is not None and c is not None
     assert a.event_id == b.event_id != c.event_id
+
+
+def test_events_are_alerts_only_when_on_drift_has_alert() -> None:
+    quiet = EventPolicy("m", 60, clock=Clock()).decide(detection())
+    loud = EventPolicy("m", 60, clock=Clock(), alerting=True).decide(detection())
+    assert quiet is not None and quiet.alerting is False
+    assert loud is not None and loud.alerting is True

@@ -29,6 +29,7 @@ from driftline.rollout import (
     VersionCounters,
     step,
 )
+from driftline.rollout.guard import GuardEvidence
 
 
 def policy(**overrides: Any) -> Policy:
@@ -139,6 +140,7 @@ class World:
         registry_down: bool = False,
         drift: DriftSignal | None = None,
         command: Command | None = None,
+        guard: GuardEvidence | None = None,
     ) -> Decision:
         self.now += advance
         snapshot = Snapshot(
@@ -147,6 +149,7 @@ class World:
             metrics_error=metrics_error,
             drift=drift,
             command=command,
+            guard=guard,
         )
         decision = step(self.state, snapshot, self.policy, self.now)
         if decision.state.started_at != self.state.started_at:

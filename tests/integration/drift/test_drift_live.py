@@ -63,6 +63,29 @@ def test_one_shift_makes_one_event_and_both_backends_agree(
     assert workers["alibi"].monitor is not None
 
 
+def test_only_a_model_with_alert_sends_alerts(harness: Harness, calm_reference) -> None:
+    """`drift.onDrift: [alert]` marks the event and counts it in the counter the chart's
+    alert rule keys on; without `alert` the same shift sends an event, never an alert."""
+    harness.registry.register(calm_reference, champion=True)
+    models = {
+        on: harness.model(f"{harness.name}-{on}", backend="scipy", onDrift=[on])
+        for on in ("alert", "retrain")
+    }
+    for m in models.values():
+        harness.start(harness.settings(m))
+    rng = np.random.default_rng(3)
+    for m in models.values():
+        harness.send(m.topics.predictions, predictions(rng, 1000, shift={"x2": 1.0}))
+    for on, m in models.items():
+        wait_for(lambda m=m: bool(harness.events(m, seconds=2)), 90, f"the {on} model's event")
+    alerting = {on: [e.alerting for e in harness.events(m)] for on, m in models.items()}
+    assert alerting == {"alert": [True], "retrain": [False]}
+    counted = {
+        on: metrics.alerts.labels(m.name, "covariate")._value.get() for on, m in models.items()
+    }
+    assert counted == {"alert": 1.0, "retrain": 0.0}
+
+
 def test_a_concept_switch_raises_a_concept_event(harness: Harness, calm_reference) -> None:
     harness.registry.register(calm_reference, champion=True)
     model = harness.model(backend="scipy", expectedRunTime=20_000)

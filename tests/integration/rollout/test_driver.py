@@ -198,8 +198,9 @@ def test_missing_metrics_abort_once_the_budget_is_spent(
     assert routing(redis_client, model).mode == "stable"
 
 
+@pytest.mark.parametrize("kind", ["covariate", "concept"])
 def test_drift_with_rollback_aborts_the_canary(
-    rollout_model: ModelFactory, registry: Any, redis_client: Any, producer: Any
+    kind: str, rollout_model: ModelFactory, registry: Any, redis_client: Any, producer: Any
 ) -> None:
     model = rollout_model(strategy="canary")
     driver = driver_for(model, redis_client, producer)
@@ -210,7 +211,7 @@ def test_drift_with_rollback_aborts_the_canary(
         event_id="e1",
         model=model.name,
         model_version="2",
-        kind="covariate",
+        kind=kind,  # type: ignore[arg-type]
         detector="ks",
         detected_at=time.time(),
         score=0.4,
@@ -219,7 +220,7 @@ def test_drift_with_rollback_aborts_the_canary(
     redis_client.set(drift_key("test", model.name), encode(drift))
     driver.tick()
     assert driver.state is not None and driver.state.stage == "aborted"
-    assert "covariate drift detected on version 2 during the canary" in driver.state.reason
+    assert f"{kind} drift detected on version 2 during the canary" in driver.state.reason
 
 
 def test_manual_strategy_advances_on_approval_commands(

@@ -70,3 +70,27 @@ def test_regression_is_blocked_then_concept_epoch_publishes(
     assert rejected
     reason = json.loads(rejected[0].data.tags[artifacts.TAG_GATE])["reason"]
     assert "anchor set" in reason
+
+
+def test_without_retrain_a_concept_event_opens_no_epoch(
+    trainer_case: Callable[..., Any], run_worker: Any, until: Any
+) -> None:
+    """`drift.onDrift` without `retrain`: the event is read and counted, the learner keeps
+    learning online in epoch 0 (no reset, no catch-up), also with the trainer's own
+    concept check left on in its settings."""
+    stream = SEAStream(seed=4)
+    case = trainer_case(stream, drift={"onDrift": ["alert"]}, detect_concept=True)
+    boot = stream.take(4000)
+    bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32))
+    first_flipped = time.time()
+    case.produce(inverted(stream.take(3000)))
+    worker = TrainerWorker(case.settings)
+    with run_worker(worker):
+        until(lambda: worker.learner is not None and worker.learner.seq >= 3000, what="3000 rows")
+        case.drift("concept", window_start=first_flipped)
+        until(lambda: len(worker.progress.seen_events) == 1, what="the drift event read")
+        seen = worker.learner.seq
+        case.produce(inverted(stream.take(1000)))
+        until(lambda: worker.learner.seq >= seen + 1000, what="1000 more rows learned")
+        assert worker.learner.epoch == 0
+        assert worker.learner.options.detect_concept is False

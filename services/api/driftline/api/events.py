@@ -90,6 +90,9 @@ class DriftEvent(Event, frozen=True):
     window_start: float | None = None
     window_end: float | None = None
     samples: int = 0
+    alerting: bool = False
+    """`drift.onDrift` has `alert`: the event is an alert (counted in
+    `driftline_drift_alerts_total`, which the chart's alert rule keys on)."""
 
 
 class RolloutEvent(Event, frozen=True):

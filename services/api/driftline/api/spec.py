@@ -655,7 +655,9 @@ class DriftSpec(SpecModel):
         max_length=3,
         description="What a drift event leads to. `alert`: a Warning Event `DriftDetected` "
         "on the DynamicModel and its `DriftDetected` condition (a `drift alert` line in "
-        "`driftline status` locally); `status.drift` mirrors the monitor either way. "
+        "`driftline status` locally), the event marked `alerting` and counted in "
+        "driftline_drift_alerts_total (the chart's alert rule); `status.drift` mirrors "
+        "the monitor either way. "
         "`retrain`: the trainer acts: a concept drift opens a new concept epoch, other "
         "drift raises the learning rate for a while and publishes sooner; without it the "
         "trainer never opens a concept epoch, neither on an event nor from its own error "
@@ -735,6 +737,39 @@ class AnalysisSpec(SpecModel):
     )
 
 
+class GuardSpec(SpecModel):
+    """After a promotion, the previous champion is kept and compared with the new one."""
+
+    window_seconds: float = Field(
+        gt=0,
+        le=7 * 86400,
+        description="How long after a promotion the previous champion stays loaded and "
+        "is scored in shadow beside the new champion. A newer candidate waits until the "
+        "window ends.",
+    )
+    max_drop_vs_previous: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The most the new champion may trail the previous one on live labels, "
+        "as maxAccuracyDrop measures it (accuracy points, or MAE relative to the "
+        "previous one's); more rolls back to the previous champion.",
+    )
+    max_drop_vs_baseline: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="The same limit against the frozen baseline version (needs "
+        "inference.baseline); unset: the baseline is not judged.",
+    )
+    min_labeled: int = Field(
+        default=500,
+        ge=1,
+        description="Labeled samples each compared version needs in the window; fewer: "
+        "no action, never a rollback.",
+    )
+
+
 # Request fields that already mean something else, so they cannot be the sticky key.
 RESERVED_REQUEST_FIELDS = ("features", "request_id", "binary_data_output")
 
@@ -768,6 +803,7 @@ class RolloutSpec(SpecModel):
     shadow: ShadowSpec = Field(default_factory=ShadowSpec)
     canary: CanarySpec = Field(default_factory=CanarySpec)
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    guard: GuardSpec | None = Field(default=None, description="Unset: no guard after promotion.")
 
     @model_validator(mode="after")
     def _sticky_key_is_free(self) -> RolloutSpec:

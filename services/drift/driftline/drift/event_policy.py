@@ -47,9 +47,16 @@ class EventPolicy:
     """Cooldown per kind, and silence for detections a recent event explains."""
 
     def __init__(
-        self, model: str, cooldown_seconds: float, clock: Callable[[], float] = time.time
+        self,
+        model: str,
+        cooldown_seconds: float,
+        clock: Callable[[], float] = time.time,
+        *,
+        alerting: bool = False,
     ) -> None:
         self.model = model
+        self.alerting = alerting
+        """`drift.onDrift` has `alert`: every event sent is marked as an alert."""
         self.cooldown = cooldown_seconds
         self.clock = clock
         self.last_sent: dict[DriftKind, float] = {}
@@ -88,4 +95,5 @@ class EventPolicy:
             window_start=d.window_start,
             window_end=d.window_end,
             samples=d.samples,
+            alerting=self.alerting,
         )

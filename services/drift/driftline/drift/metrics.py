@@ -26,6 +26,9 @@ LAST_DETECTED = "driftline_drift_last_detected_timestamp_seconds"
 """Gauge{model, kind}: when drift of this kind was last detected (sent or not)."""
 EVENTS_TOTAL = "driftline_drift_events_total"
 """Counter{model, kind}: drift events sent."""
+ALERTS_TOTAL = "driftline_drift_alerts_total"
+"""Counter{model, kind}: drift events sent as alerts (`drift.onDrift` has `alert`); the
+chart's DriftlineDriftDetected rule keys on it, so a model without `alert` never pages."""
 SUPPRESSED_TOTAL = "driftline_drift_suppressed_total"
 """Counter{model, kind}: detections not sent (cooldown, or explained by a sent event)."""
 TESTS_TOTAL = "driftline_drift_tests_total"
@@ -61,6 +64,7 @@ feature_drift = Gauge(
 detected = Gauge(DETECTED, "1 when the latest test of this kind found drift", ["model", "kind"])
 last_detected = Gauge(LAST_DETECTED, "when drift was last detected", ["model", "kind"])
 events = Counter(EVENTS_TOTAL, "drift events sent", ["model", "kind"])
+alerts = Counter(ALERTS_TOTAL, "drift events sent as alerts", ["model", "kind"])
 suppressed = Counter(
     SUPPRESSED_TOTAL, "detections not sent (cooldown or explained)", ["model", "kind"]
 )

@@ -76,7 +76,9 @@ class DriftWorker:
             spec.drift.backend, settings.threshold_cache_dir, settings.seed, settings.threads
         )
         self.config = settings.monitor_config()
-        self.policy = EventPolicy(self.name, spec.drift.cooldown_seconds)
+        self.policy = EventPolicy(
+            self.name, spec.drift.cooldown_seconds, alerting="alert" in spec.drift.on_drift
+        )
         self.references = ReferenceSource(
             conns.mlflow_tracking_uri,
             spec.model.registry.name,
@@ -395,6 +397,8 @@ class DriftWorker:
             return
         for event in self.pending:
             metrics.events.labels(self.name, event.kind).inc()
+            if event.alerting:
+                metrics.alerts.labels(self.name, event.kind).inc()
         self.pending = []
 
     def _on_delivery(self, err: Any, _msg: Any) -> None:

@@ -138,7 +138,7 @@ def _quality(window: Evidence, policy: Policy, reference: float | None) -> Check
     )
 
 
-def _loss(candidate: float, stable: float, policy: Policy) -> float:
+def quality_loss(candidate: float, stable: float, policy: Policy) -> float:
     """How much worse the candidate is, on the scale of `maxAccuracyDrop`:
     accuracy points (classification), MAE relative to the stable's (regression)."""
     if policy.task == "classification":
@@ -175,7 +175,7 @@ def _segments(
         if seg.candidate.labeled < need or candidate is None or stable is None:
             waiting.append(f"{key} ({seg.candidate.labeled}/{seg.stable.labeled})")
             continue
-        judged.append((_loss(candidate, stable, policy), key, candidate, stable))
+        judged.append((quality_loss(candidate, stable, policy), key, candidate, stable))
     worst = max(judged, default=None)
     if worst is not None:
         loss, key, candidate, stable = worst

@@ -68,6 +68,9 @@ _source_errors = Counter(
 _action_failures = Counter(
     metrics.ACTION_FAILURES_TOTAL, "Actions that failed (retried later).", ["model", "action"]
 )
+_guard_rollbacks = Counter(
+    metrics.GUARD_ROLLBACKS_TOTAL, "Promotions rolled back by the guard.", ["model"]
+)
 _pending = Gauge(metrics.PENDING_ACTIONS, "Actions not yet carried out.", ["model"])
 _tick_seconds = Histogram(metrics.TICK_SECONDS, "Time one rollout tick takes.", ["model"])
 
@@ -129,6 +132,8 @@ class RolloutDriver:
             self.state = decision.state
             for t in decision.transitions:
                 _transitions.labels(self.label, t.from_stage, t.to_stage).inc()
+                if (t.from_stage, t.to_stage) == ("promoted", "aborted"):  # only the guard
+                    _guard_rollbacks.labels(self.label).inc()
                 log.info(
                     "%s: %s -> %s (candidate %s, weight %d): %s",
                     self.label,
@@ -179,7 +184,7 @@ class RolloutDriver:
                 self._source_failed("registry", exc)
             else:
                 self._source_answered("registry")
-        command = drift = evidence = None
+        command = drift = evidence = guard = None
         error = None
         try:
             command = self._store.take_command(self._redis)
@@ -193,12 +198,27 @@ class RolloutDriver:
                     now=now,
                     segments=self.policy.segments if self.policy.gates_segments else (),
                 )
+            window = state.guard
+            if window is not None and state.stage == "promoted":
+                guard = self._metrics.guard(
+                    self._redis,
+                    champion=window.champion,
+                    previous=window.previous,
+                    baseline=state.baseline,
+                    since=window.since,
+                    now=now,
+                )
             self._source_answered("redis")
         except RedisError as exc:
             self._source_failed("redis", exc)
             error = f"redis: {exc}"
         return Snapshot(
-            registry=registry, evidence=evidence, metrics_error=error, drift=drift, command=command
+            registry=registry,
+            evidence=evidence,
+            metrics_error=error,
+            drift=drift,
+            command=command,
+            guard=guard,
         )
 
     def _source_failed(self, source: str, exc: Exception) -> None:

@@ -70,6 +70,14 @@ version already promoted, aborted or superseded is never rolled out again, also
 when the alias comes back to it. A candidate found while the metrics source is down
 waits; one found before any stable version exists waits for the `champion` alias.
 
+**The guard** (`rollout.guard`, `guard` module): a promotion opens a window in which
+the previous champion is scored in shadow beside the new one. While it runs a newer
+candidate waits; when the new champion's live labeled quality falls below the previous
+champion's (or the baseline's) by more than allowed, with at least `minLabeled` labels
+on each side, the machine rolls back: `promoted -> aborted`, the previous champion
+stable again, `champion` pointed back at it. Too few labels or a failing metrics
+source: no action. A person moving the `champion` alias ends the window.
+
 At rest (idle, promoted, aborted) the machine follows the `champion` and `baseline`
 aliases, so a person may pin a version by hand; during a rollout the stable version
 is fixed and the aliases are the machine's to move.
@@ -86,6 +94,7 @@ from driftline.api.status import RolloutStage
 from driftline.rollout.actions import Action, DeleteAlias, EmitEvent, SetAlias
 from driftline.rollout.analysis import analyze
 from driftline.rollout.evidence import Evidence
+from driftline.rollout.guard import GuardWindow, judge
 from driftline.rollout.policy import Policy
 from driftline.rollout.rollout_state import (
     DECIDED_LIMIT,
@@ -167,6 +176,8 @@ def step(state: RolloutState, snapshot: Snapshot, policy: Policy, now: float) ->
 
 
 def _at_rest(tick: _Tick, snapshot: Snapshot) -> None:
+    if tick.state.guard is not None and _guard(tick, snapshot):
+        return
     registry = snapshot.registry
     if registry is None:
         return
@@ -188,6 +199,40 @@ def _at_rest(tick: _Tick, snapshot: Snapshot) -> None:
         tick.note(f"candidate {candidate} waits: metrics source failed ({snapshot.metrics_error})")
     else:
         _start(tick, candidate, f"candidate alias names version {candidate}")
+
+
+def _guard(tick: _Tick, snapshot: Snapshot) -> bool:
+    """One tick of a promotion's guard window; True while it holds (a newer candidate
+    waits). Rolls back to the previous champion when the guard fails."""
+    state = tick.state
+    window = state.guard
+    assert window is not None
+    registry = snapshot.registry
+    if state.stage != "promoted" or (
+        registry is not None and registry.champion not in (None, window.champion)
+    ):
+        tick.update(guard=None)  # a person moved the champion: the guard has no say
+        return False
+    if tick.now >= window.until:
+        tick.update(guard=None, reason=f"{state.reason}; guard window ended, version kept")
+        return False
+    if snapshot.metrics_error is not None or snapshot.guard is None:
+        why = snapshot.metrics_error or "no reading"
+        tick.note(f"guard of version {window.champion}: no action, metrics source failed ({why})")
+        return True
+    verdict, why = judge(snapshot.guard, tick.policy)
+    if verdict != "fail":
+        tick.note(f"guard of version {window.champion} ({verdict}): {why}")
+        return True
+    tick.move(
+        "aborted",
+        f"guard failed: {why}; version {window.champion} rolled back to {window.previous}",
+        window.champion,
+        stable=window.previous,
+        guard=None,
+    )
+    tick.actions.append(SetAlias(alias=ALIAS_CHAMPION, version=window.previous))
+    return True
 
 
 def _start(tick: _Tick, candidate: str, reason: str) -> None:
@@ -372,6 +417,17 @@ def _advance(tick: _Tick, evidence: Evidence, reason: str) -> None:
 
 
 def _promote(tick: _Tick, candidate: str, reason: str) -> None:
+    previous, guard = tick.state.stable, tick.policy.guard
+    window = (
+        GuardWindow(
+            champion=candidate,
+            previous=previous,
+            since=tick.now,
+            until=tick.now + guard.window_seconds,
+        )
+        if guard is not None and previous is not None
+        else None
+    )
     tick.move(
         "promoted",
         f"{reason}; version {candidate} promoted",
@@ -384,6 +440,7 @@ def _promote(tick: _Tick, candidate: str, reason: str) -> None:
         canary_since=None,
         approved=False,
         decided=tick.decide(candidate),
+        guard=window,
     )
     tick.actions += [
         SetAlias(alias=ALIAS_CHAMPION, version=candidate),

@@ -14,6 +14,9 @@ CANDIDATE_WEIGHT = "driftline_rollout_candidate_weight_percent"
 SOURCE_ERRORS_TOTAL = "driftline_rollout_source_errors_total"
 """Counter{model, source}: ticks on which Redis or the registry could not be read."""
 
+GUARD_ROLLBACKS_TOTAL = "driftline_rollout_guard_rollbacks_total"
+"""Counter{model}: promoted versions rolled back by the guard (`promoted -> aborted`)."""
+
 ACTION_FAILURES_TOTAL = "driftline_rollout_action_failures_total"
 """Counter{model, action}: actions that failed and wait to be retried."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from driftline.api import DynamicModel
+from driftline.api.spec import GuardSpec
 
 Strategy = Literal["shadow-then-canary", "canary", "shadow", "manual"]
 Task = Literal["classification", "regression"]
@@ -22,6 +23,27 @@ MAX_MIN_REQUESTS = 100
 The bar is `minLabeled`, capped here: inference may count a batched call as one
 request, and a p99 or an error rate over 100 requests already says what it can.
 """
+
+
+@dataclass(frozen=True)
+class GuardPolicy:
+    """`spec.rollout.guard`: how long and how strictly a promotion is watched (`guard`)."""
+
+    window_seconds: float
+    max_drop_vs_previous: float = 0.01
+    max_drop_vs_baseline: float | None = None
+    min_labeled: int = 500
+
+    @classmethod
+    def from_spec(cls, spec: GuardSpec | None) -> GuardPolicy | None:
+        if spec is None:
+            return None
+        return cls(
+            window_seconds=spec.window_seconds,
+            max_drop_vs_previous=spec.max_drop_vs_previous,
+            max_drop_vs_baseline=spec.max_drop_vs_baseline,
+            min_labeled=spec.min_labeled,
+        )
 
 
 @dataclass(frozen=True)
@@ -49,6 +71,8 @@ class Policy:
     (as `max_quality_drop` measures it); None judges no segment."""
     min_segment_labeled: int = 200
     """Labeled samples (candidate and stable) a segment value needs to be judged."""
+    guard: GuardPolicy | None = None
+    """The guard after a promotion (`guard` module); None: no guard."""
 
     def __post_init__(self) -> None:
         if not self.steps or self.steps[-1] != 100:
@@ -75,6 +99,7 @@ class Policy:
             segments=tuple(segment.name for segment in spec.monitoring.segments),
             max_segment_drop=rollout.analysis.max_segment_drop,
             min_segment_labeled=rollout.analysis.min_segment_labeled,
+            guard=GuardPolicy.from_spec(rollout.guard),
         )
 
     @property

@@ -7,7 +7,8 @@ restarted driver resumes where the last one stopped, and `status_of` maps it ont
 `routing_for` derives the routing table from the state alone, so routing can
 never disagree with the stage: at rest (idle, promoted, aborted) the stable version
 serves everything and no candidate is named; in shadow the candidate is scored
-beside it; in a canary step it serves the step's share.
+beside it; in a canary step it serves the step's share. During a promotion's guard
+window the previous champion is scored in shadow beside the new stable version.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from driftline.api.status import RolloutStage, RolloutStatus
 from driftline.rollout.actions import SetRouting
 from driftline.rollout.analysis import Analysis
 from driftline.rollout.evidence import Evidence
+from driftline.rollout.guard import GuardWindow
 
 ACTIVE: tuple[RolloutStage, ...] = ("shadow", "canary")
 """Stages in which a candidate is under test."""
@@ -84,6 +86,8 @@ class RolloutState(msgspec.Struct, frozen=True, kw_only=True):
     decided: tuple[str, ...] = ()
     """Candidates already promoted, aborted or superseded: never rolled out again."""
     history: tuple[Transition, ...] = ()
+    guard: GuardWindow | None = None
+    """The guard of the latest promotion while its window runs (`guard` module)."""
 
     @property
     def active(self) -> bool:
@@ -106,6 +110,14 @@ def routing_for(state: RolloutState) -> SetRouting:
             baseline=state.baseline,
             mode="canary",
             weight=state.weight,
+        )
+    if state.stage == "promoted" and state.guard is not None:
+        # The previous champion scored in shadow beside the new one, never served.
+        return SetRouting(
+            stable=state.stable,
+            candidate=state.guard.previous,
+            baseline=state.baseline,
+            mode="shadow",
         )
     return SetRouting(stable=state.stable, baseline=state.baseline)
 

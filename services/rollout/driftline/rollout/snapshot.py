@@ -14,6 +14,7 @@ from typing import Literal
 import msgspec
 
 from driftline.rollout.evidence import Evidence
+from driftline.rollout.guard import GuardEvidence
 
 
 class RegistryView(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,3 +55,5 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     """Set when the metrics source failed: a running rollout aborts, none starts."""
     drift: DriftSignal | None = None
     command: Command | None = None
+    guard: GuardEvidence | None = None
+    """Counters since the promotion (read only while a guard window runs)."""

@@ -31,6 +31,7 @@ from driftline.common.redis_state import (
 )
 from driftline.rollout.actions import Action
 from driftline.rollout.evidence import Evidence, SegmentEvidence, VersionCounters, segment_key
+from driftline.rollout.guard import GuardEvidence
 from driftline.rollout.rollout_state import RolloutState
 from driftline.rollout.snapshot import Command, DriftSignal
 
@@ -173,6 +174,31 @@ class MetricsSource:
                 )
         return Evidence(
             candidate=cand, stable=stab, compared=compared, agreed=agreed, segments=by_value
+        )
+
+    def guard(
+        self,
+        client: Any,
+        *,
+        champion: str,
+        previous: str,
+        baseline: str | None,
+        since: float,
+        now: float,
+    ) -> GuardEvidence:
+        """Labeled counters since a promotion: the new champion as served (`stable`),
+        the previous one scored in shadow, the baseline scored as `baseline`."""
+        if since != self._rollout_since:
+            self._settled.clear()
+            self._rollout_since = since
+        return GuardEvidence(
+            champion=self._version(client, champion, ("stable",), since, now, serving=False),
+            previous=self._version(client, previous, ("shadow",), since, now, serving=False),
+            baseline=(
+                self._version(client, baseline, ("baseline",), since, now, serving=False)
+                if baseline is not None and baseline != champion
+                else None
+            ),
         )
 
     def _segment(
