@@ -95,7 +95,7 @@ def test_a_missing_signature_is_refused_only_when_required(
 ) -> None:
     model, _ = signed_model(tmp_path, keys[0])
     absent = tmp_path / "absent.sig"
-    with pytest.raises(SignatureError, match="no signature at .*required is true"):
+    with pytest.raises(SignatureError, match=r"no signature at .*required is true"):
         check(keys[0], required=True).verify(model, absent)
     with pytest.raises(SignatureError, match="no signature"):
         check(keys[0], required=True).verify(model, None)
@@ -110,7 +110,9 @@ def test_keys_come_from_the_mounted_secrets(tmp_path: Path, keys: tuple[KeyPair,
             "required": True,
         }
     )
-    with pytest.raises(SignatureError, match="'public.pem' of Secret 'model-keys' is not mounted"):
+    with pytest.raises(
+        SignatureError, match=r"'public\.pem' of Secret 'model-keys' is not mounted"
+    ):
         SignatureCheck.from_spec(spec, tmp_path)
     (tmp_path / SIGNING_VERIFY).mkdir()
     (tmp_path / SIGNING_VERIFY / "public.pem").write_text(keys[0].public_pem)
