@@ -101,8 +101,8 @@ def _signature_file(
     settings: Any, args: argparse.Namespace, directory: Path, tracking_uri: str
 ) -> Path | None:
     """The model's signature as a local file, when the spec names a key to check it with:
-    `--signature`, else `<model>.sig`. A default that is not there is None (refused later
-    only when signatures are required); a `--signature` that cannot be read is refused."""
+    `--signature`, else `<model>.sig`. A default that is not there is refused later only
+    when signatures are required; a `--signature` that cannot be read is refused."""
     from driftline.trainer.import_sources import ModelImportError, local_file
 
     signing = settings.model.spec.model.signing
@@ -117,7 +117,7 @@ def _signature_file(
         return None
     if not path.exists() and args.signature:
         raise ModelImportError(f"{uri}: no such signature file")
-    return path if path.exists() else None
+    return path  # a local default that is not there is named in the refusal
 
 
 def run_import(settings: Any, args: argparse.Namespace) -> int:
