@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,14 @@ def test_the_spec_names_one_key_and_requires_one() -> None:
         )
     with pytest.raises(ValueError, match="required needs publicKey"):
         ModelSigningSpec.model_validate({"required": True})
+
+
+def test_inference_imports_model_signing_only_when_a_spec_names_a_key() -> None:
+    code = (
+        "import sys, driftline.inference.service, driftline.inference.loader; "
+        "print('model_signing' in sys.modules, 'sigstore' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["False", "False"]
