@@ -18,7 +18,7 @@ from driftline.common.model_signature import (
     sign_bytes,
     signing_key,
 )
-from driftline_testing.signing_keys import KeyPair, key_pair
+from driftline_testing.signing_keys import KeyPair, certificate_chain, key_pair
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,27 @@ def test_inference_imports_model_signing_only_when_a_spec_names_a_key() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_a_certificate_chain_verifies_what_its_signing_certificate_signed(
+    tmp_path: Path,
+) -> None:
+    from model_signing import signing
+
+    key, leaf, ca, ca_pem = certificate_chain(tmp_path / "ours")
+    _, _, _, other_ca = certificate_chain(tmp_path / "theirs")
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"model bytes" * 100)
+    signature = tmp_path / "model.onnx.sig"
+    config = signing.Config().use_certificate_signer(
+        private_key=key, signing_certificate=leaf, certificate_chain=[ca]
+    )
+    config.sign(model, signature)
+    spec = {"publicKey": ca_pem, "keyType": "certificate", "required": True}
+    ours = SignatureCheck.from_spec(ModelSigningSpec.model_validate(spec), tmp_path)
+    assert ours is not None and ours.verify(model, signature)
+    spec["publicKey"] = other_ca
+    theirs = SignatureCheck.from_spec(ModelSigningSpec.model_validate(spec), tmp_path)
+    assert theirs is not None
+    with pytest.raises(SignatureError, match="does not verify"):
+        theirs.verify(model, signature)
