@@ -86,6 +86,21 @@ def scenarios() -> dict[str, BuildContext]:
             sample("minimal", training__mode="scheduled", training__scheduleSeconds=3600),
             settings,
         ),
+        # Signed models: the verifying key mounted into inference and the import Job, the
+        # signing key into the trainer and the import Job.
+        "signed-models": BuildContext(
+            sample(
+                "fraud-detector",
+                model__signing={
+                    "publicKeySecretRef": {"name": "model-keys", "key": "public.pem"},
+                    "required": True,
+                    "signingKeySecretRef": {"name": "model-signer", "key": "private.pem"},
+                },
+            ),
+            settings,
+            ALL,
+            SASL_TLS,
+        ),
         # No KEDA: workers scale on CPU; training off: no trainer.
         "training-off": BuildContext(
             sample(

@@ -127,10 +127,12 @@ def register_version(
     aliases: Sequence[str] = (),
     sha256: str | None = None,
     tags: dict[str, str] | None = None,
+    files: dict[str, bytes] | None = None,
 ) -> str:
     """Log `model` as a run's `model/model.onnx`, register a version, set aliases.
 
-    `sha256` overrides the recorded hash (to test that a mismatch is refused)."""
+    `sha256` overrides the recorded hash (to test that a mismatch is refused); `files`
+    are more artifacts of the run (artifact name -> bytes), a signature for one."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -142,6 +144,11 @@ def register_version(
         path = Path(tmp) / Path(MODEL_ARTIFACT).name
         path.write_bytes(model)
         client.log_artifact(run.info.run_id, str(path), str(Path(MODEL_ARTIFACT).parent))
+        for artifact, data in (files or {}).items():
+            extra = Path(tmp) / "files" / artifact
+            extra.parent.mkdir(parents=True, exist_ok=True)
+            extra.write_bytes(data)
+            client.log_artifact(run.info.run_id, str(extra), str(Path(artifact).parent))
     client.set_terminated(run.info.run_id)
     with contextlib.suppress(MlflowException):  # registered already
         client.create_registered_model(name)

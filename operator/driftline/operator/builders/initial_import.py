@@ -39,6 +39,7 @@ from driftline.operator.builders.pods import (
     pod_security_context,
     resources,
     scheduling,
+    signing_volumes,
 )
 
 COMPONENT = "import"
@@ -56,7 +57,11 @@ def _wanted(ctx: BuildContext) -> bool:
 def import_job_name(ctx: BuildContext) -> str:
     initial = ctx.model.spec.model.initial
     assert initial is not None
-    text = json.dumps(initial.model_dump(mode="json"), sort_keys=True)
+    # Fields added later are left out while unset, so a Job's name survives an upgrade.
+    fields = initial.model_dump(
+        mode="json", exclude={"signature"} if not initial.signature else None
+    )
+    text = json.dumps(fields, sort_keys=True)
     return child_name(ctx.name, f"import-{hashlib.sha256(text.encode()).hexdigest()[:8]}")
 
 
@@ -108,6 +113,8 @@ def import_job(ctx: BuildContext) -> dict[str, Any] | None:
         f"{prefix}{TRAINER.data_setting}": WORK_DIR,
         "HOME": "/tmp",  # the root filesystem is read-only; caches go to /tmp
     }
+    # The model's signature is checked, and the imported version signed, as the spec says.
+    signing_volumes_, signing_mounts = signing_volumes(ctx, verify=True, key=True)
     container = {
         "name": COMPONENT,
         "image": ctx.settings.image_for(inference=False),
@@ -126,6 +133,7 @@ def import_job(ctx: BuildContext) -> dict[str, Any] | None:
         "volumeMounts": [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            *signing_mounts,
         ],
     }
     volumes = [
@@ -138,6 +146,7 @@ def import_job(ctx: BuildContext) -> dict[str, Any] | None:
             },
         },
         {"name": "tmp", "emptyDir": {"sizeLimit": ctx.settings.trainer_resources.tmp}},
+        *signing_volumes_,
     ]
     return {
         "apiVersion": "batch/v1",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from driftline.api.parts import INFERENCE, TRAINER, Part
+from driftline.common.model_signature import SIGNING_KEY, SIGNING_VERIFY
 from driftline.operator.builders.context import (
     CONFIG_HASH_ANNOTATION,
     BuildContext,
@@ -139,6 +140,32 @@ def _volumes(ctx: BuildContext, part: Part) -> tuple[list[dict[str, Any]], list[
         # Group-readable only; the pod's fsGroup makes the files readable to the part.
         volumes.append({"name": volume, "secret": {"secretName": secret, "defaultMode": 0o440}})
         mounts.append({"name": volume, "mountPath": f"{SECRETS_DIR}/{backend}", "readOnly": True})
+    signing = signing_volumes(ctx, verify=part is INFERENCE, key=part is TRAINER)
+    return volumes + signing[0], mounts + signing[1]
+
+
+def signing_volumes(
+    ctx: BuildContext, *, verify: bool, key: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The Secrets of spec.model.signing a part reads (`driftline.common.model_signature`):
+    the PEM that checks signatures (inference, the import Job), the key that signs
+    published versions (trainer, the import Job). Only the key named is mounted."""
+    signing = ctx.model.spec.model.signing
+    wanted = []
+    if signing is not None and verify and signing.public_key_secret_ref is not None:
+        wanted.append((SIGNING_VERIFY, signing.public_key_secret_ref))
+    if signing is not None and key and signing.signing_key_secret_ref is not None:
+        wanted.append((SIGNING_KEY, signing.signing_key_secret_ref))
+    volumes, mounts = [], []
+    for mount, ref in wanted:
+        items = [{"key": ref.key, "path": ref.key}]
+        volumes.append(
+            {
+                "name": mount,
+                "secret": {"secretName": ref.name, "items": items, "defaultMode": 0o440},
+            }
+        )
+        mounts.append({"name": mount, "mountPath": f"{SECRETS_DIR}/{mount}", "readOnly": True})
     return volumes, mounts
 
 

@@ -8,6 +8,8 @@ A model version in MLflow (registered model name = `spec.model.registry.name`):
 - artifact `REFERENCE_ARTIFACT`: a sample of the training inputs and outputs, the
   drift monitor's reference distribution (an `.npz` with one array per feature,
   plus `__output__`).
+- artifact `SIGNATURE_ARTIFACT`, when a signing key is configured: the model's
+  OpenSSF model signing signature (a Sigstore bundle signed with a key).
 - tags `TAG_*`: the artifact's sha256 (checked before loading), lineage, metrics.
 - aliases: `champion` (stable, serving), `candidate` (under rollout),
   `baseline` (the frozen bootstrap version, scored beside the learner).
@@ -28,6 +30,7 @@ ALIAS_CANDIDATE: Final = "candidate"
 ALIAS_BASELINE: Final = "baseline"
 
 MODEL_ARTIFACT: Final = "model/model.onnx"
+SIGNATURE_ARTIFACT: Final = "model/model.onnx.sig"  # OpenSSF model signing, when signed
 REFERENCE_ARTIFACT: Final = "reference/reference.npz"
 REFERENCE_OUTPUT_KEY: Final = "__output__"
 

@@ -168,6 +168,78 @@ class InitialModelSpec(SpecModel):
         max_length=32,
         description="Types skops may load beyond its defaults (scikit-learn models).",
     )
+    signature: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="The model's signature (OpenSSF model signing), a path or URI like "
+        "`uri`; checked when spec.model.signing names a key. Default: `<uri>.sig`.",
+    )
+
+
+class SecretKeyRef(SpecModel):
+    name: str = Field(pattern=DNS_LABEL, max_length=253, description="The Secret's name.")
+    key: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key in the Secret that holds the PEM.",
+    )
+
+
+class ModelSigningSpec(SpecModel):
+    """OpenSSF model signing with keys (no Sigstore, no network): an imported model is
+    checked against its signature before conversion, every version is checked at each
+    load in inference, and, with a signing key, every version Driftline publishes is
+    signed (`model/model.onnx.sig` beside `model/model.onnx`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!(has(self.publicKey) && has(self.publicKeySecretRef))",
+                    "signing: publicKey or publicKeySecretRef, not both",
+                ),
+                cel(
+                    "!has(self.required) || !self.required || has(self.publicKey) || "
+                    "has(self.publicKeySecretRef)",
+                    "signing.required needs publicKey or publicKeySecretRef",
+                ),
+            ]
+        }
+    )
+
+    public_key: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=65536,
+        description="The PEM that signatures are checked against, inline: an EC public key, "
+        "or with keyType 'certificate' the certificate chain of the signing certificates.",
+    )
+    public_key_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="The same PEM from a Secret."
+    )
+    key_type: Literal["publicKey", "certificate"] = Field(
+        default="publicKey", description="What the PEM is: a public key or a certificate chain."
+    )
+    required: bool = Field(
+        default=False,
+        description="Refuse a model without a signature. A signature that is present is "
+        "always checked, and a bad one always refused.",
+    )
+    signing_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="An EC private key (PEM, unencrypted) in a Secret: every version "
+        "Driftline publishes (imported or trained) is signed with it.",
+    )
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ModelSigningSpec:
+        if self.public_key is not None and self.public_key_secret_ref is not None:
+            raise invalid("publicKey", "signing: publicKey or publicKeySecretRef, not both")
+        if self.required and self.public_key is None and self.public_key_secret_ref is None:
+            raise invalid("required", "signing.required needs publicKey or publicKeySecretRef")
+        return self
 
 
 class ModelSpec(SpecModel):
@@ -185,6 +257,9 @@ class ModelSpec(SpecModel):
             "A model made elsewhere to start from: imported as version 1 while the registry "
             "has none (an import Job on a cluster, `driftline up` locally)."
         ),
+    )
+    signing: ModelSigningSpec | None = Field(
+        default=None, description="Signatures of the model's files (docs/import.md)."
     )
 
 

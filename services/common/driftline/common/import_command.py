@@ -27,4 +27,6 @@ def import_arguments(initial: InitialModelSpec) -> list[str]:
         args += ["--output", initial.output]
     for name in initial.trust:
         args += ["--trust", name]
+    if initial.signature is not None:
+        args += ["--signature", initial.signature]
     return [*args, IF_NO_VERSION]

@@ -11,17 +11,24 @@ and a pod is not ready before its first model is loaded. So the registry is read
 over MLflow's REST API where the tracking server allows it (`RegisteredModel` with
 `rest_reads`, in `driftline.common.registry`), and the MLflow client is imported
 only for what REST does not cover.
+
+With `spec.model.signing` naming a key, the artifact must also match its signature
+(`model/model.onnx.sig`, OpenSSF model signing) at every load: a version whose
+signature is bad, or missing while `required`, is refused like a sha256 mismatch, and
+the versions already loaded keep serving.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from driftline.api.artifacts import MODEL_ARTIFACT
+from driftline.api.artifacts import MODEL_ARTIFACT, SIGNATURE_ARTIFACT
+from driftline.common.model_signature import SignatureCheck, SignatureError
 from driftline.common.registry import (
     ArtifactMismatchError,
     ModelVersion,
@@ -31,7 +38,10 @@ from driftline.common.registry import (
     expected_sha256,
     file_sha256,
 )
+from driftline.inference import metrics
 from driftline.inference.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 ARTIFACT_FILE = PurePosixPath(MODEL_ARTIFACT).name
 
@@ -54,6 +64,7 @@ class Registry:
         model_name: str,
         model_dir: str | None = None,
         timeout_seconds: float = 20.0,
+        signature_check: SignatureCheck | None = None,
     ) -> None:
         # A registry that is down should fail a load attempt in seconds, not after
         # MLflow's default minutes of retries; the loader retries on its own schedule.
@@ -69,6 +80,7 @@ class Registry:
         self.model_dir = Path(model_dir or tempfile.mkdtemp(prefix="driftline-models-"))
         self.model_dir.mkdir(parents=True, exist_ok=True)
         self.rest = self.model.rest
+        self.signature_check = signature_check
 
     def version_for_alias(self, alias: str) -> str | None:
         """The version an alias points at; None when the alias (or the model) does not exist."""
@@ -95,7 +107,33 @@ class Registry:
                 raise
         except (RegistryError, ArtifactMismatchError) as exc:
             raise ModelLoadError(str(exc)) from exc
+        if self.signature_check is not None:
+            self._check_signature(record, path)
         return ModelArtifact(version=version, sha256=actual, path=path)
+
+    def _check_signature(self, record: ModelVersion, path: Path) -> None:
+        """Verify the artifact against the version's signature, downloaded afresh."""
+        assert self.signature_check is not None
+        staging = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=".signature-"))
+        try:
+            try:
+                signature: Path | None = self.model.download(record, SIGNATURE_ARTIFACT, staging)
+            except RegistryError as exc:
+                log.debug("version %s: no %s (%s)", record.version, SIGNATURE_ARTIFACT, exc)
+                signature = None
+            if not self.signature_check.verify(path, signature):
+                log.warning(
+                    "version %s has no %s; loaded because signatures are not required",
+                    record.version,
+                    SIGNATURE_ARTIFACT,
+                )
+        except SignatureError as exc:
+            metrics.model_signature_refusals_total.inc()
+            message = f"version {record.version} refused: {exc}"
+            log.error("%s", message)
+            raise ModelLoadError(message) from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def _download(self, record: ModelVersion, target: Path) -> None:
         staging = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=".download-"))

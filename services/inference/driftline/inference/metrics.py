@@ -30,6 +30,7 @@ SPOOL_BYTES: Final = "driftline_inference_spool_bytes"
 PRODUCER_RESTARTS_TOTAL: Final = "driftline_inference_log_producer_restarts_total"
 SIDE_SCORING_TOTAL: Final = "driftline_inference_side_scoring_total"
 MODEL_LOADS_TOTAL: Final = "driftline_inference_model_loads_total"
+MODEL_SIGNATURE_REFUSALS_TOTAL: Final = "driftline_inference_model_signature_refusals_total"
 MODEL_INFO: Final = "driftline_inference_model_serving"
 ROUTING_REVISION: Final = "driftline_inference_routing_revision"
 STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
@@ -80,6 +81,10 @@ side_scoring_total = Counter(
 )
 model_loads_total = Counter(
     MODEL_LOADS_TOTAL, "Model version loads by result (ok, error).", ["result"]
+)
+model_signature_refusals_total = Counter(
+    MODEL_SIGNATURE_REFUSALS_TOTAL,
+    "Model versions refused at load because their signature was missing or did not verify.",
 )
 model_serving = Gauge(
     MODEL_INFO, "1 for each model version loaded, by version and role.", ["version", "role"]

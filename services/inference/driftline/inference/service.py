@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from driftline.api import DynamicModel
 from driftline.api.events import Variant
 from driftline.api.routing import serves_candidate
+from driftline.common.model_signature import SignatureCheck
 from driftline.common.redis_state import RoutingStore, ServingStore, model_prefix
 from driftline.inference import metrics
 from driftline.inference.batcher import Outputs
@@ -78,7 +79,10 @@ class InferenceService:
         self.oip = OipProtocol(self.contract, self.name, settings.max_rows)
         connections = settings.connections
         self.registry = Registry(
-            connections.mlflow_tracking_uri, spec.model.registry.name, settings.model_dir
+            connections.mlflow_tracking_uri,
+            spec.model.registry.name,
+            settings.model_dir,
+            signature_check=SignatureCheck.from_spec(spec.model.signing, settings.secrets_dir),
         )
         self.pool = ModelPool(
             settings,

@@ -111,6 +111,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         options += ["--trust", name]
     if args.force:
         options.append("--force")
+    if args.signature:
+        options += ["--signature", import_cmd.local_or_uri(args.signature)]
     return import_cmd.run(state_dir, args.model, options)
 
 
@@ -174,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="the model's output to serve (when it has several)")
     p.add_argument("--trust", action="append", default=[], metavar="TYPE", help="for skops")
     p.add_argument("--force", action="store_true", help="replace an existing champion")
+    p.add_argument(
+        "--signature", help="the model's signature, checked with spec.model.signing (MODEL.sig)"
+    )
     p.set_defaults(run=_cmd_import)
 
     p = sub.add_parser("demo", help="a drifting stream: detected, learned, promoted")

@@ -104,6 +104,29 @@ def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def _signature_file(
+    settings: Any, args: argparse.Namespace, directory: Path, tracking_uri: str
+) -> Path | None:
+    """The model's signature as a local file, when the spec names a key to check it with:
+    `--signature`, else `<model>.sig`. A default that is not there is refused later only
+    when signatures are required; a `--signature` that cannot be read is refused."""
+    from driftline.trainer.import_sources import ModelImportError, local_file
+
+    signing = settings.model.spec.model.signing
+    if signing is None or (signing.public_key is None and signing.public_key_secret_ref is None):
+        return None
+    uri = args.signature or f"{args.model}.sig"
+    try:
+        path = local_file(uri, directory, tracking_uri)
+    except ModelImportError:
+        if args.signature:
+            raise
+        return None
+    if not path.exists() and args.signature:
+        raise ModelImportError(f"{uri}: no such signature file")
+    return path  # a local default that is not there is named in the refusal
+
+
 def run_import(settings: Any, args: argparse.Namespace) -> int:
     import tempfile
 
@@ -129,6 +152,7 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
             sample = (
                 local_file(args.sample, Path(tmp) / "sample", tracking_uri) if args.sample else None
             )
+            signature = _signature_file(settings, args, Path(tmp) / "signature", tracking_uri)
             done = import_model(
                 settings,
                 model,
@@ -138,6 +162,7 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
                 trusted=args.trust,
                 fmt=args.format,
                 force=args.force,
+                signature=signature,
             )
     except ModelImportError as exc:
         print(f"import: {exc}", file=sys.stderr)
@@ -225,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--trust", action="append", default=[], metavar="TYPE", help="a type skops may load"
     )
     imp.add_argument("--force", action="store_true", help="replace an existing champion")
+    imp.add_argument(
+        "--signature",
+        help="the model's signature (OpenSSF model signing; a path or URI), checked when "
+        "spec.model.signing names a key; default: MODEL.sig",
+    )
     imp.add_argument(
         "--if-no-version",
         action="store_true",

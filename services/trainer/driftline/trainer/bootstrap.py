@@ -32,6 +32,7 @@ from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
+from driftline.common.model_signature import signing_key
 from driftline.common.streams import make_stream
 from driftline.trainer.examples import Examples, holdout_mask
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
@@ -218,7 +219,11 @@ def bootstrap(
     """Train and register the first version; returns its version number."""
     model = settings.model
     spec = model.spec
-    versions = ModelVersions(settings.connections.mlflow_tracking_uri, spec.model.registry.name)
+    versions = ModelVersions(
+        settings.connections.mlflow_tracking_uri,
+        spec.model.registry.name,
+        signing_key(spec.model.signing, settings.secrets_dir),
+    )
     champion = versions.by_alias(artifacts.ALIAS_CHAMPION)
     if champion is not None and not force:
         log.info(

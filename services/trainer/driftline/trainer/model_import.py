@@ -25,6 +25,10 @@ learner beside it; without a sample there is no reference either, said in the
 output and in the `driftline.reference` tag (the drift monitor then takes the version's
 first live predictions as its reference).
 
+With `spec.model.signing` naming a key, the model must match its signature
+(`--signature`, default `<model>.sig`; OpenSSF model signing) before it is read at
+all; a missing one is refused when `required`.
+
 The version is registered through `ModelVersions` (the same run, tags, sha256 and
 publish key as a trained one) with the aliases `champion` and `baseline`.
 """
@@ -46,6 +50,7 @@ from driftline.api import artifacts
 from driftline.api.spec import ImportFormat
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
+from driftline.common.model_signature import SignatureCheck, SignatureError, signing_key
 from driftline.trainer import export
 from driftline.trainer.bootstrap import DataError, data_fingerprint, examples_from_rows
 from driftline.trainer.bootstrap import rows_from_file as read_rows
@@ -133,6 +138,21 @@ def load_source(
         "model file (.json, .ubj), a LightGBM model file (.txt) or a TorchScript module "
         f"(.pt); --format says which for another name ({', '.join(FORMATS)})"
     )
+
+
+def check_signature(settings: TrainerSettings, path: Path, signature: Path | None) -> None:
+    """Refuse `path` unless it matches `signature`, when spec.model.signing names a key;
+    before anything is read from the model, so a refused model is never loaded."""
+    try:
+        check = SignatureCheck.from_spec(settings.model.spec.model.signing, settings.secrets_dir)
+        if check is None:
+            return
+        if check.verify(path, signature):
+            log.info("%s: signature %s verified", path.name, signature.name if signature else "")
+        else:
+            log.warning("%s has no signature; spec.model.signing.required is false", path.name)
+    except SignatureError as exc:
+        raise ModelImportError(f"{exc}; nothing was registered") from exc
 
 
 def existing_champion(settings: TrainerSettings) -> str | None:
@@ -235,10 +255,12 @@ def import_model(
     trusted: list[str] | None = None,
     fmt: str | None = None,
     force: bool = False,
+    signature: Path | None = None,
 ) -> Imported:
     """Check, wrap and register `path` as champion and baseline; raises `ModelImportError`."""
     started = time.perf_counter()
     model, spec = settings.model, settings.model.spec
+    check_signature(settings, path, signature)
     task, classes = spec.model.task, spec.model.classes
     layout = FeatureLayout.from_features(spec.features)
     source = load_source(path, layout, task, classes, fmt=fmt, trusted=trusted)
@@ -277,7 +299,11 @@ def import_model(
         )
     outputs = np.asarray(ours, np.float32)
 
-    versions = ModelVersions(settings.connections.mlflow_tracking_uri, spec.model.registry.name)
+    versions = ModelVersions(
+        settings.connections.mlflow_tracking_uri,
+        spec.model.registry.name,
+        signing_key(spec.model.signing, settings.secrets_dir),
+    )
     options = LearnerOptions.from_spec(
         spec.model, spec.training, spec.drift, **settings.learner_settings()
     )

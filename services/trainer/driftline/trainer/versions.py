@@ -3,7 +3,9 @@
 Each version is an MLflow run holding the artifacts (`model/model.onnx`,
 `reference/reference.npz`, `training/state.npz`, optionally
 `model/model.int8.onnx`), and a registered model version whose source is that
-run's artifact root, carrying the lineage tags of `driftline.api.artifacts`.
+run's artifact root, carrying the lineage tags of `driftline.api.artifacts`. With a
+signing key (`spec.model.signing.signingKeySecretRef`) the ONNX model is signed and its
+signature logged beside it (`model/model.onnx.sig`), for every version published.
 
 Registration is idempotent: every version carries a publish key (derived from
 the Kafka offsets that trained it), and `register` first looks for a version
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from driftline.api import artifacts
+from driftline.common.model_signature import sign_bytes
 from driftline.common.registry import ModelVersion, RegisteredModel, sha256
 
 log = logging.getLogger(__name__)
@@ -57,8 +61,9 @@ def has_state(info: ModelVersion) -> bool:
 class ModelVersions:
     """The registered model `name` on the MLflow server at `tracking_uri`."""
 
-    def __init__(self, tracking_uri: str, name: str) -> None:
+    def __init__(self, tracking_uri: str, name: str, signing_key: Path | None = None) -> None:
         self.name = name
+        self.signing_key = signing_key
         self.tracking_uri = tracking_uri
         self.experiment = f"driftline-{name}"
         self.model = RegisteredModel(tracking_uri, name)
@@ -109,12 +114,20 @@ class ModelVersions:
             experiment_id,
             f"{self.name}-{key[:12]}",
             tags=all_tags,
-            files=files.files(),
+            files=self._signed(files.files()),
             metrics=metrics,
         )
         mv = self.model.create_version(run.artifact_uri, run.run_id, all_tags)
         log.info("registered %s version %s (publish key %s)", self.name, mv.version, key)
         return mv.version
+
+    def _signed(self, files: dict[str, bytes]) -> dict[str, bytes]:
+        if self.signing_key is None:
+            return files
+        model = files[artifacts.MODEL_ARTIFACT]
+        name = Path(artifacts.MODEL_ARTIFACT).name
+        signature = sign_bytes(model, name, self.signing_key)
+        return {**files, artifacts.SIGNATURE_ARTIFACT: signature}
 
     def record_rejection(self, tags: dict[str, str], metrics: dict[str, float]) -> None:
         """A run for a gate decision that did not publish (best effort, for the audit trail)."""

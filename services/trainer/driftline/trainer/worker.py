@@ -32,6 +32,7 @@ from driftline.api.parts import TRAINER
 from driftline.api.resource import DynamicModel
 from driftline.common.health import Heartbeat
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
+from driftline.common.model_signature import signing_key
 from driftline.common.registry import RegistryError
 from driftline.trainer import metrics
 from driftline.trainer.checkpoint import (
@@ -80,7 +81,9 @@ class TrainerWorker:
         self.topics = self.model.topics
         self.group = TRAINER.group_id(self.model.name)
         self.versions = ModelVersions(
-            settings.connections.mlflow_tracking_uri, spec.model.registry.name
+            settings.connections.mlflow_tracking_uri,
+            spec.model.registry.name,
+            signing_key(spec.model.signing, settings.secrets_dir),
         )
         self.publisher = Publisher(settings, self.model, self.versions)
         self.checkpoint_path = settings.checkpoint_dir / "checkpoint.npz"
