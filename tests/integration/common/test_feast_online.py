@@ -8,11 +8,12 @@ agree with Feast's own `get_online_features` on every value.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -90,12 +91,20 @@ def client(redis_server: Any, feast_repo: FeastRepo) -> Iterator[redis.Redis]:
     c.close()
 
 
+@pytest.fixture(params=["script", "pipeline"])
+def make_reader(request: pytest.FixtureRequest) -> Callable[..., FeastOnlineReader]:
+    """The reader in each of its modes (Lua script, or a pipeline of HMGETs)."""
+    return functools.partial(FeastOnlineReader, mode=request.param)
+
+
 def f32(x: float) -> float:
     return float(F32.unpack(F32.pack(x))[0])
 
 
-def test_values_written_by_feast_read_back_exactly(client: redis.Redis) -> None:
-    reader = FeastOnlineReader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
+def test_values_written_by_feast_read_back_exactly(
+    client: redis.Redis, make_reader: Callable[..., FeastOnlineReader]
+) -> None:
+    reader = make_reader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
     rows = [{"user_id": u[0]} for u in USERS] + [{"user_id": 999}, {"user_id": None}]
     got = reader.read(rows)
 
@@ -116,13 +125,15 @@ def test_values_written_by_feast_read_back_exactly(client: redis.Redis) -> None:
     assert times[4:] == [None, None]
 
 
-def test_agrees_with_feasts_own_sdk(client: redis.Redis, feast_repo: FeastRepo) -> None:
+def test_agrees_with_feasts_own_sdk(
+    client: redis.Redis, make_reader: Callable[..., FeastOnlineReader], feast_repo: FeastRepo
+) -> None:
     features = [*USER_FEATURES, "merchant_risk:risk"]
     rows: list[dict[str, Any]] = [{"user_id": u[0], "merchant_id": "m-1"} for u in USERS]
     rows += [{"user_id": 999, "merchant_id": "m-9"}]
     sdk = feast_repo.online_features(features, rows)
-    users = FeastOnlineReader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
-    merchants = FeastOnlineReader(
+    users = make_reader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
+    merchants = make_reader(
         client, "driftline_test", {"merchant_id": "string"}, ["merchant_risk:risk"]
     )
     got = {**users.read(rows).values, **merchants.read(rows).values}
@@ -138,8 +149,10 @@ def test_agrees_with_feasts_own_sdk(client: redis.Redis, feast_repo: FeastRepo) 
                 assert a == b, (ref, ours, theirs)
 
 
-def test_string_and_compound_entity_keys(client: redis.Redis) -> None:
-    pairs = FeastOnlineReader(
+def test_string_and_compound_entity_keys(
+    client: redis.Redis, make_reader: Callable[..., FeastOnlineReader]
+) -> None:
+    pairs = make_reader(
         client,
         "driftline_test",
         # order given need not be Feast's (sorted by name): the reader sorts
@@ -155,7 +168,7 @@ def test_string_and_compound_entity_keys(client: redis.Redis) -> None:
         ]
     )
     assert got.values["user_merchant:pair_count"] == [3, 0, None, None]
-    merchants = FeastOnlineReader(
+    merchants = make_reader(
         client, "driftline_test", {"merchant_id": "string"}, ["merchant_risk:risk"]
     )
     assert merchants.read([{"merchant_id": "m-2"}, {"merchant_id": "m-1"}]).values == {
@@ -163,8 +176,10 @@ def test_string_and_compound_entity_keys(client: redis.Redis) -> None:
     }
 
 
-def test_staleness_from_feasts_event_time(client: redis.Redis) -> None:
-    reader = FeastOnlineReader(
+def test_staleness_from_feasts_event_time(
+    client: redis.Redis, make_reader: Callable[..., FeastOnlineReader]
+) -> None:
+    reader = make_reader(
         client,
         "driftline_test",
         {"user_id": "int64"},
@@ -183,24 +198,28 @@ def test_staleness_from_feasts_event_time(client: redis.Redis) -> None:
     assert later.statuses["user_stats:segment"] == [FeastStatus.OUTSIDE_MAX_AGE]
 
 
-def test_other_project_and_unknown_feature_are_not_found(client: redis.Redis) -> None:
-    other = FeastOnlineReader(client, "elsewhere", {"user_id": "int64"}, ["user_stats:txn_count"])
+def test_other_project_and_unknown_feature_are_not_found(
+    client: redis.Redis, make_reader: Callable[..., FeastOnlineReader]
+) -> None:
+    other = make_reader(client, "elsewhere", {"user_id": "int64"}, ["user_stats:txn_count"])
     assert other.read([{"user_id": 1}]).statuses["user_stats:txn_count"] == [FeastStatus.NOT_FOUND]
-    unknown = FeastOnlineReader(
+    unknown = make_reader(
         client, "driftline_test", {"user_id": "int64"}, ["user_stats:nope", "user_stats:age"]
     )
     got = unknown.read([{"user_id": 1}])
     assert got.values == {"user_stats:nope": [None], "user_stats:age": [34]}
 
 
-async def test_async_client_reads_the_same(redis_server: Any, client: redis.Redis) -> None:
+async def test_async_client_reads_the_same(
+    redis_server: Any, client: redis.Redis, make_reader: Callable[..., FeastOnlineReader]
+) -> None:
     import redis.asyncio
 
     aclient = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         rows = [{"user_id": 1}, {"user_id": 999}]
-        sync = FeastOnlineReader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
-        async_ = FeastOnlineReader(aclient, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
+        sync = make_reader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
+        async_ = make_reader(aclient, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
         assert (await async_.aread(rows, now=1e9)) == sync.read(rows, now=1e9)
     finally:
         await aclient.aclose()

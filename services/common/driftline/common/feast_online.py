@@ -23,9 +23,16 @@ float32 value widened to a Python float), bool_val (7); an empty message and nul
 Feature views whose online names carry a version suffix (`<view>_v<N>`, Feast's
 optional feature-view versioning) are read by giving that name as the view.
 
-One read is one pipeline: an HMGET per entity row (every requested field of every
-view, plus each view's `_ts`), no other round trip. Features of several views may be
-read together when the views share the reader's join keys (they share the Redis hash).
+One read is one round trip: an HMGET per entity row (every requested field of every
+view, plus each view's `_ts`). By default (`mode="script"`) the HMGETs run inside
+Redis in a small Lua script (EVALSHA, loaded on first use) that answers one byte
+string (per field: u32 length, then the bytes; 0xFFFFFFFF for none), because parsing
+one reply element per field in redis-py costs far more than Redis' work; the script
+needs every key on one Redis (not Redis Cluster). `mode="pipeline"` sends the HMGETs
+as one pipeline instead (works on a cluster client too). Features of several views
+may be read together when the views share the reader's join keys (they share the
+Redis hash). Decoded values are memoized by their bytes (bounded), since feature
+values repeat (flags, categories, counts).
 
 Proposed spec for a feature sourced from Feast (to be wired into serving; not part of
 `driftline.api.spec` yet):
@@ -66,6 +73,26 @@ _F64 = struct.Struct("<d")
 
 # feast.types.ValueType.Enum, for the join key types supported.
 _JOIN_KEY_TYPES = {"bytes": 1, "string": 2, "int32": 3, "int64": 4}
+
+
+# KEYS: the entity rows' Redis keys; ARGV: the hash fields. One string back.
+_SCRIPT = """
+local out = {}
+local n = 0
+local none = string.char(255, 255, 255, 255)
+for i = 1, #KEYS do
+  local values = redis.call('HMGET', KEYS[i], unpack(ARGV))
+  for j = 1, #ARGV do
+    local v = values[j]
+    n = n + 1
+    if v then out[n] = struct.pack('<I', #v) .. v else out[n] = none end
+  end
+end
+return table.concat(out)
+"""
+_NONE = 0xFFFFFFFF
+_MEMO_ENTRIES = 65536
+_MISS = object()
 
 
 class FeastOnlineError(ValueError):
@@ -239,7 +266,10 @@ class FeastOnlineReader:
         *,
         max_age_seconds: float | None = None,
         entity_key_serialization_version: int = ENTITY_KEY_SERIALIZATION_VERSION,
+        mode: str = "script",
     ) -> None:
+        if mode not in ("script", "pipeline"):
+            raise FeastOnlineError(f"mode {mode!r} is not 'script' or 'pipeline'")
         if entity_key_serialization_version != ENTITY_KEY_SERIALIZATION_VERSION:
             raise FeastOnlineError(
                 f"entity_key_serialization_version {entity_key_serialization_version} is "
@@ -260,6 +290,10 @@ class FeastOnlineReader:
         if max_age_seconds is not None and max_age_seconds <= 0:
             raise FeastOnlineError("max_age_seconds must be positive")
         self.client = client
+        self.mode = mode
+        self._script = client.register_script(_SCRIPT) if mode == "script" else None
+        self._memo: dict[bytes, Any] = {}
+        self._ts_memo: dict[bytes, float] = {}
         self.project = project
         self.join_keys = tuple(sorted(keys, key=lambda k: k.name))
         self.max_age_seconds = max_age_seconds
@@ -320,11 +354,13 @@ class FeastOnlineReader:
     # --- reads -------------------------------------------------------------------------
 
     def read(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> FeastRows:
-        """Read `rows` with a synchronous client: one pipeline, an HMGET per row."""
+        """Read `rows` with a synchronous client, in one round trip."""
         keys = [self.redis_key(row) for row in rows]
-        replies: list[Any] = []
         present = [key for key in keys if key is not None]
-        if present:
+        replies: list[Any] = []
+        if present and self._script is not None:
+            replies = self._split(self._script(keys=present, args=self._fields), len(present))
+        elif present:
             pipe = self.client.pipeline(transaction=False)
             for key in present:
                 pipe.execute_command("HMGET", key, *self._fields)
@@ -332,16 +368,38 @@ class FeastOnlineReader:
         return self.decode(keys, replies, time.time() if now is None else now)
 
     async def aread(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> FeastRows:
-        """Read `rows` with a `redis.asyncio` client: one pipeline, an HMGET per row."""
+        """Read `rows` with a `redis.asyncio` client, in one round trip."""
         keys = [self.redis_key(row) for row in rows]
-        replies: list[Any] = []
         present = [key for key in keys if key is not None]
-        if present:
+        replies: list[Any] = []
+        if present and self._script is not None:
+            blob = await self._script(keys=present, args=self._fields)
+            replies = self._split(blob, len(present))
+        elif present:
             pipe = self.client.pipeline(transaction=False)
             for key in present:
                 pipe.execute_command("HMGET", key, *self._fields)
             replies = await pipe.execute()
         return self.decode(keys, replies, time.time() if now is None else now)
+
+    def _split(self, blob: bytes, rows: int) -> list[list[bytes | None]]:
+        """The script's answer -> one list of raw field values per row."""
+        width = len(self._fields)
+        flat: list[bytes | None] = []
+        append = flat.append
+        unpack = _U32.unpack_from
+        pos = 0
+        for _ in range(rows * width):
+            (size,) = unpack(blob, pos)
+            pos += 4
+            if size == _NONE:
+                append(None)
+            else:
+                append(blob[pos : pos + size])
+                pos += size
+        if pos != len(blob):
+            raise FeastOnlineError("malformed answer from the Feast read script")
+        return [flat[i : i + width] for i in range(0, len(flat), width)]
 
     def decode(
         self, keys: Sequence[bytes | None], replies: Sequence[Sequence[Any]], now: float
@@ -358,12 +416,20 @@ class FeastOnlineReader:
             FeastStatus.NOT_FOUND,
             FeastStatus.OUTSIDE_MAX_AGE,
         )
+        memo, ts_memo = self._memo, self._ts_memo
         reply_iter = iter(replies)
         for key in keys:
             reply = next(reply_iter) if key is not None else None
             for v, positions in enumerate(self._view_features):
                 raw_ts = reply[n_features + v] if reply is not None else None
-                ts = decode_timestamp(raw_ts) if raw_ts is not None else None
+                if raw_ts is None:
+                    ts = None
+                else:
+                    ts = ts_memo.get(raw_ts)
+                    if ts is None:
+                        ts = decode_timestamp(raw_ts)
+                        if len(ts_memo) < _MEMO_ENTRIES:
+                            ts_memo[raw_ts] = ts
                 times[v].append(ts)
                 stale = max_age is not None and ts is not None and now - ts > max_age
                 for p in positions:
@@ -375,7 +441,11 @@ class FeastOnlineReader:
                         values[p].append(None)
                         statuses[p].append(old)
                     else:
-                        value = decode_value(raw)
+                        value = memo.get(raw, _MISS)
+                        if value is _MISS:
+                            value = decode_value(raw)
+                            if len(memo) < _MEMO_ENTRIES:
+                                memo[raw] = value
                         values[p].append(value)
                         statuses[p].append(present if value is not None else null)
         return FeastRows(
