@@ -99,3 +99,15 @@ def test_refused_configurations(kwargs: dict[str, object], match: str) -> None:
 def test_refused_feature_refs(features: list[str]) -> None:
     with pytest.raises(FeastOnlineError):
         FeastOnlineReader(None, "p", {"id": "int64"}, features, mode="pipeline")
+
+
+def test_script_answer_split() -> None:
+    reader = FeastOnlineReader(None, "p", {"id": "int64"}, ["v:a", "v:b"], mode="pipeline")
+    long = b"\x12" + b"x" * 300
+    blob = b"\x02ab" + b"\xff" + b"\xff" + b"\x00" + b"\xfe" + struct.pack("<I", 301) + long
+    blob += b"\xff"
+    assert reader._split(blob, 2) == [[b"ab", None, None], [b"", long, None]]
+    with pytest.raises(FeastOnlineError):
+        reader._split(blob + b"\x00", 2)
+    with pytest.raises(FeastOnlineError):
+        reader._split(blob[:-1], 2)

@@ -30,11 +30,13 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 OLD = NOW - timedelta(days=2)
 F32 = struct.Struct("<f")
 
+# Longer than 253 bytes: the read script's long-length form.
+LONG = "zürich ✓ " + "·" * 200
 USERS = [
     # user_id, txn_count, age, ratio, amount, segment, vip, event time
     (1, 12, 34, 0.25, 1234.5678, "gold", True, NOW - timedelta(minutes=5)),
     (2, 0, -7, 1.1, -0.1, "", False, NOW - timedelta(minutes=1)),
-    (3, -(2**62), 2**31 - 1, -3.5e30, 1e-300, "zürich ✓", True, OLD),
+    (3, -(2**62), 2**31 - 1, -3.5e30, 1e-300, LONG, True, OLD),
     (2**40, 2**63 - 1, 0, 0.0, 6.02e23, None, False, NOW - timedelta(hours=1)),
 ]
 MERCHANTS = [("m-1", 0.125, NOW - timedelta(minutes=2)), ("m-2", 0.9, OLD)]
@@ -112,7 +114,7 @@ def test_values_written_by_feast_read_back_exactly(
     assert got.values["user_stats:age"] == [34, -7, 2**31 - 1, 0, None, None]
     assert got.values["user_stats:ratio"] == [f32(0.25), f32(1.1), f32(-3.5e30), 0.0, None, None]
     assert got.values["user_stats:amount"] == [1234.5678, -0.1, 1e-300, 6.02e23, None, None]
-    assert got.values["user_stats:segment"] == ["gold", "", "zürich ✓", None, None, None]
+    assert got.values["user_stats:segment"] == ["gold", "", LONG, None, None, None]
     assert got.values["user_stats:vip"] == [True, False, True, False, None, None]
     assert all(type(v) is bool for v in got.values["user_stats:vip"][:4])
     # A null written by Feast is NULL_VALUE; an entity Feast never wrote, NOT_FOUND.

@@ -26,7 +26,7 @@ optional feature-view versioning) are read by giving that name as the view.
 One read is one round trip: an HMGET per entity row (every requested field of every
 view, plus each view's `_ts`). By default (`mode="script"`) the HMGETs run inside
 Redis in a small Lua script (EVALSHA, loaded on first use) that answers one byte
-string (per field: u32 length, then the bytes; 0xFFFFFFFF for none), because parsing
+string (per field: its length, then the bytes), because parsing
 one reply element per field in redis-py costs far more than Redis' work; the script
 needs every key on one Redis (not Redis Cluster). `mode="pipeline"` sends the HMGETs
 as one pipeline instead (works on a cluster client too). Features of several views
@@ -75,22 +75,29 @@ _F64 = struct.Struct("<d")
 _JOIN_KEY_TYPES = {"bytes": 1, "string": 2, "int32": 3, "int64": 4}
 
 
-# KEYS: the entity rows' Redis keys; ARGV: the hash fields. One string back.
+# KEYS: the entity rows' Redis keys; ARGV: the hash fields. One string back: per
+# field, a byte n < 254 then n bytes; 254, a u32 length, the bytes; or 255 for none.
 _SCRIPT = """
 local out = {}
 local n = 0
-local none = string.char(255, 255, 255, 255)
+local char = string.char
 for i = 1, #KEYS do
   local values = redis.call('HMGET', KEYS[i], unpack(ARGV))
   for j = 1, #ARGV do
     local v = values[j]
     n = n + 1
-    if v then out[n] = struct.pack('<I', #v) .. v else out[n] = none end
+    if not v then
+      out[n] = '\\255'
+    else
+      local size = #v
+      if size < 254 then out[n] = char(size) else out[n] = '\\254' .. struct.pack('<I', size) end
+      n = n + 1
+      out[n] = v
+    end
   end
 end
 return table.concat(out)
 """
-_NONE = 0xFFFFFFFF
 _MEMO_ENTRIES = 65536
 _MISS = object()
 
@@ -387,16 +394,21 @@ class FeastOnlineReader:
         width = len(self._fields)
         flat: list[bytes | None] = []
         append = flat.append
-        unpack = _U32.unpack_from
         pos = 0
-        for _ in range(rows * width):
-            (size,) = unpack(blob, pos)
-            pos += 4
-            if size == _NONE:
-                append(None)
-            else:
+        try:
+            for _ in range(rows * width):
+                size = blob[pos]
+                pos += 1
+                if size == 255:
+                    append(None)
+                    continue
+                if size == 254:
+                    (size,) = _U32.unpack_from(blob, pos)
+                    pos += 4
                 append(blob[pos : pos + size])
                 pos += size
+        except (IndexError, struct.error):
+            raise FeastOnlineError("truncated answer from the Feast read script") from None
         if pos != len(blob):
             raise FeastOnlineError("malformed answer from the Feast read script")
         return [flat[i : i + width] for i in range(0, len(flat), width)]
