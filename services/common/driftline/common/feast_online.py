@@ -24,15 +24,15 @@ Feature views whose online names carry a version suffix (`<view>_v<N>`, Feast's
 optional feature-view versioning) are read by giving that name as the view.
 
 One read is one round trip: an HMGET per entity row (every requested field of every
-view, plus each view's `_ts`). By default (`mode="script"`) the HMGETs run inside
-Redis in a small Lua script (EVALSHA, loaded on first use) that answers one byte
-string (per field: its length, then the bytes), because parsing
-one reply element per field in redis-py costs far more than Redis' work; the script
-needs every key on one Redis (not Redis Cluster). `mode="pipeline"` sends the HMGETs
-as one pipeline instead (works on a cluster client too). Features of several views
-may be read together when the views share the reader's join keys (they share the
-Redis hash). Decoded values are memoized by their bytes (bounded), since feature
-values repeat (flags, categories, counts).
+view, plus each view's `_ts`). A single row is one plain HMGET. For more rows, by
+default (`mode="script"`), the HMGETs run inside Redis in a small Lua script
+(EVALSHA, loaded on first use) that answers one byte string (per field: its length,
+then the bytes), because parsing one reply element per field in redis-py costs far
+more than Redis' work; the script needs every key on one Redis (not Redis Cluster).
+`mode="pipeline"` sends the HMGETs as one pipeline instead (a cluster client works).
+Features of several views may be read together when the views share the reader's
+join keys (they share the Redis hash). Decoded values are memoized by their bytes
+(bounded), since feature values repeat (flags, categories, counts).
 
 Proposed spec for a feature sourced from Feast (to be wired into serving; not part of
 `driftline.api.spec` yet):
@@ -262,6 +262,9 @@ class FeastOnlineReader:
     on the store's database. `join_keys` are the entity's join keys (`{name: type}`
     or `JoinKey`s); `features` are refs "view:name"; with `max_age_seconds`, a view's
     values whose event time is older than that are OUTSIDE_MAX_AGE (and None).
+    `mode` is "script" (one Lua script per read; one Redis) or "pipeline" (a pipeline
+    of HMGETs; also Redis Cluster). A reader holds no state but bounded memos, and may
+    be shared.
     """
 
     def __init__(
@@ -365,7 +368,9 @@ class FeastOnlineReader:
         keys = [self.redis_key(row) for row in rows]
         present = [key for key in keys if key is not None]
         replies: list[Any] = []
-        if present and self._script is not None:
+        if len(present) == 1:  # one row: a plain HMGET is cheapest
+            replies = [self.client.execute_command("HMGET", present[0], *self._fields)]
+        elif present and self._script is not None:
             replies = self._split(self._script(keys=present, args=self._fields), len(present))
         elif present:
             pipe = self.client.pipeline(transaction=False)
@@ -379,7 +384,9 @@ class FeastOnlineReader:
         keys = [self.redis_key(row) for row in rows]
         present = [key for key in keys if key is not None]
         replies: list[Any] = []
-        if present and self._script is not None:
+        if len(present) == 1:  # one row: a plain HMGET is cheapest
+            replies = [await self.client.execute_command("HMGET", present[0], *self._fields)]
+        elif present and self._script is not None:
             blob = await self._script(keys=present, args=self._fields)
             replies = self._split(blob, len(present))
         elif present:
