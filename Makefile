@@ -72,9 +72,10 @@ chaos: $(STAMP) ## reliability suite: SIGKILLs in the loop, outages, 10x overloa
 	  nice $(PY) -m pytest tests/chaos -m chaos -s -q $(PYTEST_ARGS)
 
 .PHONY: rig
-rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kafka) into a cache outside the repo
+rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kafka, Feast's venv) into a cache outside the repo
 	@bash tests/rig/host-packages.sh
 	@bash tests/rig/build.sh
+	@bash tests/rig/feast/build.sh
 
 # Images: `make images REGISTRY=registry.example.com/team IMAGE_TAG=0.1.0 PUSH=1` builds
 # and pushes <REGISTRY>/driftline/<image>:<IMAGE_TAG> with the `docker` on PATH.
