@@ -34,6 +34,7 @@ MODEL_INFO: Final = "driftline_inference_model_serving"
 ROUTING_REVISION: Final = "driftline_inference_routing_revision"
 STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
 OUTCOMES_TOTAL: Final = "driftline_inference_outcomes_total"
+VALUE_POLICY_TOTAL: Final = "driftline_inference_value_policy_total"
 
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -92,4 +93,10 @@ outcomes_total = Counter(
     "Outcomes sent to the outcomes route: accepted (acknowledged by Kafka), refused (not JSON "
     "or invalid: 400, 422) or failed (not acknowledged: 503).",
     ["result"],
+)
+value_policy_total = Counter(
+    VALUE_POLICY_TOTAL,
+    "Feature values an onInvalid policy acted on, by feature, version and action (clip, "
+    "impute, flag; refuse has no version: the request was refused before routing).",
+    ["feature", "version", "action"],
 )

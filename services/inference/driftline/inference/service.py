@@ -137,6 +137,7 @@ class InferenceService:
                 self.name,
                 self.contract.names,
                 self.contract.task,
+                flagged=bool(self.contract.policies),
                 capacity=settings.log_buffer,
                 flush_seconds=settings.log_flush_ms / 1000,
                 spool=self._open_spool(),
@@ -319,6 +320,8 @@ class InferenceService:
             outputs, versions, variants = _merge(groups, results, rows.n)
         for (model, variant, part, index), result in zip(groups, results, strict=True):
             self._observe(model.version, variant, route, started)
+            if part.marked:
+                count_flags(part.values, model.version)
             if self.predictions is not None:
                 part_ids = ids if index is None else [ids[i] for i in index]
                 part_entities = entity_ids if index is None else [entity_ids[i] for i in index]
@@ -428,6 +431,13 @@ class InferenceService:
 
         if not model.batcher.submit_side(rows, scored):
             self._side_dropped[variant].inc(rows.n)
+
+
+def count_flags(values: Sequence[Any], version: str) -> None:
+    """Count what the `onInvalid` policies did to the rows `version` served."""
+    for row in values:
+        for feature, action in getattr(row, "flags", {}).items():
+            metrics.value_policy_total.labels(feature, version, action).inc()
 
 
 def _merge(
