@@ -110,9 +110,8 @@ class FeatureContract:
 
     def arrange(self, values: Sequence[FeatureValues], where: str) -> Rows:
         """Rows given as value tuples in `names` order -> the model's two inputs."""
-        marked = False
         if self.policies:
-            values, marked = self.apply_policies(values, where)
+            values = self.apply_policies(values, where)
         k = self.k
         numeric: Array | None
         categorical: Array | None = None
@@ -126,15 +125,12 @@ class FeatureContract:
         if numeric is not None:
             numeric = numeric.reshape(len(values), k)
             self.check_finite(numeric, where, multi=len(values) > 1)
-        return Rows(len(values), numeric, categorical, values, marked)
+        return Rows(len(values), numeric, categorical, values)
 
-    def apply_policies(
-        self, values: Sequence[FeatureValues], where: str
-    ) -> tuple[list[FeatureValues], bool]:
+    def apply_policies(self, values: Sequence[FeatureValues], where: str) -> list[FeatureValues]:
         """Rows after the features' `onInvalid` policies (`feature_values.apply_policy`),
-        and whether any row was marked; a `refuse` is a 422 naming the field and the rule."""
+        a `MarkedRow` where one acted; a `refuse` is a 422 naming the field and the rule."""
         out: list[FeatureValues] = []
-        marked = False
         multi = len(values) > 1
         for r, row in enumerate(values):
             changed: list[Any] | None = None
@@ -154,8 +150,7 @@ class FeatureContract:
                 out.append(row)
             else:
                 out.append(MarkedRow(changed, flags))
-                marked = True
-        return out, marked
+        return out
 
     def check_finite(self, numeric: Array, where: str, multi: bool) -> None:
         """NaN, inf and values beyond float32 are refused, naming the first such field
@@ -227,8 +222,6 @@ class Rows:
     numeric: Array | None
     categorical: Array | None
     values: Sequence[FeatureValues]
-    marked: bool = False
-    """Whether some of `values` are `MarkedRow`s (an `onInvalid` policy acted)."""
 
     def take(self, index: Sequence[int]) -> Rows:
         idx = np.asarray(index)
@@ -237,7 +230,6 @@ class Rows:
             None if self.numeric is None else self.numeric[idx],
             None if self.categorical is None else self.categorical[idx],
             [self.values[i] for i in index],
-            self.marked,
         )
 
 

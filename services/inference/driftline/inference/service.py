@@ -69,6 +69,8 @@ class InferenceService:
         self.name = self.model.name
         self.namespace = self.model.metadata.namespace
         self.contract = FeatureContract(spec)
+        self.flagged = bool(self.contract.policies)
+        """Whether rows may carry `flags` (some feature has an `onInvalid` policy)."""
         self.plain = PlainProtocol(self.contract, self.name, settings.max_rows)
         self.oip = OipProtocol(self.contract, self.name, settings.max_rows)
         connections = settings.connections
@@ -137,7 +139,7 @@ class InferenceService:
                 self.name,
                 self.contract.names,
                 self.contract.task,
-                flagged=bool(self.contract.policies),
+                flagged=self.flagged,
                 capacity=settings.log_buffer,
                 flush_seconds=settings.log_flush_ms / 1000,
                 spool=self._open_spool(),
@@ -320,7 +322,7 @@ class InferenceService:
             outputs, versions, variants = _merge(groups, results, rows.n)
         for (model, variant, part, index), result in zip(groups, results, strict=True):
             self._observe(model.version, variant, route, started)
-            if part.marked:
+            if self.flagged:
                 count_flags(part.values, model.version)
             if self.predictions is not None:
                 part_ids = ids if index is None else [ids[i] for i in index]
