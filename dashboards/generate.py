@@ -410,6 +410,31 @@ def model_dashboard() -> dict[str, Any]:
         width=12,
         height=6,
     )
+    inference = sel("inference")
+    b.add(
+        "Data quality: window mean vs baseline (standard errors)",
+        [
+            (f"max by (feature) (driftline_drift_mean_shift_sigmas{drift})", "{{feature}}"),
+        ],
+        width=12,
+        description="How far the latest window's mean of each numeric feature lies from the "
+        "training baseline's mean, in standard errors (baseline std / sqrt(window)); past "
+        "drift.dataQuality.sigmas the monitor sends a data-quality event. Needs "
+        "spec.drift.dataQuality.",
+    )
+    b.add(
+        "Values acted on by onInvalid policies",
+        [
+            (
+                f"sum by (feature, action) (rate(driftline_inference_value_policy_total{inference}[{RATE}]))",
+                "{{feature}} {{action}}",
+            ),
+        ],
+        unit="reqps",
+        width=12,
+        description="Feature values serving refused, clipped, imputed or flagged by the "
+        "feature's onInvalid policy, per second.",
+    )
 
     b.row("Rollout")
     b.add(

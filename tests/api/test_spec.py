@@ -123,6 +123,17 @@ BAD_SPECS = [
      "spec.monitoring.segments[0].maxValues", "greater than or equal to 1"),
     ("spec.rollout.analysis.maxSegmentDrop", 2, "spec.rollout.analysis.maxSegmentDrop",
      "less than or equal to 1"),
+    ("spec.features[1].onInvalid", {"outOfRange": "clip"}, "spec.features[1].onInvalid.outOfRange",
+     "needs min or max"),
+    ("spec.features[1].onInvalid", {"outOfRange": "wrap"}, "spec.features[1].onInvalid.outOfRange",
+     "'refuse', 'clip', 'impute' or 'flag'"),
+    ("spec.features[1].onInvalid", {"missing": "clip"}, "spec.features[1].onInvalid.missing",
+     "'refuse', 'impute' or 'flag'"),
+    ("spec.features[1].onInvalid", {"missing": "impute"}, "spec.features[1].onInvalid",
+     "impute needs imputeValue"),
+    ("spec.features[1].onInvalid", {"missing": "impute", "imputeCategory": "a"},
+     "spec.features[1].onInvalid.imputeCategory", "use imputeValue"),
+    ("spec.drift.dataQuality", {"sigmas": 0}, "spec.drift.dataQuality.sigmas", "greater than 0"),
 ]  # fmt: skip
 
 
@@ -199,3 +210,34 @@ def test_load_needs_exactly_one_dynamic_model(tmp_path: Path) -> None:
     path.write_text("kind: [")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_dynamic_model(path)
+
+
+def test_value_policies_are_checked_against_the_feature() -> None:
+    def policy(**feature: Any) -> list[str]:
+        raw = _with("spec.features[1]", {"name": "wage", **feature})
+        try:
+            parse_dynamic_model(raw)
+        except SpecError as exc:
+            return exc.problems
+        return []
+
+    clip = {"outOfRange": "clip"}
+    assert policy(min=0, max=10, onInvalid=clip) == []
+    assert policy(max=10, onInvalid={**clip, "missing": "impute", "imputeValue": 3}) == []
+    assert (
+        "within min and max"
+        in policy(min=0, max=10, onInvalid={"missing": "impute", "imputeValue": 11})[0]
+    )
+    assert "clip is for numeric" in policy(type="categorical", vocabulary=["a"], onInvalid=clip)[0]
+    assert (
+        "needs a vocabulary"
+        in policy(type="categorical", hashBuckets=8, onInvalid={"outOfRange": "flag"})[0]
+    )
+    assert (
+        "must be in the vocabulary"
+        in policy(
+            type="categorical",
+            vocabulary=["a"],
+            onInvalid={"outOfRange": "impute", "imputeCategory": "b"},
+        )[0]
+    )

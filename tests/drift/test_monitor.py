@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
@@ -167,3 +168,35 @@ def test_online_input_detectors_name_the_shifted_feature(detector: str) -> None:
 
 def _fields(event: object) -> dict[str, object]:
     return {f: getattr(event, f) for f in event.__struct_fields__}  # type: ignore[attr-defined]
+
+
+def test_a_moved_mean_is_a_data_quality_alarm_naming_the_feature() -> None:
+    mon = monitor("quality", dataQuality={"window": 100, "sigmas": 4})
+    rng = np.random.default_rng(21)
+    calm = mon.observe_predictions(predictions(rng, 2000))
+    assert [d for d in calm if d.kind == "data-quality"] == []
+    # x3's mean moves by 0.6 baseline stds: 6 standard errors of a 100-value mean.
+    found = mon.observe_predictions(predictions(rng, 100, shift={"x3": 0.6}, start=2000))
+    quality = [d for d in found if d.kind == "data-quality"]
+    assert len(quality) == 1
+    assert quality[0].features == ["x3"] and quality[0].detector == "mean-shift"
+    assert quality[0].score > 4 and quality[0].samples == 100
+    assert sample(metrics.MEAN_SHIFT, model="quality", feature="x3") > 4
+    assert sample(metrics.QUALITY_ALARM_TOTAL, model="quality", feature="x3") == 1
+    assert sample(metrics.MEAN_SHIFT, model="quality", feature="x1") < 4
+
+
+def test_without_data_quality_in_the_spec_no_mean_is_watched() -> None:
+    mon = monitor("no-quality")
+    assert mon.means is None
+
+
+def test_rows_a_policy_acted_on_are_counted_per_feature() -> None:
+    mon = monitor("flags")
+    rng = np.random.default_rng(22)
+    batch = predictions(rng, 10)
+    batch[3] = msgspec.structs.replace(batch[3], flags={"x1": "clip"})
+    batch[4] = msgspec.structs.replace(batch[4], flags={"x1": "clip", "color": "flag"})
+    mon.observe_predictions(batch)
+    assert sample(metrics.FLAGGED_TOTAL, model="flags", feature="x1", action="clip") == 2
+    assert sample(metrics.FLAGGED_TOTAL, model="flags", feature="color", action="flag") == 1

@@ -4,9 +4,11 @@ serving version, bad records kept aside."""
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from driftline.api.events import DriftEvent, decode
 from driftline.api.routing import RoutingTable
@@ -289,3 +291,28 @@ def test_accuracy_is_estimated_from_confidence_before_the_labels(
     )
     assert worker.estimator is not None
     assert estimate() == pytest.approx((300 * 0.6 + 100 * 0.55) / 400)
+
+
+def test_a_moved_mean_makes_a_data_quality_event_naming_the_feature(
+    harness: Harness, calm_reference
+) -> None:
+    harness.registry.register(calm_reference, champion=True)
+    model = harness.model(backend="scipy", dataQuality={"window": 200, "sigmas": 4})
+    harness.start(harness.settings(model))
+    rng = np.random.default_rng(7)
+    calm = predictions(rng, 2000)
+    # Rows an onInvalid policy acted on at serving carry flags; the monitor counts them.
+    calm[5] = msgspec.structs.replace(calm[5], flags={"x1": "clip"})
+    harness.send(model.topics.predictions, calm)
+    wait_for(lambda: harness.used(model.name, "predictions") >= 2000, 60, "the calm stream")
+    assert harness.events(model, seconds=2) == []
+    flagged = {"model": model.name, "feature": "x1", "action": "clip"}
+    assert REGISTRY.get_sample_value(metrics.FLAGGED_TOTAL, flagged) == 1
+    # x3's mean moves by half a baseline std: about 7 standard errors of a 200-value mean.
+    harness.send(model.topics.predictions, predictions(rng, 400, shift={"x3": 0.5}, start=2000))
+    wait_for(lambda: harness.used(model.name, "predictions") >= 2400, 60, "the shifted stream")
+    quality = [e for e in harness.events(model) if e.kind == "data-quality"]
+    assert len(quality) == 1, quality  # one shift, one event (the cooldown holds repeats)
+    (event,) = quality
+    assert event.features == ["x3"] and event.detector == "mean-shift"
+    assert event.score > 4 and event.samples == 200 and event.model_version == "1"

@@ -152,3 +152,40 @@ def test_the_baseline_is_scored_beside_and_logged(
     events = {decode(r.value(), Prediction).variant: decode(r.value(), Prediction) for r in records}
     assert events["baseline"].model_version == baseline and events["baseline"].output == 1.0
     assert events["baseline"].request_id == answer["request_id"]
+
+
+def test_policy_actions_are_served_logged_and_counted(
+    serve: Callable[..., Running],
+    publish: Callable[..., str],
+    kafka: KafkaBroker,
+    model_doc: dict[str, Any],
+) -> None:
+    version = publish(SAYS_1, aliases=[ALIAS_CHAMPION])
+    doc = copy.deepcopy(model_doc)
+    x1, x2, x3 = doc["spec"]["features"]
+    x1.update(min=0, max=2, onInvalid={"outOfRange": "clip"})
+    x2.update(max=1, onInvalid={"outOfRange": "flag", "missing": "impute", "imputeValue": 0.5})
+    x3.update(max=1, onInvalid={"outOfRange": "refuse"})
+    server = serve(doc)
+    clipped = server.predict({**ROW, "x1": 9}).json()  # x1 beyond max: clipped to 2
+    imputed = server.predict({"x1": 1.0, "x3": 0.25}).json()  # x2 absent: 0.5
+    flagged = server.predict({**ROW, "x2": 3.0}).json()  # x2 beyond max: passed on, marked
+    plain = server.predict(ROW).json()
+    refused = server.predict({**ROW, "x3": 5})
+    assert refused.status_code == 422
+    assert refused.json()["field"] == "features.x3"
+    assert "onInvalid.outOfRange: refuse" in refused.json()["error"]
+
+    records = read_predictions(kafka, server.service.model.topics.predictions, 4)
+    logged = {e.request_id: e for e in (decode(r.value(), Prediction) for r in records)}
+    assert logged[clipped["request_id"]].features == {**ROW, "x1": 2.0}
+    assert logged[clipped["request_id"]].flags == {"x1": "clip"}
+    assert logged[imputed["request_id"]].features == {"x1": 1.0, "x2": 0.5, "x3": 0.25}
+    assert logged[imputed["request_id"]].flags == {"x2": "impute"}
+    assert logged[flagged["request_id"]].features == {**ROW, "x2": 3.0}
+    assert logged[flagged["request_id"]].flags == {"x2": "flag"}
+    assert logged[plain["request_id"]].flags is None
+    for feature, action in (("x1", "clip"), ("x2", "impute"), ("x2", "flag")):
+        labels = {"feature": feature, "version": version, "action": action}
+        assert counter(metrics.VALUE_POLICY_TOTAL, **labels) == 1
+    assert counter(metrics.VALUE_POLICY_TOTAL, feature="x3", version="", action="refuse") >= 1

@@ -19,7 +19,7 @@ import msgspec
 SCHEMA_VERSION: Final = 1
 
 Variant = Literal["stable", "candidate", "shadow", "baseline"]
-DriftKind = Literal["covariate", "prediction", "label", "concept"]
+DriftKind = Literal["covariate", "prediction", "label", "concept", "data-quality"]
 FeatureValue = int | float | str | None
 """A feature value as the client sent it. `int` comes first so that JSON `5` stays the
 integer 5: a categorical `zip: 5` is the category "5", while `5.0` is no category
@@ -48,6 +48,9 @@ class Prediction(Event, frozen=True):
     entity_id: str | None = None
     scores: list[float] | None = None
     """Class probabilities (classification)."""
+    flags: dict[str, str] | None = None
+    """Features whose value a `onInvalid` policy changed or flagged: name -> clip, impute
+    or flag (`driftline.common.feature_values.apply_policy`); None when none did."""
 
 
 class Outcome(Event, frozen=True):
@@ -73,6 +76,8 @@ class LabeledExample(Event, frozen=True):
     ts_label: float
     entity_id: str | None = None
     scores: list[float] | None = None
+    flags: dict[str, str] | None = None
+    """The prediction's `flags`."""
 
 
 class DriftEvent(Event, frozen=True):

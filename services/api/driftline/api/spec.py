@@ -357,6 +357,107 @@ class FeatureSource(SpecModel):
         return self
 
 
+OutOfRangeAction = Literal["refuse", "clip", "impute", "flag"]
+MissingAction = Literal["refuse", "impute", "flag"]
+
+
+class ValuePolicySpec(SpecModel):
+    """`onInvalid` of a feature: one action for values outside the declared range, one for
+    missing values (`driftline.common.feature_values.apply_policy` applies them)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "(!has(self.outOfRange) || self.outOfRange != 'impute') && "
+                    "(!has(self.missing) || self.missing != 'impute') || "
+                    "has(self.imputeValue) || has(self.imputeCategory)",
+                    "impute needs imputeValue (numeric) or imputeCategory (categorical)",
+                ),
+            ]
+        }
+    )
+
+    out_of_range: OutOfRangeAction | None = Field(
+        default=None,
+        description="A value outside min/max (numeric) or the vocabulary (categorical): "
+        "refuse (422 naming the field), clip (numeric: to min/max), impute, or flag (pass "
+        "it on, mark the row). Absent: accepted as before.",
+    )
+    missing: MissingAction | None = Field(
+        default=None,
+        description="An absent or null value: refuse, impute, or flag (pass it on as "
+        "missing, mark the row). Absent: serving refuses it, training and drift read it "
+        "as missing (as before).",
+    )
+    impute_value: float | None = Field(default=None, description="Numeric: what impute puts in.")
+    impute_category: str | None = Field(
+        default=None, max_length=256, description="Categorical: what impute puts in."
+    )
+
+
+VALUE_POLICY_RULES: list[dict[str, Any]] = [
+    cel(
+        "!has(self.onInvalid) || !has(self.onInvalid.outOfRange) || "
+        "(self.type == 'numeric' && (has(self.min) || has(self.max))) || "
+        "(self.type == 'categorical' && has(self.vocabulary) && "
+        "self.onInvalid.outOfRange != 'clip')",
+        "onInvalid.outOfRange needs min/max (numeric) or a vocabulary (categorical); "
+        "clip is for numeric features",
+    ),
+    cel(
+        "!has(self.onInvalid) || (self.type == 'numeric' ? !has(self.onInvalid.imputeCategory) "
+        ": !has(self.onInvalid.imputeValue))",
+        "imputeValue is for numeric features, imputeCategory for categorical ones",
+    ),
+    cel(
+        "!has(self.onInvalid) || !has(self.onInvalid.imputeValue) || "
+        "((!has(self.min) || self.onInvalid.imputeValue >= self.min) && "
+        "(!has(self.max) || self.onInvalid.imputeValue <= self.max))",
+        "onInvalid.imputeValue must lie within min and max",
+    ),
+]
+"""The CEL twins of `check_value_policy` (on FeatureSpec: they read its type and range).
+That imputeCategory is in the vocabulary is checked in Python only: a list search over
+10,000 entries in each of 512 features is beyond the API server's CEL cost budget."""
+
+
+def check_value_policy(feature: FeatureSpec) -> None:
+    """The Python twin of `VALUE_POLICY_RULES`."""
+    policy = feature.on_invalid
+    assert policy is not None
+    numeric = feature.type == "numeric"
+    if policy.out_of_range is not None:
+        if numeric and feature.min is None and feature.max is None:
+            raise invalid("onInvalid.outOfRange", "needs min or max on a numeric feature")
+        if not numeric and feature.vocabulary is None:
+            raise invalid(
+                "onInvalid.outOfRange",
+                "needs a vocabulary (a hashed categorical feature has no range)",
+            )
+        if not numeric and policy.out_of_range == "clip":
+            raise invalid("onInvalid.outOfRange", "clip is for numeric features; use "
+                          "refuse, impute or flag")  # fmt: skip
+    if numeric and policy.impute_category is not None:
+        raise invalid("onInvalid.imputeCategory", "is for categorical features; use imputeValue")
+    if not numeric and policy.impute_value is not None:
+        raise invalid("onInvalid.imputeValue", "is for numeric features; use imputeCategory")
+    impute = "impute" in (policy.out_of_range, policy.missing)
+    if impute and policy.impute_value is None and policy.impute_category is None:
+        raise invalid(
+            "onInvalid", "impute needs imputeValue (numeric) or imputeCategory (categorical)"
+        )
+    value = policy.impute_value
+    if value is not None and not (
+        (feature.min is None or value >= feature.min)
+        and (feature.max is None or value <= feature.max)
+    ):
+        raise invalid("onInvalid.imputeValue", f"{value} must lie within min and max")
+    text = policy.impute_category
+    if text is not None and feature.vocabulary is not None and text not in feature.vocabulary:
+        raise invalid("onInvalid.imputeCategory", f"{text!r} must be in the vocabulary")
+
+
 class FeatureSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -379,6 +480,7 @@ class FeatureSpec(SpecModel):
                     "self.type == 'numeric'",
                     AGGREGATE_IS_NUMERIC,
                 ),
+                *VALUE_POLICY_RULES,
             ]
         }
     )
@@ -406,6 +508,12 @@ class FeatureSpec(SpecModel):
         description="Where the value comes from when not from the client's request "
         "(docs/features.md). Unset: the client sends it.",
     )
+    on_invalid: ValuePolicySpec | None = Field(
+        default=None,
+        description="What serving, training and drift do with values outside "
+        "min/max or the vocabulary, and with missing values. Absent: as before (accepted; a "
+        "request must carry every feature).",
+    )
 
     @model_validator(mode="after")
     def _categorical_options(self) -> FeatureSpec:
@@ -424,6 +532,8 @@ class FeatureSpec(SpecModel):
             raise invalid("min", f"min ({self.min}) must be below max ({self.max})")
         if self.source is not None and self.source.aggregate and self.type != "numeric":
             raise invalid("source", AGGREGATE_IS_NUMERIC)
+        if self.on_invalid is not None:
+            check_value_policy(self)
         return self
 
     @property
@@ -707,6 +817,21 @@ def _default_on_drift() -> list[DriftAction]:
     return ["alert", "retrain"]
 
 
+class DataQualitySpec(SpecModel):
+    """`drift.dataQuality`: the alarm on a numeric feature's live mean."""
+
+    window: int = Field(
+        default=500, ge=10, le=1_000_000, description="Live values per feature in one mean."
+    )
+    sigmas: float = Field(
+        default=2.0,
+        gt=0,
+        le=10,
+        description="A `data-quality` event when the window's mean is further than this many "
+        "standard errors (baseline std / sqrt(window)) from the training baseline's mean.",
+    )
+
+
 class DriftSpec(SpecModel):
     detector: Literal["ks", "mmd-online", "cvm-online"] = Field(
         default="ks",
@@ -737,6 +862,9 @@ class DriftSpec(SpecModel):
         "drift raises the learning rate for a while and publishes sooner; without it the "
         "trainer never opens a concept epoch, neither on an event nor from its own error "
         "rate, and learns on as before. `rollback`: drift during a canary aborts the rollout.",
+    )
+    data_quality: DataQualitySpec | None = Field(
+        default=None, description="Alarm on numeric features' live means (off when absent)."
     )
 
 

@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 
 Phase = Literal["Pending", "Serving", "Progressing", "Degraded", "Failed"]
 RolloutStage = Literal["idle", "shadow", "canary", "promoted", "aborted"]
-DriftKind = Literal["covariate", "prediction", "label", "concept"]
+DriftKind = Literal["covariate", "prediction", "label", "concept", "data-quality"]
 ConditionType = Literal["Ready", "Progressing", "Degraded", "DriftDetected"]
 
 

@@ -28,6 +28,11 @@ Missing is absent, null or NaN, for either type. A request must carry every feat
 (`required_value`: serving answers 422 "is missing"); data the platform already holds
 may have gaps: training feeds NaN (the graph imputes the training mean) or the empty
 text, and the drift monitor counts the value as missing.
+
+A feature's `onInvalid` policy (`apply_policy`) decides, the same way in serving,
+training and drift, what happens to a valid value outside `min`/`max` or the
+vocabulary (refuse, clip, impute, flag) and to a missing one (refuse, impute, flag).
+Values the rules above refuse stay refused: a policy covers values, not types.
 """
 
 from __future__ import annotations
@@ -127,6 +132,74 @@ def required_value(feature: FeatureSpec, raw: object) -> float | str:
     if canonical is None:
         raise FeatureValueError(feature.name, IS_MISSING)
     return canonical
+
+
+# --- onInvalid policies -------------------------------------------------------------------
+
+CLIP: Final = "clip"
+IMPUTE: Final = "impute"
+FLAG: Final = "flag"
+ACTIONS: Final = (CLIP, IMPUTE, FLAG)
+"""What a policy may do to a value it lets through (the prediction log's `flags`)."""
+
+
+def out_of_range(feature: FeatureSpec, canonical: Value) -> bool:
+    """Whether a valid value lies outside the feature's `min`/`max` or vocabulary."""
+    if canonical is None:
+        return False
+    if type(canonical) is float:
+        return (feature.min is not None and canonical < feature.min) or (
+            feature.max is not None and canonical > feature.max
+        )
+    return feature.vocabulary is not None and canonical not in feature.vocabulary
+
+
+def apply_policy(feature: FeatureSpec, canonical: Value) -> tuple[Value, str | None]:
+    """A canonical value after the feature's `onInvalid` policy, and the action taken
+    (None: the value is kept as it is); `refuse` raises FeatureValueError naming the rule.
+
+    Without a policy (or without an action for the case) nothing changes: a value
+    outside the range is kept, and a missing one stays missing (serving refuses it by
+    `required_value`)."""
+    policy = feature.on_invalid
+    if policy is None:
+        return canonical, None
+    action: str | None
+    if canonical is None:
+        action = policy.missing
+        if action is None:
+            return None, None
+        if action == "refuse":
+            raise FeatureValueError(feature.name, "is missing (onInvalid.missing: refuse)")
+    elif policy.out_of_range is None or not out_of_range(feature, canonical):
+        return canonical, None
+    else:
+        action = policy.out_of_range
+        if action == "refuse":
+            raise FeatureValueError(
+                feature.name, f"{_range_of(feature)} (onInvalid.outOfRange: refuse)"
+            )
+        if action == CLIP:
+            low = -np.inf if feature.min is None else feature.min
+            high = np.inf if feature.max is None else feature.max
+            return float(min(max(float(canonical), low), high)), CLIP
+    if action == IMPUTE:
+        imputed = policy.impute_value if feature.type == "numeric" else policy.impute_category
+        return imputed, IMPUTE
+    return canonical, FLAG
+
+
+def _range_of(feature: FeatureSpec) -> str:
+    if feature.type == "categorical":
+        return "is not in the vocabulary"
+    low = "-inf" if feature.min is None else f"{feature.min:g}"
+    high = "inf" if feature.max is None else f"{feature.max:g}"
+    return f"is outside [{low}, {high}]"
+
+
+def policy_value(feature: FeatureSpec, raw: object) -> tuple[Value, str | None]:
+    """`value`, then `apply_policy`: what training and drift read a stored value as."""
+    return apply_policy(feature, value(feature, raw))
 
 
 # --- what the model sees -----------------------------------------------------------------

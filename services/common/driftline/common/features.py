@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,10 +30,17 @@ from driftline.common.feature_values import (
     model_number,
     model_text,
     numeric_value,
-    value,
+    policy_value,
 )
 
 _NUMBER_TYPES = frozenset({float, int})
+_NOT_LAYOUT = {"min", "max", "on_invalid"}
+"""FeatureSpec fields that do not change the model's inputs' layout (not in the hash)."""
+
+
+def _number(feature: FeatureSpec, raw: object) -> float:
+    """The model's cell for a numeric value, after the feature's `onInvalid` policy."""
+    return model_number(cast(float | None, policy_value(feature, raw)[0]))
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,8 @@ class FeatureLayout:
 
     def contract_hash(self) -> str:
         """sha256 of the contract: names, types, buckets and vocabularies, in order."""
-        spec = [f.model_dump(mode="json", exclude={"min", "max"}) for f in self.numeric]
-        spec += [f.model_dump(mode="json", exclude={"min", "max"}) for f in self.categorical]
+        spec = [f.model_dump(mode="json", exclude=_NOT_LAYOUT) for f in self.numeric]
+        spec += [f.model_dump(mode="json", exclude=_NOT_LAYOUT) for f in self.categorical]
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     # -- rows -> arrays ---------------------------------------------------------------
@@ -72,6 +79,9 @@ class FeatureLayout:
         if k == 0:
             return np.zeros((n, 0), np.float32)
         names = self.numeric_names
+        if any(f.on_invalid is not None for f in self.numeric):
+            policed = [[_number(f, r.get(f.name)) for f in self.numeric] for r in rows]
+            return np.array(policed, np.float32).reshape(n, k)
         getter = itemgetter(*names)
         try:
             raw = [getter(r) for r in rows]
@@ -100,9 +110,15 @@ class FeatureLayout:
         """object (str) [n, m] of category texts."""
         m = len(self.categorical)
         out = np.empty((len(rows), m), dtype=object)
-        for j, name in enumerate(self.categorical_names):
+        for j, (name, feature) in enumerate(
+            zip(self.categorical_names, self.categorical, strict=True)
+        ):
             column = [r.get(name) for r in rows]
-            if all(type(v) is str for v in column):
+            if feature.on_invalid is not None:
+                out[:, j] = [
+                    model_text(cast(str | None, policy_value(feature, v)[0])) for v in column
+                ]
+            elif all(type(v) is str for v in column):
                 out[:, j] = column
             else:
                 out[:, j] = [model_text(category_value(name, v)) for v in column]
@@ -117,4 +133,4 @@ class FeatureLayout:
     def check_row(self, row: Mapping[str, Any]) -> None:
         """Raise FeatureValueError if `row` does not fit (to find the bad rows of a batch)."""
         for feature in (*self.numeric, *self.categorical):
-            value(feature, row.get(feature.name))
+            policy_value(feature, row.get(feature.name))

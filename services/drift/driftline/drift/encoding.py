@@ -24,7 +24,13 @@ import numpy as np
 
 from driftline.api.events import Features
 from driftline.api.spec import FeatureSpec
-from driftline.common.feature_values import FeatureValueError, category_value, numeric_value
+from driftline.common.feature_values import (
+    FeatureValueError,
+    category_value,
+    numeric_value,
+    out_of_range,
+    policy_value,
+)
 from driftline.drift.detectors.base import FloatArray, IntArray
 from driftline.drift.reference import Reference
 
@@ -100,19 +106,20 @@ class FeatureEncoder:
         issues: dict[tuple[str, str], int] = {}
         numeric = np.full((len(rows), len(self.numeric)), np.nan)
         for j, f in enumerate(self.numeric):
-            column, invalid = canonical(numeric_value, f.name, [r.get(f.name) for r in rows])
+            column, invalid = canonical(
+                _reader(f, numeric_value), f.name, [r.get(f.name) for r in rows]
+            )
             values = np.array([np.nan if v is None else v for v in column], dtype=np.float64)
             numeric[:, j] = values
-            low = f.min if f.min is not None else -np.inf
-            high = f.max if f.max is not None else np.inf
-            with np.errstate(invalid="ignore"):
-                outside = int(((values < low) | (values > high)).sum())
+            outside = sum(1 for v in column if v is not None and out_of_range(f, v))
             _count(issues, f.name, MISSING, int(np.isnan(values).sum()) - invalid)
             _count(issues, f.name, INVALID, invalid)
             _count(issues, f.name, OUT_OF_RANGE, outside)
         codes = np.full((len(rows), len(self.categorical)), -1, dtype=np.int64)
         for j, f in enumerate(self.categorical):
-            texts, invalid = canonical(category_value, f.name, [r.get(f.name) for r in rows])
+            texts, invalid = canonical(
+                _reader(f, category_value), f.name, [r.get(f.name) for r in rows]
+            )
             codes[:, j] = self._codes(f.name, texts)
             allowed = self.allowed[f.name]
             unseen = sum(1 for t in texts if t is not None and t not in allowed)
@@ -120,6 +127,16 @@ class FeatureEncoder:
             _count(issues, f.name, INVALID, invalid)
             _count(issues, f.name, UNSEEN, unseen)
         return Encoded(numeric, codes, issues)
+
+
+def _reader(
+    feature: FeatureSpec, parse: Callable[[str, object], T | None]
+) -> Callable[[str, object], T | None]:
+    """The rules' reader of `feature`'s values, through its `onInvalid` policy if it has one
+    (serving and training apply the same one: `feature_values.apply_policy`)."""
+    if feature.on_invalid is None:
+        return parse
+    return lambda _name, raw: policy_value(feature, raw)[0]  # type: ignore[return-value]
 
 
 def canonical(

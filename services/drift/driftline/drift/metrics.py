@@ -1,6 +1,7 @@
 """Metric names of the drift monitor, and the Prometheus objects behind them.
 
-Labels: `model` (DynamicModel name), `kind` (covariate | prediction | label | concept),
+Labels: `model` (DynamicModel name), `kind` (covariate | prediction | label | concept |
+data-quality),
 `feature` (a feature name; `__output__`, `__label__` or `__error__` for the other
 kinds), `check` (missing | out_of_range | unseen_category).
 """
@@ -45,6 +46,14 @@ REFERENCE_VERSION = "driftline_drift_reference_version"
 """Gauge{model, version}: 1 for the model version whose reference is in use."""
 SETUP_SECONDS = "driftline_drift_setup_seconds"
 """Gauge{model, detector}: seconds the latest set-up of an online detector took."""
+MEAN_SHIFT = "driftline_drift_mean_shift_sigmas"
+"""Gauge{model, feature}: how many standard errors the latest window's mean of a numeric
+feature lies from the training baseline's mean (`drift.dataQuality`)."""
+QUALITY_ALARM_TOTAL = "driftline_drift_quality_alarms_total"
+"""Counter{model, feature}: windows whose mean lay beyond `drift.dataQuality.sigmas`."""
+FLAGGED_TOTAL = "driftline_drift_flagged_rows_total"
+"""Counter{model, feature, action}: served rows whose value an `onInvalid` policy clipped,
+imputed or flagged (the prediction's `flags`)."""
 EVENT_ERRORS_TOTAL = "driftline_drift_event_errors_total"
 """Counter{model, sink}: drift events that could not be written (sink = kafka | redis)."""
 ESTIMATED_ACCURACY = "driftline_drift_estimated_accuracy"
@@ -93,3 +102,12 @@ setup_seconds = Gauge(
     SETUP_SECONDS, "seconds of the latest online detector set-up", ["model", "detector"]
 )
 event_errors = Counter(EVENT_ERRORS_TOTAL, "drift events not written", ["model", "sink"])
+mean_shift = Gauge(
+    MEAN_SHIFT, "standard errors between the window mean and the baseline", ["model", "feature"]
+)
+quality_alarm_total = Counter(
+    QUALITY_ALARM_TOTAL, "windows whose mean was beyond the alarm", ["model", "feature"]
+)
+flagged_total = Counter(
+    FLAGGED_TOTAL, "served rows an onInvalid policy acted on", ["model", "feature", "action"]
+)

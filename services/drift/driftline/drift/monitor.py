@@ -23,6 +23,7 @@ import numpy as np
 from driftline.api.events import LabeledExample, Prediction
 from driftline.api.spec import DynamicModelSpec
 from driftline.drift import metrics
+from driftline.drift.data_quality import MeanWatch
 from driftline.drift.detectors.base import Backend
 from driftline.drift.encoding import FeatureEncoder
 from driftline.drift.event_policy import Detection
@@ -53,6 +54,11 @@ class DriftMonitor:
         )
         self.labels = LabelWatch(model, self.version, self.task, reference.label, backend, config)
         self.concept = ConceptWatch(model, self.version, self.task, backend, config)
+        self.means = (
+            None
+            if config.data_quality is None
+            else MeanWatch(model, self.version, self.encoder, config.data_quality)
+        )
 
     def observe_predictions(self, batch: Sequence[Prediction]) -> list[Detection]:
         served = [p for p in batch if p.variant in SERVED]
@@ -62,7 +68,11 @@ class DriftMonitor:
         if served:
             encoded = self.encoder.encode([p.features for p in served])
             ts = np.array([p.ts for p in served])
-            found += self.inputs.observe(encoded, ts, [p.request_id for p in served])
+            ids = [p.request_id for p in served]
+            found += self.inputs.observe(encoded, ts, ids)
+            if self.means is not None:
+                found += self.means.observe(encoded, ts, ids)
+            self._count_flags(served)
         if own:
             outputs = np.array([p.output for p in own])
             ts = np.array([p.ts for p in own])
@@ -85,6 +95,13 @@ class DriftMonitor:
             ts = np.array([e.ts_label for e in own])
             found += self.concept.observe(errors, ts, [e.request_id for e in own])
         return found
+
+    def _count_flags(self, served: Sequence[Prediction]) -> None:
+        """Rows an `onInvalid` policy acted on at serving, per feature and action."""
+        for p in served:
+            if p.flags:
+                for feature, action in p.flags.items():
+                    metrics.flagged_total.labels(self.model, feature, action).inc()
 
     def _count(self, stream: str, total: int, served: int, own: int) -> None:
         metrics.samples.labels(self.model, stream).inc(served)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from driftline.api.spec import DriftSpec
+from driftline.api.spec import DataQualitySpec, DriftSpec
 from driftline.drift.detectors.base import Correction
 
 
@@ -21,6 +21,8 @@ class MonitorConfig:
     """Window sizes of the per-feature CVM and the concept detector."""
     concept_reference: int = 1000
     """Labeled examples of the serving version that form the error reference."""
+    data_quality: DataQualitySpec | None = None
+    """The mean-shift alarm on numeric features (`drift.dataQuality`); off when None."""
 
     @classmethod
     def from_spec(
@@ -42,6 +44,7 @@ class MonitorConfig:
             mmd_window=mmd_window,
             online_windows=windows,
             concept_reference=concept_reference or max(spec.window, 4 * max(windows)),
+            data_quality=spec.data_quality,
         )
 
 

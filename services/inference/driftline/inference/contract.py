@@ -10,6 +10,10 @@ What a valid value is belongs to `driftline.common.feature_values`, which traini
 and the drift monitor read by too: the decoders use its `WIRE_TYPES`, the float32
 range is its `first_invalid_cell`, and a refused value is explained (on the error
 path only) by its `required_value`, so a 422 says what the rule says.
+
+Features with an `onInvalid` policy go through its `apply_policy` after decoding; when
+no feature declares one, the request path is what it was (one falsy check per request).
+A row a policy changed or flagged is a `MarkedRow`: its `flags` go to the prediction log.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from driftline.common.feature_values import (
     WIRE_TYPES,
     FeatureValueError,
     first_invalid_cell,
+    policy_value,
     required_value,
 )
+from driftline.inference import metrics
 from driftline.inference.errors import BadRequestError, InvalidInputError
 
 FeatureValues = Sequence[float | str]
@@ -67,14 +73,28 @@ class FeatureContract:
         self.sticky_field = spec.rollout.sticky_key
         """The request field whose value is the canary's sticky key (`rollout.stickyKey`):
         a top-level field of the plain route, a request parameter of the OIP route."""
-        numeric, categorical = WIRE_TYPES["numeric"], WIRE_TYPES["categorical"]
-        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [
-            # A sourced feature decodes only when absent (or null): 0.0 holds its place
-            # until its value is found, and a value the client sends is refused.
-            (f"n{i}", None, 0.0) if name in self.sourced else (f"n{i}", numeric)
-            for i, name in enumerate(self.numeric)
-        ]
-        fields += [(f"c{i}", categorical) for i in range(len(self.categorical))]
+        self.policies: tuple[tuple[int, FeatureSpec], ...] = tuple(
+            (j, self.features[name])
+            for j, name in enumerate(self.names)
+            if self.features[name].on_invalid is not None
+        )
+        """(position in a row, feature) of the features with an `onInvalid` policy."""
+        optional = {f.name for _, f in self.policies if f.on_invalid and f.on_invalid.missing}
+        self.required = not optional
+        """Whether every feature must be present (no policy says what to do when missing)."""
+        fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+        for j, name in enumerate(self.names):
+            kind = "numeric" if j < self.k else "categorical"
+            field = f"n{j}" if j < self.k else f"c{j - self.k}"
+            wire = WIRE_TYPES[kind]
+            if name in self.sourced:
+                # Decodes only when absent (or null): 0.0 holds its place until its value
+                # is found, and a value the client sends is refused.
+                fields.append((field, None, 0.0))
+            elif name in optional:
+                fields.append((field, wire | None, None))
+            else:
+                fields.append((field, wire))
         rename = {field[0]: name for field, name in zip(fields, self.names, strict=True)}
         # Field names are positional and renamed to the feature names, so any feature
         # name (also a Python keyword) works, and astuple() gives the model's order.
@@ -99,23 +119,52 @@ class FeatureContract:
 
     def arrange(self, values: Sequence[FeatureValues], where: str) -> Rows:
         """Rows given as value tuples in `names` order -> the model's two inputs."""
+        if self.policies:
+            values = self.apply_policies(values, where)
         k = self.k
         numeric: Array | None
         categorical: Array | None = None
         if not self.categorical:
             numeric = np.array(values, dtype=np.float32).reshape(len(values), k)
         else:
+            text = str if self.required else _text
             numeric = np.array([v[:k] for v in values], dtype=np.float32) if k else None
-            categorical = np.array([[str(c) for c in v[k:]] for v in values], dtype=object)
+            categorical = np.array([[text(c) for c in v[k:]] for v in values], dtype=object)
             categorical = categorical.reshape(len(values), len(self.categorical))
         if numeric is not None:
             numeric = numeric.reshape(len(values), k)
             self.check_finite(numeric, where, multi=len(values) > 1)
         return Rows(len(values), numeric, categorical, values)
 
+    def apply_policies(self, values: Sequence[FeatureValues], where: str) -> list[FeatureValues]:
+        """Rows after the features' `onInvalid` policies (`feature_values.apply_policy`),
+        a `MarkedRow` where one acted; a `refuse` is a 422 naming the field and the rule."""
+        out: list[FeatureValues] = []
+        multi = len(values) > 1
+        for r, row in enumerate(values):
+            changed: list[Any] | None = None
+            flags: dict[str, str] = {}
+            for j, feature in self.policies:
+                try:
+                    canonical, action = policy_value(feature, row[j])
+                except FeatureValueError as exc:
+                    metrics.value_policy_total.labels(feature.name, "", "refuse").inc()
+                    field = f"{where}[{r}].{feature.name}" if multi else f"{where}.{feature.name}"
+                    raise InvalidInputError(f"{field} {exc.reason}", field=field) from None
+                if action is not None:
+                    changed = list(row) if changed is None else changed
+                    changed[j] = canonical
+                    flags[feature.name] = action
+            if changed is None:
+                out.append(row)
+            else:
+                out.append(MarkedRow(changed, flags))
+        return out
+
     def check_finite(self, numeric: Array, where: str, multi: bool) -> None:
-        """NaN, inf and values beyond float32 are refused, naming the first such field."""
-        bad = first_invalid_cell(numeric, required=True)
+        """NaN, inf and values beyond float32 are refused, naming the first such field
+        (NaN is a missing value, allowed where a policy says what to do with it)."""
+        bad = first_invalid_cell(numeric, required=self.required)
         if bad is not None:
             row, col, reason = bad
             name = self.numeric[col]
@@ -157,6 +206,21 @@ class FeatureContract:
         except FeatureValueError as exc:
             return InvalidInputError(f"{error.field} {exc.reason}", field=error.field)
         return error
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)  # the model's text for a missing category
+
+
+class MarkedRow(tuple[Any, ...]):
+    """A row an `onInvalid` policy changed or flagged; `flags`: feature -> action."""
+
+    flags: dict[str, str]
+
+    def __new__(cls, values: Sequence[Any], flags: dict[str, str]) -> MarkedRow:
+        row = super().__new__(cls, values)
+        row.flags = flags
+        return row
 
 
 _FEATURE_FIELD = re.compile(r"^features(?:\[(?P<row>\d+)\])?\.(?P<name>.+)$")

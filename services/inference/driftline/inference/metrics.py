@@ -36,6 +36,7 @@ ROUTING_REVISION: Final = "driftline_inference_routing_revision"
 STATS_FLUSH_ERRORS_TOTAL: Final = "driftline_inference_stats_flush_errors_total"
 OUTCOMES_TOTAL: Final = "driftline_inference_outcomes_total"
 FEATURE_SOURCE_ERRORS_TOTAL: Final = "driftline_inference_feature_source_errors_total"
+VALUE_POLICY_TOTAL: Final = "driftline_inference_value_policy_total"
 
 BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -104,4 +105,10 @@ feature_source_errors_total = Counter(
     "Requests whose sourced feature could not be read (Redis failed): served with the "
     "feature's default, or refused (503), as its source.onUnavailable says.",
     ["feature", "outcome"],
+)
+value_policy_total = Counter(
+    VALUE_POLICY_TOTAL,
+    "Feature values an onInvalid policy acted on, by feature, version and action (clip, "
+    "impute, flag; refuse has no version: the request was refused before routing).",
+    ["feature", "version", "action"],
 )

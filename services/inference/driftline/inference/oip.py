@@ -221,6 +221,8 @@ class OipProtocol:
             for j, name in enumerate(contract.categorical):
                 categorical[:, j] = columns[name]
         values = list(zip(*(columns[name].tolist() for name in contract.names), strict=True))
+        if contract.policies:  # the values after the policies, in the model's layout
+            return contract.arrange(values, "inputs")
         return Rows(n, numeric, categorical, values)
 
     def _from_packed(self, packed: dict[str, Array], n: int) -> Rows:
@@ -249,6 +251,8 @@ class OipProtocol:
         if categorical is not None:
             parts.append(categorical.tolist())
         values = [tuple(x for part in row for x in part) for row in zip(*parts, strict=True)]
+        if contract.policies:
+            return contract.arrange(values, "inputs")
         return Rows(n, numeric, categorical, values)
 
     # --- response --------------------------------------------------------------------------

@@ -80,6 +80,7 @@ class PredictionLog:
         feature_names: Sequence[str],
         task: str,
         *,
+        flagged: bool = False,
         capacity: int,
         flush_seconds: float,
         producer_overrides: dict[str, Any] | None = None,
@@ -91,6 +92,8 @@ class PredictionLog:
         self.model_name = model_name
         self.names = tuple(feature_names)
         self.classification = task == "classification"
+        self.flagged = flagged
+        """Whether rows may carry `flags` (some feature has an `onInvalid` policy)."""
         self.capacity = capacity
         self.flush_seconds = flush_seconds
         self._buffer: deque[LogRecord] = deque()
@@ -213,6 +216,7 @@ class PredictionLog:
                             ts=ts,
                             entity_id=entity_ids[i],
                             scores=scores[i] if scores is not None else None,
+                            flags=getattr(values[i], "flags", None) if self.flagged else None,
                         )
                     )
                     produce(topic, payload, request_id)
@@ -358,6 +362,7 @@ class PredictionLog:
                         ts=ts,
                         entity_id=entity_ids[i],
                         scores=scores[i] if scores is not None else None,
+                        flags=getattr(values[i], "flags", None) if self.flagged else None,
                     )
                 )
             except Exception:  # a prediction that cannot be encoded must not stop the log

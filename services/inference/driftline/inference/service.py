@@ -71,6 +71,8 @@ class InferenceService:
         self.name = self.model.name
         self.namespace = self.model.metadata.namespace
         self.contract = FeatureContract(spec)
+        self.flagged = bool(self.contract.policies)
+        """Whether rows may carry `flags` (some feature has an `onInvalid` policy)."""
         self.sources = SourcedFeatures.for_model(
             spec, self.contract, model_prefix(self.namespace, self.name)
         )
@@ -154,6 +156,7 @@ class InferenceService:
                 self.name,
                 self.contract.names,
                 self.contract.task,
+                flagged=self.flagged,
                 capacity=settings.log_buffer,
                 flush_seconds=settings.log_flush_ms / 1000,
                 spool=self._open_spool(),
@@ -340,6 +343,8 @@ class InferenceService:
             outputs, versions, variants = _merge(groups, results, rows.n)
         for (model, variant, part, index), result in zip(groups, results, strict=True):
             self._observe(model.version, variant, route, started)
+            if self.flagged:
+                count_flags(part.values, model.version)
             if self.predictions is not None:
                 part_ids = ids if index is None else [ids[i] for i in index]
                 part_entities = entity_ids if index is None else [entity_ids[i] for i in index]
@@ -449,6 +454,13 @@ class InferenceService:
 
         if not model.batcher.submit_side(rows, scored):
             self._side_dropped[variant].inc(rows.n)
+
+
+def count_flags(values: Sequence[Any], version: str) -> None:
+    """Count what the `onInvalid` policies did to the rows `version` served."""
+    for row in values:
+        for feature, action in getattr(row, "flags", {}).items():
+            metrics.value_policy_total.labels(feature, version, action).inc()
 
 
 def _merge(

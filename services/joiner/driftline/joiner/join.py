@@ -133,6 +133,7 @@ def labeled_example(prediction: Prediction, outcome: Outcome) -> LabeledExample:
         ts_label=outcome.ts,
         entity_id=prediction.entity_id,
         scores=prediction.scores,
+        flags=prediction.flags,
     )
 
 

@@ -51,8 +51,8 @@ def respond(
     learner: OnlineLearner, event: DriftEvent, drift: DriftSpec
 ) -> tuple[Action, EpochRecord | None]:
     """Apply `event` to the learner; returns what was done."""
-    if "retrain" not in drift.on_drift:
-        return "none", None
+    if "retrain" not in drift.on_drift or event.kind == "data-quality":
+        return "none", None  # bad inputs are for people to fix, not for the model to learn
     if event.kind == "concept":
         start = learner.seq_since(event.window_start) if event.window_start is not None else None
         if start is None:
