@@ -21,26 +21,10 @@ import hashlib
 import json
 from typing import Any
 
-from driftline.api.parts import TRAINER
 from driftline.common.import_command import import_arguments
-from driftline.operator.builders.context import (
-    BuildContext,
-    child_name,
-    metadata,
-    part_labels,
-    part_selector,
-)
-from driftline.operator.builders.network import DNS_PORT, egress_ports, url_port
-from driftline.operator.builders.pods import (
-    CONFIG_DIR,
-    MODEL_FILE_NAME,
-    config_map_name,
-    container_security_context,
-    pod_security_context,
-    resources,
-    scheduling,
-    signing_volumes,
-)
+from driftline.operator.builders.context import BuildContext, child_name, metadata, part_labels
+from driftline.operator.builders.network import url_port
+from driftline.operator.builders.trainer_jobs import network_policy, pod_template, service_account
 
 COMPONENT = "import"
 BACKOFF_LIMIT = 3
@@ -66,14 +50,7 @@ def import_job_name(ctx: BuildContext) -> str:
 
 
 def import_service_account(ctx: BuildContext) -> dict[str, Any] | None:
-    if not _wanted(ctx):
-        return None
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": metadata(ctx, child_name(ctx.name, COMPONENT), part_labels(ctx, COMPONENT)),
-        "automountServiceAccountToken": False,
-    }
+    return service_account(ctx, COMPONENT) if _wanted(ctx) else None
 
 
 def import_policy(ctx: BuildContext) -> dict[str, Any] | None:
@@ -81,73 +58,19 @@ def import_policy(ctx: BuildContext) -> dict[str, Any] | None:
     initial = ctx.model.spec.model.initial
     if initial is None:
         return None
-    ports = set(egress_ports(ctx, TRAINER))
-    for uri in (initial.uri, initial.sample):
-        port = url_port(uri) if uri is not None else None
-        if port is not None:
-            ports.add(port)
-    egress = [
-        {"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]},
-        {"ports": [{"protocol": "TCP", "port": p} for p in sorted(ports)]},
-    ]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": metadata(ctx, child_name(ctx.name, COMPONENT), part_labels(ctx, COMPONENT)),
-        "spec": {
-            "podSelector": {"matchLabels": part_selector(ctx, COMPONENT)},
-            "policyTypes": ["Ingress", "Egress"],
-            "egress": egress,
-        },
-    }
+    uris = (initial.uri, initial.sample)
+    ports = [p for p in (url_port(u) for u in uris if u is not None) if p is not None]
+    return network_policy(ctx, COMPONENT, ports)
 
 
 def import_job(ctx: BuildContext) -> dict[str, Any] | None:
     initial = ctx.model.spec.model.initial
     if initial is None:
         return None
-    prefix = TRAINER.env_prefix
-    env = {
-        f"{prefix}MODEL_FILE": f"{CONFIG_DIR}/{MODEL_FILE_NAME}",
-        f"{prefix}LOG_LEVEL": ctx.settings.part_log_level,
-        f"{prefix}{TRAINER.data_setting}": WORK_DIR,
-        "HOME": "/tmp",  # the root filesystem is read-only; caches go to /tmp
-    }
     # The model's signature is checked, and the imported version signed, as the spec says.
-    signing_volumes_, signing_mounts = signing_volumes(ctx, verify=True, key=True)
-    container = {
-        "name": COMPONENT,
-        "image": ctx.settings.image_for(inference=False),
-        "imagePullPolicy": ctx.settings.image_pull_policy,
-        "command": [
-            "python",
-            "-m",
-            TRAINER.module,
-            "import",
-            *import_arguments(initial),
-        ],
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
-        "resources": resources(ctx, TRAINER),
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",  # status quotes the error
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-            *signing_mounts,
-        ],
-    }
-    volumes = [
-        {
-            "name": "config",
-            "configMap": {
-                "name": config_map_name(ctx),
-                "items": [{"key": MODEL_FILE_NAME, "path": MODEL_FILE_NAME}],
-                "defaultMode": 0o444,
-            },
-        },
-        {"name": "tmp", "emptyDir": {"sizeLimit": ctx.settings.trainer_resources.tmp}},
-        *signing_volumes_,
-    ]
+    template = pod_template(
+        ctx, COMPONENT, ["import", *import_arguments(initial)], WORK_DIR, verify_signatures=True
+    )
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -170,18 +93,6 @@ def import_job(ctx: BuildContext) -> dict[str, Any] | None:
                     }
                 ]
             },
-            "template": {
-                "metadata": {"labels": part_labels(ctx, COMPONENT)},
-                "spec": {
-                    "serviceAccountName": child_name(ctx.name, COMPONENT),
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "restartPolicy": "Never",
-                    "securityContext": pod_security_context(),
-                    "containers": [container],
-                    "volumes": volumes,
-                    **scheduling(ctx, TRAINER),
-                },
-            },
+            "template": template,
         },
     }
