@@ -65,7 +65,65 @@ def test_the_schema_holds_the_same_rules_in_cel() -> None:
     feature = schema["properties"]["spec"]["properties"]["features"]["items"]
     source = feature["properties"]["source"]
     rules = [r["rule"] for r in source["x-kubernetes-validations"]]
-    assert rules == ["[has(self.aggregate)].filter(x, x).size() == 1"]
+    assert rules == ["[has(self.aggregate), has(self.feast)].filter(x, x).size() == 1"]
     aggregate = source["properties"]["aggregate"]
     assert "self.function in ['count', 'rate']" in aggregate["x-kubernetes-validations"][0]["rule"]
     assert any("source.aggregate" in r["rule"] for r in feature["x-kubernetes-validations"])
+    assert any("source.feast" in r["rule"] for r in feature["x-kubernetes-validations"])
+
+
+FEAST = {
+    "project": "fraud",
+    "featureView": "user_stats",
+    "name": "txn_count",
+    "entityKeys": [{"joinKey": "user_id", "type": "int64"}],
+}
+
+
+def test_a_feast_feature_is_read_with_its_defaults() -> None:
+    raw = with_features({"name": "txn_count", "source": {"feast": FEAST}})
+    feature = parse_dynamic_model(raw).spec.features[-1]
+    assert feature.source is not None and feature.source.feast is not None
+    feast = feature.source.feast
+    assert (feast.project, feast.feature_view, feast.name) == ("fraud", "user_stats", "txn_count")
+    key = feast.entity_keys[0]
+    assert (key.join_key, key.field, key.type) == ("user_id", "entity_id", "int64")
+    assert (feast.max_age_seconds, feast.default, feature.source.on_unavailable) == (
+        None,
+        0.0,
+        "default",
+    )
+    assert not list(crd_validator().iter_errors(raw))
+
+
+@pytest.mark.parametrize(
+    ("source", "says"),
+    [
+        ({"feast": FEAST, "aggregate": {"function": "count"}}, "exactly one of aggregate, feast"),
+        (
+            {"feast": {**FEAST, "entityKeys": [{"joinKey": "user_id", "field": "user_id"}]}},
+            "entity_id",
+        ),
+        (
+            {"feast": {**FEAST, "entityKeys": [{"joinKey": "a"}, {"joinKey": "b"}]}},
+            "entityKeys",
+        ),
+        ({"feast": {**FEAST, "entityKeys": []}}, "entityKeys"),
+        ({"feast": {**FEAST, "maxAgeSeconds": 0}}, "maxAgeSeconds"),
+        ({"feast": {**FEAST, "entityKeys": [{"joinKey": "u", "type": "float"}]}}, "type"),
+        ({"feast": {k: v for k, v in FEAST.items() if k != "project"}}, "project"),
+    ],
+)
+def test_bad_feast_sources_are_refused(source: dict[str, Any], says: str) -> None:
+    raw = with_features({"name": "f", "source": source})
+    with pytest.raises(SpecError, match=says):
+        parse_dynamic_model(raw)
+    if "aggregate" not in source:  # (that one is a CEL rule, checked by the API server)
+        assert list(crd_validator().iter_errors(raw))  # the CRD schema refuses it too
+
+
+def test_a_feast_feature_is_numeric() -> None:
+    with pytest.raises(SpecError, match=r"source\.feast is numeric"):
+        parse_dynamic_model(
+            with_features({"name": "f", "type": "categorical", "source": {"feast": FEAST}})
+        )

@@ -269,7 +269,8 @@ class ModelSpec(SpecModel):
 OUTCOME = "outcome"
 """`aggregate.of` naming the label (joined outcomes) instead of a request feature."""
 AGGREGATE_IS_NUMERIC = "a feature with source.aggregate is numeric; remove type: categorical"
-SOURCE_VARIANTS = ("aggregate",)
+FEAST_IS_NUMERIC = "a feature with source.feast is numeric; remove type: categorical"
+SOURCE_VARIANTS = ("aggregate", "feast")
 """The ways a feature's value may be found at serving; a source sets exactly one."""
 
 
@@ -326,6 +327,54 @@ class AggregateSource(SpecModel):
         return self
 
 
+class FeastEntityKey(SpecModel):
+    """One join key of a Feast entity and the request field that carries its value."""
+
+    join_key: str = Field(
+        pattern=FEATURE_NAME, max_length=128, description="The join key's name in Feast."
+    )
+    field: Literal["entity_id"] = Field(
+        default="entity_id",
+        description="The request field with the key's value: the request's entity_id "
+        "(the only per-row field a request carries; docs/features-feast.md).",
+    )
+    type: Literal["int64", "int32", "string", "bytes"] = Field(
+        default="string",
+        description="The join key's Feast value type; int64/int32 entity ids are decimal "
+        "strings (others are served as a missing entity).",
+    )
+
+
+class FeastSource(SpecModel):
+    """A feature of a Feast feature view, read from Feast's Redis online store."""
+
+    project: str = Field(
+        pattern=r"^[A-Za-z0-9_]+$", max_length=128, description="The Feast project."
+    )
+    feature_view: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", max_length=255, description="The view's online name."
+    )
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+$", max_length=255, description="The feature in that view."
+    )
+    entity_keys: list[FeastEntityKey] = Field(
+        min_length=1,
+        max_length=1,
+        description="The view's join key and where its value comes from (one: the "
+        "entity_id; compound keys are not served yet).",
+    )
+    max_age_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rows older than this (their event time) are served the default.",
+    )
+    default: float = Field(
+        default=0.0,
+        description="Served when the entity has no (non-null, fresh, numeric) value, or "
+        "Feast's Redis cannot be read under onUnavailable: default.",
+    )
+
+
 class FeatureSource(SpecModel):
     """Where a feature's value is found at serving; exactly one variant is set."""
 
@@ -343,6 +392,10 @@ class FeatureSource(SpecModel):
 
     aggregate: AggregateSource | None = Field(
         default=None, description="A per-entity aggregate in Redis (key: the entity_id)."
+    )
+    feast: FeastSource | None = Field(
+        default=None,
+        description="A feature from Feast's Redis online store (docs/features-feast.md).",
     )
     on_unavailable: Literal["default", "refuse"] = Field(
         default="default",
@@ -480,6 +533,11 @@ class FeatureSpec(SpecModel):
                     "self.type == 'numeric'",
                     AGGREGATE_IS_NUMERIC,
                 ),
+                cel(
+                    "!has(self.source) || !has(self.source.feast) || !has(self.type) || "
+                    "self.type == 'numeric'",
+                    FEAST_IS_NUMERIC,
+                ),
                 *VALUE_POLICY_RULES,
             ]
         }
@@ -532,6 +590,8 @@ class FeatureSpec(SpecModel):
             raise invalid("min", f"min ({self.min}) must be below max ({self.max})")
         if self.source is not None and self.source.aggregate and self.type != "numeric":
             raise invalid("source", AGGREGATE_IS_NUMERIC)
+        if self.source is not None and self.source.feast and self.type != "numeric":
+            raise invalid("source", FEAST_IS_NUMERIC)
         if self.on_invalid is not None:
             check_value_policy(self)
         return self

@@ -34,22 +34,10 @@ Features of several views may be read together when the views share the reader's
 join keys (they share the Redis hash). Decoded values are memoized by their bytes
 (bounded), since feature values repeat (flags, categories, counts).
 
-Proposed spec for a feature sourced from Feast (to be wired into serving; not part of
-`driftline.api.spec` yet):
-
-    source:
-      feast:
-        project: fraud             # Feast project (the key's suffix)
-        featureView: user_stats    # the view's online name
-        name: txn_count_7d         # the feature in that view
-        entityKeys:                # join key -> the request field carrying its value
-          - {joinKey: user_id, field: user_id, type: int64}   # int64|int32|string|bytes
-        maxAgeSeconds: 86400       # optional: older rows are OUTSIDE_MAX_AGE
-        onMissing: impute          # impute (the model's missing value) | reject (422)
-
-The store's address is a setting of the part (one Feast Redis per deployment), not
-spec. Features whose `project` and `entityKeys` agree are read by one reader, so one
-pipeline per request whatever the number of sourced features.
+Serving reads features with `source.feast` (`driftline.api.spec.FeastSource`) through
+this reader: `driftline.inference.feast_sources` groups a model's Feast features by
+project, join key and max age, one reader per group (docs/features-feast.md). The
+store's address is a setting of the part (one Feast Redis per deployment), not spec.
 """
 
 from __future__ import annotations

@@ -102,8 +102,10 @@ outcomes_total = Counter(
 )
 feature_source_errors_total = Counter(
     FEATURE_SOURCE_ERRORS_TOTAL,
-    "Requests whose sourced feature could not be read (Redis failed): served with the "
-    "feature's default, or refused (503), as its source.onUnavailable says.",
+    "Requests whose sourced feature could not be read (its store failed): served with the "
+    "feature's default (defaulted), or refused (503), as its source.onUnavailable says; "
+    "for source.feast also rows served the default because Feast had no value (missing), "
+    "an old one (stale) or no number (mistyped).",
     ["feature", "outcome"],
 )
 value_policy_total = Counter(

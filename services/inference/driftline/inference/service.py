@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from driftline.api import DynamicModel
 from driftline.api.events import Variant
 from driftline.api.routing import serves_candidate
+from driftline.common.connections import RedisConnection
 from driftline.common.model_signature import SignatureCheck
 from driftline.common.redis_state import RoutingStore, ServingStore, model_prefix
 from driftline.inference import metrics
@@ -130,11 +131,17 @@ class InferenceService:
         self.stats.client = self.redis
         if self.sources is not None:
             source_timeout = settings.feature_source_timeout_ms / 1000
+            feast_client = None
+            if self.sources.feast is not None and settings.feast_redis_url:
+                feast_client = RedisConnection(settings.feast_redis_url).async_client(
+                    socket_timeout=source_timeout, socket_connect_timeout=source_timeout
+                )
             self.sources.connect(
                 redis_conn.async_client(
                     socket_timeout=source_timeout, socket_connect_timeout=source_timeout
                 ),
                 source_timeout,
+                feast_client,
             )
         REGISTRY.register(self.stats)
         if spec.inference.cache.enabled:

@@ -150,8 +150,13 @@ class InferenceSettings(PartSettings):
     feature_source_timeout_ms: float = Field(
         default=100.0,
         gt=0,
-        description="Reading a batch's per-entity aggregates slower than this counts as "
-        "Redis unavailable (each feature's source.onUnavailable applies).",
+        description="Reading a batch's per-entity aggregates (or Feast features) slower "
+        "than this counts as the store unavailable (source.onUnavailable applies).",
+    )
+    feast_redis_url: str | None = Field(
+        default=None,
+        description="Feast's Redis online store (redis://...), read for features with "
+        "source.feast; unset: the model's Redis (spec.redis).",
     )
     redis_timeout_seconds: float = Field(
         default=1.0, gt=0, description="Socket timeout of the routing and stats connections."

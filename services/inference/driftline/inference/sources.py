@@ -13,6 +13,10 @@ Rows without an entity id get the source's default and change no state. When Red
 cannot be read, a feature with `onUnavailable: default` gets its default (counted in
 `driftline_inference_feature_source_errors_total`); one with `refuse` fails the
 request with a 503. A model without sourced features builds none of this.
+
+Features with `source.feast` are read from Feast's online store by
+`driftline.inference.feast_sources`, concurrently with the aggregate script; their
+served values are logged the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from driftline.common.entity_aggregates import (
 from driftline.inference import metrics
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import FeatureSourceUnavailableError
+from driftline.inference.feast_sources import FeastFeatures, feast_features
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ class _Sourced:
 
 
 class SourcedFeatures:
-    """Fills the columns of a model's aggregate features from Redis, batch by batch."""
+    """Fills the columns of a model's sourced features (aggregates, Feast), batch by batch."""
 
     def __init__(self, spec: DynamicModelSpec, contract: FeatureContract, prefix: str) -> None:
         self.contract = contract
@@ -92,6 +97,9 @@ class SourcedFeatures:
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._failing = False
+        from_feast = feast_features(spec, contract)
+        self.feast = FeastFeatures(from_feast) if from_feast else None
+        """The `source.feast` features; None when there are none."""
 
     @staticmethod
     def for_model(
@@ -102,21 +110,45 @@ class SourcedFeatures:
             return None
         return SourcedFeatures(spec, contract, prefix)
 
-    def connect(self, client: Any, timeout_seconds: float = 0.1) -> None:
-        """Use this asyncio Redis client; a script call slower than the timeout fails."""
+    def connect(self, client: Any, timeout_seconds: float = 0.1, feast_client: Any = None) -> None:
+        """Use this asyncio Redis client (and `feast_client` for Feast's store, this one
+        when not given); a read slower than the timeout fails."""
         self.client = client
         self._script = client.register_script(EXCHANGE)
         self._timeout = timeout_seconds
+        if self.feast is not None:
+            self.feast.connect(client if feast_client is None else feast_client, timeout_seconds)
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.feast is not None:
+            await self.feast.close(close_client=self.feast.client is not self.client)
         if self.client is not None:
             await self.client.aclose()
 
     async def fill(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
         """Write the sourced values of `rows` into them (model input and logged values)."""
-        assert rows.numeric is not None  # aggregate features are numeric
+        assert rows.numeric is not None  # sourced features are numeric
+        if self.feast is None:
+            await self._fill_aggregates(rows, entity_ids)
+        elif not self.features:
+            await self.feast.fill(rows, entity_ids)
+        else:
+            done = await asyncio.gather(
+                self._fill_aggregates(rows, entity_ids),
+                self.feast.fill(rows, entity_ids),
+                return_exceptions=True,
+            )
+            for outcome in done:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        self._rewrite_values(rows)
+
+    async def _fill_aggregates(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
+        assert rows.numeric is not None
+        if not self.features:
+            return
         steps: list[Step] = []
         at: list[tuple[str, int]] = []  # (state, row) of each reading step
         for state, (source, op, column) in self._states.items():
@@ -142,7 +174,6 @@ class SourcedFeatures:
                 numeric[row, f.column] = (
                     f.source.default if tally is None else value_of(tally, f.source)
                 )
-        self._rewrite_values(rows)
 
     def _unavailable(self) -> None:
         """Apply each feature's onUnavailable: refuse the request, or go on with defaults."""
@@ -200,6 +231,8 @@ class SourcedFeatures:
         assert rows.numeric is not None
         served = rows.numeric
         columns = [f.column for f in self.features]  # numeric values come first in a row
+        if self.feast is not None:
+            columns += [f.column for f in self.feast.features]
         values = []
         for row, original in enumerate(rows.values):
             updated = list(original)
