@@ -236,3 +236,33 @@ def test_serving_stats_reach_redis_for_the_rollout(
     assert stats.requests == 25 and stats.errors == 0
     assert sum(stats.latency_counts) == 25
     assert stats.quantile_ms(0.99) is not None
+
+
+def _get_on(sock: Any, host: str) -> bytes:
+    sock.sendall(f"GET /v2/health/live HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return bytes(sock.recv(4096))
+
+
+def test_an_idle_connection_outlives_what_sits_in_front(
+    serve: Callable[..., Running], publish: Callable[..., str]
+) -> None:
+    """Load balancers keep idle connections 60 s: a server that closes first races the
+    next request sent on that connection, and its client sees a reset. The default keeps
+    one open past the 5 s that was uvicorn's (and httpx's) default; the setting holds."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    publish(bias=(0.0, 0.0), aliases=[ALIAS_CHAMPION])
+    for keep_alive, idle, still_open in ((None, 6.0, True), (1, 2.0, False)):
+        server = serve(**({} if keep_alive is None else {"keep_alive_seconds": keep_alive}))
+        url = urlparse(server.url)
+        with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+            assert _get_on(sock, url.netloc).startswith(b"HTTP/1.1 200")
+            time.sleep(idle)
+            try:
+                again = _get_on(sock, url.netloc)
+            except ConnectionError:
+                again = b""
+        assert again.startswith(b"HTTP/1.1 200") is still_open, (keep_alive, again[:80])
+        server.stop()

@@ -108,6 +108,7 @@ def build_server(
         access_log=False,
         log_config=None,
         timeout_graceful_shutdown=int(settings.drain_timeout_seconds) or None,
+        timeout_keep_alive=settings.keep_alive_seconds,
         server_header=False,
         proxy_headers=False,  # client addresses are not used; skip the middleware
         **_fast_loop(),  # type: ignore[arg-type]

@@ -41,6 +41,15 @@ class InferenceSettings(PartSettings):
         description="Larger request bodies are refused with 413 before parsing.",
     )
     max_rows: int = Field(default=4096, ge=1, description="Most rows one request may carry.")
+    keep_alive_seconds: int = Field(
+        default=75,
+        ge=1,
+        le=3600,
+        description="How long an idle HTTP connection stays open. Longer than the idle "
+        "timeout of what sits in front (load balancers and ingresses keep 60 s): a server "
+        "that closes first races a request sent on the connection it is closing, and the "
+        "client sees a reset instead of an answer.",
+    )
     drain_timeout_seconds: float = Field(
         default=20.0, ge=0, description="SIGTERM: longest wait for in-flight requests."
     )
