@@ -108,6 +108,21 @@ class Stream:
                 self.bad += 1
         assert self.producer.flush(60) == 0
 
+    def check_joined_once(self, conn: KafkaConnection, labeled: str, redis_client: Any) -> None:
+        """Every joinable request has exactly one labeled example, and the live quality
+        counts each join once (served: version 1 stable or 2 candidate; 2 in shadow)."""
+        keys = Counter(m.key().decode() for m in read_to_end(conn, labeled))
+        assert set(keys) == self.joinable, "lost or invented examples"
+        twice = [k for k, n in keys.items() if n > 1]
+        assert not twice, f"{len(twice)} examples emitted twice: {twice[:5]}"
+        quality = QualityStore("test", self.model)
+        now = time.time()
+        stable = quality.counters("1", "stable").read(redis_client, 3600, now=now)
+        candidate = quality.counters("2", "candidate").read(redis_client, 3600, now=now)
+        shadow = quality.counters("2", "shadow").read(redis_client, 3600, now=now)
+        assert stable["count"] + candidate["count"] == len(self.joinable)
+        assert shadow["count"] == len(self.shadowed)
+
 
 def ready(port: int) -> bool:
     try:
@@ -208,17 +223,9 @@ def test_sigkill_mid_stream_loses_nothing_and_doubles_nothing(
             joiner.kill()
             joiner.wait(10)
 
-    keys = Counter(m.key().decode() for m in read_to_end(conn, labeled))
-    assert set(keys) == stream.joinable, "lost or invented examples"
-    twice = [k for k, n in keys.items() if n > 1]
-    assert not twice, f"{len(twice)} examples emitted twice: {twice[:5]}"
+    stream.check_joined_once(conn, labeled, redis_client)
     quality = QualityStore("test", unique)
     now = time.time()
-    stable = quality.counters("1", "stable").read(redis_client, 3600, now=now)
-    candidate = quality.counters("2", "candidate").read(redis_client, 3600, now=now)
-    shadow = quality.counters("2", "shadow").read(redis_client, 3600, now=now)
-    assert stable["count"] + candidate["count"] == len(stream.joinable)
-    assert shadow["count"] == len(stream.shadowed)
     # Per segment, each join counted once too: exactly in each bin of x1, and in x2
     # within its cap of values (the rest in "other").
     served = {"1": "stable", "2": "candidate"}

@@ -15,7 +15,6 @@ import random
 import signal
 import subprocess
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ import pytest
 from driftline.api.parts import JOINER
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
-from driftline.common.redis_state import QualityStore
 from driftline.local.servers import KafkaBroker, RedisServer, free_port
 from tests.integration.joiner.streams import (
     committed_offsets,
@@ -100,16 +98,6 @@ def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
                 joiner.kill()
                 joiner.wait(10)
 
-    keys = Counter(m.key().decode() for m in read_to_end(conn, labeled))
-    assert set(keys) == stream.joinable, "lost or invented examples"
-    twice = [k for k, n in keys.items() if n > 1]
-    assert not twice, f"{len(twice)} examples emitted twice: {twice[:5]}"
-    quality = QualityStore("test", unique)
-    now = time.time()
-    stable = quality.counters("1", "stable").read(redis_client, 3600, now=now)
-    candidate = quality.counters("2", "candidate").read(redis_client, 3600, now=now)
-    shadow = quality.counters("2", "shadow").read(redis_client, 3600, now=now)
-    assert stable["count"] + candidate["count"] == len(stream.joinable)
-    assert shadow["count"] == len(stream.shadowed)
+    stream.check_joined_once(conn, labeled, redis_client)
     assert len(read_to_end(conn, dead_letter)) >= stream.bad
     print(f"{total} records; killed one of {REPLICAS} at {before}; rest done in {took_over:.1f}s")
