@@ -6,10 +6,11 @@ one version can never be served for another (not even for a re-registered
 version number with different bytes). The row hash covers the features exactly as
 the model receives them (float32 numbers, the category strings).
 
-Lookups of concurrent requests are merged into one MGET per event-loop turn and
-writes into one pipeline, so the cache costs one round trip per batch, not one
-per request. When Redis fails, the cache pauses (`retry_seconds`) and requests
-are served without it; lookups are counted as hit, miss, error or bypass.
+Lookups of concurrent requests are merged into one MGET per event-loop turn
+(`driftline.inference.turn_batch`) and the turn's writes go in the same round trip,
+so the cache costs one round trip per batch, not one per request. When Redis fails,
+the cache pauses (`retry_seconds`) and requests are served without it; lookups are
+counted as hit, miss, error or bypass.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import orjson
 
 from driftline.inference import metrics
 from driftline.inference.contract import Array, FeatureContract, Rows, scatter
+from driftline.inference.turn_batch import TurnBatch
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,14 @@ class PredictionCache:
             self._single.append((dtype, width, offset, (1, shape) if shape else (1,)))
             offset += dtype.itemsize * width
         self._paused_until = 0.0
-        self._lookups: list[tuple[list[bytes], asyncio.Future[list[bytes | None] | None]]] = []
         self._writes: list[tuple[bytes, bytes]] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._batch: TurnBatch[bytes, list[bytes | None], list[bytes | None]] = TurnBatch(
+            self._exchange,
+            lambda values, start, stop: values[start:stop],
+            timeout_seconds=timeout_seconds,
+            errors=(Exception,),  # connection refused, timeout, ...: serve without the cache
+            on_failure=self._failed,
+        )
         self._hit = metrics.cache_total.labels("hit")
         self._miss = metrics.cache_total.labels("miss")
         self._error = metrics.cache_total.labels("error")
@@ -151,12 +157,7 @@ class PredictionCache:
         if not self.available:
             self._bypass.inc(len(keys))
             return None
-        future: asyncio.Future[list[bytes | None] | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._lookups.append((keys, future))
-        self._schedule()
-        return await future
+        return await self._batch.submit(keys)
 
     def store(self, keys: list[bytes], outputs: list[Array]) -> None:
         """Queue the rows' answers for writing (fire and forget)."""
@@ -164,7 +165,7 @@ class PredictionCache:
             return
         encoded = self.encode(outputs, len(keys))
         self._writes.extend(zip(keys, encoded, strict=True))
-        self._schedule()
+        self._batch.kick()
 
     def encode(self, outputs: list[Array], n: int) -> list[bytes]:
         parts = [np.ascontiguousarray(o).reshape(n, -1).view(np.uint8) for o in outputs]
@@ -199,40 +200,21 @@ class PredictionCache:
 
     # --- one round trip per loop turn -------------------------------------------------------
 
-    def _schedule(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _flush(self) -> None:
-        self._flush_scheduled = False
-        lookups, self._lookups = self._lookups, []
+    async def _exchange(self, keys: list[bytes]) -> list[bytes | None]:
+        """The turn's lookups, and its writes in the same round trip (dropped if it fails)."""
         writes, self._writes = self._writes, []
-        try:
-            async with asyncio.timeout(self.timeout):
-                if lookups:
-                    keys = [key for batch, _ in lookups for key in batch]
-                    values = await self.client.mget(keys)
-                if writes:
-                    pipe = self.client.pipeline(transaction=False)
-                    for key, value in writes:
-                        pipe.set(key, value, ex=self.ttl)
-                    await pipe.execute()
-        except Exception as exc:  # connection refused, timeout, ...: serve without the cache
-            self._pause(exc)
-            for batch, future in lookups:
-                self._error.inc(len(batch))
-                if not future.done():
-                    future.set_result(None)
-            return
-        start = 0
-        for batch, future in lookups:
-            stop = start + len(batch)
-            if not future.done():
-                future.set_result(values[start:stop])
-            start = stop
+        values: list[bytes | None] = await self.client.mget(keys) if keys else []
+        if writes:
+            pipe = self.client.pipeline(transaction=False)
+            for key, value in writes:
+                pipe.set(key, value, ex=self.ttl)
+            await pipe.execute()
+        return values
+
+    def _failed(self, exc: BaseException, lookups: int) -> None:
+        self._pause(exc)
+        if lookups:
+            self._error.inc(lookups)
 
     def _pause(self, exc: BaseException) -> None:
         if self.available:
@@ -244,5 +226,4 @@ class PredictionCache:
         self._paused_until = time.monotonic() + self.retry_seconds
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._batch.close()

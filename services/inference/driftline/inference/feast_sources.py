@@ -37,6 +37,7 @@ from driftline.common.feast_online import (
 from driftline.inference import metrics
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import FeatureSourceUnavailableError
+from driftline.inference.turn_batch import TurnBatch
 
 log = logging.getLogger(__name__)
 
@@ -126,21 +127,25 @@ class FeastFeatures:
         self.groups = group(self.features)
         self.readers: dict[GroupKey, FeastOnlineReader] = {}
         self.client: Any = None
-        self._timeout = 0.1
         self._counters = {
             (f.name, outcome): metrics.feature_source_errors_total.labels(f.name, outcome)
             for f in self.features
             for outcome in OUTCOMES
         }
-        self._queued: list[tuple[Sequence[str | None], asyncio.Future[Any]]] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failing = False
+        self._batch: TurnBatch[str | None, dict[GroupKey, FeastRows], dict[GroupKey, FeastRows]]
+        self._batch = TurnBatch(
+            self._read,
+            cut_rows,
+            timeout_seconds=0.1,
+            errors=(RedisError, OSError, TimeoutError, FeastOnlineError),
+            name="Feast online store",
+            fallback="applying onUnavailable",
+        )
 
     def connect(self, client: Any, timeout_seconds: float = 0.1) -> None:
         """Read with this asyncio Redis client (Feast's store); slower reads fail."""
         self.client = client
-        self._timeout = timeout_seconds
+        self._batch.timeout_seconds = timeout_seconds
         self.readers = {}
         for (project, keys, max_age), members in self.groups.items():
             refs = list(dict.fromkeys(f.ref for f in members))
@@ -153,8 +158,7 @@ class FeastFeatures:
             )
 
     async def close(self, close_client: bool = True) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._batch.close()
         if close_client and self.client is not None:
             await self.client.aclose()
 
@@ -162,7 +166,7 @@ class FeastFeatures:
         """Write the served values into `rows.numeric` (the caller rewrites logged values)."""
         assert rows.numeric is not None
         numeric = rows.numeric
-        read = await self._read(entity_ids)
+        read = await self._batch.submit(entity_ids)
         if read is None:
             self._unavailable()
             for f in self.features:
@@ -194,53 +198,22 @@ class FeastFeatures:
 
     # --- one read per group per loop turn ------------------------------------------------
 
-    async def _read(self, entity_ids: Sequence[str | None]) -> dict[GroupKey, FeastRows] | None:
-        """Each group's rows for `entity_ids` (None: the store failed), read with the rows of
-        every request that reached this point in the same event-loop turn."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queued.append((entity_ids, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = loop.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        result: dict[GroupKey, FeastRows] | None = await future
-        return result
-
-    async def _flush(self) -> None:
-        self._flush_scheduled = False
-        queued, self._queued = self._queued, []
-        entities = [e for ids, _ in queued for e in ids]
+    async def _read(self, entities: list[str | None]) -> dict[GroupKey, FeastRows]:
+        """Each group's rows for the entities of every request of one event-loop turn."""
         keys = list(self.readers)
-        try:
-            async with asyncio.timeout(self._timeout):
-                answers = await asyncio.gather(
-                    *(self.readers[k].aread([entity_row(e, k[1]) for e in entities]) for k in keys)
-                )
-        except (RedisError, OSError, TimeoutError, FeastOnlineError) as exc:
-            if not self._failing:
-                log.warning("Feast online store unavailable (%s); applying onUnavailable", exc)
-            self._failing = True
-            for _, future in queued:
-                if not future.done():
-                    future.set_result(None)
-            return
-        if self._failing:
-            log.info("Feast online store available again")
-        self._failing = False
-        start = 0
-        for ids, future in queued:
-            stop = start + len(ids)
-            if not future.done():
-                future.set_result(
-                    {
-                        k: FeastRows(
-                            values={r: v[start:stop] for r, v in a.values.items()},
-                            statuses={r: s[start:stop] for r, s in a.statuses.items()},
-                            event_times={v: t[start:stop] for v, t in a.event_times.items()},
-                        )
-                        for k, a in zip(keys, answers, strict=True)
-                    }
-                )
-            start = stop
+        answers = await asyncio.gather(
+            *(self.readers[k].aread([entity_row(e, k[1]) for e in entities]) for k in keys)
+        )
+        return dict(zip(keys, answers, strict=True))
+
+
+def cut_rows(read: dict[GroupKey, FeastRows], start: int, stop: int) -> dict[GroupKey, FeastRows]:
+    """Rows `start` to `stop` of each group's answer."""
+    return {
+        key: FeastRows(
+            values={ref: v[start:stop] for ref, v in rows.values.items()},
+            statuses={ref: s[start:stop] for ref, s in rows.statuses.items()},
+            event_times={view: t[start:stop] for view, t in rows.event_times.items()},
+        )
+        for key, rows in read.items()
+    }

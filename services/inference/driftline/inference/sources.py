@@ -46,6 +46,7 @@ from driftline.inference import metrics
 from driftline.inference.contract import FeatureContract, Rows
 from driftline.inference.errors import FeatureSourceUnavailableError
 from driftline.inference.feast_sources import FeastFeatures, feast_features
+from driftline.inference.turn_batch import TurnBatch
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,14 @@ class SourcedFeatures:
         }
         self.client: Any = None
         self._script: Any = None
-        self._timeout = 0.1
-        self._queued: list[tuple[list[Step], asyncio.Future[list[Tally] | None]]] = []
-        self._flush_scheduled = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failing = False
+        self._batch: TurnBatch[Step, list[Tally], list[Tally]] = TurnBatch(
+            self._exchange,
+            lambda tallies, start, stop: tallies[start:stop],
+            timeout_seconds=0.1,
+            errors=(RedisError, OSError, TimeoutError),
+            name="feature sources",
+            fallback="applying onUnavailable",
+        )
         from_feast = feast_features(spec, contract)
         self.feast = FeastFeatures(from_feast) if from_feast else None
         """The `source.feast` features; None when there are none."""
@@ -115,13 +119,12 @@ class SourcedFeatures:
         when not given); a read slower than the timeout fails."""
         self.client = client
         self._script = client.register_script(EXCHANGE)
-        self._timeout = timeout_seconds
+        self._batch.timeout_seconds = timeout_seconds
         if self.feast is not None:
             self.feast.connect(client if feast_client is None else feast_client, timeout_seconds)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._batch.close()
         if self.feast is not None:
             await self.feast.close(close_client=self.feast.client is not self.client)
         if self.client is not None:
@@ -161,7 +164,7 @@ class SourcedFeatures:
                 at.append((state, row))
         tallies: dict[tuple[str, int], Tally] = {}
         if steps:
-            answered = await self._exchange(steps)
+            answered = await self._batch.submit(steps)
             if answered is None:
                 self._unavailable()
             else:
@@ -189,42 +192,10 @@ class SourcedFeatures:
 
     # --- one script call per loop turn ----------------------------------------------------
 
-    async def _exchange(self, steps: list[Step]) -> list[Tally] | None:
-        """The tallies of `steps` (None: Redis failed), in one script call with the steps
-        of every request that reached this point in the same event-loop turn."""
-        future: asyncio.Future[list[Tally] | None] = asyncio.get_running_loop().create_future()
-        self._queued.append((steps, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = asyncio.get_running_loop().create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        return await future
-
-    async def _flush(self) -> None:
-        self._flush_scheduled = False
-        queued, self._queued = self._queued, []
-        keys, args = script_args([s for steps, _ in queued for s in steps], time.time())
-        try:
-            async with asyncio.timeout(self._timeout):
-                tallies = parse_reply(await self._script(keys=keys, args=args))
-        except (RedisError, OSError, TimeoutError) as exc:
-            if not self._failing:
-                log.warning("feature sources unavailable (%s); applying onUnavailable", exc)
-            self._failing = True
-            for _, future in queued:
-                if not future.done():
-                    future.set_result(None)
-            return
-        if self._failing:
-            log.info("feature sources available again")
-        self._failing = False
-        start = 0
-        for steps, future in queued:
-            stop = start + len(steps)
-            if not future.done():  # a request cancelled meanwhile still counted
-                future.set_result(tallies[start:stop])
-            start = stop
+    async def _exchange(self, steps: list[Step]) -> list[Tally]:
+        """The tallies of every request's steps of one event-loop turn, in one script call."""
+        keys, args = script_args(steps, time.time())
+        return parse_reply(await self._script(keys=keys, args=args))
 
     def _rewrite_values(self, rows: Rows) -> None:
         """The logged row values take the served numbers (as float32 made them)."""
