@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftline.operator.builders import Capabilities, Children
+from driftline.operator.builders import BuildContext, Capabilities, Children
+from driftline.operator.builders.workloads import config_hash
 from driftline.operator.controller import Controller
 from driftline.operator.settings import OperatorSettings
 
@@ -114,3 +115,28 @@ def test_the_autoscalers_bounds_restart_no_pod() -> None:
     ctl.apply(sample("minimal", inference__replicas={"min": 1, "max": 9}, drift__window=300))
     sent = cluster.sent[-1]
     assert "Deployment/churn-drift" in sent and "Deployment/churn-trainer" in sent
+
+
+def test_a_release_that_adds_a_defaulted_field_restarts_no_pod() -> None:
+    """The pods' config hash leaves defaults out: a spec field that a new release adds
+    with a default (the parts fill the same one in) changes no pod template."""
+    model = sample("minimal")
+    settings = OperatorSettings.model_construct()
+    before = config_hash(BuildContext(model, settings))
+
+    training = type(model.spec.training)
+
+    class LaterTraining(training):  # type: ignore[misc, valid-type]
+        added_in_a_later_release: int = 7
+
+    later = model.model_copy(
+        update={
+            "spec": model.spec.model_copy(
+                update={"training": LaterTraining(**model.spec.training.model_dump())}
+            )
+        }
+    )
+    assert later.spec.training.added_in_a_later_release == 7  # type: ignore[attr-defined]
+    assert config_hash(BuildContext(later, settings)) == before
+    changed = sample("minimal", training__batchSize=model.spec.training.batch_size * 2)
+    assert config_hash(BuildContext(changed, settings)) != before

@@ -57,14 +57,26 @@ CLUSTER_SHAPE_ONLY = (
 
 
 def config_hash(ctx: BuildContext) -> str:
-    """What the parts read from the model file, hashed: a change rolls their pods."""
-    document = yaml.safe_load(model_file(ctx))
+    """What the parts read from the model file, hashed: a change rolls their pods.
+
+    Fields left at their defaults are left out, so an operator release that adds a
+    spec field with a default rolls no pod: the parts fill the same default in."""
+    spec = ctx.model.spec.model_dump(
+        by_alias=True, exclude_none=True, exclude_defaults=True, mode="json"
+    )
     for section, field in CLUSTER_SHAPE_ONLY:
-        document["spec"].get(section, {}).pop(field, None)
-        if document["spec"].get(section) == {}:
-            del document["spec"][section]  # a section only of such fields: no trace either
-    text = yaml.safe_dump(document, sort_keys=True)
+        spec.get(section, {}).pop(field, None)
+    document = {"metadata": {"name": ctx.name, "namespace": ctx.namespace}, "spec": spec}
+    text = yaml.safe_dump(_without_empty(document), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_empty(value: Any) -> Any:
+    """`value` with every mapping that holds nothing (after the above) left out."""
+    if not isinstance(value, dict):
+        return value
+    kept = {key: _without_empty(item) for key, item in value.items()}
+    return {key: item for key, item in kept.items() if item != {}}
 
 
 def config_map(ctx: BuildContext) -> dict[str, Any]:
