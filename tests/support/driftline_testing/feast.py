@@ -132,6 +132,13 @@ class FeastRepo:
         Every view of `DEFINITIONS` needs rows; each row carries `event_timestamp`
         (a timezone-aware datetime) between `start` and `end`.
         """
+        self.apply(tables)
+        self._run(
+            str(self.venv / "bin" / "feast"), "materialize", start.isoformat(), end.isoformat()
+        )
+
+    def apply(self, tables: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        """Write each view's rows to its Parquet file (the offline store), `feast apply`."""
         data = {
             str(self.data / f"{view}.parquet"): {
                 "dtypes": DTYPES[view],
@@ -146,7 +153,6 @@ class FeastRepo:
         python, feast = str(self.venv / "bin" / "python"), str(self.venv / "bin" / "feast")
         self._run(python, str(DRIVER), "parquet", str(spec))
         self._run(feast, "apply")
-        self._run(feast, "materialize", start.isoformat(), end.isoformat())
 
     def _request(
         self,

@@ -103,6 +103,17 @@ class FeastStatus(enum.Enum):
     OUTSIDE_MAX_AGE = "OUTSIDE_MAX_AGE"
 
 
+def served_value(value: Any, status: FeastStatus) -> tuple[float | None, str | None]:
+    """(the number to serve or None for the default, the outcome counted or None)."""
+    if status is FeastStatus.OUTSIDE_MAX_AGE:
+        return None, "stale"
+    if status is not FeastStatus.PRESENT or value is None:
+        return None, "missing"
+    if isinstance(value, bool | int | float):
+        return float(value), None
+    return None, "mistyped"
+
+
 def murmur3_32(data: bytes, seed: int = 0) -> int:
     """MurmurHash3 x86_32 (unsigned), the hash Feast names its Redis fields with."""
     c1, c2 = 0xCC9E2D51, 0x1B873593

@@ -31,8 +31,8 @@ from driftline.common.feast_online import (
     FeastOnlineError,
     FeastOnlineReader,
     FeastRows,
-    FeastStatus,
     JoinKey,
+    served_value,
 )
 from driftline.inference import metrics
 from driftline.inference.contract import FeatureContract, Rows
@@ -106,17 +106,6 @@ def entity_row(entity: str | None, keys: tuple[tuple[str, str, str], ...]) -> di
             value = value.encode()
         row[name] = value
     return row
-
-
-def served_value(value: Any, status: FeastStatus) -> tuple[float | None, str | None]:
-    """(the number to serve or None for the default, the outcome counted or None)."""
-    if status is FeastStatus.OUTSIDE_MAX_AGE:
-        return None, "stale"
-    if status is not FeastStatus.PRESENT or value is None:
-        return None, "missing"
-    if isinstance(value, bool | int | float):
-        return float(value), None
-    return None, "mistyped"
 
 
 class FeastFeatures:

@@ -91,6 +91,15 @@ def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:
             layout = FeatureLayout.from_features(model.spec.features)
             rows, labels = rows_from_file(args.from_file, layout, args.label_column)
             source = f"file:{args.from_file.name}"
+        elif args.from_feast:
+            from driftline.trainer.feast_history import rows_from_feast
+
+            if args.feast_repo is None:
+                raise DataError("--from-feast needs --feast-repo (the feature repository)")
+            rows, labels = rows_from_feast(
+                model, args.from_feast, args.feast_repo, settings.feast_python, args.label_column
+            )
+            source = f"feast:{args.from_feast.name}"
         else:
             rows, labels = rows_from_stream(
                 model, args.stream, args.seed, args.samples, args.concept
@@ -217,8 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--from-file", type=Path, help=".csv (header), .jsonl ({features, label}) or .npz"
     )
     source.add_argument(
+        "--from-feast",
+        type=Path,
+        help="labeled entity rows (entity_id, event_timestamp, label, request features) "
+        "joined point in time with Feast's offline store",
+    )
+    source.add_argument(
         "--stream", help="a driftline.common.streams generator: sea, hyperplane, covariate, agrawal"
     )
+    boot.add_argument("--feast-repo", type=Path, help="Feast feature repository (--from-feast)")
     boot.add_argument("--seed", type=int, default=0, help="generator seed")
     boot.add_argument("--samples", type=int, default=20_000, help="rows to draw from the generator")
     boot.add_argument("--concept", type=int, default=0, help="the generator's concept (or segment)")

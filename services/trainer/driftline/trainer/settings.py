@@ -32,6 +32,11 @@ class TrainerSettings(PartSettings):
     )
     consume_timeout: float = Field(default=0.5, gt=0, description="Seconds a consume() waits.")
     torch_threads: int = Field(default=1, ge=1, description="CPU threads torch may use.")
+    feast_python: str | None = Field(
+        default=None,
+        description="A Python with Feast installed, for `bootstrap --from-feast` (Feast's "
+        "point-in-time join runs there; Driftline never imports Feast).",
+    )
     seed: int = Field(default=0, description="Seed of initialisation, sampling and shuffles.")
 
     holdout_capacity: int = Field(default=2000, ge=10, description="Held-out rows kept.")

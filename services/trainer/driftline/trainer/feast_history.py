@@ -1,0 +1,123 @@
+"""A bootstrap's training rows from Feast's offline store, point in time.
+
+    python -m driftline.trainer bootstrap --from-feast labeled.parquet --feast-repo repo/
+
+The entity file holds the labeled history: `entity_id`, `event_timestamp`, the
+label and the features the request carries. Every feature with `source.feast` is
+looked up with Feast's `get_historical_features` as of each row's timestamp, so a
+row never sees a value written after it (no leak from the future). Feast runs in
+an environment of its own (`DRIFTLINE_TRAINER_FEAST_PYTHON`: a Python with Feast
+installed), through `feast_point_in_time.py`; Driftline never imports Feast.
+
+The values then follow the serving rule (`driftline.common.feast_online.served_value`):
+a missing, null or non-numeric value becomes the feature's default, as inference
+serves it, so the first version learns from what inference will send it. One
+difference is stated, not hidden: `maxAgeSeconds` needs each value's own event time,
+which Feast's historical retrieval does not return; offline, the view's `ttl`
+decides how old a value may be. Keep the two equal for the same rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from driftline.api.resource import DynamicModel
+from driftline.common.feast_online import FeastStatus, served_value
+from driftline.common.features import FeatureLayout
+from driftline.trainer.bootstrap import DataError, rows_from_file
+
+log = logging.getLogger(__name__)
+
+SCRIPT = Path(__file__).with_name("feast_point_in_time.py")
+
+
+def feast_requests(model: DynamicModel) -> list[dict[str, Any]]:
+    """One entry per `source.feast` feature: its spec name, Feast ref, join key, default."""
+    wanted = []
+    for feature in model.spec.features:
+        source = feature.source.feast if feature.source is not None else None
+        if source is None:
+            continue
+        (key,) = source.entity_keys
+        wanted.append(
+            {
+                "feature": feature.name,
+                "ref": f"{source.feature_view}:{source.name}",
+                "joinKey": key.join_key,
+                "type": key.type,
+                "default": source.default,
+                "maxAgeSeconds": source.max_age_seconds,
+            }
+        )
+    return wanted
+
+
+def rows_from_feast(
+    model: DynamicModel,
+    entities: Path,
+    repo: Path,
+    python: str | None,
+    label_column: str = "label",
+    timeout_seconds: float = 1800.0,
+) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
+    """Rows (features as inference would serve them) and labels of `entities`."""
+    wanted = feast_requests(model)
+    if not wanted:
+        raise DataError("no feature has source.feast; bootstrap from a file (--from-file)")
+    if python is None:
+        raise DataError(
+            "reading Feast's offline store needs a Python with Feast installed: set "
+            "DRIFTLINE_TRAINER_FEAST_PYTHON (Driftline never imports Feast itself)"
+        )
+    if not entities.is_file():
+        raise DataError(f"{entities}: no such entity file")
+    for f in wanted:
+        if f["maxAgeSeconds"] is not None:
+            log.warning(
+                "%s: maxAgeSeconds is applied at serving only; offline, the Feast view's "
+                "ttl decides how old a value may be",
+                f["feature"],
+            )
+    with tempfile.TemporaryDirectory(prefix="driftline-feast-") as folder:
+        out = Path(folder) / "rows.parquet"
+        request = Path(folder) / "request.json"
+        request.write_text(
+            json.dumps(
+                {
+                    "repo": str(repo.resolve()),
+                    "entities": str(entities.resolve()),
+                    "out": str(out),
+                    "features": wanted,
+                }
+            )
+        )
+        try:
+            done = subprocess.run(
+                [python, str(SCRIPT), str(request)],
+                capture_output=True,
+                text=True,
+                timeout=timeout_seconds,
+                cwd=repo,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DataError(f"Feast's point-in-time join did not run: {exc}") from exc
+        if done.returncode != 0:
+            tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            raise DataError(f"Feast's point-in-time join failed:\n{tail}")
+        layout = FeatureLayout.from_features(model.spec.features)
+        rows, labels = rows_from_file(out, layout, label_column)
+    for row in rows:
+        for f in wanted:
+            raw = row[f["feature"]]
+            status = FeastStatus.NULL_VALUE if raw is None or raw != raw else FeastStatus.PRESENT
+            value, _ = served_value(raw, status)
+            row[f["feature"]] = f["default"] if value is None else value
+    return rows, labels
