@@ -10,7 +10,8 @@ CALLS.json: [{"call": "live" | "ready" | "model_ready" | "metadata" | "infer", .
 `infer` takes "model", "version", "inputs" ([{"name", "shape", "datatype", "data"}]),
 "outputs" (names), "parameters", "id". Each result is {"ok": ...} or {"error":
 {"status": "StatusCode.X", "message": ...}}. BENCH.json: {"model", "inputs",
-"seconds", "concurrency"} (requests in flight on one channel, grpc.aio).
+"seconds", "concurrency", "protocol": "grpc" | "http"} (requests in flight on one
+client: tritonclient.grpc.aio's channel, or tritonclient.http.aio's connections).
 """
 
 from __future__ import annotations
@@ -104,10 +105,18 @@ def calls(url: str, path: str) -> None:
 
 
 async def _bench(url: str, spec: dict[str, Any]) -> dict[str, float]:
-    import tritonclient.grpc as sync_module
-    import tritonclient.grpc.aio as module
+    if spec.get("protocol", "grpc") == "grpc":
+        import tritonclient.grpc as sync_module
+        import tritonclient.grpc.aio as module
+    else:  # REST, with the binary tensor extension (tritonclient's default)
+        import tritonclient.http as sync_module
+        import tritonclient.http.aio as module
 
-    client = module.InferenceServerClient(url)
+    client = (
+        module.InferenceServerClient(url, conn_limit=spec["concurrency"])
+        if spec.get("protocol") == "http"
+        else module.InferenceServerClient(url)
+    )
     inputs = _inputs(sync_module, spec["inputs"])
     model = spec["model"]
     for _ in range(20):  # warm: the channel, the server's first batches

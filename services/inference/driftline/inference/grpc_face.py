@@ -117,17 +117,19 @@ def decode_request(message: Message) -> tuple[InferRequest, list[memoryview | No
                 shape=list(tensor.shape),
                 datatype=tensor.datatype,
                 data=data,
-                parameters=parameters(tensor.parameters) or None,
+                parameters=parameters(tensor.parameters) if tensor.parameters else None,
             )
         )
     outputs = [
-        RequestedOutput(name=out.name, parameters=parameters(out.parameters) or None)
+        RequestedOutput(
+            name=out.name, parameters=parameters(out.parameters) if out.parameters else None
+        )
         for out in message.outputs
     ]
     request = InferRequest(
         inputs=inputs,
         id=message.id or None,
-        parameters=parameters(message.parameters) or None,
+        parameters=parameters(message.parameters) if message.parameters else None,
         outputs=outputs or None,
     )
     chunks: list[memoryview | None] = [memoryview(b) for b in raw] if raw else [None] * len(inputs)
@@ -225,17 +227,23 @@ class InferenceServicer:
         request = oip.request(decoded, chunks)
         version = message.model_version or None
         served = await routes.infer(request, route=ROUTE, version=version, started=started)
-        response = pb.ModelInferResponse(
+        outputs, raw = [], []
+        for name, datatype, shape, values, _ in oip.outputs(request, served):
+            outputs.append(pb.ModelInferResponse.InferOutputTensor(
+                name=name, datatype=datatype, shape=shape
+            ))  # fmt: skip
+            raw.append(raw_tensor(values))
+        return pb.ModelInferResponse(
             model_name=oip.model_name,
             model_version=oip.version(served),
             id=request.id if request.id is not None else served.request_ids[0],
+            parameters={
+                "model_versions": pb.InferParameter(string_param=",".join(served.versions)),
+                "variants": pb.InferParameter(string_param=",".join(served.variants)),
+            },
+            outputs=outputs,
+            raw_output_contents=raw,
         )
-        response.parameters["model_versions"].string_param = ",".join(served.versions)
-        response.parameters["variants"].string_param = ",".join(served.variants)
-        for name, datatype, shape, values, _ in oip.outputs(request, served):
-            response.outputs.add(name=name, datatype=datatype, shape=shape)
-            response.raw_output_contents.append(raw_tensor(values))
-        return response
 
 
 async def start_grpc(routes: Routes, settings: InferenceSettings) -> tuple[grpc.aio.Server, int]:
