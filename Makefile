@@ -72,10 +72,11 @@ chaos: $(STAMP) ## reliability suite: SIGKILLs in the loop, outages, 10x overloa
 	  nice $(PY) -m pytest tests/chaos -m chaos -s -q $(PYTEST_ARGS)
 
 .PHONY: rig
-rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kafka, Feast's venv) into a cache outside the repo
+rig: ## build the test rig (Kubernetes control plane and a real node, Apache Kafka, Feast's venv, tritonclient's gRPC venv) into a cache outside the repo
 	@bash tests/rig/host-packages.sh
 	@bash tests/rig/build.sh
 	@bash tests/rig/feast/build.sh
+	@bash tests/rig/tritonclient/build.sh
 
 # Images: `make images REGISTRY=registry.example.com/team IMAGE_TAG=0.1.0 PUSH=1` builds
 # and pushes <REGISTRY>/driftline/<image>:<IMAGE_TAG> with the `docker` on PATH.
@@ -109,6 +110,20 @@ images: ## build the container images (needs Docker): operator, inference, servi
 .PHONY: e2e
 e2e: ## opt-in: end-to-end on a kind cluster (needs Docker)
 	bash e2e/run.sh
+
+.PHONY: grpc-stubs
+# grpcio-tools in a throwaway environment (its version is the grpcio pin of the lock:
+# the generated service module checks the runtime is no older).
+GRPC_DIR := services/inference/driftline/inference/oip_grpc
+grpc-stubs: ## regenerate the Open Inference Protocol's gRPC modules from inference.proto
+	@test -x $(UV) || { $(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q "uv>=0.4"; }
+	$(UV) run --no-project --python 3.11 \
+	  --with "grpcio-tools==$$(sed -n 's/^grpcio==\([^ ]*\).*/\1/p' requirements/constraints.txt)" \
+	  python -m grpc_tools.protoc -I services/inference --python_out=services/inference \
+	  --grpc_python_out=services/inference $(GRPC_DIR)/inference.proto
+	@for f in $(GRPC_DIR)/inference_pb2.py $(GRPC_DIR)/inference_pb2_grpc.py; do \
+	  { echo "# Generated from inference.proto by \`make grpc-stubs\` (grpcio-tools); do not edit."; \
+	    cat "$$f"; } >"$$f.tmp" && mv "$$f.tmp" "$$f"; done
 
 .PHONY: clean
 clean: ## remove the virtual environment and caches in the repo

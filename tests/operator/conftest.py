@@ -52,8 +52,8 @@ def scenarios() -> dict[str, BuildContext]:
     return {
         # Everything defaulted; no optional APIs, no credentials.
         "minimal": BuildContext(sample("minimal"), settings),
-        # The demo: fixed replicas, two partitions.
-        "sea-demo": BuildContext(sample("sea-demo"), settings),
+        # The demo: fixed replicas, two partitions; gRPC beside REST.
+        "sea-demo": BuildContext(sample("sea-demo", inference__grpc={"enabled": True}), settings),
         # GPU inference on a labelled, tainted pool; KEDA, Prometheus Operator; SASL over TLS.
         "fraud-detector": BuildContext(sample("fraud-detector"), settings, ALL, SASL_TLS),
         # Karpenter launches the GPU pool; HPA on GPU utilisation (DCGM).

@@ -64,6 +64,13 @@ class Running:
     def name(self) -> str:
         return self.service.name
 
+    @property
+    def grpc_address(self) -> str:
+        """host:port of the gRPC service (started with `grpc_port=0`)."""
+        port = self.server.config.app.grpc_port
+        assert port, "this server has no gRPC service: start it with grpc_port=0"
+        return f"127.0.0.1:{port}"
+
     def predict(self, features: Any, entity_id: Any = None, **extra: Any) -> httpx.Response:
         body = {"features": features, **({"entity_id": entity_id} if entity_id else {}), **extra}
         return httpx.post(f"{self.url}/v1/models/{self.name}/predict", json=body, timeout=10)

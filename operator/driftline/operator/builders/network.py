@@ -86,7 +86,9 @@ def part_policy(ctx: BuildContext, part: Part) -> dict[str, Any]:
     settings = ctx.settings
     ingress: list[dict[str, Any]] = []
     if part is INFERENCE:
-        ingress.append({"ports": _tcp([settings.inference_port])})  # any client
+        grpc = ctx.model.spec.inference.grpc
+        served = [settings.inference_port, *([grpc.port] if grpc.enabled else [])]
+        ingress.append({"ports": _tcp(served)})  # any client
     ingress.append(
         # Any pod in the cluster (Prometheus), nothing from outside it.
         {"from": [{"namespaceSelector": {}}], "ports": _tcp([settings.metrics_port])}

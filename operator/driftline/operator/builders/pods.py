@@ -79,6 +79,9 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
         values[f"{prefix}PORT"] = str(ctx.settings.inference_port)
         values[f"{prefix}{INFERENCE.data_setting}"] = SPOOL_DIR
         values[f"{prefix}SPOOL_MAX_BYTES"] = str(ctx.settings.inference_spool_mib * 1024 * 1024)
+        grpc = ctx.model.spec.inference.grpc
+        if grpc.enabled:
+            values[f"{prefix}GRPC_PORT"] = str(grpc.port)
     if part is TRAINER:
         values[f"{prefix}{TRAINER.data_setting}"] = CHECKPOINT_DIR
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
@@ -197,6 +200,9 @@ def _ports(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
     if part is INFERENCE:
         http = {"name": "http", "containerPort": ctx.settings.inference_port, "protocol": "TCP"}
         ports.insert(0, http)
+        grpc = ctx.model.spec.inference.grpc
+        if grpc.enabled:
+            ports.insert(1, {"name": "grpc", "containerPort": grpc.port, "protocol": "TCP"})
     return ports
 
 

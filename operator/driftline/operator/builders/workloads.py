@@ -162,7 +162,17 @@ def service(ctx: BuildContext, part: Part) -> dict[str, Any]:
             "targetPort": "http",
             "protocol": "TCP",
         }
-        spec |= {"type": "ClusterIP", "ports": [http, metrics]}
+        ports = [http, metrics]
+        grpc = ctx.model.spec.inference.grpc
+        if grpc.enabled:
+            ports.insert(1, {
+                "name": "grpc",
+                "port": grpc.port,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",  # gRPC is HTTP/2 without TLS here
+            })  # fmt: skip
+        spec |= {"type": "ClusterIP", "ports": ports}
     else:
         spec |= {"clusterIP": "None", "ports": [metrics]}
     return {

@@ -739,6 +739,16 @@ class CacheSpec(SpecModel):
     ttl_seconds: int = Field(default=300, ge=1, le=7 * 86400)
 
 
+class GrpcSpec(SpecModel):
+    """The Open Inference Protocol's gRPC service (inference.GRPCInferenceService) beside
+    REST: the same routes, batching, cache and prediction log, on a port of its own."""
+
+    enabled: bool = False
+    port: int = Field(
+        default=8081, ge=1, le=65535, description="gRPC port of the pods and the Service."
+    )
+
+
 class TolerationSpec(SpecModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] = "Equal"
@@ -760,6 +770,7 @@ class InferenceSpec(SpecModel):
     autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
     batching: BatchingSpec = Field(default_factory=BatchingSpec)
     cache: CacheSpec = Field(default_factory=CacheSpec)
+    grpc: GrpcSpec = Field(default_factory=GrpcSpec)
     node_pool: NodePoolSpec = Field(default_factory=NodePoolSpec)
     baseline: bool = Field(
         default=True,

@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import orjson
@@ -32,11 +31,10 @@ from driftline.inference import metrics
 from driftline.inference.errors import (
     BadRequestError,
     InferenceError,
-    ModelNotFoundError,
-    ModelNotReadyError,
     PayloadTooLargeError,
 )
 from driftline.inference.openapi import install as install_openapi
+from driftline.inference.routes import Routes, package_version
 from driftline.inference.service import InferenceService
 
 log = logging.getLogger(__name__)
@@ -48,7 +46,6 @@ Send = Callable[[Message], Awaitable[None]]
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 JSON = b"application/json"
-PLATFORM = "onnxruntime_onnx"
 
 
 class ClientGoneError(Exception):
@@ -89,18 +86,13 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 class Handlers:
     """The inference routes, independent of how the HTTP layer reached them."""
 
-    def __init__(self, service: InferenceService) -> None:
-        self.service = service
-        self.limit = service.settings.max_body_bytes
-
-    def _check_name(self, name: str) -> None:
-        if name != self.service.name:
-            raise ModelNotFoundError(
-                f"no model {name!r} here; this server serves {self.service.name!r}", field="name"
-            )
+    def __init__(self, routes: Routes) -> None:
+        self.routes = routes
+        self.service = routes.service
+        self.limit = self.service.settings.max_body_bytes
 
     async def plain(self, scope: Scope, receive: Receive, name: str, started: float) -> Reply:
-        self._check_name(name)
+        self.routes.check_name(name)
         body = await read_body(scope, receive, self.limit)
         service = self.service
         request = service.plain.decode(body)
@@ -118,7 +110,7 @@ class Handlers:
     async def oip(
         self, scope: Scope, receive: Receive, name: str, version: str | None, started: float
     ) -> Reply:
-        self._check_name(name)
+        self.routes.check_name(name)
         body = await read_body(scope, receive, self.limit)
         header = _header(scope, b"inference-header-content-length")
         header_length = None
@@ -131,15 +123,7 @@ class Handlers:
                 raise BadRequestError("Inference-Header-Content-Length is outside the body")
         service = self.service
         request = service.oip.decode(body, header_length)
-        served = await service.predict(
-            request.rows,
-            request.entity_ids,
-            request.request_ids,
-            route="v2",
-            version=version,
-            started=started,
-            sticky_keys=request.sticky_keys,
-        )
+        served = await self.routes.infer(request, route="v2", version=version, started=started)
         payload, json_length = service.oip.encode(request, served)
         if json_length is None:
             return 200, [(b"content-type", JSON)], payload
@@ -151,7 +135,7 @@ class Handlers:
 
     async def outcomes(self, scope: Scope, receive: Receive, name: str) -> Reply:
         """202 once Kafka acknowledged every outcome (see `driftline.inference.outcomes`)."""
-        self._check_name(name)
+        self.routes.check_name(name)
         body = await read_body(scope, receive, self.limit)
         outcomes = self.service.outcome_decoder.decode(body)
         await self.service.outcomes.send(outcomes)
@@ -175,12 +159,14 @@ def _match(path: str) -> tuple[str, str, str | None] | None:
 class FrontDoor:
     """The ASGI app uvicorn runs: hot routes here, the rest to FastAPI."""
 
-    def __init__(self, service: InferenceService, api: FastAPI) -> None:
+    def __init__(self, service: InferenceService, api: FastAPI, routes: Routes) -> None:
         self.service = service
         self.api = api
-        self.handlers = Handlers(service)
-        self.inflight = 0
-        metrics.inflight_requests.set_function(lambda: self.inflight)
+        self.routes = routes
+        self.handlers = Handlers(routes)
+        self.grpc_port: int | None = None
+        """The gRPC service's port once it listens (`settings.grpc_port`; 0 picks one)."""
+        metrics.inflight_requests.set_function(lambda: routes.inflight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -195,7 +181,7 @@ class FrontDoor:
     ) -> None:
         started = time.perf_counter()
         route, name, version = target
-        self.inflight += 1
+        self.routes.inflight += 1
         try:
             if route == "v1":
                 status, headers, body = await self.handlers.plain(scope, receive, name, started)
@@ -211,7 +197,7 @@ class FrontDoor:
             log.exception("unexpected error serving %s", scope["path"])
             status, headers, body = 500, [(b"content-type", JSON)], b'{"error":"internal error"}'
         finally:
-            self.inflight -= 1
+            self.routes.inflight -= 1
         self.service.stats.response(route, status)
         headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -224,31 +210,34 @@ def error_reply(exc: InferenceError) -> Reply:
     return exc.status, headers, orjson.dumps(exc.body())
 
 
-def _package_version() -> str:
-    try:
-        return version("driftline")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"
-
-
 def create_app(service: InferenceService) -> FrontDoor:
-    """The whole HTTP application for one service (started and stopped by its lifespan)."""
+    """The whole application for one service (started and stopped by its lifespan): HTTP,
+    and the gRPC service on its own port when `settings.grpc_port` is set."""
+    routes = Routes(service)
+    door: FrontDoor
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
+        grpc_server = None
         try:
+            if service.settings.grpc_port is not None:
+                from driftline.inference.grpc_face import start_grpc
+
+                grpc_server, door.grpc_port = await start_grpc(routes, service.settings)
             yield
         finally:
+            if grpc_server is not None:
+                await grpc_server.stop(service.settings.drain_timeout_seconds)
             await service.stop()
 
     api = FastAPI(
         title=f"Driftline inference: {service.name}",
-        version=_package_version(),
+        version=package_version(),
         lifespan=lifespan,
     )
     install_openapi(api, service.name, service.contract, service.settings.max_rows)
-    door = FrontDoor(service, api)
+    door = FrontDoor(service, api, routes)
     handlers = door.handlers
 
     @api.exception_handler(InferenceError)
@@ -264,24 +253,9 @@ def create_app(service: InferenceService) -> FrontDoor:
             body, status_code=status, headers={k.decode(): v.decode() for k, v in headers}
         )
 
-    def ready_or_503() -> dict[str, bool]:
-        if not service.ready:
-            raise ModelNotReadyError(service.why_not_ready())
-        return {"ready": True}
-
-    def model_or_404(name: str, version: str | None = None) -> None:
-        handlers._check_name(name)
-        state = service.pool.state
-        if version is not None and (state is None or version not in state.models()):
-            raise ModelNotFoundError(f"version {version} is not loaded", field="version")
-
     @api.get("/v2")
     async def server_metadata() -> dict[str, Any]:
-        return {
-            "name": "driftline",
-            "version": _package_version(),
-            "extensions": ["binary_tensor_data"],
-        }
+        return routes.server_metadata()
 
     @api.get("/v2/health/live")
     @api.get("/healthz")
@@ -291,21 +265,20 @@ def create_app(service: InferenceService) -> FrontDoor:
     @api.get("/v2/health/ready")
     @api.get("/readyz")
     async def ready() -> dict[str, bool]:
-        return ready_or_503()
+        routes.check_ready()
+        return {"ready": True}
 
     @api.get("/v2/models/{name}")
     @api.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
-        model_or_404(name, version)
-        state = service.pool.state
-        versions = [version] if version else sorted(state.models()) if state else []
-        return service.oip.metadata(versions, PLATFORM)
+        return routes.model_metadata(name, version)
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> dict[str, Any]:
-        model_or_404(name, version)
-        return {"name": name, **ready_or_503()}
+        routes.check_model(name, version)
+        routes.check_ready()
+        return {"name": name, "ready": True}
 
     @api.get("/metrics")
     async def prometheus() -> Response:

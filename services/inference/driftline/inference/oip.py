@@ -19,6 +19,7 @@ parameters, and also returns the ids as a BYTES output `request_id`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,13 @@ from driftline.inference.tensors import TensorInput, bytes_tensor, tensor_array
 
 OUTPUT_TYPES = {np.dtype(np.int64): "INT64", np.dtype(np.float32): "FP32"}
 REQUEST_ID_OUTPUT = "request_id"
+
+
+def raw_tensor(values: Array | list[str]) -> bytes:
+    """An output's bytes in Triton's binary layout (BYTES: length-prefixed elements)."""
+    if isinstance(values, list):
+        return bytes_tensor(values)
+    return np.ascontiguousarray(values).tobytes()
 
 
 class RequestedOutput(msgspec.Struct):
@@ -80,10 +88,27 @@ class OipProtocol:
     # --- request ---------------------------------------------------------------------------
 
     def decode(self, body: bytes, header_length: int | None) -> OipRequest:
+        """A JSON request, its binary tensors (if any) after `header_length` bytes."""
         head = body if header_length is None else body[:header_length]
         request: InferRequest = decode_body(_decoder, head, "the inference request")
         binary = memoryview(body)[header_length or len(body) :]
-        rows = self._rows(request.inputs, binary)
+        chunks: list[memoryview | None] = []
+        offset = 0
+        for i, tensor in enumerate(request.inputs):
+            size = (tensor.parameters or {}).get("binary_data_size")
+            if size is None:
+                chunks.append(None)
+                continue
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise InvalidInputError("binary_data_size overruns the body", field=f"inputs[{i}]")
+            chunks.append(binary[offset : offset + size])
+            offset += size
+        return self.request(request, chunks)
+
+    def request(self, request: InferRequest, chunks: list[memoryview | None]) -> OipRequest:
+        """The request of either face (REST's JSON, gRPC's messages): `chunks` holds, per
+        input, its raw bytes, or None when its values are in `data`."""
+        rows = self._rows(request.inputs, chunks)
         params = request.parameters or {}
         entity_ids = self._keys(params, "entity_id", rows.n)
         sticky_keys = entity_ids
@@ -133,21 +158,13 @@ class OipProtocol:
             raise InvalidInputError(f"{name} must be a string or a list", field=field)
         return per_row(value, n, field)
 
-    def _rows(self, inputs: list[TensorInput], binary: memoryview) -> Rows:
+    def _rows(self, inputs: list[TensorInput], chunks: list[memoryview | None]) -> Rows:
         contract = self.contract
         columns: dict[str, Any] = {}
         packed: dict[str, Array] = {}
         n: int | None = None
-        offset = 0
-        for i, tensor in enumerate(inputs):
+        for i, (tensor, chunk) in enumerate(zip(inputs, chunks, strict=True)):
             where = f"inputs[{i}]"
-            size = (tensor.parameters or {}).get("binary_data_size")
-            chunk = None
-            if size is not None:
-                if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                    raise InvalidInputError("binary_data_size overruns the body", field=where)
-                chunk = binary[offset : offset + size]
-                offset += size
             if tensor.name in (INPUT_NUMERIC, INPUT_CATEGORICAL):
                 width = contract.k if tensor.name == INPUT_NUMERIC else len(contract.categorical)
                 expect = [tensor.shape[0] if tensor.shape else -1, width]
@@ -257,46 +274,47 @@ class OipProtocol:
 
     # --- response --------------------------------------------------------------------------
 
-    def encode(self, request: OipRequest, served: Served) -> tuple[bytes, int | None]:
-        """The response body, and the JSON header's length when binary outputs follow."""
-        uniform = served.uniform()
-        version = uniform[0] if uniform else ",".join(dict.fromkeys(served.versions))
+    def outputs(
+        self, request: OipRequest, served: Served
+    ) -> Iterator[tuple[str, str, list[int], Array | list[str], bool]]:
+        """(name, datatype, shape, values, binary) of each output the request asked for."""
         wanted = request.outputs
         if wanted is None:
             wanted = [(name, request.binary_output) for name in self.output_names]
             wanted.append((REQUEST_ID_OUTPUT, request.binary_output))
-        outputs: list[dict[str, Any]] = []
-        blobs: list[bytes] = []
         arrays = dict(zip(self.output_names, served.outputs, strict=True))
         for name, binary in wanted:
             if name == REQUEST_ID_OUTPUT:
-                entry: dict[str, Any] = {
-                    "name": name,
-                    "datatype": "BYTES",
-                    "shape": [len(served.request_ids)],
-                }
-                if binary:
-                    blob = bytes_tensor(served.request_ids)
-                else:
-                    entry["data"] = served.request_ids
+                yield name, "BYTES", [len(served.request_ids)], served.request_ids, binary
             else:
                 array = arrays[name]
-                entry = {
-                    "name": name,
-                    "datatype": OUTPUT_TYPES[array.dtype],
-                    "shape": list(array.shape),
-                }
-                if binary:
-                    blob = np.ascontiguousarray(array).tobytes()
-                else:
-                    entry["data"] = array.reshape(-1)
+                yield name, OUTPUT_TYPES[array.dtype], list(array.shape), array, binary
+
+    @staticmethod
+    def version(served: Served) -> str:
+        """The response's `model_version`: the one version, or all that served, in order."""
+        uniform = served.uniform()
+        return uniform[0] if uniform else ",".join(dict.fromkeys(served.versions))
+
+    def encode(self, request: OipRequest, served: Served) -> tuple[bytes, int | None]:
+        """The response body, and the JSON header's length when binary outputs follow."""
+        outputs: list[dict[str, Any]] = []
+        blobs: list[bytes] = []
+        for name, datatype, shape, values, binary in self.outputs(request, served):
+            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+            if binary:
+                blob = raw_tensor(values)
+            elif isinstance(values, list):
+                entry["data"] = values
+            else:
+                entry["data"] = values.reshape(-1)
             if binary:
                 entry["parameters"] = {"binary_data_size": len(blob)}
                 blobs.append(blob)
             outputs.append(entry)
         answer = {
             "model_name": self.model_name,
-            "model_version": version,
+            "model_version": self.version(served),
             "id": request.id if request.id is not None else served.request_ids[0],
             "parameters": {
                 "request_ids": served.request_ids,

@@ -28,6 +28,14 @@ class InferenceSettings(PartSettings):
 
     host: str = Field(default="0.0.0.0", description="Address the HTTP server binds.")
     port: int = Field(default=8080, ge=0, le=65535, description="HTTP port (0: any free port).")
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Open Inference Protocol's gRPC service "
+        "(inference.GRPCInferenceService), served beside HTTP on the same host by the same "
+        "process, routes and batches. Unset: no gRPC; 0: any free port.",
+    )
     workers: int = Field(
         default=1,
         ge=1,

@@ -1,0 +1,2 @@
+"""The Open Inference Protocol's gRPC messages and service: `inference.proto` and the
+modules `make grpc-stubs` generates from it (committed; never edited by hand)."""
