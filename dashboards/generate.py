@@ -291,6 +291,32 @@ def model_dashboard() -> dict[str, Any]:
         unit="ops",
         width=6,
     )
+    explored = sel("joiner", 'variant="explored"')
+    exploited = sel("joiner", 'variant=~"stable|candidate"')
+
+    def accuracy(where: str) -> str:
+        matchers = where[1:-1]
+        return (
+            f"sum by (version) (rate(driftline_joiner_quality_total{{{matchers}, "
+            f'field="correct"}}[1h])) / sum by (version) (rate(driftline_joiner_quality_total'
+            f'{{{matchers}, field="count"}}[1h]))'
+        )
+
+    b.add(
+        "Exploration: accuracy on explored vs exploited traffic",
+        [
+            (accuracy(exploited), "exploited v{{version}}"),
+            (accuracy(explored), "explored v{{version}}"),
+            (f"{accuracy(exploited)} - {accuracy(explored)}", "bias v{{version}}"),
+        ],
+        unit="percentunit",
+        width=12,
+        description="With spec.training.exploration: the model's own accuracy on the traffic "
+        "it decided (exploited) and on the epsilon share the exploration policy decided "
+        "(explored), over an hour. Where outcomes follow decisions, exploited accuracy "
+        "flatters the model (its decisions confirm it); the gap is the bias the guard "
+        "keeps out of training and out of the rollout's evidence. Empty when exploration is off.",
+    )
 
     b.row("Segments and fairness")
     served = 'variant=~"stable|candidate"'

@@ -132,3 +132,11 @@ def test_cost_rules_price_requests_and_alert_over_budget(tools: Tools, tmp_path:
     off = {"monitoring": {"prometheusRule": {"enabled": True}, "cost": {"enabled": False}}}
     docs = documents(render_text(tools, off, tmp_path, "off"))
     assert all(d["metadata"]["name"] != "driftline-cost" for d in docs)
+
+
+def test_the_model_dashboard_sets_explored_accuracy_beside_exploited() -> None:
+    """The exploration guard's panel reads the joiner's `explored` quality variant."""
+    queries = dashboard_queries()
+    panel = [q for where, q in queries.items() if "explored vs exploited" in where]
+    assert len(panel) == 3
+    assert any('variant="explored"' in q and 'variant=~"stable|candidate"' in q for q in panel)

@@ -189,7 +189,7 @@ def test_the_log_spools_in_order_when_the_broker_never_answers(tmp_path: Path) -
     served = []
     for i in range(60):
         ids = [f"r{i}a", f"r{i}b"]
-        log.add((ids, [None, None], [(0.5,), (0.6,)], "1", "stable", outputs, time.time()))
+        log.add((ids, [None, None], [(0.5,), (0.6,)], "1", "stable", outputs, time.time(), None))
         served += ids
         log.drain()
         time.sleep(0.01)
@@ -198,7 +198,9 @@ def test_the_log_spools_in_order_when_the_broker_never_answers(tmp_path: Path) -
         log.drain()
         time.sleep(0.05)
     assert log.spooling
-    log.add((["last"], [None], [(0.1,)], "1", "stable", [o[:1] for o in outputs], time.time()))
+    log.add(
+        (["last"], [None], [(0.1,)], "1", "stable", [o[:1] for o in outputs], time.time(), None)
+    )
     served.append("last")
     asyncio.run(log.close(timeout=0.1))
     again = open_spool(tmp_path)

@@ -24,7 +24,7 @@ def test_flags_go_into_the_record_and_old_records_still_decode() -> None:
     try:
         rows = [(0.5, "a"), MarkedRow([10.0, "a"], {"x1": "clip"})]
         outputs = [np.array([1.0, 2.0], np.float32)]
-        record = (["r1", "r2"], [None, None], rows, "3", "stable", outputs, 1.0)
+        record = (["r1", "r2"], [None, None], rows, "3", "stable", outputs, 1.0, None)
         payloads = log._payloads(record)  # type: ignore[arg-type]
     finally:
         asyncio.run(log.close(timeout=0.1))

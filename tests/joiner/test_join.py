@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import pytest
 
 from driftline.api.events import Outcome, Prediction, Variant, encode
+from driftline.api.spec import SegmentSpec
 from driftline.joiner.join import Scoring, Share, agrees, plan_claim
+from driftline.joiner.segments import Segment
 
 
 def prediction(
@@ -93,3 +96,23 @@ def test_sums_add_up_over_claims() -> None:
         state = {"p:stable": prediction("stable", output, "3"), "o": outcome(label)}
         plan_claim("r", state, ["s:stable"], Scoring("classification", 0.0), share)
     assert share.quality == {("3", "stable"): {"count": 3.0, "correct": 2.0}}
+
+
+def test_an_explored_prediction_is_scored_apart_from_the_version_s_own() -> None:
+    """The rollout reads `stable` and `candidate`: an explored row's outcome followed the
+    exploration policy's decision, so it counts under `explored` (and in no segment)."""
+    explored = msgspec.structs.replace(
+        msgspec.json.decode(prediction("stable", 1, "3"), type=Prediction),
+        explored=True,
+        served=0.0,
+        propensity=0.05,
+    )
+    state = {"p:stable": encode(explored).decode(), "o": outcome(1), "e": "stable"}
+    share = Share()
+    segments = (Segment.from_spec(SegmentSpec(name="x", bins=[0.0, 1.0])),)
+    scoring = Scoring("classification", 0.0, segments=segments)
+    example = plan_claim("r", state, ["s:stable", "e"], scoring, share)
+    assert set(share.quality) == {("3", "explored")}
+    assert share.quality[("3", "explored")]["correct"] == 1.0  # the model's own answer
+    assert share.segments == {}
+    assert example is not None and example.explored and example.propensity == 0.05

@@ -18,6 +18,7 @@ def rows(start: int, n: int, m: int = 1) -> Examples:
         key=idx.astype(np.int64),
         served=np.full(n, np.nan, np.float32),
         ts=idx.astype(np.float64),
+        weight=np.ones(n, np.float32),
     )
 
 

@@ -52,7 +52,9 @@ def test_the_log_resumes_after_an_outage_longer_than_its_delivery_timeout(
 
         def log(request_id: str) -> None:
             outputs = [np.array([1], np.int64), np.array([[0.2, 0.8]], np.float32)]
-            predictions.add(([request_id], [None], [(0.5,)], "1", "stable", outputs, time.time()))
+            predictions.add(
+                ([request_id], [None], [(0.5,)], "1", "stable", outputs, time.time(), None)
+            )
             predictions.drain()
 
         def logged() -> set[str]:

@@ -102,7 +102,7 @@ def test_the_log_spools_while_the_broker_is_away_and_replays_in_order(
 
     def log(request_id: str, ts: float | None = None) -> None:
         outputs = [np.array([1], np.int64), np.array([[0.2, 0.8]], np.float32)]
-        record = ([request_id], [None], [(0.5,)], "1", "stable", outputs, ts or time.time())
+        record = ([request_id], [None], [(0.5,)], "1", "stable", outputs, ts or time.time(), None)
         predictions.add(record)  # type: ignore[arg-type]
         predictions.drain()
         served.append(request_id)
@@ -120,7 +120,7 @@ def test_the_log_spools_while_the_broker_is_away_and_replays_in_order(
         # One answered long ago (a restart after a long outage): older than the window.
         predictions.add((["stale"], [None], [(0.5,)], "1", "stable",
                          [np.array([1], np.int64), np.array([[0.2, 0.8]], np.float32)],
-                         time.time() - 3600))  # fmt: skip
+                         time.time() - 3600, None))  # fmt: skip
         for i in range(5):
             log(f"late-{i}")
     finally:

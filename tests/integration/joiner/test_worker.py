@@ -352,3 +352,32 @@ def test_calibration_of_an_overconfident_version_is_measured_from_redis(
     assert sample(CONFIDENCE_GAP, version="1") == pytest.approx(0.3)
     assert measured("2") == pytest.approx(0.0, abs=1e-9)
     assert REGISTRY.get_sample_value(CALIBRATION_LIMIT) == 0.15
+
+
+def test_explored_predictions_reach_the_labeled_example_and_count_apart(
+    running: Any, unique: str, kafka: KafkaBroker, redis_client: Any
+) -> None:
+    clock = Clock(1_000_000.0)
+    worker = running(clock=clock)
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    records = Records(conn)
+    for i in range(10):
+        served = prediction(unique, f"x{i}", "stable", "1", 1.0, [0.2, 0.8])
+        if i < 4:  # the uniform policy answered class 0; the model said 1
+            served = replace(served, explored=True, served=0.0, propensity=0.05)
+        else:
+            served = replace(served, propensity=0.95)
+        records.send(topics.predictions, served)
+        records.send(topics.outcomes, outcome(f"x{i}", 1.0))
+    records.flush()
+    wait_until(lambda: len(read_all(conn, topics.labeled, settle=0.5)) == 10, 60, "10 examples")
+    examples = [msgspec.json.decode(m.value()) for m in read_all(conn, topics.labeled)]
+    flagged = {e["request_id"]: (e["explored"], e["served"], e["propensity"]) for e in examples}
+    assert flagged["x0"] == (True, 0.0, 0.05)
+    assert flagged["x9"] == (False, None, 0.95)
+
+    quality = QualityStore("test", unique)
+    own = quality.counters("1", "stable").read(redis_client, 600, now=clock.now)
+    explored = quality.counters("1", "explored").read(redis_client, 600, now=clock.now)
+    assert (own["count"], explored["count"], explored["correct"]) == (6, 4, 4)

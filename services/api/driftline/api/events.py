@@ -51,6 +51,14 @@ class Prediction(Event, frozen=True):
     flags: dict[str, str] | None = None
     """Features whose value a `onInvalid` policy changed or flagged: name -> clip, impute
     or flag (`driftline.common.feature_values.apply_policy`); None when none did."""
+    explored: bool = False
+    """The exploration policy answered this row (`spec.training.exploration`): the
+    client was served `served`, not `output` (which stays the model's own answer)."""
+    served: float | None = None
+    """What the client was served when `explored`; None when it was `output`."""
+    propensity: float | None = None
+    """Probability the logging policy serves this row's served label (with exploration
+    on; `driftline.api.exploration`)."""
 
 
 class Outcome(Event, frozen=True):
@@ -78,6 +86,10 @@ class LabeledExample(Event, frozen=True):
     scores: list[float] | None = None
     flags: dict[str, str] | None = None
     """The prediction's `flags`."""
+    explored: bool = False
+    """The prediction's `explored`, `served` and `propensity`."""
+    served: float | None = None
+    propensity: float | None = None
 
 
 class DriftEvent(Event, frozen=True):

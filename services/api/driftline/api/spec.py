@@ -838,6 +838,33 @@ class ScheduleSpec(SpecModel):
         return self
 
 
+class ExplorationSpec(SpecModel):
+    """A feedback-loop guard: an `epsilon` share of entities answered by an exploration
+    policy, flagged in the log; the trainer weighs examples by inverse propensity
+    (`driftline.api.exploration`). For classification, where the outcome you observe
+    depends on the decision you served (recommendations, credit)."""
+
+    epsilon: float = Field(
+        default=0.05, gt=0, le=0.5, description="Share of entities the policy answers."
+    )
+    policy: Literal["uniform", "baseline"] = Field(
+        default="uniform",
+        description="uniform: a random class, fixed per entity; baseline: the frozen "
+        "baseline version's answer (no exploration where it agrees with the model).",
+    )
+    sticky_by: Literal["entity", "request"] = Field(
+        default="entity",
+        description="The unit of exploration: entity (one decision per entity id, a "
+        "request without one by its request id), or request (each request drawn apart).",
+    )
+    max_weight: float = Field(
+        default=20.0, ge=1, le=1000, description="Inverse-propensity weights are clipped here."
+    )
+    salt: str = Field(
+        default="", max_length=64, description="Change it to draw other entities to explore."
+    )
+
+
 class TrainingSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -862,6 +889,7 @@ class TrainingSpec(SpecModel):
         default=None, gt=0, description="Scheduled mode: full retrain period."
     )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    exploration: ExplorationSpec | None = Field(default=None, description="Unset: off.")
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainingSpec:
@@ -1336,6 +1364,8 @@ class DynamicModelSpec(SpecModel):
         self._segments_match_features()
         self._gpu_cap_allows_minimum()
         self._aggregates_of_request_features()
+        if self.training.exploration is not None and self.model.task != "classification":
+            raise invalid("training.exploration", "exploration serves classes: classification only")
         return self
 
     def _aggregates_of_request_features(self) -> None:

@@ -44,6 +44,7 @@ from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import make_producer
 from driftline.inference import metrics
 from driftline.inference.contract import Array, FeatureValues
+from driftline.inference.exploration import Explored
 from driftline.inference.spool import Spool
 from driftline.inference.spool_replay import SpoolReplay
 
@@ -56,11 +57,26 @@ _BROKEN_PRODUCER = frozenset(
 
 
 LogRecord = tuple[
-    Sequence[str], Sequence[str | None], Sequence[FeatureValues], str, Variant, list[Array], float
+    Sequence[str],
+    Sequence[str | None],
+    Sequence[FeatureValues],
+    str,
+    Variant,
+    list[Array],
+    float,
+    Explored | None,
 ]
-"""(request_ids, entity_ids, feature values, version, variant, outputs, ts) of some rows
-of one request, all answered by one version in one variant. A plain tuple: the request
-path builds one per request, and a tuple costs a tenth of a dataclass."""
+"""(request_ids, entity_ids, feature values, version, variant, outputs, ts, explored)
+of some rows of one request, all answered by one version in one variant; `explored`
+is None without exploration (`driftline.inference.exploration`). A plain tuple: the
+request path builds one per request, and a tuple costs a tenth of a dataclass."""
+
+
+def _explored(explored: Explored | None, i: int) -> dict[str, Any]:
+    """The exploration fields of row `i`'s `Prediction` (none without exploration)."""
+    if explored is None:
+        return {}
+    return {"explored": explored[0][i], "served": explored[1][i], "propensity": explored[2][i]}
 
 
 class _Stamp(msgspec.Struct):
@@ -199,7 +215,8 @@ class PredictionLog:
         names, model = self.names, self.model_name
         classification = self.classification
         while self._buffer:
-            request_ids, entity_ids, values, version, variant, outputs, ts = self._buffer.popleft()
+            record = self._buffer.popleft()
+            request_ids, entity_ids, values, version, variant, outputs, ts, explored = record
             self._rows -= len(request_ids)
             labels = outputs[0].tolist()
             scores = outputs[1].tolist() if classification else None
@@ -217,6 +234,7 @@ class PredictionLog:
                             entity_id=entity_ids[i],
                             scores=scores[i] if scores is not None else None,
                             flags=getattr(values[i], "flags", None) if self.flagged else None,
+                            **_explored(explored, i),
                         )
                     )
                     produce(topic, payload, request_id)
@@ -224,8 +242,12 @@ class PredictionLog:
                     # librdkafka's queue is full (the broker is slow or away): spool the
                     # rest, or drop the rest of this record and leave later ones buffered.
                     if self.spool is not None:
-                        rest = (request_ids[i:], entity_ids[i:], values[i:], version,
-                                variant, [o[i:] for o in outputs], ts)  # fmt: skip
+                        rest: LogRecord = (
+                            request_ids[i:], entity_ids[i:], values[i:], version, variant,
+                            [o[i:] for o in outputs], ts,
+                            None if explored is None else (
+                                explored[0][i:], explored[1][i:], explored[2][i:]),
+                        )  # fmt: skip
                         self._buffer.appendleft(rest)
                         self._rows += len(request_ids) - i
                         self._produced += produced
@@ -345,7 +367,7 @@ class PredictionLog:
         return now - self._holding_since < self.stall_seconds
 
     def _payloads(self, record: LogRecord) -> list[tuple[str, bytes, float]]:
-        request_ids, entity_ids, values, version, variant, outputs, ts = record
+        request_ids, entity_ids, values, version, variant, outputs, ts, explored = record
         labels = outputs[0].tolist()
         scores = outputs[1].tolist() if self.classification else None
         out = []
@@ -363,6 +385,7 @@ class PredictionLog:
                         entity_id=entity_ids[i],
                         scores=scores[i] if scores is not None else None,
                         flags=getattr(values[i], "flags", None) if self.flagged else None,
+                        **_explored(explored, i),
                     )
                 )
             except Exception:  # a prediction that cannot be encoded must not stop the log

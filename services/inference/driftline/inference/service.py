@@ -31,6 +31,7 @@ from driftline.inference.batcher import Outputs
 from driftline.inference.cache import PredictionCache
 from driftline.inference.contract import FeatureContract, Rows, Served, scatter
 from driftline.inference.errors import ModelFailedError, ModelNotFoundError, ModelNotReadyError
+from driftline.inference.exploration import Explored, Explorer, take
 from driftline.inference.loader import Registry
 from driftline.inference.oip import OipProtocol
 from driftline.inference.outcomes import OutcomeDecoder, OutcomeSender
@@ -96,6 +97,11 @@ class InferenceService:
             arrivals=lambda: self.arriving,
         )
         self.with_baseline = spec.inference.baseline
+        exploration = spec.training.exploration
+        self.explorer = (
+            None if exploration is None else Explorer(exploration, self.name, self.contract.classes)
+        )
+        """Serves the exploration policy to an epsilon share of entities; None when off."""
         self.arriving = 0
         """Requests in `predict` whose rows are not queued yet (the batcher may wait for
         them); counted there only, so every route that serves rows counts alike."""
@@ -348,6 +354,9 @@ class InferenceService:
             variants: list[str] = [groups[0][1]] * rows.n
         else:
             outputs, versions, variants = _merge(groups, results, rows.n)
+        explored: Explored | None = None
+        if self.explorer is not None and version is None:
+            outputs, explored = await self.explorer.apply(state, rows, ids, entity_ids, outputs)
         for (model, variant, part, index), result in zip(groups, results, strict=True):
             self._observe(model.version, variant, route, started)
             if self.flagged:
@@ -356,8 +365,9 @@ class InferenceService:
                 part_ids = ids if index is None else [ids[i] for i in index]
                 part_entities = entity_ids if index is None else [entity_ids[i] for i in index]
                 self.predictions.add(
-                    (part_ids, part_entities, part.values, model.version, variant, result, now)
-                )
+                    (part_ids, part_entities, part.values, model.version, variant, result, now,
+                     take(explored, index))
+                )  # fmt: skip
         if version is None:
             self._score_aside(state, rows, ids, entity_ids, groups, results, now)
         return Served(ids, outputs, versions, variants)
@@ -432,6 +442,7 @@ class InferenceService:
                     "baseline",
                     results[0],
                     now,
+                    None,
                 )
                 self.predictions.add(record)
             return
@@ -456,7 +467,9 @@ class InferenceService:
                 return
             self._side_done[variant].inc(scored_rows.n)
             if self.predictions is not None:
-                record = (ids, entity_ids, scored_rows.values, model.version, variant, outputs, ts)
+                record = (
+                    ids, entity_ids, scored_rows.values, model.version, variant, outputs, ts, None
+                )  # fmt: skip
                 self.predictions.add(record)
 
         if not model.batcher.submit_side(rows, scored):

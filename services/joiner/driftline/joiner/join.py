@@ -13,6 +13,11 @@ shared `quality_fields` the rollout controller's numbers are defined by.
   request; it needs no outcome.
 - A scored prediction also counts in the group of each segment its features fall
   in (`segments`), with `segment_fields`.
+- A prediction the exploration policy answered (`explored`) is scored under the
+  variant `explored` of its version instead, and in no segment: the outcome followed
+  the policy's decision, not the model's, so the rollout's evidence (stable,
+  candidate) leaves it out, and the dashboard sets its accuracy beside the
+  exploited traffic's (`spec.training.exploration`).
 
 A batch plans hundreds of claims, so the sums are added in place (`Share`) and
 each stored record is decoded at most once per claim.
@@ -37,6 +42,9 @@ QUALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "classification": ("count", "correct", "log_loss", "log_loss_count"),
     "regression": ("count", "abs_error", "sq_error"),
 }
+
+EXPLORED = "explored"
+"""The quality variant of predictions the exploration policy answered."""
 
 # (version, variant) -> field -> sum; (stable version, candidate version) -> [compared, agreed]
 QualitySums = dict[tuple[str, str], dict[str, float]]
@@ -134,6 +142,9 @@ def labeled_example(prediction: Prediction, outcome: Outcome) -> LabeledExample:
         entity_id=prediction.entity_id,
         scores=prediction.scores,
         flags=prediction.flags,
+        explored=prediction.explored,
+        served=prediction.served,
+        propensity=prediction.propensity,
     )
 
 
@@ -172,6 +183,9 @@ def plan_claim(
             p = _prediction(request_id, state, name[2:], decoded)
             if p is not None:
                 fields = quality_fields(task, p.output, outcome.label, p.scores)
+                if p.explored:
+                    share.score(p.model_version, EXPLORED, fields)
+                    continue
                 share.score(p.model_version, name[2:], fields)
                 if scoring.segments:
                     by_group = segment_fields(task, scoring.binary, p.output, outcome.label)

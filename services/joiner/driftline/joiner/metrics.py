@@ -22,7 +22,9 @@ LABELED_TOTAL = "driftline_joiner_labeled_examples_total"
 QUALITY_TOTAL = "driftline_joiner_quality_total"
 """Counter{version, variant, field}: live quality sums (count, correct, abs_error,
 sq_error, log_loss, log_loss_count) of the predictions joined with their outcome.
-The confidence bins (`cal<bin>_*`) stay in Redis; CALIBRATION_ERROR sums them up."""
+The confidence bins (`cal<bin>_*`) stay in Redis; CALIBRATION_ERROR sums them up.
+Rows the exploration policy answered count under `variant="explored"` (the model's
+own answer against the outcome), apart from the exploited `stable` and `candidate`."""
 
 AGREEMENT_TOTAL = "driftline_joiner_agreement_total"
 """Counter{stable, candidate, field}: shadow agreement (compared, agreed)."""

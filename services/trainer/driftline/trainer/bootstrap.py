@@ -199,6 +199,7 @@ def examples_from_rows(
         key=np.arange(n, dtype=np.int64),
         served=np.full(n, np.nan, np.float32),
         ts=np.full(n, time.time()),
+        weight=np.ones(n, np.float32),
     )
 
 

@@ -38,6 +38,7 @@ class RowStore:
         self.labels = np.zeros(capacity, np.float32)
         self.served = np.full(capacity, np.nan, np.float32)
         self.ts = np.zeros(capacity, np.float64)
+        self.weight = np.ones(capacity, np.float32)
         self.key = np.zeros(capacity, np.int64)
         self.seq = np.zeros(capacity, np.int64)
         self.epoch = np.full(capacity, EMPTY, np.int32)
@@ -51,6 +52,7 @@ class RowStore:
         self.labels[slots] = ex.labels
         self.served[slots] = ex.served
         self.ts[slots] = ex.ts
+        self.weight[slots] = ex.weight
         self.key[slots] = ex.key
         self.seq[slots] = seq
         self.epoch[slots] = epoch
@@ -71,6 +73,7 @@ class RowStore:
             key=self.key[index],
             served=self.served[index],
             ts=self.ts[index],
+            weight=self.weight[index],
         )
 
     def in_epoch(self, epoch: int) -> NDArray[np.int64]:
@@ -92,6 +95,7 @@ class RowStore:
             f"{prefix}.{name}": getattr(self, name)
             for name in ("numeric", "codes", "labels", "served", "ts", "key", "seq", "epoch")
         }
+        out[f"{prefix}.weight"] = self.weight
         if self.keep_raw:
             out[f"{prefix}.categorical"] = self.categorical.astype(np.str_)
         return out
@@ -100,7 +104,8 @@ class RowStore:
         """Stored rows: slot for slot when the capacity is unchanged (so a restored
         learner continues exactly), else the newest rows, oldest first from slot 0."""
         epoch, seq = arrays[f"{prefix}.epoch"], arrays[f"{prefix}.seq"]
-        names = ("numeric", "codes", "labels", "served", "ts", "key", "seq", "epoch")
+        names: tuple[str, ...] = ("numeric", "codes", "labels", "served", "ts", "key", "seq")
+        names += ("epoch",) if f"{prefix}.weight" not in arrays else ("epoch", "weight")
         if len(epoch) == self.capacity:
             for name in names:
                 getattr(self, name)[:] = arrays[f"{prefix}.{name}"]

@@ -23,7 +23,7 @@ from driftline.api.events import SCHEMA_VERSION, EventError, LabeledExample, dec
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
 from driftline.trainer.encoding import CategoricalEncoder
-from driftline.trainer.examples import Examples
+from driftline.trainer.examples import Examples, ips_weights
 
 _batch_decoder = msgspec.json.Decoder(list[LabeledExample])
 
@@ -51,6 +51,7 @@ class LabeledDecoder:
         task: str,
         classes: int,
         dead_letters: Any,
+        max_weight: float | None = None,
     ) -> None:
         self.layout = layout
         self.encoder = encoder
@@ -58,6 +59,9 @@ class LabeledDecoder:
         self.classification = task == "classification"
         self.classes = classes
         self.dead_letters = dead_letters
+        self.max_weight = max_weight
+        """Exploration on (`spec.training.exploration.maxWeight`): rows weigh their
+        clipped inverse propensity. None: every row weighs 1."""
 
     def decode(self, msgs: list[Any]) -> Decoded:
         """Decode records of the labeled topic (none with an error set)."""
@@ -119,6 +123,7 @@ class LabeledDecoder:
             key=(partitions << PARTITION_SHIFT) | offsets,
             served=served,
             ts=np.fromiter((e.ts_label for e in good), np.float64, n),
+            weight=self._weights(good),
         )
         return Decoded(
             examples=examples,
@@ -127,6 +132,15 @@ class LabeledDecoder:
             dead=dead,
             stable_version=stable[-1] if stable else None,
         )
+
+    def _weights(self, good: list[LabeledExample]) -> NDArray[np.float32]:
+        if self.max_weight is None:
+            return np.ones(len(good), np.float32)
+        nan = float("nan")
+        odds = np.fromiter(
+            (nan if e.propensity is None else e.propensity for e in good), np.float64, len(good)
+        )
+        return ips_weights(odds, self.max_weight)
 
     def _events(self, msgs: list[Any]) -> list[LabeledExample | str]:
         """Every record decoded, or the reason it does not decode."""

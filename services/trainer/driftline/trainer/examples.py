@@ -32,6 +32,9 @@ class Examples:
     """What the stable version served for the row (NaN if not a stable prediction)."""
     ts: NDArray[np.float64]
     """When the label arrived (seconds since the epoch)."""
+    weight: NDArray[np.float32]
+    """Loss weight: the clipped inverse propensity with exploration on
+    (`ips_weights`), else 1."""
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -58,6 +61,7 @@ class Examples:
             key=np.zeros(0, np.int64),
             served=np.zeros(0, np.float32),
             ts=np.zeros(0, np.float64),
+            weight=np.zeros(0, np.float32),
         )
 
 
@@ -74,3 +78,13 @@ def holdout_mask(key: NDArray[np.int64], fraction: float) -> NDArray[np.bool_]:
     z = z ^ (z >> np.uint64(31))
     threshold = np.uint64(int(fraction * 2**53))
     return (z >> np.uint64(11)) < threshold
+
+
+def ips_weights(propensity: NDArray[np.float64], max_weight: float) -> NDArray[np.float32]:
+    """Inverse-propensity loss weights, clipped at `max_weight` (a row the logging policy
+    rarely serves would otherwise outweigh whole batches). NaN (no propensity logged:
+    an example from before exploration was on) weighs 1. The learner divides each
+    batch's weighted loss by the sum of its weights (self-normalized), so only the
+    weights' ratios matter."""
+    w = np.minimum(1.0 / np.clip(propensity, 1e-9, None), max_weight)
+    return np.where(np.isnan(propensity), 1.0, w).astype(np.float32)

@@ -108,6 +108,7 @@ class OnlineLearner:
             key=np.asarray(key, dtype=np.int64),
             served=np.full(n, np.nan, np.float32) if served is None else served,
             ts=np.full(n, time.time()),
+            weight=np.ones(n, np.float32),
         )
 
     # -- learning -------------------------------------------------------------------
@@ -151,7 +152,7 @@ class OnlineLearner:
             self.net.fit_target(train.labels)
         fraction = self.options.replay_fraction if len(self.replay) else 0.0
         fresh = max(1, round(self.options.batch_size * (1 - fraction)))
-        numeric, codes, labels = train.numeric, train.codes, train.labels
+        numeric, codes, labels, weight = train.numeric, train.codes, train.labels, train.weight
         self.net.train()
         # Right after a drift signal the newest rows join the reservoir step by step, so
         # the next steps replay them; otherwise the chunk joins it in one write at the end.
@@ -159,7 +160,13 @@ class OnlineLearner:
         for start in range(0, n, fresh):
             stop = min(start + fresh, n)
             replay_rows = round((stop - start) * fraction / (1 - fraction))
-            self._step(numeric[start:stop], codes[start:stop], labels[start:stop], replay_rows)
+            self._step(
+                numeric[start:stop],
+                codes[start:stop],
+                labels[start:stop],
+                replay_rows,
+                weight[start:stop],
+            )
             if stepwise:
                 self.replay.add(train.take(slice(start, stop)), seq[start:stop], self.rng)
             if self.boost_left > 0:
@@ -177,7 +184,10 @@ class OnlineLearner:
             if len(idx) == 0:
                 return
             self._gradient_step(
-                self.replay.numeric[idx], self.replay.codes[idx], self.replay.labels[idx], None
+                self.replay.numeric[idx],
+                self.replay.codes[idx],
+                self.replay.labels[idx],
+                self.replay.weight[idx],
             )
 
     def _step(
@@ -186,19 +196,20 @@ class OnlineLearner:
         codes: NDArray[np.int64],
         labels: NDArray[np.float32],
         replay_rows: int,
+        weights: NDArray[np.float32],
     ) -> None:
-        weights = None
         if replay_rows:
             idx, weights_old = self.replay.sample(
                 replay_rows, self.rng, self.options.old_epoch_weight
             )
             if len(idx):
-                fresh = len(labels)
                 numeric = np.concatenate([numeric, self.replay.numeric[idx]])
                 codes = np.concatenate([codes, self.replay.codes[idx]])
                 labels = np.concatenate([labels, self.replay.labels[idx]])
+                replayed = self.replay.weight[idx]
                 if weights_old is not None:
-                    weights = np.concatenate([np.ones(fresh, np.float32), weights_old])
+                    replayed = replayed * weights_old
+                weights = np.concatenate([weights, replayed])
         self._gradient_step(numeric, codes, labels, weights)
 
     def _gradient_step(
@@ -208,6 +219,8 @@ class OnlineLearner:
         labels: NDArray[np.float32],
         weights: NDArray[np.float32] | None,
     ) -> None:
+        if weights is not None and bool((weights == 1.0).all()):
+            weights = None  # the plain mean: the same loss, and the step of old
         out = self.net(torch.from_numpy(numeric), torch.from_numpy(codes))
         loss = self._loss(out, self._targets(labels), weights)
         self.optimizer.zero_grad(set_to_none=True)
@@ -251,7 +264,7 @@ class OnlineLearner:
             order = self.rng.permutation(len(ex))
             for start in range(0, len(ex), batch):
                 rows = ex.take(order[start : start + batch])
-                self._gradient_step(rows.numeric, rows.codes, rows.labels, None)
+                self._gradient_step(rows.numeric, rows.codes, rows.labels, rows.weight)
         self.trained += len(ex) * passes
 
     def retrain_on(self, ex: Examples, passes: int) -> None:

@@ -190,6 +190,7 @@ def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResul
         spec.model.task,
         spec.model.classes,
         DeadLetters(None, None),  # counted and logged: the joiner's records are not ours to move
+        spec.training.exploration.max_weight if spec.training.exploration else None,
     )
     since = (time.time() if now is None else now) - schedule.history_seconds
     history = read_history(

@@ -214,6 +214,7 @@ class TrainerWorker:
             spec.model.task,
             spec.model.classes,
             dead,
+            spec.training.exploration.max_weight if spec.training.exploration else None,
         )
         self.heartbeat.ready = True
         tune_gc()
