@@ -213,7 +213,9 @@ def describe_graph(
 def onnx_inputs(ex: Examples, layout: FeatureLayout) -> dict[str, NDArray[Any]]:
     feeds: dict[str, NDArray[Any]] = {}
     if layout.numeric:
-        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(ex.numeric, dtype=np.float32)
+        # The contract's columns: an adapter's rows carry its base's outputs after them.
+        numeric = ex.numeric[:, : len(layout.numeric)]
+        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(numeric, dtype=np.float32)
     if layout.categorical:
         feeds[artifacts.INPUT_CATEGORICAL] = np.asarray(ex.categorical, dtype=object)
     return feeds
