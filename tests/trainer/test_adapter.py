@@ -81,9 +81,10 @@ def base_answers(learner: AdapterLearner, ex: Examples) -> np.ndarray[Any, Any]:
     [
         (LogisticRegression(), None),
         (GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=0), None),
+        (LogisticRegression(), {"hidden": []}),
         (LogisticRegression(), {"hidden": [8], "features": False}),
     ],
-    ids=["logistic", "gradient-boosting", "hidden-without-features"],
+    ids=["logistic", "gradient-boosting", "linear", "without-features"],
 )
 def test_the_adapter_starts_as_the_imported_model(
     estimator: Any, adapter: dict[str, Any] | None

@@ -186,9 +186,9 @@ class AdapterSpec(SpecModel):
         "follow a changed labelling rule; without them it only recalibrates the import).",
     )
     hidden: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
-        default_factory=list,
+        default_factory=lambda: [32],
         max_length=4,
-        description="Hidden layer widths of the correction; empty: one linear layer.",
+        description="Hidden layer widths of the correction; [] makes it one linear layer.",
     )
 
 

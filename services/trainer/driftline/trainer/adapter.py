@@ -45,6 +45,7 @@ from driftline.trainer import export
 from driftline.trainer.examples import Examples
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
 from driftline.trainer.nets import Preprocess, TabularNet, mlp
+from driftline.trainer.versions import ModelVersions
 
 EPS: Final = 1e-7
 """Probabilities are clipped here before the log: a base answering exactly 0 stays finite."""
@@ -53,7 +54,14 @@ BASE_PREFIX: Final = "base/"
 TAG_ADAPTER_BASE: Final = "driftline.adapter_base"
 """The registry version whose graph a published adapter version holds as its base."""
 
-__all__ = ["TAG_ADAPTER_BASE", "AdapterLearner", "AdapterNet", "FrozenBase", "merge_graphs"]
+__all__ = [
+    "TAG_ADAPTER_BASE",
+    "AdapterLearner",
+    "AdapterNet",
+    "FrozenBase",
+    "baseline",
+    "merge_graphs",
+]
 
 
 class FrozenBase:
@@ -109,6 +117,14 @@ class FrozenBase:
     def width(self) -> int:
         """Columns of `outputs`: the classes, or 1."""
         return self.classes if self.task == "classification" else 1
+
+
+def baseline(versions: ModelVersions, spec: DynamicModelSpec) -> FrozenBase | None:
+    """The `baseline` version's graph (the frozen import), or None while there is none."""
+    info = versions.by_alias(artifacts.ALIAS_BASELINE)
+    if info is None:
+        return None
+    return FrozenBase.of_spec(versions.download(info, artifacts.MODEL_ARTIFACT), spec, info.version)
 
 
 class AdapterPreprocess(Preprocess):

@@ -35,7 +35,7 @@ from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, ma
 from driftline.common.model_signature import signing_key
 from driftline.common.registry import RegistryError
 from driftline.trainer import metrics
-from driftline.trainer.adapter import AdapterLearner, FrozenBase
+from driftline.trainer.adapter import AdapterLearner, FrozenBase, baseline
 from driftline.trainer.checkpoint import (
     from_bytes,
     learner_state,
@@ -117,11 +117,10 @@ class TrainerWorker:
         spec = self.model.spec
         while not self.stop.is_set():
             try:
-                info = self.versions.by_alias(artifacts.ALIAS_BASELINE)
-                if info is not None:
-                    graph = self.versions.download(info, artifacts.MODEL_ARTIFACT)
-                    log.info("strategy adapter: learning on baseline version %s", info.version)
-                    return FrozenBase.of_spec(graph, spec, info.version)
+                base = baseline(self.versions, spec)
+                if base is not None:
+                    log.info("strategy adapter: learning on baseline version %s", base.version)
+                    return base
                 log.warning(
                     "strategy adapter: no version of %s is aliased 'baseline' yet: import a "
                     "model (python -m driftline.trainer import); waiting",
