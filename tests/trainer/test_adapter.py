@@ -18,10 +18,16 @@ from driftline.common.features import FeatureLayout
 from driftline.common.streams import DriftingStream, make_stream
 from driftline.trainer import export
 from driftline.trainer.adapter import AdapterLearner, FrozenBase
-from driftline.trainer.checkpoint import from_bytes, learner_state, restore_learner, to_bytes
+from driftline.trainer.checkpoint import (
+    StateError,
+    from_bytes,
+    learner_state,
+    restore_learner,
+    to_bytes,
+)
 from driftline.trainer.examples import Examples
 from driftline.trainer.import_sklearn import sklearn_source
-from driftline.trainer.learner import LearnerOptions
+from driftline.trainer.learner import LearnerOptions, OnlineLearner
 from driftline.trainer.onnx_adapter import adapt
 from tests.trainer.conftest import to_examples
 
@@ -173,3 +179,7 @@ def test_the_adapter_state_round_trips() -> None:
         again.predict(ex.numeric, ex.codes), learner.predict(ex.numeric, ex.codes)
     )
     assert len(again.replay) == len(learner.replay)
+    # The other strategy's learner refuses it: switching strategies needs a new import.
+    challenger = OnlineLearner(learner.model, learner.features, learner.options)
+    with pytest.raises(StateError, match="does not match"):
+        restore_learner(challenger, arrays, meta)
