@@ -81,10 +81,8 @@ class FrozenBase:
         self.version = version
         self.n_numeric, self.n_categorical = n_numeric, n_categorical
         self.session = export.session(graph)
-        name = (
-            artifacts.OUTPUT_PROBABILITIES if task == "classification" else artifacts.OUTPUT_VALUE
-        )
-        self.output = name
+        classification = task == "classification"
+        self.output = artifacts.OUTPUT_PROBABILITIES if classification else artifacts.OUTPUT_VALUE
 
     @classmethod
     def of_spec(cls, graph: bytes, spec: DynamicModelSpec, version: str = "") -> FrozenBase:
@@ -275,7 +273,7 @@ def _opset(model: onnx.ModelProto) -> int:
 
 
 def _adapter_graph(
-    net: TabularNet, layout: Any, task: str, classes: int, opset: int
+    net: TabularNet, layout: FeatureLayout, task: str, classes: int, opset: int
 ) -> onnx.ModelProto:
     assert isinstance(net, AdapterNet)
     has_numeric, has_categorical = bool(layout.numeric), bool(layout.categorical)
@@ -288,7 +286,7 @@ def _adapter_graph(
         example.append(torch.zeros(2, len(layout.categorical), dtype=torch.int64))
     names.append(BASE_INPUT)
     example.append(
-        torch.full((2, classes), 1.0 / classes) if task == "classification" else (torch.zeros(2))
+        torch.full((2, classes), 1.0 / classes) if task == "classification" else torch.zeros(2)
     )
     outputs = (
         [artifacts.OUTPUT_LABEL, artifacts.OUTPUT_PROBABILITIES]
@@ -311,11 +309,13 @@ def _adapter_graph(
         )
         model = onnx.load_model(path)
     if has_categorical:
-        export._splice_categorical_front(model, layout)
+        export.splice_categorical_front(model, layout)
     return model
 
 
-def merge_graphs(base_graph: bytes, net: TabularNet, layout: Any, task: str, classes: int) -> bytes:
+def merge_graphs(
+    base_graph: bytes, net: TabularNet, layout: FeatureLayout, task: str, classes: int
+) -> bytes:
     """The base graph and the adapter as one graph with the contract's inputs and outputs."""
     base = onnx.load_model_from_string(base_graph)
     opset = max(_opset(base), export.OPSET)
