@@ -217,7 +217,15 @@ def main() -> None:
         ],
         rows,
     )
-    print(text)
+    learners = [label for label in MODELS if label != "import"]
+    speed = table(
+        ["stream", *(MODELS[label] for label in learners)],
+        [
+            [name, *(f"{mean(name, label, 'rows_per_second'):,.0f}" for label in learners)]
+            for name in STREAMS
+        ],
+    )
+    print(text, speed, sep="\n\n")
     streams = "\n".join(f"- {n}: {d}" for n, (_, _, d) in STREAMS.items())
     notes = (
         f"{'Quick mode, 1 seed' if args.quick else f'Mean of {seeds} seeds'}; "
@@ -236,7 +244,15 @@ def main() -> None:
     write(
         "import-strategies",
         "Learning beside an imported model: frozen import, challenger, adapter",
-        [("Accuracy before and after the concept changes", text), ("How it was measured", notes)],
+        [
+            ("Accuracy before and after the concept changes", text),
+            (
+                "Rows per second, predicted and learned (the adapter's include running the "
+                "import in ONNX Runtime; these depend on the machine's load)",
+                speed,
+            ),
+            ("How it was measured", notes),
+        ],
         {"machine": machine(), "quick": args.quick, "pre": pre, "post": post, "runs": results},
     )
 

@@ -13,9 +13,11 @@ import pytest
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
-from driftline.api.spec import FeatureSpec, ModelSpec
+from driftline.api.spec import DynamicModelSpec, FeatureSpec, ModelSpec
 from driftline.common.features import FeatureLayout
 from driftline.common.streams import DriftingStream, make_stream
+from driftline.inference.contract import FeatureContract
+from driftline.inference.onnx_session import check_graph
 from driftline.trainer import export
 from driftline.trainer.adapter import AdapterLearner, FrozenBase
 from driftline.trainer.checkpoint import (
@@ -73,8 +75,18 @@ def adapter_on(
 
 
 def merged_answers(learner: AdapterLearner, ex: Examples) -> np.ndarray[Any, Any]:
-    graph = learner.export(2)
-    return export.run_onnx(export.session(graph), ex, learner.layout, learner.task)
+    """The merged graph's answers, once inference's own check has taken the graph."""
+    session = export.session(learner.export(2))
+    spec = DynamicModelSpec.model_validate(
+        {
+            "model": learner.model.model_dump(by_alias=True),
+            "features": [f.model_dump(by_alias=True) for f in learner.features],
+            "kafka": {"bootstrapServers": "127.0.0.1:1"},
+            "redis": {"url": "redis://127.0.0.1:1/0"},
+        }
+    )
+    check_graph(session, FeatureContract(spec))
+    return export.run_onnx(session, ex, learner.layout, learner.task)
 
 
 def base_answers(learner: AdapterLearner, ex: Examples) -> np.ndarray[Any, Any]:

@@ -43,7 +43,7 @@ from driftline.api.spec import AdapterSpec, DynamicModelSpec, FeatureSpec, Model
 from driftline.common.features import FeatureLayout
 from driftline.trainer import export
 from driftline.trainer.examples import Examples
-from driftline.trainer.learner import LearnerOptions, OnlineLearner
+from driftline.trainer.learner import LearnerOptions, LearnReport, OnlineLearner
 from driftline.trainer.nets import Preprocess, TabularNet, mlp
 from driftline.trainer.versions import ModelVersions
 
@@ -225,10 +225,10 @@ class AdapterLearner(OnlineLearner):
     ) -> Examples:
         return self.with_base(super().examples(numeric, categorical, labels, key, served))
 
-    def learn(self, ex: Examples) -> Any:
+    def learn(self, ex: Examples) -> LearnReport:
         return super().learn(self.with_base(ex))
 
-    def observe(self, ex: Examples) -> Any:
+    def observe(self, ex: Examples) -> LearnReport:
         return super().observe(self.with_base(ex))
 
     def fit_offline(self, ex: Examples, passes: int, refit_statistics: bool = True) -> None:

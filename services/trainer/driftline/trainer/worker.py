@@ -136,6 +136,8 @@ class TrainerWorker:
     def resume(self) -> OnlineLearner:
         """Learner state from the checkpoint, else from the champion's state artifact."""
         learner = self._new_learner()
+        if self.stop.is_set():  # stopped while waiting for the adapter's baseline
+            return learner
         if self.checkpoint_path.exists():
             arrays, meta = from_bytes(self.checkpoint_path.read_bytes())
             restore_learner(learner, arrays, meta)
