@@ -9,7 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
+from skl2onnx import convert_sklearn
+from skl2onnx.common.data_types import FloatTensorType
 from sklearn.ensemble import GradientBoostingClassifier, GradientBoostingRegressor
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
@@ -195,3 +198,34 @@ def test_the_adapter_state_round_trips() -> None:
     challenger = OnlineLearner(learner.model, learner.features, learner.options)
     with pytest.raises(StateError, match="does not match"):
         restore_learner(challenger, arrays, meta)
+
+
+@pytest.mark.parametrize("opset", [13, 21])
+def test_a_base_of_another_opset_is_merged(opset: int) -> None:
+    """An ONNX import keeps its opset; the merged graph takes the newer of the two."""
+    stream = make_stream("sea", seed=5)
+    sample = stream.take(400)
+    estimator = LogisticRegression().fit(numeric_matrix(stream, sample), sample.labels)
+    original = convert_sklearn(
+        estimator,
+        initial_types=[("x", FloatTensorType([None, 3]))],
+        options={id(estimator): {"zipmap": False}},
+        target_opset={"": opset, "ai.onnx.ml": 1},
+    )
+    features = stream.contract()
+    graph, _, _ = adapt(original, FeatureLayout.from_features(features), "classification", 2)
+    spec = ModelSpec.model_validate(
+        {"registry": {"trackingUri": "http://127.0.0.1:1", "name": "t"}, "strategy": "adapter"}
+    )
+    base = FrozenBase(graph.SerializeToString(), 3, 0, "classification", 2)
+    learner = AdapterLearner(spec, features, LearnerOptions(batch_size=64, seed=0), base)
+    ex = to_examples(learner, sample)
+    learner.prime(ex)
+    assert np.max(np.abs(merged_answers(learner, ex) - base_answers(learner, ex))) <= 1e-6
+    learner.learn(ex)
+    torch_out = learner.predict(ex.numeric, ex.codes)
+    assert np.max(np.abs(merged_answers(learner, ex) - torch_out)) <= 1e-5
+    merged = onnx.load_model_from_string(learner.export(2))
+    domains = [o.domain for o in merged.opset_import]
+    assert len(domains) == len(set(domains))
+    assert max(o.version for o in merged.opset_import if o.domain == "") == max(opset, 17)

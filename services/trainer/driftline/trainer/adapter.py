@@ -344,6 +344,8 @@ def merge_graphs(
         io_map=[(BASE_PREFIX + served, BASE_INPUT)],
         outputs=[o.name for o in adapter.graph.output],
     )
+    del merged.opset_import[:]  # merge_models lists each domain once per graph
+    merged.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in domains.items())
     # One set of contract inputs feeds both: the base's prefixed inputs are renamed.
     graph = merged.graph
     contract = [i for i in base.graph.input if i.name.startswith(BASE_PREFIX)]
