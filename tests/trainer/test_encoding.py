@@ -55,7 +55,7 @@ def test_the_graph_codes_the_table_values_as_the_rules_do() -> None:
     from driftline.api import artifacts
     from driftline.common.feature_values import category_code
     from driftline.common.features import FeatureLayout
-    from driftline.trainer.export import CODES, _splice_categorical_front
+    from driftline.trainer.export import CODES, splice_categorical_front
     from tests.common.test_feature_values import CASES, ERROR, FEATURES, MISSING
 
     layout = FeatureLayout.from_features([FEATURES["channel"], FEATURES["zip"]])
@@ -66,7 +66,7 @@ def test_the_graph_codes_the_table_values_as_the_rules_do() -> None:
         [helper.make_tensor_value_info("codes", TensorProto.INT64, ["N", 2])],
     )
     model = helper.make_model(graph, ir_version=8, opset_imports=[helper.make_opsetid("", 17)])
-    _splice_categorical_front(model, layout)
+    splice_categorical_front(model, layout)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     texts = sorted(
         {str(want) for _, _, want in CASES if want not in (ERROR, MISSING)} | {"", "web", "5"}

@@ -103,6 +103,7 @@ def trainer_case(
         training: dict[str, Any] | None = None,
         learner: dict[str, Any] | None = None,
         drift: dict[str, Any] | None = None,
+        model: dict[str, Any] | None = None,
         **settings: Any,
     ) -> TrainerCase:
         name = f"{unique}-{len(made)}"
@@ -116,6 +117,7 @@ def trainer_case(
                     "task": stream.task,
                     "classes": 2,
                     "learner": learner or {"type": "mlp", "hidden": [32, 16]},
+                    **(model or {}),
                 },
                 "features": [
                     f.model_dump(by_alias=True, exclude_none=True, mode="json")

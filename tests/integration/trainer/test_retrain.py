@@ -13,8 +13,9 @@ import pytest
 from driftline.api import artifacts
 from driftline.api.events import LabeledExample, encode
 from driftline.common.kafka import DeadLetters
-from driftline.common.streams import CovariateShiftStream, Rows
+from driftline.common.streams import CovariateShiftStream, Rows, SEAStream
 from driftline.trainer.__main__ import main
+from driftline.trainer.adapter import TAG_ADAPTER_BASE
 from driftline.trainer.bootstrap import bootstrap
 from driftline.trainer.decode import LabeledDecoder
 from driftline.trainer.encoding import CategoricalEncoder
@@ -142,3 +143,29 @@ def test_the_history_keeps_the_newest_rows_under_its_cap(
     assert len(history.examples) == 1000 and history.dropped == 2000 and history.read == 3000
     assert history.examples.ts.min() >= np.sort(stamps)[-1000] - 1e-3
     assert len(np.unique(history.examples.key)) == 1000
+
+
+def test_with_strategy_adapter_a_retrain_learns_a_fresh_adapter_on_the_baseline(
+    trainer_case: Callable[..., Any],
+) -> None:
+    stream = SEAStream(seed=6, schedule=[(0, 0), (2000, 3)])  # the labelling rule changes
+    case = trainer_case(
+        stream,
+        training={
+            "mode": "scheduled",
+            "schedule": {"cron": "0 * * * *", "historySeconds": HOUR, "maxRows": 100_000},
+        },
+        model={"strategy": "adapter"},
+    )
+    boot = stream.take(2000)
+    bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32))  # the baseline
+    now = time.time()
+    produce_at(case, stream.take(3000), now - HOUR / 2 + np.arange(3000) * 0.1)
+
+    result = retrain(case.settings, now=now)
+    assert result.version is not None, result.reason
+    versions = ModelVersions(case.settings.connections.mlflow_tracking_uri, case.name)
+    candidate = versions.by_alias(artifacts.ALIAS_CANDIDATE)
+    assert candidate is not None and candidate.version == result.version
+    assert candidate.tags["driftline.learner"] == "adapter"
+    assert candidate.tags[TAG_ADAPTER_BASE] == "1"

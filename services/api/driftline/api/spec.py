@@ -177,6 +177,21 @@ class InitialModelSpec(SpecModel):
     )
 
 
+class AdapterSpec(SpecModel):
+    """The small layer `strategy: adapter` learns on the frozen imported model's outputs."""
+
+    features: bool = Field(
+        default=True,
+        description="Whether the adapter also sees the standardised raw features (needed to "
+        "follow a changed labelling rule; without them it only recalibrates the import).",
+    )
+    hidden: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=lambda: [32],
+        max_length=4,
+        description="Hidden layer widths of the correction; [] makes it one linear layer.",
+    )
+
+
 class SecretKeyRef(SpecModel):
     name: str = Field(pattern=DNS_LABEL, max_length=253, description="The Secret's name.")
     key: str = Field(
@@ -261,6 +276,13 @@ class ModelSpec(SpecModel):
     signing: ModelSigningSpec | None = Field(
         default=None, description="Signatures of the model's files (docs/import.md)."
     )
+    strategy: Literal["challenger", "adapter"] = Field(
+        default="challenger",
+        description="How the trainer learns beside an imported model (docs/import.md): "
+        "'challenger', its own learner, gated against the import; 'adapter', a layer on the "
+        "frozen import's outputs, each version the import and the adapter in one graph.",
+    )
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec, description="strategy: adapter.")
 
 
 # --- features --------------------------------------------------------------------------

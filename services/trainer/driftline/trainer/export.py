@@ -117,7 +117,7 @@ def export_onnx(net: TabularNet, layout: FeatureLayout, task: str, classes: int)
         )
         model = onnx.load_model(path)
     if has_categorical:
-        _splice_categorical_front(model, layout)
+        splice_categorical_front(model, layout)
     describe_graph(model, layout, task, classes)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -126,7 +126,7 @@ def export_onnx(net: TabularNet, layout: FeatureLayout, task: str, classes: int)
     return bytes(model.SerializeToString())
 
 
-def _splice_categorical_front(model: onnx.ModelProto, layout: FeatureLayout) -> None:
+def splice_categorical_front(model: onnx.ModelProto, layout: FeatureLayout) -> None:
     graph = model.graph
     nodes: list[onnx.NodeProto] = []
     inits = [numpy_helper.from_array(np.array([1], np.int64), "driftline_axis1")]
@@ -213,7 +213,9 @@ def describe_graph(
 def onnx_inputs(ex: Examples, layout: FeatureLayout) -> dict[str, NDArray[Any]]:
     feeds: dict[str, NDArray[Any]] = {}
     if layout.numeric:
-        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(ex.numeric, dtype=np.float32)
+        # The contract's columns: an adapter's rows carry its base's outputs after them.
+        numeric = ex.numeric[:, : len(layout.numeric)]
+        feeds[artifacts.INPUT_NUMERIC] = np.ascontiguousarray(numeric, dtype=np.float32)
     if layout.categorical:
         feeds[artifacts.INPUT_CATEGORICAL] = np.asarray(ex.categorical, dtype=object)
     return feeds

@@ -73,8 +73,8 @@ class OnlineLearner:
         self.features = tuple(features)
         self.layout = FeatureLayout.from_features(features)
         self.encoder = CategoricalEncoder(self.layout.categorical)
-        k, m = len(self.layout.numeric), len(self.layout.categorical)
-        self.net = net or build_net(model, features, options.seed)
+        k, m = self.numeric_width(), len(self.layout.categorical)
+        self.net = net or self.new_net(options.seed)
         self.optimizer = adam(self.net, options.learning_rate)
         self.replay = Reservoir(options.replay_capacity, k, m, keep_raw=False)
         self.anchors = Reservoir(options.anchor_capacity, k, m, keep_raw=True)
@@ -88,6 +88,14 @@ class OnlineLearner:
         self.trained = 0
         self.boost_left = 0
         self.epochs: list[EpochRecord] = [EpochRecord(0, 0, "start", time.time())]
+
+    def numeric_width(self) -> int:
+        """Columns of `Examples.numeric` the buffers hold (the adapter adds its base's)."""
+        return len(self.layout.numeric)
+
+    def new_net(self, seed: int) -> TabularNet:
+        """A freshly initialised network (at start and for scheduled retraining)."""
+        return build_net(self.model, self.features, seed)
 
     def examples(
         self,
@@ -271,7 +279,7 @@ class OnlineLearner:
         """A fresh network trained on the rows of `ex` that are not held out (scheduled
         retraining, `retrain.py`)."""
         data = ex.take(~holdout_mask(ex.key, self.options.holdout_fraction))
-        self.net = build_net(self.model, self.features, self.options.seed + self.seq)
+        self.net = self.new_net(self.options.seed + self.seq)
         self.optimizer = adam(self.net, self.options.learning_rate)
         self.ewc.reset()
         if len(data):

@@ -52,6 +52,7 @@ from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
 from driftline.common.model_signature import SignatureCheck, SignatureError, signing_key
 from driftline.trainer import export
+from driftline.trainer.adapter import AdapterLearner, FrozenBase
 from driftline.trainer.bootstrap import DataError, data_fingerprint, examples_from_rows
 from driftline.trainer.bootstrap import rows_from_file as read_rows
 from driftline.trainer.checkpoint import learner_state, to_bytes
@@ -307,7 +308,12 @@ def import_model(
     options = LearnerOptions.from_spec(
         spec.model, spec.training, spec.drift, **settings.learner_settings()
     )
-    learner = OnlineLearner(spec.model, spec.features, options)
+    adapter = spec.model.strategy == "adapter"
+    learner = (
+        AdapterLearner(spec.model, spec.features, options, FrozenBase.of_spec(registered, spec))
+        if adapter
+        else OnlineLearner(spec.model, spec.features, options)
+    )
     ex = examples_from_rows(learner, rows, labels)
     reference = export.reference_npz(ex, layout, outputs, task) if sample is not None else None
     reference_tag = f"sample:{sample.name}, {len(rows)} rows" if sample else NO_REFERENCE
@@ -315,10 +321,19 @@ def import_model(
     state = None
     if labelled:
         learner.observe(ex)  # the anchor set and held-out window of the challenger
-        learner.fit_offline(ex, settings.retrain_passes)
+        if isinstance(learner, AdapterLearner):
+            learner.prime(ex)  # statistics only: the adapter starts as the identity
+        else:
+            learner.fit_offline(ex, settings.retrain_passes)
         arrays, meta = learner_state(learner)
         state = to_bytes(arrays, meta)
-    state_tag = f"challenger learned on {len(rows)} sample rows" if labelled else "none"
+    state_tag = "none"
+    if labelled:
+        state_tag = (
+            f"adapter (the identity) with statistics of {len(rows)} sample rows"
+            if adapter
+            else f"challenger learned on {len(rows)} sample rows"
+        )
 
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     key = hashlib.sha256(

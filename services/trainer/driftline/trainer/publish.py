@@ -38,6 +38,7 @@ from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
 from driftline.common.registry import ModelVersion
 from driftline.trainer import export
+from driftline.trainer.adapter import TAG_ADAPTER_BASE, AdapterLearner
 from driftline.trainer.buffers import EMPTY
 from driftline.trainer.checkpoint import learner_state, to_bytes, write_atomic
 from driftline.trainer.gate import GateDecision, Scores, decide, quality
@@ -130,7 +131,11 @@ class Publisher:
         """
         spec = self.model.spec
         layout, task = learner.layout, learner.task
-        graph = export.export_onnx(learner.net, layout, task, spec.model.classes)
+        adapter = isinstance(learner, AdapterLearner)
+        if isinstance(learner, AdapterLearner):
+            graph = learner.export(spec.model.classes)
+        else:
+            graph = export.export_onnx(learner.net, layout, task, spec.model.classes)
         sample = self._sample(learner)
         torch_out = learner.predict(sample.numeric, sample.codes)
         diff = export.parity(graph, torch_out, sample, layout, task)
@@ -149,9 +154,11 @@ class Publisher:
             artifacts.TAG_CONCEPT_EPOCH: str(learner.epoch),
             artifacts.TAG_GATE: gate,
             artifacts.TAG_SPEC_HASH: layout.contract_hash(),
-            "driftline.learner": spec.model.learner.type,
+            "driftline.learner": "adapter" if adapter else spec.model.learner.type,
             "driftline.parity_max_abs_diff": f"{diff:.3e}",
         }
+        if isinstance(learner, AdapterLearner):
+            tags[TAG_ADAPTER_BASE] = learner.base.version
         if int8_note:
             tags["driftline.int8"] = int8_note
         return Staged(

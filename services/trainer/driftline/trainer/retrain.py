@@ -19,6 +19,9 @@ does any candidate. Its tags carry the lineage of an online version (`driftline.
 is the first and last offset per partition of the rows it learned) plus the row count,
 the window, and each partition's end, so the next run can tell whether anything is new.
 
+With `spec.model.strategy: adapter` the fresh network is a fresh adapter on the
+`baseline` version (the frozen import), and the version is the two merged.
+
 A run publishes nothing, and says why, when the window holds no rows, when no
 partition has grown since the last scheduled version (its `driftline.history_ends`),
 when the epoch has too few held-out rows for the gate, or when the gate rejects.
@@ -41,6 +44,7 @@ from driftline.api import artifacts
 from driftline.api.parts import TRAINER
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import DeadLetters, end_offsets, make_consumer
+from driftline.trainer.adapter import AdapterLearner, baseline
 from driftline.trainer.decode import PARTITION_SHIFT, LabeledDecoder
 from driftline.trainer.examples import Examples
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
@@ -182,7 +186,13 @@ def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResul
         spec.drift,
         **{**settings.learner_settings(), "detect_concept": False},
     )
-    learner = OnlineLearner(spec.model, spec.features, options)
+    if spec.model.strategy == "adapter":  # a fresh adapter on the frozen import
+        base = baseline(versions, spec)
+        if base is None:
+            return RetrainResult(None, "strategy adapter: no version is aliased 'baseline'")
+        learner: OnlineLearner = AdapterLearner(spec.model, spec.features, options, base)
+    else:
+        learner = OnlineLearner(spec.model, spec.features, options)
     decoder = LabeledDecoder(
         learner.layout,
         learner.encoder,

@@ -35,6 +35,7 @@ from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, ma
 from driftline.common.model_signature import signing_key
 from driftline.common.registry import RegistryError
 from driftline.trainer import metrics
+from driftline.trainer.adapter import AdapterLearner, FrozenBase, baseline
 from driftline.trainer.checkpoint import (
     from_bytes,
     learner_state,
@@ -105,11 +106,38 @@ class TrainerWorker:
         options = LearnerOptions.from_spec(
             spec.model, spec.training, spec.drift, **self.settings.learner_settings()
         )
+        if spec.model.strategy == "adapter":
+            base = self._frozen_base()
+            if base is not None:
+                return AdapterLearner(spec.model, spec.features, options, base)
         return OnlineLearner(spec.model, spec.features, options)
+
+    def _frozen_base(self) -> FrozenBase | None:
+        """The `baseline` version's graph, which the adapter learns on (waits for one)."""
+        spec = self.model.spec
+        while not self.stop.is_set():
+            try:
+                base = baseline(self.versions, spec)
+                if base is not None:
+                    log.info("strategy adapter: learning on baseline version %s", base.version)
+                    return base
+                log.warning(
+                    "strategy adapter: no version of %s is aliased 'baseline' yet: import a "
+                    "model (python -m driftline.trainer import); waiting",
+                    self.versions.name,
+                )
+            except RegistryError as exc:
+                metrics.registry_errors.inc()
+                log.warning("%s; retrying", exc)
+            self.heartbeat.beat()
+            self.stop.wait(RETRY_SECONDS)
+        return None
 
     def resume(self) -> OnlineLearner:
         """Learner state from the checkpoint, else from the champion's state artifact."""
         learner = self._new_learner()
+        if self.stop.is_set():  # stopped while waiting for the adapter's baseline
+            return learner
         if self.checkpoint_path.exists():
             arrays, meta = from_bytes(self.checkpoint_path.read_bytes())
             restore_learner(learner, arrays, meta)
