@@ -103,6 +103,7 @@ def trainer_case(
         training: dict[str, Any] | None = None,
         learner: dict[str, Any] | None = None,
         drift: dict[str, Any] | None = None,
+        inference: dict[str, Any] | None = None,
         **settings: Any,
     ) -> TrainerCase:
         name = f"{unique}-{len(made)}"
@@ -131,6 +132,7 @@ def trainer_case(
                     **(training or {}),
                 },
                 "drift": drift or {"onDrift": ["alert", "retrain"]},
+                **({"inference": inference} if inference else {}),
             },
         }
         model_file = tmp_path / f"{name}.yaml"
