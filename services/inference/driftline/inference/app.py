@@ -298,8 +298,10 @@ def create_app(service: InferenceService) -> FrontDoor:
     async def model_metadata(name: str, version: str | None = None) -> dict[str, Any]:
         model_or_404(name, version)
         state = service.pool.state
-        versions = [version] if version else sorted(state.models()) if state else []
-        return service.oip.metadata(versions, PLATFORM)
+        models = state.models() if state else {}
+        versions = [version] if version else sorted(models)
+        precisions = {v: models[v].precision for v in versions if v in models}
+        return service.oip.metadata(versions, PLATFORM, precisions)
 
     @api.get("/v2/models/{name}/ready")
     @api.get("/v2/models/{name}/versions/{version}/ready")

@@ -94,6 +94,7 @@ class InferenceService:
             spec.inference.batching,
             self.name,
             arrivals=lambda: self.arriving,
+            quantization=spec.inference.quantization,
         )
         self.with_baseline = spec.inference.baseline
         self.arriving = 0
