@@ -14,12 +14,15 @@ import yaml
 
 from driftline.api import artifacts, parse_dynamic_model
 from driftline.api.resource import DynamicModel
+from driftline.common.model_signature import SignatureCheck
 from driftline.common.streams import AgrawalStream, SEAStream
 from driftline.trainer import export, int8_gate
 from driftline.trainer.examples import Examples
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.publish import Publisher
 from driftline.trainer.settings import TrainerSettings
+from driftline.trainer.versions import Artifacts, ModelVersions
+from driftline_testing.signing_keys import key_pair
 
 LearnerFactory = Callable[..., OnlineLearner]
 
@@ -148,3 +151,21 @@ def test_without_the_spec_field_no_int8_graph_is_made(
     assert staged.artifacts.int8 is None and artifacts.TAG_INT8 not in staged.tags
     assert not any(k.startswith("int8_") for k in staged.metrics)
     np.testing.assert_equal(len(staged.artifacts.files()), 3)
+
+
+def test_a_signing_key_signs_the_int8_graph_beside_the_fp32_one(tmp_path: Path) -> None:
+    keys = key_pair(tmp_path)
+    versions = ModelVersions("http://127.0.0.1:1", "int8", keys.private_key)
+    files = Artifacts(model=b"fp32 graph", reference=None, state=None, int8=b"int8 graph")
+    signed = versions._signed(files.files())
+    check = SignatureCheck(keys.public_pem.encode(), certificate=False, required=True)
+    pairs = [
+        (artifacts.MODEL_ARTIFACT, artifacts.SIGNATURE_ARTIFACT),
+        (artifacts.INT8_ARTIFACT, artifacts.INT8_SIGNATURE_ARTIFACT),
+    ]
+    for graph, signature in pairs:
+        folder = tmp_path / Path(graph).stem
+        folder.mkdir()
+        (folder / Path(graph).name).write_bytes(signed[graph])
+        (folder / "sig").write_bytes(signed[signature])
+        assert check.verify(folder / Path(graph).name, folder / "sig")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,16 +16,20 @@ from driftline.api.artifacts import (
     ALIAS_CHAMPION,
     INPUT_NUMERIC,
     INT8_ARTIFACT,
+    INT8_SIGNATURE_ARTIFACT,
     OUTPUT_PROBABILITIES,
+    SIGNATURE_ARTIFACT,
     TAG_INT8_SHA256,
 )
 from driftline.api.routing import RoutingTable
+from driftline.common.model_signature import sign_bytes
 from driftline.common.redis_state import RoutingStore
 from driftline.inference import metrics
 from driftline.inference.contract import FeatureContract
 from driftline.local.servers import MlflowServer
 from driftline.trainer.export import quantize_int8, session
 from driftline_testing.models import mlp_model, register_version
+from driftline_testing.signing_keys import key_pair
 from tests.integration.inference.harness import Running, wait_until
 
 pytestmark = pytest.mark.integration
@@ -118,3 +123,49 @@ def test_int8_serves_within_tolerance_and_a_candidate_without_one_serves_like_wi
     wait_until(lambda: f"{tampered}/int8" in failures, 30, "the tampered int8 graph to fail")
     assert "sha256" in failures[f"{tampered}/int8"].error
     assert server.predict(rows[0]).json()["model_version"] == stable
+
+
+def test_a_signed_model_serves_int8_only_when_the_int8_graph_is_signed_too(
+    serve: Callable[..., Running],
+    mlflow_server: MlflowServer,
+    model_doc: dict[str, Any],
+    contract: FeatureContract,
+    redis_client: Any,
+    tmp_path: Path,
+) -> None:
+    keys = key_pair(tmp_path)
+    doc = copy.deepcopy(model_doc)
+    doc["spec"]["inference"]["quantization"] = {"mode": "int8"}
+    doc["spec"]["model"]["signing"] = keys.signing_spec(required=True)
+    registry = doc["spec"]["model"]["registry"]["name"]
+
+    def publish(seed: int, sign_int8: bool, aliases: tuple[str, ...] = ()) -> str:
+        graph = mlp_model(contract, hidden=(64, 64), seed=seed)
+        int8 = quantize_int8(graph)
+        files = {
+            SIGNATURE_ARTIFACT: sign_bytes(graph, "model.onnx", keys.private_key),
+            INT8_ARTIFACT: int8,
+        }
+        if sign_int8:
+            files[INT8_SIGNATURE_ARTIFACT] = sign_bytes(int8, "model.int8.onnx", keys.private_key)
+        return register_version(
+            mlflow_server.tracking_uri,
+            registry,
+            graph,
+            aliases=aliases,
+            tags={TAG_INT8_SHA256: hashlib.sha256(int8).hexdigest()},
+            files=files,
+        )
+
+    signed = publish(1, sign_int8=True, aliases=(ALIAS_CHAMPION,))
+    server = serve(doc)
+    assert precisions(server) == {signed: "int8"}
+
+    half = publish(2, sign_int8=False)
+    RoutingStore(server.service.namespace, server.service.name).write(
+        redis_client, RoutingTable(stable=half, revision=1)
+    )
+    failures = server.service.pool.failures
+    wait_until(lambda: f"{half}/int8" in failures, 30, "the unsigned int8 graph to be refused")
+    assert "model.int8.onnx: no signature" in failures[f"{half}/int8"].error
+    assert precisions(server) == {signed: "int8"}  # the last good version keeps serving
