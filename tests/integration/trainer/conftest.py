@@ -104,6 +104,7 @@ def trainer_case(
         learner: dict[str, Any] | None = None,
         drift: dict[str, Any] | None = None,
         model: dict[str, Any] | None = None,
+        inference: dict[str, Any] | None = None,
         **settings: Any,
     ) -> TrainerCase:
         name = f"{unique}-{len(made)}"
@@ -133,6 +134,7 @@ def trainer_case(
                     **(training or {}),
                 },
                 "drift": drift or {"onDrift": ["alert", "retrain"]},
+                **({"inference": inference} if inference else {}),
             },
         }
         model_file = tmp_path / f"{name}.yaml"

@@ -76,7 +76,8 @@ def test_stream_becomes_versions_with_lineage(
 ) -> None:
     stream = CovariateShiftStream(seed=1, schedule=[(0, 0), (3000, 1)])
     spec = {"type": "plugin", "entrypoint": plugin} if learner == "plugin" else None
-    case = trainer_case(stream, learner=spec, quantize=learner == "mlp")
+    quantization = {"quantization": {"mode": "int8", "maxAccuracyDrop": 0.02}}
+    case = trainer_case(stream, learner=spec, inference=quantization if learner == "mlp" else None)
     boot = stream.take(3000)
     assert bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32)) == "1"
     versions = ModelVersions(case.settings.connections.mlflow_tracking_uri, case.name)
@@ -101,8 +102,17 @@ def test_stream_becomes_versions_with_lineage(
     assert tags[artifacts.TAG_PARENT_VERSION] == "1"
     assert tags[artifacts.TAG_CONCEPT_EPOCH] == "0"
     assert int(tags[artifacts.TAG_EXAMPLES_SEEN]) >= 3000 + 2000
-    if learner == "mlp":  # the int8 export is checked and kept or dropped, with the reason
-        assert tags["driftline.int8"].startswith(("kept", "dropped"))
+    if learner == "mlp":  # the int8 export is checked and kept or refused, with both scores
+        decision = json.loads(tags[artifacts.TAG_INT8])
+        assert decision["decision"] in ("kept", "refused") and decision["maxAccuracyDrop"] == 0.02
+        assert set(decision["fp32"]) == set(decision["int8"]) == {"holdout", "anchor"}
+        if decision["decision"] == "kept":  # beside the fp32 graph, with its own sha256
+            int8 = versions.download(candidate, artifacts.INT8_ARTIFACT)
+            assert sha256(int8) == tags[artifacts.TAG_INT8_SHA256]
+        else:
+            assert artifacts.TAG_INT8_SHA256 not in tags
+    else:
+        assert artifacts.TAG_INT8 not in tags and artifacts.TAG_INT8_SHA256 not in tags
     gate = json.loads(tags[artifacts.TAG_GATE])
     assert gate["publish"] is True and gate["serving_version"] == "1"
     assert gate["new"]["holdout"] > gate["serving"]["holdout"]

@@ -10,6 +10,9 @@ A model version in MLflow (registered model name = `spec.model.registry.name`):
   plus `__output__`).
 - artifact `SIGNATURE_ARTIFACT`, when a signing key is configured: the model's
   OpenSSF model signing signature (a Sigstore bundle signed with a key).
+- artifact `INT8_ARTIFACT`, with `spec.inference.quantization`: the same graph with
+  int8 weights, kept only within the accuracy tolerance (`TAG_INT8` says why or why
+  not); its sha256 is `TAG_INT8_SHA256`, its signature `INT8_SIGNATURE_ARTIFACT`.
 - tags `TAG_*`: the artifact's sha256 (checked before loading), lineage, metrics.
 - aliases: `champion` (stable, serving), `candidate` (under rollout),
   `baseline` (the frozen bootstrap version, scored beside the learner).
@@ -31,6 +34,9 @@ ALIAS_BASELINE: Final = "baseline"
 
 MODEL_ARTIFACT: Final = "model/model.onnx"
 SIGNATURE_ARTIFACT: Final = "model/model.onnx.sig"  # OpenSSF model signing, when signed
+# `spec.inference.quantization`: the int8 graph, same inputs and outputs, its own sha256 tag
+INT8_ARTIFACT: Final = "model/model.int8.onnx"
+INT8_SIGNATURE_ARTIFACT: Final = "model/model.int8.onnx.sig"
 REFERENCE_ARTIFACT: Final = "reference/reference.npz"
 REFERENCE_OUTPUT_KEY: Final = "__output__"
 
@@ -52,6 +58,8 @@ TAG_EXAMPLES_SEEN: Final = "driftline.examples_seen"
 TAG_CONCEPT_EPOCH: Final = "driftline.concept_epoch"
 TAG_GATE: Final = "driftline.gate"  # JSON: why the version was published
 TAG_SPEC_HASH: Final = "driftline.feature_contract"  # hash of the feature contract
+TAG_INT8_SHA256: Final = "driftline.int8_sha256"  # present iff the version has an int8 graph
+TAG_INT8: Final = "driftline.int8"  # JSON: the int8 decision, with both graphs' scores
 
 # An imported version (`python -m driftline.trainer import`): a model made elsewhere.
 TAG_ORIGIN: Final = "driftline.origin"  # "trained" when absent, or "imported"

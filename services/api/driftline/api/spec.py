@@ -786,6 +786,24 @@ class NodePoolSpec(SpecModel):
     )
 
 
+class QuantizationSpec(SpecModel):
+    """Serve an int8 graph beside the fp32 one (docs/inference.md, "int8 serving").
+
+    The trainer exports `model/model.int8.onnx` (ONNX Runtime's dynamic int8 of the
+    weights) and keeps it only when its score on the held-out and anchor rows is
+    within `maxAccuracyDrop` of the fp32 graph's; inference serves it when present,
+    the stable and candidate versions always at one precision."""
+
+    mode: Literal["int8"] = Field(default="int8", description="The precision to serve.")
+    max_accuracy_drop: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Largest drop of the int8 graph's score (accuracy, or R^2) below the "
+        "fp32 graph's on the held-out and anchor rows; beyond it no int8 graph is kept.",
+    )
+
+
 class InferenceSpec(SpecModel):
     replicas: ReplicasSpec = Field(default_factory=ReplicasSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -798,6 +816,9 @@ class InferenceSpec(SpecModel):
         default=True,
         description="Also score the frozen bootstrap version off the critical path, "
         "so live quality can be compared with a model that never learns.",
+    )
+    quantization: QuantizationSpec | None = Field(
+        default=None, description="Unset: fp32 only. Set: serve an int8 graph where accurate."
     )
 
 

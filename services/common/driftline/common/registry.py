@@ -5,7 +5,7 @@
 - `RegisteredModel`: one registered model (`spec.model.registry.name`): its aliases
   (`champion`, `candidate`, `baseline`), its versions (register, read, find by tag),
   the runs that hold their files, and those files, downloaded by artifact name
-  (`driftline.api.artifacts`), the ONNX model checked against its sha256 tag.
+  (`driftline.api.artifacts`), each ONNX graph (fp32, int8) checked against its sha256 tag.
 
 `import mlflow` takes about 5 s, more than everything else inference imports, and a
 pod is not ready before its first model is loaded. So mlflow is imported on first use
@@ -34,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import quote, urlparse
 
-from driftline.api.artifacts import MODEL_ARTIFACT, TAG_SHA256
+from driftline.api.artifacts import INT8_ARTIFACT, MODEL_ARTIFACT, TAG_INT8_SHA256, TAG_SHA256
 
 NOT_FOUND: Final = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"})
 """MLflow's error codes for a model or version that does not exist."""
@@ -121,24 +121,32 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def expected_sha256(version: ModelVersion) -> str:
-    """The model's sha256 as registered; a version without one may not be served."""
-    expected = version.tags.get(TAG_SHA256)
+SHA256_TAGS: Final[Mapping[str, str]] = {
+    MODEL_ARTIFACT: TAG_SHA256,
+    INT8_ARTIFACT: TAG_INT8_SHA256,
+}
+"""The tag that holds each ONNX graph's sha256."""
+
+
+def expected_sha256(version: ModelVersion, artifact: str = MODEL_ARTIFACT) -> str:
+    """The graph's sha256 as registered; a version without one may not be served."""
+    tag = SHA256_TAGS[artifact]
+    expected = version.tags.get(tag)
     if not expected:
         raise ArtifactMismatchError(
-            f"version {version.version} has no {TAG_SHA256} tag; a version must be "
+            f"version {version.version} has no {tag} tag; a version must be "
             "registered with its artifact's sha256"
         )
     return expected
 
 
-def check_sha256(version: ModelVersion, actual: str) -> None:
-    """Raises `ArtifactMismatchError` unless `actual` is the model's registered sha256."""
-    expected = expected_sha256(version)
+def check_sha256(version: ModelVersion, actual: str, artifact: str = MODEL_ARTIFACT) -> None:
+    """Raises `ArtifactMismatchError` unless `actual` is the graph's registered sha256."""
+    expected = expected_sha256(version, artifact)
     if actual != expected:
         raise ArtifactMismatchError(
-            f"version {version.version}: the artifact's sha256 is {actual[:16]}..., the "
-            f"registry says {expected[:16]}...; refusing to load it"
+            f"version {version.version}: the sha256 of {PurePosixPath(artifact).name} is "
+            f"{actual[:16]}..., the registry says {expected[:16]}...; refusing to load it"
         )
 
 
@@ -402,12 +410,12 @@ class RegisteredModel:
         )
 
     def read_artifact(self, version: ModelVersion, artifact: str, verify: bool = True) -> bytes:
-        """The bytes of one artifact; the ONNX model is checked against its sha256 tag
-        unless `verify` is false."""
+        """The bytes of one artifact; an ONNX graph (fp32 or int8) is checked against its
+        sha256 tag unless `verify` is false."""
         with tempfile.TemporaryDirectory(prefix="driftline-dl-") as tmp:
             data = self.download(version, artifact, Path(tmp)).read_bytes()
-        if verify and artifact == MODEL_ARTIFACT:
-            check_sha256(version, sha256(data))
+        if verify and artifact in SHA256_TAGS:
+            check_sha256(version, sha256(data), artifact)
         return data
 
     # --- REST, for reads without importing mlflow ------------------------------------------

@@ -16,6 +16,11 @@ With `spec.model.signing` naming a key, the artifact must also match its signatu
 (`model/model.onnx.sig`, OpenSSF model signing) at every load: a version whose
 signature is bad, or missing while `required`, is refused like a sha256 mismatch, and
 the versions already loaded keep serving.
+
+With `spec.inference.quantization`, a version registered with an int8 graph
+(`model/model.int8.onnx`, tag `driftline.int8_sha256`) may be fetched at int8: the
+same sha256 check against its own tag, and with signing the same signature check
+against `model/model.int8.onnx.sig`. Which precision serves is the pool's choice.
 """
 
 from __future__ import annotations
@@ -26,8 +31,15 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Final, Literal
 
-from driftline.api.artifacts import MODEL_ARTIFACT, SIGNATURE_ARTIFACT
+from driftline.api.artifacts import (
+    INT8_ARTIFACT,
+    INT8_SIGNATURE_ARTIFACT,
+    MODEL_ARTIFACT,
+    SIGNATURE_ARTIFACT,
+    TAG_INT8_SHA256,
+)
 from driftline.common.model_signature import SignatureCheck, SignatureError
 from driftline.common.registry import (
     ArtifactMismatchError,
@@ -43,16 +55,23 @@ from driftline.inference.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_FILE = PurePosixPath(MODEL_ARTIFACT).name
+Precision = Literal["fp32", "int8"]
+
+GRAPHS: Final[dict[Precision, tuple[str, str]]] = {
+    "fp32": (MODEL_ARTIFACT, SIGNATURE_ARTIFACT),
+    "int8": (INT8_ARTIFACT, INT8_SIGNATURE_ARTIFACT),
+}
+"""Each precision's graph and signature (`driftline.api.artifacts`)."""
 
 
 @dataclass(frozen=True)
 class ModelArtifact:
-    """A verified ONNX file of one registered version."""
+    """A verified ONNX file of one registered version, at one precision."""
 
     version: str
     sha256: str
     path: Path
+    precision: Precision = "fp32"
 
 
 class Registry:
@@ -90,42 +109,52 @@ class Registry:
             raise ModelLoadError(str(exc)) from exc
         return None if found is None else found.version
 
-    def fetch(self, version: str) -> ModelArtifact:
-        """Download version `version` and check its sha256 against the registered tag."""
+    def has_int8(self, version: str) -> bool:
+        """Whether the version was registered with an int8 graph (`TAG_INT8_SHA256`)."""
+        try:
+            return TAG_INT8_SHA256 in self.model.get_version(version).tags
+        except RegistryError as exc:
+            raise ModelLoadError(str(exc)) from exc
+
+    def fetch(self, version: str, precision: Precision = "fp32") -> ModelArtifact:
+        """Download the version's graph at `precision` and check its sha256 against the
+        registered tag (and its signature, with `spec.model.signing`)."""
+        artifact, signature = GRAPHS[precision]
+        name = PurePosixPath(artifact).name
         try:
             record = self.model.get_version(version)
-            expected = expected_sha256(record)
+            expected = expected_sha256(record, artifact)
             target = self.model_dir / f"{version}-{expected[:16]}"
-            path = target / ARTIFACT_FILE
+            path = target / name
             if not path.exists():
-                self._download(record, target)
+                self._download(record, target, artifact)
             actual = file_sha256(path)
             try:
-                check_sha256(record, actual)
+                check_sha256(record, actual, artifact)
             except ArtifactMismatchError:
                 shutil.rmtree(target, ignore_errors=True)
                 raise
         except (RegistryError, ArtifactMismatchError) as exc:
             raise ModelLoadError(str(exc)) from exc
         if self.signature_check is not None:
-            self._check_signature(record, path)
-        return ModelArtifact(version=version, sha256=actual, path=path)
+            self._check_signature(record, path, signature)
+        return ModelArtifact(version=version, sha256=actual, path=path, precision=precision)
 
-    def _check_signature(self, record: ModelVersion, path: Path) -> None:
-        """Verify the artifact against the version's signature, downloaded afresh."""
+    def _check_signature(self, record: ModelVersion, path: Path, artifact: str) -> None:
+        """Verify the graph against its signature `artifact`, downloaded afresh."""
         assert self.signature_check is not None
         staging = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=".signature-"))
         try:
             try:
-                signature: Path | None = self.model.download(record, SIGNATURE_ARTIFACT, staging)
+                signature: Path | None = self.model.download(record, artifact, staging)
             except RegistryError as exc:
-                log.debug("version %s: no %s (%s)", record.version, SIGNATURE_ARTIFACT, exc)
+                log.debug("version %s: no %s (%s)", record.version, artifact, exc)
                 signature = None
             if not self.signature_check.verify(path, signature):
                 log.warning(
                     "version %s has no %s; loaded because signatures are not required",
                     record.version,
-                    SIGNATURE_ARTIFACT,
+                    artifact,
                 )
         except SignatureError as exc:
             metrics.model_signature_refusals_total.inc()
@@ -135,17 +164,17 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _download(self, record: ModelVersion, target: Path) -> None:
+    def _download(self, record: ModelVersion, target: Path, artifact: str) -> None:
         staging = Path(tempfile.mkdtemp(dir=self.model_dir, prefix=".download-"))
         try:
-            local = self.model.download(record, MODEL_ARTIFACT, staging)
+            local = self.model.download(record, artifact, staging)
             target.mkdir(parents=True, exist_ok=True)
-            os.replace(local, target / ARTIFACT_FILE)
+            os.replace(local, target / PurePosixPath(artifact).name)
         except RegistryError:
             raise
         except Exception as exc:  # the file system's errors
             raise ModelLoadError(
-                f"cannot download {MODEL_ARTIFACT} of version {record.version}: {exc}"
+                f"cannot download {artifact} of version {record.version}: {exc}"
             ) from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -88,7 +88,9 @@ model_signature_refusals_total = Counter(
     "Model versions refused at load because their signature was missing or did not verify.",
 )
 model_serving = Gauge(
-    MODEL_INFO, "1 for each model version loaded, by version and role.", ["version", "role"]
+    MODEL_INFO,
+    "1 for each model version serving, by version, role and precision (fp32, int8).",
+    ["version", "role", "precision"],
 )
 routing_revision = Gauge(ROUTING_REVISION, "Revision of the routing table being followed.")
 stats_flush_errors_total = Counter(

@@ -19,7 +19,7 @@ parameters, and also returns the ids as a BYTES output `request_id`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -330,7 +330,11 @@ class OipProtocol:
 
     # --- metadata --------------------------------------------------------------------------
 
-    def metadata(self, versions: list[str], platform: str) -> dict[str, Any]:
+    def metadata(
+        self, versions: list[str], platform: str, precisions: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
+        """The model's metadata; `precisions` (version -> fp32 or int8) goes under
+        `parameters`, as the protocol allows for what it does not name."""
         contract = self.contract
         inputs = [
             {
@@ -356,4 +360,5 @@ class OipProtocol:
             "platform": platform,
             "inputs": inputs,
             "outputs": outputs,
+            **({"parameters": {"precisions": dict(precisions)}} if precisions else {}),
         }

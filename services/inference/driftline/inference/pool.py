@@ -10,6 +10,14 @@ that leaves the table still finish on it; it is unloaded once idle.
 A version that fails to load never replaces the serving one: the stable version
 stays, a candidate or baseline that cannot load is left out (the mode falls back
 to stable), and the load is tried again after a doubling wait.
+
+Precision (`spec.inference.quantization`): a version registered with an int8 graph
+serves it, but the stable and candidate versions always serve at one precision, so
+the canary and shadow analyses compare like with like. Both serve int8 only when both
+have an int8 graph; otherwise both serve their fp32 graphs (a stable version that
+served int8 is hot-swapped to its fp32 graph while such a candidate is on trial). The
+baseline serves int8 when the pair does and it has an int8 graph. The loaded graphs
+are keyed by version and precision (`graph_key`).
 """
 
 from __future__ import annotations
@@ -22,12 +30,12 @@ from dataclasses import dataclass, field
 
 from driftline.api.events import Variant
 from driftline.api.routing import RoutingTable
-from driftline.api.spec import BatchingSpec
+from driftline.api.spec import BatchingSpec, QuantizationSpec
 from driftline.inference import metrics
 from driftline.inference.batcher import Batcher
 from driftline.inference.contract import FeatureContract
 from driftline.inference.errors import ModelLoadError
-from driftline.inference.loader import Registry
+from driftline.inference.loader import Precision, Registry
 from driftline.inference.onnx_session import GpuProbe, OnnxModel, available_cpus, choose_providers
 from driftline.inference.settings import InferenceSettings
 
@@ -42,7 +50,17 @@ class ServingModel:
     sha256: str
     model: OnnxModel
     batcher: Batcher
+    precision: Precision = "fp32"
     loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> str:
+        return graph_key(self.version, self.precision)
+
+
+def graph_key(version: str, precision: Precision) -> str:
+    """The pool's key of one loaded graph: the version (fp32), or `<version>/int8`."""
+    return version if precision == "fp32" else f"{version}/int8"
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,6 +102,7 @@ class ModelPool:
         batching: BatchingSpec,
         model_name: str,
         arrivals: Callable[[], int] = lambda: 0,
+        quantization: QuantizationSpec | None = None,
     ) -> None:
         self.settings = settings
         self.contract = contract
@@ -93,7 +112,11 @@ class ModelPool:
         self.arrivals = arrivals
         self.state: RouteState | None = None
         self.loaded: dict[str, ServingModel] = {}
+        """Loaded graphs by `graph_key`."""
         self.failures: dict[str, _Failure] = {}
+        """Failed loads by `graph_key` (for int8, also a failed look-up of the tags)."""
+        self.preferred: Precision = "int8" if quantization is not None else "fp32"
+        self._int8: dict[str, bool] = {}  # whether each version has an int8 graph
         self._retiring: dict[str, float] = {}
         self._kept_for: set[str | None] = set()  # stable versions we could not switch to
         self._threads = settings.intra_op_threads or available_cpus()
@@ -115,48 +138,82 @@ class ModelPool:
     async def apply(self, wanted: RoutingTable) -> RouteState | None:
         """Load what `wanted` needs (when it can), then swap the serving state."""
         async with self._lock:
+            if self.preferred == "int8":
+                for version in sorted(wanted.versions()):
+                    await self._learn_int8(version)
+            precisions = self.precisions(wanted)
             for version in sorted(wanted.versions()):
-                await self._ensure(version)
-            state = self._servable(wanted)
+                await self._ensure(version, precisions[version])
+            state = self._servable(wanted, precisions)
             if state is not None and not _same(state, self.state):
                 self._swap(state)
             self._retire_unused()
             return self.state
 
-    def pending(self, wanted: RoutingTable) -> bool:
-        """True when a version of `wanted` is missing and due for another load attempt."""
-        now = time.monotonic()
-        return any(
-            v not in self.loaded and (v not in self.failures or self.failures[v].retry_at <= now)
-            for v in wanted.versions()
-        )
+    def precisions(self, wanted: RoutingTable) -> dict[str, Precision]:
+        """The precision each version of `wanted` serves at (see the module's docstring).
 
-    async def _ensure(self, version: str) -> None:
-        if version in self.loaded:
-            self._retiring.pop(version, None)
-            return
-        failure = self.failures.get(version)
-        if failure is not None and failure.retry_at > time.monotonic():
+        A version not yet known to have an int8 graph counts as having none."""
+        pair = [v for v in (wanted.stable, wanted.candidate) if v]
+        pair_int8 = self.preferred == "int8" and all(self._int8.get(v, False) for v in pair)
+        return {
+            version: "int8"
+            if pair_int8 and (version in pair or self._int8.get(version, False))
+            else "fp32"
+            for version in wanted.versions()
+        }
+
+    def pending(self, wanted: RoutingTable) -> bool:
+        """True when a graph of `wanted` is missing and due for another load attempt."""
+        keys = [graph_key(v, p) for v, p in self.precisions(wanted).items()]
+        if self.preferred == "int8":
+            keys += [graph_key(v, "int8") for v in wanted.versions() if v not in self._int8]
+        return any(self._due(key) for key in keys)
+
+    def _due(self, key: str) -> bool:
+        failure = self.failures.get(key)
+        return key not in self.loaded and (failure is None or failure.retry_at <= time.monotonic())
+
+    def _failed(self, key: str, exc: ModelLoadError) -> None:
+        failure = self.failures.get(key)
+        wait = min(
+            (failure.wait * 2) if failure else self.settings.load_retry_seconds,
+            self.settings.load_retry_max_seconds,
+        )
+        self.failures[key] = _Failure(str(exc), time.monotonic() + wait, wait)
+        metrics.model_loads_total.labels("error").inc()
+        log.error("%s did not load (next try in %.0fs): %s", _describe(key), wait, exc)
+
+    async def _learn_int8(self, version: str) -> None:
+        """Find out (once) whether `version` has an int8 graph."""
+        key = graph_key(version, "int8")
+        if version in self._int8 or not self._due(key):
             return
         try:
-            serving = await asyncio.to_thread(self._load, version)
+            self._int8[version] = await asyncio.to_thread(self.registry.has_int8, version)
         except ModelLoadError as exc:
-            wait = min(
-                (failure.wait * 2) if failure else self.settings.load_retry_seconds,
-                self.settings.load_retry_max_seconds,
-            )
-            self.failures[version] = _Failure(str(exc), time.monotonic() + wait, wait)
-            metrics.model_loads_total.labels("error").inc()
-            log.error("version %s did not load (next try in %.0fs): %s", version, wait, exc)
+            self._failed(key, exc)
+
+    async def _ensure(self, version: str, precision: Precision) -> None:
+        key = graph_key(version, precision)
+        if key in self.loaded:
+            self._retiring.pop(key, None)
             return
-        self.failures.pop(version, None)
-        self.loaded[version] = serving
+        if not self._due(key):
+            return
+        try:
+            serving = await asyncio.to_thread(self._load, version, precision)
+        except ModelLoadError as exc:
+            self._failed(key, exc)
+            return
+        self.failures.pop(key, None)
+        self.loaded[key] = serving
         metrics.model_loads_total.labels("ok").inc()
 
-    def _load(self, version: str) -> ServingModel:
-        """Fetch, verify, open and time one version (runs on a worker thread)."""
+    def _load(self, version: str, precision: Precision) -> ServingModel:
+        """Fetch, verify, open and time one version's graph (runs on a worker thread)."""
         started = time.perf_counter()
-        artifact = self.registry.fetch(version)
+        artifact = self.registry.fetch(version, precision)
         model = OnnxModel(artifact.path, self.contract, self._providers, self._threads)
         batching = self.batching
         max_rows = batching.max_batch_size if batching.enabled else 1
@@ -176,9 +233,10 @@ class ModelPool:
             arrivals=self.arrivals,
         )
         log.info(
-            "loaded version %s (sha256 %s..., %s, %d thread(s)) in %.2fs; a batch of %d "
+            "loaded version %s (%s, sha256 %s..., %s, %d thread(s)) in %.2fs; a batch of %d "
             "runs in %.2f ms, %s",
             version,
+            precision,
             artifact.sha256[:12],
             ",".join(model.providers),
             self._threads,
@@ -187,12 +245,18 @@ class ModelPool:
             full_batch * 1000,
             "inline" if inline else "on a worker thread",
         )
-        return ServingModel(version, artifact.sha256, model, batcher)
+        return ServingModel(version, artifact.sha256, model, batcher, precision)
 
-    def _servable(self, wanted: RoutingTable) -> RouteState | None:
-        """The closest state to `wanted` made of loaded versions only."""
+    def _servable(
+        self, wanted: RoutingTable, precisions: dict[str, Precision]
+    ) -> RouteState | None:
+        """The closest state to `wanted` made of loaded graphs only."""
+
+        def loaded(version: str | None) -> ServingModel | None:
+            return self.loaded.get(graph_key(version, precisions[version])) if version else None
+
         current = self.state
-        stable = self.loaded.get(wanted.stable) if wanted.stable else None
+        stable = loaded(wanted.stable)
         if stable is None:
             if current is None:
                 return None
@@ -204,8 +268,19 @@ class ModelPool:
                     current.stable.version,
                 )
             stable = current.stable
-        candidate = self.loaded.get(wanted.candidate) if wanted.candidate else None
-        baseline = self.loaded.get(wanted.baseline) if wanted.baseline else None
+        candidate = loaded(wanted.candidate)
+        if candidate is not None and candidate.precision != stable.precision:
+            # The stable graph at the candidate's precision did not load: no trial of
+            # one precision against another; it waits for the retry.
+            log.warning(
+                "candidate %s (%s) waits: stable %s serves %s",
+                candidate.version,
+                candidate.precision,
+                stable.version,
+                stable.precision,
+            )
+            candidate = None
+        baseline = loaded(wanted.baseline)
         mode = wanted.mode if candidate is not None else "stable"
         table = RoutingTable(
             stable=stable.version,
@@ -228,7 +303,7 @@ class ModelPool:
             ("baseline", state.baseline),
         ):
             if model is not None:
-                metrics.model_serving.labels(model.version, role).set(1)
+                metrics.model_serving.labels(model.version, role, model.precision).set(1)
         metrics.routing_revision.set(state.table.revision)
         log.info(
             "serving stable %s%s%s (mode %s, weight %d, revision %d)%s",
@@ -243,18 +318,18 @@ class ModelPool:
 
     def _retire_unused(self) -> None:
         """Unload versions out of the state once idle and past the grace period."""
-        in_use = set(self.state.models()) if self.state else set()
+        in_use = {m.key for m in self.state.models().values()} if self.state else set()
         now = time.monotonic()
-        for version, serving in list(self.loaded.items()):
-            if version in in_use:
-                self._retiring.pop(version, None)
+        for key, serving in list(self.loaded.items()):
+            if key in in_use:
+                self._retiring.pop(key, None)
                 continue
-            since = self._retiring.setdefault(version, now)
+            since = self._retiring.setdefault(key, now)
             if now - since >= self.settings.unload_grace_seconds and serving.batcher.idle:
                 serving.batcher.close()
-                del self.loaded[version]
-                del self._retiring[version]
-                log.info("unloaded version %s", version)
+                del self.loaded[key]
+                del self._retiring[key]
+                log.info("unloaded %s", _describe(key))
 
     async def tidy(self) -> None:
         """Periodic: unload what is no longer used (called by the routing follower)."""
@@ -268,6 +343,11 @@ class ModelPool:
 
 def _same(a: RouteState, b: RouteState | None) -> bool:
     return b is not None and a.table == b.table and a.models() == b.models()
+
+
+def _describe(key: str) -> str:
+    version, _, precision = key.partition("/")
+    return f"version {version}" + (f" ({precision})" if precision else "")
 
 
 def _available_providers() -> list[str]:

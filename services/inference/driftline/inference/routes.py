@@ -59,8 +59,10 @@ class Routes:
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, Any]:
         self.check_model(name, version)
         state = self.service.pool.state
-        versions = [version] if version else sorted(state.models()) if state else []
-        return self.service.oip.metadata(versions, PLATFORM)
+        models = state.models() if state else {}
+        versions = [version] if version else sorted(models)
+        precisions = {v: models[v].precision for v in versions if v in models}
+        return self.service.oip.metadata(versions, PLATFORM, precisions)
 
     async def infer(
         self,

@@ -95,6 +95,7 @@ class InferenceService:
             spec.inference.batching,
             self.name,
             arrivals=lambda: self.arriving,
+            quantization=spec.inference.quantization,
         )
         self.with_baseline = spec.inference.baseline
         exploration = spec.training.exploration

@@ -25,6 +25,7 @@ compares it with torch on ONNX Runtime's base outputs, within the trainer's 1e-5
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -205,15 +206,7 @@ class AdapterLearner(OnlineLearner):
             return ex
         base = self.base.outputs(ex.numeric, ex.categorical)
         numeric = np.concatenate([ex.numeric, base], axis=1).astype(np.float32)
-        return Examples(
-            numeric=numeric,
-            categorical=ex.categorical,
-            codes=ex.codes,
-            labels=ex.labels,
-            key=ex.key,
-            served=ex.served,
-            ts=ex.ts,
-        )
+        return dataclasses.replace(ex, numeric=numeric)
 
     def examples(
         self,

@@ -6,8 +6,9 @@ second and the third:
 1. `gate`: score the new weights and the serving (champion) version, the latter
    with ONNX Runtime on its own registered graph, on the epoch's held-out slice
    and anchor set (`gate.py`).
-2. `build` + `stage`: export ONNX, check ONNX Runtime against torch, optionally
-   quantise, take the reference sample and the training state, and write all of
+2. `build` + `stage`: export ONNX, check ONNX Runtime against torch, with
+   `spec.inference.quantization` quantise and keep the int8 graph only within its
+   tolerance (`int8_gate.py`), take the reference sample and the training state, and write all of
    it to a staging directory on the trainer's volume (renamed into place, so it
    is whole or absent). The publish key names it: a hash of the offsets that
    trained this version.
@@ -37,14 +38,15 @@ import numpy as np
 from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
 from driftline.common.registry import ModelVersion
-from driftline.trainer import export
+from driftline.trainer import export, int8_gate
 from driftline.trainer.adapter import TAG_ADAPTER_BASE, AdapterLearner
 from driftline.trainer.buffers import EMPTY
 from driftline.trainer.checkpoint import learner_state, to_bytes, write_atomic
 from driftline.trainer.gate import GateDecision, Scores, decide, quality
+from driftline.trainer.int8_gate import Int8Decision
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.settings import TrainerSettings
-from driftline.trainer.versions import INT8_ARTIFACT, Artifacts, ModelVersions
+from driftline.trainer.versions import Artifacts, ModelVersions
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +145,12 @@ class Publisher:
             raise export.ExportError(
                 f"ONNX Runtime differs from torch by {diff:.2e} > {self.settings.parity_tolerance}"
             )
-        int8, int8_note = self._quantized(graph, learner)
+        int8, int8_decision = self._quantized(graph, learner)
         learner.refresh_ewc()  # the published weights become the EWC anchor
         arrays, meta = learner_state(learner)
         metrics = {"parity_max_abs_diff": diff, **gate_metrics}
+        if int8_decision is not None:
+            metrics |= int8_decision.metrics()
         tags = {
             artifacts.TAG_PARENT_VERSION: parent or "",
             artifacts.TAG_OFFSETS: json.dumps(offsets, sort_keys=True),
@@ -159,8 +163,8 @@ class Publisher:
         }
         if isinstance(learner, AdapterLearner):
             tags[TAG_ADAPTER_BASE] = learner.base.version
-        if int8_note:
-            tags["driftline.int8"] = int8_note
+        if int8_decision is not None:
+            tags[artifacts.TAG_INT8] = int8_decision.tag()
         return Staged(
             key=key or publish_key(self.model.name, offsets, learner.epoch),
             artifacts=Artifacts(
@@ -185,24 +189,28 @@ class Publisher:
             raise export.ExportError("no recent rows to check the export on")
         return learner.recent.rows(slots)
 
-    def _quantized(self, graph: bytes, learner: OnlineLearner) -> tuple[bytes | None, str]:
-        if not self.settings.quantize:
-            return None, ""
-        holdout, _ = learner.gate_rows()
-        if len(holdout) == 0:
-            return None, "skipped: no held-out rows to check it on"
-        task, layout = learner.task, learner.layout
+    def _quantized(
+        self, graph: bytes, learner: OnlineLearner
+    ) -> tuple[bytes | None, Int8Decision | None]:
+        """The int8 graph when the spec asks for one and it passes the int8 gate."""
+        wanted = self.model.spec.inference.quantization
+        if wanted is None and not self.settings.quantize:
+            return None, None
+        max_drop = wanted.max_accuracy_drop if wanted else self.settings.quantize_tolerance
+        holdout, anchors = learner.gate_rows()
+        if len(holdout) == 0 and len(anchors) == 0:
+            return None, int8_gate.decide({}, {}, {}, max_drop)
         int8 = export.quantize_int8(graph)
-        full = quality(
-            task, holdout.labels, export.run_onnx(export.session(graph), holdout, layout, task)
+        decision = int8_gate.check_int8(
+            graph,
+            int8,
+            {"holdout": holdout, "anchor": anchors},
+            learner.layout,
+            learner.task,
+            max_drop,
         )
-        small = quality(
-            task, holdout.labels, export.run_onnx(export.session(int8), holdout, layout, task)
-        )
-        drop = full - small
-        if drop > self.settings.quantize_tolerance:
-            return None, f"dropped: held-out score {small:.4f} vs {full:.4f}"
-        return int8, f"kept: held-out score {small:.4f} vs {full:.4f}"
+        log.info("int8 graph %s: %s", decision.outcome, decision.reason)
+        return (int8 if decision.keep else None), decision
 
     def stage(self, staged: Staged) -> None:
         target = self.staging / staged.key
@@ -224,7 +232,7 @@ class Publisher:
         """Register the staged version `key` (once) and remove it from staging."""
         folder = self.staging / key
         meta = json.loads((folder / "meta.json").read_bytes())
-        int8 = folder / Path(INT8_ARTIFACT).name
+        int8 = folder / Path(artifacts.INT8_ARTIFACT).name
         files = Artifacts(
             model=(folder / "model.onnx").read_bytes(),
             reference=(folder / "reference.npz").read_bytes(),

@@ -88,9 +88,16 @@ class TrainerSettings(PartSettings):
         "topic before it gives up (exit 1; the next run starts again).",
     )
 
-    quantize: bool = Field(default=False, description="Also export an int8 model when accurate.")
+    quantize: bool = Field(
+        default=False,
+        description="Also export an int8 model when accurate, without "
+        "spec.inference.quantization (the spec field, when set, decides and sets the tolerance).",
+    )
     quantize_tolerance: float = Field(
-        default=0.005, ge=0, description="Largest held-out score drop the int8 model may have."
+        default=0.005,
+        ge=0,
+        description="Largest held-out or anchor score drop the int8 model may have when "
+        "`quantize` asks for it without the spec field.",
     )
     mlflow_timeout: float = Field(default=10.0, gt=0, description="Seconds per MLflow request.")
     mlflow_retries: int = Field(default=2, ge=0, description="Retries per MLflow request.")

@@ -5,7 +5,8 @@ Each version is an MLflow run holding the artifacts (`model/model.onnx`,
 `model/model.int8.onnx`), and a registered model version whose source is that
 run's artifact root, carrying the lineage tags of `driftline.api.artifacts`. With a
 signing key (`spec.model.signing.signingKeySecretRef`) the ONNX model is signed and its
-signature logged beside it (`model/model.onnx.sig`), for every version published.
+signature logged beside it (`model/model.onnx.sig`), for every version published; an
+int8 graph is signed the same way (`model/model.int8.onnx.sig`).
 
 Registration is idempotent: every version carries a publish key (derived from
 the Kafka offsets that trained it), and `register` first looks for a version
@@ -30,9 +31,7 @@ from driftline.common.registry import ModelVersion, RegisteredModel, sha256
 log = logging.getLogger(__name__)
 
 TAG_PUBLISH_KEY: Final = "driftline.publish_key"
-TAG_INT8_SHA256: Final = "driftline.int8_sha256"
 STATE_ARTIFACT: Final = "training/state.npz"
-INT8_ARTIFACT: Final = "model/model.int8.onnx"
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class Artifacts:
         if self.state is not None:
             out[STATE_ARTIFACT] = self.state
         if self.int8 is not None:
-            out[INT8_ARTIFACT] = self.int8
+            out[artifacts.INT8_ARTIFACT] = self.int8
         return out
 
 
@@ -109,7 +108,7 @@ class ModelVersions:
         assert experiment_id is not None
         all_tags = {**tags, TAG_PUBLISH_KEY: key, artifacts.TAG_SHA256: sha256(files.model)}
         if files.int8 is not None:
-            all_tags[TAG_INT8_SHA256] = sha256(files.int8)
+            all_tags[artifacts.TAG_INT8_SHA256] = sha256(files.int8)
         run = self.model.log_run(
             experiment_id,
             f"{self.name}-{key[:12]}",
@@ -122,12 +121,18 @@ class ModelVersions:
         return mv.version
 
     def _signed(self, files: dict[str, bytes]) -> dict[str, bytes]:
+        """`files` with a signature beside each ONNX graph (fp32, and int8 if any)."""
         if self.signing_key is None:
             return files
-        model = files[artifacts.MODEL_ARTIFACT]
-        name = Path(artifacts.MODEL_ARTIFACT).name
-        signature = sign_bytes(model, name, self.signing_key)
-        return {**files, artifacts.SIGNATURE_ARTIFACT: signature}
+        signed = dict(files)
+        for graph, signature in (
+            (artifacts.MODEL_ARTIFACT, artifacts.SIGNATURE_ARTIFACT),
+            (artifacts.INT8_ARTIFACT, artifacts.INT8_SIGNATURE_ARTIFACT),
+        ):
+            if graph in files:
+                name = Path(graph).name
+                signed[signature] = sign_bytes(files[graph], name, self.signing_key)
+        return signed
 
     def record_rejection(self, tags: dict[str, str], metrics: dict[str, float]) -> None:
         """A run for a gate decision that did not publish (best effort, for the audit trail)."""
