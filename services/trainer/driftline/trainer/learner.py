@@ -293,6 +293,7 @@ class OnlineLearner:
         self.net = build_net(self.model, self.features, self.options.seed + self.seq)
         self.optimizer = adam(self.net, self.options.learning_rate)
         self.ewc.reset()
+        self.rival = None  # a race is between versions of this lineage
         if len(data):
             self.fit_offline(data, passes, refit_statistics=True)
 
