@@ -33,7 +33,8 @@ Families (segments of `--segment` rows per concept unless said otherwise):
 - trump: River's TrumpApproval (regression, no known change).
 
 Every learner first learns `BOOT` rows (not scored; a tenth of a bundled
-dataset), then predicts and learns blocks of 256 rows. Scores: accuracy, or R2
+dataset), then predicts and learns blocks of 256 rows (`--block`; River's learners
+learn after every row whatever the block). Scores: accuracy, or R2
 for regression; "post-drift" is the mean over the `AFTER` rows after each
 change, "pre-drift" the first concept's rows, "overall" every scored row.
 
@@ -43,9 +44,11 @@ Writes benchmarks/results/trainer-generality.{md,json}.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -251,13 +254,13 @@ class Rotated:
 # -- learners -----------------------------------------------------------------------------
 
 
-def driftline(stream: Stream, seed: int) -> NDArray[np.float32]:
+def driftline(stream: Stream, seed: int, block: int = harness.BLOCK) -> NDArray[np.float32]:
     spec = harness.model_spec(task=stream.task, classes=max(stream.classes, 2))
     model = harness.learner(stream.contract, seed, spec=spec)  # type: ignore[arg-type]
     boot = stream.data.part(0, stream.boot)
     harness.bootstrap(model, boot)
     rest = stream.data.part(stream.boot, len(stream.data))
-    return harness.served_outputs(model, rest, stream.boot)
+    return harness.served_outputs(model, rest, stream.boot, block=block)
 
 
 def river_models(stream: Stream, seed: int, full: bool) -> dict[str, Callable[[], Any]]:
@@ -333,15 +336,25 @@ def scores(stream: Stream, outputs: NDArray[np.float32]) -> dict[str, float]:
     return out
 
 
-def run_stream(name: str, seed: int, segment: int, full: bool) -> dict[str, Any]:
+def run_stream(
+    name: str,
+    seed: int,
+    segment: int,
+    full: bool,
+    reuse: dict[str, Any] | None = None,
+    block: int = harness.BLOCK,
+) -> dict[str, Any]:
+    """`reuse`: an earlier run of this stream and seed whose baselines are taken as they
+    are (River's learners and the streams are seeded: the same rows give the same scores)."""
     stream = build(name, seed, segment)
     learners: dict[str, Callable[[], NDArray[np.float32]]] = {
-        "driftline": lambda: driftline(stream, seed)
+        "driftline": lambda: driftline(stream, seed, block)
     }
-    for label, make in river_models(stream, seed, full).items():
-        learners[label] = lambda make=make: river_run(stream, make())  # type: ignore[misc]
-    if not stream.changes:
-        learners["last label"] = lambda: last_label(stream)
+    if reuse is None:
+        for label, make in river_models(stream, seed, full).items():
+            learners[label] = lambda make=make: river_run(stream, make())  # type: ignore[misc]
+        if not stream.changes:
+            learners["last label"] = lambda: last_label(stream)
     result: dict[str, Any] = {
         "stream": name,
         "seed": seed,
@@ -357,6 +370,10 @@ def run_stream(name: str, seed: int, segment: int, full: bool) -> dict[str, Any]
             **scores(stream, outputs),
             "seconds": time.perf_counter() - started,
         }
+    if reuse is not None:
+        baselines = {k: v for k, v in reuse["learners"].items() if k != "driftline"}
+        result["learners"].update(baselines)
+        result["baselines_from"] = reuse["at"]
     return result
 
 
@@ -446,23 +463,44 @@ def main() -> None:
     parser.add_argument("--segment", type=int, default=5000)
     parser.add_argument("--streams", nargs="*", help="only these families")
     parser.add_argument("--name", default="trainer-generality", help="result file name")
+    parser.add_argument(
+        "--block", type=int, default=harness.BLOCK, help="rows driftline predicts, then learns"
+    )
+    parser.add_argument(
+        "--baselines-from",
+        help="an earlier result JSON (same mode and segment): reuse its River and last-label "
+        "scores instead of running them again (they are seeded; only driftline changed)",
+    )
     args = parser.parse_args()
     seeds = args.seeds or (1 if args.quick else 3)
     segment = 3000 if args.quick else args.segment
     streams = args.streams or (QUICK if args.quick else FULL)
     pin_to_one_core()
+    earlier: dict[tuple[str, int], dict[str, Any]] = {}
+    if args.baselines_from:
+        previous = json.loads(Path(args.baselines_from).read_text())
+        if previous["segment"] != segment or previous["quick"] != args.quick:
+            parser.error("--baselines-from: that run used another mode or segment")
+        at = previous["machine"]["at"]
+        earlier = {(r["stream"], r["seed"]): {**r, "at": at} for r in previous["runs"]}
     runs = []
     for name in streams:
         for seed in range(1 if name in DATASETS else seeds):
             started = time.perf_counter()
-            runs.append(run_stream(name, seed, segment, full=not args.quick))
+            reuse = earlier.get((name, seed)) if args.baselines_from else None
+            if args.baselines_from and reuse is None:
+                parser.error(f"--baselines-from: no run of {name} seed {seed} there")
+            runs.append(
+                run_stream(name, seed, segment, not args.quick, reuse=reuse, block=args.block)
+            )
             print(f"{name} seed {seed}: {time.perf_counter() - started:.0f} s", flush=True)
     text, target, verdict = summarise(runs, streams)
     print(text)
     print(target)
     met = sum(1 for v in verdict if v[-1] == "yes")
     notes = (
-        f"{seeds} seed(s) (bundled datasets: their one fixed order), {segment} rows per "
+        f"Driftline predicts, then learns, blocks of {args.block} rows; River learns after "
+        f"every row. {seeds} seed(s) (bundled datasets: their one fixed order), {segment} rows per "
         f"concept, {BOOT} bootstrap rows (bundled datasets: a tenth). Mean ± standard "
         f"deviation over seeds. Post-drift: the {AFTER} rows after each change; pre-drift: "
         "the first concept's rows; regression scores are R2. The target: driftline within "
@@ -470,6 +508,13 @@ def main() -> None:
         f"{len(verdict)} streams). One core, shared machine: `seconds` compares learners "
         "within this run only."
     )
+    reused = sorted({r["baselines_from"] for r in runs if "baselines_from" in r})
+    if reused:
+        notes += (
+            " River's and last-label scores (and seconds) are reused from the run of "
+            f"{', '.join(reused)} (same streams, seeds and segment; River's learners are "
+            "seeded, so the same rows give the same scores); driftline was run now."
+        )
     write(
         args.name,
         "Learning quality on streams the learner was never tuned on",
@@ -478,7 +523,13 @@ def main() -> None:
             ("Target: within 2 points of River's best", target),
             ("How it was measured", notes),
         ],
-        {"machine": machine(), "quick": args.quick, "segment": segment, "runs": runs},
+        {
+            "machine": machine(),
+            "quick": args.quick,
+            "segment": segment,
+            "block": args.block,
+            "runs": runs,
+        },
     )
 
 

@@ -150,11 +150,12 @@ def served_outputs(
     start: int,
     learn: bool = True,
     events: dict[int, int] | None = None,
+    block: int = BLOCK,
 ) -> NDArray[np.float32]:
     """Test-then-train over `data`; the served output (class or value) of each row."""
     outputs = np.zeros(len(data), np.float32)
     pending = dict(events or {})
-    for lo, hi in blocks(len(data)):
+    for lo, hi in blocks(len(data), block):
         part = data.part(lo, hi)
         ex = examples(model, part, start + lo)
         predicted = predict(model, ex)

@@ -152,3 +152,72 @@ def test_a_rule_change_with_moved_inputs_opens_an_epoch() -> None:
             break
     assert model.epoch == 1, [r.reason for r in model.epochs]
     assert "did not move" in model.epochs[-1].reason
+
+
+def inverted_stream(model: OnlineLearner, seed: int = 0) -> list[float]:
+    """1,500 rows of a boundary, then its labels inverted: accuracy per 100-row block."""
+    rng = np.random.default_rng(seed)
+
+    def rule(x: Any) -> Any:
+        return (x[:, 1] > np.sin(3 * x[:, 0])).astype(np.float32)
+
+    model.fit_offline(examples(model, *rows(rng, 1000, 0, rule)), passes=5)
+    accuracy = []
+    for block in range(30):
+        flip = block >= 15
+        x, y, key = rows(rng, 100, 1000 + 100 * block, rule)
+        y = 1 - y if flip else y
+        ex = examples(model, x, y, key)
+        served = model.predict(ex.numeric, ex.codes).argmax(axis=1).astype(np.float32)
+        accuracy.append(float(np.mean(served == y)))
+        model.learn(examples(model, x, y, key, served))
+    return accuracy
+
+
+def test_an_inversion_is_recovered_within_a_few_hundred_rows() -> None:
+    """The rows since the change show that swapping the outputs fits them: the last
+    layer is permuted at once, instead of hundreds of steps turning every weight."""
+    model = learner("classification", concept_window=100)
+    accuracy = inverted_stream(model)
+    assert np.mean(accuracy[:15]) > 0.85
+    assert len(model.epochs) == 2
+    assert min(accuracy[19:]) > 0.85, accuracy  # within 400 rows of the change
+
+
+def test_rows_before_the_change_stay_out_of_the_new_epoch() -> None:
+    """The batch that confirms the change starts with old-concept rows; learning them
+    in the new epoch (and replaying them) would teach the old rule again."""
+    model = learner("classification", concept_window=100)
+    inverted_stream(model)
+    start = model.epochs[1].start_seq
+    slots = model.replay.current_slots()
+    assert len(slots) and int(model.replay.seq[slots].min()) >= start
+
+
+def test_a_fresh_network_races_the_adapted_one_and_the_better_serves() -> None:
+    model = learner("classification", race_rows=300, remap_min_gain=2.0)  # no relabelling
+    rng = np.random.default_rng(1)
+    model.fit_offline(examples(model, *rows(rng, 1000, 0, lambda x: x[:, 0] > 0)), passes=5)
+    adapted = model.net
+    model.open_epoch("test")
+    assert model.rival is not None and model.rival.net is not adapted
+    # The new rule contradicts the old one everywhere: the fresh network wins the race.
+    for block in range(4):
+        x, y, key = rows(rng, 100, 1000 + 100 * block, lambda x: x[:, 0] < 0)
+        model.learn(examples(model, x, y, key))
+    assert model.rival is None  # 300 rows: the race is over
+    assert model.net is not adapted
+    x, y, key = rows(rng, 500, 10**6, lambda x: x[:, 0] < 0)
+    assert model.score(examples(model, x, y, key)) > 0.9
+    # What serves exports as one graph.
+    assert export_onnx(model.net, model.layout, "classification", 2)
+
+
+def test_a_small_bootstrap_set_gets_enough_steps() -> None:
+    model = learner("classification", min_offline_steps=30)
+    rng = np.random.default_rng(2)
+    ex = examples(model, *rows(rng, 100, 0, lambda x: x[:, 0] + x[:, 1] > 0))
+    model.fit_offline(ex, passes=3)
+    assert model.trained == 100 * 6  # 2 steps a pass (batch 64): twice the passes asked
+    model.fit_offline(ex.take(np.arange(64)), passes=20)
+    assert model.trained == 100 * 6 + 64 * 30  # 1 step a pass: 30 passes

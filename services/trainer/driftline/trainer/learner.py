@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -51,12 +52,25 @@ from driftline.trainer.gate import quality
 from driftline.trainer.nets import Preprocess, TabularNet, build_net
 from driftline.trainer.options import EpochRecord, LearnerOptions, LearnReport
 
-__all__ = ["EpochRecord", "LearnReport", "LearnerOptions", "OnlineLearner", "adam"]
+__all__ = ["EpochRecord", "LearnReport", "LearnerOptions", "OnlineLearner", "Rival", "adam"]
 
 
 def adam(net: torch.nn.Module, learning_rate: float) -> torch.optim.Optimizer:
     """Adam with the fused kernel: three times the steps per second of the default on CPU."""
     return torch.optim.Adam(net.parameters(), lr=learning_rate, fused=True)
+
+
+@dataclass
+class Rival:
+    """The network racing the serving one after a concept change."""
+
+    net: TabularNet
+    optimizer: torch.optim.Optimizer
+    left: int
+    """Rows the race still runs."""
+    lead: float = 0.0
+    """Serving network's loss minus the rival's, summed over the rows scored so far."""
+    swaps: int = 0
 
 
 class OnlineLearner:
@@ -87,6 +101,7 @@ class OnlineLearner:
         self.seq = 0  # rows seen (learned or held out), in this lineage
         self.trained = 0
         self.boost_left = 0
+        self.rival: Rival | None = None
         self.epochs: list[EpochRecord] = [EpochRecord(0, 0, "start", time.time())]
 
     def numeric_width(self) -> int:
@@ -123,7 +138,15 @@ class OnlineLearner:
 
     def learn(self, ex: Examples) -> LearnReport:
         report, seq, held = self._observe(ex)
-        self._fit(ex.take(~held), seq[~held])
+        keep = ~held
+        if report.concept is not None:
+            # The batch's rows from before the change are the old concept's: learning
+            # them now would put them in the new epoch's replay rows.
+            keep &= seq >= report.concept.start_seq
+        train = ex.take(keep)
+        if self.rival is not None:
+            self._race(train)
+        self._fit(train, seq[keep])
         report.trained = report.rows - report.held_out
         return report
 
@@ -168,17 +191,19 @@ class OnlineLearner:
         for start in range(0, n, fresh):
             stop = min(start + fresh, n)
             replay_rows = round((stop - start) * fraction / (1 - fraction))
-            self._step(
-                numeric[start:stop],
-                codes[start:stop],
-                labels[start:stop],
-                replay_rows,
-                weight[start:stop],
-            )
+            for _ in self._contenders():
+                self._step(
+                    numeric[start:stop],
+                    codes[start:stop],
+                    labels[start:stop],
+                    replay_rows,
+                    weight[start:stop],
+                )
             if stepwise:
                 self.replay.add(train.take(slice(start, stop)), seq[start:stop], self.rng)
             if self.boost_left > 0:
-                self._rehearse(self.options.boost_rehearsals)
+                for _ in self._contenders():
+                    self._rehearse(self.options.boost_rehearsals)
                 self.boost_left = max(0, self.boost_left - (stop - start))
         if not stepwise:
             self.replay.add(train, seq, self.rng)
@@ -267,12 +292,19 @@ class OnlineLearner:
         if refit_statistics or self.net.needs_target_fit():
             self.net.fit_target(ex.labels)
         batch = self.options.batch_size
-        self.net.train()
-        for _ in range(passes):
-            order = self.rng.permutation(len(ex))
-            for start in range(0, len(ex), batch):
-                rows = ex.take(order[start : start + batch])
-                self._gradient_step(rows.numeric, rows.codes, rows.labels, rows.weight)
+        # A small data set gets up to `min_offline_steps` steps, in at most twice the
+        # passes asked: five passes over 1,000 rows in batches of 256 are 20 steps and
+        # leave the network short of what the rows can teach it; many more passes over a
+        # few hundred rows would learn their noise.
+        per_pass = math.ceil(len(ex) / batch) if len(ex) else 1
+        passes = max(passes, min(2 * passes, math.ceil(self.options.min_offline_steps / per_pass)))
+        for _ in self._contenders():
+            self.net.train()
+            for _ in range(passes):
+                order = self.rng.permutation(len(ex))
+                for start in range(0, len(ex), batch):
+                    rows = ex.take(order[start : start + batch])
+                    self._gradient_step(rows.numeric, rows.codes, rows.labels, rows.weight)
         self.trained += len(ex) * passes
 
     def retrain_on(self, ex: Examples, passes: int) -> None:
@@ -282,6 +314,7 @@ class OnlineLearner:
         self.net = self.new_net(self.options.seed + self.seq)
         self.optimizer = adam(self.net, self.options.learning_rate)
         self.ewc.reset()
+        self.rival = None  # a race is between versions of this lineage
         if len(data):
             self.fit_offline(data, passes, refit_statistics=True)
 
@@ -402,12 +435,16 @@ class OnlineLearner:
         self.ewc.reset()
         self.monitor.reset()
         self.boost_left = self.options.boost_rows
+        if self.options.race_rows > 0:
+            self._start_race()
         record = EpochRecord(self.epoch, start, reason, time.time())
         self.epochs.append(record)
         # The rows since the change are all the new concept has shown so far: learn them now.
         slots = self.recent.latest(self.epoch)
         rows = self.recent.rows(slots)
         rows = rows.take(~holdout_mask(rows.key, self.options.holdout_fraction))
+        if self.task == "classification" and len(rows):
+            self._remap_outputs(rows)
         if len(rows):
             # As many steps as `catch_up_passes` batches: many passes over a few rows,
             # fewer over many (which may reach back before a slow change began).
@@ -415,6 +452,103 @@ class OnlineLearner:
             passes = max(1, min(self.options.catch_up_passes, round(batches)))
             self.fit_offline(rows, passes, refit_statistics=False)
         return record
+
+    def _remap_outputs(self, rows: Examples) -> None:
+        """Relabel the network's outputs when the new concept renamed the classes.
+
+        A rule that swaps labels (an inversion, in two classes) leaves the network right
+        about where the boundary is and wrong about which side is which; gradient steps
+        would need hundreds of steps to turn every weight around. If a permutation of
+        the outputs fits the rows since the change far better than the outputs as they
+        are, the last layer's rows are permuted at once (no new parameters: the
+        exported graph keeps its shape).
+        """
+        from scipy.optimize import linear_sum_assignment
+
+        classes = int(self.model.classes)
+        if len(rows) < self.options.remap_min_rows:
+            return
+        predicted = self.predict(rows.numeric, rows.codes).argmax(axis=1)
+        labels = rows.labels.astype(np.int64)
+        counts = np.zeros((classes, classes), np.int64)  # [predicted, true]
+        np.add.at(counts, (predicted, labels), 1)
+        _, mapping = linear_sum_assignment(-counts)  # predicted class i -> label mapping[i]
+        gain = (counts[np.arange(classes), mapping].sum() - np.trace(counts)) / len(rows)
+        if gain < self.options.remap_min_gain:
+            return
+        last = _output_layer(self.net, classes)
+        if last is None:
+            return
+        # Output j must now say what output i said, where mapping[i] = j.
+        order = np.argsort(mapping)
+        with torch.no_grad():
+            index = torch.from_numpy(order)
+            last.weight.copy_(last.weight[index])
+            if last.bias is not None:
+                last.bias.copy_(last.bias[index])
+        self.optimizer = adam(self.net, self.options.learning_rate)
+
+    # -- a fresh network racing the adapted one ------------------------------------
+
+    def _start_race(self) -> None:
+        """A freshly initialised network, with the same input and target statistics,
+        learns the new epoch beside the current one; the next rows decide which serves.
+
+        Unlearning a concept takes an adapted network longer than learning the new
+        one takes a fresh network: Adam moves each weight by about the learning rate
+        per step, and a network that is confidently wrong (a rule that inverted its
+        labels) has far to go. Where the old knowledge still helps, the adapted
+        network keeps its lead and the fresh one is dropped when the race ends.
+        """
+        fresh = build_net(self.model, self.features, self.options.seed + self.seq + 1)
+        fresh.preprocess.load_state_dict(self.net.preprocess.state_dict())
+        if self.net.regression:
+            for name in ("target_mean", "target_scale", "target_fitted"):
+                getattr(fresh, name).copy_(getattr(self.net, name))
+        self.rival = Rival(fresh, adam(fresh, self.options.learning_rate), self.options.race_rows)
+
+    def _contenders(self) -> Iterator[TabularNet]:
+        """Yields the serving network, then the rival (if any) as `self.net` in turn:
+        every training step of the body runs once per contender."""
+        yield self.net
+        rival = self.rival
+        if rival is None:
+            return
+        net, optimizer = self.net, self.optimizer
+        self.net, self.optimizer = rival.net, rival.optimizer
+        try:
+            yield self.net
+        finally:
+            self.net, self.optimizer = net, optimizer
+
+    def _race(self, ex: Examples) -> None:
+        """Score both networks on rows neither has learned yet; the lower total loss
+        since the race began serves. The race ends after `race_rows` rows."""
+        rival = self.rival
+        assert rival is not None
+        if len(ex):
+            mine = self._row_loss(self.net, ex)
+            theirs = self._row_loss(rival.net, ex)
+            rival.lead += mine - theirs
+            rival.left -= len(ex)
+            if rival.lead > 0:  # the rival did better so far: it serves now
+                rival.net, self.net = self.net, rival.net
+                rival.optimizer, self.optimizer = self.optimizer, rival.optimizer
+                rival.lead = -rival.lead
+                rival.swaps += 1
+                self.ewc.reset()
+        if rival.left <= 0:
+            self.rival = None
+
+    def _row_loss(self, net: TabularNet, ex: Examples) -> float:
+        net.eval()
+        with torch.no_grad():
+            out = net(torch.from_numpy(ex.numeric), torch.from_numpy(ex.codes))
+            targets = self._targets(ex.labels)
+            if self.task == "regression":
+                out, targets = net.standard_units(out), net.standard_units(targets)
+                return float(((out - targets) ** 2).sum())
+            return float(functional.cross_entropy(out, targets, reduction="sum"))
 
     def boost(self, rows: int | None = None) -> None:
         """Raise the learning rate for the next `rows` rows (a drift signal)."""
@@ -425,3 +559,11 @@ class OnlineLearner:
         slots = self.recent.latest(self.epoch)
         later = slots[self.recent.ts[slots] >= ts]
         return int(self.recent.seq[later].min()) if len(later) else None
+
+
+def _output_layer(net: TabularNet, classes: int) -> torch.nn.Linear | None:
+    """The body's last linear layer, if it produces the class logits."""
+    layers = [m for m in net.body.modules() if isinstance(m, torch.nn.Linear)]
+    if not layers or layers[-1].out_features != classes:
+        return None
+    return layers[-1]

@@ -29,6 +29,10 @@ class LearnerOptions:
     boost_rows: int = 5000
     boost_rehearsals: int = 3
     catch_up_passes: int = 25
+    race_rows: int = 5000
+    min_offline_steps: int = 25
+    remap_min_rows: int = 30
+    remap_min_gain: float = 0.2
     seed: int = 0
 
     @classmethod

@@ -77,6 +77,18 @@ class TrainerSettings(PartSettings):
         ge=0,
         description="Extra steps on the epoch's replay rows per step while the boost lasts.",
     )
+    drift_race_rows: int = Field(
+        default=5000,
+        ge=0,
+        description="Rows a freshly initialised network learns beside the adapted one after "
+        "a concept epoch opens (the one with the lower loss serves); 0: no race.",
+    )
+    offline_min_steps: int = Field(
+        default=25,
+        ge=0,
+        description="Gradient steps a small bootstrap or retrain set gets at least, in at most "
+        "twice the passes asked.",
+    )
     retrain_passes: int = Field(
         default=5, ge=1, description="Passes over the data of a scheduled or bootstrap training."
     )
@@ -122,5 +134,7 @@ class TrainerSettings(PartSettings):
             "boost_factor": self.drift_boost_factor,
             "boost_rows": self.drift_boost_rows,
             "boost_rehearsals": self.drift_rehearsals,
+            "race_rows": self.drift_race_rows,
+            "min_offline_steps": self.offline_min_steps,
             "seed": self.seed,
         }
