@@ -827,6 +827,13 @@ class ScheduleSpec(SpecModel):
         return self
 
 
+WORKERS_MAX = 16
+WORKERS_DOC = (
+    "Online mode: trainer processes in one torch.distributed group; rank r reads the "
+    "labeled partitions p with p % workers == r, gradients are all-reduced, rank 0 publishes."
+)
+
+
 class TrainingSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -851,6 +858,7 @@ class TrainingSpec(SpecModel):
         default=None, gt=0, description="Scheduled mode: full retrain period."
     )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    workers: int = Field(default=1, ge=1, le=WORKERS_MAX, description=WORKERS_DOC)
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainingSpec:
