@@ -107,7 +107,8 @@ class Ranks:
         self._collective(dist.all_gather, sizes, size)
         longest = max(int(s.item()) for s in sizes)
         mine = torch.zeros(longest, dtype=torch.uint8)
-        mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if data:
+            mine[: len(data)] = torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy())
         out = [torch.zeros(longest, dtype=torch.uint8) for _ in range(self.world)]
         self._collective(dist.all_gather, out, mine)
         return [o[: int(s.item())].numpy().tobytes() for o, s in zip(out, sizes, strict=True)]
