@@ -87,7 +87,7 @@ def run_group(settings: Any, workers: int) -> int:
     """`training.workers > 1`: one rank (DRIFTLINE_TRAINER_RANK set), or all of them here."""
     import threading
 
-    from driftline.common.health import serve_health
+    from driftline.common.health import Heartbeat, serve_health
     from driftline.trainer.distributed import GroupWorker, Ranks, launch_group
     from driftline.trainer.worker import CheckpointDirError
 
@@ -104,10 +104,12 @@ def run_group(settings: Any, workers: int) -> int:
     signal.signal(signal.SIGINT, stop)
     if settings.rank is None:
         return launch_group(settings, stopping)
+    heartbeat = Heartbeat()  # served while the rendezvous waits for the other ranks
+    serve_health(settings.metrics_port, heartbeat)
     worker = GroupWorker(settings, Ranks.join(settings, workers))
+    worker.heartbeat = heartbeat
     if stopping.is_set():
         worker.stop.set()
-    serve_health(settings.metrics_port, worker.heartbeat)
     try:
         worker.run()
     except CheckpointDirError as exc:
