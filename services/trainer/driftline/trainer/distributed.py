@@ -344,8 +344,8 @@ class GroupWorker(TrainerWorker):
         if stable and stable[-1] != progress.stable_version:
             self.learner.monitor.reset()
             progress.stable_version = stable[-1]
-        dead = sum(int(p[3]["dead"]) for p in parts)
-        metrics.examples.labels("dead_letter").inc(dead)
+        if self.leader:  # counted once for the group
+            metrics.examples.labels("dead_letter").inc(sum(int(p[3]["dead"]) for p in parts))
         if not rows:
             return
         ex = Examples.concat([p[0] for p in rows])
@@ -356,8 +356,9 @@ class GroupWorker(TrainerWorker):
             np.concatenate([p[2] for p in rows]),
         )
         progress.rows_since_attempt += len(ex)
-        metrics.examples.labels("held_out").inc(report.held_out)
-        metrics.examples.labels("learned").inc(report.rows - report.held_out)
+        if self.leader:
+            metrics.examples.labels("held_out").inc(report.held_out)
+            metrics.examples.labels("learned").inc(report.rows - report.held_out)
         if report.concept is not None:
             log.info("concept epoch %d opened: %s", report.concept.epoch, report.concept.reason)
             metrics.concept_epoch.set(self.learner.epoch)

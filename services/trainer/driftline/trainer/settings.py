@@ -97,10 +97,12 @@ class TrainerSettings(PartSettings):
         default=29500, ge=1, le=65535, description="Port of rank 0's rendezvous."
     )
     group_timeout: float = Field(
-        default=60.0,
+        default=300.0,
         gt=0,
         description="Seconds a collective (gather, all-reduce) waits for the other ranks "
-        "before the group is given up (then every rank restarts from the last checkpoint).",
+        "before the group is given up (then every rank restarts from the last checkpoint). "
+        "A dead rank is noticed at once (its connections close); this bounds a hung one, "
+        "and must cover rank 0's publish (gate, export, MLflow) between two iterations.",
     )
 
     quantize: bool = Field(default=False, description="Also export an int8 model when accurate.")
