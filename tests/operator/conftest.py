@@ -81,6 +81,9 @@ def scenarios() -> dict[str, BuildContext]:
             ALL_HTTP,
             SASL_TLS,
         ),
+        # Two trainer ranks: a StatefulSet with a claim per rank, a rendezvous port, ranks
+        # that may reach each other.
+        "trainer-workers": BuildContext(sample("sea-demo", training__workers=2), settings),
         # Scheduled retraining: a CronJob (cron from scheduleSeconds), no trainer Deployment.
         "scheduled": BuildContext(
             sample("minimal", training__mode="scheduled", training__scheduleSeconds=3600),

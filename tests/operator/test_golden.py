@@ -52,6 +52,7 @@ def test_every_builder_has_a_golden_file() -> None:
         "networkpolicy",
         "service",
         "deployment",
+        "statefulset",
         "job",
         "poddisruptionbudget",
         "horizontalpodautoscaler",

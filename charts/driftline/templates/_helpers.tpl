@@ -94,7 +94,7 @@ the chart renders exactly those rules; change both together.
   resources: [networkpolicies]
   verbs: [list, create, patch, delete]
 - apiGroups: [apps]
-  resources: [deployments]
+  resources: [deployments, statefulsets]
   verbs: [list, create, patch, delete]
 # The import Job of `spec.model.initial`; the retrain CronJob of `training.mode: scheduled`.
 - apiGroups: [batch]

@@ -41,6 +41,7 @@ CHILD_KINDS: tuple[Kind, ...] = (
     Kind("v1", "Service", "services"),
     Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
     Kind("apps/v1", "Deployment", "deployments"),
+    Kind("apps/v1", "StatefulSet", "statefulsets"),  # the trainer's ranks (training.workers)
     Kind("batch/v1", "Job", "jobs"),  # the import of `spec.model.initial`
     Kind("batch/v1", "CronJob", "cronjobs"),  # scheduled retraining
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),

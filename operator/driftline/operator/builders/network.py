@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlparse
 
-from driftline.api.parts import INFERENCE, Part
+from driftline.api.parts import INFERENCE, TRAINER, Part
 from driftline.api.spec import split_servers
 from driftline.operator.builders.context import (
     BuildContext,
@@ -23,6 +23,7 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
+from driftline.operator.builders.parts import trainer_ranks
 
 KAFKA_DEFAULT_PORT = 9092
 REDIS_DEFAULT_PORT = 6379
@@ -97,6 +98,13 @@ def part_policy(ctx: BuildContext, part: Part) -> dict[str, Any]:
         {"ports": [{"protocol": "UDP", "port": DNS_PORT}, {"protocol": "TCP", "port": DNS_PORT}]},
         {"ports": _tcp(egress_ports(ctx, part))},
     ]
+    if part is TRAINER and trainer_ranks(ctx.model) > 1:
+        # The ranks talk to each other: the rendezvous, then gloo on ports of its choosing.
+        def ranks() -> list[dict[str, Any]]:
+            return [{"podSelector": {"matchLabels": part_selector(ctx, TRAINER.name)}}]
+
+        ingress.append({"from": ranks()})
+        egress.append({"to": ranks()})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -19,6 +19,13 @@ def active_parts(model: DynamicModel) -> tuple[Part, ...]:
     )
 
 
+def trainer_ranks(model: DynamicModel) -> int:
+    """Trainer processes in one torch.distributed group (`training.workers`); 1: the
+    single trainer of a Deployment, more: the ranks of a StatefulSet."""
+    training = model.spec.training
+    return training.workers if training.mode == "online" else 1
+
+
 def topic(model: DynamicModel, kind: TopicKind) -> str:
     topics = model.topics
     return str(getattr(topics, kind))

@@ -21,12 +21,14 @@ from driftline.operator.builders.context import (
     part_selector,
 )
 from driftline.operator.builders.cost import cost_labels, spot_scheduling
+from driftline.operator.builders.parts import trainer_ranks
 from driftline.operator.settings import PartResources
 
 CONFIG_DIR = "/etc/driftline"
 MODEL_FILE_NAME = "model.yaml"
 SECRETS_DIR = "/var/run/secrets/driftline"
 CHECKPOINT_DIR = "/var/lib/driftline/trainer"
+RENDEZVOUS_PORT = 29500  # torch.distributed's env:// store on rank 0 (training.workers > 1)
 SPOOL_DIR = "/var/lib/driftline/inference"
 RUN_AS = 10001
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -84,9 +86,18 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
             values[f"{prefix}GRPC_PORT"] = str(grpc.port)
     if part is TRAINER:
         values[f"{prefix}{TRAINER.data_setting}"] = CHECKPOINT_DIR
+    ranked = part is TRAINER and trainer_ranks(ctx.model) > 1
+    if ranked:
+        # Rank 0's pod, by its stable name under the headless Service, hosts the rendezvous.
+        service = child_name(ctx.name, TRAINER.name)
+        values[f"{prefix}MASTER_ADDR"] = f"{service}-0.{service}.{ctx.namespace}.svc"
+        values[f"{prefix}MASTER_PORT"] = str(RENDEZVOUS_PORT)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
     # Which pod wrote a metric or a log line (and the Kafka client id).
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    if ranked:  # the StatefulSet's ordinal is the rank
+        index = "metadata.labels['apps.kubernetes.io/pod-index']"
+        env.append({"name": f"{prefix}RANK", "valueFrom": {"fieldRef": {"fieldPath": index}}})
     return env
 
 
@@ -124,7 +135,13 @@ def _volumes(ctx: BuildContext, part: Part) -> tuple[list[dict[str, Any]], list[
         size = f"{ctx.settings.inference_spool_mib * 5 // 4}Mi"
         volumes.append({"name": "spool", "emptyDir": {"sizeLimit": size}})
         mounts.append({"name": "spool", "mountPath": SPOOL_DIR})
-    if part is TRAINER:
+    if part is TRAINER and trainer_ranks(ctx.model) > 1:
+        # Each rank's own volume, from the StatefulSet's claim template (rank 0 writes).
+        if ctx.settings.trainer_checkpoints != "persistent":
+            size = ctx.settings.trainer_checkpoint_size
+            volumes.append({"name": "checkpoints", "emptyDir": {"sizeLimit": size}})
+        mounts.append({"name": "checkpoints", "mountPath": CHECKPOINT_DIR})
+    elif part is TRAINER:
         checkpoints: dict[str, Any] = (
             {"persistentVolumeClaim": {"claimName": checkpoint_claim_name(ctx)}}
             if ctx.settings.trainer_checkpoints == "persistent"
@@ -203,6 +220,8 @@ def _ports(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
         grpc = ctx.model.spec.inference.grpc
         if grpc.enabled:
             ports.insert(1, {"name": "grpc", "containerPort": grpc.port, "protocol": "TCP"})
+    if part is TRAINER and trainer_ranks(ctx.model) > 1:
+        ports.append({"name": "rendezvous", "containerPort": RENDEZVOUS_PORT, "protocol": "TCP"})
     return ports
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from driftline.api.parts import INFERENCE, JOINER, Part
+from driftline.api.parts import INFERENCE, JOINER, TRAINER, Part
 from driftline.api.spec import IdleSpec, split_servers
 from driftline.operator.builders.context import (
     BuildContext,
@@ -34,7 +34,7 @@ from driftline.operator.builders.context import (
     part_selector,
     quantity,
 )
-from driftline.operator.builders.parts import topic
+from driftline.operator.builders.parts import topic, trainer_ranks
 
 HPA_API = "autoscaling/v2"
 KEDA_API = "keda.sh/v1alpha1"
@@ -80,6 +80,8 @@ def scales_to_zero(ctx: BuildContext, part: Part) -> bool:
         return False
     if part is INFERENCE:
         return ctx.capabilities.keda_http
+    if part is TRAINER and trainer_ranks(ctx.model) > 1:
+        return False  # a group of ranks runs whole or not at all
     return ctx.capabilities.keda and bool(part.consumes)
 
 
@@ -108,6 +110,8 @@ def fixed_replicas(ctx: BuildContext, part: Part) -> int | None:
     if part is INFERENCE:
         low = ctx.model.spec.inference.replicas.min
         return low if low == inference_max_replicas(ctx) else None
+    if part is TRAINER:
+        return trainer_ranks(ctx.model)
     if part.singleton or worker_max_replicas(ctx) <= 1:
         return 1
     return None

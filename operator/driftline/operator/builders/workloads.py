@@ -16,9 +16,10 @@ from driftline.operator.builders.context import (
     part_labels,
     part_selector,
 )
-from driftline.operator.builders.parts import active_parts
+from driftline.operator.builders.parts import active_parts, trainer_ranks
 from driftline.operator.builders.pods import (
     MODEL_FILE_NAME,
+    RENDEZVOUS_PORT,
     checkpoint_claim_name,
     config_map_name,
     pod_template,
@@ -102,18 +103,24 @@ def checkpoint_claim(ctx: BuildContext) -> dict[str, Any] | None:
     """The trainer's checkpoint volume: its state survives a restart or a move."""
     if TRAINER not in active_parts(ctx.model) or ctx.settings.trainer_checkpoints != "persistent":
         return None
+    if trainer_ranks(ctx.model) > 1:
+        return None  # the ranks' StatefulSet claims one volume per rank itself
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": metadata(ctx, checkpoint_claim_name(ctx), part_labels(ctx, TRAINER.name)),
+        "spec": _claim_spec(ctx),
+    }
+
+
+def _claim_spec(ctx: BuildContext) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],  # one trainer at a time (Recreate)
         "resources": {"requests": {"storage": ctx.settings.trainer_checkpoint_size}},
     }
     if ctx.settings.trainer_storage_class is not None:
         spec["storageClassName"] = ctx.settings.trainer_storage_class
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": metadata(ctx, checkpoint_claim_name(ctx), part_labels(ctx, TRAINER.name)),
-        "spec": spec,
-    }
+    return spec
 
 
 def _strategy(part: Part) -> dict[str, Any]:
@@ -127,6 +134,8 @@ def _strategy(part: Part) -> dict[str, Any]:
 
 
 def deployment(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    if part is TRAINER and trainer_ranks(ctx.model) > 1:
+        return trainer_ranks_set(ctx)
     spec: dict[str, Any] = {}
     replicas = fixed_replicas(ctx, part)
     if replicas is not None:
@@ -142,6 +151,39 @@ def deployment(ctx: BuildContext, part: Part) -> dict[str, Any]:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": metadata(ctx, child_name(ctx.name, part.name), part_labels(ctx, part.name)),
+        "spec": spec,
+    }
+
+
+def trainer_ranks_set(ctx: BuildContext) -> dict[str, Any]:
+    """`training.workers > 1`: a StatefulSet, whose pod ordinals are the ranks.
+
+    All ranks start together (Parallel: the rendezvous needs every one of them); a
+    rank that dies breaks the group, every rank exits and restarts, and rank 0
+    resumes from its checkpoint (the others receive its state).
+    """
+    name = child_name(ctx.name, TRAINER.name)
+    spec: dict[str, Any] = {
+        "replicas": trainer_ranks(ctx.model),
+        "serviceName": name,
+        "podManagementPolicy": "Parallel",
+        "revisionHistoryLimit": 3,
+        "selector": {"matchLabels": part_selector(ctx, TRAINER.name)},
+        "updateStrategy": {"type": "RollingUpdate"},
+        "template": pod_template(ctx, TRAINER, config_hash(ctx)),
+    }
+    if ctx.settings.trainer_checkpoints == "persistent":
+        spec["volumeClaimTemplates"] = [
+            {"metadata": {"name": "checkpoints"}, "spec": _claim_spec(ctx)}
+        ]
+        spec["persistentVolumeClaimRetentionPolicy"] = {
+            "whenDeleted": "Retain",  # the checkpoint outlives the model's trainer, as the claim
+            "whenScaled": "Retain",
+        }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(ctx, name, part_labels(ctx, TRAINER.name)),
         "spec": spec,
     }
 
@@ -175,6 +217,10 @@ def service(ctx: BuildContext, part: Part) -> dict[str, Any]:
         spec |= {"type": "ClusterIP", "ports": ports}
     else:
         spec |= {"clusterIP": "None", "ports": [metrics]}
+    if part is TRAINER and trainer_ranks(ctx.model) > 1:
+        # The ranks' stable names; rank 0's must resolve before any rank is ready.
+        rendezvous = {"name": "rendezvous", "port": RENDEZVOUS_PORT, "protocol": "TCP"}
+        spec |= {"ports": [metrics, rendezvous], "publishNotReadyAddresses": True}
     return {
         "apiVersion": "v1",
         "kind": "Service",

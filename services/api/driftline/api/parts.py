@@ -31,7 +31,8 @@ class Part:
     singleton: bool = False
     """One replica only: the trainer learns one model from the whole labeled stream
     (two trainers in one consumer group would each learn from half and publish rival
-    candidates); the rollout steps one state machine per model."""
+    candidates; `training.workers` ranks instead share one model, each reading its own
+    partitions); the rollout steps one state machine per model."""
     serves_http: bool = False
     """Serves the inference API: a port of its own besides metrics."""
     data_setting: str | None = None

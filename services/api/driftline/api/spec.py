@@ -908,6 +908,13 @@ class ExplorationSpec(SpecModel):
     )
 
 
+WORKERS_MAX = 16
+WORKERS_DOC = (
+    "Online mode: trainer processes in one torch.distributed group; rank r reads the "
+    "labeled partitions p with p % workers == r, gradients are all-reduced, rank 0 publishes."
+)
+
+
 class TrainingSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -933,6 +940,7 @@ class TrainingSpec(SpecModel):
     )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     exploration: ExplorationSpec | None = Field(default=None, description="Unset: off.")
+    workers: int = Field(default=1, ge=1, le=WORKERS_MAX, description=WORKERS_DOC)
 
     @model_validator(mode="after")
     def _schedule(self) -> TrainingSpec:

@@ -50,6 +50,9 @@ def run_worker(settings: Any) -> int:
     from driftline.trainer.worker import CheckpointDirError, TrainerWorker
 
     _prepare(settings)
+    workers = settings.model.spec.training.workers
+    if workers > 1 and settings.model.spec.training.mode == "online":
+        return run_group(settings, workers)
     worker = TrainerWorker(settings)
 
     def stop(signum: int, _frame: object) -> None:
@@ -78,6 +81,41 @@ def run_worker(settings: Any) -> int:
         log.error("%s", exc)
         return 2
     return 0
+
+
+def run_group(settings: Any, workers: int) -> int:
+    """`training.workers > 1`: one rank (DRIFTLINE_TRAINER_RANK set), or all of them here."""
+    import threading
+
+    from driftline.common.health import Heartbeat, serve_health
+    from driftline.trainer.distributed import GroupWorker, Ranks, launch_group
+    from driftline.trainer.worker import CheckpointDirError
+
+    stopping = threading.Event()
+    worker: Any = None
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: the group finishes its iteration, checkpoints and exits", signum)
+        stopping.set()
+        if worker is not None:
+            worker.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if settings.rank is None:
+        return launch_group(settings, stopping)
+    heartbeat = Heartbeat()  # served while the rendezvous waits for the other ranks
+    serve_health(settings.metrics_port, heartbeat)
+    worker = GroupWorker(settings, Ranks.join(settings, workers))
+    worker.heartbeat = heartbeat
+    if stopping.is_set():
+        worker.stop.set()
+    try:
+        worker.run()
+    except CheckpointDirError as exc:
+        log.error("%s", exc)
+        return 2
+    return 1 if worker.broken else 0
 
 
 def run_bootstrap(settings: Any, args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -52,7 +52,26 @@ from driftline.trainer.gate import quality
 from driftline.trainer.nets import Preprocess, TabularNet, build_net
 from driftline.trainer.options import EpochRecord, LearnerOptions, LearnReport
 
-__all__ = ["EpochRecord", "LearnReport", "LearnerOptions", "OnlineLearner", "Rival", "adam"]
+
+class Shard(Protocol):
+    """This process's place in a group of trainers that share gradient steps."""
+
+    rank: int
+    world: int
+
+    def reduce(self, net: torch.nn.Module) -> None:
+        """Replace each parameter's gradient by its sum over the group."""
+
+
+__all__ = [
+    "EpochRecord",
+    "LearnReport",
+    "LearnerOptions",
+    "OnlineLearner",
+    "Rival",
+    "Shard",
+    "adam",
+]
 
 
 def adam(net: torch.nn.Module, learning_rate: float) -> torch.optim.Optimizer:
@@ -103,6 +122,7 @@ class OnlineLearner:
         self.boost_left = 0
         self.rival: Rival | None = None
         self.epochs: list[EpochRecord] = [EpochRecord(0, 0, "start", time.time())]
+        self.shard: Shard | None = None  # several ranks share each gradient step
 
     def numeric_width(self) -> int:
         """Columns of `Examples.numeric` the buffers hold (the adapter adds its base's)."""
@@ -254,15 +274,48 @@ class OnlineLearner:
     ) -> None:
         if weights is not None and bool((weights == 1.0).all()):
             weights = None  # the plain mean: the same loss, and the step of old
-        out = self.net(torch.from_numpy(numeric), torch.from_numpy(codes))
-        loss = self._loss(out, self._targets(labels), weights)
-        self.optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)
+        if self.shard is not None:
+            self._shard_gradient(self.shard, numeric, codes, labels, weights)
+        else:
+            out = self.net(torch.from_numpy(numeric), torch.from_numpy(codes))
+            loss = self._loss(out, self._targets(labels), weights)
+            self.optimizer.zero_grad(set_to_none=True)
+            torch.autograd.backward(loss)
         self.ewc.add_gradient(self.net, self.options.ewc_lambda)
         boost = self.options.boost_factor if self.boost_left > 0 else 1.0
         for group in self.optimizer.param_groups:
             group["lr"] = self.options.learning_rate * boost
         self.optimizer.step()
+
+    def _shard_gradient(
+        self,
+        shard: Shard,
+        numeric: NDArray[np.float32],
+        codes: NDArray[np.int64],
+        labels: NDArray[np.float32],
+        weights: NDArray[np.float32] | None,
+    ) -> None:
+        """This rank's share of the step's gradient, summed with the others' (`Shard`).
+
+        Every rank holds the whole step batch; rank r computes the loss of rows
+        r, r + world, ... divided by the whole batch's weight, so the sum over the
+        ranks is the loss of the whole batch and the reduced gradient is its gradient.
+        """
+        mine = slice(shard.rank, None, shard.world)
+        total = float(len(labels)) if weights is None else float(weights.sum())
+        out = self.net(torch.from_numpy(numeric[mine]), torch.from_numpy(codes[mine]))
+        targets = self._targets(labels[mine])
+        if self.task == "regression":
+            out, targets = self.net.standard_units(out), self.net.standard_units(targets)
+            per_row = (out - targets) ** 2
+        else:
+            per_row = functional.cross_entropy(out, targets, reduction="none")
+        if weights is not None:
+            per_row = per_row * torch.from_numpy(weights[mine])
+        loss = per_row.sum() / max(total, 1e-12)
+        self.optimizer.zero_grad(set_to_none=False)
+        torch.autograd.backward(loss)
+        shard.reduce(self.net)
 
     def _targets(self, labels: NDArray[np.float32]) -> torch.Tensor:
         if self.task == "classification":

@@ -100,6 +100,28 @@ class TrainerSettings(PartSettings):
         "topic before it gives up (exit 1; the next run starts again).",
     )
 
+    rank: int | None = Field(
+        default=None,
+        ge=0,
+        description="With training.workers > 1: this process's rank in the group. Unset, "
+        "the process starts the whole group itself on this machine (loopback) and restarts "
+        "it from the last checkpoint when a rank dies.",
+    )
+    master_addr: str = Field(
+        default="127.0.0.1", description="Host of rank 0's rendezvous (torch.distributed env://)."
+    )
+    master_port: int = Field(
+        default=29500, ge=1, le=65535, description="Port of rank 0's rendezvous."
+    )
+    group_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds a collective (gather, all-reduce) waits for the other ranks "
+        "before the group is given up (then every rank restarts from the last checkpoint). "
+        "A dead rank is noticed at once (its connections close); this bounds a hung one, "
+        "and must cover rank 0's publish (gate, export, MLflow) between two iterations.",
+    )
+
     quantize: bool = Field(
         default=False,
         description="Also export an int8 model when accurate, without "
