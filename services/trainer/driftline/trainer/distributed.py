@@ -59,7 +59,7 @@ from driftline.trainer.worker import TrainerWorker, tune_gc
 log = logging.getLogger(__name__)
 
 RESTART_SECONDS = 1.0
-ROW_ARRAYS = ("numeric", "codes", "labels", "key", "served", "ts")
+ROW_ARRAYS = ("numeric", "codes", "labels", "key", "served", "ts", "weight")
 
 
 class GroupBrokenError(RuntimeError):
