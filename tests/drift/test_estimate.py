@@ -5,8 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftline.common.redis_state import Calibration, calibration_fields
-from driftline.drift.estimate import estimated_accuracy
+from driftline.api.events import Prediction
+from driftline.common.redis_state import (
+    AccuracyEstimate,
+    Calibration,
+    EstimateStore,
+    QualityStore,
+    calibration_fields,
+)
+from driftline.drift.estimate import PerformanceEstimator, estimated_accuracy
 
 
 def _calibration(rows: list[tuple[float, bool]]) -> Calibration | None:
@@ -77,3 +84,68 @@ def test_under_a_concept_change_the_estimate_cannot_see_it() -> None:
     confidence, correct = _world(rng, 5_000, spread=2.0, flip=True)
     estimate = estimated_accuracy(confidence.tolist(), calibration, 30)
     assert estimate is not None and estimate > 0.8 and correct.mean() < 0.2
+
+
+class _Hashes:
+    """The few Redis hash commands the estimator and the rollout use, in memory."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, str]] = {}
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self.data.get(key, {}))
+
+    def hset(self, key: str, field: str, value: str) -> None:
+        self.data.setdefault(key, {})[field] = value
+
+    def hdel(self, key: str, field: str) -> None:
+        self.data.get(key, {}).pop(field, None)
+
+    def pipeline(self, transaction: bool = False) -> _Pipe:
+        return _Pipe(self)
+
+
+class _Pipe:
+    def __init__(self, hashes: _Hashes) -> None:
+        self.hashes = hashes
+        self.keys: list[str] = []
+
+    def hgetall(self, key: str) -> None:
+        self.keys.append(key)
+
+    def execute(self) -> list[dict[str, str]]:
+        return [self.hashes.hgetall(k) for k in self.keys]
+
+
+def _prediction(version: str, variant: str, confidence: float) -> Prediction:
+    return Prediction(
+        request_id=f"{version}-{variant}-{confidence}",
+        model="m",
+        model_version=version,
+        variant=variant,
+        output=0,
+        scores=[confidence, 1 - confidence],
+        features={},
+        ts=0.0,
+    )
+
+
+def test_the_estimate_of_each_version_is_written_where_the_rollout_reads_it() -> None:
+    client, store = _Hashes(), EstimateStore("ns", "m")
+    estimator = PerformanceEstimator(
+        "m", QualityStore("ns", "m"), window=10, calibration_window_seconds=60, store=store
+    )
+    estimator.observe(
+        [_prediction("1", "stable", 0.9)] * 3
+        + [_prediction("2", "shadow", 0.6)] * 2  # a shadow candidate is estimated too
+        + [_prediction("3", "baseline", 0.9)]  # answers nobody was served: not
+    )
+    estimator.refresh(client, {"1", "2", "3"}, now=5000.0)
+    seen = store.read(client)
+    assert set(seen) == {"1", "2"}
+    assert seen["1"] == AccuracyEstimate(accuracy=pytest.approx(0.9), rows=3, at=5000.0)
+    assert seen["2"].accuracy == pytest.approx(0.6) and seen["2"].rows == 2
+    estimator.refresh(client, {"1"}, now=5010.0)  # version 2 no longer serves
+    assert set(store.read(client)) == {"1"}
+    client.hset(store.key, "9", "not json")
+    assert set(store.read(client)) == {"1"}  # an unreadable entry is left out

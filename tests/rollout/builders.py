@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from driftline.api.artifacts import ALIAS_BASELINE, ALIAS_CANDIDATE, ALIAS_CHAMPION
-from driftline.common.redis_state import LATENCY_BUCKETS_MS, latency_bucket
+from driftline.common.redis_state import LATENCY_BUCKETS_MS, AccuracyEstimate, latency_bucket
 from driftline.rollout import (
     Command,
     Decision,
@@ -141,6 +141,7 @@ class World:
         drift: DriftSignal | None = None,
         command: Command | None = None,
         guard: GuardEvidence | None = None,
+        estimates: dict[str, AccuracyEstimate] | None = None,
     ) -> Decision:
         self.now += advance
         snapshot = Snapshot(
@@ -150,6 +151,7 @@ class World:
             drift=drift,
             command=command,
             guard=guard,
+            estimates=estimates or {},
         )
         decision = step(self.state, snapshot, self.policy, self.now)
         if decision.state.started_at != self.state.started_at:

@@ -261,9 +261,11 @@ def test_accuracy_is_estimated_from_confidence_before_the_labels(
     """CBPE: the joiner's confidence bins (labeled) say version 1 is right 60 % of the
     time when 95 % sure; a bin without labels is taken at its word. Predictions with no
     label yet: 300 at 0.95 and 100 at 0.55 are estimated (300 * 0.6 + 100 * 0.55) / 400."""
+    import time
+
     from msgspec.structs import replace
 
-    from driftline.common.redis_state import QualityStore, calibration_fields
+    from driftline.common.redis_state import EstimateStore, QualityStore, calibration_fields
 
     harness.registry.register(calm_reference, champion=True)
     model = harness.model()
@@ -291,6 +293,14 @@ def test_accuracy_is_estimated_from_confidence_before_the_labels(
     )
     assert worker.estimator is not None
     assert estimate() == pytest.approx((300 * 0.6 + 100 * 0.55) / 400)
+    # The same estimate is in Redis, where the rollout reads it (`analysis.estimate`).
+    store = EstimateStore(model.metadata.namespace, model.name)
+    wait_for(
+        lambda: getattr(store.read(client).get("1"), "rows", 0) == 400, 30, "the estimate in Redis"
+    )
+    written = store.read(client)["1"]
+    assert written.accuracy == pytest.approx((300 * 0.6 + 100 * 0.55) / 400)
+    assert abs(written.at - time.time()) < 60
 
 
 def test_a_moved_mean_makes_a_data_quality_event_naming_the_feature(

@@ -12,7 +12,12 @@ from driftline.api import DynamicModel
 from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION
 from driftline.api.events import DriftEvent, encode
 from driftline.api.routing import RoutingTable
-from driftline.common.redis_state import RoutingStore, drift_key
+from driftline.common.redis_state import (
+    AccuracyEstimate,
+    EstimateStore,
+    RoutingStore,
+    drift_key,
+)
 from driftline.local.servers import RedisServer
 from driftline.local.servers.kafka import KafkaBroker
 from driftline.rollout import Command, RolloutState, read_rollout
@@ -194,6 +199,32 @@ def test_missing_metrics_abort_once_the_budget_is_spent(
     state = run_until(driver, lambda s: s.stage == "aborted")
     assert time.monotonic() - started >= 2.0  # hold 0.5 s + budget 1.5 s
     assert "canary 50% inconclusive for" in state.reason and "0 of 20 labeled" in state.reason
+    assert aliases(registry, model.name) == {ALIAS_CHAMPION: "1"}
+    assert routing(redis_client, model).mode == "stable"
+
+
+def test_a_bad_estimate_from_the_drift_monitor_aborts_before_labels(
+    rollout_model: ModelFactory, registry: Any, redis_client: Any, producer: Any
+) -> None:
+    model = rollout_model(
+        analysis={"minLabeled": 20, "estimate": {"maxDrop": 0.05, "minPredictions": 100}}
+    )
+    driver = driver_for(model, redis_client, producer)
+    driver.tick()
+    registry.set_registered_model_alias(model.name, ALIAS_CANDIDATE, "2")
+    driver.tick()
+    assert driver.state is not None and driver.state.stage == "shadow"
+    store, now = EstimateStore("test", model.name), time.time()
+    store.write(redis_client, "1", AccuracyEstimate(accuracy=0.9, rows=500, at=now))
+    store.write(redis_client, "2", AccuracyEstimate(accuracy=0.95, rows=500, at=now))
+    driver.tick()
+    assert driver.state.stage == "shadow"  # a better estimate holds: no pass without labels
+    store.write(redis_client, "2", AccuracyEstimate(accuracy=0.7, rows=500, at=now))
+    driver.tick()
+    assert driver.state.stage == "aborted"
+    assert "shadow failed: estimated accuracy 0.7000 vs stable 0.9000 before labels" in (
+        driver.state.reason
+    )
     assert aliases(registry, model.name) == {ALIAS_CHAMPION: "1"}
     assert routing(redis_client, model).mode == "stable"
 

@@ -1064,6 +1064,25 @@ class CanarySpec(SpecModel):
         return self
 
 
+class EstimateGateSpec(SpecModel):
+    """Early evidence before labels: the accuracy estimated from confidence (drift monitor)."""
+
+    max_drop: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="While the candidate has fewer than minLabeled labels, the most its "
+        "estimated accuracy may trail the stable version's; more aborts the rollout. "
+        "The estimate only ever aborts or holds, never passes a stage.",
+    )
+    min_predictions: int = Field(
+        default=200, ge=1, description="Predictions each version's estimate must be made of."
+    )
+    max_age_seconds: float = Field(
+        default=300, gt=0, description="An older estimate (or none) is no evidence: no action."
+    )
+
+
 class AnalysisSpec(SpecModel):
     min_labeled: int = Field(default=500, ge=1, description="Fewer is inconclusive, never success.")
     max_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
@@ -1087,6 +1106,9 @@ class AnalysisSpec(SpecModel):
         ge=1,
         description="Labeled samples a segment value needs (candidate and stable) before "
         "the worst-segment gate judges it; fewer is inconclusive, never success.",
+    )
+    estimate: EstimateGateSpec | None = Field(
+        default=None, description="Classification only. Unset: the estimate is not used."
     )
 
 

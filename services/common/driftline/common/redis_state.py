@@ -10,6 +10,8 @@
     driftline:<ns>:<model>:segment-values:<segment>        values kept apart (set, capped)
     driftline:<ns>:<model>:serving:<version>:<variant>:<b> request/error/latency counters
     driftline:<ns>:<model>:drift:last                      latest drift event (JSON)
+    driftline:<ns>:<model>:drift:estimate                  accuracy estimated from
+                                                           confidence (hash: version -> JSON)
     driftline:<ns>:<model>:rollout                         rollout state (JSON), see rollout
     driftline:<ns>:<model>:rollout:command                 pending approve/abort (JSON)
 
@@ -20,6 +22,7 @@ many writers (inference pods, joiner replicas) add up without coordination.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Mapping
@@ -413,6 +416,44 @@ class ServingStore:
 
 def drift_key(namespace: str, name: str) -> str:
     return f"{model_prefix(namespace, name)}:drift:last"
+
+
+@dataclass(frozen=True)
+class AccuracyEstimate:
+    """One version's accuracy estimated from confidence, before labels (drift monitor)."""
+
+    accuracy: float
+    rows: int
+    """The predictions the estimate is made of."""
+    at: float
+    """Wall-clock time of the estimate (seconds since the epoch)."""
+
+
+class EstimateStore:
+    """The drift monitor's latest accuracy estimate per version, for the rollout."""
+
+    def __init__(self, namespace: str, name: str) -> None:
+        self.key = f"{model_prefix(namespace, name)}:drift:estimate"
+
+    def write(self, client: Any, version: str, estimate: AccuracyEstimate) -> None:
+        body = {"accuracy": estimate.accuracy, "rows": estimate.rows, "at": estimate.at}
+        client.hset(self.key, version, json.dumps(body))
+
+    def forget(self, client: Any, version: str) -> None:
+        client.hdel(self.key, version)
+
+    def read(self, client: Any) -> dict[str, AccuracyEstimate]:
+        """Every version's estimate; an unreadable entry is left out."""
+        out = {}
+        for version, body in (client.hgetall(self.key) or {}).items():
+            try:
+                d = json.loads(body)
+                estimate = AccuracyEstimate(float(d["accuracy"]), int(d["rows"]), float(d["at"]))
+            except (ValueError, KeyError, TypeError):
+                continue
+            key = version.decode() if isinstance(version, bytes) else str(version)
+            out[key] = estimate
+        return out
 
 
 def drift_reference_key(namespace: str, name: str) -> str:

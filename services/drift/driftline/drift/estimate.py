@@ -10,6 +10,11 @@ observed accuracy, and averages: the accuracy the latest `window` predictions sh
 have, estimated without one of their labels. A bin with fewer than `min_bin_labels`
 labeled predictions takes the confidence at its word.
 
+Each estimate is also written to Redis (`EstimateStore`, with its time and row
+count), where the rollout reads it as early evidence (`rollout.analysis.estimate`).
+A candidate in shadow is estimated on its shadow answers: the same requests the
+stable version answered, so the two estimates compare like with like.
+
 What this cannot see: a change of concept where the model stays as sure as before
 (its confidence says nothing about it); that is the concept detector's and the
 calibration alarm's part, once labels come. What it sees early: traffic moving to
@@ -19,19 +24,27 @@ regions where the model is unsure, and a version that is sure where it was wrong
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any
 
 from driftline.api.events import Prediction
-from driftline.common.redis_state import CALIBRATION_BINS, Calibration, QualityStore
+from driftline.common.redis_state import (
+    CALIBRATION_BINS,
+    AccuracyEstimate,
+    Calibration,
+    EstimateStore,
+    QualityStore,
+)
 from driftline.drift import metrics
 
 log = logging.getLogger(__name__)
 
-SERVED = ("stable", "candidate")
-"""The variants whose answers reached clients."""
+SERVED = ("stable", "candidate", "shadow")
+"""The variants whose answers are estimated: those that reached clients, and a shadow
+candidate's (scored on the requests the stable version answered)."""
 LABELED_VARIANTS = ("stable", "candidate", "shadow", "baseline")
 
 
@@ -63,12 +76,14 @@ class PerformanceEstimator:
         window: int,
         calibration_window_seconds: float,
         min_bin_labels: int = 30,
+        store: EstimateStore | None = None,
     ) -> None:
         self.name = name
         self.quality = quality
         self.window = window
         self.calibration_window_seconds = calibration_window_seconds
         self.min_bin_labels = min_bin_labels
+        self.store = store
         self._recent: dict[str, deque[float]] = {}
 
     def observe(self, batch: Sequence[Prediction]) -> None:
@@ -95,16 +110,23 @@ class PerformanceEstimator:
         return estimated_accuracy(list(recent), Calibration.from_fields(rows), self.min_bin_labels)
 
     def refresh(self, client: Any, serving: set[str], now: float | None = None) -> None:
-        """Export the estimate of each version still serving; forget the others."""
+        """Export the estimate of each version still serving (gauges, and Redis when a
+        store is set); forget the others."""
         for version in list(self._recent):
             if version not in serving:
                 del self._recent[version]
                 for gauge in (metrics.estimated_accuracy, metrics.estimate_rows):
                     with suppress(KeyError):
                         gauge.remove(self.name, version)
+                if self.store is not None:
+                    self.store.forget(client, version)
                 continue
             value = self.estimate(client, version, now)
             if value is None:
                 continue
+            rows = len(self._recent[version])
             metrics.estimated_accuracy.labels(self.name, version).set(value)
-            metrics.estimate_rows.labels(self.name, version).set(len(self._recent[version]))
+            metrics.estimate_rows.labels(self.name, version).set(rows)
+            if self.store is not None:
+                at = time.time() if now is None else now
+                self.store.write(client, version, AccuracyEstimate(value, rows, at))

@@ -37,6 +37,7 @@ from driftline.api.parts import DRIFT
 from driftline.common.health import Heartbeat, serve_health
 from driftline.common.kafka import DeadLetters, ensure_topics, make_consumer, make_producer
 from driftline.common.redis_state import (
+    EstimateStore,
     QualityStore,
     RoutingStore,
     drift_key,
@@ -93,6 +94,7 @@ class DriftWorker:
                 QualityStore(self.model.metadata.namespace, self.name),
                 window=spec.drift.window,
                 calibration_window_seconds=spec.monitoring.calibration.window_seconds,
+                store=EstimateStore(self.model.metadata.namespace, self.name),
             )
             if spec.model.task == "classification"
             else None

@@ -27,6 +27,13 @@ Checks:
   candidate better overall still fails when it loses more than `maxSegmentDrop` on
   one value; the verdict names the worst. While any value the candidate met has
   too few labels, or none was judged, the check is inconclusive, never a pass.
+- `estimate` (when `analysis.estimate` is set, classification, and only while the
+  candidate has fewer than `minLabeled` labeled samples): the drift monitor's accuracy
+  estimated from confidence, candidate against stable, each made of at least
+  `minPredictions` predictions and at most `maxAgeSeconds` old. A candidate whose
+  estimate trails by more than `maxDrop` fails ("before labels"); otherwise, or without
+  fresh estimates of both, the check is inconclusive. It is never a pass: the estimate
+  can abort or hold a stage, never let one pass (the `labeled` check waits anyway).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Literal
 
 import msgspec
 
+from driftline.common.redis_state import AccuracyEstimate
 from driftline.rollout.evidence import Evidence, VersionCounters
 from driftline.rollout.policy import Policy
 
@@ -208,6 +216,45 @@ def _segments(
     ), worst[1]
 
 
+def _fresh(estimate: AccuracyEstimate | None, policy: Policy, at: float) -> bool:
+    return (
+        estimate is not None
+        and estimate.rows >= policy.estimate_min_predictions
+        and at - estimate.at <= policy.estimate_max_age_seconds
+    )
+
+
+def _estimate(
+    policy: Policy,
+    candidate: AccuracyEstimate | None,
+    stable: AccuracyEstimate | None,
+    at: float,
+) -> Check:
+    """Early evidence before labels; never a pass (see the module's docstring)."""
+    limit = policy.estimate_max_drop
+    assert limit is not None
+    if (
+        candidate is None
+        or stable is None
+        or not (_fresh(candidate, policy, at) and _fresh(stable, policy, at))
+    ):
+        return Check(
+            name="estimate",
+            verdict="inconclusive",
+            detail=f"no fresh estimated accuracy of both versions (at least "
+            f"{policy.estimate_min_predictions} predictions, "
+            f"{policy.estimate_max_age_seconds:g}s old at most)",
+            limit=limit,
+        )
+    drop = stable.accuracy - candidate.accuracy
+    detail = (
+        f"estimated accuracy {candidate.accuracy:.4f} vs stable {stable.accuracy:.4f} "
+        f"before labels (drop {drop:+.4f}, limit {limit})"
+    )
+    verdict: Verdict = "fail" if drop > limit + EPSILON else "inconclusive"
+    return Check(name="estimate", verdict=verdict, detail=detail, value=drop, limit=limit)
+
+
 def _agreement(window: Evidence, policy: Policy) -> Check:
     n, disagreement = window.compared, window.disagreement
     if n < policy.shadow_min_samples or disagreement is None:
@@ -271,13 +318,18 @@ def analyze(
     reference: float | None,
     at: float,
     segment_references: dict[str, float] | None = None,
+    estimates: tuple[AccuracyEstimate | None, AccuracyEstimate | None] = (None, None),
 ) -> Analysis:
     """Judge one stage's window of evidence against the policy's thresholds.
 
     `reference`, `segment_references`: the stable version's latest quality overall
     and per segment value in this rollout, for a window in which it served too little.
+    `estimates`: the candidate's and the stable version's accuracy estimated from
+    confidence, judged only while the candidate has too few labels.
     """
     checks = [_labeled(window, policy), _quality(window, policy, reference)]
+    if policy.gates_estimate and window.candidate.labeled < policy.min_labeled:
+        checks.append(_estimate(policy, *estimates, at))
     worst_segment = None
     if policy.gates_segments:
         check, worst_segment = _segments(window, policy, segment_references or {})

@@ -41,7 +41,7 @@ from driftline.api import DynamicModel
 from driftline.api.events import encode
 from driftline.api.status import RolloutStage
 from driftline.common.kafka import ensure_topics, make_producer
-from driftline.common.redis_state import RoutingStore
+from driftline.common.redis_state import AccuracyEstimate, RoutingStore
 from driftline.common.registry import RegistryError
 from driftline.rollout import metrics
 from driftline.rollout.actions import Action, DeleteAlias, SetAlias, SetRouting
@@ -185,6 +185,7 @@ class RolloutDriver:
             else:
                 self._source_answered("registry")
         command = drift = evidence = guard = None
+        estimates: dict[str, AccuracyEstimate] = {}
         error = None
         try:
             command = self._store.take_command(self._redis)
@@ -198,6 +199,8 @@ class RolloutDriver:
                     now=now,
                     segments=self.policy.segments if self.policy.gates_segments else (),
                 )
+                if self.policy.gates_estimate:
+                    estimates = self._metrics.estimates(self._redis)
             window = state.guard
             if window is not None and state.stage == "promoted":
                 guard = self._metrics.guard(
@@ -219,6 +222,7 @@ class RolloutDriver:
             drift=drift,
             command=command,
             guard=guard,
+            estimates=estimates,
         )
 
     def _source_failed(self, source: str, exc: Exception) -> None:

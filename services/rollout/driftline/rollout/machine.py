@@ -37,12 +37,13 @@ When a stage advances:
   the final promotion has at least `minLabeled` labeled candidate samples and passing
   thresholds in every stage it went through.
 
-Aborts: failing analysis; inconclusive too long; the metrics source failing (the
-snapshot says so, or its counts went down) while a candidate is under test; a drift
-event detected during a canary when `drift.onDrift` contains `rollback`; an abort
-command; the `candidate` alias removed. An abort routes 100 % to the stable version,
-points `champion` back at it and drops the `candidate` alias (only if it still names
-the aborted version).
+Aborts: failing analysis (also a candidate's accuracy estimated from confidence,
+before labels, when `analysis.estimate` is set: it aborts or holds, never advances);
+inconclusive too long; the metrics source failing (the snapshot says so, or its
+counts went down) while a candidate is under test; a drift event detected during a
+canary when `drift.onDrift` contains `rollback`; an abort command; the `candidate`
+alias removed. An abort routes 100 % to the stable version, points `champion` back at
+it and drops the `candidate` alias (only if it still names the aborted version).
 
 A promotion points `champion` at the candidate (the drift monitor follows the
 champion, so its reference moves with it), drops the `candidate` alias and serves
@@ -310,7 +311,7 @@ def _under_test(tick: _Tick, snapshot: Snapshot) -> None:
         return
     if command is not None and command.action == "approve" and not state.approved:
         tick.update(approved=True)
-    _judge(tick, snapshot.evidence)
+    _judge(tick, snapshot)
     if waiting is None or not tick.state.active:
         return
     analysis = tick.state.last_analysis
@@ -339,8 +340,14 @@ def _supersede(tick: _Tick, running: str, newer: str) -> None:
     _start(tick, newer, f"version {newer} supersedes {running}")
 
 
-def _judge(tick: _Tick, evidence: Evidence) -> None:
+def _judge(tick: _Tick, snapshot: Snapshot) -> None:
     state, policy, now = tick.state, tick.policy, tick.now
+    evidence = snapshot.evidence
+    assert evidence is not None and state.candidate is not None
+    estimates = (
+        snapshot.estimates.get(state.candidate),
+        snapshot.estimates.get(state.stable) if state.stable is not None else None,
+    )
     analysis = analyze(
         evidence.minus(state.step_base),
         policy,
@@ -349,6 +356,7 @@ def _judge(tick: _Tick, evidence: Evidence) -> None:
         reference=state.stable_quality,
         at=now,
         segment_references=state.stable_segments,
+        estimates=estimates,
     )
     tick.update(
         last_analysis=analysis,

@@ -9,10 +9,10 @@ derives the same one from the same YAML.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from driftline.api import DynamicModel
-from driftline.api.spec import GuardSpec
+from driftline.api.spec import EstimateGateSpec, GuardSpec
 
 Strategy = Literal["shadow-then-canary", "canary", "shadow", "manual"]
 Task = Literal["classification", "regression"]
@@ -73,6 +73,11 @@ class Policy:
     """Labeled samples (candidate and stable) a segment value needs to be judged."""
     guard: GuardPolicy | None = None
     """The guard after a promotion (`guard` module); None: no guard."""
+    estimate_max_drop: float | None = None
+    """`analysis.estimate`: while labels are too few, the most the candidate's accuracy
+    estimated from confidence may trail the stable's; None (or regression) ignores it."""
+    estimate_min_predictions: int = 200
+    estimate_max_age_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.steps or self.steps[-1] != 100:
@@ -100,7 +105,13 @@ class Policy:
             max_segment_drop=rollout.analysis.max_segment_drop,
             min_segment_labeled=rollout.analysis.min_segment_labeled,
             guard=GuardPolicy.from_spec(rollout.guard),
+            **_estimate_gate(rollout.analysis.estimate, spec.model.task),
         )
+
+    @property
+    def gates_estimate(self) -> bool:
+        """The accuracy estimated from confidence is early evidence (classification)."""
+        return self.estimate_max_drop is not None and self.task == "classification"
 
     @property
     def min_requests(self) -> int:
@@ -114,3 +125,13 @@ class Policy:
     @property
     def uses_shadow(self) -> bool:
         return self.strategy != "canary"
+
+
+def _estimate_gate(spec: EstimateGateSpec | None, task: Task) -> dict[str, Any]:
+    if spec is None or task != "classification":
+        return {}
+    return {
+        "estimate_max_drop": spec.max_drop,
+        "estimate_min_predictions": spec.min_predictions,
+        "estimate_max_age_seconds": spec.max_age_seconds,
+    }

@@ -13,6 +13,7 @@ from typing import Literal
 
 import msgspec
 
+from driftline.common.redis_state import AccuracyEstimate
 from driftline.rollout.evidence import Evidence
 from driftline.rollout.guard import GuardEvidence
 
@@ -57,3 +58,6 @@ class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
     command: Command | None = None
     guard: GuardEvidence | None = None
     """Counters since the promotion (read only while a guard window runs)."""
+    estimates: dict[str, AccuracyEstimate] = msgspec.field(default_factory=dict)
+    """Accuracy estimated from confidence per version (read only while a candidate is
+    under test and `analysis.estimate` is set)."""

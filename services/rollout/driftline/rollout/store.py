@@ -21,6 +21,8 @@ import msgspec
 from driftline.api.events import DriftEvent, EventError, decode
 from driftline.common.redis_state import (
     LATENCY_BUCKETS_MS,
+    AccuracyEstimate,
+    EstimateStore,
     QualityStore,
     ServingStore,
     WindowedCounters,
@@ -131,6 +133,7 @@ class MetricsSource:
         self.quality = QualityStore(namespace, name)
         self.serving = ServingStore(namespace, name)
         self.drift_key = drift_key(namespace, name)
+        self.estimate_store = EstimateStore(namespace, name)
         self._settled: dict[str, _Settled] = {}
         self._rollout_since: float | None = None
 
@@ -275,6 +278,10 @@ class MetricsSource:
             return dict(kept.totals)
         recent = counters.read(client, _span(width, kept.through + 1, last), _middle(width, last))
         return _add(kept.totals, recent)
+
+    def estimates(self, client: Any) -> dict[str, AccuracyEstimate]:
+        """The drift monitor's accuracy estimated from confidence, per version."""
+        return self.estimate_store.read(client)
 
     def drift(self, client: Any) -> DriftSignal | None:
         data = client.get(self.drift_key)
