@@ -132,7 +132,7 @@ def create_and_kill_operator(
     create to the kill."""
     from kubernetes import client
 
-    core = client.CoreV1Api(api)
+    core: Any = client.CoreV1Api(api)  # the client's optional fields, unchecked
     pods = core.list_namespaced_pod(operator_namespace, label_selector=OPERATOR_SELECTOR).items
     assert len(pods) == 1, [p.metadata.name for p in pods]
     namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
