@@ -79,6 +79,10 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
         values[f"{prefix}PORT"] = str(ctx.settings.inference_port)
         values[f"{prefix}{INFERENCE.data_setting}"] = SPOOL_DIR
         values[f"{prefix}SPOOL_MAX_BYTES"] = str(ctx.settings.inference_spool_mib * 1024 * 1024)
+        # Served on after SIGTERM until the Service has dropped the Pod (see the setting).
+        values[f"{prefix}SHUTDOWN_DELAY_SECONDS"] = (
+            f"{ctx.settings.inference_shutdown_delay_seconds:g}"
+        )
     if part is TRAINER:
         values[f"{prefix}{TRAINER.data_setting}"] = CHECKPOINT_DIR
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(values.items())]
