@@ -178,8 +178,9 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     restarts = pod["status"]["containerStatuses"][0]["restartCount"]
     assert restarts == 0, why_not_ready(kube, pod)
     report(request, f"model status without backends: {json.dumps(status, sort_keys=True)}")
-    # Only the operator's image is on the node: the parts' Pods wait for theirs, and
-    # the status says the model waits for its parts.
+    # The parts' image is not on the node (inference's is, when the dev-mode tests ran
+    # first, but its registry is no Service): no part becomes Ready, and the status
+    # says the model waits for its parts.
     assert status["phase"] == "Pending", status
     assert status["message"].startswith("waiting for parts: "), status
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
