@@ -143,6 +143,7 @@ def test_operator_settings_from_values_reach_the_operator(
         "full_apply_seconds": 300.0,
         "handler_threads": 24,
         "inference_spool_mib": 256,
+        "inference_shutdown_delay_seconds": 7.5,
     }
     assert set(settings) == set(settings_schema()["properties"]), "add the new setting here"
     values = {

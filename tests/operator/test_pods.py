@@ -195,3 +195,39 @@ def test_the_spool_cap_is_a_setting_and_its_volume_a_quarter_larger() -> None:
     assert env["DRIFTLINE_INFERENCE_SPOOL_MAX_BYTES"] == str(1024 * 2**20)
     spool = next(v for v in pod["volumes"] if v["name"] == "spool")
     assert spool["emptyDir"]["sizeLimit"] == "1280Mi"
+
+
+def test_inference_serves_on_after_sigterm_within_its_grace_period() -> None:
+    """A deleted inference Pod keeps answering while the Service drops it (a Pod deleted
+    mid-stream on the real node refused connections without this), and the delay and
+    the drain fit the grace period, so the kubelet never kills it mid-request."""
+    from driftline.inference.settings import InferenceSettings
+    from driftline.operator.builders import BuildContext
+    from driftline.operator.settings import OperatorSettings
+
+    from .conftest import sample
+
+    for settings, delay in (
+        (OperatorSettings.model_construct(), "5"),
+        (
+            OperatorSettings.model_construct(inference_shutdown_delay_seconds=2.5),
+            "2.5",
+        ),
+    ):
+        children = build_children(BuildContext(sample("minimal"), settings))
+        inference = next(
+            m
+            for m in children.namespaced
+            if m["kind"] == "Deployment" and m["metadata"]["name"] == "churn-inference"
+        )
+        pod = inference["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert env["DRIFTLINE_INFERENCE_SHUTDOWN_DELAY_SECONDS"] == delay
+    longest = OperatorSettings.model_fields["inference_shutdown_delay_seconds"].metadata
+    most = max(m.le for m in longest if hasattr(m, "le") and m.le is not None)
+    drain = InferenceSettings.model_fields["drain_timeout_seconds"].default
+    assert most + drain <= pod["terminationGracePeriodSeconds"]
+    # Only inference serves requests: the other parts get no such variable.
+    for name, deployment in deployments("minimal").items():
+        env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (name == "inference") == any(n.endswith("SHUTDOWN_DELAY_SECONDS") for n in env)

@@ -85,6 +85,15 @@ class OperatorSettings(BaseSettings):
     trainer_resources: PartResources = PartResources(cpu="1", memory="2Gi", tmp="4Gi")
     drift_resources: PartResources = PartResources(cpu="500m", memory="2Gi")
     inference_tmp: str = Field(default="1Gi", pattern=QUANTITY)
+    inference_shutdown_delay_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=10,
+        description="SIGTERM: inference keeps serving this long (readiness 503) before it "
+        "closes its listener, while the Service's endpoints drop the Pod; without it, "
+        "connections still sent to a deleted Pod are refused. At most 10: with the 20 s "
+        "drain it fits the Pod's 30 s grace period.",
+    )
     inference_spool_mib: int = Field(
         default=512,
         ge=16,

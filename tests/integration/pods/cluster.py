@@ -88,3 +88,114 @@ def apply_model(kube: Kube, manifest: dict[str, Any], namespace: str) -> dict[st
         status = kube.json("get", "dynamicmodel", name, "-n", namespace).get("status", {})
         time.sleep(1)
     return status
+
+
+OPERATOR_SELECTOR = "app.kubernetes.io/name=driftline-operator"
+# Operator settings for the chart's values: the joiner's, trainer's and drift monitor's
+# Pods (their image is not on the node) ask next to nothing, so that the node's CPUs
+# (2 in CI) keep room for the operator's Pod and the ones a test runs.
+SMALL_PARTS = {
+    f"{part}_resources": {"cpu": "10m", "memory": "64Mi", "tmp": "64Mi"}
+    for part in ("joiner", "trainer", "drift")
+}
+# A model's inference that never runs (no image on the node), as small.
+SMALL_INFERENCE = {"resources": {"cpu": "10m", "memory": "64Mi"}}
+
+
+def operator_pods(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    """The operator's Pods that are not being deleted, oldest first."""
+    pods = kube.json("get", "pods", "-n", namespace, "-l", OPERATOR_SELECTOR)["items"]
+    alive = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return sorted(alive, key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def kill_operator(kube: Kube, namespace: str) -> str:
+    """Deletes the operator's Pod with no grace (SIGKILL, whatever it was doing); the
+    uid of the Pod killed."""
+    pods = operator_pods(kube, namespace)
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    name = pods[0]["metadata"]["name"]
+    kube.kubectl(
+        "delete", "pod", name, "-n", namespace, "--grace-period=0", "--force", "--wait=false"
+    )
+    return str(pods[0]["metadata"]["uid"])
+
+
+def create_and_kill_operator(
+    api: Any, model: dict[str, Any], operator_namespace: str, timeout: float = 60
+) -> tuple[str, float]:
+    """Creates the DynamicModel `model` and, as soon as its first child exists (a
+    ServiceAccount, the first kind the operator writes), deletes the operator's Pod
+    with no grace: the reconcile is then under way. Over the official Python client
+    (`api`, a `kubernetes.client.ApiClient`), which polls every few milliseconds where
+    kubectl takes a process start. The uid of the Pod killed, and the seconds from the
+    create to the kill."""
+    from kubernetes import client
+
+    core: Any = client.CoreV1Api(api)  # the client's optional fields, unchecked
+    pods = core.list_namespaced_pod(operator_namespace, label_selector=OPERATOR_SELECTOR).items
+    assert len(pods) == 1, [p.metadata.name for p in pods]
+    namespace, name = model["metadata"]["namespace"], model["metadata"]["name"]
+    group, version = model["apiVersion"].split("/")
+    started = time.monotonic()
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        group, version, namespace, "dynamicmodels", model
+    )
+    selector = f"driftline.io/model={name}"
+    while not core.list_namespaced_service_account(namespace, label_selector=selector).items:
+        assert time.monotonic() - started < timeout, f"no child of {name} in {timeout:.0f} s"
+        time.sleep(0.005)
+    core.delete_namespaced_pod(pods[0].metadata.name, operator_namespace, grace_period_seconds=0)
+    return str(pods[0].metadata.uid), time.monotonic() - started
+
+
+def wait_new_operator(kube: Kube, namespace: str, killed: str, timeout: float = 120) -> float:
+    """Waits until a Pod other than `killed` (a uid) is the operator and Ready; the
+    seconds it took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        pods = [p for p in operator_pods(kube, namespace) if p["metadata"]["uid"] != killed]
+        if pods and is_ready(pods[-1]):
+            return time.monotonic() - started
+        time.sleep(0.25)
+    events = kube.kubectl("get", "events", "-n", namespace, check=False)
+    raise AssertionError(f"no new operator Pod Ready in {timeout:.0f} s:\n{events[-3000:]}")
+
+
+def wanted_children(model: dict[str, Any]) -> set[tuple[str, str]]:
+    """(kind, name) of every object the operator's builders render for `model` (the
+    live object, with its uid) with the default settings and no optional API: what a
+    converged reconcile leaves in the model's namespace."""
+    from driftline.api import parse_dynamic_model
+    from driftline.operator.builders import BuildContext, build_children
+    from driftline.operator.settings import OperatorSettings
+
+    keep = ("name", "namespace", "uid", "generation")
+    manifest = {
+        "apiVersion": model["apiVersion"],
+        "kind": model["kind"],
+        "metadata": {k: v for k, v in model["metadata"].items() if k in keep},
+        "spec": model["spec"],
+    }
+    ctx = BuildContext(parse_dynamic_model(manifest), OperatorSettings.model_construct())
+    children = build_children(ctx)
+    assert not children.cluster, "a cluster-scoped child needs an optional API"
+    return {(m["kind"], m["metadata"]["name"]) for m in children.namespaced}
+
+
+def model_children(kube: Kube, model: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every object of a kind the operator writes, in the model's namespace, that names
+    the model in its labels or its owner references; by (kind, name)."""
+    from driftline.operator.kinds import CHILD_KINDS
+
+    namespace = model["metadata"]["namespace"]
+    name, uid = model["metadata"]["name"], model["metadata"]["uid"]
+    kinds = [k for k in CHILD_KINDS if k.namespaced and k.capability is None]
+    resources = ",".join(f"{k.plural}.{k.group}" if k.group else k.plural for k in kinds)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for item in kube.json("get", resources, "-n", namespace)["items"]:
+        meta = item["metadata"]
+        owners = {o["uid"] for o in meta.get("ownerReferences", [])}
+        if meta.get("labels", {}).get("driftline.io/model") == name or uid in owners:
+            found[(item["kind"], meta["name"])] = item
+    return found

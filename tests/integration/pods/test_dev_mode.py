@@ -6,9 +6,14 @@ namespace, as a model's parts would reach it: Redis a PING, MLflow /health, Kafk
 topic created and described through the address the broker advertises. The operator,
 installed with them, reaches them for a DynamicModel that names them.
 
+Then inference in real Pods: a version registered in that MLflow by a Pod, a
+DynamicModel whose inference (the CPU image built here) runs with 2 replicas, both
+Ready; predictions through its Service from another namespace, correct, also while
+one of the 2 Pods is deleted mid-stream.
+
 Measured and printed: each image's build (or reuse) and import into the node, each
-server's Ready time after `helm install`, and each Pod's memory (the kubelet's
-summary).
+server's Ready time after `helm install`, each Pod's memory (the kubelet's summary),
+the inference Pods' Ready time and memory, the requests' latency.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from driftline_testing.images import DEV_IMAGES, BuiltImage, DockerDaemon, Image
 from driftline_testing.node import NodeStack
 from tests.deploy.chart import CHART, ROOT, values_file
 from tests.integration.pods.cluster import (
+    SMALL_INFERENCE,
+    SMALL_PARTS,
     Kube,
     apply_model,
     is_ready,
@@ -119,9 +126,13 @@ def client_pod(name: str, image: str, command: list[str]) -> dict[str, Any]:
 def run_pod(kube: Kube, manifest: dict[str, Any], timeout: float = 180) -> tuple[str, float]:
     """Create the Pod, wait until it has finished; its log and the seconds it took.
     A Pod that failed fails the test with its log."""
-    name = manifest["metadata"]["name"]
     started = time.monotonic()
     kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    return finish_pod(kube, manifest["metadata"]["name"], started, timeout)
+
+
+def finish_pod(kube: Kube, name: str, started: float, timeout: float) -> tuple[str, float]:
+    """Waits until the Pod `name`, created at `started`, has finished: as `run_pod`."""
     deadline = started + timeout
     phase = ""
     while phase not in ("Succeeded", "Failed"):
@@ -159,9 +170,18 @@ def why_not_ready(kube: Kube) -> str:
 
 @pytest.fixture(scope="module")
 def dev_images(image_builder: ImageBuilder) -> dict[str, BuiltImage]:
-    """The operator's image and dev mode's, built from this tree (or found by their
-    content key)."""
-    return {name: image_builder.build(name) for name in ("operator", *DEV_IMAGES.values())}
+    """The operator's image, inference's (CPU, no torch) and dev mode's, built from
+    this tree (or found by their content key)."""
+    names = ("operator", "inference", *DEV_IMAGES.values())
+    return {name: image_builder.build(name) for name in names}
+
+
+def node_ref(name: str, dev_images: dict[str, BuiltImage]) -> str:
+    """The image's reference on the node. The chart gives the operator and the parts
+    one tag, so inference's image goes there under the operator's."""
+    if name == "inference":
+        return f"driftline/inference:{dev_images['operator'].ref.rsplit(':', 1)[1]}"
+    return str(dev_images[name].ref)
 
 
 @pytest.fixture(scope="module")
@@ -175,11 +195,16 @@ def imported(
     folder = tmp_path_factory.mktemp("dev-images")
     seconds = {}
     for name, image in dev_images.items():
-        ref = f"docker.io/{image.ref}"
+        wanted = node_ref(name, dev_images)
+        ref = f"docker.io/{wanted}"
         if ref in real_node.image_refs():
             continue  # the operator's, imported by the operator's own tests
         started = time.monotonic()
-        tarball = docker_daemon.save(image.ref, folder / f"{name}.tar")
+        if wanted != image.ref:
+            docker_daemon.docker("tag", image.ref, wanted)
+        tarball = docker_daemon.save(wanted, folder / f"{name}.tar")
+        if wanted != image.ref:
+            docker_daemon.docker("rmi", wanted)  # the tag only: the image keeps its own
         real_node.import_image(tarball)
         tarball.unlink()
         seconds[name] = time.monotonic() - started
@@ -199,7 +224,7 @@ def installed(
     repository, tag = dev_images["operator"].ref.rsplit(":", 1)
     values = {
         "image": {"operator": repository, "tag": tag, "pullPolicy": "Never"},
-        "operator": {"settings": {"tick_seconds": 2}},
+        "operator": {"settings": {"tick_seconds": 2, **SMALL_PARTS}},
         "dev": {
             "enabled": True,
             **{server: {"image": dev_images[DEV_IMAGES[server]].ref} for server in SERVERS},
@@ -338,7 +363,12 @@ def test_the_operator_reaches_the_dev_servers(
     sample["spec"]["model"]["registry"]["trackingUri"] = f"http://{host('mlflow')}:5000"
     sample["spec"]["kafka"] = {"bootstrapServers": f"{host('kafka')}:9092"}
     sample["spec"]["redis"] = {"url": f"redis://{host('redis')}:6379/0"}
+    # Its registry has no version: its inference never becomes Ready, and asks little.
+    sample["spec"]["inference"] = SMALL_INFERENCE
     name = sample["metadata"]["name"]
+    request.addfinalizer(
+        lambda: kube.kubectl("delete", "dynamicmodel", name, "-n", MODELS, check=False)
+    )
     status = apply_model(kube, sample, MODELS)
     assert status.get("phase"), status
     time.sleep(10)  # a few ticks of the rollout, each reading Redis and the registry
@@ -354,3 +384,251 @@ def test_the_operator_reaches_the_dev_servers(
     outages = [line for line in warned if "unavailable" in line]
     assert not outages, "\n".join(outages)
     assert "DependencyMissing" not in json.dumps(status), status
+
+
+# --- inference in real Pods ------------------------------------------------------------
+
+SCORER = "scorer"
+INFERENCE_URL = f"http://{SCORER}-inference.{MODELS}:8080/v1/models/{SCORER}/predict"
+ROWS = [{"x1": 0.5 * i - 2.0, "x2": 1.25 - 0.3 * i, "x3": (i % 5) - 2.5} for i in range(16)]
+
+# Run in the MLflow image from another namespace: the version logged and registered
+# the way the trainer publishes one (driftline_testing.models.register_version), the
+# ONNX file made by the test. Prints the version.
+REGISTER = """
+import base64, hashlib, os, sys, tempfile
+from mlflow import MlflowClient
+uri, name, model = sys.argv[1], sys.argv[2], base64.b64decode(sys.argv[3])
+client = MlflowClient(tracking_uri=uri)
+run = client.create_run(client.create_experiment(name))
+with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "model.onnx")
+    with open(path, "wb") as f:
+        f.write(model)
+    client.log_artifact(run.info.run_id, path, "model")
+client.set_terminated(run.info.run_id)
+client.create_registered_model(name)
+version = client.create_model_version(
+    name, source=f"runs:/{run.info.run_id}/model", run_id=run.info.run_id,
+    tags={"driftline.sha256": hashlib.sha256(model).hexdigest()},
+)
+for alias in ("champion", "baseline"):
+    client.set_registered_model_alias(name, alias, version.version)
+print(version.version)
+"""
+
+# Run in the MLflow image from another namespace: predictions through the inference
+# Service for argv[1] seconds, a new connection each (the Service picks a Pod per
+# connection), each answer checked against the one the test computed. Prints a
+# progress line every 20 requests, and one JSON object at the end.
+TRAFFIC = """
+import json, sys, time, urllib.request
+url, seconds = sys.argv[1], float(sys.argv[2])
+rows, expected = json.loads(sys.argv[3]), json.loads(sys.argv[4])
+ok, wrong, failed, latencies = 0, [], [], []
+started = time.monotonic()
+i = 0
+while time.monotonic() - started < seconds:
+    body = json.dumps({"entity_id": "e-%d" % i, "features": rows[i % len(rows)]}).encode()
+    want = expected[i % len(rows)]
+    sent = time.monotonic()
+    try:
+        request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as r:
+            answer = json.loads(r.read())
+        pairs = zip(answer["probabilities"], want["probabilities"])
+        close = all(abs(a - b) < 1e-5 for a, b in pairs)
+        if answer["label"] == want["label"] and close:
+            ok += 1
+        else:
+            wrong.append([i, answer])
+    except Exception as exc:
+        failed.append("%.2f s: %r" % (sent - started, exc))
+    latencies.append(time.monotonic() - sent)
+    i += 1
+    if i % 20 == 0:
+        print("progress %d" % i, flush=True)
+latencies.sort()
+print(json.dumps({"requests": i, "ok": ok, "wrong": wrong[:5], "failed": failed,
+                  "p50_ms": 1000 * latencies[len(latencies) // 2],
+                  "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)],
+                  "max_ms": 1000 * latencies[-1], "seconds": time.monotonic() - started}))
+"""
+
+
+def inference_pods(kube: Kube) -> list[dict[str, Any]]:
+    selector = f"driftline.io/model={SCORER},app.kubernetes.io/component=inference"
+    pods = kube.json("get", "pods", "-n", MODELS, "-l", selector)["items"]
+    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+
+
+def wait_inference_ready(kube: Kube, count: int, timeout: float) -> float:
+    started = time.monotonic()
+    while True:
+        pods = inference_pods(kube)
+        if len(pods) == count and all(is_ready(p) for p in pods):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            events = kube.kubectl("get", "events", "-n", MODELS, check=False)
+            logs = [
+                kube.kubectl("logs", "-n", MODELS, p["metadata"]["name"], "--tail=30", check=False)
+                for p in pods
+            ]
+            pytest.fail(
+                f"{count} inference Pods not Ready in {timeout:.0f} s:\n{events[-3000:]}\n"
+                + "\n---\n".join(logs)
+            )
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def scorer(
+    installed: dict[str, float],
+    kube: Kube,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> dict[str, Any]:
+    """A version registered in the in-cluster MLflow, and a DynamicModel serving it
+    with 2 inference replicas, both Ready; what the tests compare answers with and the
+    seconds each step took."""
+    import base64
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from driftline.api import parse_dynamic_model
+    from driftline.inference.contract import FeatureContract
+    from driftline_testing.models import mlp_model, model_document
+
+    document = model_document(
+        SCORER,
+        tracking_uri=f"http://{host('mlflow')}:5000",
+        kafka=f"{host('kafka')}:9092",
+        redis=f"redis://{host('redis')}:6379/0",
+        namespace=MODELS,
+        inference={
+            "replicas": {"min": 2, "max": 2},
+            "resources": {"cpu": "250m", "memory": "512Mi"},
+        },
+    )
+    document["spec"]["training"] = {"mode": "off"}
+    contract = FeatureContract(parse_dynamic_model(document).spec)
+    model = mlp_model(contract, seed=3)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    numeric = np.array([[row[n] for n in ("x1", "x2", "x3")] for row in ROWS], np.float32)
+    labels, probabilities = session.run(None, {"numeric": numeric})
+    expected = [
+        {"label": int(label), "probabilities": [float(p) for p in probs]}
+        for label, probs in zip(labels, probabilities, strict=True)
+    ]
+
+    uri = f"http://{host('mlflow')}:5000"
+    argv = ["python3", "-c", REGISTER, uri, SCORER, base64.b64encode(model).decode()]
+    log, registered = run_pod(kube, client_pod("register", dev_images["dev-mlflow"].ref, argv))
+    assert log.strip().splitlines()[-1] == "1", log
+
+    started = time.monotonic()
+    kube.kubectl("apply", "-f", "-", stdin=yaml.safe_dump(document))
+    ready = wait_inference_ready(kube, 2, timeout=240)
+    return {
+        "rows": ROWS,
+        "expected": expected,
+        "register_s": registered,
+        "ready_s": time.monotonic() - started,
+        "last_ready_s": ready,
+    }
+
+
+def test_inference_pods_serve_a_registered_version_to_another_namespace(
+    scorer: dict[str, Any],
+    kube: Kube,
+    real_node: NodeStack,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The operator runs the model's inference from the CPU image (`driftline/inference`,
+    no torch) with 2 replicas; both load version 1 from the in-cluster MLflow and become
+    Ready, and a Pod of another namespace gets, through the inference Service, the
+    answers the test computed from the same ONNX file. (The rig's CNI, a plain bridge,
+    does not enforce NetworkPolicies: the model's policies are not tested here.)"""
+    pods = inference_pods(kube)
+    assert len(pods) == 2
+    container = pods[0]["spec"]["containers"][0]
+    assert container["image"] == node_ref("inference", dev_images)
+    seconds = "3"
+    argv = [
+        "python3",
+        "-c",
+        TRAFFIC,
+        INFERENCE_URL,
+        seconds,
+        json.dumps(scorer["rows"]),
+        json.dumps(scorer["expected"]),
+    ]
+    log, _ = run_pod(kube, client_pod("predict", dev_images["dev-mlflow"].ref, argv))
+    out = json.loads(log.strip().splitlines()[-1])
+    assert out["requests"] > 0 and out["ok"] == out["requests"], out
+    assert real_node.node is not None
+    memory = pod_memory(kube, real_node.node.name, MODELS)
+    sets = {
+        name: stats["workingSetBytes"] / 2**20
+        for name, stats in memory.items()
+        if name.startswith(f"{SCORER}-inference-")
+    }
+    assert len(sets) == 2 and all(0 < m < 512 for m in sets.values()), sets
+    report(
+        request,
+        f"version registered by a Pod in {scorer['register_s']:.1f} s; 2 inference Pods "
+        f"Ready {scorer['ready_s']:.1f} s after the model's apply; {out['requests']} "
+        f"predictions in {out['seconds']:.1f} s, all correct (p50 {out['p50_ms']:.1f} ms, "
+        f"p99 {out['p99_ms']:.1f} ms, a new connection each); inference working sets "
+        + ", ".join(f"{m:.0f} MiB" for m in sorted(sets.values())),
+        TAG,
+    )
+
+
+def test_an_inference_pod_deleted_mid_stream_fails_no_request(
+    scorer: dict[str, Any],
+    kube: Kube,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Traffic through the Service while one of the 2 inference Pods is deleted (the
+    kubelet's SIGTERM, the grace period the operator gives): every request is
+    answered, and correctly; the Deployment is back to 2 Ready Pods. The stream
+    outlasts the deleted Pod's shutdown delay (the operator's 5 s) and the Service's
+    change; without the delay, connections were refused here."""
+    seconds = 10
+    argv = [
+        "python3",
+        "-c",
+        TRAFFIC,
+        INFERENCE_URL,
+        str(seconds),
+        json.dumps(scorer["rows"]),
+        json.dumps(scorer["expected"]),
+    ]
+    manifest = client_pod("stream", dev_images["dev-mlflow"].ref, argv)
+    started = time.monotonic()
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    while "progress 40" not in kube.kubectl("logs", "-n", CLIENTS, "stream", check=False):
+        assert time.monotonic() - started < 120, kube.kubectl(
+            "get", "events", "-n", CLIENTS, check=False
+        )
+        time.sleep(0.25)
+    victim = inference_pods(kube)[0]["metadata"]["name"]
+    deleted = time.monotonic()
+    kube.kubectl("delete", "pod", victim, "-n", MODELS, "--wait=false")
+    back = wait_inference_ready(kube, 2, timeout=120)
+    log, _ = finish_pod(kube, "stream", started, timeout=seconds + 120)
+    out = json.loads(log.strip().splitlines()[-1])
+    assert not out["failed"], out
+    assert not out["wrong"] and out["ok"] == out["requests"], out
+    assert time.monotonic() - deleted < seconds + 120
+    report(
+        request,
+        f"one of 2 inference Pods deleted mid-stream: {out['requests']} requests in "
+        f"{out['seconds']:.1f} s, none failed (max {out['max_ms']:.0f} ms, p99 "
+        f"{out['p99_ms']:.1f} ms); 2 Pods Ready again {back:.1f} s after the delete",
+        TAG,
+    )

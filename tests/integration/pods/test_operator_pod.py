@@ -4,8 +4,13 @@ built from this tree until its Pod is Ready; the CRD the chart brings serves a
 DynamicModel, and the operator, with no Kafka, Redis or MLflow to reach, keeps
 running and says in the model's status what it waits for.
 
+The operator killed mid-reconcile (its Pod deleted with no grace, once right after a
+model's apply and once right after a spec change) converges, under the Pod its
+Deployment brings back, to exactly the children its builders render for the model.
+
 Measured and printed: the image's import into the node, the operator Pod's Ready
-time after `helm install`, and its memory (the kubelet's summary).
+time after `helm install`, its memory (the kubelet's summary), and the seconds from
+each kill to a new Ready operator and to a converged model.
 """
 
 from __future__ import annotations
@@ -22,12 +27,19 @@ from driftline_testing.images import BuiltImage, DockerDaemon, ImageBuilder
 from driftline_testing.node import NodeStack
 from tests.deploy.chart import CHART, ROOT, values_file
 from tests.integration.pods.cluster import (
+    SMALL_INFERENCE,
+    SMALL_PARTS,
     Kube,
     apply_model,
+    create_and_kill_operator,
     is_ready,
+    kill_operator,
+    model_children,
     pod_memory,
     report,
     restricted_namespace,
+    wait_new_operator,
+    wanted_children,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(1800)]
@@ -95,7 +107,7 @@ def installed(
     values = {
         "image": {"operator": repository, "tag": tag, "pullPolicy": "Never"},
         # A status update every 2 s instead of 10: the test reads it sooner.
-        "operator": {"settings": {"tick_seconds": 2}},
+        "operator": {"settings": {"tick_seconds": 2, **SMALL_PARTS}},
     }
     path = values_file(values, tmp_path_factory.mktemp("values"), "operator-pod")
     restricted_namespace(kube, NAMESPACE)
@@ -166,8 +178,9 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     restarts = pod["status"]["containerStatuses"][0]["restartCount"]
     assert restarts == 0, why_not_ready(kube, pod)
     report(request, f"model status without backends: {json.dumps(status, sort_keys=True)}")
-    # Only the operator's image is on the node: the parts' Pods wait for theirs, and
-    # the status says the model waits for its parts.
+    # The parts' image is not on the node (inference's is, when the dev-mode tests ran
+    # first, but its registry is no Service): no part becomes Ready, and the status
+    # says the model waits for its parts.
     assert status["phase"] == "Pending", status
     assert status["message"].startswith("waiting for parts: "), status
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
@@ -204,3 +217,116 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
         f"operator memory: working set {working_set:.0f} MiB, RSS "
         f"{memory.get('rssBytes', 0) / 2**20:.0f} MiB",
     )
+
+
+def converged(kube: Kube, name: str, memory: str, timeout: float = 120) -> tuple[float, str]:
+    """Waits until the model's children are exactly what the builders render for it,
+    the inference Deployment asks `memory`, and the status observed this generation;
+    the seconds it took, or the difference still there after `timeout`."""
+    started = time.monotonic()
+    why = ""
+    while time.monotonic() - started < timeout:
+        model = kube.json("get", "dynamicmodel", name, "-n", MODELS)
+        wanted = wanted_children(model)
+        children = model_children(kube, model)
+        generation = model["metadata"]["generation"]
+        observed = model.get("status", {}).get("observedGeneration")
+        inference = children.get(("Deployment", f"{name}-inference"))
+        asked = (
+            inference["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            if inference
+            else {}
+        )
+        why = (
+            f"missing {sorted(wanted - set(children))}, extra {sorted(set(children) - wanted)}, "
+            f"observedGeneration {observed} of {generation}, inference limits {asked}"
+        )
+        if set(children) == wanted and observed == generation and asked.get("memory") == memory:
+            return time.monotonic() - started, why
+        time.sleep(0.5)
+    return time.monotonic() - started, why
+
+
+def test_the_operator_killed_mid_reconcile_converges_to_one_child_of_each(
+    installed: dict[str, float],
+    kube: Kube,
+    real_node: NodeStack,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A model with every child the operator renders here (a trainer Deployment and its
+    checkpoint claim, the import Job of `spec.model.initial`): the operator's Pod is
+    killed (grace 0) as soon as the first child of the new model exists, and again
+    right after a spec change. The Pod the Deployment brings back finishes the work:
+    exactly the children the builders render, each once, owned by the model, the spec
+    change applied, the status's observedGeneration caught up.
+
+    The parts' Pods never become Ready here (the joiner's, trainer's and drift
+    monitor's image is not on the node, nor is any backend), so the model's phase is
+    not Ready: only the objects and the status's generation are asserted."""
+    name = "steady"
+    manifest = yaml.safe_load(SAMPLE.read_text())
+    manifest["metadata"] = {"name": name, "namespace": MODELS}
+    manifest["spec"]["model"]["initial"] = {"uri": "/models/steady.onnx"}
+    manifest["spec"]["inference"] = SMALL_INFERENCE
+    assert real_node.plane is not None
+    api = real_node.plane.api_client()
+    try:
+        killed, after = create_and_kill_operator(api, manifest, NAMESPACE)
+    finally:
+        api.close()
+    model = kube.json("get", "dynamicmodel", name, "-n", MODELS)
+    seen = len(model_children(kube, model))  # a few more may land before the kill bites
+    back = wait_new_operator(kube, NAMESPACE, killed)
+    took, why = converged(kube, name, "64Mi")
+    assert took < 120, why
+    first = (
+        f"killed {after:.2f} s after the create ({seen} of {len(wanted_children(model))} "
+        f"children written by the time the kill was answered); new operator "
+        f"Ready {back:.1f} s after the kill, model converged {took:.1f} s after that"
+    )
+
+    # A spec change, and the operator killed right after it: the inference Deployment
+    # and its autoscaler change, the children's set stays.
+    patch = {"spec": {"inference": {"resources": {"memory": "96Mi"}, "replicas": {"max": 3}}}}
+    kube.kubectl(
+        "patch", "dynamicmodel", name, "-n", MODELS, "--type=merge", "-p", json.dumps(patch)
+    )
+    killed = kill_operator(kube, NAMESPACE)
+    back = wait_new_operator(kube, NAMESPACE, killed)
+    took, why = converged(kube, name, "96Mi")
+    assert took < 120, why
+    report(
+        request,
+        f"{first}; after a spec change: killed at once, new operator Ready {back:.1f} s, "
+        f"model converged {took:.1f} s after that",
+    )
+
+    model = kube.json("get", "dynamicmodel", name, "-n", MODELS)
+    assert model["metadata"]["generation"] == 2
+    children = model_children(kube, model)
+    assert set(children) == wanted_children(model)
+    kinds = sorted({kind for kind, _ in children})
+    assert kinds == sorted(
+        [
+            "ConfigMap",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "Job",
+            "NetworkPolicy",
+            "PersistentVolumeClaim",
+            "PodDisruptionBudget",
+            "Service",
+            "ServiceAccount",
+        ]
+    ), kinds
+    for (kind, child), item in children.items():
+        owners = [o for o in item["metadata"].get("ownerReferences", []) if o.get("controller")]
+        assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [
+            ("DynamicModel", name, model["metadata"]["uid"])
+        ], (kind, child, owners)
+    autoscaler = children[("HorizontalPodAutoscaler", f"{name}-inference")]
+    assert autoscaler["spec"]["maxReplicas"] == 3, autoscaler["spec"]
+    # The import Job: one, never a second one from a reconcile started twice.
+    jobs = kube.json("get", "jobs", "-n", MODELS, "-l", f"driftline.io/model={name}")["items"]
+    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+    report(request, "children: " + ", ".join(f"{k}/{n}" for k, n in sorted(children)))

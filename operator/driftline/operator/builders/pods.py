@@ -84,6 +84,10 @@ def _env(ctx: BuildContext, part: Part) -> list[dict[str, Any]]:
         grpc = ctx.model.spec.inference.grpc
         if grpc.enabled:
             values[f"{prefix}GRPC_PORT"] = str(grpc.port)
+        # Served on after SIGTERM until the Service has dropped the Pod (see the setting).
+        values[f"{prefix}SHUTDOWN_DELAY_SECONDS"] = (
+            f"{ctx.settings.inference_shutdown_delay_seconds:g}"
+        )
     if part is TRAINER:
         values[f"{prefix}{TRAINER.data_setting}"] = CHECKPOINT_DIR
     ranked = part is TRAINER and trainer_ranks(ctx.model) > 1
