@@ -205,9 +205,9 @@ class SourcedFeatures:
         if self.feast is not None:
             columns += [f.column for f in self.feast.features]
         values = []
-        for original, numbers in zip(rows.values, served[:, columns].tolist(), strict=True):
+        for row, original in enumerate(rows.values):
             updated = list(original)
-            for column, number in zip(columns, numbers, strict=True):
-                updated[column] = number
+            for column in columns:
+                updated[column] = float(served[row, column])
             values.append(tuple(updated))
         rows.values = values
