@@ -228,6 +228,31 @@ def test_requests_of_one_loop_turn_share_one_read_beside_the_aggregate_script() 
     assert [list(r.rows.values[0])[1:3] for r in (first, second)] == [[1.0, 5.0], [2.0, 5.0]]
 
 
+def test_a_turn_hands_each_request_its_rows_and_builds_each_entity_key_once() -> None:
+    store = FakeFeastRedis()
+    store.put(1, "user_stats", {"txn_count": int64(1)}, int(time.time()))
+    store.put(2, "user_stats", {"txn_count": int64(2)}, int(time.time()))
+    contract, sources = sourced(spec_with(TXN), store)
+    assert sources.feast is not None
+    (reader,) = sources.feast.readers.values()
+    built: list[Any] = []
+    redis_key = reader.redis_key
+    reader.redis_key = lambda row: built.append(row) or redis_key(row)  # type: ignore[method-assign]
+    first, second = (decoded(contract, [{"amount": 1.0, "channel": "a"}] * 2) for _ in range(2))
+
+    async def both() -> None:
+        await asyncio.gather(
+            sources.fill(first.rows, ["1", "9"]), sources.fill(second.rows, ["2", "1"])
+        )
+
+    asyncio.run(both())
+    asyncio.run(both())
+    assert store.calls == 2
+    assert [v[1] for v in first.rows.values] == [1.0, -1.0]
+    assert [v[1] for v in second.rows.values] == [2.0, 1.0]
+    assert built == [{"user_id": 1}, {"user_id": 9}, {"user_id": 2}]
+
+
 def test_the_store_down_serves_defaults_or_refuses_as_the_spec_says() -> None:
     contract, sources = sourced(spec_with(TXN), FakeFeastRedis(RedisConnectionError("down")))
     request = decoded(contract, [{"amount": 1.0, "channel": "a"}] * 2)

@@ -364,7 +364,10 @@ class FeastOnlineReader:
 
     def read(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> FeastRows:
         """Read `rows` with a synchronous client, in one round trip."""
-        keys = [self.redis_key(row) for row in rows]
+        return self.read_keys([self.redis_key(row) for row in rows], now)
+
+    def read_keys(self, keys: Sequence[bytes | None], now: float | None = None) -> FeastRows:
+        """`read` of rows given by their `redis_key` (None: a row with a null key)."""
         present = [key for key in keys if key is not None]
         replies: list[Any] = []
         if len(present) == 1:  # one row: a plain HMGET is cheapest
@@ -380,7 +383,10 @@ class FeastOnlineReader:
 
     async def aread(self, rows: Sequence[Mapping[str, Any]], now: float | None = None) -> FeastRows:
         """Read `rows` with a `redis.asyncio` client, in one round trip."""
-        keys = [self.redis_key(row) for row in rows]
+        return await self.aread_keys([self.redis_key(row) for row in rows], now)
+
+    async def aread_keys(self, keys: Sequence[bytes | None], now: float | None = None) -> FeastRows:
+        """`aread` of rows given by their `redis_key` (None: a row with a null key)."""
         present = [key for key in keys if key is not None]
         replies: list[Any] = []
         if len(present) == 1:  # one row: a plain HMGET is cheapest

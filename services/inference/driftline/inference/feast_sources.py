@@ -14,13 +14,18 @@ integer key), `stale` (older than maxAgeSeconds) or `mistyped` (a string or byte
 value). These never refuse a request. When Feast's Redis cannot be read (error,
 timeout, a value the reader cannot decode), `onUnavailable` applies as for aggregates:
 the default (`defaulted`) or a 503 (`refused`).
+
+Per request, the lookup costs little Python: each entity's Redis key is built once and
+kept (a bounded LRU per reader), the turn's answer is handed to each request whole with
+where its rows start (no copy), and `fill` walks precomputed (feature, column) pairs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +50,15 @@ GroupKey = tuple[str, tuple[tuple[str, str, str], ...], int | None]
 """(project, sorted (joinKey, type, field), maxAgeSeconds): the features one reader reads."""
 
 OUTCOMES = ("missing", "stale", "mistyped", "defaulted", "refused")
+
+KEY_CACHE_ENTRIES = 65536
+"""Entities whose Redis key each reader keeps (least recently used dropped)."""
+
+Read = dict[GroupKey, FeastRows]
+"""What one turn read: each group's rows, for the entities of every request of the turn."""
+
+Part = tuple[Read, int]
+"""A request's part of a turn's read: the whole read and the index of its first row."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,16 +129,23 @@ class FeastFeatures:
         self.features = list(features)
         self.groups = group(self.features)
         self.readers: dict[GroupKey, FeastOnlineReader] = {}
+        self._keys: dict[GroupKey, Callable[[str | None], bytes | None]] = {}
+        """Per group: an entity id -> its Redis key (None: no key), memoized."""
+        self._columns = {
+            key: [(f.ref, f.column, f.source.default, f.name) for f in members]
+            for key, members in self.groups.items()
+        }
+        """Per group: (ref, column, default, name) of its features, for `fill`."""
         self.client: Any = None
         self._counters = {
             (f.name, outcome): metrics.feature_source_errors_total.labels(f.name, outcome)
             for f in self.features
             for outcome in OUTCOMES
         }
-        self._batch: TurnBatch[str | None, dict[GroupKey, FeastRows], dict[GroupKey, FeastRows]]
+        self._batch: TurnBatch[str | None, Read, Part]
         self._batch = TurnBatch(
             self._read,
-            cut_rows,
+            part_of,
             timeout_seconds=0.1,
             errors=(RedisError, OSError, TimeoutError, FeastOnlineError),
             name="Feast online store",
@@ -136,15 +157,18 @@ class FeastFeatures:
         self.client = client
         self._batch.timeout_seconds = timeout_seconds
         self.readers = {}
+        self._keys = {}
         for (project, keys, max_age), members in self.groups.items():
             refs = list(dict.fromkeys(f.ref for f in members))
-            self.readers[(project, keys, max_age)] = FeastOnlineReader(
+            reader = FeastOnlineReader(
                 client,
                 project,
                 [JoinKey(name, kind) for name, kind, _ in keys],
                 refs,
                 max_age_seconds=max_age,
             )
+            self.readers[(project, keys, max_age)] = reader
+            self._keys[(project, keys, max_age)] = redis_keys(reader, keys)
 
     async def close(self, close_client: bool = True) -> None:
         await self._batch.close()
@@ -155,22 +179,24 @@ class FeastFeatures:
         """Write the served values into `rows.numeric` (the caller rewrites logged values)."""
         assert rows.numeric is not None
         numeric = rows.numeric
-        read = await self._batch.submit(entity_ids)
-        if read is None:
+        part = await self._batch.submit(entity_ids)
+        if part is None:
             self._unavailable()
             for f in self.features:
                 numeric[:, f.column] = f.source.default
             return
+        read, first = part
         counts: dict[tuple[str, str], int] = {}
-        for key, members in self.groups.items():
+        for key, columns in self._columns.items():
             found = read[key]
-            for f in members:
-                values, statuses = found.values[f.ref], found.statuses[f.ref]
+            for ref, column, default, name in columns:
+                values, statuses = found.values[ref], found.statuses[ref]
                 for row in range(rows.n):
-                    value, outcome = served_value(values[row], statuses[row])
-                    numeric[row, f.column] = f.source.default if value is None else value
+                    at = first + row
+                    value, outcome = served_value(values[at], statuses[at])
+                    numeric[row, column] = default if value is None else value
                     if outcome is not None:
-                        counts[(f.name, outcome)] = counts.get((f.name, outcome), 0) + 1
+                        counts[(name, outcome)] = counts.get((name, outcome), 0) + 1
         for counted, n in counts.items():
             self._counters[counted].inc(n)
 
@@ -187,22 +213,26 @@ class FeastFeatures:
 
     # --- one read per group per loop turn ------------------------------------------------
 
-    async def _read(self, entities: list[str | None]) -> dict[GroupKey, FeastRows]:
+    async def _read(self, entities: list[str | None]) -> Read:
         """Each group's rows for the entities of every request of one event-loop turn."""
-        keys = list(self.readers)
-        answers = await asyncio.gather(
-            *(self.readers[k].aread([entity_row(e, k[1]) for e in entities]) for k in keys)
-        )
-        return dict(zip(keys, answers, strict=True))
+        groups = list(self.readers)
+        reads = [self.readers[g].aread_keys([self._keys[g](e) for e in entities]) for g in groups]
+        answers = [await reads[0]] if len(reads) == 1 else await asyncio.gather(*reads)
+        return dict(zip(groups, answers, strict=True))
 
 
-def cut_rows(read: dict[GroupKey, FeastRows], start: int, stop: int) -> dict[GroupKey, FeastRows]:
-    """Rows `start` to `stop` of each group's answer."""
-    return {
-        key: FeastRows(
-            values={ref: v[start:stop] for ref, v in rows.values.items()},
-            statuses={ref: s[start:stop] for ref, s in rows.statuses.items()},
-            event_times={view: t[start:stop] for view, t in rows.event_times.items()},
-        )
-        for key, rows in read.items()
-    }
+def redis_keys(
+    reader: FeastOnlineReader, keys: tuple[tuple[str, str, str], ...]
+) -> Callable[[str | None], bytes | None]:
+    """An entity id -> the reader's Redis key for it, the last KEY_CACHE_ENTRIES kept."""
+
+    @functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
+    def redis_key(entity: str | None) -> bytes | None:
+        return reader.redis_key(entity_row(entity, keys))
+
+    return redis_key
+
+
+def part_of(read: Read, start: int, stop: int) -> Part:
+    """A request's rows `start` to `stop` of the turn's read, without copying them."""
+    return read, start
