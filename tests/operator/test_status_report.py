@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from driftline.api.status import DriftStatus, DynamicModelStatus, RolloutStatus
-from driftline.operator.cluster import DeploymentState
+from driftline.operator.cluster import DeploymentState, workload_state
 from driftline.operator.status_report import Observation, compute_status, parse_status, to_patch
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -241,3 +241,30 @@ def test_parts_at_zero_are_ready_and_a_part_kept_at_one_is_explained() -> None:
     ready = status.condition("Ready")
     assert ready is not None and ready.message.endswith(note)
     assert "joiner 0/0" in ready.message
+
+
+def test_a_trainer_statefulset_counts_as_the_trainer_part() -> None:
+    """With `training.workers` > 1 the trainer is a StatefulSet: its state reads like
+    a Deployment's, so the model is Serving once all its ranks are available."""
+
+    def statefulset(ready: int, update: str = "r2", current: str = "r2") -> dict[str, object]:
+        return {
+            "metadata": {"name": "m-trainer", "generation": 3,
+                         "labels": {"app.kubernetes.io/component": "trainer"}},
+            "spec": {"replicas": 2},
+            "status": {"observedGeneration": 3, "readyReplicas": ready,
+                       "availableReplicas": ready, "currentReplicas": 2, "updatedReplicas": 0,
+                       "currentRevision": current, "updateRevision": update},
+        }  # fmt: skip
+
+    both = workload_state("StatefulSet", statefulset(ready=2))
+    assert (both.part, both.is_available, both.is_rolling) == ("trainer", True, False)
+    one = workload_state("StatefulSet", statefulset(ready=1))
+    assert not one.is_available
+    rolling = workload_state("StatefulSet", statefulset(ready=2, current="r1"))
+    assert rolling.is_rolling
+    others = [deployment(p) for p in PARTS if p != "trainer"]
+    serving = compute_status(None, observe(*others, both), T0)
+    assert serving.phase == "Serving"
+    waiting = compute_status(None, observe(*others, one), T0)
+    assert waiting.phase != "Serving" and "trainer" in (waiting.message or "")

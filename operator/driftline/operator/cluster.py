@@ -71,6 +71,41 @@ class DeploymentState:
         return not self.current or self.updated < self.desired
 
 
+def workload_state(kind: str, item: dict[str, Any]) -> DeploymentState:
+    """A Deployment's or a StatefulSet's (`kind`; list items do not name it) rollout
+    state, in one shape.
+
+    A StatefulSet has no Available condition: it counts as available when all its
+    replicas are (available, or ready on an API server that does not report it), and
+    it is rolling while its pods are not all of the update revision."""
+    meta, spec, status = item["metadata"], item.get("spec", {}), item.get("status", {})
+    desired = int(spec.get("replicas", 1))
+    ready = int(status.get("readyReplicas", 0))
+    current = status.get("observedGeneration", 0) >= meta.get("generation", 0)
+    if kind == "StatefulSet":
+        available = int(status.get("availableReplicas", ready))
+        updated = int(status.get("updatedReplicas", 0))
+        revision = status.get("updateRevision")
+        if revision is not None and status.get("currentRevision") == revision:
+            updated = max(updated, int(status.get("currentReplicas", 0)))
+        available_condition = available >= desired
+    else:
+        available = int(status.get("availableReplicas", 0))
+        updated = int(status.get("updatedReplicas", 0))
+        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+        available_condition = conditions.get("Available") == "True"
+    return DeploymentState(
+        part=meta.get("labels", {}).get(COMPONENT_LABEL, meta["name"]),
+        name=meta["name"],
+        desired=desired,
+        ready=ready,
+        available=available,
+        updated=updated,
+        current=current,
+        available_condition=available_condition,
+    )
+
+
 def kafka_security(secret: str, data: dict[str, str]) -> dict[str, str]:
     """librdkafka security settings from the Secret's keys.
 
@@ -180,23 +215,12 @@ class Cluster:
         return RedisConnection(spec.url, data.get("username") or None, data.get("password") or None)
 
     def deployments(self, namespace: str, name: str) -> list[DeploymentState]:
-        path = kind_of({"apiVersion": "apps/v1", "kind": "Deployment"}).collection(namespace)
+        """The state of each part's workload: its Deployment, or the StatefulSet of a
+        trainer with several ranks (`training.workers`)."""
         out = []
-        for item in self.kube.list(path, model_selector(name)):
-            meta, spec, status = item["metadata"], item.get("spec", {}), item.get("status", {})
-            conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-            out.append(
-                DeploymentState(
-                    part=meta.get("labels", {}).get(COMPONENT_LABEL, meta["name"]),
-                    name=meta["name"],
-                    desired=int(spec.get("replicas", 1)),
-                    ready=int(status.get("readyReplicas", 0)),
-                    available=int(status.get("availableReplicas", 0)),
-                    updated=int(status.get("updatedReplicas", 0)),
-                    current=status.get("observedGeneration", 0) >= meta.get("generation", 0),
-                    available_condition=conditions.get("Available") == "True",
-                )
-            )
+        for kind in ("Deployment", "StatefulSet"):
+            path = kind_of({"apiVersion": "apps/v1", "kind": kind}).collection(namespace)
+            out += [workload_state(kind, i) for i in self.kube.list(path, model_selector(name))]
         return sorted(out, key=lambda d: d.part)
 
     def part_problems(self, namespace: str, name: str, parts: Sequence[str]) -> dict[str, str]:
