@@ -62,9 +62,10 @@ def test_quick_demo_learns_the_new_concept_and_rejects_a_broken_candidate(
 def test_a_static_model_is_imported_then_replaced_by_what_is_learned_beside_it(
     tmp_path: Path,
 ) -> None:
-    """`demo --scenario migrate`: a scikit-learn pipeline named in `spec.model.initial` is
-    imported as version 1; after the change of concept a learned version is promoted
-    over it and beats the imported model, frozen as the baseline, clearly."""
+    """`demo --scenario migrate`: a gradient-boosted model (scikit-learn's, converted to
+    ONNX) named in `spec.model.initial` is imported as version 1; after the change of
+    concept a learned version is promoted over it and beats the imported model, frozen
+    as the baseline, clearly."""
     out = tmp_path / "report"
     run = subprocess.run(
         [sys.executable, "-m", "driftline.local.cli", "demo", "--quick", "--scenario", "migrate",
@@ -80,7 +81,7 @@ def test_a_static_model_is_imported_then_replaced_by_what_is_learned_beside_it(
     verdicts = json.loads((out / "results.json").read_text())
     migrate = verdicts["migrate"]["summary"]
     assert verdicts["migrate"]["passed"], (migrate, tail)
-    assert migrate["version 1"].startswith("imported") and "skops" in migrate["version 1"]
+    assert migrate["version 1"].startswith("imported") and "onnx" in migrate["version 1"]
     served = _percent(migrate["accuracy after promotion: served"])
     frozen = _percent(migrate["accuracy after promotion: frozen baseline"])
     assert served >= frozen + 5, migrate

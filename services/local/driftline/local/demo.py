@@ -14,13 +14,14 @@ way a faulty trainer would, with `rollout.strategy: canary`: the first canary st
 analysis aborts it and routing goes back to stable; only the canary's share of
 entities ever saw it.
 
-Scenario `migrate` starts where most users are: a static scikit-learn model in
-production. The model, trained elsewhere on the first concept and saved with skops,
-is named in `spec.model.initial`; the run imports it as version 1 (champion and
-frozen baseline) before the parts start, exactly as `driftline up` and the operator
-do, and the trainer learns beside it from the imported sample. The world changes as
-in `drift`; a learned version must be shadowed, proved in the canary and promoted
-over the imported one, and beat it clearly afterwards: never a cold start.
+Scenario `migrate` starts where most users are: a static gradient-boosted model in
+production. The model, trained elsewhere on the first concept with scikit-learn and
+converted to ONNX with skl2onnx, is named in `spec.model.initial`; the run imports it
+as version 1 (champion and frozen baseline) before the parts start, exactly as
+`driftline up` and the operator do, and the trainer learns beside it from the imported
+sample. The world changes as in `drift`; a learned version must be shadowed, proved in
+the canary and promoted over the imported one, and beat it clearly afterwards: never a
+cold start.
 
 Each scenario starts its own embedded servers and parts (`LocalRuntime`), and the
 report (PNG + markdown) goes to `--out`.
@@ -146,21 +147,27 @@ def run_bad_candidate(plan: Plan, seed: int, state_root: Path, live: Any) -> Sce
 
 
 def static_model(directory: Path, rows: int, seed: int) -> tuple[Path, Path]:
-    """A scikit-learn pipeline trained on the first concept, as a user brings it: the
-    model saved with skops, a labeled sample as CSV."""
+    """A gradient-boosted model trained on the first concept, as a user brings it:
+    scikit-learn's trees converted to ONNX with skl2onnx, a labeled sample as CSV."""
     import numpy as np
-    import skops.io as sio
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.ensemble import GradientBoostingClassifier
 
     data = SEAStream(seed=seed + 100, schedule=[(0, BEFORE)]).take(rows)
     names = ["x1", "x2", "x3"]
     x = np.array([[row[n] for n in names] for row in data.features()], dtype=np.float64)
     y = data.labels.astype(int)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
-    model_path = directory / "static.skops"
-    sio.dump(model, model_path)
+    model = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=seed)
+    model.fit(x, y)
+    graph = convert_sklearn(
+        model,
+        initial_types=[("x", FloatTensorType([None, len(names)]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    model_path = directory / "static.onnx"
+    model_path.write_bytes(graph.SerializeToString())
     sample = directory / "sample.csv"
     lines = [",".join([*names, "label"])]
     lines += [",".join([*(f"{v:.6f}" for v in xi), str(yi)]) for xi, yi in zip(x, y, strict=True)]
