@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from driftline.api.events import DriftEvent
-from driftline.common.redis_state import QualityStore, RoutingStore, drift_key
+from driftline.common.redis_state import EstimateStore, QualityStore, RoutingStore, drift_key
 from driftline.common.streams import DriftingStream
 from driftline.local.report import Curve, Marker, ScenarioResult
 from driftline.local.traffic import TrafficLog
@@ -71,6 +71,7 @@ class Watcher:
         self.routing_store = RoutingStore(ns, name)
         self.rollout_store = RolloutStore(ns, name)
         self.quality = QualityStore(ns, name)
+        self.estimates = EstimateStore(ns, name)
         self.drift_key = drift_key(ns, name)
         self.event_at: float | None = None  # concept switch or injection, run seconds
         self.injected: str | None = None
@@ -81,6 +82,9 @@ class Watcher:
         self.markers: list[Marker] = []
         self.served = Curve("served by Driftline (learning)")
         self.baseline = Curve("frozen bootstrap model (baseline)")
+        # The drift monitor's accuracy estimate from the champion's confidence, no
+        # labels: it follows a covariate shift, and cannot see a change of concept.
+        self.estimated = Curve("estimated from confidence, before labels (champion)")
         self.status: dict[str, Any] = {"phase": "warm-up"}
         self._seen: set[tuple[float, str]] = set()
         self._rolled_out_at: dict[str, float] = {}  # candidate -> first rollout stage seen
@@ -154,10 +158,18 @@ class Watcher:
                 stats = self.quality.read(self.redis, self._baseline_version, "baseline", WINDOW)
                 if stats.accuracy is not None and stats.count >= 20:
                     self.baseline.points.append((t, stats.accuracy))
+            self._sample_estimate(t)
             self.status["served_accuracy"] = served
             self.status["baseline_accuracy"] = (
                 self.baseline.points[-1][1] if self.baseline.points else None
             )
+
+    def _sample_estimate(self, t: float) -> None:
+        routing = self.status.get("routing")
+        champion = getattr(routing, "stable", None)
+        estimate = self.estimates.read(self.redis).get(champion) if champion else None
+        if estimate is not None and estimate.rows >= 20 and time.time() - estimate.at < 30:
+            self.estimated.points.append((t, estimate.accuracy))
 
     def _joined_served(self, window: float, least: int = 20) -> float | None:
         """Accuracy of the served answers (variants stable and candidate, every version
@@ -258,8 +270,15 @@ class Watcher:
             title="Concept drift: detected, learned, promoted",
             passed=passed,
             summary=summary + self._totals(),
-            curves=[self.served, self.baseline],
+            curves=[self.served, self.baseline, self.estimated],
             markers=sorted(self.markers, key=lambda m: m.t),
+            notes=[
+                "The dotted curve is the drift monitor's accuracy estimated from the "
+                "champion's confidence before any label (over its last drift window of "
+                "predictions): it follows a shift of the inputs, but a change of concept "
+                "leaves the confidence as it was, so after the switch it stays above what "
+                "the labels show (docs/drift.md)."
+            ],
         )
 
     def bad_candidate_result(self) -> ScenarioResult:
