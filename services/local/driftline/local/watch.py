@@ -164,6 +164,31 @@ class Watcher:
                 self.baseline.points[-1][1] if self.baseline.points else None
             )
 
+    def _segment_rows(self, window: float) -> list[tuple[str, str]]:
+        """Per value of each `monitoring.segments` entry: the promoted version's and the
+        frozen baseline's accuracy since the promotion (the joiner's segment counters)."""
+        rows = []
+        for segment in self.runtime.model.spec.monitoring.segments:
+            served = self.quality.read_segment(
+                self.redis, self.decided_version or "", "stable", segment.name, window
+            )
+            base = (
+                self.quality.read_segment(
+                    self.redis, self._baseline_version, "baseline", segment.name, window
+                )
+                if self._baseline_version else {}
+            )  # fmt: skip
+            for value in sorted(set(served) | set(base)):
+                mine, theirs = served.get(value), base.get(value)
+                rows.append(
+                    (
+                        f"after promotion, {segment.name} {value}: served / frozen baseline",
+                        f"{_pct(mine.accuracy if mine else None)} / "
+                        f"{_pct(theirs.accuracy if theirs else None)}",
+                    )
+                )
+        return rows
+
     def _sample_estimate(self, t: float) -> None:
         routing = self.status.get("routing")
         champion = getattr(routing, "stable", None)
@@ -257,6 +282,7 @@ class Watcher:
                 ),
                 ("accuracy after promotion: served", _pct(after_served)),
                 ("accuracy after promotion: frozen baseline", _pct(after_base)),
+                *self._segment_rows(window),
             ]
             passed = (
                 after_served is not None
