@@ -22,10 +22,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from driftline.api.resource import ROLLOUT_ANNOTATION, ROLLOUT_REASON_ANNOTATION
 from driftline.rollout.snapshot import Command
 
-ANNOTATION = "driftline.io/rollout"
-REASON_ANNOTATION = "driftline.io/rollout-reason"
+ANNOTATION = ROLLOUT_ANNOTATION
+REASON_ANNOTATION = ROLLOUT_REASON_ANNOTATION
 
 
 @dataclass(frozen=True)

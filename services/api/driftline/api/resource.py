@@ -56,6 +56,21 @@ class DynamicModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+# A person's rollout decision on a cluster (the operator reads and removes them):
+# `approve`, `abort`, or either with `:<version>`, and an optional reason.
+ROLLOUT_ANNOTATION = "driftline.io/rollout"
+ROLLOUT_REASON_ANNOTATION = "driftline.io/rollout-reason"
+
+
+def rollout_annotations(action: str, version: str | None, reason: str = "") -> dict[str, str]:
+    """The annotations that ask the operator for `action` on `version` (or on the
+    candidate rolling out when it reads them)."""
+    out = {ROLLOUT_ANNOTATION: f"{action}:{version}" if version else action}
+    if reason:
+        out[ROLLOUT_REASON_ANNOTATION] = reason
+    return out
+
+
 def _short_repr() -> reprlib.Repr:
     # A wrong value is quoted in the error, but never whole: YAML aliases can make a
     # few hundred bytes name billions of nodes, and a full repr would expand them all.

@@ -86,6 +86,11 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     from driftline.local import rollout_cmd
     from driftline.local.status_cmd import find_state_dir
 
+    if args.model is not None:  # a cluster: annotations on the DynamicModel
+        return rollout_cmd.run(
+            Path("."), args.action, args.version, args.reason,
+            model=args.model, namespace=args.namespace, context=args.context,
+        )  # fmt: skip
     state_dir = find_state_dir(args.file, args.state_dir)
     if state_dir is None:
         return 2
@@ -144,12 +149,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", type=Path, default=None)
     p.add_argument("--state-dir", type=Path, default=None)
     p.set_defaults(run=_cmd_status)
-    p = sub.add_parser("rollout", help="approve or abort the running rollout of a local run")
+    p = sub.add_parser(
+        "rollout",
+        help="approve or abort the running rollout of a local run, or of a model on a "
+        "cluster (--model)",
+    )
     p.add_argument("action", choices=["approve", "abort"])
     p.add_argument("-f", "--file", type=Path, default=None)
     p.add_argument("--state-dir", type=Path, default=None)
     p.add_argument("--version", default=None, help="the candidate meant (default: the current)")
     p.add_argument("--reason", default="", help="recorded in the rollout's history")
+    p.add_argument(
+        "--model", default=None, help="a DynamicModel on a cluster: annotate it (kubeconfig)"
+    )
+    p.add_argument("--namespace", default="default", help="with --model: its namespace")
+    p.add_argument("--context", default=None, help="with --model: the kubeconfig context")
     p.set_defaults(run=_cmd_rollout)
 
     p = sub.add_parser(
