@@ -18,6 +18,7 @@ namespaced, and the chart with each value set) and held to:
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 from pathlib import Path
@@ -61,14 +62,28 @@ def rendered(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> dict[str
 
 
 def pods(docs: list[Manifest]) -> list[tuple[str, Manifest, Manifest]]:
-    """(name, pod template metadata, pod spec) of every workload."""
+    """(name, pod template metadata, pod spec) of every workload.
+
+    A StatefulSet's pods get a volume per claim template from its controller (claim
+    `<template>-<set>-<ordinal>`); the spec here has them too, as the first pod's."""
     out = []
     for doc in docs:
         if doc["kind"] in WORKLOADS:
             template = doc["spec"]["template"]
-            out.append(
-                (f"{doc['kind']}/{doc['metadata']['name']}", template["metadata"], template["spec"])
-            )
+            spec = template["spec"]
+            claims = doc["spec"].get("volumeClaimTemplates", [])
+            if claims:
+                spec = copy.deepcopy(spec)
+                spec.setdefault("volumes", []).extend(
+                    {
+                        "name": claim["metadata"]["name"],
+                        "persistentVolumeClaim": {
+                            "claimName": f"{claim['metadata']['name']}-{doc['metadata']['name']}-0"
+                        },
+                    }
+                    for claim in claims
+                )
+            out.append((f"{doc['kind']}/{doc['metadata']['name']}", template["metadata"], spec))
         elif doc["kind"] == "Pod":
             out.append((f"Pod/{doc['metadata']['name']}", doc["metadata"], doc["spec"]))
     return out
