@@ -26,10 +26,7 @@ compares it with torch on ONNX Runtime's base outputs, within the trainer's 1e-5
 from __future__ import annotations
 
 import dataclasses
-import tempfile
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -287,20 +284,9 @@ def _adapter_graph(
         else [artifacts.OUTPUT_VALUE]
     )
     net.eval()
-    with tempfile.TemporaryDirectory(prefix="driftline-adapter-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        path = Path(tmp) / "adapter.onnx"
-        torch.onnx.export(
-            _Exported(net, has_numeric, has_categorical),
-            tuple(example),
-            path,
-            dynamo=False,
-            input_names=names,
-            output_names=outputs,
-            dynamic_axes={n: {0: "N"} for n in names + outputs},
-            opset_version=opset,
-        )
-        model = onnx.load_model(path)
+    model = export.torch_to_onnx(
+        _Exported(net, has_numeric, has_categorical), example, names, outputs, opset
+    )
     if has_categorical:
         export.splice_categorical_front(model, layout)
     return model

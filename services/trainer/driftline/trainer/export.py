@@ -23,6 +23,7 @@ import json
 import logging
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -102,20 +103,7 @@ def export_onnx(net: TabularNet, layout: FeatureLayout, task: str, classes: int)
         else [artifacts.OUTPUT_VALUE]
     )
     net.eval()
-    with tempfile.TemporaryDirectory(prefix="driftline-export-") as tmp, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-        path = Path(tmp) / "model.onnx"
-        torch.onnx.export(
-            wrapper,
-            tuple(example),
-            path,
-            dynamo=False,
-            input_names=names,
-            output_names=outputs,
-            dynamic_axes={n: {0: "N"} for n in names + outputs},
-            opset_version=OPSET,
-        )
-        model = onnx.load_model(path)
+    model = torch_to_onnx(wrapper, example, names, outputs, OPSET)
     if has_categorical:
         splice_categorical_front(model, layout)
     describe_graph(model, layout, task, classes)
@@ -124,6 +112,30 @@ def export_onnx(net: TabularNet, layout: FeatureLayout, task: str, classes: int)
     except onnx.checker.ValidationError as exc:
         raise ExportError(f"the exported graph is not valid ONNX: {exc}") from exc
     return bytes(model.SerializeToString())
+
+
+def torch_to_onnx(
+    module: torch.nn.Module,
+    example: Sequence[torch.Tensor],
+    names: list[str],
+    outputs: list[str],
+    opset: int,
+) -> onnx.ModelProto:
+    """`module` exported with the TorchScript exporter, every axis 0 dynamic (`N`)."""
+    with tempfile.TemporaryDirectory(prefix="driftline-export-") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            module,
+            tuple(example),
+            path,
+            dynamo=False,
+            input_names=names,
+            output_names=outputs,
+            dynamic_axes={n: {0: "N"} for n in names + outputs},
+            opset_version=opset,
+        )
+        return onnx.load_model(path)
 
 
 def splice_categorical_front(model: onnx.ModelProto, layout: FeatureLayout) -> None:
