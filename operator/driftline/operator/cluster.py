@@ -214,11 +214,14 @@ class Cluster:
         data = self.secret_data(model.metadata.namespace, spec.credentials_secret)
         return RedisConnection(spec.url, data.get("username") or None, data.get("password") or None)
 
-    def deployments(self, namespace: str, name: str) -> list[DeploymentState]:
-        """The state of each part's workload: its Deployment, or the StatefulSet of a
-        trainer with several ranks (`training.workers`)."""
+    def deployments(
+        self, namespace: str, name: str, statefulsets: bool = False
+    ) -> list[DeploymentState]:
+        """The state of each part's workload: its Deployment, and with `statefulsets`
+        the StatefulSet of a trainer with several ranks (`training.workers`), listed
+        only then: one list call per tick for every other model."""
         out = []
-        for kind in ("Deployment", "StatefulSet"):
+        for kind in ("Deployment", "StatefulSet") if statefulsets else ("Deployment",):
             path = kind_of({"apiVersion": "apps/v1", "kind": kind}).collection(namespace)
             out += [workload_state(kind, i) for i in self.kube.list(path, model_selector(name))]
         return sorted(out, key=lambda d: d.part)

@@ -30,7 +30,7 @@ from driftline.common.connections import KafkaConnection, RedisConnection
 from driftline.operator.backends import RedisBackends
 from driftline.operator.builders import BuildContext, Children, build_children
 from driftline.operator.builders.initial_import import import_job_name
-from driftline.operator.builders.parts import active_parts
+from driftline.operator.builders.parts import active_parts, trainer_ranks
 from driftline.operator.builders.scaling import idle_scaling_note
 from driftline.operator.cluster import Cluster, MissingDependencyError
 from driftline.operator.rollout_commands import ANNOTATION, REASON_ANNOTATION, Requested, requested
@@ -231,7 +231,9 @@ class Controller:
     ) -> tuple[DynamicModelStatus, list[str]]:
         """Status from the model's Deployments (rollout and drift as given, else as they
         were), and the parts whose Deployment is missing (deleted by hand: re-applied)."""
-        deployments = self.cluster.deployments(model.metadata.namespace, model.name)
+        deployments = self.cluster.deployments(
+            model.metadata.namespace, model.name, statefulsets=trainer_ranks(model) > 1
+        )
         expected = tuple(p.name for p in active_parts(model))
         by_part = {d.part: d for d in deployments}
         stuck = [
