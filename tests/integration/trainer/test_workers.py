@@ -89,7 +89,9 @@ def test_a_killed_rank_rejoins_from_the_checkpoint(
             "gate": {"holdoutFraction": 0.1, "maxRegression": 0.5},
         },
     )
-    stream = CovariateShiftStream(seed=6)
+    # Bootstrapped on one segment, trained on the next: the new rows carry something the
+    # first version lacks, so the gate has a version to publish (a strict "beats").
+    stream = CovariateShiftStream(seed=6, schedule=[(0, 0), (BOOT, 1)])
     boot = stream.take(BOOT)
     bootstrap(case.settings, boot.features(), boot.labels.astype(np.float32))
     case.produce(stream.take(FIRST))
@@ -112,9 +114,14 @@ def test_a_killed_rank_rejoins_from_the_checkpoint(
         later.join(60)
         total = BOOT + FIRST + LATER
         until(
-            lambda: (m := checkpoint_meta(case)) is not None and m["seq"] >= total,
+            lambda: (
+                (m := checkpoint_meta(case)) is not None
+                and m["seq"] >= total
+                and m["worker"]["staged_key"] is None
+                and len(registered(case)) >= 2
+            ),
             timeout=120,
-            what=f"all {total} rows in a checkpoint",
+            what=f"all {total} rows in a checkpoint and a version published",
         )
     finally:
         group.send_signal(signal.SIGTERM)
