@@ -29,6 +29,8 @@ class LearnerOptions:
     boost_rows: int = 5000
     boost_rehearsals: int = 3
     catch_up_passes: int = 25
+    settle_rows: int = 5000
+    settle_rehearsals: int = 6
     race_rows: int = 5000
     min_offline_steps: int = 25
     remap_min_rows: int = 30

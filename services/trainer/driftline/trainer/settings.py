@@ -77,6 +77,18 @@ class TrainerSettings(PartSettings):
         ge=0,
         description="Extra steps on the epoch's replay rows per step while the boost lasts.",
     )
+    settle_rows: int = Field(
+        default=5000,
+        ge=0,
+        description="Rows at the start of the stream or of an epoch during which each batch "
+        "gets extra steps on the epoch's replay rows, tapering to none; 0: no extra steps.",
+    )
+    settle_rehearsals: int = Field(
+        default=6,
+        ge=0,
+        description="Extra steps on the epoch's replay rows per batch of rows learned at the "
+        "start of an epoch (tapering over settle_rows; not while the drift boost runs).",
+    )
     drift_race_rows: int = Field(
         default=5000,
         ge=0,
@@ -157,6 +169,8 @@ class TrainerSettings(PartSettings):
             "boost_rows": self.drift_boost_rows,
             "boost_rehearsals": self.drift_rehearsals,
             "race_rows": self.drift_race_rows,
+            "settle_rows": self.settle_rows,
+            "settle_rehearsals": self.settle_rehearsals,
             "min_offline_steps": self.offline_min_steps,
             "seed": self.seed,
         }
