@@ -36,6 +36,8 @@ def sel(part: str, extra: str = "") -> str:
 
 
 ROLLOUT = '{model="$namespace/$model"}'
+ERRORS_5XX = 'driftline_inference_responses_total{code=~"5.."}'
+ALL_RESPONSES = "sum by (namespace, job) (rate(driftline_inference_responses_total[{}]))"
 
 
 class Board:
@@ -646,8 +648,9 @@ def overview_dashboard() -> dict[str, Any]:
         "Server error ratio",
         [
             (
-                'sum by (namespace, job) (rate(driftline_inference_responses_total{code=~"5.."}'
-                f"[{RATE}])) / sum by (namespace, job) (rate(driftline_inference_responses_total[{RATE}]))",
+                # `or ... * 0`: a model without server errors shows 0, not an empty panel.
+                f"(sum by (namespace, job) (rate({ERRORS_5XX}[{RATE}])) or {ALL_RESPONSES.format(RATE)} * 0)"
+                f" / {ALL_RESPONSES.format(RATE)}",
                 "{{namespace}}/{{job}}",
             )
         ],

@@ -12,12 +12,46 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import re
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
+
+DASHBOARDS = Path(__file__).resolve().parents[2] / "dashboards"
+RULES = DASHBOARDS / "rules" / "driftline.rules.yaml"
+# Grafana's variables, replaced by values Prometheus accepts, to let promtool parse.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": "ns", "$model": "model"}
+
+
+def dashboard_queries() -> dict[str, str]:
+    """`<dashboard> / <panel>` -> PromQL, for every target of every dashboard."""
+    out = {}
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                out[f"{board['title']} / {panel['title']} ({target['refId']})"] = target["expr"]
+        for var in board["templating"]["list"]:
+            if var["type"] == "query":
+                query = var["query"]["query"]
+                inner = query[query.index("(") + 1 : query.rindex(",")]  # label_values(expr, label)
+                out[f"{board['title']} / variable {var['name']}"] = inner
+    return out
+
+
+def rule_queries() -> dict[str, str]:
+    rules = yaml.safe_load(RULES.read_text())
+    return {
+        f"alert {rule.get('alert') or rule.get('record')}": rule["expr"]
+        for group in rules["groups"]
+        for rule in group["rules"]
+    }
+
 
 # Modules that define or register each part's metrics (importing one registers them).
 METRIC_MODULES = {
@@ -119,3 +153,36 @@ def exported() -> tuple[set[str], dict[str, str]]:
     for family in _families(scrape_time_collectors()):
         names |= _samples(family)
     return names, missing
+
+
+_COMPARISON = re.compile(r"(==|!=|>=|<=|>|<)(\s*bool\b)?")
+
+
+def comparisons_as_bool(expr: str) -> str:
+    """`expr` with `bool` after each comparison outside strings and label matchers.
+
+    An alert's expression returns series only while it fires; with `bool` it returns
+    a 0 or 1 for every series its comparisons see, so a live check can tell "does not
+    fire" from "reads nothing" (a wrong name, a label that never matches)."""
+    out, depth, i = [], 0, 0
+    while i < len(expr):
+        char = expr[i]
+        if char in "\"'":
+            end = _STRING.match(expr, i)
+            assert end is not None, f"unterminated string in {expr!r}"
+            out.append(end.group(0))
+            i = end.end()
+            continue
+        if char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+        elif depth == 0:
+            match = _COMPARISON.match(expr, i)
+            if match:
+                out.append(match.group(0) if match.group(2) else f"{match.group(1)} bool")
+                i = match.end()
+                continue
+        out.append(char)
+        i += 1
+    return "".join(out)

@@ -4,7 +4,6 @@ that some part exports, and dashboards that are what dashboards/generate.py writ
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,14 +12,21 @@ import pytest
 import yaml
 
 from .chart import ROOT, Tools, documents, render_text, run
-from .promql import EXTERNAL, exported, landed, metric_names
+from .promql import (
+    EXTERNAL,
+    GRAFANA_VARIABLES,
+    RULES,
+    comparisons_as_bool,
+    dashboard_queries,
+    exported,
+    landed,
+    metric_names,
+    rule_queries,
+)
 
 pytestmark = pytest.mark.timeout(1800)
 
 DASHBOARDS = ROOT / "dashboards"
-RULES = DASHBOARDS / "rules" / "driftline.rules.yaml"
-# Grafana's variables, replaced by values Prometheus accepts, to let promtool parse.
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$namespace": "ns", "$model": "model"}
 
 
 def _generator() -> Any:
@@ -29,31 +35,6 @@ def _generator() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def dashboard_queries() -> dict[str, str]:
-    """`<dashboard> / <panel>` -> PromQL, for every target of every dashboard."""
-    out = {}
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        board = json.loads(path.read_text())
-        for panel in board["panels"]:
-            for target in panel.get("targets", []):
-                out[f"{board['title']} / {panel['title']} ({target['refId']})"] = target["expr"]
-        for var in board["templating"]["list"]:
-            if var["type"] == "query":
-                query = var["query"]["query"]
-                inner = query[query.index("(") + 1 : query.rindex(",")]  # label_values(expr, label)
-                out[f"{board['title']} / variable {var['name']}"] = inner
-    return out
-
-
-def rule_queries() -> dict[str, str]:
-    rules = yaml.safe_load(RULES.read_text())
-    return {
-        f"alert {rule.get('alert') or rule.get('record')}": rule["expr"]
-        for group in rules["groups"]
-        for rule in group["rules"]
-    }
 
 
 def test_dashboards_are_what_the_generator_writes() -> None:
@@ -140,3 +121,13 @@ def test_the_model_dashboard_sets_explored_accuracy_beside_exploited() -> None:
     panel = [q for where, q in queries.items() if "explored vs exploited" in where]
     assert len(panel) == 3
     assert any('variant="explored"' in q and 'variant=~"stable|candidate"' in q for q in panel)
+
+
+def test_alert_comparisons_become_bool_outside_strings_and_matchers() -> None:
+    """The live check reads an alert's series whether or not it fires."""
+    expr = 'sum(rate(a{code=~"5..", r!="x>y"}[5m])) / b > 0.01 and on (n) (c == 0) > on (n) d'
+    assert comparisons_as_bool(expr) == (
+        'sum(rate(a{code=~"5..", r!="x>y"}[5m])) / b > bool 0.01'
+        " and on (n) (c == bool 0) > bool on (n) d"
+    )
+    assert comparisons_as_bool("a >= bool 1") == "a >= bool 1"

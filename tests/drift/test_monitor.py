@@ -186,6 +186,13 @@ def test_a_moved_mean_is_a_data_quality_alarm_naming_the_feature() -> None:
     assert sample(metrics.MEAN_SHIFT, model="quality", feature="x1") < 4
 
 
+def test_data_quality_alarms_are_exported_from_zero_per_watched_feature() -> None:
+    monitor("quality-zero", dataQuality={"window": 100, "sigmas": 4})
+    for feature in ("x1", "x2", "x3"):
+        labels = {"model": "quality-zero", "feature": feature}
+        assert REGISTRY.get_sample_value(metrics.QUALITY_ALARM_TOTAL, labels) == 0
+
+
 def test_without_data_quality_in_the_spec_no_mean_is_watched() -> None:
     mon = monitor("no-quality")
     assert mon.means is None

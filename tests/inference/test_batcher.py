@@ -170,3 +170,15 @@ async def test_side_scoring_reports_to_its_callback(
     assert queue.submit_side(rows(contract, 3, 0), scored)
     await asyncio.wait_for(done.wait(), 5)
     assert seen == [(3, 3)]
+
+
+def test_the_shed_counter_is_exported_before_the_first_shed(model: OnnxModel) -> None:
+    """A dashboard shows "nothing shed" as 0, not as an empty panel."""
+    from prometheus_client import REGISTRY
+
+    queue = batcher(model)
+    assert (
+        REGISTRY.get_sample_value("driftline_inference_shed_total", {"reason": "queue_full"})
+        is not None
+    )
+    queue.close()

@@ -3,10 +3,11 @@
 # containerd, runc, the CNI plugins, iptables and conntrack run the real node;
 # busybox-static and gcc (the static pause program) make its images; docker.io
 # (a dockerd the tests start themselves) and debootstrap (the Python base) build
-# Driftline's images.
+# Driftline's images; prometheus scrapes the quick demo's parts to check every query of
+# the dashboards and alert rules (and brings promtool).
 set -euo pipefail
 packages=(containerd runc containernetworking-plugins iptables conntrack busybox-static libc6-dev
-          docker.io debootstrap)
+          docker.io debootstrap prometheus)
 command -v gcc >/dev/null || packages+=(gcc)
 missing=()
 for package in "${packages[@]}"; do

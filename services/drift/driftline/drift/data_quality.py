@@ -46,6 +46,8 @@ class MeanWatch:
         self.columns = [encoder.numeric_names.index(name) for name in self.baseline]
         self.pending: dict[str, list[FloatArray]] = {name: [] for name in self.baseline}
         self.held: dict[str, int] = dict.fromkeys(self.baseline, 0)
+        for name in self.baseline:  # alarms are counted from 0: "none yet" is a series too
+            metrics.quality_alarm_total.labels(self.model, name)
 
     def observe(self, encoded: Encoded, ts: FloatArray, request_ids: list[str]) -> list[Detection]:
         shifted: dict[str, float] = {}

@@ -97,6 +97,7 @@ class Batcher:
             None if inline else ThreadPoolExecutor(1, thread_name_prefix=f"onnx-{version}")
         )
         self._batch_rows = metrics.batch_rows.labels(name, version)
+        self._shed = metrics.shed_total.labels("queue_full")  # exported from 0, before any shed
 
     @property
     def idle(self) -> bool:
@@ -105,7 +106,7 @@ class Batcher:
     def submit(self, rows: Rows) -> asyncio.Future[Outputs]:
         """Queue rows for the next batch; the future resolves to their output arrays."""
         if self.queued_rows and self.queued_rows + rows.n > self.max_queue_rows:
-            metrics.shed_total.labels("queue_full").inc()
+            self._shed.inc()
             raise OverloadedError(
                 f"the batch queue of version {self.version} is full "
                 f"({self.queued_rows} rows waiting); retry shortly"

@@ -86,6 +86,9 @@ class JoinerWorker:
             spec, model_prefix(model.metadata.namespace, model.name), self.redis
         )
         segments = segments_of(spec.monitoring.segments)
+        for segment in segments:  # counted from 0: "nothing folded" is a series too
+            if segment.admits:
+                metrics.segment_folded.labels(segment.name)
         self.engine = JoinEngine(
             store,
             spec.model.task,

@@ -124,7 +124,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from driftline.local.demo import run_demo
 
-    return run_demo(scenario=args.scenario, out_dir=args.out, quick=args.quick, seed=args.seed)
+    return run_demo(
+        scenario=args.scenario,
+        out_dir=args.out,
+        quick=args.quick,
+        seed=args.seed,
+        model_file=args.model,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("demo-report"))
     p.add_argument("--quick", action="store_true", help="a shorter run (the tests use it)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a variant of manifests/samples/sea-demo.yaml to run instead (the same "
+        "features and name; e.g. more monitoring turned on)",
+    )
     p.set_defaults(run=_cmd_demo)
     return parser
 

@@ -54,7 +54,10 @@ FULL = Plan(warmup=40, max_after_switch=240, after_decision=30, rate=150, bootst
 QUICK = Plan(warmup=25, max_after_switch=200, after_decision=15, rate=120, bootstrap_samples=4000)
 
 
-def demo_model_file() -> Path:
+def demo_model_file(override: Path | None = None) -> Path:
+    """The demo's model: `override` (a variant of the sample) or the repository's sample."""
+    if override is not None:
+        return override.resolve()
     if not REPO_SAMPLE.exists():
         raise FileNotFoundError(f"{REPO_SAMPLE} is missing: run the demo from a Driftline checkout")
     return REPO_SAMPLE
@@ -85,13 +88,15 @@ async def _drive(runtime: LocalRuntime, stream: SEAStream, plan: Plan, watcher: 
         await task
 
 
-def run_drift(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioResult:
+def run_drift(
+    plan: Plan, seed: int, state_root: Path, live: Any, model_file: Path | None = None
+) -> ScenarioResult:
     def first_version(runtime: LocalRuntime) -> None:
         version = bootstrap_from_stream(runtime, "sea", BEFORE, plan.bootstrap_samples, seed)
         log.info("bootstrapped version %s on theta=%s", version, SEAStream.THETAS[BEFORE])
 
     with LocalRuntime(
-        demo_model_file(), state_dir=state_root / "drift", before_parts=first_version
+        demo_model_file(model_file), state_dir=state_root / "drift", before_parts=first_version
     ) as runtime:
         runtime.wait_ready(timeout=240)
         stream = SEAStream(seed=seed + 1, schedule=[(0, BEFORE)])
@@ -119,11 +124,13 @@ def canary_only(model_file: Path, directory: Path) -> Path:
     return path
 
 
-def run_bad_candidate(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioResult:
+def run_bad_candidate(
+    plan: Plan, seed: int, state_root: Path, live: Any, model_file: Path | None = None
+) -> ScenarioResult:
     from driftline.local.faults import register_inverted_candidate
 
     directory = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
-    model_file = canary_only(demo_model_file(), directory)
+    model_file = canary_only(demo_model_file(model_file), directory)
     parts = ["inference", "joiner", "drift", "rollout"]  # the broken "trainer" is the demo
 
     def first_version(runtime: LocalRuntime) -> None:
@@ -175,10 +182,12 @@ def static_model(directory: Path, rows: int, seed: int) -> tuple[Path, Path]:
     return model_path, sample
 
 
-def run_migrate(plan: Plan, seed: int, state_root: Path, live: Any) -> ScenarioResult:
+def run_migrate(
+    plan: Plan, seed: int, state_root: Path, live: Any, model_file: Path | None = None
+) -> ScenarioResult:
     directory = Path(tempfile.mkdtemp(prefix="driftline-demo-"))
     model_path, sample = static_model(directory, plan.bootstrap_samples, seed)
-    doc = yaml.safe_load(demo_model_file().read_text())
+    doc = yaml.safe_load(demo_model_file(model_file).read_text())
     doc["spec"]["model"]["initial"] = {"uri": str(model_path), "sample": str(sample)}
     model_file = directory / "sea-migrate.yaml"
     model_file.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -207,6 +216,7 @@ def run_demo(
     quick: bool = False,
     seed: int = 7,
     state_root: Path = Path(".driftline/demo"),
+    model_file: Path | None = None,
 ) -> int:
     from driftline.local.live import LiveView
 
@@ -215,11 +225,11 @@ def run_demo(
     started = time.monotonic()
     with LiveView() as live:
         if scenario in ("drift", "all"):
-            results.append(run_drift(plan, seed, state_root, live.update))
+            results.append(run_drift(plan, seed, state_root, live.update, model_file))
         if scenario in ("bad-candidate", "all"):
-            results.append(run_bad_candidate(plan, seed, state_root, live.update))
+            results.append(run_bad_candidate(plan, seed, state_root, live.update, model_file))
         if scenario == "migrate":
-            results.append(run_migrate(plan, seed, state_root, live.update))
+            results.append(run_migrate(plan, seed, state_root, live.update, model_file))
     report = write_report(results, out_dir)
     elapsed = time.monotonic() - started
     for result in results:

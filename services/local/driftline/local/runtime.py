@@ -356,6 +356,8 @@ def _probe(url: str) -> bool:
 
 
 def inherited_env() -> dict[str, str]:
-    """The environment a part inherits: PATH, HOME and locale, not our own settings."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "OMP_NUM_THREADS")
+    """The environment a part inherits: PATH, HOME, locale and PYTHONPATH (a part imports
+    the code the CLI imports, also from a checkout), not our own settings."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "OMP_NUM_THREADS",
+            "PYTHONPATH")  # fmt: skip
     return {k: v for k, v in os.environ.items() if k in keep}

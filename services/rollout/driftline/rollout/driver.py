@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 import msgspec
 from prometheus_client import Counter, Gauge, Histogram
@@ -68,6 +68,10 @@ _source_errors = Counter(
 _action_failures = Counter(
     metrics.ACTION_FAILURES_TOTAL, "Actions that failed (retried later).", ["model", "action"]
 )
+# Every source and action is counted from 0 at start: a dashboard shows "no failures"
+# as a 0 line, never as an empty panel.
+SOURCES = ("redis", "registry")
+ACTIONS: tuple[str, ...] = tuple(t.__name__ for t in get_args(Action))
 _guard_rollbacks = Counter(
     metrics.GUARD_ROLLBACKS_TOTAL, "Promotions rolled back by the guard.", ["model"]
 )
@@ -114,6 +118,10 @@ class RolloutDriver:
         self._saved: bytes | None = None
         self._redis_ok = False
         self._down: set[str] = set()  # sources whose outage was logged
+        for source in SOURCES:
+            _source_errors.labels(self.label, source)
+        for action in ACTIONS:
+            _action_failures.labels(self.label, action)
 
     @property
     def ready(self) -> bool:
