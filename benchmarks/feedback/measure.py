@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 from benchmarks.feedback.workload import COMMANDS_PER_JOIN, MODEL, Request, join_commands
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import make_consumer, make_producer
-from driftline.joiner.engine import JoinEngine
+from driftline.joiner.engine import BatchResult, JoinEngine
 from driftline.joiner.store import Arrival, JoinStore
 from driftline.local.servers import RedisServer, free_port
 
@@ -69,11 +70,19 @@ def redis_ceiling(redis: RedisServer, reqs: list[Request]) -> Rate:
 
 
 def engine_alone(
-    client: Any, redis: RedisServer, reqs: list[Request], batch_joins: int = 2500
+    client: Any,
+    redis: RedisServer,
+    reqs: list[Request],
+    batch_joins: int = 2500,
+    overlapped: bool = False,
 ) -> Rate:
     """The joiner's Redis work and planning without Kafka: JoinEngine.process on
     batches like the worker's (predictions of some requests, outcomes of others).
-    The records arrive decoded; decoding is the joiner process's work."""
+    The records arrive decoded; decoding is the joiner process's work.
+
+    `overlapped`: as the worker runs it, phase 1 of each batch on a thread of its
+    own while the batch before it is planned and settled on another; else one
+    batch after the other."""
     store = JoinStore(client, "bench", MODEL, window=3600, grace=360)
     engine = JoinEngine(store, "classification")
     half = batch_joins // 2
@@ -88,19 +97,40 @@ def engine_alone(
         ]
         batches.append(arrivals)
     joined = 0
+    absorbing, planning = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+
+    def begin(arrivals: list[Arrival]) -> Future[BatchResult]:
+        now = time.time()
+        if not overlapped:
+            return planning.submit(engine.process, arrivals, now, {0: 0})
+        absorbed = absorbing.submit(engine.store_arrivals, arrivals, now, {0: 0})
+        return planning.submit(lambda: engine.settle(engine.plan(*absorbed.result()), now))
+
     cpu = cpu_seconds(redis.process.pid)
     started = time.perf_counter()
-    for arrivals in batches:
-        result = engine.process(arrivals, time.time(), {0: 0})
-        store.trim_outboxes(result.outboxes)
-        joined += len(result.examples)
+    previous: Future[BatchResult] | None = None
+    for upcoming in [*batches, None]:
+        # Two batches in hand, as in the worker: the next one is started before
+        # the one before it is finished (its outbox entries trimmed).
+        future = begin(upcoming) if upcoming is not None else None
+        if previous is not None:
+            result = previous.result()
+            planning.submit(store.trim_outboxes, result.outboxes)
+            joined += len(result.examples)
+        previous = future
+    planning.shutdown(wait=True)
+    absorbing.shutdown(wait=True)
     seconds = time.perf_counter() - started
     assert joined == len(reqs), (joined, len(reqs))
     redis_cpu = cpu_seconds(redis.process.pid) - cpu
     return Rate(
         joined / seconds,
         seconds,
-        {"batch_joins": batch_joins, "redis_cpu_us_per_join": 1e6 * redis_cpu / joined},
+        {
+            "batch_joins": batch_joins,
+            "overlapped": overlapped,
+            "redis_cpu_us_per_join": 1e6 * redis_cpu / joined,
+        },
     )
 
 
@@ -170,9 +200,11 @@ def joiner_process(
     joins: int,
     batch_size: int,
     replicas: int = 1,
+    source: Path | None = None,
 ) -> Rate:
     """`python -m driftline.joiner` (`replicas` processes in one consumer group), timed
-    from the first commit to the last."""
+    from the first commit to the last. `source`: a source tree of another Driftline
+    version whose joiner runs instead (see `baseline_path`)."""
     from confluent_kafka import Consumer, TopicPartition
 
     ports = [free_port() for _ in range(replicas)]
@@ -194,6 +226,8 @@ def joiner_process(
             "DRIFTLINE_JOINER_LOG_LEVEL": "WARNING",
             "DRIFTLINE_JOINER_BATCH_SIZE": str(batch_size),
         }
+        if source is not None:
+            env["PYTHONPATH"] = baseline_path(source)
         joiners.append(subprocess.Popen([sys.executable, "-m", "driftline.joiner"], env=env))
 
     def joiner_cpu() -> float:
@@ -252,6 +286,13 @@ def joiner_process(
             "cpu_share": {k: v / seconds for k, v in used.items()},
         },
     )
+
+
+def baseline_path(source: Path) -> str:
+    """PYTHONPATH that imports the `driftline` packages of the source tree `source`
+    (for example `git worktree add <dir> <ref>`) ahead of this one's."""
+    parts = sorted(str(p) for p in (source / "services").iterdir() if p.is_dir())
+    return os.pathsep.join([*parts, os.environ.get("PYTHONPATH", "")])
 
 
 def _partitions(reader: Any, topic: str) -> int:

@@ -49,11 +49,9 @@ def machine_state() -> dict[str, Any]:
     }
 
 
-def model_file(
-    directory: Path, bootstrap: str, redis_url: str, partitions: int, round_: int
-) -> Path:
-    """The benchmark's model, with topics of its own for each round."""
-    prefix = f"{MODEL}-r{round_}"
+def model_file(directory: Path, bootstrap: str, redis_url: str, partitions: int, name: str) -> Path:
+    """The benchmark's model, with topics of its own for each measurement."""
+    prefix = f"{MODEL}-r{name}"
     doc = {
         "apiVersion": "driftline.io/v1alpha1",
         "kind": "DynamicModel",
@@ -90,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         help="records per consumed batch (the joiner's DRIFTLINE_JOINER_BATCH_SIZE)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="where feedback.md/json go")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree of an earlier version (git worktree add DIR REF): its joiner "
+        "process is measured in each round too, on the same records and servers",
+    )
     args = parser.parse_args(argv)
     before = machine_state()
     reqs = requests(args.joins)
@@ -102,16 +106,13 @@ def main(argv: list[str] | None = None) -> int:
         conn = KafkaConnection(broker.bootstrap_servers)
         try:
             print(f"{args.rounds} rounds of {args.joins} joins, broker {broker.kind}")
-            for n in range(1, args.rounds + 1):
-                # Each round measures everything once, so its ratios share one load.
-                rows: dict[str, measure.Rate] = {}
-                client.flushall()
-                rows["ceiling"] = measure.redis_ceiling(redis, reqs)
-                client.flushall()
-                rows["engine"] = measure.engine_alone(client, redis, reqs, args.batch_size // 2)
+
+            def inputs(name: str) -> tuple[Path, Any]:
+                """The model of one measurement, on topics (and state) of its own,
+                holding the round's records."""
                 client.flushall()
                 path = model_file(
-                    Path(tmp), broker.bootstrap_servers, redis.url, args.partitions, n
+                    Path(tmp), broker.bootstrap_servers, redis.url, args.partitions, name
                 )
                 topics = parse_dynamic_model(yaml.safe_load(path.read_text())).topics
                 ensure_topics(
@@ -120,11 +121,36 @@ def main(argv: list[str] | None = None) -> int:
                     partitions=args.partitions,
                 )
                 measure.produce_input(conn, topics, reqs, lag=2000)
-                rows["kafka"] = measure.kafka_alone(conn, topics, reqs, batch=args.batch_size)
-                rows["joiner"] = measure.joiner_process(
+                return path, topics
+
+            def joiner(path: Path, topics: Any, source: Path | None = None) -> measure.Rate:
+                client.flushall()  # the same request ids: no state of an earlier run
+                return measure.joiner_process(
                     conn, topics, path, broker.bootstrap_servers, redis,
                     process.pid if process else None, 2 * len(reqs), len(reqs), args.batch_size,
+                    source=source,
                 )  # fmt: skip
+
+            for n in range(1, args.rounds + 1):
+                # Each round measures everything once, so its ratios share one load.
+                rows: dict[str, measure.Rate] = {}
+                client.flushall()
+                rows["ceiling"] = measure.redis_ceiling(redis, reqs)
+                client.flushall()
+                # Both ways of running the engine, in alternating order.
+                ways = [("engine_serial", False), ("engine", True)][:: 1 if n % 2 else -1]
+                for key, overlapped in ways:
+                    client.flushall()
+                    rows[key] = measure.engine_alone(
+                        client, redis, reqs, args.batch_size // 2, overlapped=overlapped
+                    )
+                path, topics = inputs(str(n))
+                rows["kafka"] = measure.kafka_alone(conn, topics, reqs, batch=args.batch_size)
+                if args.baseline is not None and n % 2 == 0:  # first every other round
+                    rows["baseline"] = joiner(*inputs(f"{n}-baseline"), source=args.baseline)
+                rows["joiner"] = joiner(path, topics)
+                if args.baseline is not None and n % 2 == 1:
+                    rows["baseline"] = joiner(*inputs(f"{n}-baseline"), source=args.baseline)
                 rounds.append(rows)
                 print(
                     f"round {n}: "
@@ -140,13 +166,43 @@ def main(argv: list[str] | None = None) -> int:
 LABELS = {
     "ceiling": "Redis ceiling: the 9 operations of one join, pipelined (redis-cli --pipe)",
     "engine": "join engine alone: the join scripts of each batch + planning, no Kafka",
+    "engine_serial": "the same, each batch's phase 1 only after the batch before it "
+    "is planned (as before)",
     "kafka": "Kafka alone: consume 2 records, produce 1, per join, no Redis",
     "joiner": "joiner process end to end (python -m driftline.joiner)",
+    "baseline": "the same, baseline version (--baseline)",
 }
 
 
 def _median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def _baseline_lines(rounds: list[dict[str, measure.Rate]]) -> list[str]:
+    """The engine against its serial line, and the joiner against the baseline
+    version measured beside it, if any."""
+    overlap = [r["engine"].joins_per_s / r["engine_serial"].joins_per_s for r in rounds]
+    lines = [
+        f"Phase 1 of a batch beside the planning of the one before it: {_median(overlap):.2f}x "
+        "the serial engine's joins/s (per round: " + ", ".join(f"{x:.2f}" for x in overlap) + ").",
+        "",
+    ]
+    if "baseline" not in rounds[0]:
+        return lines
+    speedup = _median([r["joiner"].joins_per_s / r["baseline"].joins_per_s for r in rounds])
+    each = ", ".join(f"{r['joiner'].joins_per_s / r['baseline'].joins_per_s:.2f}" for r in rounds)
+    cpu = {
+        k: _median([r["baseline"].extra["cpu_us_per_join"][k] for r in rounds])
+        for k in ("joiner", "redis", "broker")
+    }
+    return [
+        *lines,
+        f"Against the baseline version in the same rounds: {speedup:.2f}x the joins/s "
+        f"(per round: {each}); its CPU per join (us): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+        + ".",
+        "",
+    ]
 
 
 def report(
@@ -158,9 +214,10 @@ def report(
     batch_size: int,
     out: Path = RESULTS,
 ) -> None:
-    rate = {k: _median([r[k].joins_per_s for r in rounds]) for k in LABELS}
+    labels = {k: v for k, v in LABELS.items() if k in rounds[0]}
+    rate = {k: _median([r[k].joins_per_s for r in rounds]) for k in labels}
     ratio = {
-        k: _median([r[k].joins_per_s / r["ceiling"].joins_per_s for r in rounds]) for k in LABELS
+        k: _median([r[k].joins_per_s / r["ceiling"].joins_per_s for r in rounds]) for k in labels
     }
     joiner, share = rate["joiner"], ratio["joiner"]
     met = joiner >= 50_000 or share >= 0.5
@@ -179,14 +236,14 @@ def report(
         "",
         f"{len(rounds)} rounds of {joins:,} requests (one stable prediction and one outcome each,",
         f"realistic payloads); one joiner process ({batch_size} records per batch), real Redis 6.2",
-        f"and the {broker} broker on loopback. Each round measures all four, one after the",
+        f"and the {broker} broker on loopback. Each round measures every line, one after the",
         "other; the table gives medians over rounds, the ratio is the median of each round's",
         "own ratio (its measurements share one machine load).",
         "",
         "| measurement | joins/s (median) | vs Redis ceiling | per round (joins/s) |",
         "|---|---:|---:|---|",
     ]
-    for key, label in LABELS.items():
+    for key, label in labels.items():
         each = ", ".join(f"{r[key].joins_per_s:,.0f}" for r in rounds)
         lines.append(f"| {label} | {rate[key]:,.0f} | {ratio[key]:.2f} | {each} |")
     lines += [
@@ -201,6 +258,7 @@ def report(
         + f". Redis CPU per join: {raw_cpu:.1f} us for the raw commands, "
         f"{script_cpu:.1f} us in the join scripts.",
         "",
+        *_baseline_lines(rounds),
         "Where the time goes: one absorb script per batch reads all of the batch's requests",
         "with one MGET and writes each changed state once, about the Redis work of the",
         "ceiling's commands; on top of that it spends Lua's own work per record (decoding the",
@@ -221,7 +279,8 @@ def report(
         "Busiest processes at the start: " + "; ".join(before["busiest_processes"]) + ".",
         "Numbers from a busy machine: compare the ratios, not the absolute rates.",
         "",
-        "Run it: `python -m benchmarks.feedback [--joins N] [--rounds R] [--batch-size B]`.",
+        "Run it: `python -m benchmarks.feedback [--joins N] [--rounds R] [--batch-size B] "
+        "[--baseline DIR]` (DIR: an earlier version, `git worktree add DIR REF`).",
         "",
     ]
     text = "\n".join(lines)
@@ -243,7 +302,7 @@ def report(
             }
             for rows in rounds
         ],
-        "labels": LABELS,
+        "labels": labels,
         "machine": {"before": before, "after": after},
     }
     (out / "feedback.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

@@ -56,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
                 for k in counts:
                     client.flushall()
                     path = model_file(
-                        Path(tmp), broker.bootstrap_servers, redis.url, args.partitions, n * 10 + k
+                        Path(tmp),
+                        broker.bootstrap_servers,
+                        redis.url,
+                        args.partitions,
+                        str(n * 10 + k),
                     )
                     topics = parse_dynamic_model(yaml.safe_load(path.read_text())).topics
                     ensure_topics(

@@ -135,8 +135,17 @@ class JoinEngine:
         self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
     ) -> Absorbing:
         """Phase 1, and the plan of what its claims add."""
+        return self.plan(*self.store_arrivals(arrivals, now, start_offsets))
+
+    def store_arrivals(
+        self, arrivals: Sequence[Arrival], now: float, start_offsets: dict[int, int]
+    ) -> tuple[Absorbed, str]:
+        """Phase 1 alone (Redis's work): what it claimed, and the batch's token."""
         token = uuid.uuid4().hex[:16]
-        absorbed = self.store.absorb(arrivals, now, token, start_offsets)
+        return self.store.absorb(arrivals, now, token, start_offsets), token
+
+    def plan(self, absorbed: Absorbed, token: str) -> Absorbing:
+        """What phase 1's claims add (Python's work)."""
         examples: list[LabeledExample] = []
         shares: dict[str, Share] = {}
         scoring = self.scoring

@@ -3,7 +3,8 @@ a labeled example.
 
 Pure functions over a request's state (see lua/prelude.lua). Phase 1 decides in
 Redis which work is claimed; these compute what it adds, in Python, with the
-shared `quality_fields` the rollout controller's numbers are defined by.
+shared `quality_fields` the rollout controller's numbers are defined by (summed in
+place: `add_quality_fields`).
 
 - Every prediction (any variant) that met the outcome inside the window is scored
   against it, once per (request id, variant).
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from driftline.api.events import LabeledExample, Outcome, Prediction
-from driftline.common.redis_state import quality_fields, segment_fields
+from driftline.common.redis_state import add_quality_fields, segment_fields
 from driftline.joiner.segments import Segment, place_all
 from driftline.joiner.store import State
 
@@ -77,12 +78,13 @@ class Share:
     agreement: AgreementSums = field(default_factory=dict)
     segments: SegmentSums = field(default_factory=dict)
 
-    def score(self, version: str, variant: str, fields: Mapping[str, float]) -> None:
+    def score(
+        self, version: str, variant: str, task: str, prediction: Prediction, label: float
+    ) -> None:
         sums = self.quality.get((version, variant))
         if sums is None:
-            self.quality[(version, variant)] = dict(fields)
-            return
-        _add_sums(sums, fields)
+            sums = self.quality[(version, variant)] = {}
+        add_quality_fields(sums, task, prediction.output, label, prediction.scores)
 
     def score_segment(
         self, version: str, variant: str, segment: str, group: str, fields: Mapping[str, float]
@@ -182,11 +184,10 @@ def plan_claim(
         elif name.startswith("s:"):
             p = _prediction(request_id, state, name[2:], decoded)
             if p is not None:
-                fields = quality_fields(task, p.output, outcome.label, p.scores)
                 if p.explored:
-                    share.score(p.model_version, EXPLORED, fields)
+                    share.score(p.model_version, EXPLORED, task, p, outcome.label)
                     continue
-                share.score(p.model_version, name[2:], fields)
+                share.score(p.model_version, name[2:], task, p, outcome.label)
                 if scoring.segments:
                     by_group = segment_fields(task, scoring.binary, p.output, outcome.label)
                     for segment, group in place_all(scoring.segments, p.features):
