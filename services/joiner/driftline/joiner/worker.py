@@ -5,17 +5,14 @@ topics in batches. Each batch goes through:
 
 1. intake: decode; bad records go to the dead-letter topic with the reason;
 2. `JoinEngine.process`: two atomic Redis scripts (state, claims and outbox, then
-   the batch's counters), off the main thread: phase 1 on a thread of its own,
-   the plan and phase 2 on another;
+   the batch's counters), on a thread of its own;
 3. send the batch's labeled examples (idempotent producer, keyed by request id) and
    dead letters, and wait until the broker has them;
 4. trim the batch's outbox entries, then commit the batch's offsets.
 
 Two batches are in hand at a time: while the broker acknowledges batch N's
 examples (3), Redis already works on batch N+1 (2), so the joiner's and Redis's
-cores work side by side. Batch N+1 is handed on before batch N is finished: its
-phase 1 runs in Redis while Python plans batch N (phase 1 scripts run one after
-the other, in batch order). Offsets are committed in order, each only after its
+cores work side by side. Offsets are committed in order, each only after its
 batch's effects are durable.
 
 A crash between 2 and 4 leaves claims named in an outbox; whoever is assigned that
@@ -115,10 +112,6 @@ class JoinerWorker:
         self.labeled = LabeledLog(kafka, self.topics.labeled)
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
         self.consumer = make_consumer(kafka, JOINER.group_id(model.name))
-        # Phase 1 of each batch, in order, and everything else that talks to Redis
-        # (plans, phase 2, trims, sweeps): two connections, so Redis works on one
-        # batch's phase 1 while Python plans the batch before it.
-        self._absorb_thread = ThreadPoolExecutor(1, thread_name_prefix="joiner-absorb")
         self._redis_thread = ThreadPoolExecutor(1, thread_name_prefix="joiner-redis")
         self._open: list[Batch] = []
         self._trims: list[Future[None]] = []
@@ -183,7 +176,6 @@ class JoinerWorker:
 
     def close(self) -> None:
         """Commit what was done and leave the group (SIGTERM ends here)."""
-        self._absorb_thread.shutdown(wait=True)
         self._redis_thread.shutdown(wait=True)
         try:
             self._commit(asynchronous=False)
@@ -198,28 +190,18 @@ class JoinerWorker:
         """Start `batch` in Redis, then finish the batch before it; False when `stop`
         interrupted a retry (what is open is then left uncommitted, to be replayed)."""
         previous = self._open[-1] if self._open else None
+        if previous is not None and not self._resolve(previous):
+            return self._redo() and self._advance(batch)
         if batch.arrivals:
-            batch.future = self._start(batch)
+            batch.future = self._redis_thread.submit(
+                self.engine.process, batch.arrivals, self.clock(), self.labeled.end_offsets()
+            )
         self._open.append(batch)
-        if previous is not None and not (self._resolve(previous) and self._complete(previous)):
-            # (`batch` may be absorbed already: `_redo` finishes it too, whichever.)
+        if previous is not None and not self._complete(previous):
             return self._redo()
         if not batch.arrivals and not self._complete(batch):  # dead letters only
             return self._redo()
         return True
-
-    def _start(self, batch: Batch) -> Future[BatchResult]:
-        """Queue the batch's phase 1 behind the previous batch's, and its plan and
-        phase 2 behind the previous batch's (`JoinEngine.process`, in two steps)."""
-        now = self.clock()
-        absorbed = self._absorb_thread.submit(
-            self.engine.store_arrivals, batch.arrivals, now, self.labeled.end_offsets()
-        )
-
-        def settle() -> BatchResult:
-            return self.engine.settle(self.engine.plan(*absorbed.result()), now)
-
-        return self._redis_thread.submit(settle)
 
     def _finish_open(self) -> bool:
         """Finish every batch in hand, in order, and the Redis work queued behind."""
