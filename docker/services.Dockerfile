@@ -3,8 +3,9 @@
 # One image runs any part: `python -m driftline.<part>` (the operator sets the command).
 # EXTRAS picks the parts' libraries; the default holds every part with ONNX Runtime CPU
 # and the converters `driftline import` uses (the operator's import Job runs here too).
-# `--build-arg EXTRAS=inference,cpu --build-arg IMAGE_TITLE=driftline-inference` gives
-# the inference image: no torch, no alibi-detect (`make images` builds it so).
+# `--build-arg EXTRAS=inference,joiner,cpu --build-arg IMAGE_TITLE=driftline-inference`
+# gives the inference image: no torch, no alibi-detect; it runs inference on CPUs and
+# the joiner (whose extra adds nothing to the core dependencies; `make images` builds it so).
 # PYTHON_IMAGE: any Debian-like image with python3 and its venv module (ensurepip).
 # BUILD_IMAGE: the build stage's base, PYTHON_IMAGE unless given: a base that adds a
 # CA certificate (a TLS-intercepting proxy to PyPI) goes here, never into the image.

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from driftline.api.parts import PartName
 from driftline.common.connections import KafkaConnection
 from driftline.operator.builders.context import child_name
 from driftline.operator.builders.nodepool import node_pool_name
@@ -15,7 +16,7 @@ from driftline.operator.cluster import (
     kafka_security,
 )
 from driftline.operator.kinds import CHILD_KINDS, kind_of
-from driftline.operator.settings import OperatorSettings
+from driftline.operator.settings import LIGHT_PARTS, OperatorSettings
 
 
 def test_kafka_auth_follows_the_connection_rules() -> None:
@@ -63,10 +64,48 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DRIFTLINE_OPERATOR_KARPENTER_NODE_CLASS__NAME", "gpu")
     settings = OperatorSettings()
     assert settings.namespaces == ["ml", "fraud"]
-    assert settings.image_for(inference=True, gpu=True) == "driftline/inference-gpu:1.2.3"
-    assert settings.image_for(inference=True) == "driftline/inference:1.2.3"
-    assert settings.image_for(inference=False, gpu=True) == "driftline/services:1.2.3"
+    assert settings.image_for("inference", gpu=True) == "driftline/inference-gpu:1.2.3"
+    assert settings.image_for("inference") == "driftline/inference:1.2.3"
+    assert settings.image_for("trainer", gpu=True) == "driftline/services:1.2.3"
     assert settings.karpenter_node_class.name == "gpu"
+
+
+@pytest.mark.parametrize(
+    ("part", "gpu", "image"),
+    [
+        ("inference", False, "registry.example/inference:2.0"),
+        ("inference", True, "registry.example/inference-gpu:2.0"),
+        # The joiner needs the core dependencies only: the light image, also beside
+        # inference on GPUs.
+        ("joiner", False, "registry.example/inference:2.0"),
+        ("joiner", True, "registry.example/inference:2.0"),
+        ("trainer", False, "registry.example/services:2.0"),
+        ("trainer", True, "registry.example/services:2.0"),
+        ("drift", False, "registry.example/services:2.0"),
+        ("rollout", False, "registry.example/services:2.0"),
+    ],
+)
+def test_each_part_runs_from_the_image_that_holds_its_libraries(
+    part: PartName, gpu: bool, image: str
+) -> None:
+    settings = OperatorSettings(
+        image="registry.example/services",
+        inference_image="registry.example/inference",
+        gpu_image="registry.example/inference-gpu",
+        image_tag="2.0",
+    )
+    assert settings.image_for(part, gpu=gpu) == image
+
+
+def test_the_light_image_serves_the_parts_whose_extras_need_no_torch() -> None:
+    """The joiner and inference run from the inference image, which installs
+    `driftline[inference,joiner,cpu]`: neither extra may bring torch in."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    for part in LIGHT_PARTS:
+        assert not [d for d in extras[part] if d.startswith(("torch", "alibi", "driftline["))]
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ def test_the_job_runs_the_trainer_s_import_command_once() -> None:
     expected = ["python", "-m", "driftline.trainer", "import"]
     assert container["command"] == expected + import_arguments(model.spec.model.initial)
     assert container["command"][-1] == "--if-no-version"
-    assert container["image"] == defaults().image_for(inference=False)
+    assert container["image"] == defaults().image_for("trainer")
     assert pod["restartPolicy"] == "Never" and pod["serviceAccountName"] == "churn-import"
     assert not pod["automountServiceAccountToken"]
 

@@ -9,7 +9,7 @@ import pytest
 from driftline.operator.builders import build_children
 from driftline.operator.builders.context import child_name
 
-from .conftest import scenarios
+from .conftest import defaults, scenarios
 
 SCENARIOS = scenarios()
 
@@ -102,7 +102,7 @@ def test_gpu_inference_goes_to_the_gpu_pool_and_nothing_else_does() -> None:
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in inference[
         "tolerations"
     ]
-    for deployment in parts.values():
+    for part, deployment in parts.items():
         pod = deployment["spec"]["template"]["spec"]
         assert "tolerations" not in pod and "nodeSelector" not in pod
         terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -114,7 +114,11 @@ def test_gpu_inference_goes_to_the_gpu_pool_and_nothing_else_does() -> None:
             }
         ]
         assert "nvidia.com/gpu" not in str(pod["containers"][0]["resources"])
-        assert pod["containers"][0]["image"].startswith("driftline/services:")
+        assert pod["containers"][0]["image"] == defaults().image_for(part)
+    # A GPU model's joiner still runs from the CPU inference image (it needs no torch).
+    assert parts["joiner"]["spec"]["template"]["spec"]["containers"][0]["image"].startswith(
+        "driftline/inference:"
+    )
 
 
 def test_cpu_inference_has_no_gpu_and_workers_no_affinity() -> None:
@@ -122,11 +126,12 @@ def test_cpu_inference_has_no_gpu_and_workers_no_affinity() -> None:
         pod = deployment["spec"]["template"]["spec"]
         assert "nvidia.com/gpu" not in str(pod)
         image = pod["containers"][0]["image"]
-        if part == "inference":  # its own image: ONNX Runtime without torch
+        if part in ("inference", "joiner"):  # ONNX Runtime and core libraries, no torch
             assert image.startswith("driftline/inference:")
         else:
-            assert "affinity" not in pod
             assert image.startswith("driftline/services:")
+        if part != "inference":
+            assert "affinity" not in pod
 
 
 def test_a_changed_spec_rolls_the_pods() -> None:

@@ -14,7 +14,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from driftline.api.parts import PartName
+
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
+# The parts whose dependencies fit the inference image (no torch): they run from
+# `inference_image`; the others from `image`.
+LIGHT_PARTS: frozenset[PartName] = frozenset({"inference", "joiner"})
 
 
 class PartResources(BaseModel):
@@ -67,11 +72,12 @@ class OperatorSettings(BaseSettings):
     )
     image: str = Field(
         default="driftline/services",
-        description="Image of the joiner, trainer and drift monitor (torch inside).",
+        description="Image of the trainer, the drift monitor and the import Job (torch inside).",
     )
     inference_image: str = Field(
         default="driftline/inference",
-        description="Inference image on CPUs: ONNX Runtime, no torch (smaller, faster to pull).",
+        description="Image of inference on CPUs and of the joiner: ONNX Runtime and the "
+        "joiner's core dependencies, no torch (smaller, faster to pull).",
     )
     gpu_image: str = Field(
         default="driftline/inference-gpu", description="Inference image when the spec asks GPUs."
@@ -182,8 +188,12 @@ class OperatorSettings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    def image_for(self, *, inference: bool, gpu: bool = False) -> str:
-        """The image a part runs: inference has its own, on CPUs or on GPUs."""
-        if inference:
-            return f"{self.gpu_image if gpu else self.inference_image}:{self.image_tag}"
+    def image_for(self, part: PartName, *, gpu: bool = False) -> str:
+        """The image `part` runs: inference on GPUs the GPU image (`gpu`: the model's
+        inference asks GPUs); inference on CPUs and the joiner, which needs no torch,
+        the light inference image; the trainer and the drift monitor the services image."""
+        if part == "inference" and gpu:
+            return f"{self.gpu_image}:{self.image_tag}"
+        if part in LIGHT_PARTS:
+            return f"{self.inference_image}:{self.image_tag}"
         return f"{self.image}:{self.image_tag}"

@@ -62,7 +62,7 @@ def test_operator_image_starts_the_operator(
     code = (
         "import driftline.operator.__main__ as m, driftline.operator.handlers\n"
         "from driftline.operator.settings import OperatorSettings\n"
-        "print('ok', m.main.__name__, OperatorSettings().image_for(inference=False))"
+        "print('ok', m.main.__name__, OperatorSettings().image_for('trainer'))"
     )
     rc, out = python(docker_daemon, images["operator"], code)
     assert rc == 0 and "ok main driftline/services:" in out, out
@@ -89,6 +89,23 @@ def test_inference_image_has_no_torch(
     for absent in ("torch", "alibi_detect"):
         rc, out = python(docker_daemon, images["inference"], f"import {absent}")
         assert rc != 0 and "ModuleNotFoundError" in out, f"{absent} imports:\n{out}"
+
+
+def test_inference_image_holds_the_joiner(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon
+) -> None:
+    """The operator runs the joiner from the inference image: its entrypoint's module
+    imports there (Kafka, Redis and msgspec clients, the health server) and its Redis
+    scripts are in the installed package. It runs for real in tests/integration/pods
+    (test_joiner_pod.py)."""
+    code = (
+        "import importlib.resources as r, driftline.joiner.__main__ as m\n"
+        "from driftline.joiner.worker import JoinerWorker\n"
+        "lua = r.files('driftline.joiner') / 'lua'\n"
+        "print('ok', m.main.__name__, sorted(p.name for p in lua.iterdir()))"
+    )
+    rc, out = python(docker_daemon, images["inference"], code)
+    assert rc == 0 and "ok main" in out and "'absorb.lua'" in out, out
 
 
 def test_inference_image_checks_health_where_inference_answers(

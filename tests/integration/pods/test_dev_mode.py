@@ -356,7 +356,8 @@ def test_the_operator_reaches_the_dev_servers(
     installed: dict[str, float], kube: Kube, request: pytest.FixtureRequest
 ) -> None:
     """A model that names the dev servers: the operator reads Redis and MLflow for it
-    and logs no outage (the parts' Pods wait for their images, which are not here)."""
+    and logs no outage (its inference finds no version; its joiner runs from the
+    inference image; its drift monitor waits for the services image, not here)."""
     sample = yaml.safe_load(SAMPLE.read_text())
     sample["metadata"]["namespace"] = MODELS
     sample["spec"]["training"] = {"mode": "off"}

@@ -178,8 +178,9 @@ def test_a_model_without_its_backends_waits_and_the_operator_stays_up(
     restarts = pod["status"]["containerStatuses"][0]["restartCount"]
     assert restarts == 0, why_not_ready(kube, pod)
     report(request, f"model status without backends: {json.dumps(status, sort_keys=True)}")
-    # The parts' image is not on the node (inference's is, when the dev-mode tests ran
-    # first, but its registry is no Service): no part becomes Ready, and the status
+    # The services image is not on the node (inference's, which the joiner runs too,
+    # is when the dev-mode tests ran first, but no backend is a Service here): no part
+    # becomes Ready, and the status
     # says the model waits for its parts.
     assert status["phase"] == "Pending", status
     assert status["message"].startswith("waiting for parts: "), status
@@ -260,9 +261,10 @@ def test_the_operator_killed_mid_reconcile_converges_to_one_child_of_each(
     exactly the children the builders render, each once, owned by the model, the spec
     change applied, the status's observedGeneration caught up.
 
-    The parts' Pods never become Ready here (the joiner's, trainer's and drift
-    monitor's image is not on the node, nor is any backend), so the model's phase is
-    not Ready: only the objects and the status's generation are asserted."""
+    The parts' Pods never become Ready here (the trainer's and drift monitor's image
+    is not on the node, the joiner's and inference's only when the dev-mode tests ran
+    first, and no backend is), so the model's phase is not Ready: only the objects and
+    the status's generation are asserted."""
     name = "steady"
     manifest = yaml.safe_load(SAMPLE.read_text())
     manifest["metadata"] = {"name": name, "namespace": MODELS}

@@ -78,7 +78,7 @@ IMAGES: dict[str, ImageSpec] = {
         "docker/services.Dockerfile",
         "PYTHON_IMAGE",
         (
-            ("EXTRAS", "inference,cpu"),
+            ("EXTRAS", "inference,joiner,cpu"),
             ("IMAGE_TITLE", "driftline-inference"),
             ("HEALTH_PORT", "8080"),
         ),
@@ -494,7 +494,8 @@ class ImageBuilder:
 
 ABOUT = {
     "operator": "kopf, the rollout library; no torch, no ONNX Runtime",
-    "inference": "`driftline[inference,cpu]`: FastAPI, ONNX Runtime CPU; no torch",
+    "inference": "`driftline[inference,joiner,cpu]`: inference (FastAPI, ONNX Runtime CPU) "
+    "and the joiner; no torch",
     "services": "every part on CPU: torch (PyPI's CUDA wheels), alibi-detect, ONNX Runtime",
     "inference-gpu": "onnxruntime-gpu (built here on the Debian base: no CUDA libraries)",
     "dev-redis": "dev mode: Debian's redis-server",

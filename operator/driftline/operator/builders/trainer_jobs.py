@@ -86,7 +86,7 @@ def pod_template(
     signing, signing_mounts = signing_volumes(ctx, verify=verify_signatures, key=True)
     container = {
         "name": component,
-        "image": ctx.settings.image_for(inference=False),
+        "image": ctx.settings.image_for(TRAINER.name),
         "imagePullPolicy": ctx.settings.image_pull_policy,
         "command": ["python", "-m", TRAINER.module, *args],
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
