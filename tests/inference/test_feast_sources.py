@@ -94,6 +94,10 @@ class FakeFeastRedis:
             raise self.failure
         return [self.hashes.get(key, {}).get(f) for f in fields]
 
+    @property
+    def connection_pool(self) -> Any:
+        return FakePool(self)
+
     def register_script(self, text: str) -> Any:
         async def script(keys: list[bytes], args: list[bytes]) -> bytes:
             self.calls += 1
@@ -107,6 +111,42 @@ class FakeFeastRedis:
             return out
 
         return script
+
+
+class FakePool:
+    """The pool of `FakeFeastRedis`: its one connection answers the packed HMGETs."""
+
+    def __init__(self, store: FakeFeastRedis) -> None:
+        self.store = store
+        self.replies: list[Any] = []
+
+    async def get_connection(self) -> FakePool:
+        return self
+
+    async def release(self, connection: Any) -> None:
+        pass
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        pass
+
+    async def send_packed_command(self, command: list[bytes], check_health: bool) -> None:
+        self.store.calls += 1
+        if self.store.failure is not None:
+            raise self.store.failure
+        data = b"".join(command)
+        while data:  # RESP arrays of bulk strings: *N, then N times $len and the bytes
+            head, data = data.split(b"\r\n", 1)
+            args = []
+            for _ in range(int(head[1:])):
+                size, data = data.split(b"\r\n", 1)
+                args.append(data[: int(size[1:])])
+                data = data[int(size[1:]) + 2 :]
+            assert args[0] == b"HMGET"
+            stored = self.store.hashes.get(args[1], {})
+            self.replies.append([stored.get(f) for f in args[2:]])
+
+    async def read_response(self) -> Any:
+        return self.replies.pop(0)
 
 
 def decoded(contract: FeatureContract, rows: list[dict[str, Any]]) -> Any:
