@@ -30,8 +30,10 @@ from driftline.inference.feast_sources import (
     feast_features,
     group,
 )
+from driftline.inference.oip import InferRequest, OipProtocol
 from driftline.inference.plain import PlainProtocol
 from driftline.inference.sources import SourcedFeatures
+from driftline.inference.tensors import TensorInput
 from driftline_testing.models import model_document
 
 KEY = [{"joinKey": "user_id", "type": "int64"}]
@@ -349,3 +351,23 @@ def test_join_keys_from_named_request_fields_are_read_per_row_and_checked() -> N
     request = PlainProtocol(contract, "m", max_rows=8).decode(json.dumps(body).encode())
     asyncio.run(sources.fill(request.rows, request.entity_ids, request.fields))
     assert [v[2] for v in request.rows.values] == [-1.0] * 3
+
+
+def test_the_oip_route_reads_join_key_fields_from_its_parameters() -> None:
+    named = [{"joinKey": "user_id", "type": "int64", "field": "customer"}]
+    spec = spec_with(feast("txn_count", entityKeys=named))
+    contract = FeatureContract(spec)
+    inputs = [
+        TensorInput(name="amount", shape=[2], datatype="FP32", data=[1.0, 2.0]),
+        TensorInput(name="channel", shape=[2], datatype="BYTES", data=["a", "b"]),
+    ]
+    params = {"customer": [17, "18"], "entity_id": "u"}
+    request = OipProtocol(contract, "m", max_rows=8).request(
+        InferRequest(inputs=inputs, parameters=params), [None, None]
+    )
+    assert request.fields == {"entity_id": ["u", "u"], "customer": ["17", "18"]}
+    with pytest.raises(InvalidInputError) as caught:
+        OipProtocol(contract, "m", max_rows=8).request(
+            InferRequest(inputs=inputs, parameters={"customer": {"a": 1}}), [None, None]
+        )
+    assert caught.value.field == "parameters.customer"

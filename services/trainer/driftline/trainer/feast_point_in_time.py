@@ -51,8 +51,10 @@ def read_entities(path: str, fields: list[str]) -> Any:
         with open(path) as f:  # pandas would turn "007" into 7 and ints beside a null to floats
             raw = [json.loads(line) for line in f if line.strip()]
         for field in fields:
-            if field in frame.columns:
-                frame[field] = pd.Series([r.get(field) for r in raw], dtype=object)
+            if field in frame.columns:  # as text, as a request's fields are (one type a column)
+                values = [r.get(field) for r in raw]
+                text = [None if v is None else str(v) for v in values]
+                frame[field] = pd.Series(text, dtype=object)
         return frame
     raise SystemExit(f"{path}: use a .parquet, .csv or .jsonl entity file")
 
