@@ -7,10 +7,13 @@ a real Redis on loopback. Then, at batch sizes 1 and 64, side by side in rounds
 
 - floor: a plain Redis MGET of as many keys (values as large as a user's features),
   one round trip, nothing decoded: no reader can do less;
-- Driftline: `FeastOnlineReader.read` (sync client): keys built, one round trip
-  (its Lua script running an HMGET per row), every value decoded, statuses and event
-  times; and the same reader in `mode="pipeline"` (a pipeline of HMGETs, as for a
-  Redis Cluster);
+- Driftline: `FeastOnlineReader.read_keys` (sync client; each key built once, as serving
+  keeps them), one round trip
+  (by default one pipeline of HMGETs it packs itself, replies parsed by hiredis),
+  every value decoded, statuses and event times; the same reader in `mode="script"`
+  (a Lua script running an HMGET per row: the default before), with redis-py's
+  Python parser instead of hiredis, and in `mode="pipeline"` (a redis-py pipeline of
+  HMGETs, as for a Redis Cluster); the floor with redis-py's Python parser too;
 - Feast SDK: Feast's own `FeatureStore.get_online_features` for the same rows, in
   Feast's venv (timed there, the same seconds).
 
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis._parsers import _RESP2Parser
+from redis.utils import HIREDIS_AVAILABLE
 
 from driftline.common.feast_online import FeastOnlineReader
 from driftline.local.servers import RedisServer
@@ -43,6 +48,7 @@ from driftline_testing.feast import FeastRepo, feast_built
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 USERS = 1000
 BATCHES = (1, 64)
+CONTENDERS = ("floor", "floor_no_hiredis", "driftline", "script", "no_hiredis", "pipeline")
 FEATURES = [
     "user_stats:txn_count",
     "user_stats:age",
@@ -112,7 +118,11 @@ def measure(seconds: float, rounds: int) -> dict[str, Any]:
         repo = FeastRepo(Path(tmp) / "repo", server.port, project="bench")
         materialize(repo)
         reader = FeastOnlineReader(client, "bench", {"user_id": "int64"}, FEATURES)
+        scripted = FeastOnlineReader(client, "bench", {"user_id": "int64"}, FEATURES, mode="script")
         piped = FeastOnlineReader(client, "bench", {"user_id": "int64"}, FEATURES, mode="pipeline")
+        # The same packed read with redis-py's own Python parser instead of hiredis.
+        plain_client = redis.Redis.from_url(server.url, parser_class=_RESP2Parser)
+        plain = FeastOnlineReader(plain_client, "bench", {"user_id": "int64"}, FEATURES)
         # The floor's values: as large as what one user's HMGET returns.
         sample_key = reader.redis_key({"user_id": 0})
         assert sample_key is not None
@@ -122,46 +132,69 @@ def measure(seconds: float, rounds: int) -> dict[str, Any]:
         client.mset({f"floor:{u}": os.urandom(payload) for u in range(USERS)})
         rng = random.Random(1)
         for batch in BATCHES:
-            samples: dict[str, list[float]] = {"floor": [], "driftline": [], "pipeline": []}
+            samples: dict[str, list[float]] = {name: [] for name in CONTENDERS}
             ids = [rng.sample(range(USERS), batch) for _ in range(256)]
             rows = [[{"user_id": u} for u in chosen] for chosen in ids]
+            # Serving builds each entity's key once and keeps it: so do the readers here.
+            keys = [[reader.redis_key(row) for row in batch_rows] for batch_rows in rows]
             floor_keys = [[f"floor:{u}" for u in chosen] for chosen in ids]
 
             floor_batches = itertools.cycle(floor_keys)
-            row_batches = itertools.cycle(rows)
-            piped_batches = itertools.cycle(rows)
+            row_batches = itertools.cycle(keys)
+            piped_batches = itertools.cycle(keys)
+            scripted_batches = itertools.cycle(keys)
+            plain_batches = itertools.cycle(keys)
 
             def floor(batches: Iterator[list[str]] = floor_batches) -> object:
                 return client.mget(next(batches))
 
-            def driftline(batches: Iterator[list[dict[str, int]]] = row_batches) -> object:
-                return reader.read(next(batches))
+            def floor_no_hiredis(batches: Iterator[list[str]] = floor_batches) -> object:
+                return plain_client.mget(next(batches))
 
-            def pipeline(batches: Iterator[list[dict[str, int]]] = piped_batches) -> object:
-                return piped.read(next(batches))
+            def driftline(batches: Iterator[list[bytes | None]] = row_batches) -> object:
+                return reader.read_keys(next(batches))
+
+            def pipeline(batches: Iterator[list[bytes | None]] = piped_batches) -> object:
+                return piped.read_keys(next(batches))
+
+            def script(batches: Iterator[list[bytes | None]] = scripted_batches) -> object:
+                return scripted.read_keys(next(batches))
+
+            def no_hiredis(batches: Iterator[list[bytes | None]] = plain_batches) -> object:
+                return plain.read_keys(next(batches))
 
             assert all(v is not None for v in reader.read(rows[0]).values["user_stats:txn_count"])
-            contenders = {"floor": floor, "driftline": driftline, "pipeline": pipeline}
+            for other in (scripted, piped, plain):
+                assert other.read(rows[0]) == reader.read(rows[0])
+            contenders = {
+                "floor": floor,
+                "floor_no_hiredis": floor_no_hiredis,
+                "driftline": driftline,
+                "script": script,
+                "no_hiredis": no_hiredis,
+                "pipeline": pipeline,
+            }
             for fn in contenders.values():
                 run_for(fn, 0.5, [])  # warm up
-            client.config_resetstat()
+            redis_us: dict[str, float] = {}
             for _ in range(rounds):
                 for name, fn in contenders.items():
+                    client.config_resetstat()
                     run_for(fn, seconds / rounds, samples[name])
-            stats = client.info("commandstats")
-            # Redis' own time per read (us): what each contender costs the server.
-            redis_us = {
-                "floor": stats.get("cmdstat_mget", {}).get("usec_per_call", 0.0),
-                "driftline": stats.get("cmdstat_evalsha", {}).get("usec_per_call", 0.0)
-                if batch > 1
-                else stats.get("cmdstat_hmget", {}).get("usec_per_call", 0.0),
-                "pipeline": stats.get("cmdstat_hmget", {}).get("usec_per_call", 0.0) * batch,
-            }
+                    stats = client.info("commandstats")
+                    # Redis' own time per read (us): what each contender costs the server.
+                    command = {"script": "evalsha"}.get(
+                        name, "mget" if "floor" in name else "hmget"
+                    )
+                    per_call = stats.get(f"cmdstat_{command}", {}).get("usec_per_call", 0.0)
+                    hmgets = command == "hmget" and batch > 1
+                    redis_us[name] = per_call * batch if hmgets else per_call
             results[str(batch)] = {
                 name: {**percentiles(s), "redis_us": redis_us[name]} for name, s in samples.items()
             }
             results[str(batch)]["feast_sdk"] = repo.time_online_features(FEATURES, rows[0], seconds)
         client.close()
+        plain_client.close()
     return results
 
 
@@ -178,35 +211,48 @@ def write(results: dict[str, Any], seconds: float, rounds: int) -> str:
         "A load average above the core count means other work shared the machine: "
         "compare the ratios within one run, not the milliseconds across runs.",
         "",
-        "| batch | floor: MGET p50 / p99 ms | Driftline reader p50 / p99 ms "
-        "| x floor (p50 / p99) | reader, pipeline mode p50 / p99 ms "
-        "| Feast SDK get_online_features p50 / p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| batch | floor: MGET p50 / p99 ms | floor, no hiredis "
+        "| Driftline reader (packed) p50 / p99 ms | x floor (p50 / p99) | x floor, no hiredis "
+        "| before: script mode p50 / p99 ms | x floor | x floor, no hiredis "
+        "| packed, no hiredis | pipeline mode | Feast SDK get_online_features |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ms(r: dict[str, float]) -> str:
+        return f"{r['p50_ms']:.3f} / {r['p99_ms']:.3f}"
+
+    def times(r: dict[str, float], f: dict[str, float]) -> str:
+        return f"{r['p50_ms'] / f['p50_ms']:.2f} / {r['p99_ms'] / f['p99_ms']:.2f}"
+
     for batch, r in results.items():
-        f, d, p, s = r["floor"], r["driftline"], r["pipeline"], r["feast_sdk"]
+        f, fp, d, sc = r["floor"], r["floor_no_hiredis"], r["driftline"], r["script"]
         lines.append(
-            f"| {batch} | {f['p50_ms']:.3f} / {f['p99_ms']:.3f} "
-            f"| {d['p50_ms']:.3f} / {d['p99_ms']:.3f} "
-            f"| {d['p50_ms'] / f['p50_ms']:.2f} / {d['p99_ms'] / f['p99_ms']:.2f} "
-            f"| {p['p50_ms']:.3f} / {p['p99_ms']:.3f} "
-            f"| {s['p50_ms']:.3f} / {s['p99_ms']:.3f} |"
+            f"| {batch} | {ms(f)} | {ms(fp)} | {ms(d)} | {times(d, f)} | {times(d, fp)} "
+            f"| {ms(sc)} | {times(sc, f)} | {times(sc, fp)} "
+            f"| {ms(r['no_hiredis'])} | {ms(r['pipeline'])} | {ms(r['feast_sdk'])} |"
         )
     lines += [
         "",
         "Redis' own time per read (INFO commandstats, µs): "
         + "; ".join(
-            f"batch {batch}: floor {r['floor']['redis_us']:.1f}, Driftline "
-            f"{r['driftline']['redis_us']:.1f}, pipeline mode {r['pipeline']['redis_us']:.1f}"
+            f"batch {batch}: "
+            + ", ".join(f"{name} {r[name]['redis_us']:.1f}" for name in CONTENDERS)
             for batch, r in results.items()
         )
         + ".",
         "",
         "The floor is one MGET of as many keys, values as large as a user's features, "
-        "nothing decoded. Driftline's read is one round trip (a Lua script running an "
-        "HMGET per row, one byte string back), every value decoded; pipeline mode sends "
-        "the HMGETs as one pipeline instead. The Feast SDK figure is "
-        "`FeatureStore.get_online_features` for the same rows, measured in Feast's venv.",
+        "nothing decoded, on the same client (hiredis parsing: "
+        f"{'yes' if HIREDIS_AVAILABLE else 'no'}); `floor, no hiredis` is that MGET with "
+        "redis-py's Python parser, the floor earlier results were measured against. "
+        "Driftline's read is one round trip, "
+        "every value decoded: by default (packed) one pipeline of HMGETs the reader packs "
+        "itself, replies parsed by hiredis; `before` is the script mode, the default "
+        "until now (a Lua script running an HMGET per row, one byte string back); "
+        "`no hiredis` is the packed read with redis-py's Python parser; pipeline mode "
+        "sends the HMGETs as a redis-py pipeline. All contenders alternate in each of "
+        "the rounds. The Feast SDK figure is `FeatureStore.get_online_features` for the "
+        "same rows, measured in Feast's venv.",
         "",
     ]
     text = "\n".join(lines)

@@ -70,6 +70,10 @@ def test_the_schema_holds_the_same_rules_in_cel() -> None:
     assert "self.function in ['count', 'rate']" in aggregate["x-kubernetes-validations"][0]["rule"]
     assert any("source.aggregate" in r["rule"] for r in feature["x-kubernetes-validations"])
     assert any("source.feast" in r["rule"] for r in feature["x-kubernetes-validations"])
+    feast = source["properties"]["feast"]
+    assert "entityKeys.all(" in feast["x-kubernetes-validations"][0]["rule"]
+    key = feast["properties"]["entityKeys"]["items"]
+    assert "self.field in ['features'" in key["x-kubernetes-validations"][0]["rule"]
 
 
 FEAST = {
@@ -101,13 +105,18 @@ def test_a_feast_feature_is_read_with_its_defaults() -> None:
     [
         ({"feast": FEAST, "aggregate": {"function": "count"}}, "exactly one of aggregate, feast"),
         (
-            {"feast": {**FEAST, "entityKeys": [{"joinKey": "user_id", "field": "user_id"}]}},
-            "entity_id",
+            {"feast": {**FEAST, "entityKeys": [{"joinKey": "user_id", "field": "request_id"}]}},
+            r"entityKeys\[0\]\.field: entityKeys\.field names a request field that means",
         ),
         (
-            {"feast": {**FEAST, "entityKeys": [{"joinKey": "a"}, {"joinKey": "b"}]}},
+            {"feast": {**FEAST, "entityKeys": [{"joinKey": "a"}, {"joinKey": "a", "field": "b"}]}},
+            "entityKeys names a join key twice",
+        ),
+        (
+            {"feast": {**FEAST, "entityKeys": [{"joinKey": f"k{i}"} for i in range(9)]}},
             "entityKeys",
         ),
+        ({"feast": {**FEAST, "entityKeys": [{"joinKey": "u", "field": "user-id"}]}}, "field"),
         ({"feast": {**FEAST, "entityKeys": []}}, "entityKeys"),
         ({"feast": {**FEAST, "maxAgeSeconds": 0}}, "maxAgeSeconds"),
         ({"feast": {**FEAST, "entityKeys": [{"joinKey": "u", "type": "float"}]}}, "type"),
@@ -118,7 +127,8 @@ def test_bad_feast_sources_are_refused(source: dict[str, Any], says: str) -> Non
     raw = with_features({"name": "f", "source": source})
     with pytest.raises(SpecError, match=says):
         parse_dynamic_model(raw)
-    if "aggregate" not in source:  # (that one is a CEL rule, checked by the API server)
+    if "aggregate" not in source and "twice" not in says and "means" not in says:
+        # (the others are CEL rules, checked by the API server)
         assert list(crd_validator().iter_errors(raw))  # the CRD schema refuses it too
 
 
@@ -126,4 +136,43 @@ def test_a_feast_feature_is_numeric() -> None:
     with pytest.raises(SpecError, match=r"source\.feast is numeric"):
         parse_dynamic_model(
             with_features({"name": "f", "type": "categorical", "source": {"feast": FEAST}})
+        )
+
+
+def test_join_keys_may_come_from_request_fields_of_any_name() -> None:
+    keys = [
+        {"joinKey": "user_id", "field": "customer", "type": "int64"},
+        {"joinKey": "merchant_id", "field": "shop"},
+    ]
+    raw = with_features(
+        {"name": "pairs", "source": {"feast": {**FEAST, "featureView": "pair", "entityKeys": keys}}}
+    )
+    feast = parse_dynamic_model(raw).spec.features[-1].source.feast  # type: ignore[union-attr]
+    assert feast is not None
+    assert [(k.join_key, k.field, k.type) for k in feast.entity_keys] == [
+        ("user_id", "customer", "int64"),
+        ("merchant_id", "shop", "string"),
+    ]
+    assert not list(crd_validator().iter_errors(raw))
+
+
+def test_features_of_one_view_name_its_join_keys_alike() -> None:
+    first = {"name": "a", "source": {"feast": FEAST}}
+    # The same view looked up for another entity (another field) is fine ...
+    other_field = [{"joinKey": "user_id", "type": "int64", "field": "payee"}]
+    other = {"name": "b", "source": {"feast": {**FEAST, "entityKeys": other_field}}}
+    parse_dynamic_model(with_features(first, other))
+    # ... other join keys or types for the same view are not: the view has one entity key.
+    for keys in ([{"joinKey": "user_id"}], [{"joinKey": "uid", "type": "int64"}]):
+        second = {"name": "b", "source": {"feast": {**FEAST, "entityKeys": keys}}}
+        with pytest.raises(SpecError, match=r"features\[\d+\]\.source\.feast\.entityKeys: "
+                           r"feature view 'user_stats' has join keys"):  # fmt: skip
+            parse_dynamic_model(with_features(first, second))
+
+
+def test_a_join_key_field_is_no_feature_name() -> None:
+    keys = [{"joinKey": "user_id", "field": "plan"}]
+    with pytest.raises(SpecError, match=r"entityKeys\[0\]\.field: 'plan' is a feature name"):
+        parse_dynamic_model(
+            with_features({"name": "f", "source": {"feast": {**FEAST, "entityKeys": keys}}})
         )

@@ -23,10 +23,17 @@ from driftline.api.spec import DynamicModelSpec
 from driftline.common.entity_aggregates import EXCHANGE
 from driftline.common.feast_online import FeastOnlineReader, JoinKey, feature_field
 from driftline.inference.contract import FeatureContract
-from driftline.inference.errors import FeatureSourceUnavailableError
-from driftline.inference.feast_sources import entity_row, feast_features, group
+from driftline.inference.errors import FeatureSourceUnavailableError, InvalidInputError
+from driftline.inference.feast_sources import (
+    BadJoinKeyError,
+    entity_row,
+    feast_features,
+    group,
+)
+from driftline.inference.oip import InferRequest, OipProtocol
 from driftline.inference.plain import PlainProtocol
 from driftline.inference.sources import SourcedFeatures
+from driftline.inference.tensors import TensorInput
 from driftline_testing.models import model_document
 
 KEY = [{"joinKey": "user_id", "type": "int64"}]
@@ -89,6 +96,10 @@ class FakeFeastRedis:
             raise self.failure
         return [self.hashes.get(key, {}).get(f) for f in fields]
 
+    @property
+    def connection_pool(self) -> Any:
+        return FakePool(self)
+
     def register_script(self, text: str) -> Any:
         async def script(keys: list[bytes], args: list[bytes]) -> bytes:
             self.calls += 1
@@ -102,6 +113,42 @@ class FakeFeastRedis:
             return out
 
         return script
+
+
+class FakePool:
+    """The pool of `FakeFeastRedis`: its one connection answers the packed HMGETs."""
+
+    def __init__(self, store: FakeFeastRedis) -> None:
+        self.store = store
+        self.replies: list[Any] = []
+
+    async def get_connection(self) -> FakePool:
+        return self
+
+    async def release(self, connection: Any) -> None:
+        pass
+
+    async def disconnect(self, nowait: bool = False) -> None:
+        pass
+
+    async def send_packed_command(self, command: list[bytes], check_health: bool) -> None:
+        self.store.calls += 1
+        if self.store.failure is not None:
+            raise self.store.failure
+        data = b"".join(command)
+        while data:  # RESP arrays of bulk strings: *N, then N times $len and the bytes
+            head, data = data.split(b"\r\n", 1)
+            args = []
+            for _ in range(int(head[1:])):
+                size, data = data.split(b"\r\n", 1)
+                args.append(data[: int(size[1:])])
+                data = data[int(size[1:]) + 2 :]
+            assert args[0] == b"HMGET"
+            stored = self.store.hashes.get(args[1], {})
+            self.replies.append([stored.get(f) for f in args[2:]])
+
+    async def read_response(self) -> Any:
+        return self.replies.pop(0)
 
 
 def decoded(contract: FeatureContract, rows: list[dict[str, Any]]) -> Any:
@@ -139,7 +186,17 @@ def test_features_sharing_project_keys_and_max_age_are_one_reader() -> None:
     ],
 )
 def test_the_entity_id_is_the_join_key_value(entity: str | None, kind: str, value: Any) -> None:
-    assert entity_row(entity, (("k", kind, "entity_id"),)) == {"k": value}
+    assert entity_row((entity,), (("k", kind, "entity_id"),)) == {"k": value}
+
+
+def test_other_request_fields_give_their_keys_and_refuse_a_value_that_is_none() -> None:
+    keys = (("merchant_id", "string", "shop"), ("user_id", "int64", "customer"))
+    assert entity_row(("m-1", "17"), keys) == {"merchant_id": "m-1", "user_id": 17}
+    assert entity_row(("m-1", None), keys) == {"merchant_id": "m-1", "user_id": None}
+    for value in ("u-17", str(2**63)):
+        with pytest.raises(BadJoinKeyError, match="is no int64") as caught:
+            entity_row(("m-1", value), keys)
+        assert caught.value.field == "customer"
 
 
 def sourced(spec: DynamicModelSpec, client: Any) -> tuple[FeatureContract, SourcedFeatures]:
@@ -267,3 +324,50 @@ def test_the_store_down_serves_defaults_or_refuses_as_the_spec_says() -> None:
     with pytest.raises(FeatureSourceUnavailableError) as caught:
         asyncio.run(sources.fill(request.rows, ["1"]))
     assert (caught.value.status, caught.value.field) == (503, "features.user_stats_txn_count")
+
+
+def test_join_keys_from_named_request_fields_are_read_per_row_and_checked() -> None:
+    store = FakeFeastRedis()
+    store.put(1, "user_stats", {"txn_count": int64(11)}, int(time.time()))
+    store.put(2, "user_stats", {"txn_count": int64(22)}, int(time.time()))
+    named = [{"joinKey": "user_id", "type": "int64", "field": "customer"}]
+    by_field = feast("txn_count", default=-1, entityKeys=named) | {"name": "named"}
+    contract, sources = sourced(spec_with(TXN, by_field), store)
+    assert contract.request_fields == ("customer",)
+    body = {"entity_id": ["2", "1", "1"], "customer": [1, "2", "7"]}
+    body["features"] = [{"amount": 1.0, "channel": "a"}] * 3
+    request = PlainProtocol(contract, "m", max_rows=8).decode(json.dumps(body).encode())
+    assert request.fields == {"entity_id": ["2", "1", "1"], "customer": ["1", "2", "7"]}
+    asyncio.run(sources.fill(request.rows, request.entity_ids, request.fields))
+    assert [v[1:3] for v in request.rows.values] == [(22.0, 11.0), (11.0, 22.0), (11.0, -1.0)]
+    assert store.calls == 2  # two groups (two fields): one read each, in one turn
+
+    body["customer"] = ["1", "x", "2"]  # ... and a value that is no int64: a 422 naming it
+    request = PlainProtocol(contract, "m", max_rows=8).decode(json.dumps(body).encode())
+    with pytest.raises(InvalidInputError, match="'x' is no int64") as caught:
+        asyncio.run(sources.fill(request.rows, request.entity_ids, request.fields))
+    assert (caught.value.status, caught.value.field) == (422, "customer[1]")
+    del body["customer"]  # absent: a missing entity, as a row without entity_id
+    request = PlainProtocol(contract, "m", max_rows=8).decode(json.dumps(body).encode())
+    asyncio.run(sources.fill(request.rows, request.entity_ids, request.fields))
+    assert [v[2] for v in request.rows.values] == [-1.0] * 3
+
+
+def test_the_oip_route_reads_join_key_fields_from_its_parameters() -> None:
+    named = [{"joinKey": "user_id", "type": "int64", "field": "customer"}]
+    spec = spec_with(feast("txn_count", entityKeys=named))
+    contract = FeatureContract(spec)
+    inputs = [
+        TensorInput(name="amount", shape=[2], datatype="FP32", data=[1.0, 2.0]),
+        TensorInput(name="channel", shape=[2], datatype="BYTES", data=["a", "b"]),
+    ]
+    params = {"customer": [17, "18"], "entity_id": "u"}
+    request = OipProtocol(contract, "m", max_rows=8).request(
+        InferRequest(inputs=inputs, parameters=params), [None, None]
+    )
+    assert request.fields == {"entity_id": ["u", "u"], "customer": ["17", "18"]}
+    with pytest.raises(InvalidInputError) as caught:
+        OipProtocol(contract, "m", max_rows=8).request(
+            InferRequest(inputs=inputs, parameters={"customer": {"a": 1}}), [None, None]
+        )
+    assert caught.value.field == "parameters.customer"

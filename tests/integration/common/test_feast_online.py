@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis._parsers import _AsyncRESP2Parser, _RESP2Parser
 
 from driftline.common.feast_online import FeastOnlineError, FeastOnlineReader, FeastStatus
 from driftline_testing.feast import FeastRepo, feast_built
@@ -93,10 +94,24 @@ def client(redis_server: Any, feast_repo: FeastRepo) -> Iterator[redis.Redis]:
     c.close()
 
 
-@pytest.fixture(params=["script", "pipeline"])
+@pytest.fixture(params=["packed", "packed, redis-py's parser", "script", "pipeline"])
 def make_reader(request: pytest.FixtureRequest) -> Callable[..., FeastOnlineReader]:
-    """The reader in each of its modes (Lua script, or a pipeline of HMGETs)."""
-    return functools.partial(FeastOnlineReader, mode=request.param)
+    """The reader in each of its modes (a pipeline of HMGETs it packs, with hiredis
+    parsing the replies where installed or redis-py's own Python parser; a Lua script;
+    a redis-py pipeline of HMGETs)."""
+    mode = request.param.partition(",")[0]
+    if "parser" not in request.param:
+        return functools.partial(FeastOnlineReader, mode=mode)
+
+    def make(client: Any, *args: Any, **kwargs: Any) -> FeastOnlineReader:
+        is_async = type(client).__module__.startswith("redis.asyncio")
+        # Set before the client's first command, so its every connection parses so.
+        client.connection_pool.connection_kwargs["parser_class"] = (
+            _AsyncRESP2Parser if is_async else _RESP2Parser
+        )
+        return FeastOnlineReader(client, *args, mode=mode, **kwargs)
+
+    return make
 
 
 def f32(x: float) -> float:
@@ -219,7 +234,7 @@ async def test_async_client_reads_the_same(
 
     aclient = redis.asyncio.Redis.from_url(redis_server.url)
     try:
-        rows = [{"user_id": 1}, {"user_id": 999}]
+        rows = [{"user_id": 1}, {"user_id": 999}, {"user_id": None}, {"user_id": 2}]
         sync = make_reader(client, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
         async_ = make_reader(aclient, "driftline_test", {"user_id": "int64"}, USER_FEATURES)
         assert (await async_.aread(rows, now=1e9)) == sync.read(rows, now=1e9)

@@ -8,12 +8,17 @@ exactly (as float32, the model's input type); a user Feast does not know, a null
 entity id that is no integer and a string value get each feature's default, counted by
 outcome; Feast's
 Redis unreachable serves the default and counts it, or refuses with a 503 where the
-spec says so.
+spec says so. Join keys taken from request fields of other names (a view keyed by
+`merchant_id` read from `shop`, a view of two join keys read from `customer` and
+`shop`) serve the values Feast wrote, refuse a value that cannot be the key (422
+naming the field), and equal what `bootstrap --from-feast` joins offline for the same
+rows, for every Feast feature of the model.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import os
 import struct
 from collections.abc import Callable, Iterator
@@ -24,12 +29,14 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from driftline.api import parse_dynamic_model
 from driftline.api.artifacts import ALIAS_CHAMPION
 from driftline.api.events import Prediction, decode
 from driftline.inference.contract import Served
 from driftline.local.servers import MlflowServer, RedisServer, free_port
 from driftline.local.servers.kafka import KafkaBroker
-from driftline_testing.feast import FeastRepo, feast_built
+from driftline.trainer.feast_history import rows_from_feast
+from driftline_testing.feast import FeastRepo, feast_built, feast_venv
 from driftline_testing.models import model_document
 from tests.integration.inference.harness import Running
 
@@ -59,6 +66,24 @@ SOURCED = [
     feast("segment", default=3),  # a Feast string: served its default, counted mistyped
     {"name": "visits", "source": {"aggregate": {"function": "count", "windowSeconds": 600}}},
 ]
+SHOP = {"joinKey": "merchant_id", "field": "shop"}  # a join key read from another field
+CUSTOMER = {"joinKey": "user_id", "type": "int64", "field": "customer"}
+KEYED = [
+    {
+        "name": "risk",
+        "source": {
+            "feast": {"project": PROJECT, "featureView": "merchant_risk", "name": "risk",
+                      "entityKeys": [SHOP], "default": -1}
+        },
+    },
+    {
+        "name": "pair_count",
+        "source": {
+            "feast": {"project": PROJECT, "featureView": "user_merchant", "name": "pair_count",
+                      "entityKeys": [CUSTOMER, SHOP], "default": -1}
+        },
+    },
+]  # fmt: skip
 ROW = {"x1": 1.0, "x2": -1.25, "x3": 3.0}
 USERS = [
     # user_id, txn_count, age, ratio, amount, segment, vip
@@ -74,9 +99,9 @@ def f32(x: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def feast_redis(
+def feast_store(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[RedisServer]:
+) -> Iterator[tuple[RedisServer, FeastRepo]]:
     if not feast_built():
         if os.environ.get("DRIFTLINE_RIG", "").lower() == "off":
             pytest.skip("DRIFTLINE_RIG=off and Feast's venv is not built (make rig)")
@@ -91,15 +116,24 @@ def feast_redis(
                 "user_stats": [
                     {**dict(zip(columns, u, strict=True)), "event_timestamp": at} for u in USERS
                 ],
-                "merchant_risk": [{"merchant_id": "m", "risk": 0.5, "event_timestamp": at}],
+                "merchant_risk": [
+                    {"merchant_id": m, "risk": r, "event_timestamp": at}
+                    for m, r in (("m", 0.5), ("m2", 0.75))
+                ],
                 "user_merchant": [
-                    {"user_id": 1, "merchant_id": "m", "pair_count": 1, "event_timestamp": at}
+                    {"user_id": u, "merchant_id": m, "pair_count": c, "event_timestamp": at}
+                    for u, m, c in ((1, "m", 1), (2, "m2", 7), (2**40, "m", 5))
                 ],
             },
             start=NOW - timedelta(days=30),
             end=NOW + timedelta(minutes=1),
         )
-        yield server
+        yield server, repo
+
+
+@pytest.fixture(scope="module")
+def feast_redis(feast_store: tuple[RedisServer, FeastRepo]) -> RedisServer:
+    return feast_store[0]
 
 
 @pytest.fixture
@@ -117,7 +151,7 @@ def model_doc(
         redis=redis_server.url,
         inference={"batching": {"maxBatchSize": 32, "maxDelayMs": 1}, "baseline": False},
     )
-    doc["spec"]["features"] += copy.deepcopy(SOURCED)
+    doc["spec"]["features"] += copy.deepcopy(SOURCED + KEYED)
     return doc
 
 
@@ -215,3 +249,54 @@ def test_feast_unreachable_serves_defaults_and_counts_or_refuses_as_the_spec_say
     assert answer.headers["retry-after"] == "1"
     assert counted("ratio", "refused") >= 1
     assert httpx.get(f"{strict.url}/v2/health/ready").status_code == 200
+
+
+def test_join_keys_from_named_fields_serve_what_the_offline_join_gives(
+    serve: Callable[..., Running],
+    publish: Callable[..., str],
+    kafka: KafkaBroker,
+    feast_store: tuple[RedisServer, FeastRepo],
+    model_doc: dict[str, Any],
+    tmp_path: Any,
+) -> None:
+    redis, repo = feast_store
+    publish(bias=(0.0, 0.0), aliases=[ALIAS_CHAMPION])
+    server = serve(feast_redis_url=redis.url)
+    customers = ["1", "2", str(2**40), "1", "2"]
+    shops = ["m", "m2", "m", "nowhere", "m"]  # (1, nowhere) and (2, m): no such pair
+    answer = server.predict([ROW] * 5, entity_id=customers, customer=customers, shop=shops)
+    assert answer.status_code == 200, answer.text
+    ids = [p["request_id"] for p in answer.json()["predictions"]]
+    events = logged(kafka, server, len(ids))
+    online = [events[i].features for i in ids]
+    assert [(f["risk"], f["pair_count"]) for f in online] == [
+        (0.5, 1.0),
+        (0.75, 7.0),
+        (0.5, 5.0),
+        (-1.0, -1.0),  # a merchant Feast never wrote: both defaults
+        (0.5, -1.0),
+    ]
+
+    refused = server.predict([ROW] * 2, customer=["1", "u-2"], shop="m")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["field"] == "customer[1]"
+    assert "'u-2' is no int64" in refused.json()["error"]
+
+    # Offline: the same rows as of now, joined by Feast's point-in-time retrieval.
+    entities = tmp_path / "labeled.jsonl"
+    at = datetime.now(UTC).isoformat()
+    entities.write_text(
+        "".join(
+            json.dumps({"entity_id": c, "customer": int(c), "shop": m, "event_timestamp": at,
+                        **ROW, "visits": 0.0, "label": 0}) + "\n"
+            for c, m in zip(customers, shops, strict=True)
+        )
+    )  # fmt: skip
+    model = parse_dynamic_model(model_doc)
+    python = str(feast_venv() / "bin" / "python")
+    offline, _ = rows_from_feast(model, entities, repo.path, python)
+    names = [f["name"] for f in SOURCED + KEYED if "feast" in f["source"]]
+    assert len(names) == 7
+    assert [[f32(row[n]) for n in names] for row in offline] == [
+        [event[n] for n in names] for event in online
+    ]

@@ -161,6 +161,32 @@ def test_a_missing_time_column_and_no_feast_python_are_named(
                         sys.executable)  # fmt: skip
 
 
+def test_join_keys_from_other_columns_and_their_errors_are_named(
+    repo: FeastRepo, tmp_path: Path
+) -> None:
+    doc = model_document("keyed", tracking_uri="http://127.0.0.1:1", numeric=("x1",))
+    keys = [{"joinKey": "user_id", "type": "int64", "field": "customer"}]
+    doc["spec"]["features"] += [feast("txn_count", default=-1, entityKeys=keys)]
+    model = load_dynamic_model(write_model_file(tmp_path / "keyed.yaml", doc))
+    at = (START + timedelta(hours=2)).isoformat()
+    given = [
+        {"customer": c, "event_timestamp": at, "x1": 0.0, "label": 0} for c in (1, "2", None, 9)
+    ]
+    rows, _ = rows_from_feast(
+        model, write_jsonl(tmp_path / "keyed.jsonl", given), repo.path, feast_python()
+    )
+    expected = [as_of(u, START + timedelta(hours=2)) for u in (1, 2)]
+    assert [r["txn_count"] for r in rows] == [e[0] for e in expected if e] + [-1.0, -1.0]
+    for broken, says in (
+        ([{**given[0], "customer": "u-1"}], "row 0, column 'customer': 'u-1' is no int64"),
+        ([{k: v for k, v in given[0].items() if k != "customer"}], "'customer' is missing"),
+    ):
+        with pytest.raises(DataError, match=says):
+            rows_from_feast(
+                model, write_jsonl(tmp_path / "broken.jsonl", broken), repo.path, feast_python()
+            )
+
+
 def test_the_cli_registers_the_first_version_from_feast(
     repo: FeastRepo,
     tmp_path: Path,

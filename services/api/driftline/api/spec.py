@@ -294,6 +294,12 @@ AGGREGATE_IS_NUMERIC = "a feature with source.aggregate is numeric; remove type:
 FEAST_IS_NUMERIC = "a feature with source.feast is numeric; remove type: categorical"
 SOURCE_VARIANTS = ("aggregate", "feast")
 """The ways a feature's value may be found at serving; a source sets exactly one."""
+# Request fields that already mean something else, so they cannot be the sticky key.
+RESERVED_REQUEST_FIELDS = ("features", "request_id", "binary_data_output")
+FEAST_FIELD_TAKEN = (
+    "entityKeys.field names a request field that means something else; use entity_id or "
+    "a field of your own, e.g. user_id"
+)
 
 
 class AggregateSource(SpecModel):
@@ -352,23 +358,58 @@ class AggregateSource(SpecModel):
 class FeastEntityKey(SpecModel):
     """One join key of a Feast entity and the request field that carries its value."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.field) || !(self.field in "
+                    + str(list(RESERVED_REQUEST_FIELDS))
+                    + ")",
+                    FEAST_FIELD_TAKEN,
+                )
+            ]
+        }
+    )
+
     join_key: str = Field(
         pattern=FEATURE_NAME, max_length=128, description="The join key's name in Feast."
     )
-    field: Literal["entity_id"] = Field(
+    field: str = Field(
         default="entity_id",
-        description="The request field with the key's value: the request's entity_id "
-        "(the only per-row field a request carries; docs/features-feast.md).",
+        pattern=FEATURE_NAME,
+        max_length=128,
+        description="The request field with the key's value, one for all rows or one per "
+        "row: entity_id, or a field of your own (a top-level field of the plain JSON route, "
+        "a request parameter of the Open Inference Protocol route; docs/features-feast.md).",
     )
     type: Literal["int64", "int32", "string", "bytes"] = Field(
         default="string",
-        description="The join key's Feast value type; int64/int32 entity ids are decimal "
-        "strings (others are served as a missing entity).",
+        description="The join key's Feast value type; int64/int32 values are decimal "
+        "strings or integers (an entity_id that is none is served as a missing entity; "
+        "any other field refuses the request).",
     )
+
+    @model_validator(mode="after")
+    def _field_is_free(self) -> FeastEntityKey:
+        if self.field in RESERVED_REQUEST_FIELDS:
+            raise invalid("field", FEAST_FIELD_TAKEN)
+        return self
 
 
 class FeastSource(SpecModel):
     """A feature of a Feast feature view, read from Feast's Redis online store."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.entityKeys.all(k, self.entityKeys.filter(j, j.joinKey == k.joinKey)"
+                    ".size() == 1)",
+                    "entityKeys names a join key twice",
+                )
+            ]
+        }
+    )
 
     project: str = Field(
         pattern=r"^[A-Za-z0-9_]+$", max_length=128, description="The Feast project."
@@ -381,9 +422,9 @@ class FeastSource(SpecModel):
     )
     entity_keys: list[FeastEntityKey] = Field(
         min_length=1,
-        max_length=1,
-        description="The view's join key and where its value comes from (one: the "
-        "entity_id; compound keys are not served yet).",
+        max_length=8,
+        description="The view's join keys (all of them: a compound key has several) and "
+        "the request field each key's value comes from.",
     )
     max_age_seconds: int | None = Field(
         default=None,
@@ -395,6 +436,41 @@ class FeastSource(SpecModel):
         description="Served when the entity has no (non-null, fresh, numeric) value, or "
         "Feast's Redis cannot be read under onUnavailable: default.",
     )
+
+    @model_validator(mode="after")
+    def _distinct_keys(self) -> FeastSource:
+        names = [k.join_key for k in self.entity_keys]
+        if len(set(names)) != len(names):
+            raise invalid("entityKeys", "entityKeys names a join key twice")
+        return self
+
+
+def check_feast_views(features: list[FeatureSpec]) -> None:
+    """Every feature of one Feast view names the view's join keys alike (names, types);
+    a key's field is no feature name (a request field beside the features)."""
+    seen: dict[tuple[str, str], tuple[int, list[str]]] = {}
+    names = {f.name for f in features}
+    for i, feature in enumerate(features):
+        feast = feature.source.feast if feature.source is not None else None
+        if feast is None:
+            continue
+        where = f"features[{i}].source.feast.entityKeys"
+        for j, key in enumerate(feast.entity_keys):
+            if key.field in names:
+                raise invalid(
+                    f"{where}[{j}].field",
+                    f"{key.field!r} is a feature name; a join key's value comes from a "
+                    "request field beside the features (e.g. user_id), not a model input",
+                )
+        keys = sorted(f"{k.join_key} ({k.type})" for k in feast.entity_keys)
+        first, known = seen.setdefault((feast.project, feast.feature_view), (i, keys))
+        if known != keys:
+            raise invalid(
+                where,
+                f"feature view {feast.feature_view!r} has join keys {', '.join(keys)} here but "
+                f"{', '.join(known)} in features[{first}]; a view has one set of join keys "
+                "(names and types as in Feast)",
+            )
 
 
 class FeatureSource(SpecModel):
@@ -1145,10 +1221,6 @@ class GuardSpec(SpecModel):
     )
 
 
-# Request fields that already mean something else, so they cannot be the sticky key.
-RESERVED_REQUEST_FIELDS = ("features", "request_id", "binary_data_output")
-
-
 class RolloutSpec(SpecModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -1435,6 +1507,7 @@ class DynamicModelSpec(SpecModel):
                 f"{self.rollout.sticky_key!r} is also a feature name; use the request's entity key",
             )
         self._segments_match_features()
+        check_feast_views(self.features)
         self._gpu_cap_allows_minimum()
         self._aggregates_of_request_features()
         if self.training.exploration is not None and self.model.task != "classification":

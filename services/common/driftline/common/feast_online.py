@@ -25,11 +25,16 @@ optional feature-view versioning) are read by giving that name as the view.
 
 One read is one round trip: an HMGET per entity row (every requested field of every
 view, plus each view's `_ts`). A single row is one plain HMGET. For more rows, by
-default (`mode="script"`), the HMGETs run inside Redis in a small Lua script
+default (`mode="packed"`), the HMGETs are one pipeline written as one buffer the
+reader packs itself (the fields' part of each command is packed once, when the reader
+is built) on a connection of the client's pool, and each reply is read by the
+connection's parser (hiredis, a C parser, where installed: Driftline depends on it),
+skipping redis-py's per-command path (argument packing, pipeline bookkeeping, response
+callbacks). `mode="script"` runs the HMGETs inside Redis in a small Lua script
 (EVALSHA, loaded on first use) that answers one byte string (per field: its length,
-then the bytes), because parsing one reply element per field in redis-py costs far
-more than Redis' work; the script needs every key on one Redis (not Redis Cluster).
-`mode="pipeline"` sends the HMGETs as one pipeline instead (a cluster client works).
+then the bytes): fewer reply elements to parse, but Redis spends several times the
+pipeline's time running it. Both need every key on one Redis (not Redis Cluster);
+`mode="pipeline"` sends the HMGETs as a redis-py pipeline (a cluster client works).
 Features of several views may be read together when the views share the reader's
 join keys (they share the Redis hash). Decoded values are memoized by their bytes
 (bounded), since feature values repeat (flags, categories, counts).
@@ -87,6 +92,11 @@ end
 return table.concat(out)
 """
 _MEMO_ENTRIES = 65536
+try:  # what redis-py has hiredis answer for "no whole reply yet"
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - another layout of redis-py
+    _NOT_ENOUGH_DATA = False
+MODES = ("packed", "script", "pipeline")
 _MISS = object()
 
 
@@ -261,7 +271,8 @@ class FeastOnlineReader:
     on the store's database. `join_keys` are the entity's join keys (`{name: type}`
     or `JoinKey`s); `features` are refs "view:name"; with `max_age_seconds`, a view's
     values whose event time is older than that are OUTSIDE_MAX_AGE (and None).
-    `mode` is "script" (one Lua script per read; one Redis) or "pipeline" (a pipeline
+    `mode` is "packed" (one pipeline of HMGETs packed by the reader; one Redis),
+    "script" (one Lua script per read; one Redis) or "pipeline" (a redis-py pipeline
     of HMGETs; also Redis Cluster). A reader holds no state but bounded memos, and may
     be shared.
     """
@@ -275,10 +286,10 @@ class FeastOnlineReader:
         *,
         max_age_seconds: float | None = None,
         entity_key_serialization_version: int = ENTITY_KEY_SERIALIZATION_VERSION,
-        mode: str = "script",
+        mode: str = "packed",
     ) -> None:
-        if mode not in ("script", "pipeline"):
-            raise FeastOnlineError(f"mode {mode!r} is not 'script' or 'pipeline'")
+        if mode not in MODES:
+            raise FeastOnlineError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if entity_key_serialization_version != ENTITY_KEY_SERIALIZATION_VERSION:
             raise FeastOnlineError(
                 f"entity_key_serialization_version {entity_key_serialization_version} is "
@@ -329,6 +340,9 @@ class FeastOnlineReader:
         # Positions in the HMGET reply: features first, then one _ts per view.
         self._view_features = tuple(tuple(views[view]) for view in self.views)
         self._fields = tuple(fields + [f"_ts:{view}".encode() for view in self.views])
+        # RESP of an HMGET: its head, then per row the key, then the fields (packed once).
+        self._hmget_head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(self._fields) + 2)
+        self._hmget_tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in self._fields)
 
     # --- keys --------------------------------------------------------------------------
 
@@ -372,6 +386,17 @@ class FeastOnlineReader:
         replies: list[Any] = []
         if len(present) == 1:  # one row: a plain HMGET is cheapest
             replies = [self.client.execute_command("HMGET", present[0], *self._fields)]
+        elif present and self.mode == "packed":
+            pool = self.client.connection_pool
+            connection = pool.get_connection()
+            try:
+                connection.send_packed_command([self._packed(present)], check_health=False)
+                replies = _replies(connection, len(present))
+            except BaseException:
+                connection.disconnect()  # replies may be left unread
+                raise
+            finally:
+                pool.release(connection)
         elif present and self._script is not None:
             replies = self._split(self._script(keys=present, args=self._fields), len(present))
         elif present:
@@ -391,6 +416,17 @@ class FeastOnlineReader:
         replies: list[Any] = []
         if len(present) == 1:  # one row: a plain HMGET is cheapest
             replies = [await self.client.execute_command("HMGET", present[0], *self._fields)]
+        elif present and self.mode == "packed":
+            pool = self.client.connection_pool
+            connection = await pool.get_connection()
+            try:
+                await connection.send_packed_command([self._packed(present)], check_health=False)
+                replies = await _areplies(connection, len(present))
+            except BaseException:
+                await connection.disconnect(nowait=True)  # replies may be left unread
+                raise
+            finally:
+                await pool.release(connection)
         elif present and self._script is not None:
             blob = await self._script(keys=present, args=self._fields)
             replies = self._split(blob, len(present))
@@ -400,6 +436,14 @@ class FeastOnlineReader:
                 pipe.execute_command("HMGET", key, *self._fields)
             replies = await pipe.execute()
         return self.decode(keys, replies, time.time() if now is None else now)
+
+    def _packed(self, keys: Sequence[bytes]) -> bytes:
+        """One buffer of the HMGETs of `keys` (RESP), as Redis reads a pipeline."""
+        head, tail = self._hmget_head, self._hmget_tail
+        parts: list[bytes] = []
+        for key in keys:
+            parts += (head, b"$%d\r\n" % len(key), key, b"\r\n", tail)
+        return b"".join(parts)
 
     def _split(self, blob: bytes, rows: int) -> list[list[bytes | None]]:
         """The script's answer -> one list of raw field values per row."""
@@ -432,7 +476,7 @@ class FeastOnlineReader:
         n_features = len(self.features)
         values: list[list[Any]] = [[] for _ in range(n_features)]
         statuses: list[list[FeastStatus]] = [[] for _ in range(n_features)]
-        times: list[list[float | None]] = [[] for _ in self.views]
+        times: list[list[float | None]] = []
         max_age = self.max_age_seconds
         present, null, not_found, old = (
             FeastStatus.PRESENT,
@@ -441,39 +485,100 @@ class FeastOnlineReader:
             FeastStatus.OUTSIDE_MAX_AGE,
         )
         memo, ts_memo = self._memo, self._ts_memo
-        reply_iter = iter(replies)
-        for key in keys:
-            reply = next(reply_iter) if key is not None else None
-            for v, positions in enumerate(self._view_features):
-                raw_ts = reply[n_features + v] if reply is not None else None
-                if raw_ts is None:
-                    ts = None
-                else:
-                    ts = ts_memo.get(raw_ts)
-                    if ts is None:
-                        ts = decode_timestamp(raw_ts)
-                        if len(ts_memo) < _MEMO_ENTRIES:
-                            ts_memo[raw_ts] = ts
-                times[v].append(ts)
-                stale = max_age is not None and ts is not None and now - ts > max_age
-                for p in positions:
-                    raw = reply[p] if reply is not None else None
-                    if raw is None:
-                        values[p].append(None)
-                        statuses[p].append(not_found)
-                    elif stale:
-                        values[p].append(None)
-                        statuses[p].append(old)
-                    else:
-                        value = memo.get(raw, _MISS)
+        rows: Sequence[Sequence[Any]] = replies
+        if len(replies) != len(keys):  # rows without a key: nothing found
+            found = iter(replies)
+            nothing = (None,) * len(self._fields)
+            rows = [next(found) if key is not None else nothing for key in keys]
+        # Column by column: one comprehension per feature (most values are memoized).
+        for v, positions in enumerate(self._view_features):
+            raw_times = [row[n_features + v] for row in rows]
+            column_times = [None if raw is None else ts_memo.get(raw) for raw in raw_times]
+            for i, raw in enumerate(raw_times):
+                if raw is not None and column_times[i] is None:
+                    column_times[i] = ts = decode_timestamp(raw)
+                    if len(ts_memo) < _MEMO_ENTRIES:
+                        ts_memo[raw] = ts
+            times.append(column_times)
+            stale = (
+                []
+                if max_age is None
+                else [
+                    i for i, ts in enumerate(column_times) if ts is not None and now - ts > max_age
+                ]
+            )
+            for p in positions:
+                raws = [row[p] for row in rows]
+                found_values = [None if raw is None else memo.get(raw, _MISS) for raw in raws]
+                if _MISS in found_values:  # (compared by identity first: in C)
+                    for i, value in enumerate(found_values):
                         if value is _MISS:
-                            value = decode_value(raw)
+                            raw = raws[i]
+                            found_values[i] = value = decode_value(raw)
                             if len(memo) < _MEMO_ENTRIES:
                                 memo[raw] = value
-                        values[p].append(value)
-                        statuses[p].append(present if value is not None else null)
+                column_statuses = [
+                    not_found if raw is None else present if value is not None else null
+                    for raw, value in zip(raws, found_values, strict=True)
+                ]
+                for i in stale:
+                    if raws[i] is not None:
+                        found_values[i] = None
+                        column_statuses[i] = old
+                values[p] = found_values
+                statuses[p] = column_statuses
         return FeastRows(
             values=dict(zip(self.features, values, strict=True)),
             statuses=dict(zip(self.features, statuses, strict=True)),
             event_times=dict(zip(self.views, times, strict=True)),
         )
+
+
+def _hiredis(connection: Any) -> tuple[Any, Any] | None:
+    """(parser, hiredis.Reader) of a redis-py connection that parses with hiredis."""
+    parser = getattr(connection, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if type(reader).__module__.partition(".")[0] != "hiredis":
+        return None
+    return parser, reader
+
+
+def _checked(reply: Any) -> Any:
+    if isinstance(reply, Exception):  # an error reply (or a closed connection)
+        raise reply
+    return reply
+
+
+def _replies(connection: Any, n: int) -> list[Any]:
+    """The next `n` replies on a redis-py connection: taken from hiredis' reader in one
+    loop where it parses (no call into redis-py per reply), else one by one."""
+    found = _hiredis(connection)
+    if found is None:
+        return [connection.read_response() for _ in range(n)]
+    parser, reader = found
+    gets = reader.gets
+    replies: list[Any] = []
+    while len(replies) < n:
+        reply = gets()
+        if reply is _NOT_ENOUGH_DATA:
+            parser.read_from_socket()
+        else:
+            replies.append(_checked(reply))
+    return replies
+
+
+async def _areplies(connection: Any, n: int) -> list[Any]:
+    """`_replies` on a `redis.asyncio` connection."""
+    found = _hiredis(connection)
+    if found is None:
+        return [await connection.read_response() for _ in range(n)]
+    parser, reader = found
+    gets = reader.gets
+    replies: list[Any] = []
+    while len(replies) < n:
+        reply = gets()
+        if reply is _NOT_ENOUGH_DATA:
+            await parser.read_from_socket()
+        else:
+            replies.append(_checked(reply))
+    return replies

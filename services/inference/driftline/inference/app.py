@@ -103,6 +103,7 @@ class Handlers:
             route="v1",
             started=started,
             sticky_keys=request.sticky_keys,
+            fields=request.fields,
         )
         payload = service.plain.encode(request, served)
         return 200, [(b"content-type", JSON)], payload

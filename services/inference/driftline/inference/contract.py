@@ -73,6 +73,19 @@ class FeatureContract:
         self.sticky_field = spec.rollout.sticky_key
         """The request field whose value is the canary's sticky key (`rollout.stickyKey`):
         a top-level field of the plain route, a request parameter of the OIP route."""
+        feast_fields = [
+            key.field
+            for f in spec.features
+            if f.source is not None and f.source.feast is not None
+            for key in f.source.feast.entity_keys
+        ]
+        self.request_fields: tuple[str, ...] = tuple(
+            name
+            for name in dict.fromkeys([self.sticky_field, *feast_fields])
+            if name != "entity_id"
+        )
+        """Per-row request fields besides entity_id the request path reads: the sticky key
+        and the fields of Feast join keys (`entityKeys[].field`), each decoded like it."""
         self.policies: tuple[tuple[int, FeatureSpec], ...] = tuple(
             (j, self.features[name])
             for j, name in enumerate(self.names)

@@ -2,15 +2,18 @@
 
 Features are grouped by (project, join keys, maxAgeSeconds): one `FeastOnlineReader`
 per group, one read (one round trip) per group for the rows of every request that
-reaches `fill` in one event-loop turn; the groups are read concurrently. The entity
-key's value is the row's `entity_id` (an int64/int32 join key takes it as a decimal
-string).
+reaches `fill` in one event-loop turn; the groups are read concurrently. Each join
+key's value is the row's value of the request field its `entityKeys[].field` names
+(`entity_id` unless the spec names another; an int64/int32 key takes it as a decimal
+string). A value of a field other than `entity_id` that cannot be its key (no integer,
+out of range) refuses the request (422 naming the field and row); an `entity_id` that
+cannot be is served as a missing entity (it names the entity elsewhere too).
 
 Per row and feature, a value is served when Feast has a fresh non-null number (int,
 float, bool as 1/0); otherwise the source's default, counted in
-`driftline_inference_feature_source_errors_total` by outcome: `missing` (no entity id,
-entity or feature not in the store, a null, an entity id that is no integer for an
-integer key), `stale` (older than maxAgeSeconds) or `mistyped` (a string or bytes
+`driftline_inference_feature_source_errors_total` by outcome: `missing` (no value for a
+join key, entity or feature not in the store, a null, an entity id that is no integer
+for an integer key), `stale` (older than maxAgeSeconds) or `mistyped` (a string or bytes
 value). These never refuse a request. When Feast's Redis cannot be read (error,
 timeout, a value the reader cannot decode), `onUnavailable` applies as for aggregates:
 the default (`defaulted`) or a 503 (`refused`).
@@ -25,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +44,7 @@ from driftline.common.feast_online import (
 )
 from driftline.inference import metrics
 from driftline.inference.contract import FeatureContract, Rows
-from driftline.inference.errors import FeatureSourceUnavailableError
+from driftline.inference.errors import FeatureSourceUnavailableError, InvalidInputError
 from driftline.inference.turn_batch import TurnBatch
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,9 @@ OUTCOMES = ("missing", "stale", "mistyped", "defaulted", "refused")
 
 KEY_CACHE_ENTRIES = 65536
 """Entities whose Redis key each reader keeps (least recently used dropped)."""
+
+Keys = tuple[bytes | None, ...]
+"""A row's Redis key in each group (None: a row with no key there), in group order."""
 
 Read = dict[GroupKey, FeastRows]
 """What one turn read: each group's rows, for the entities of every request of the turn."""
@@ -101,24 +107,40 @@ def group(features: Sequence[FeastFeature]) -> dict[GroupKey, list[FeastFeature]
     return groups
 
 
-def entity_row(entity: str | None, keys: tuple[tuple[str, str, str], ...]) -> dict[str, Any]:
-    """The join keys' values from a row's entity_id (None where it cannot be one)."""
-    fields = {"entity_id": entity}  # the one per-row request field (spec: entityKeys.field)
+class BadJoinKeyError(ValueError):
+    """A request field's value that cannot be its join key's (the field: `field`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def entity_row(
+    values: Sequence[str | None], keys: tuple[tuple[str, str, str], ...]
+) -> dict[str, Any]:
+    """The join keys' values from a row's values of their fields, in `keys` order.
+
+    None where a value is missing, or where an entity_id cannot be its key; any other
+    field's value that cannot be raises `BadJoinKeyError`."""
     row: dict[str, Any] = {}
-    for name, kind, field in keys:
-        value: Any = fields[field]
+    for value, (name, kind, field) in zip(values, keys, strict=True):
+        key: Any = value
         if value is not None and kind in ("int64", "int32"):
             try:
-                value = int(value)
+                key = int(value)
             except ValueError:
-                value = None
+                key = None
             else:
                 limit = 2**63 if kind == "int64" else 2**31
-                if not -limit <= value < limit:
-                    value = None
+                if not -limit <= key < limit:
+                    key = None
+            if key is None and field != "entity_id":
+                raise BadJoinKeyError(
+                    field, f"{value!r} is no {kind} (the Feast join key {name!r})"
+                )
         elif value is not None and kind == "bytes":
-            value = value.encode()
-        row[name] = value
+            key = value.encode()
+        row[name] = key
     return row
 
 
@@ -129,8 +151,11 @@ class FeastFeatures:
         self.features = list(features)
         self.groups = group(self.features)
         self.readers: dict[GroupKey, FeastOnlineReader] = {}
-        self._keys: dict[GroupKey, Callable[[str | None], bytes | None]] = {}
-        """Per group: an entity id -> its Redis key (None: no key), memoized."""
+        self._keys: dict[GroupKey, Callable[..., bytes | None]] = {}
+        """Per group: its fields' values of a row -> the row's Redis key (None: no key),
+        memoized."""
+        self._fields = {key: tuple(field for _, _, field in key[1]) for key in self.groups}
+        """Per group: the request fields of its join keys, in the group's key order."""
         self._columns = {
             key: [(f.ref, f.column, f.source.default, f.name) for f in members]
             for key, members in self.groups.items()
@@ -142,7 +167,7 @@ class FeastFeatures:
             for f in self.features
             for outcome in OUTCOMES
         }
-        self._batch: TurnBatch[str | None, Read, Part]
+        self._batch: TurnBatch[Keys, Read, Part]
         self._batch = TurnBatch(
             self._read,
             part_of,
@@ -175,11 +200,17 @@ class FeastFeatures:
         if close_client and self.client is not None:
             await self.client.aclose()
 
-    async def fill(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
-        """Write the served values into `rows.numeric` (the caller rewrites logged values)."""
+    async def fill(
+        self,
+        rows: Rows,
+        entity_ids: Sequence[str | None],
+        fields: Mapping[str, Sequence[str | None]] | None = None,
+    ) -> None:
+        """Write the served values into `rows.numeric` (the caller rewrites logged values);
+        `fields` holds per row the request fields join keys read (besides `entity_id`)."""
         assert rows.numeric is not None
         numeric = rows.numeric
-        part = await self._batch.submit(entity_ids)
+        part = await self._batch.submit(self.entity_keys(rows.n, entity_ids, fields or {}))
         if part is None:
             self._unavailable()
             for f in self.features:
@@ -211,24 +242,54 @@ class FeastFeatures:
                 field=f"features.{refusing[0].name}",
             )
 
+    def entity_keys(
+        self,
+        n: int,
+        entity_ids: Sequence[str | None],
+        fields: Mapping[str, Sequence[str | None]],
+    ) -> list[Keys]:
+        """Per row, its Redis key in each group; a field's value that cannot be its join
+        key's refuses the request (`InvalidInputError` naming the field and row)."""
+        columns = []
+        for key, names in self._fields.items():
+            given = [
+                entity_ids if name == "entity_id" else fields.get(name) or [None] * n
+                for name in names
+            ]
+            make = self._keys[key]
+            try:
+                columns.append(list(map(make, *given)))
+            except BadJoinKeyError:
+                for row, values in enumerate(zip(*given, strict=True)):
+                    try:
+                        make(*values)
+                    except BadJoinKeyError as exc:
+                        where = exc.field if n == 1 else f"{exc.field}[{row}]"
+                        raise InvalidInputError(str(exc), field=where) from None
+                raise
+        return list(zip(*columns, strict=True))
+
     # --- one read per group per loop turn ------------------------------------------------
 
-    async def _read(self, entities: list[str | None]) -> Read:
+    async def _read(self, rows: list[Keys]) -> Read:
         """Each group's rows for the entities of every request of one event-loop turn."""
         groups = list(self.readers)
-        reads = [self.readers[g].aread_keys([self._keys[g](e) for e in entities]) for g in groups]
+        reads = [
+            self.readers[g].aread_keys([keys[i] for keys in rows]) for i, g in enumerate(groups)
+        ]
         answers = [await reads[0]] if len(reads) == 1 else await asyncio.gather(*reads)
         return dict(zip(groups, answers, strict=True))
 
 
 def redis_keys(
     reader: FeastOnlineReader, keys: tuple[tuple[str, str, str], ...]
-) -> Callable[[str | None], bytes | None]:
-    """An entity id -> the reader's Redis key for it, the last KEY_CACHE_ENTRIES kept."""
+) -> Callable[..., bytes | None]:
+    """A row's values of the keys' fields -> the reader's Redis key for it, the last
+    KEY_CACHE_ENTRIES kept."""
 
     @functools.lru_cache(maxsize=KEY_CACHE_ENTRIES)
-    def redis_key(entity: str | None) -> bytes | None:
-        return reader.redis_key(entity_row(entity, keys))
+    def redis_key(*values: str | None) -> bytes | None:
+        return reader.redis_key(entity_row(values, keys))
 
     return redis_key
 

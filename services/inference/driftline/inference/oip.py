@@ -12,7 +12,8 @@ elements as a 4-byte little-endian length and the bytes).
 Request parameters: `entity_id` (string, or one per row) names the entity in the
 prediction log and is the sticky key of the canary, unless `rollout.stickyKey` names
 another parameter (e.g. `parameters.user_id` with `stickyKey: user_id`), whose value
-then is; `request_id` (one per row) replaces the generated prediction ids. The
+then is; the parameters Feast join keys take their values from (`entityKeys[].field`)
+are read the same way; `request_id` (one per row) replaces the generated prediction ids. The
 response names every row's `request_ids`, `model_versions` and `variants` in its
 parameters, and also returns the ids as a BYTES output `request_id`.
 """
@@ -73,6 +74,8 @@ class OipRequest:
     binary_output: bool
     sticky_keys: list[str | None]
     """Per row, the value of the `rollout.stickyKey` parameter (`entity_ids` by default)."""
+    fields: dict[str, list[str | None]]
+    """Per request field the path reads (`entity_id` and `contract.request_fields`), per row."""
 
 
 _decoder = msgspec.json.Decoder(InferRequest)
@@ -111,9 +114,9 @@ class OipProtocol:
         rows = self._rows(request.inputs, chunks)
         params = request.parameters or {}
         entity_ids = self._keys(params, "entity_id", rows.n)
-        sticky_keys = entity_ids
-        if self.contract.sticky_field != "entity_id":
-            sticky_keys = self._keys(params, self.contract.sticky_field, rows.n)
+        fields = {"entity_id": entity_ids}
+        for name in self.contract.request_fields:
+            fields[name] = self._keys(params, name, rows.n)
         ids = params.get("request_id")
         request_ids = None
         if ids is not None:
@@ -146,7 +149,8 @@ class OipProtocol:
             request_ids=request_ids,
             outputs=outputs,
             binary_output=bool(params.get("binary_data_output")),
-            sticky_keys=sticky_keys,
+            sticky_keys=fields[self.contract.sticky_field],
+            fields=fields,
         )
 
     @staticmethod

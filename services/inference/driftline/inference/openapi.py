@@ -93,11 +93,9 @@ def _plain_request(contract: FeatureContract, max_rows: int) -> Any:
         ("entity_id", entity, None),
         ("request_id", request_id | list[request_id] | None, None),
     ]
-    if contract.sticky_field != "entity_id":
-        body.append(("sticky", entity, None))
-    return msgspec.defstruct(
-        "PredictRequest", body, kw_only=True, rename={"sticky": contract.sticky_field}
-    )
+    rename = {f"r{i}": name for i, name in enumerate(contract.request_fields)}
+    body += [(field, entity, None) for field in rename]
+    return msgspec.defstruct("PredictRequest", body, kw_only=True, rename=rename)
 
 
 def _outcomes_request(contract: FeatureContract, max_rows: int) -> Any:

@@ -5,7 +5,8 @@
 
 The canary's sticky key is the field `rollout.stickyKey` names, next to `features`:
 `entity_id` unless the spec says otherwise (e.g. `{"user_id": "u-17", ...}` with
-`stickyKey: user_id`); one value for all rows or one per row, like `entity_id`.
+`stickyKey: user_id`); one value for all rows or one per row, like `entity_id`. The
+fields Feast join keys take their values from (`entityKeys[].field`) are read the same way.
 
 One row in, one object out; a list in, `{"model", "predictions": [...]}` out. Each
 row's answer carries its `request_id` (generated, or the client's own `request_id`
@@ -41,6 +42,8 @@ class PlainRequest:
     request_ids: list[str] | None
     sticky_keys: list[str | None]
     """Per row, the value of the `rollout.stickyKey` field (`entity_ids` by default)."""
+    fields: dict[str, list[str | None]]
+    """Per request field the path reads (`entity_id` and `contract.request_fields`), per row."""
 
 
 class PlainProtocol:
@@ -57,15 +60,11 @@ class PlainProtocol:
             ("entity_id", key, None),
             ("request_id", str | list[str] | None, None),
         ]
-        self._sticky = contract.sticky_field != "entity_id"
-        if self._sticky:  # renamed, so that any name the spec allows decodes (a keyword too)
-            fields.append(("sticky", key, None))
-        request_type = msgspec.defstruct(
-            "PredictRequest",
-            fields,
-            kw_only=True,
-            rename={"sticky": contract.sticky_field},
-        )
+        # Renamed, so that any name the spec allows decodes (a Python keyword too).
+        rename = {f"r{i}": name for i, name in enumerate(contract.request_fields)}
+        fields += [(field, key, None) for field in rename]
+        request_type = msgspec.defstruct("PredictRequest", fields, kw_only=True, rename=rename)
+        self._fields = tuple(rename.items())
         self._decoder = msgspec.json.Decoder(request_type)
         self._output_names = [name for name, _, _ in contract.outputs]
 
@@ -86,16 +85,16 @@ class PlainProtocol:
         astuple = msgspec.structs.astuple
         arranged = self.contract.arrange([astuple(r) for r in rows], "features")
         entity_ids = per_row(request.entity_id, len(rows), "entity_id")
-        sticky_keys = entity_ids
-        if self._sticky:
-            name = self.contract.sticky_field
-            sticky_keys = per_row(request.sticky, len(rows), name)
+        values = {"entity_id": entity_ids}
+        for field, name in self._fields:
+            values[name] = per_row(getattr(request, field), len(rows), name)
         return PlainRequest(
             rows=arranged,
             many=many,
             entity_ids=entity_ids,
             request_ids=_request_ids(request.request_id, len(rows)),
-            sticky_keys=sticky_keys,
+            sticky_keys=values[self.contract.sticky_field],
+            fields=values,
         )
 
     def encode(self, request: PlainRequest, served: Served) -> bytes:

@@ -81,4 +81,5 @@ class Routes:
             version=version,
             started=started,
             sticky_keys=request.sticky_keys,
+            fields=request.fields,
         )

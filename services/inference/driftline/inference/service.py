@@ -15,7 +15,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from prometheus_client import REGISTRY
@@ -315,19 +315,21 @@ class InferenceService:
         version: str | None = None,
         started: float | None = None,
         sticky_keys: Sequence[str | None] | None = None,
+        fields: Mapping[str, Sequence[str | None]] | None = None,
     ) -> Served:
         """Serve `rows`. The request counts in `arriving` until its rows are queued (or
         it fails before): the one place that count moves.
 
         A canary routes each row by its sticky key (`rollout.stickyKey`'s value;
-        `entity_ids` when not given); the prediction log names `entity_ids`."""
+        `entity_ids` when not given); the prediction log names `entity_ids`. `fields`
+        holds per row the request fields Feast join keys read (`entityKeys[].field`)."""
         self.arriving += 1
         try:
             state = self.pool.state
             if state is None:
                 raise ModelNotReadyError(NO_VERSION_LOADED)
             if self.sources is not None:
-                await self.sources.fill(rows, entity_ids)
+                await self.sources.fill(rows, entity_ids, fields)
             ids = request_ids or self.new_ids(rows.n)
             keys = entity_ids if sticky_keys is None else sticky_keys
             groups = self._route(state, rows, keys, version)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,17 +130,23 @@ class SourcedFeatures:
         if self.client is not None:
             await self.client.aclose()
 
-    async def fill(self, rows: Rows, entity_ids: Sequence[str | None]) -> None:
-        """Write the sourced values of `rows` into them (model input and logged values)."""
+    async def fill(
+        self,
+        rows: Rows,
+        entity_ids: Sequence[str | None],
+        fields: Mapping[str, Sequence[str | None]] | None = None,
+    ) -> None:
+        """Write the sourced values of `rows` into them (model input and logged values);
+        `fields`: per row, the request fields Feast join keys read."""
         assert rows.numeric is not None  # sourced features are numeric
         if self.feast is None:
             await self._fill_aggregates(rows, entity_ids)
         elif not self.features:
-            await self.feast.fill(rows, entity_ids)
+            await self.feast.fill(rows, entity_ids, fields)
         else:
             done = await asyncio.gather(
                 self._fill_aggregates(rows, entity_ids),
-                self.feast.fill(rows, entity_ids),
+                self.feast.fill(rows, entity_ids, fields),
                 return_exceptions=True,
             )
             for outcome in done:

@@ -2,8 +2,10 @@
 
     python -m driftline.trainer bootstrap --from-feast labeled.parquet --feast-repo repo/
 
-The entity file holds the labeled history: `entity_id`, `event_timestamp`, the
-label and the features the request carries. Every feature with `source.feast` is
+The entity file holds the labeled history: `event_timestamp`, the label, the
+features the request carries and the request fields the join keys read
+(`entityKeys[].field`: `entity_id`, or the field the spec names), each key's value
+made from its field as serving makes it. Every feature with `source.feast` is
 looked up with Feast's `get_historical_features` as of each row's timestamp, so a
 row never sees a value written after it (no leak from the future). Feast runs in
 an environment of its own (`DRIFTLINE_TRAINER_FEAST_PYTHON`: a Python with Feast
@@ -40,19 +42,20 @@ SCRIPT = Path(__file__).with_name("feast_point_in_time.py")
 
 
 def feast_requests(model: DynamicModel) -> list[dict[str, Any]]:
-    """One entry per `source.feast` feature: its spec name, Feast ref, join key, default."""
+    """One entry per `source.feast` feature: its spec name, Feast ref, join keys, default."""
     wanted = []
     for feature in model.spec.features:
         source = feature.source.feast if feature.source is not None else None
         if source is None:
             continue
-        (key,) = source.entity_keys
         wanted.append(
             {
                 "feature": feature.name,
                 "ref": f"{source.feature_view}:{source.name}",
-                "joinKey": key.join_key,
-                "type": key.type,
+                "keys": [
+                    {"joinKey": k.join_key, "type": k.type, "field": k.field}
+                    for k in source.entity_keys
+                ],
                 "default": source.default,
                 "maxAgeSeconds": source.max_age_seconds,
             }
