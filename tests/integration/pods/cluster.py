@@ -1,6 +1,7 @@
 """What the real-pod suite's tests share: kubectl and helm as the rig's admin, a
-namespace under the restricted Pod Security Standard, a Pod's readiness, a line in
-the test report, and the kubelet's memory summary of a namespace's Pods."""
+namespace under the restricted Pod Security Standard, a Pod's readiness (and a wait
+for a model part's Pods to be Ready), a line in the test report, and the kubelet's
+memory summary of a namespace's Pods."""
 
 from __future__ import annotations
 
@@ -201,3 +202,46 @@ def model_children(kube: Kube, model: dict[str, Any]) -> dict[tuple[str, str], d
         if meta.get("labels", {}).get("driftline.io/model") == name or uid in owners:
             found[(item["kind"], meta["name"])] = item
     return found
+
+
+def part_pods(kube: Kube, namespace: str, model: str, part: str) -> list[dict[str, Any]]:
+    """The model's Pods of `part` that are not being deleted, oldest first."""
+    selector = f"driftline.io/model={model},app.kubernetes.io/component={part}"
+    pods = kube.json("get", "pods", "-n", namespace, "-l", selector)["items"]
+    alive = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return sorted(alive, key=lambda p: p["metadata"]["creationTimestamp"])
+
+
+def wait_part_ready(
+    kube: Kube,
+    namespace: str,
+    model: str,
+    part: str,
+    *,
+    count: int,
+    timeout: float,
+    other_than: str = "",
+) -> float:
+    """Waits until `count` Pods of the model's `part` (none of them the uid
+    `other_than`) are Ready and no other is left but ones being deleted; the seconds it
+    took. A timeout fails the test with the namespace's events and the Pods' logs."""
+    started = time.monotonic()
+    while True:
+        pods = [
+            p for p in part_pods(kube, namespace, model, part) if p["metadata"]["uid"] != other_than
+        ]
+        if len(pods) == count and all(is_ready(p) for p in pods):
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            events = kube.kubectl("get", "events", "-n", namespace, check=False)
+            logs = [
+                kube.kubectl(
+                    "logs", "-n", namespace, p["metadata"]["name"], "--tail=40", check=False
+                )
+                for p in pods
+            ]
+            pytest.fail(
+                f"{count} {part} Pod(s) not Ready in {timeout:.0f} s:\n{events[-3000:]}\n"
+                + "\n---\n".join(logs)
+            )
+        time.sleep(0.5)

@@ -35,9 +35,11 @@ from tests.integration.pods.cluster import (
     Kube,
     apply_model,
     is_ready,
+    part_pods,
     pod_memory,
     report,
     restricted_namespace,
+    wait_part_ready,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.rig, pytest.mark.timeout(2400)]
@@ -458,28 +460,11 @@ print(json.dumps({"requests": i, "ok": ok, "wrong": wrong[:5], "failed": failed,
 
 
 def inference_pods(kube: Kube) -> list[dict[str, Any]]:
-    selector = f"driftline.io/model={SCORER},app.kubernetes.io/component=inference"
-    pods = kube.json("get", "pods", "-n", MODELS, "-l", selector)["items"]
-    return [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    return part_pods(kube, MODELS, SCORER, "inference")
 
 
 def wait_inference_ready(kube: Kube, count: int, timeout: float) -> float:
-    started = time.monotonic()
-    while True:
-        pods = inference_pods(kube)
-        if len(pods) == count and all(is_ready(p) for p in pods):
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            events = kube.kubectl("get", "events", "-n", MODELS, check=False)
-            logs = [
-                kube.kubectl("logs", "-n", MODELS, p["metadata"]["name"], "--tail=30", check=False)
-                for p in pods
-            ]
-            pytest.fail(
-                f"{count} inference Pods not Ready in {timeout:.0f} s:\n{events[-3000:]}\n"
-                + "\n---\n".join(logs)
-            )
-        time.sleep(0.5)
+    return wait_part_ready(kube, MODELS, SCORER, "inference", count=count, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

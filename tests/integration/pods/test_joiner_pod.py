@@ -36,6 +36,7 @@ import yaml
 
 from driftline_testing.images import BuiltImage
 from driftline_testing.node import NodeStack
+from tests.integration.pods import cluster
 from tests.integration.pods import test_dev_mode as dev
 from tests.integration.pods.cluster import Kube, is_ready, pod_memory, report
 
@@ -189,32 +190,14 @@ print(json.dumps({
 
 def part_pods(kube: Kube, part: str) -> list[dict[str, Any]]:
     """The model's Pods of `part` that are not being deleted, oldest first."""
-    selector = f"driftline.io/model={NAME},app.kubernetes.io/component={part}"
-    pods = kube.json("get", "pods", "-n", MODELS, "-l", selector)["items"]
-    alive = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return sorted(alive, key=lambda p: p["metadata"]["creationTimestamp"])
+    return cluster.part_pods(kube, MODELS, NAME, part)
 
 
 def wait_ready(kube: Kube, part: str, timeout: float, other_than: str = "") -> float:
-    """Waits until one Pod of `part` (not the uid `other_than`) is Ready, and no other
-    is left but ones being deleted; the seconds it took. A timeout fails the test with
-    the namespace's events and the Pods' logs."""
-    started = time.monotonic()
-    while True:
-        pods = [p for p in part_pods(kube, part) if p["metadata"]["uid"] != other_than]
-        if len(pods) == 1 and is_ready(pods[0]):
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            events = kube.kubectl("get", "events", "-n", MODELS, check=False)
-            logs = [
-                kube.kubectl("logs", "-n", MODELS, p["metadata"]["name"], "--tail=40", check=False)
-                for p in pods
-            ]
-            pytest.fail(
-                f"no {part} Pod Ready in {timeout:.0f} s:\n{events[-3000:]}\n"
-                + "\n---\n".join(logs)
-            )
-        time.sleep(0.5)
+    """Waits until one Pod of `part` (not the uid `other_than`) is Ready; the seconds."""
+    return cluster.wait_part_ready(
+        kube, MODELS, NAME, part, count=1, timeout=timeout, other_than=other_than
+    )
 
 
 @pytest.fixture(scope="module")
