@@ -8,7 +8,11 @@ newest value at or before its timestamp (a plain-Python as-of join over the same
 history), a row before a user's first value, an unknown user, an entity id that is
 no integer and a string feature get the spec's defaults as serving gives them, the
 request features and labels pass through in order, and the CLI registers version 1
-in a real MLflow from those rows.
+in a real MLflow from those rows. A scheduled retrain from Feast (`retrain
+--from-feast`) reads a Parquet folder of entity rows the same way: it trains on the
+window's rows with their point-in-time values, registers a candidate through the
+gate, registers nothing for the same rows again, and names a missing label column,
+a missing feature repository and a missing `--feast-repo`.
 """
 
 from __future__ import annotations
@@ -25,11 +29,21 @@ from typing import Any
 import pytest
 
 from driftline.api import load_dynamic_model
-from driftline.api.artifacts import ALIAS_CHAMPION
+from driftline.api.artifacts import ALIAS_CANDIDATE, ALIAS_CHAMPION, TAG_OFFSETS
 from driftline.local.servers import MlflowServer, RedisServer
 from driftline.trainer.__main__ import main as trainer_main
 from driftline.trainer.bootstrap import DataError
+from driftline.trainer.examples import Examples
 from driftline.trainer.feast_history import rows_from_feast
+from driftline.trainer.learner import OnlineLearner
+from driftline.trainer.retrain import (
+    TAG_HISTORY_SOURCE,
+    TAG_ROWS,
+    TAG_TRAINING,
+    FeastHistory,
+    retrain,
+)
+from driftline.trainer.settings import TrainerSettings
 from driftline.trainer.versions import ModelVersions
 from driftline_testing.feast import FeastRepo, feast_built, feast_venv
 from driftline_testing.models import model_document, write_model_file
@@ -90,8 +104,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FeastRepo]:
         yield feast_repo
 
 
-def model_file(folder: Path, name: str, tracking_uri: str) -> Path:
+def model_file(
+    folder: Path, name: str, tracking_uri: str, training: dict[str, Any] | None = None
+) -> Path:
     doc = model_document(name, tracking_uri=tracking_uri, numeric=("x1",))
+    if training is not None:
+        doc["spec"]["training"] = training
     doc["spec"]["features"] += [
         feast("txn_count", default=DEFAULTS["txn_count"]),
         feast("ratio"),
@@ -209,3 +227,99 @@ def test_the_cli_registers_the_first_version_from_feast(
     versions = ModelVersions(mlflow_server.tracking_uri, unique)
     info = versions.by_alias(ALIAS_CHAMPION)
     assert info is not None and info.version == "1"
+
+
+def write_parquet_folder(folder: Path, rows: list[dict[str, Any]]) -> Path:
+    """The rows in two Parquet files of one folder (a file the user appends to, in parts)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    half = len(rows) // 2
+    for i, part in enumerate((rows[:half], rows[half:])):
+        pq.write_table(pa.Table.from_pylist(part), folder / f"part-{i}.parquet")
+    return folder
+
+
+def test_a_scheduled_retrain_from_feast_trains_on_point_in_time_rows_and_publishes(
+    repo: FeastRepo,
+    tmp_path: Path,
+    mlflow_server: MlflowServer,
+    unique: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    window = 2 * 3600.0  # the last two of the history's three hours
+    training = {
+        "mode": "scheduled",
+        "schedule": {"cron": "0 * * * *", "historySeconds": window, "maxRows": 100_000},
+    }
+    path = model_file(tmp_path, unique, mlflow_server.tracking_uri, training)
+    monkeypatch.setenv("DRIFTLINE_TRAINER_FEAST_PYTHON", feast_python())
+    monkeypatch.setenv("DRIFTLINE_TRAINER_CHECKPOINT_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DRIFTLINE_TRAINER_GATE_MIN_HOLDOUT", "10")
+    given = entity_rows(600)
+    entities = write_parquet_folder(tmp_path / "labeled", given)
+    settings = TrainerSettings(model_file=path)
+
+    trained: list[Examples] = []
+    retrain_on = OnlineLearner.retrain_on
+
+    def spy(self: OnlineLearner, ex: Examples, passes: int) -> None:
+        trained.append(ex)
+        retrain_on(self, ex, passes)
+
+    monkeypatch.setattr(OnlineLearner, "retrain_on", spy)
+    now = NOW.timestamp()
+    result = retrain(settings, now=now, feast=FeastHistory(entities, repo.path))
+    assert result.version is not None, result.reason
+
+    # The rows it trained on: the window's entity rows, each with its as-of Feast values.
+    (ex,) = trained
+    inside = [
+        i for i, r in enumerate(given) if datetime.fromisoformat(r["event_timestamp"]).timestamp()
+        >= now - window
+    ]  # fmt: skip
+    assert sorted(ex.key.tolist()) == inside and 300 < len(inside) < 500
+    names = settings.model.spec.features
+    column = {f.name: j for j, f in enumerate(n for n in names if n.type == "numeric")}
+    known = 0
+    for j, k in enumerate(ex.key.tolist()):
+        row = given[k]
+        at = datetime.fromisoformat(row["event_timestamp"])
+        assert ex.ts[j] == pytest.approx(at.timestamp())
+        assert ex.numeric[j, column["x1"]] == row["x1"] and ex.labels[j] == row["label"]
+        value = as_of(int(row["entity_id"]), at) if row["entity_id"] in ("1", "2", "3") else None
+        got = (float(ex.numeric[j, column["txn_count"]]), float(ex.numeric[j, column["ratio"]]))
+        if value is None:
+            assert got == (DEFAULTS["txn_count"], 0.0), row
+        else:
+            known += 1
+            assert got[0] == value[0] and got[1] == pytest.approx(value[1]), row
+    assert known > 100
+
+    # The same gate and publish path as any scheduled retrain: a candidate with its tags.
+    versions = ModelVersions(mlflow_server.tracking_uri, unique)
+    candidate = versions.by_alias(ALIAS_CANDIDATE)
+    assert candidate is not None and candidate.version == result.version
+    tags = candidate.tags
+    assert tags[TAG_TRAINING] == "scheduled" and tags[TAG_ROWS] == str(len(inside))
+    assert tags[TAG_HISTORY_SOURCE] == "feast:labeled"
+    assert json.loads(tags[TAG_OFFSETS]) == {"feast:labeled": [inside[0], inside[-1]]}
+    again = retrain(settings, now=now, feast=FeastHistory(entities, repo.path))
+    assert again.version is None and "no new rows" in again.reason
+
+    # The CLI names what is missing, and registers nothing.
+    argv = ["--model-file", str(path), "retrain", "--from-feast", str(entities)]
+    assert trainer_main(argv) == 2
+    assert "--feast-repo" in capsys.readouterr().err
+    assert trainer_main([*argv, "--feast-repo", str(tmp_path / "nowhere")]) == 2
+    assert "not a Feast feature repository" in capsys.readouterr().err
+    unlabeled = write_jsonl(
+        tmp_path / "unlabeled.jsonl", [{k: v for k, v in r.items() if k != "label"} for r in given]
+    )
+    argv = ["--model-file", str(path), "retrain", "--feast-repo", str(repo.path)]
+    assert trainer_main([*argv, "--from-feast", str(unlabeled)]) == 2
+    err = capsys.readouterr().err
+    assert "unlabeled.jsonl joined with Feast: columns ['label'] are missing" in err, err
+    assert len(versions.model.find_versions({TAG_TRAINING: "scheduled"})) == 1

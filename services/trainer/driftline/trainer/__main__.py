@@ -5,6 +5,7 @@
     python -m driftline.trainer bootstrap --from-file history.csv [--label-column label]
     python -m driftline.trainer import MODEL [--sample rows.csv|rows.parquet|rows.jsonl]
     python -m driftline.trainer retrain               # one scheduled retrain from the history
+    python -m driftline.trainer retrain --from-feast labeled.parquet --feast-repo repo/
 
 Settings come from `DRIFTLINE_TRAINER_*` variables (`DRIFTLINE_TRAINER_MODEL_FILE`
 is the DynamicModel YAML); `--model-file` overrides that one for convenience.
@@ -226,16 +227,30 @@ def run_import(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def run_retrain(settings: Any) -> int:
+def run_retrain(settings: Any, args: argparse.Namespace) -> int:
     from confluent_kafka import KafkaException
 
     from driftline.common.registry import RegistryError
+    from driftline.trainer.bootstrap import DataError
     from driftline.trainer.export import ExportError
-    from driftline.trainer.retrain import retrain
+    from driftline.trainer.retrain import FeastHistory, retrain
 
     _prepare(settings)
+    entities = args.from_feast or settings.retrain_from_feast
+    repo = args.feast_repo or settings.feast_repo
     try:
-        result = retrain(settings)
+        feast = None
+        if entities is not None:
+            if repo is None:
+                raise DataError(
+                    "--from-feast needs --feast-repo (or DRIFTLINE_TRAINER_FEAST_REPO): "
+                    "the feature repository"
+                )
+            feast = FeastHistory(entities, repo, args.label_column)
+        result = retrain(settings, feast=feast)
+    except DataError as exc:
+        print(f"retrain: {exc}", file=sys.stderr)
+        return 2
     except (RegistryError, KafkaException, TimeoutError) as exc:
         print(f"retrain: {exc}", file=sys.stderr)
         return 1  # the next run (or the Job's retry) starts again from nothing
@@ -320,6 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="train a fresh network on the labeled history (training.schedule) and publish it "
         "as candidate if it passes the gate",
     )
+    again.add_argument(
+        "--from-feast",
+        type=Path,
+        help="read the rows from this labeled entity file or Parquet folder (entity keys, "
+        "event_timestamp, label, request features) joined point in time with Feast's offline "
+        "store, instead of the labeled topic",
+    )
+    again.add_argument("--feast-repo", type=Path, help="Feast feature repository (--from-feast)")
+    again.add_argument("--label-column", default="label", help="the entity file's label column")
     again.add_argument("--model-file", type=Path, dest="boot_model_file", help=argparse.SUPPRESS)
     return parser
 
@@ -339,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import":
         return run_import(settings, args)
     if args.command == "retrain":
-        return run_retrain(settings)
+        return run_retrain(settings, args)
     return run_worker(settings)
 
 

@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 
 from driftline.api import artifacts
 from driftline.api.resource import DynamicModel
+from driftline.api.spec import ModelSpec
 from driftline.common.feature_values import FeatureValueError
 from driftline.common.features import FeatureLayout
 from driftline.common.model_signature import signing_key
@@ -210,6 +211,17 @@ def data_fingerprint(ex: Examples) -> str:
     return digest.hexdigest()
 
 
+def check_labels(model: ModelSpec, labels: NDArray[np.float32]) -> None:
+    """A `DataError` when a classifier's labels are not all class indices."""
+    if model.task == "classification":
+        bad = (labels < 0) | (labels >= model.classes) | (labels != np.round(labels))
+        if bad.any():
+            raise DataError(
+                f"{int(bad.sum())} labels are not class indices in [0, {model.classes}), "
+                f"e.g. {float(labels[bad][0])}"
+            )
+
+
 def bootstrap(
     settings: TrainerSettings,
     rows: list[dict[str, Any]],
@@ -241,15 +253,7 @@ def bootstrap(
         ex = examples_from_rows(learner, rows, labels)
     except FeatureValueError as exc:
         raise DataError(str(exc)) from exc
-    if spec.model.task == "classification":
-        bad = (
-            (ex.labels < 0) | (ex.labels >= spec.model.classes) | (ex.labels != np.round(ex.labels))
-        )
-        if bad.any():
-            raise DataError(
-                f"{int(bad.sum())} labels are not class indices in [0, {spec.model.classes}), "
-                f"e.g. {float(ex.labels[bad][0])}"
-            )
+    check_labels(spec.model, ex.labels)
     learner.observe(ex)  # fills the anchor set, the held-out window and the replay reservoir
     held = holdout_mask(ex.key, options.holdout_fraction)
     learner.fit_offline(ex.take(~held), settings.retrain_passes)

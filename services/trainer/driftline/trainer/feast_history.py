@@ -72,6 +72,21 @@ def rows_from_feast(
     timeout_seconds: float = 1800.0,
 ) -> tuple[list[dict[str, Any]], NDArray[np.float32]]:
     """Rows (features as inference would serve them) and labels of `entities`."""
+    rows, labels, _ = joined_from_feast(
+        model, entities, repo, python, label_column, timeout_seconds
+    )
+    return rows, labels
+
+
+def joined_from_feast(
+    model: DynamicModel,
+    entities: Path,
+    repo: Path,
+    python: str | None,
+    label_column: str = "label",
+    timeout_seconds: float = 1800.0,
+) -> tuple[list[dict[str, Any]], NDArray[np.float32], NDArray[np.float64]]:
+    """`rows_from_feast`, and each row's `event_timestamp` (seconds since the epoch)."""
     wanted = feast_requests(model)
     if not wanted:
         raise DataError("no feature has source.feast; bootstrap from a file (--from-file)")
@@ -80,8 +95,10 @@ def rows_from_feast(
             "reading Feast's offline store needs a Python with Feast installed: set "
             "DRIFTLINE_TRAINER_FEAST_PYTHON (Driftline never imports Feast itself)"
         )
-    if not entities.is_file():
-        raise DataError(f"{entities}: no such entity file")
+    if not entities.exists():
+        raise DataError(f"{entities}: no such entity file or folder")
+    if not (repo / "feature_store.yaml").is_file():
+        raise DataError(f"{repo}: no feature_store.yaml there; not a Feast feature repository")
     for f in wanted:
         if f["maxAgeSeconds"] is not None:
             log.warning(
@@ -116,11 +133,23 @@ def rows_from_feast(
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             raise DataError(f"Feast's point-in-time join failed:\n{tail}")
         layout = FeatureLayout.from_features(model.spec.features)
-        rows, labels = rows_from_file(out, layout, label_column)
+        try:
+            rows, labels = rows_from_file(out, layout, label_column)
+        except DataError as exc:  # named after the user's file, not the joined answer
+            raise DataError(str(exc).replace(str(out), f"{entities} joined with Feast")) from exc
+        times = _seconds(out)
     for row in rows:
         for f in wanted:
             raw = row[f["feature"]]
             status = FeastStatus.NULL_VALUE if raw is None or raw != raw else FeastStatus.PRESENT
             value, _ = served_value(raw, status)
             row[f["feature"]] = f["default"] if value is None else value
-    return rows, labels
+    return rows, labels, times
+
+
+def _seconds(answer: Path) -> NDArray[np.float64]:
+    """The answer's `event_timestamp` column in seconds since the epoch."""
+    import pyarrow.parquet as pq
+
+    stamps = pq.read_table(answer, columns=["event_timestamp"]).column(0).to_pylist()
+    return np.asarray([t.timestamp() for t in stamps], np.float64)

@@ -9,7 +9,7 @@ Feast) and this file imports nothing but Feast, pandas and the standard library.
 
 REQUEST.json:
 
-    {"repo": "<feature repository>", "entities": "<.parquet|.csv|.jsonl>",
+    {"repo": "<feature repository>", "entities": "<.parquet|.csv|.jsonl|Parquet folder>",
      "out": "<answer .parquet>",
      "features": [{"feature": "<spec name>", "ref": "<view>:<name>",
                    "keys": [{"joinKey": "<join key>", "type": "int64|int32|string|bytes",
@@ -29,6 +29,7 @@ Feast has none).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -42,7 +43,7 @@ def read_entities(path: str, fields: list[str]) -> Any:
     import pandas as pd
 
     lower = path.lower()
-    if lower.endswith((".parquet", ".pq")):
+    if os.path.isdir(path) or lower.endswith((".parquet", ".pq")):  # a folder of Parquet files
         return pd.read_parquet(path)
     if lower.endswith(".csv"):
         return pd.read_csv(path, dtype=dict.fromkeys(fields, str))
@@ -56,7 +57,7 @@ def read_entities(path: str, fields: list[str]) -> Any:
                 text = [None if v is None else str(v) for v in values]
                 frame[field] = pd.Series(text, dtype=object)
         return frame
-    raise SystemExit(f"{path}: use a .parquet, .csv or .jsonl entity file")
+    raise SystemExit(f"{path}: use a .parquet, .csv or .jsonl entity file, or a Parquet folder")
 
 
 def join_key(value: Any, kind: str) -> Any:

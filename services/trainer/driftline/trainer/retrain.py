@@ -22,6 +22,16 @@ the window, and each partition's end, so the next run can tell whether anything 
 With `spec.model.strategy: adapter` the fresh network is a fresh adapter on the
 `baseline` version (the frozen import), and the version is the two merged.
 
+From Feast (`retrain --from-feast ENTITIES --feast-repo REPO`, or the settings
+`DRIFTLINE_TRAINER_RETRAIN_FROM_FEAST` and `DRIFTLINE_TRAINER_FEAST_REPO`) a run
+reads its rows from a labeled entity file (or Parquet folder) the user keeps up to
+date instead of the labeled topic: each `source.feast` feature is joined point in
+time with Feast's offline store, as `bootstrap --from-feast` joins it
+(`driftline.trainer.feast_history`). The window and the cap apply to the rows'
+`event_timestamp`; a row's position in the file is its key (the held-out split), so
+keep the file append-only. The lineage tag is `feast:<file>` -> [first, last] row,
+and "nothing new" means the same rows as the last scheduled version (a hash of them).
+
 A run publishes nothing, and says why, when the window holds no rows, when no
 partition has grown since the last scheduled version (its `driftline.history_ends`),
 when the epoch has too few held-out rows for the gate, or when the gate rejects.
@@ -32,10 +42,12 @@ starts from nothing and either registers a version or does not.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
@@ -43,8 +55,15 @@ import numpy as np
 from driftline.api import artifacts
 from driftline.api.parts import TRAINER
 from driftline.common.connections import KafkaConnection
+from driftline.common.feature_values import FeatureValueError
 from driftline.common.kafka import DeadLetters, end_offsets, make_consumer
 from driftline.trainer.adapter import AdapterLearner, baseline
+from driftline.trainer.bootstrap import (
+    DataError,
+    check_labels,
+    data_fingerprint,
+    examples_from_rows,
+)
 from driftline.trainer.decode import PARTITION_SHIFT, LabeledDecoder
 from driftline.trainer.examples import Examples
 from driftline.trainer.learner import LearnerOptions, OnlineLearner
@@ -58,6 +77,7 @@ TAG_TRAINING: Final = "driftline.training"  # "scheduled" on versions a retrain 
 TAG_HISTORY_ENDS: Final = "driftline.history_ends"  # JSON {"partition": end offset}
 TAG_HISTORY_SINCE: Final = "driftline.history_since"  # window start, seconds since the epoch
 TAG_ROWS: Final = "driftline.rows"  # rows the version was trained and gated on
+TAG_HISTORY_SOURCE: Final = "driftline.history_source"  # "feast:<entity file>" (from Feast)
 SCHEDULED: Final = "scheduled"
 
 
@@ -81,6 +101,38 @@ class History:
             mine = offsets[partitions == p]
             out[f"{topic}:{int(p)}"] = [int(mine.min()), int(mine.max())]
         return out
+
+
+@dataclass(frozen=True)
+class FeastHistory:
+    """Where a retrain from Feast reads: the labeled entity rows and the feature repository."""
+
+    entities: Path
+    repo: Path
+    label_column: str = "label"
+
+
+def read_feast_history(
+    settings: TrainerSettings, source: FeastHistory, learner: OnlineLearner, since: float
+) -> Examples:
+    """The entity rows stamped at or after `since`, joined point in time with Feast; the
+    newest `training.schedule.maxRows`. Raises `DataError` as `bootstrap --from-feast`."""
+    from driftline.trainer.feast_history import joined_from_feast
+
+    model = settings.model
+    rows, labels, times = joined_from_feast(
+        model, source.entities, source.repo, settings.feast_python, source.label_column
+    )
+    inside = np.flatnonzero(times >= since)
+    rows = [rows[i] for i in inside]
+    try:
+        ex = examples_from_rows(learner, rows, labels[inside])
+    except FeatureValueError as exc:
+        raise DataError(str(exc)) from exc
+    check_labels(model.spec.model, ex.labels)
+    ex = replace(ex, key=inside.astype(np.int64), ts=times[inside])
+    kept, _ = _newest([ex], model.spec.training.schedule.max_rows)
+    return kept
 
 
 @dataclass
@@ -173,8 +225,10 @@ def last_scheduled(versions: ModelVersions) -> Any:
     return found[-1] if found else None
 
 
-def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResult:
-    """One scheduled retrain; see the module's docstring."""
+def retrain(
+    settings: TrainerSettings, now: float | None = None, feast: FeastHistory | None = None
+) -> RetrainResult:
+    """One scheduled retrain (from `feast` when given); see the module's docstring."""
     model = settings.model
     spec = model.spec
     schedule = spec.training.schedule
@@ -203,34 +257,58 @@ def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResul
         spec.training.exploration.max_weight if spec.training.exploration else None,
     )
     since = (time.time() if now is None else now) - schedule.history_seconds
-    history = read_history(
-        settings.connections.kafka,
-        topic,
-        decoder,
-        since,
-        schedule.max_rows,
-        f"{TRAINER.group_id(model.name)}-retrain",
-        timeout=settings.history_timeout,
-    )
-    rows = len(history.examples)
-    log.info(
-        "history of %s since %.0f: %d records read, %d rows kept, %d older dropped, %d bad",
-        topic, since, history.read, rows, history.dropped, history.dead,
-    )  # fmt: skip
-    if rows == 0:
-        return RetrainResult(None, f"no labeled rows in the last {schedule.history_seconds:.0f}s")
-    offsets = history.offsets(topic)
+    source: dict[str, str] = {}
+    if feast is None:
+        history = read_history(
+            settings.connections.kafka,
+            topic,
+            decoder,
+            since,
+            schedule.max_rows,
+            f"{TRAINER.group_id(model.name)}-retrain",
+            timeout=settings.history_timeout,
+        )
+        examples = history.examples
+        rows = len(examples)
+        log.info(
+            "history of %s since %.0f: %d records read, %d rows kept, %d older dropped, %d bad",
+            topic, since, history.read, rows, history.dropped, history.dead,
+        )  # fmt: skip
+        if rows == 0:
+            return RetrainResult(
+                None, f"no labeled rows in the last {schedule.history_seconds:.0f}s"
+            )
+        offsets = history.offsets(topic)
+        ends: dict[str, Any] = {str(p): e for p, e in sorted(history.ends.items())}
+        key = publish_key(model.name, offsets, 0)
+    else:
+        examples = read_feast_history(settings, feast, learner, since)
+        rows = len(examples)
+        log.info("%s joined with Feast since %.0f: %d rows", feast.entities, since, rows)
+        if rows == 0:
+            return RetrainResult(
+                None,
+                f"no entity rows of {feast.entities.name} in the last "
+                f"{schedule.history_seconds:.0f}s",
+            )
+        name = f"feast:{feast.entities.name}"
+        offsets = {name: [int(examples.key.min()), int(examples.key.max())]}
+        ends = {name: data_fingerprint(examples)[:32]}  # the same rows: nothing new
+        key = hashlib.sha256(
+            json.dumps({"model": model.name, "rows": ends}, sort_keys=True).encode()
+        ).hexdigest()[:32]
+        source = {TAG_HISTORY_SOURCE: name}
     previous = last_scheduled(versions)
-    ends = {str(p): e for p, e in sorted(history.ends.items())}
     if previous is not None and previous.tags.get(TAG_HISTORY_ENDS) == json.dumps(ends):
         return RetrainResult(
             None,
-            f"no new rows since version {previous.version} (same partition ends {ends})",
+            f"no new rows since version {previous.version} "
+            f"(same {'partition ends' if feast is None else 'rows'} {ends})",
             rows,
             offsets,
         )
-    learner.observe(history.examples)  # held-out slice, anchor set, recent rows
-    learner.retrain_on(history.examples, settings.retrain_passes)
+    learner.observe(examples)  # held-out slice, anchor set, recent rows
+    learner.retrain_on(examples, settings.retrain_passes)
     publisher = Publisher(settings, model, versions)
     decision = publisher.gate(learner)
     if decision is None:
@@ -257,7 +335,7 @@ def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResul
         offsets,
         parent,
         [artifacts.ALIAS_CANDIDATE],
-        key=publish_key(model.name, offsets, 0),
+        key=key,
     )
     staged.tags.update(
         {
@@ -265,6 +343,7 @@ def retrain(settings: TrainerSettings, now: float | None = None) -> RetrainResul
             TAG_HISTORY_ENDS: json.dumps(ends),
             TAG_HISTORY_SINCE: f"{since:.3f}",
             TAG_ROWS: str(rows),
+            **source,
         }
     )
     version = versions.register(

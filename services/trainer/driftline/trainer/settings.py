@@ -34,8 +34,21 @@ class TrainerSettings(PartSettings):
     torch_threads: int = Field(default=1, ge=1, description="CPU threads torch may use.")
     feast_python: str | None = Field(
         default=None,
-        description="A Python with Feast installed, for `bootstrap --from-feast` (Feast's "
-        "point-in-time join runs there; Driftline never imports Feast).",
+        description="A Python with Feast installed, for `bootstrap --from-feast` and "
+        "`retrain --from-feast` (Feast's point-in-time join runs there; Driftline never "
+        "imports Feast).",
+    )
+    retrain_from_feast: Path | None = Field(
+        default=None,
+        description="A scheduled retrain reads its rows from this labeled entity file "
+        "(.parquet, .csv, .jsonl) or Parquet folder, joined point in time with Feast's "
+        "offline store, instead of the labeled topic; needs feast_repo. "
+        "`retrain --from-feast` overrides it.",
+    )
+    feast_repo: Path | None = Field(
+        default=None,
+        description="The Feast feature repository (feature_store.yaml) of "
+        "retrain_from_feast; `retrain --feast-repo` overrides it.",
     )
     seed: int = Field(default=0, description="Seed of initialisation, sampling and shuffles.")
 
