@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -18,13 +17,14 @@ from driftline.api import DynamicModel
 from driftline.api.artifacts import ALIAS_CHAMPION, REFERENCE_ARTIFACT
 from driftline.api.events import DriftEvent, Event, decode, encode
 from driftline.common.connections import KafkaConnection
-from driftline.common.kafka import ensure_topics, make_consumer, make_producer
+from driftline.common.kafka import ensure_topics, make_producer
 from driftline.drift import metrics
 from driftline.drift.settings import DriftSettings
 from driftline.drift.worker import DriftWorker
 from driftline.local.servers import KafkaBroker, MlflowServer, RedisServer, free_port
 from tests import polling
 from tests.drift.streams import dynamic_model, reference_arrays
+from tests.topics import read_all
 
 wait_for = partial(polling.wait_until, interval=0.1)
 
@@ -125,16 +125,8 @@ class Harness:
         assert self.producer.flush(15) == 0
 
     def read(self, topic: str, seconds: float) -> list[Any]:
-        """Every record on `topic` (from the start), for `seconds`."""
-        consumer = make_consumer(self.kafka, f"{topic}-reader-{time.monotonic_ns()}", [topic])
-        out: list[Any] = []
-        try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
-                out += [m for m in consumer.consume(100, 0.3) if m.error() is None]
-        finally:
-            consumer.close()
-        return out
+        """Every record on `topic`: all it holds, then until `seconds` pass with nothing new."""
+        return read_all(self.kafka, topic, settle=seconds)
 
     def events(self, model: DynamicModel, seconds: float = 6.0) -> list[DriftEvent]:
         return [decode(m.value(), DriftEvent) for m in self.read(model.topics.control, seconds)]

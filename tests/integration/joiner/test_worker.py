@@ -34,10 +34,10 @@ from tests.integration.joiner.streams import (
     Records,
     outcome,
     prediction,
-    read_all,
     wait_until,
     write_model,
 )
+from tests.topics import read_all
 
 pytestmark = pytest.mark.integration
 
