@@ -135,6 +135,8 @@ class Serving:
     body: str
     port: int
     cwd: Path | None = None
+    grpc_port: int | None = None
+    """The Open Inference Protocol's gRPC port, where the peer serves one."""
 
 
 def peer_servings(
@@ -184,6 +186,7 @@ def peer_servings(
                 v2,
                 port,
                 cwd=folder,
+                grpc_port=grpc,
             )
         )
     port = ports.pop()
