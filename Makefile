@@ -94,7 +94,7 @@ images: ## build the container images (needs Docker): operator, inference, servi
 	  case $$image in \
 	    operator) file=docker/operator.Dockerfile; args="" ;; \
 	    inference) file=docker/services.Dockerfile; \
-	      args="--build-arg EXTRAS=inference,joiner,cpu --build-arg IMAGE_TITLE=driftline-inference --build-arg HEALTH_PORT=8080" ;; \
+	      args="--build-arg EXTRAS=inference,joiner,drift,cpu --build-arg IMAGE_TITLE=driftline-inference --build-arg HEALTH_PORT=8080" ;; \
 	    services) file=docker/services.Dockerfile; args="" ;; \
 	    inference-gpu) file=docker/inference-gpu.Dockerfile; args="" ;; \
 	    dev-redis|dev-kafka|dev-mlflow) file=docker/dev/$${image#dev-}.Dockerfile; args="" ;; \

@@ -3,9 +3,11 @@
 # One image runs any part: `python -m driftline.<part>` (the operator sets the command).
 # EXTRAS picks the parts' libraries; the default holds every part with ONNX Runtime CPU
 # and the converters `driftline import` uses (the operator's import Job runs here too).
-# `--build-arg EXTRAS=inference,joiner,cpu --build-arg IMAGE_TITLE=driftline-inference`
-# gives the inference image: no torch, no alibi-detect; it runs inference on CPUs and
-# the joiner (whose extra adds nothing to the core dependencies; `make images` builds it so).
+# `--build-arg EXTRAS=inference,joiner,drift,cpu --build-arg IMAGE_TITLE=driftline-inference`
+# gives the inference image: no torch, no alibi-detect; it runs inference on CPUs, the
+# joiner (whose extra adds nothing to the core dependencies) and the drift monitor on
+# its scipy backend (`drift` adds scipy; `make images` builds it so). alibi-detect and
+# torch come with `drift-alibi`, in this default.
 # PYTHON_IMAGE: any Debian-like image with python3 and its venv module (ensurepip).
 # BUILD_IMAGE: the build stage's base, PYTHON_IMAGE unless given: a base that adds a
 # CA certificate (a TLS-intercepting proxy to PyPI) goes here, never into the image.
@@ -13,7 +15,7 @@ ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm
 ARG BUILD_IMAGE=${PYTHON_IMAGE}
 
 FROM ${BUILD_IMAGE} AS build
-ARG EXTRAS=inference,joiner,trainer,drift,rollout,import,cpu
+ARG EXTRAS=inference,joiner,trainer,drift,drift-alibi,rollout,import,cpu
 # PyPI's Linux torch wheels carry CUDA (several GB of nvidia-* wheels) that a CPU
 # image never uses. TORCH_INDEX=https://download.pytorch.org/whl/cpu takes torch
 # from PyTorch's CPU wheels instead (same version, +cpu), for an image of ~1.5 GB.

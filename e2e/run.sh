@@ -63,7 +63,7 @@ if [[ ${E2E_BUILD:-1} == 1 ]]; then
   docker build -f docker/services.Dockerfile -t "driftline/services:$TAG" \
     --build-arg "TORCH_INDEX=${TORCH_INDEX-https://download.pytorch.org/whl/cpu}" .
   docker build -f docker/services.Dockerfile -t "driftline/inference:$TAG" \
-    --build-arg EXTRAS=inference,joiner,cpu --build-arg IMAGE_TITLE=driftline-inference \
+    --build-arg EXTRAS=inference,joiner,drift,cpu --build-arg IMAGE_TITLE=driftline-inference \
     --build-arg HEALTH_PORT=8080 .
   for server in redis kafka mlflow; do
     docker build -f "docker/dev/$server.Dockerfile" -t "driftline/dev-$server:$TAG" .

@@ -81,31 +81,71 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("joiner", True, "registry.example/inference:2.0"),
         ("trainer", False, "registry.example/services:2.0"),
         ("trainer", True, "registry.example/services:2.0"),
-        ("drift", False, "registry.example/services:2.0"),
+        # The drift monitor on its default scipy backend needs no torch either.
+        ("drift", False, "registry.example/inference:2.0"),
+        ("drift", True, "registry.example/inference:2.0"),
         ("rollout", False, "registry.example/services:2.0"),
     ],
 )
 def test_each_part_runs_from_the_image_that_holds_its_libraries(
     part: PartName, gpu: bool, image: str
 ) -> None:
-    settings = OperatorSettings(
+    assert registry_settings().image_for(part, gpu=gpu) == image
+
+
+def registry_settings() -> OperatorSettings:
+    return OperatorSettings(
         image="registry.example/services",
         inference_image="registry.example/inference",
         gpu_image="registry.example/inference-gpu",
         image_tag="2.0",
     )
-    assert settings.image_for(part, gpu=gpu) == image
+
+
+@pytest.mark.parametrize(
+    ("backend", "image"),
+    [("scipy", "registry.example/inference:2.0"), ("alibi", "registry.example/services:2.0")],
+)
+def test_the_drift_monitors_image_follows_its_backend(backend: str, image: str) -> None:
+    """alibi-detect needs torch (the services image); the scipy backend fits the light
+    image. The backend matters to the drift monitor only."""
+    settings = registry_settings()
+    assert settings.image_for("drift", drift_backend=backend) == image  # type: ignore[arg-type]
+    assert settings.image_for("trainer", drift_backend="scipy") == "registry.example/services:2.0"
+    assert settings.image_for("joiner", drift_backend="alibi") == "registry.example/inference:2.0"
+
+
+@pytest.mark.parametrize("backend", ["scipy", "alibi"])
+def test_the_drift_pod_runs_the_image_of_its_models_backend(backend: str) -> None:
+    from driftline.api import parse_dynamic_model
+    from driftline.operator.builders import BuildContext, build_children
+    from driftline_testing.models import model_document
+
+    document = model_document("m")
+    document["spec"]["drift"] = {"backend": backend}
+    ctx = BuildContext(parse_dynamic_model(document), registry_settings())
+    images = {
+        m["metadata"]["name"]: m["spec"]["template"]["spec"]["containers"][0]["image"]
+        for m in build_children(ctx).namespaced
+        if m["kind"] == "Deployment"
+    }
+    light = "registry.example/inference:2.0"
+    assert images["m-drift"] == (light if backend == "scipy" else "registry.example/services:2.0")
+    assert images["m-inference"] == images["m-joiner"] == light
 
 
 def test_the_light_image_serves_the_parts_whose_extras_need_no_torch() -> None:
-    """The joiner and inference run from the inference image, which installs
-    `driftline[inference,joiner,cpu]`: neither extra may bring torch in."""
+    """The joiner, inference and the scipy drift monitor run from the inference image,
+    which installs `driftline[inference,joiner,drift,cpu]`: no extra may bring torch
+    in; alibi-detect (with torch) is `drift-alibi`'s, the services image's."""
     import tomllib
 
     pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
-    for part in LIGHT_PARTS:
+    for part in (*LIGHT_PARTS, "drift"):
         assert not [d for d in extras[part] if d.startswith(("torch", "alibi", "driftline["))]
+    assert "scipy>=1.11" in extras["drift"]
+    assert [d for d in extras["drift-alibi"] if d.startswith("alibi-detect[torch]")]
 
 
 @pytest.mark.parametrize(

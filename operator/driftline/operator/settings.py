@@ -18,7 +18,8 @@ from driftline.api.parts import PartName
 
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 # The parts whose dependencies fit the inference image (no torch): they run from
-# `inference_image`; the others from `image`.
+# `inference_image`; the others from `image`. The drift monitor joins them on its
+# scipy backend (`image_for`).
 LIGHT_PARTS: frozenset[PartName] = frozenset({"inference", "joiner"})
 
 
@@ -72,12 +73,14 @@ class OperatorSettings(BaseSettings):
     )
     image: str = Field(
         default="driftline/services",
-        description="Image of the trainer, the drift monitor and the import Job (torch inside).",
+        description="Image of the trainer, the drift monitor on alibi-detect and the import "
+        "Job (torch inside).",
     )
     inference_image: str = Field(
         default="driftline/inference",
-        description="Image of inference on CPUs and of the joiner: ONNX Runtime and the "
-        "joiner's core dependencies, no torch (smaller, faster to pull).",
+        description="Image of inference on CPUs, the joiner and the drift monitor on its "
+        "scipy backend: ONNX Runtime, scipy and the core dependencies, no torch (smaller, "
+        "faster to pull).",
     )
     gpu_image: str = Field(
         default="driftline/inference-gpu", description="Inference image when the spec asks GPUs."
@@ -188,12 +191,20 @@ class OperatorSettings(BaseSettings):
             return [v.strip() for v in value.split(",") if v.strip()]
         return value
 
-    def image_for(self, part: PartName, *, gpu: bool = False) -> str:
+    def image_for(
+        self,
+        part: PartName,
+        *,
+        gpu: bool = False,
+        drift_backend: Literal["alibi", "scipy"] = "scipy",
+    ) -> str:
         """The image `part` runs: inference on GPUs the GPU image (`gpu`: the model's
-        inference asks GPUs); inference on CPUs and the joiner, which needs no torch,
-        the light inference image; the trainer and the drift monitor the services image."""
+        inference asks GPUs); inference on CPUs, the joiner and the drift monitor on
+        its scipy backend (`drift_backend`, the model's `spec.drift.backend`), none of
+        which needs torch, the light inference image; the trainer and the drift monitor
+        on alibi-detect the services image."""
         if part == "inference" and gpu:
             return f"{self.gpu_image}:{self.image_tag}"
-        if part in LIGHT_PARTS:
+        if part in LIGHT_PARTS or (part == "drift" and drift_backend == "scipy"):
             return f"{self.inference_image}:{self.image_tag}"
         return f"{self.image}:{self.image_tag}"

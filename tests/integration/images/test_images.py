@@ -108,6 +108,27 @@ def test_inference_image_holds_the_joiner(
     assert rc == 0 and "ok main" in out and "'absorb.lua'" in out, out
 
 
+def test_inference_image_holds_the_scipy_drift_monitor(
+    images: dict[str, BuiltImage], docker_daemon: DockerDaemon
+) -> None:
+    """The operator runs the drift monitor on its default scipy backend from the
+    inference image: its entrypoint's module and the scipy backend's detectors load
+    there, without torch or alibi-detect (the services image's `drift-alibi`). It runs
+    for real in tests/integration/pods (test_drift_pod.py)."""
+    code = (
+        "import sys, driftline.drift.__main__ as m\n"
+        "from driftline.drift.worker import DriftWorker\n"
+        "from driftline.drift.detectors import make_backend\n"
+        "backend = make_backend('scipy')\n"
+        "import numpy as np\n"
+        "backend.ks(np.arange(100.0)).score(np.arange(50.0))\n"
+        "heavy = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'alibi_detect'))\n"
+        "print('ok', m.main.__name__, heavy)"
+    )
+    rc, out = python(docker_daemon, images["inference"], code)
+    assert rc == 0 and "ok main []" in out, out
+
+
 def test_inference_image_checks_health_where_inference_answers(
     images: dict[str, BuiltImage], docker_daemon: DockerDaemon
 ) -> None:

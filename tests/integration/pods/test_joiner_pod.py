@@ -6,8 +6,9 @@ reused here, install a release of this module's own). A version registered in th
 MLflow by a Pod; a DynamicModel whose inference (1 replica) and joiner both run from
 the CPU inference image (`driftline/inference`, no torch: the operator runs the joiner
 from it) and become Ready. Its training is off (no trainer); its drift monitor, which
-the spec cannot switch off, stays not ready: its image, the services image with torch,
-is not imported into the node (about 6 GB), so the model's phase stays Pending.
+the spec cannot switch off, runs from the same image (its default scipy backend needs
+no torch) but stays not ready: the version carries no reference sample
+(test_drift_pod.py registers one).
 
 A Pod of another namespace sends predictions with request ids of its own through the
 inference Service and, every 10 answers, their outcomes to the outcomes route (202:
@@ -263,7 +264,7 @@ def test_the_joiner_runs_from_the_inference_image_and_becomes_ready(
 ) -> None:
     """The operator gives the joiner the inference image (no torch), which the node
     holds: its Pod starts `python -m driftline.joiner` there and becomes Ready; the
-    drift monitor's Pod waits for the services image, which is not imported."""
+    drift monitor's Pod runs from it too, not ready without a reference sample."""
     (joiner,) = part_pods(kube, "joiner")
     container = joiner["spec"]["containers"][0]
     assert container["image"] == dev.node_ref("inference", dev_images)
@@ -271,7 +272,7 @@ def test_the_joiner_runs_from_the_inference_image_and_becomes_ready(
     assert joiner["status"]["containerStatuses"][0]["restartCount"] == 0
     drift = part_pods(kube, "drift")
     assert drift and not any(is_ready(p) for p in drift)
-    assert drift[0]["spec"]["containers"][0]["image"].startswith("driftline/services:")
+    assert drift[0]["spec"]["containers"][0]["image"] == dev.node_ref("inference", dev_images)
     assert real_node.node is not None
     stats = pod_memory(kube, real_node.node.name, MODELS)[joiner["metadata"]["name"]]
     working_set = stats["workingSetBytes"] / 2**20

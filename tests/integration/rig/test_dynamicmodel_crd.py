@@ -45,7 +45,7 @@ def refusal(resource: Any, body: dict[str, Any], namespace: str) -> str:
 def test_samples_are_accepted(dynamic_models: Any, kube_namespace: str, path: Path) -> None:
     created = dynamic_models.create(body=sample(path.name), namespace=kube_namespace)
     # The API server applied the schema's defaults: no sample sets drift.backend.
-    assert created.spec.drift.backend == "alibi"
+    assert created.spec.drift.backend == "scipy"
     assert created.spec.inference.replicas.min <= created.spec.inference.replicas.max
 
 

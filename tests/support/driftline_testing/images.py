@@ -78,7 +78,7 @@ IMAGES: dict[str, ImageSpec] = {
         "docker/services.Dockerfile",
         "PYTHON_IMAGE",
         (
-            ("EXTRAS", "inference,joiner,cpu"),
+            ("EXTRAS", "inference,joiner,drift,cpu"),
             ("IMAGE_TITLE", "driftline-inference"),
             ("HEALTH_PORT", "8080"),
         ),
@@ -494,8 +494,8 @@ class ImageBuilder:
 
 ABOUT = {
     "operator": "kopf, the rollout library; no torch, no ONNX Runtime",
-    "inference": "`driftline[inference,joiner,cpu]`: inference (FastAPI, ONNX Runtime CPU) "
-    "and the joiner; no torch",
+    "inference": "`driftline[inference,joiner,drift,cpu]`: inference (FastAPI, ONNX Runtime "
+    "CPU), the joiner and the scipy drift monitor; no torch",
     "services": "every part on CPU: torch (PyPI's CUDA wheels), alibi-detect, ONNX Runtime",
     "inference-gpu": "onnxruntime-gpu (built here on the Debian base: no CUDA libraries)",
     "dev-redis": "dev mode: Debian's redis-server",

@@ -306,7 +306,9 @@ def pod_template(ctx: BuildContext, part: Part, config_hash: str) -> dict[str, A
     volumes, mounts = _volumes(ctx, part)
     container: dict[str, Any] = {
         "name": part.name,
-        "image": ctx.settings.image_for(part.name, gpu=ctx.gpu > 0),
+        "image": ctx.settings.image_for(
+            part.name, gpu=ctx.gpu > 0, drift_backend=ctx.model.spec.drift.backend
+        ),
         "imagePullPolicy": ctx.settings.image_pull_policy,
         "command": ["python", "-m", part.module],
         "ports": _ports(ctx, part),

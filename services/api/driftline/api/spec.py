@@ -1065,8 +1065,9 @@ class DriftSpec(SpecModel):
         "features, or an online detector.",
     )
     backend: Literal["alibi", "scipy"] = Field(
-        default="alibi",
-        description="alibi-detect (BSL 1.1 from 0.12) or the scipy backend (no alibi-detect).",
+        default="scipy",
+        description="The scipy backend (numpy and scipy only), or alibi-detect (BSL 1.1 "
+        "from 0.12, torch; the services image).",
     )
     window: int = Field(default=1000, ge=10, le=1_000_000)
     p_value: float = Field(default=0.01, gt=0, lt=0.5)
