@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from driftline.trainer.concept import ErrorRateMonitor, shifted_features
+from driftline.trainer.concept import ErrorRateMonitor, rose_in_old_region, shifted_features
 
 
 def feed(monitor: ErrorRateMonitor, errors: np.ndarray, batch: int = 256) -> int | None:
@@ -61,3 +61,16 @@ def test_shifted_features_names_what_moved() -> None:
     assert shifted_features(new, old, ("a", "b"), codes_new, codes_old, ("seg",)) == ["b", "seg"]
     same = rng.normal(size=(800, 2)).astype(np.float32)
     assert shifted_features(same, old, ("a", "b"), codes_old[:800], codes_old, ("seg",)) == []
+
+
+def test_a_few_rows_in_the_old_region_decide_when_they_say_it_loudly() -> None:
+    # Inputs moved and only 25 rows stayed where the old ones were, every one wrong
+    # against a rate of 0.18 before: the rule changed.
+    assert rose_in_old_region(np.ones(25, np.bool_), 0.18, 0.05, 5.0)
+    # As many rows at the rate of before, or a handful wrong: not enough to say so.
+    rng = np.random.default_rng(3)
+    assert not rose_in_old_region(rng.random(25) < 0.18, 0.18, 0.05, 5.0)
+    assert not rose_in_old_region(np.ones(5, np.bool_), 0.18, 0.05, 5.0)
+    assert not rose_in_old_region(np.zeros(0, np.bool_), 0.18, 0.05, 5.0)
+    # Many rows with a small rise (below `min_increase`): no.
+    assert not rose_in_old_region(np.arange(10_000) % 100 < 21, 0.18, 0.05, 5.0)

@@ -214,13 +214,21 @@ def in_old_region(
 def rose_in_old_region(
     errors: NDArray[np.bool_], reference_rate: float, min_increase: float, z: float
 ) -> bool:
-    """Whether `errors` (rows in the old region) show a higher rate than the reference."""
+    """Whether `errors` (rows in the old region) show a higher rate than the reference.
+
+    An exact binomial tail at the one-sided level of `z` standard errors, so that a
+    few rows can decide when they say it loudly: when inputs move, few rows may stay
+    in the old region (Waveform's rotated features: 25 of 25 wrong against a rate of
+    0.18 before), and a normal approximation would need 30 or more.
+    """
+    from scipy import stats
+
     n = len(errors)
-    if n < 30 or not math.isfinite(reference_rate):
+    if n == 0 or not math.isfinite(reference_rate):
         return False
-    rate = float(errors.mean())
+    wrong = int(errors.sum())
     base = min(max(reference_rate, 1.0 / n), 1 - 1.0 / n)
-    return (
-        rate - reference_rate >= min_increase
-        and (rate - reference_rate) / math.sqrt(base * (1 - base) / n) >= z
+    level = float(stats.norm.sf(z))
+    return wrong / n - reference_rate >= min_increase and bool(
+        stats.binom.sf(wrong - 1, n, base) <= level
     )
