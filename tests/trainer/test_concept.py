@@ -72,5 +72,8 @@ def test_a_few_rows_in_the_old_region_decide_when_they_say_it_loudly() -> None:
     assert not rose_in_old_region(rng.random(25) < 0.18, 0.18, 0.05, 5.0)
     assert not rose_in_old_region(np.ones(5, np.bool_), 0.18, 0.05, 5.0)
     assert not rose_in_old_region(np.zeros(0, np.bool_), 0.18, 0.05, 5.0)
+    # One wrong row, or a few, after a model that made no errors: never enough.
+    for n in (1, 2, 3):
+        assert not rose_in_old_region(np.ones(n, np.bool_), 0.0, 0.05, 5.0)
     # Many rows with a small rise (below `min_increase`): no.
     assert not rose_in_old_region(np.arange(10_000) % 100 < 21, 0.18, 0.05, 5.0)

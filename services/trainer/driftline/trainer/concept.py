@@ -227,7 +227,9 @@ def rose_in_old_region(
     if n == 0 or not math.isfinite(reference_rate):
         return False
     wrong = int(errors.sum())
-    base = min(max(reference_rate, 1.0 / n), 1 - 1.0 / n)
+    # A reference rate under one error in n rows counts as one in n: a model that made
+    # no errors before does not let a single wrong row decide.
+    base = min(max(reference_rate, 1.0 / n), 1.0)
     level = float(stats.norm.sf(z))
     return wrong / n - reference_rate >= min_increase and bool(
         stats.binom.sf(wrong - 1, n, base) <= level
