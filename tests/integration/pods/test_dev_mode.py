@@ -59,6 +59,26 @@ def host(server: str) -> str:
     return f"driftline-{server}.{NAMESPACE}.svc.cluster.local"
 
 
+def dev_model(name: str, replicas: int = 1) -> dict[str, Any]:
+    """A DynamicModel document using the dev-mode servers by their Service names, with
+    `replicas` small inference replicas and training off."""
+    from driftline_testing.models import model_document
+
+    document = model_document(
+        name,
+        tracking_uri=f"http://{host('mlflow')}:5000",
+        kafka=f"{host('kafka')}:9092",
+        redis=f"redis://{host('redis')}:6379/0",
+        namespace=MODELS,
+        inference={
+            "replicas": {"min": replicas, "max": replicas},
+            "resources": {"cpu": "250m", "memory": "512Mi"},
+        },
+    )
+    document["spec"]["training"] = {"mode": "off"}
+    return document
+
+
 # Run in the MLflow image (Python) from another namespace: names resolved by the
 # cluster DNS (a short name through the search domains too), a Redis PING, MLflow's
 # /health. Prints one JSON object.
@@ -484,20 +504,9 @@ def scorer(
 
     from driftline.api import parse_dynamic_model
     from driftline.inference.contract import FeatureContract
-    from driftline_testing.models import mlp_model, model_document
+    from driftline_testing.models import mlp_model
 
-    document = model_document(
-        SCORER,
-        tracking_uri=f"http://{host('mlflow')}:5000",
-        kafka=f"{host('kafka')}:9092",
-        redis=f"redis://{host('redis')}:6379/0",
-        namespace=MODELS,
-        inference={
-            "replicas": {"min": 2, "max": 2},
-            "resources": {"cpu": "250m", "memory": "512Mi"},
-        },
-    )
-    document["spec"]["training"] = {"mode": "off"}
+    document = dev_model(SCORER, replicas=2)
     contract = FeatureContract(parse_dynamic_model(document).spec)
     model = mlp_model(contract, seed=3)
     session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])

@@ -169,20 +169,9 @@ def watched(installed: dict[str, float], kube: Kube, dev_images: dict[str, Built
     from driftline.api import parse_dynamic_model
     from driftline.api.artifacts import REFERENCE_OUTPUT_KEY
     from driftline.inference.contract import FeatureContract
-    from driftline_testing.models import mlp_model, model_document
+    from driftline_testing.models import mlp_model
 
-    document = model_document(
-        NAME,
-        tracking_uri=f"http://{dev.host('mlflow')}:5000",
-        kafka=f"{dev.host('kafka')}:9092",
-        redis=f"redis://{dev.host('redis')}:6379/0",
-        namespace=MODELS,
-        inference={
-            "replicas": {"min": 1, "max": 1},
-            "resources": {"cpu": "250m", "memory": "512Mi"},
-        },
-    )
-    document["spec"]["training"] = {"mode": "off"}
+    document = dev.dev_model(NAME)
     # No backend named: the default, scipy. A stricter level than the default 0.01
     # keeps the calm phase's chance of a false event near 0.2 %.
     document["spec"]["drift"] = {"window": WINDOW, "pValue": 0.001}

@@ -212,20 +212,9 @@ def labeler(
     from driftline.api import parse_dynamic_model
     from driftline.api.parts import JOINER
     from driftline.inference.contract import FeatureContract
-    from driftline_testing.models import mlp_model, model_document
+    from driftline_testing.models import mlp_model
 
-    document = model_document(
-        NAME,
-        tracking_uri=f"http://{dev.host('mlflow')}:5000",
-        kafka=f"{dev.host('kafka')}:9092",
-        redis=f"redis://{dev.host('redis')}:6379/0",
-        namespace=MODELS,
-        inference={
-            "replicas": {"min": 1, "max": 1},
-            "resources": {"cpu": "250m", "memory": "512Mi"},
-        },
-    )
-    document["spec"]["training"] = {"mode": "off"}
+    document = dev.dev_model(NAME)
     document["spec"]["kafka"]["partitions"] = 2
     model = parse_dynamic_model(document)
     onnx = mlp_model(FeatureContract(model.spec), seed=5)
