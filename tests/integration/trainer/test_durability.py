@@ -22,6 +22,7 @@ from driftline.trainer.bootstrap import bootstrap
 from driftline.trainer.checkpoint import from_bytes
 from driftline.trainer.versions import TAG_PUBLISH_KEY, ModelVersions
 from driftline.trainer.worker import TrainerWorker
+from tests import polling
 
 pytestmark = pytest.mark.integration
 
@@ -140,15 +141,25 @@ def test_reclaim_and_restart(
 
     second = trainer_process(case, log)
     total = BOOTSTRAP_ROWS + 12_000
+
+    def where_it_stopped() -> None:
+        meta = checkpoint_meta(case) or {}
+        print(
+            f"checkpoint seq {meta.get('seq')}, staged {meta.get('worker', {}).get('staged_key')}, "
+            f"versions {len(registered(case))}; the trainer's log:\n{log.read_text()[-5000:]}"
+        )
+
     try:
-        until(
+        polling.wait_until(
             lambda: (
                 (m := checkpoint_meta(case)) is not None
                 and m["seq"] == total
                 and m["worker"]["staged_key"] is None
             ),
-            timeout=180,
-            what=f"all {total} rows in a checkpoint",
+            180,
+            f"all {total} rows in a checkpoint",
+            interval=0.25,
+            on_timeout=where_it_stopped,
         )
     finally:
         second.send_signal(signal.SIGTERM)
