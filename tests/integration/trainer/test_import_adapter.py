@@ -137,6 +137,10 @@ def test_an_adapter_learns_on_the_import_and_publishes_one_graph(
     version = worker.publisher.complete(staged.key)
     info = versions.by_alias(artifacts.ALIAS_CANDIDATE)
     assert info is not None and info.version == version == "2"
+    # Nothing left in staging; a restart whose checkpoint still names the key (stopped
+    # after registering, before the checkpoint) finds the version it registered.
+    assert list(worker.publisher.staging.iterdir()) == []
+    assert worker.publisher.complete(staged.key) == "2"
     assert info.tags["driftline.learner"] == "adapter" and info.tags[TAG_ADAPTER_BASE] == "1"
     assert float(info.tags["driftline.parity_max_abs_diff"]) <= 1e-5
 

@@ -15,11 +15,14 @@ second and the third:
 3. The worker writes its checkpoint (which names the staged key) and commits
    the Kafka offsets.
 4. `complete`: register the staged version in MLflow (idempotent by key), move
-   the `candidate` alias, delete the staging directory.
+   the `candidate` alias, delete the staging directory (renamed away first, so it
+   too is whole or absent).
 
 A crash anywhere leaves either no staged version (the examples are read again
 and learned again), or a staged one named by the checkpoint, which the restarted
-trainer completes; MLflow's key lookup makes sure it is registered once.
+trainer completes; MLflow's key lookup makes sure it is registered once. A
+checkpoint naming a key whose directory is gone was stopped after registering:
+the registry already holds that version.
 """
 
 from __future__ import annotations
@@ -231,6 +234,15 @@ class Publisher:
     def complete(self, key: str) -> str:
         """Register the staged version `key` (once) and remove it from staging."""
         folder = self.staging / key
+        if not folder.exists():
+            # Registered, then stopped while the directory was being removed.
+            done = self.versions.by_key(key)
+            if done is None:
+                raise RuntimeError(
+                    f"the checkpoint names staged version {key}, which is neither staged "
+                    "nor registered"
+                )
+            return str(done.version)
         meta = json.loads((folder / "meta.json").read_bytes())
         int8 = folder / Path(artifacts.INT8_ARTIFACT).name
         files = Artifacts(
@@ -240,7 +252,13 @@ class Publisher:
             int8=int8.read_bytes() if int8.exists() else None,
         )
         version = self.versions.register(key, files, meta["tags"], meta["aliases"], meta["metrics"])
-        shutil.rmtree(folder, ignore_errors=True)
+        # Renamed away before it is removed: a stop halfway through the removal leaves no
+        # half directory under the key's name for the next start to read.
+        removed = self.staging / f".{key}.done"
+        shutil.rmtree(removed, ignore_errors=True)
+        os.rename(folder, removed)
+        _fsync_dir(self.staging)
+        shutil.rmtree(removed, ignore_errors=True)
         return version
 
     def staged_keys(self) -> list[str]:
@@ -249,10 +267,14 @@ class Publisher:
         return sorted(p.name for p in self.staging.iterdir() if not p.name.startswith("."))
 
     def discard_except(self, keep: str | None) -> None:
-        """Remove staged versions the checkpoint does not name (a crash before it)."""
+        """Remove staged versions the checkpoint does not name (a crash before it), and
+        what a stop left half removed."""
         for key in self.staged_keys():
             if key != keep:
                 shutil.rmtree(self.staging / key, ignore_errors=True)
+        if self.staging.exists():
+            for left in self.staging.glob(".*.done"):
+                shutil.rmtree(left, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
