@@ -22,6 +22,7 @@ from driftline.api import parse_dynamic_model
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
 from driftline.joiner.settings import JoinerSettings
+from driftline.joiner.store import command_packer
 from driftline.local.servers import RedisServer
 from driftline_testing import start_kafka
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     reqs = requests(args.joins)
     rounds: list[dict[str, measure.Rate]] = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis:
-        client = redis_py.Redis.from_url(redis.url)
+        client = redis_py.Redis.from_url(redis.url, command_packer=command_packer())
         broker = start_kafka(log_dir=Path(tmp))
         broker_kind = broker.kind
         process = getattr(broker, "process", None)
