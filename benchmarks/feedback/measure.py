@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -107,6 +108,7 @@ def engine_alone(
         return planning.submit(lambda: engine.settle(engine.plan(*absorbed.result()), now))
 
     cpu = cpu_seconds(redis.process.pid)
+    own = _own_cpu()
     started = time.perf_counter()
     previous: Future[BatchResult] | None = None
     for upcoming in [*batches, None]:
@@ -123,6 +125,7 @@ def engine_alone(
     seconds = time.perf_counter() - started
     assert joined == len(reqs), (joined, len(reqs))
     redis_cpu = cpu_seconds(redis.process.pid) - cpu
+    python_cpu = _own_cpu() - own
     return Rate(
         joined / seconds,
         seconds,
@@ -130,6 +133,7 @@ def engine_alone(
             "batch_joins": batch_joins,
             "overlapped": overlapped,
             "redis_cpu_us_per_join": 1e6 * redis_cpu / joined,
+            "python_cpu_us_per_join": 1e6 * python_cpu / joined,
         },
     )
 
@@ -156,9 +160,17 @@ def produce_input(conn: KafkaConnection, topics: Any, reqs: list[Request], lag: 
     assert producer.flush(120) == 0
 
 
-def kafka_alone(conn: KafkaConnection, topics: Any, reqs: list[Request], batch: int) -> Rate:
+def kafka_alone(
+    conn: KafkaConnection,
+    topics: Any,
+    reqs: list[Request],
+    batch: int,
+    broker_pid: int | None = None,
+) -> Rate:
     """The Kafka work of the joins without Redis: read both topics in batches, send
-    one labeled-sized record per outcome, wait for the broker, commit; one process."""
+    one labeled-sized record per outcome, wait for the broker, commit; one process.
+    Its CPU per join (this process's, and the broker's) is what a joiner's Kafka
+    clients cost at the least."""
     group = f"{topics.predictions}-kafka-alone"
     consumer = make_consumer(conn, group, [topics.predictions, topics.outcomes])
     producer = make_producer(conn)
@@ -166,6 +178,7 @@ def kafka_alone(conn: KafkaConnection, topics: Any, reqs: list[Request], batch: 
     value = reqs[0].prediction + reqs[0].outcome
     total, seen, sent = 2 * len(reqs), 0, 0
     started = 0.0
+    cpu = (0.0, 0.0)
     deadline = time.monotonic() + 600
     try:
         while seen < total and time.monotonic() < deadline:
@@ -174,6 +187,7 @@ def kafka_alone(conn: KafkaConnection, topics: Any, reqs: list[Request], batch: 
                 continue
             if not started:
                 started = time.perf_counter()
+                cpu = (_own_cpu(), cpu_seconds(broker_pid))
             for msg in records:
                 if msg.error() is None:
                     seen += 1
@@ -183,10 +197,24 @@ def kafka_alone(conn: KafkaConnection, topics: Any, reqs: list[Request], batch: 
             producer.flush(30)
             consumer.commit(asynchronous=True)
         seconds = time.perf_counter() - started
+        used = {"client": _own_cpu() - cpu[0], "broker": cpu_seconds(broker_pid) - cpu[1]}
     finally:
         consumer.close()
     assert seen == total, (seen, total)
-    return Rate(sent / seconds, seconds, {"batch_records": batch})
+    return Rate(
+        sent / seconds,
+        seconds,
+        {
+            "batch_records": batch,
+            "cpu_us_per_join": {k: 1e6 * v / sent for k, v in used.items()},
+        },
+    )
+
+
+def _own_cpu() -> float:
+    """User + system CPU time of this process so far, all its threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def joiner_process(

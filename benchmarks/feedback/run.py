@@ -22,6 +22,7 @@ from driftline.api import parse_dynamic_model
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
 from driftline.joiner.settings import JoinerSettings
+from driftline.joiner.store import command_packer
 from driftline.local.servers import RedisServer
 from driftline_testing import start_kafka
 
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     reqs = requests(args.joins)
     rounds: list[dict[str, measure.Rate]] = []
     with tempfile.TemporaryDirectory() as tmp, RedisServer() as redis:
-        client = redis_py.Redis.from_url(redis.url)
+        client = redis_py.Redis.from_url(redis.url, command_packer=command_packer())
         broker = start_kafka(log_dir=Path(tmp))
         broker_kind = broker.kind
         process = getattr(broker, "process", None)
@@ -145,7 +146,10 @@ def main(argv: list[str] | None = None) -> int:
                         client, redis, reqs, args.batch_size // 2, overlapped=overlapped
                     )
                 path, topics = inputs(str(n))
-                rows["kafka"] = measure.kafka_alone(conn, topics, reqs, batch=args.batch_size)
+                rows["kafka"] = measure.kafka_alone(
+                    conn, topics, reqs, batch=args.batch_size,
+                    broker_pid=process.pid if process else None,
+                )  # fmt: skip
                 if args.baseline is not None and n % 2 == 0:  # first every other round
                     rows["baseline"] = joiner(*inputs(f"{n}-baseline"), source=args.baseline)
                 rows["joiner"] = joiner(path, topics)
@@ -230,7 +234,12 @@ def report(
         for k in ("joiner", "redis", "broker")
     }
     raw_cpu = _median([r["ceiling"].extra["redis_cpu_us_per_join"] for r in rounds])
+    kafka_cpu = {
+        k: _median([r["kafka"].extra["cpu_us_per_join"][k] for r in rounds])
+        for k in ("client", "broker")
+    }
     script_cpu = _median([r["engine"].extra["redis_cpu_us_per_join"] for r in rounds])
+    plan_cpu = _median([r["engine"].extra["python_cpu_us_per_join"] for r in rounds])
     lines = [
         "# Feedback joiner: joins per second",
         "",
@@ -256,7 +265,9 @@ def report(
         + "; cores busy: "
         + ", ".join(f"{k} {v:.2f}" for k, v in busy.items())
         + f". Redis CPU per join: {raw_cpu:.1f} us for the raw commands, "
-        f"{script_cpu:.1f} us in the join scripts.",
+        f"{script_cpu:.1f} us in the join scripts (the engine line, whose Python side "
+        f"spends {plan_cpu:.1f} us). Kafka alone: "
+        f"client {kafka_cpu['client']:.1f}, broker {kafka_cpu['broker']:.1f} us per join.",
         "",
         *_baseline_lines(rounds),
         "Where the time goes: one absorb script per batch reads all of the batch's requests",

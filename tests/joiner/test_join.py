@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import random
 
 import msgspec
 import pytest
 
 from driftline.api.events import Outcome, Prediction, Variant, encode
 from driftline.api.spec import SegmentSpec
-from driftline.joiner.join import Scoring, Share, agrees, plan_claim
+from driftline.common.redis_state import add_quality_fields
+from driftline.joiner.join import Scoring, Share, agrees, plan_claim, quality_sums
 from driftline.joiner.segments import Segment
 
 
@@ -116,3 +118,31 @@ def test_an_explored_prediction_is_scored_apart_from_the_version_s_own() -> None
     assert share.quality[("3", "explored")]["correct"] == 1.0  # the model's own answer
     assert share.segments == {}
     assert example is not None and example.explored and example.propensity == 0.05
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_the_sums_of_a_group_are_those_of_quality_fields_one_at_a_time(task: str) -> None:
+    rng = random.Random(3)
+    scored: list[tuple[float, float, list[float] | None]] = []
+    for _ in range(500):
+        output = float(rng.randrange(3)) if task == "classification" else rng.uniform(-5, 5)
+        label = float(rng.randrange(3)) if task == "classification" else rng.uniform(-5, 5)
+        kind = rng.randrange(4)  # no scores, too few for the label, some out of [0, 1], fine
+        scores = (
+            None if kind == 0
+            else [rng.random()] if kind == 1
+            else [rng.uniform(-0.5, 1.5) for _ in range(3)] if kind == 2
+            else [rng.random() for _ in range(3)]
+        )  # fmt: skip
+        scored.append((output, label, scores))
+    one_at_a_time: dict[str, float] = {"count": 2.0}
+    for output, label, scores in scored:
+        add_quality_fields(one_at_a_time, task, output, label, scores)
+    at_once: dict[str, float] = {"count": 2.0}
+    quality_sums(at_once, task, scored[:200])
+    quality_sums(at_once, task, scored[200:])
+    assert at_once == one_at_a_time  # bit for bit, the same fields
+    empty: dict[str, float] = {}
+    quality_sums(empty, task, [])
+    assert empty == ({"count": 0.0, "correct": 0.0} if task == "classification" else {
+        "count": 0.0, "abs_error": 0.0, "sq_error": 0.0})  # fmt: skip

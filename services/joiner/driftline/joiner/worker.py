@@ -47,7 +47,7 @@ from driftline.joiner.outcome_aggregates import OutcomeAggregates
 from driftline.joiner.recovery import DeliveryError, LabeledLog
 from driftline.joiner.segments import segments_of
 from driftline.joiner.settings import JoinerSettings
-from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore
+from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore, command_packer
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,9 @@ class JoinerWorker:
         connections = settings.connections
         kafka = self.kafka = connections.kafka
         self.partitions = model.spec.kafka.partitions
-        self.redis = connections.redis.client(socket_timeout=30, socket_connect_timeout=5)
+        self.redis = connections.redis.client(
+            socket_timeout=30, socket_connect_timeout=5, command_packer=command_packer()
+        )
         store = JoinStore(
             self.redis,
             model.metadata.namespace,
