@@ -10,8 +10,8 @@ import pytest
 
 from driftline.api.events import Outcome, Prediction, Variant, encode
 from driftline.api.spec import SegmentSpec
-from driftline.common.redis_state import add_quality_fields
-from driftline.joiner.join import Scoring, Share, agrees, plan_claim, quality_sums
+from driftline.common.redis_state import quality_fields, quality_sums
+from driftline.joiner.join import Scoring, Share, agrees, plan_claim
 from driftline.joiner.segments import Segment
 
 
@@ -136,8 +136,9 @@ def test_the_sums_of_a_group_are_those_of_quality_fields_one_at_a_time(task: str
         )  # fmt: skip
         scored.append((output, label, scores))
     one_at_a_time: dict[str, float] = {"count": 2.0}
-    for output, label, scores in scored:
-        add_quality_fields(one_at_a_time, task, output, label, scores)
+    for output, label, scores in scored:  # each record's increments, added in order
+        for name, value in quality_fields(task, output, label, scores).items():
+            one_at_a_time[name] = one_at_a_time.get(name, 0.0) + value
     at_once: dict[str, float] = {"count": 2.0}
     quality_sums(at_once, task, scored[:200])
     quality_sums(at_once, task, scored[200:])

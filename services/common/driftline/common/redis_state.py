@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,38 +154,68 @@ class QualityStats:
         return self.log_loss / self.log_loss_count if self.log_loss_count else None
 
 
+Scored = tuple[float, float, list[float] | None]
+"""A scored prediction: its output, the outcome's label, its class scores."""
+
+
 def quality_fields(
     task: str, output: float, label: float, scores: list[float] | None
 ) -> dict[str, float]:
     """The counter increments one scored prediction adds to its version's quality."""
     fields: dict[str, float] = {}
-    add_quality_fields(fields, task, output, label, scores)
+    quality_sums(fields, task, [(output, label, scores)])
     return fields
 
 
-def add_quality_fields(
-    into: dict[str, float], task: str, output: float, label: float, scores: list[float] | None
-) -> None:
-    """Add `quality_fields(...)` to the sums in `into`, in place: the joiner sums
-    thousands of them per batch, without a dict each."""
+def quality_sums(into: dict[str, float], task: str, scored: Sequence[Scored]) -> None:
+    """Add the `quality_fields` of each scored prediction to `into`, in place, in
+    order (the joiner sums thousands per batch, in one loop per group): `count`;
+    classification `correct`, `log_loss` and `log_loss_count` where the label has a
+    score, the calibration bin of the answered class's score; regression `abs_error`
+    and `sq_error`."""
     get = into.get
-    into["count"] = get("count", 0.0) + 1.0
-    if task == "classification":
-        correct = int(output) == int(label)
-        into["correct"] = get("correct", 0.0) + (1.0 if correct else 0.0)
-        if scores and 0 <= int(label) < len(scores):
-            p = min(max(scores[int(label)], 1e-15), 1.0)
-            into["log_loss"] = get("log_loss", 0.0) - math.log(p)
-            into["log_loss_count"] = get("log_loss_count", 0.0) + 1.0
-        if scores and 0 <= int(output) < len(scores):
-            (n, conf, right), c = _calibration_bin(scores[int(output)])
-            into[n] = get(n, 0.0) + 1.0
-            into[conf] = get(conf, 0.0) + c
-            into[right] = get(right, 0.0) + (1.0 if correct else 0.0)
-    else:
-        err = output - label
-        into["abs_error"] = get("abs_error", 0.0) + abs(err)
-        into["sq_error"] = get("sq_error", 0.0) + err * err
+    if task != "classification":
+        abs_error, sq_error = get("abs_error", 0.0), get("sq_error", 0.0)
+        for output, label, _ in scored:
+            err = output - label
+            abs_error += abs(err)
+            sq_error += err * err
+        into["count"] = get("count", 0.0) + len(scored)
+        into["abs_error"], into["sq_error"] = abs_error, sq_error
+        return
+    correct = get("correct", 0.0)
+    log_loss, losses = get("log_loss"), get("log_loss_count")
+    bins: dict[int, list[float]] = {}
+    log = math.log
+    for output, label, scores in scored:
+        right = int(output) == int(label)
+        if right:
+            correct += 1.0
+        if scores:
+            size, k = len(scores), int(label)
+            if 0 <= k < size:
+                p = min(max(scores[k], 1e-15), 1.0)
+                log_loss = (log_loss or 0.0) - log(p)
+                losses = (losses or 0.0) + 1.0
+            k = int(output)
+            if 0 <= k < size:
+                c = min(max(float(scores[k]), 0.0), 1.0)
+                at = min(int(c * CALIBRATION_BINS), CALIBRATION_BINS - 1)
+                sums = bins.get(at)
+                if sums is None:
+                    n, conf, ok = _CALIBRATION_FIELDS[at]
+                    sums = bins[at] = [get(n, 0.0), get(conf, 0.0), get(ok, 0.0)]
+                sums[0] += 1.0
+                sums[1] += c
+                if right:
+                    sums[2] += 1.0
+    into["count"] = get("count", 0.0) + len(scored)
+    into["correct"] = correct
+    if log_loss is not None and losses is not None:
+        into["log_loss"], into["log_loss_count"] = log_loss, losses
+    for at, sums in bins.items():
+        for name, value in zip(_CALIBRATION_FIELDS[at], sums, strict=True):
+            into[name] = value
 
 
 # --- calibration: does the model's confidence say how often it is right? ----------------

@@ -3,8 +3,8 @@ a labeled example.
 
 Pure functions over a request's state (see lua/prelude.lua). Phase 1 decides in
 Redis which work is claimed; these compute what it adds, in Python, with the
-shared `quality_fields` the rollout controller's numbers are defined by (summed per
-group in one loop: `quality_sums`, the same sums as `add_quality_fields`).
+shared `quality_sums` the rollout controller's numbers are defined by (each group's
+summed in one loop).
 
 - Every prediction (any variant) that met the outcome inside the window is scored
   against it, once per (request id, variant).
@@ -27,14 +27,13 @@ each stored record is decoded at most once per claim.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import msgspec
 
 from driftline.api.events import LabeledExample, Outcome, Prediction
-from driftline.common.redis_state import CALIBRATION_BINS, segment_fields
+from driftline.common.redis_state import Scored, quality_sums, segment_fields
 from driftline.joiner.segments import Segment, place_all
 from driftline.joiner.store import State
 
@@ -133,62 +132,6 @@ class Share:
             counts = self.agreement[(stable_version, candidate_version)] = [0, 0]
         counts[0] += 1
         counts[1] += agreed
-
-
-Scored = tuple[float, float, list[float] | None]
-"""A scored prediction: its output, the outcome's label, its class scores."""
-
-_CALIBRATION = tuple(
-    (f"cal{k}_n", f"cal{k}_conf", f"cal{k}_correct") for k in range(CALIBRATION_BINS)
-)
-
-
-def quality_sums(into: dict[str, float], task: str, scored: Sequence[Scored]) -> None:
-    """Add the `quality_fields` of each scored prediction to `into`, in place, in
-    order: the same sums, bit for bit, as `add_quality_fields` one at a time."""
-    get = into.get
-    if task != "classification":
-        abs_error, sq_error = get("abs_error", 0.0), get("sq_error", 0.0)
-        for output, label, _ in scored:
-            err = output - label
-            abs_error += abs(err)
-            sq_error += err * err
-        into["count"] = get("count", 0.0) + len(scored)
-        into["abs_error"], into["sq_error"] = abs_error, sq_error
-        return
-    correct = get("correct", 0.0)
-    log_loss, losses = get("log_loss"), get("log_loss_count")
-    bins: dict[int, list[float]] = {}
-    log = math.log
-    for output, label, scores in scored:
-        right = int(output) == int(label)
-        if right:
-            correct += 1.0
-        if scores:
-            size, k = len(scores), int(label)
-            if 0 <= k < size:
-                p = min(max(scores[k], 1e-15), 1.0)
-                log_loss = (log_loss or 0.0) - log(p)
-                losses = (losses or 0.0) + 1.0
-            k = int(output)
-            if 0 <= k < size:
-                c = min(max(float(scores[k]), 0.0), 1.0)
-                at = min(int(c * CALIBRATION_BINS), CALIBRATION_BINS - 1)
-                sums = bins.get(at)
-                if sums is None:
-                    n, conf, ok = _CALIBRATION[at]
-                    sums = bins[at] = [get(n, 0.0), get(conf, 0.0), get(ok, 0.0)]
-                sums[0] += 1.0
-                sums[1] += c
-                if right:
-                    sums[2] += 1.0
-    into["count"] = get("count", 0.0) + len(scored)
-    into["correct"] = correct
-    if log_loss is not None and losses is not None:
-        into["log_loss"], into["log_loss_count"] = log_loss, losses
-    for at, sums in bins.items():
-        for name, value in zip(_CALIBRATION[at], sums, strict=True):
-            into[name] = value
 
 
 # The state holds only records that were validated on arrival (`events.decode`):
