@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 from river import drift
 
-from driftline.drift.detectors.base import Backend
+from driftline.drift.detectors.base import Backend, ConceptMethod
 
 
 class Detector(Protocol):
@@ -42,10 +42,17 @@ class RiverDetector:
 
 
 class OnlineErrors:
-    """Driftline's concept detector (FET on the error indicator) of one backend."""
+    """Driftline's concept detector (FET or CUSUM on the error indicator) of one backend."""
 
-    def __init__(self, backend: Backend, reference: np.ndarray, ert: int, windows: list[int]):
-        self.detector = backend.online_errors(reference > 0.5, ert, windows)
+    def __init__(
+        self,
+        backend: Backend,
+        reference: np.ndarray,
+        ert: int,
+        windows: list[int],
+        method: ConceptMethod = "fet",
+    ):
+        self.detector = backend.online_errors(reference > 0.5, ert, windows, method)
         self.setup_seconds = self.detector.setup_seconds
         self.skip = len(reference)  # the reference part of the stream is not watched
 
@@ -99,13 +106,18 @@ def river_contenders() -> list[Contender]:
 
 
 def driftline_contenders(
-    backend: Backend, erts: list[int], windows: list[int], label: str, runs: int | None = None
+    backend: Backend,
+    erts: list[int],
+    windows: list[int],
+    label: str,
+    runs: int | None = None,
+    method: ConceptMethod = "fet",
 ) -> list[Contender]:
     return [
         Contender(
             label,
             f"ERT={ert}",
-            lambda ref, e=ert: OnlineErrors(backend, ref, e, windows),
+            lambda ref, e=ert: OnlineErrors(backend, ref, e, windows, method),
             peer=False,
             runs=runs,
         )

@@ -23,6 +23,10 @@ from driftline.drift.detectors import make_backend
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 WINDOWS = [50, 200, 500]  # the monitor's default for spec.drift.window 1000
 BUDGETS = [2.0, 10.0]  # false alarms per 100k samples
+ERTS = [1000, 2000, 5000, 10000, 20000, 50000, 100000, 200000, 500000]
+FET = "Driftline FET (scipy)"
+CUSUM = "Driftline CUSUM (scipy)"
+OURS = [FET, CUSUM]
 TARGET_RATIO = 1.2
 
 
@@ -39,8 +43,10 @@ def machine() -> dict[str, Any]:
 
 def concept_section(runs: int, calm_n: int, alibi: bool) -> list[Score]:
     scipy = make_backend("scipy", Path(tempfile.mkdtemp()))
-    contenders = river_contenders() + driftline_contenders(
-        scipy, [1000, 2000, 5000, 10000, 20000, 50000, 100000], WINDOWS, "Driftline FET (scipy)"
+    contenders = (
+        river_contenders()
+        + driftline_contenders(scipy, ERTS, WINDOWS, FET)
+        + driftline_contenders(scipy, ERTS, WINDOWS, CUSUM, method="cusum")
     )
     if alibi:
         contenders += driftline_contenders(
@@ -67,14 +73,14 @@ def concept_section(runs: int, calm_n: int, alibi: bool) -> list[Score]:
     return scores
 
 
-def matched(scores: list[Score]) -> list[dict[str, Any]]:
-    """Per scenario and false-alarm budget: Driftline's delay against the best peer's."""
+def matched(scores: list[Score], family: str = FET) -> list[dict[str, Any]]:
+    """Per scenario and false-alarm budget: a Driftline detector's delay against the best peer's."""
     rows = []
     peers = sorted({s.family for s in scores if s.peer})
     for scenario in SCENARIOS:
         mine = [s for s in scores if s.scenario == scenario.name]
         for budget in BUDGETS:
-            ours = best_within(mine, "Driftline FET (scipy)", budget)
+            ours = best_within(mine, family, budget)
             theirs = [b for f in peers if (b := best_within(mine, f, budget)) is not None]
             best = min(theirs, key=lambda s: s.median_delay, default=None)
             ratio = None
@@ -108,13 +114,13 @@ def _pick(s: Score | None) -> dict[str, Any] | None:
     }
 
 
-def setup_section() -> list[dict[str, Any]]:
+def setup_section(alibi: bool = True) -> list[dict[str, Any]]:
     """Threshold configuration of the monitor's online detectors, cold and from the cache."""
     rng = np.random.default_rng(0)
     errors = rng.random(2000) < 0.15
     inputs_ref = rng.normal(size=(1000, 10))
     rows = []
-    for name in ("scipy", "alibi"):
+    for name in ("scipy", "alibi") if alibi else ("scipy",):
         with tempfile.TemporaryDirectory() as cache:
             backend = make_backend(name, Path(cache))  # type: ignore[arg-type]
             jobs = {
@@ -122,6 +128,12 @@ def setup_section() -> list[dict[str, Any]]:
                     b.online_errors(errors, 2000, WINDOWS)
                 ),
                 "concept FET, ERT 20000": lambda b=backend: b.online_errors(errors, 20000, WINDOWS),
+                "concept CUSUM, ERT 2000": lambda b=backend: b.online_errors(
+                    errors, 2000, WINDOWS, "cusum"
+                ),
+                "concept CUSUM, ERT 20000": lambda b=backend: b.online_errors(
+                    errors, 20000, WINDOWS, "cusum"
+                ),
                 "inputs MMD, ERT 500, window 20, 10 features, 1000 rows": lambda b=backend: (
                     b.online_inputs("mmd", inputs_ref, 500, 20)
                 ),
@@ -138,6 +150,14 @@ def setup_section() -> list[dict[str, Any]]:
                         "setup_s": round(cold.setup_seconds, 2),
                         "setup_cached_s": round(warm.setup_seconds, 3),
                     }
+                    if label.startswith("concept"):  # process time of one update, one core
+                        calm = (rng.random(20_000) < 0.15).astype(np.float64)[:, None]
+                        began = time.process_time()
+                        for x in calm:
+                            cold.update(x)
+                        row["us_per_sample"] = round(
+                            (time.process_time() - began) / len(calm) * 1e6, 1
+                        )
                 except ValueError as exc:
                     row = {"backend": name, "detector": label, "refused": str(exc)}
                 print(row, flush=True)
@@ -185,6 +205,27 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
                 f"| {r['scenario']} | {r['fa_budget_per_100k']:g} | {_cell(d)} | "
                 f"{_cell(p, True)} | {r['ratio']} | {'yes' if r['target_met'] else 'NO'} |"
             )
+        if "matched_cusum" in results:
+            out += [
+                "",
+                "### FET and CUSUM side by side",
+                "",
+                "The best setting of each Driftline detector within the budget, its delay as a "
+                "multiple of the best peer's (<= 1.2x meets the target).",
+                "",
+                "| scenario | FA budget /100k | best peer | FET | FET ratio | CUSUM | "
+                "CUSUM ratio |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for f, c in zip(results["matched"], results["matched_cusum"], strict=True):
+                out.append(
+                    f"| {f['scenario']} | {f['fa_budget_per_100k']:g} | "
+                    f"{_cell(f['best_peer'], True)} | {_cell(f['driftline'])} | "
+                    f"{_verdict(f)} | {_cell(c['driftline'])} | {_verdict(c)} |"
+                )
+            met = [sum(r["target_met"] for r in results[k]) for k in ("matched", "matched_cusum")]
+            cases = len(results["matched"])
+            out += ["", f"Target met: FET {met[0]} of {cases}, CUSUM {met[1]} of {cases}."]
         out += [
             "",
             "### Every setting",
@@ -196,7 +237,7 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
         for r in results["concept"]:
             out.append(
                 f"| {r['scenario']} | {r['family']} | {r['setting']} | {r['detected']}/"
-                f"{r['runs']} | {r['median_delay']:.0f} | {r['mean_delay_detected']:.0f} | "
+                f"{r['runs']} | {_delay(r['median_delay'])} | {_delay(r['mean_delay_detected'])} | "
                 f"{r['fa_per_100k']} |"
             )
     if "covariate" in results:
@@ -217,20 +258,21 @@ def markdown(meta: dict[str, Any], results: dict[str, Any]) -> str:
             out.append(
                 f"| {r['detector']} | {r['shift']} | {r['setup_s']} | "
                 f"{r['setup_cached_s']} | {r['ms_per_sample']} | {r['fa_per_100k']} | "
-                f"{r['median_delay']:.0f} | {r['detected']}/{r['runs']} |"
+                f"{_delay(r['median_delay'])} | {r['detected']}/{r['runs']} |"
             )
     if "setup" in results:
         out += [
             "",
             "## Detector set-up (threshold configuration)",
             "",
-            "| backend | detector | cold s | from cache s |",
-            "|---|---|---|---|",
+            "| backend | detector | cold s | from cache s | us per sample |",
+            "|---|---|---|---|---|",
         ]
         for r in results["setup"]:
             cold = r.get("setup_s", "refused: " + r.get("refused", "")[:90])
             out.append(
-                f"| {r['backend']} | {r['detector']} | {cold} | {r.get('setup_cached_s', '-')} |"
+                f"| {r['backend']} | {r['detector']} | {cold} | {r.get('setup_cached_s', '-')} | "
+                f"{r.get('us_per_sample', '-')} |"
             )
     if "throughput" in results:
         out += [
@@ -262,11 +304,20 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _delay(value: float | None) -> str:
+    """A delay as written: a miss is infinite (null once the results went through JSON)."""
+    return "inf" if value is None or not math.isfinite(value) else f"{value:.0f}"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    return f"{row['ratio']} ({'yes' if row['target_met'] else 'NO'})"
+
+
 def _cell(p: dict[str, Any] | None, family: bool = False) -> str:
     if p is None:
         return "none within budget"
     name = f"{p['family']} {p['setting']}" if family else p["setting"]
-    return f"{name}: {p['median_delay']:.0f} ({p['detected']}, FA {p['fa_per_100k']})"
+    return f"{name}: {_delay(p['median_delay'])} ({p['detected']}, FA {p['fa_per_100k']})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
             scores = concept_section(runs, calm, not args.no_alibi)
             results["concept"] = [s.row() for s in scores]
             results["matched"] = matched(scores)
+            results["matched_cusum"] = matched(scores, CUSUM)
         elif section == "covariate":
             results["covariate"] = inputs.covariate(runs // 2 or 1, calm_inputs)
         elif section == "setup":
-            results["setup"] = setup_section()
+            results["setup"] = setup_section(not args.no_alibi)
         elif section == "throughput":
             results["throughput"] = inputs.throughput(6000 if args.quick else 20_000)
         else:

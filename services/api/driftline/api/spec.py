@@ -1058,7 +1058,28 @@ class DataQualitySpec(SpecModel):
     )
 
 
+class ConceptSpec(SpecModel):
+    """`drift.concept`: the detector of a rise in the serving model's error rate."""
+
+    detector: Literal["fet", "cusum"] = Field(
+        default="fet",
+        description="Classification errors: Fisher's exact test over sliding windows, or "
+        "Bernoulli CUSUMs (sequential: evidence adds up sample by sample; scipy backend only). "
+        "Regression losses keep the windowed Cramer-von Mises test.",
+    )
+
+
+CUSUM_NEEDS_SCIPY = "drift.concept.detector 'cusum' needs drift.backend 'scipy'"
+CUSUM_RULE = cel(
+    "!has(self.concept) || !has(self.concept.detector) || self.concept.detector != 'cusum' "
+    "|| !has(self.backend) || self.backend != 'alibi'",
+    CUSUM_NEEDS_SCIPY,
+)
+
+
 class DriftSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [CUSUM_RULE]})
+
     detector: Literal["ks", "mmd-online", "cvm-online"] = Field(
         default="ks",
         description="Input detector: windowed KS (numeric) with Chi-squared for categorical "
@@ -1093,6 +1114,13 @@ class DriftSpec(SpecModel):
     data_quality: DataQualitySpec | None = Field(
         default=None, description="Alarm on numeric features' live means (off when absent)."
     )
+    concept: ConceptSpec = Field(default_factory=ConceptSpec)
+
+    @model_validator(mode="after")
+    def _cusum_on_scipy(self) -> DriftSpec:
+        if self.concept.detector == "cusum" and self.backend == "alibi":
+            raise invalid("concept", CUSUM_NEEDS_SCIPY)
+        return self
 
 
 class FeedbackSpec(SpecModel):

@@ -4,9 +4,10 @@ A new labeling rule leaves the inputs (and the outputs) as they were: only the
 serving model's errors show it. Each labeled example of the serving version gives
 one error value, `output != label` for classification or the squared error for
 regression; the first `concept_reference` of them form the error reference, and an
-online detector (Fisher's exact test on the error indicator, Cramer-von Mises on
-losses) watches every later one. It alarms when the error rate rises (or the loss
-distribution moves), then starts afresh against the same reference.
+online detector (Fisher's exact test or Bernoulli CUSUMs on the error indicator, as
+`drift.concept.detector` says; Cramer-von Mises on losses) watches every later one.
+It alarms when the error rate rises (or the loss distribution moves), then starts
+afresh against the same reference.
 
 Label drift is the mix of labels moving (a prior shift). It is tested in windows
 against the reference sample's labels when the trainer stored them, else against
@@ -105,7 +106,9 @@ class ConceptWatch:
             windows, ert = self.config.online_windows, self.config.ert
             try:
                 if self.task == "classification":
-                    self.detector = self.backend.online_errors(reference > 0.5, ert, windows)
+                    self.detector = self.backend.online_errors(
+                        reference > 0.5, ert, windows, self.config.concept_detector
+                    )
                 else:
                     self.detector = self.backend.online_losses(reference, ert, windows)
             except ValueError as exc:  # a configuration the backend cannot serve

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from driftline.api.spec import DataQualitySpec, DriftSpec
-from driftline.drift.detectors.base import Correction
+from driftline.drift.detectors.base import ConceptMethod, Correction
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class MonitorConfig:
     """Labeled examples of the serving version that form the error reference."""
     data_quality: DataQualitySpec | None = None
     """The mean-shift alarm on numeric features (`drift.dataQuality`); off when None."""
+    concept_detector: ConceptMethod = "fet"
+    """The error-rate detector of classification models (`drift.concept.detector`)."""
 
     @classmethod
     def from_spec(
@@ -45,6 +47,7 @@ class MonitorConfig:
             online_windows=windows,
             concept_reference=concept_reference or max(spec.window, 4 * max(windows)),
             data_quality=spec.data_quality,
+            concept_detector=spec.concept.detector,
         )
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from driftline.drift.detectors.base import (
     Backend,
     BoolArray,
+    ConceptMethod,
     FeatureScore,
     FloatArray,
     InputMethod,
@@ -226,8 +227,16 @@ class AlibiBackend(Backend):
         return _AlibiOnline(det, "alibi:MMDDriftOnline", started)
 
     def online_errors(
-        self, reference: BoolArray, ert: int, window_sizes: list[int]
+        self,
+        reference: BoolArray,
+        ert: int,
+        window_sizes: list[int],
+        method: ConceptMethod = "fet",
     ) -> OnlineDetector:
+        if method != "fet":
+            raise ValueError(
+                f"the alibi backend has no {method} concept detector: set drift.backend scipy"
+            )
         ref = np.asarray(reference, dtype=bool).reshape(-1)
         # alibi-detect refuses a reference of only 0s or only 1s (no thresholds can be
         # configured); one pseudo-count keeps the rate away from 0 and 1.

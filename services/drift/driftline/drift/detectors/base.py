@@ -34,6 +34,7 @@ BoolArray = npt.NDArray[np.bool_]
 Correction = Literal["bonferroni", "fdr"]
 BackendName = Literal["alibi", "scipy"]
 InputMethod = Literal["mmd", "cvm"]
+ConceptMethod = Literal["fet", "cusum"]
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,17 @@ class Backend(ABC):
 
     @abstractmethod
     def online_errors(
-        self, reference: BoolArray, ert: int, window_sizes: list[int]
+        self,
+        reference: BoolArray,
+        ert: int,
+        window_sizes: list[int],
+        method: ConceptMethod = "fet",
     ) -> OnlineDetector:
-        """Online detector of a rise in a binary error rate (Fisher's exact test)."""
+        """Online detector of a rise in a binary error rate.
+
+        `fet`: Fisher's exact test over sliding windows; `cusum`: Bernoulli CUSUMs
+        (sequential, no windows; `window_sizes` unused).
+        """
 
     @abstractmethod
     def online_losses(

@@ -18,6 +18,7 @@ from scipy.stats import chi2_contingency, ks_2samp
 from driftline.drift.detectors.base import (
     Backend,
     BoolArray,
+    ConceptMethod,
     FeatureScore,
     FloatArray,
     InputMethod,
@@ -26,6 +27,7 @@ from driftline.drift.detectors.base import (
     UnivariateTest,
 )
 from driftline.drift.detectors.cache import ThresholdCache
+from driftline.drift.detectors.online_cusum import CUSUMOnline
 from driftline.drift.detectors.online_cvm import CVMOnline
 from driftline.drift.detectors.online_fet import FETOnline
 from driftline.drift.detectors.online_mmd import MMDOnline
@@ -82,8 +84,14 @@ class ScipyBackend(Backend):
         return CVMOnline(reference, ert, [window_size], cache=self.cache, seed=self.seed)
 
     def online_errors(
-        self, reference: BoolArray, ert: int, window_sizes: list[int]
+        self,
+        reference: BoolArray,
+        ert: int,
+        window_sizes: list[int],
+        method: ConceptMethod = "fet",
     ) -> OnlineDetector:
+        if method == "cusum":
+            return CUSUMOnline(reference, ert, cache=self.cache, seed=self.seed)
         return FETOnline(reference, ert, window_sizes, cache=self.cache, seed=self.seed)
 
     def online_losses(
