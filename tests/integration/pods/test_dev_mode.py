@@ -629,6 +629,57 @@ def test_an_inference_pod_deleted_mid_stream_fails_no_request(
     )
 
 
+def test_containerd_killed_and_restarted_mid_stream_fails_no_request(
+    scorer: dict[str, Any],
+    kube: Kube,
+    real_node: NodeStack,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The node's containerd is SIGKILLed during a stream through the 2 inference Pods
+    and started again: the containers run on under their shims, so every request is
+    answered, correctly; after it the node still runs new Pods (an inference Pod
+    deleted comes back Ready)."""
+    assert real_node.node is not None
+    seconds = 12
+    argv = [
+        "python3",
+        "-c",
+        TRAFFIC,
+        INFERENCE_URL,
+        str(seconds),
+        json.dumps(scorer["rows"]),
+        json.dumps(scorer["expected"]),
+    ]
+    manifest = client_pod("through-restart", dev_images["dev-mlflow"].ref, argv)
+    started = time.monotonic()
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    while "progress 40" not in kube.kubectl(
+        "logs", "-n", CLIENTS, manifest["metadata"]["name"], check=False
+    ):
+        assert time.monotonic() - started < 120, kube.kubectl(
+            "get", "events", "-n", CLIENTS, check=False
+        )
+        time.sleep(0.25)
+    down_s = real_node.node.restart_containerd()
+    log, _ = finish_pod(kube, manifest["metadata"]["name"], started, timeout=seconds + 120)
+    out = json.loads(log.strip().splitlines()[-1])
+    assert not out["failed"], out
+    assert not out["wrong"] and out["ok"] == out["requests"], out
+    victim = inference_pods(kube)[0]["metadata"]["name"]
+    deleted = time.monotonic()
+    kube.kubectl("delete", "pod", victim, "-n", MODELS, "--wait=false")
+    back = wait_inference_ready(kube, 2, timeout=120)
+    report(
+        request,
+        f"containerd killed and restarted mid-stream (answering again {down_s:.1f} s after "
+        f"the kill): {out['requests']} requests in {out['seconds']:.1f} s, none failed "
+        f"(max {out['max_ms']:.0f} ms); a Pod deleted after it Ready again in {back:.1f} s "
+        f"({time.monotonic() - deleted:.1f} s)",
+        TAG,
+    )
+
+
 # --- autoscaling on the node's resource metrics --------------------------------------
 
 

@@ -699,6 +699,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             containerd,
         )
 
+    def restart_containerd(self, timeout: float = 60.0) -> float:
+        """SIGKILL containerd, as a crash would, and start it again with the same
+        configuration: the Pods' containers run on under their shims (each in a
+        process group of its own), and the kubelet reconnects to the socket. The
+        seconds from the kill until containerd answered again."""
+        process = next(p for p in self._processes if p.name == "containerd")
+        killed = time.monotonic()
+        process.kill()
+        process.start()
+        self._wait(
+            killed + timeout,
+            "containerd's socket after its restart",
+            lambda: bool(self._ctr("version", timeout=5)),
+            process,
+        )
+        return time.monotonic() - killed
+
     def _import_images(self) -> None:
         self.images["busybox"] = busybox_image()
         for image in self.images.values():
