@@ -66,6 +66,33 @@ def test_inference_hpa_metric(metric: str, target: float, expected: dict[str, An
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
 
 
+def test_inference_gives_pods_back_after_its_scale_down_window() -> None:
+    """Scale-up reacts at once; scale-down waits `scaleDownSeconds` of low load (300
+    by default, as the HPA's own default); workers keep the default."""
+    default = autoscaler(BuildContext(sample("minimal")), INFERENCE)
+    assert default is not None
+    assert default["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+    assert default["spec"]["behavior"]["scaleUp"]["stabilizationWindowSeconds"] == 0
+    quick = BuildContext(sample("minimal", inference__autoscaling={"scaleDownSeconds": 20}))
+    hpa = autoscaler(quick, INFERENCE)
+    assert hpa is not None
+    assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 20
+    worker = autoscaler(
+        BuildContext(
+            sample(
+                "minimal",
+                kafka__partitions=4,
+                inference__autoscaling={"scaleDownSeconds": 20},
+            ),
+            OperatorSettings.model_construct(),
+            Capabilities(),
+        ),
+        JOINER,
+    )
+    assert worker is not None
+    assert worker["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+
+
 def test_fixed_inference_replicas_have_no_hpa() -> None:
     ctx = BuildContext(sample("minimal", inference__replicas={"min": 3, "max": 3}))
     assert fixed_replicas(ctx, INFERENCE) == 3

@@ -6,11 +6,13 @@
 #                              from the Go module proxy (go.mod here pins the releases)
 #   CoreDNS                    the real node's cluster DNS, `go build` of coredns/ (a
 #                              module of its own: CoreDNS with the plugins it needs)
+#   metrics-server             the real node's resource metrics (what the HPA reads),
+#                              `go build` of its release, pinned in metrics-server/go.mod
 #   Apache Kafka               the broker's jars from Maven Central (pom.xml here)
 #
 # The cache directory is ${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>, where
 # the key names the pinned versions and a hash of this directory's inputs (go.mod,
-# go.sum, pom.xml, log4j2.properties, coredns/ and this script): any change builds into a new
+# go.sum, pom.xml, log4j2.properties, coredns/, metrics-server/ and this script): any change builds into a new
 # directory, and an unchanged rig is not built again. Go's module and build caches
 # (~/go/pkg/mod, ~/.cache/go-build) and Maven's (~/.m2) stay where they are, so even
 # a new key rebuilds mostly from cache. Builds of one key take turns (flock), so
@@ -18,7 +20,7 @@
 #
 #   bash tests/rig/build.sh            build what is missing, print timings
 #   bash tests/rig/build.sh --print    print the rig directory and exit
-#   bash tests/rig/build.sh k8s|coredns|kafka  build one part only
+#   bash tests/rig/build.sh k8s|coredns|metrics-server|kafka  build one part only
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -29,9 +31,11 @@ k8s_version="$(mod_version k8s.io/kubernetes)"
 etcd_version="$(mod_version go.etcd.io/etcd/server/v3)"
 kwok_version="$(mod_version sigs.k8s.io/kwok)"
 coredns_version="$(awk '$2 == "github.com/coredns/coredns" { print $3; exit }' "$here/coredns/go.mod")"
+metrics_version="$(awk '$1 == "sigs.k8s.io/metrics-server" { print $2; exit }' "$here/metrics-server/go.mod")"
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
 # Keep in step with rig_key() in tests/support/driftline_testing/rig.py.
-inputs=(go.mod go.sum pom.xml log4j2.properties coredns/go.mod coredns/go.sum coredns/main.go build.sh)
+inputs=(go.mod go.sum pom.xml log4j2.properties coredns/go.mod coredns/go.sum coredns/main.go
+  metrics-server/go.mod metrics-server/go.sum build.sh)
 digest="$(cd "$here" && cat "${inputs[@]}" | sha256sum | cut -c1-10)"
 key="k8s-${k8s_version}-kafka-${kafka_version}-${digest}"
 rig="$cache_root/$key"
@@ -88,8 +92,10 @@ build_k8s() {
   done
   chmod -R u+w "$out/kwok-stages"
   mkdir -p "$rig"
-  # CoreDNS has a build of its own (build_coredns) into the same bin/.
-  if [[ -f "$rig/bin/coredns" ]]; then mv "$rig/bin/coredns" "$out/"; fi
+  # CoreDNS and metrics-server have builds of their own into the same bin/.
+  for own in coredns metrics-server; do
+    if [[ -f "$rig/bin/$own" ]]; then mv "$rig/bin/$own" "$out/"; fi
+  done
   rm -rf "$rig/bin" && mv "$out" "$rig/bin"
   printf 'kubernetes %s\netcd %s\nkwok %s\n' "$k8s_version" "$etcd_version" "$kwok_version" \
     >"$rig/k8s.done"
@@ -113,6 +119,27 @@ build_coredns() {
   mv "$out/coredns" "$rig/bin/coredns" && rmdir "$out"
   echo "coredns $coredns_version" >"$rig/coredns.done"
   stamp "coredns $coredns_version: built"
+}
+
+build_metrics_server() {
+  if [[ -f "$rig/metrics-server.done" ]]; then
+    stamp "metrics-server $metrics_version: cached"
+    return
+  fi
+  command -v go >/dev/null || { echo "build.sh: Go is needed to build the rig" >&2; exit 1; }
+  local out="$rig/metrics-server.partial"
+  rm -rf "$out" && mkdir -p "$out"
+  (
+    # A tool of its module (go.mod's `tool` line): its own dependency pins, apart
+    # from the control plane's.
+    cd "$here/metrics-server"
+    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
+      -o "$out/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server
+  )
+  mkdir -p "$rig/bin"
+  mv "$out/metrics-server" "$rig/bin/metrics-server" && rmdir "$out"
+  echo "metrics-server $metrics_version" >"$rig/metrics-server.done"
+  stamp "metrics-server $metrics_version: built"
 }
 
 build_kafka() {
@@ -153,11 +180,12 @@ if command -v flock >/dev/null; then
   flock 9
 fi
 case "$what" in
-  all) build_kafka; build_k8s; build_coredns ;;
+  all) build_kafka; build_k8s; build_coredns; build_metrics_server ;;
   k8s) build_k8s ;;
   coredns) build_coredns ;;
+  metrics-server) build_metrics_server ;;
   kafka) build_kafka ;;
-  *) echo "usage: build.sh [--print|all|k8s|coredns|kafka]" >&2; exit 2 ;;
+  *) echo "usage: build.sh [--print|all|k8s|coredns|metrics-server|kafka]" >&2; exit 2 ;;
 esac
 prune
 stamp "rig ready"

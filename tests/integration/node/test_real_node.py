@@ -275,6 +275,40 @@ def test_a_pod_over_its_memory_limit_is_oom_killed(stack: NodeStack) -> None:
     assert terminated["exitCode"] == 137
 
 
+def test_the_resource_metrics_api_reads_a_busy_pods_cpu(
+    stack: NodeStack, request: pytest.FixtureRequest
+) -> None:
+    """metrics-server (a daemon of the node) answers `metrics.k8s.io` through the API
+    server, as the HPA reads it: the node's usage, and a Pod spinning on a CPU held
+    to 100m reads close to its limit."""
+    assert stack.node is not None
+    started = time.monotonic()
+    node = stack.node.metrics_ready(timeout=90)
+    node_s = time.monotonic() - started
+    assert node["usage"]["cpu"].endswith("n") and node["usage"]["memory"].endswith("Ki"), node
+    spin = pod("spin", busybox(stack), "while :; do :; done", memory="16Mi")
+    spin["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "100m"
+    create(stack, spin)
+    path = f"{node_infra.METRICS_API}/namespaces/{NAMESPACE}/pods/spin"
+
+    def busy() -> float | None:
+        try:
+            usage = plane(stack).request("GET", path)["containers"][0]["usage"]["cpu"]
+        except OSError:  # no sample yet: 404 until metrics-server scraped the Pod twice
+            return None
+        millicores = int(usage.removesuffix("n")) / 1e6
+        return millicores if millicores > 60 else None
+
+    millicores = eventually(busy, 90, "the Pod's CPU in the resource metrics API")
+    assert millicores < 130, millicores
+    plane(stack).request("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods/spin")
+    report(
+        request,
+        f"resource metrics: node usage {node_s:.1f} s after asked; a spinning Pod held to "
+        f"100m read {millicores:.0f}m, {time.monotonic() - started:.0f} s after asked",
+    )
+
+
 def test_the_host_network_namespace_stays_untouched(stack: NodeStack) -> None:
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
     assert "KUBE-" not in rules and "CNI-" not in rules
@@ -290,7 +324,8 @@ def test_the_host_network_namespace_stays_untouched(stack: NodeStack) -> None:
 def test_the_stack_memory_is_recorded(stack: NodeStack, request: pytest.FixtureRequest) -> None:
     assert stack.node is not None
     usage = stack.node.memory_mib()
-    assert {"kubelet", "containerd", "kube-proxy", "coredns", "kube-apiserver"} <= usage.keys()
+    parts = {"kubelet", "containerd", "kube-proxy", "coredns", "metrics-server", "kube-apiserver"}
+    assert parts <= usage.keys()
     detail = ", ".join(f"{name} {mib:.0f}" for name, mib in sorted(usage.items()))
     report(request, f"memory: {sum(usage.values()):.0f} MiB ({detail})")
 

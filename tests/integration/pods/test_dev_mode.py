@@ -627,3 +627,156 @@ def test_an_inference_pod_deleted_mid_stream_fails_no_request(
         f"{out['p99_ms']:.1f} ms); 2 Pods Ready again {back:.1f} s after the delete",
         TAG,
     )
+
+
+def test_containerd_killed_and_restarted_mid_stream_fails_no_request(
+    scorer: dict[str, Any],
+    kube: Kube,
+    real_node: NodeStack,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The node's containerd is SIGKILLed during a stream through the 2 inference Pods
+    and started again: the containers run on under their shims, so every request is
+    answered, correctly; after it the node still runs new Pods (an inference Pod
+    deleted comes back Ready)."""
+    assert real_node.node is not None
+    seconds = 12
+    argv = [
+        "python3",
+        "-c",
+        TRAFFIC,
+        INFERENCE_URL,
+        str(seconds),
+        json.dumps(scorer["rows"]),
+        json.dumps(scorer["expected"]),
+    ]
+    manifest = client_pod("through-restart", dev_images["dev-mlflow"].ref, argv)
+    started = time.monotonic()
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    while "progress 40" not in kube.kubectl(
+        "logs", "-n", CLIENTS, manifest["metadata"]["name"], check=False
+    ):
+        assert time.monotonic() - started < 120, kube.kubectl(
+            "get", "events", "-n", CLIENTS, check=False
+        )
+        time.sleep(0.25)
+    down_s = real_node.node.restart_containerd()
+    log, _ = finish_pod(kube, manifest["metadata"]["name"], started, timeout=seconds + 120)
+    out = json.loads(log.strip().splitlines()[-1])
+    assert not out["failed"], out
+    assert not out["wrong"] and out["ok"] == out["requests"], out
+    victim = inference_pods(kube)[0]["metadata"]["name"]
+    deleted = time.monotonic()
+    kube.kubectl("delete", "pod", victim, "-n", MODELS, "--wait=false")
+    back = wait_inference_ready(kube, 2, timeout=120)
+    report(
+        request,
+        f"containerd killed and restarted mid-stream (answering again {down_s:.1f} s after "
+        f"the kill): {out['requests']} requests in {out['seconds']:.1f} s, none failed "
+        f"(max {out['max_ms']:.0f} ms); a Pod deleted after it Ready again in {back:.1f} s "
+        f"({time.monotonic() - deleted:.1f} s)",
+        TAG,
+    )
+
+
+# --- autoscaling on the node's resource metrics --------------------------------------
+
+
+def hpa_status(kube: Kube) -> dict[str, Any]:
+    hpa = kube.json("get", "hpa", f"{SCORER}-inference", "-n", MODELS, check=False)
+    return dict(hpa.get("status", {}))
+
+
+def cpu_utilization(status: dict[str, Any]) -> int | None:
+    for metric in status.get("currentMetrics") or []:
+        current = metric.get("resource", {}).get("current", {})
+        if "averageUtilization" in current:
+            return int(current["averageUtilization"])
+    return None
+
+
+def test_the_inference_hpa_scales_out_under_load_and_back_in(
+    scorer: dict[str, Any],
+    kube: Kube,
+    real_node: NodeStack,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """The operator's HPA for inference, on CPU, fed by the rig's metrics-server from
+    the kubelet: the model (2 fixed replicas until now) gets 1 to 3 replicas of 100m
+    CPU at a 50 % target and a 15 s scale-down window. Under a client's stream the HPA
+    adds Pods, which become Ready and serve; once the stream ends it gives them back,
+    down to 1. Every request of the stream is answered correctly."""
+    assert real_node.node is not None
+    node = real_node.node.metrics_ready(timeout=90)
+    assert node["usage"]["cpu"] and node["usage"]["memory"], node
+    patch = {
+        "spec": {
+            "inference": {
+                "replicas": {"min": 1, "max": 3},
+                "resources": {"cpu": "100m", "memory": "512Mi"},
+                "autoscaling": {"metric": "cpu", "target": 50, "scaleDownSeconds": 15},
+            }
+        }
+    }
+    kube.kubectl(
+        "patch", "dynamicmodel", SCORER, "-n", MODELS, "--type", "merge", "-p", json.dumps(patch)
+    )
+    # Calm first: the HPA reads a utilization (metrics flow) and holds one Pod.
+    started = time.monotonic()
+    status = hpa_status(kube)
+    while not (cpu_utilization(status) is not None and status.get("currentReplicas") == 1):
+        assert time.monotonic() - started < 240, (
+            status,
+            kube.kubectl("get", "events", "-n", MODELS),
+        )
+        time.sleep(2)
+        status = hpa_status(kube)
+    wait_inference_ready(kube, 1, timeout=120)
+    calm_s = time.monotonic() - started
+
+    seconds = 100
+    argv = [
+        "python3",
+        "-c",
+        TRAFFIC,
+        INFERENCE_URL,
+        str(seconds),
+        json.dumps(scorer["rows"]),
+        json.dumps(scorer["expected"]),
+    ]
+    load = time.monotonic()
+    kube.kubectl(
+        "apply", "-f", "-", stdin=json.dumps(client_pod("load", dev_images["dev-mlflow"].ref, argv))
+    )
+    peak, busiest, out_s = 1, 0, None
+    while time.monotonic() - load < seconds - 10 and (out_s is None or peak < 2):
+        status = hpa_status(kube)
+        busiest = max(busiest, cpu_utilization(status) or 0)
+        ready = sum(1 for pod in inference_pods(kube) if is_ready(pod))
+        if ready > peak:
+            peak = ready
+            out_s = out_s or time.monotonic() - load
+        time.sleep(2)
+    log, _ = finish_pod(kube, "load", load, timeout=seconds + 120)
+    ended = time.monotonic()
+    out = json.loads(log.strip().splitlines()[-1])
+    assert out["requests"] > 0 and out["ok"] == out["requests"], out
+    assert peak >= 2, f"no scale-out: busiest {busiest} %, {hpa_status(kube)}"
+
+    status = hpa_status(kube)
+    while not (status.get("desiredReplicas") == 1 and len(inference_pods(kube)) == 1):
+        assert time.monotonic() - ended < 180, status
+        time.sleep(2)
+        status = hpa_status(kube)
+    in_s = time.monotonic() - ended
+    report(
+        request,
+        f"HPA on CPU (metrics-server): calm with 1 Pod {calm_s:.0f} s after the patch; under "
+        f"a stream ({out['requests']} requests in {out['seconds']:.0f} s, all correct) "
+        f"{peak} Pods Ready, the second {out_s:.0f} s after it began (busiest reading "
+        f"{busiest} % of the request); back to 1 Pod {in_s:.0f} s after it ended "
+        "(scale-down window 15 s)",
+        TAG,
+    )

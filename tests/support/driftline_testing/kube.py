@@ -154,6 +154,16 @@ class ControlPlane:
         write_ca(
             pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key", "driftline-rig-front-proxy"
         )
+        # The API server's client certificate towards aggregated API servers
+        # (metrics-server): the name --requestheader-allowed-names lets through.
+        write_client_cert(
+            pki / "front-proxy-ca.crt",
+            pki / "front-proxy-ca.key",
+            pki / "front-proxy-client.crt",
+            pki / "front-proxy-client.key",
+            "front-proxy-client",
+            (),
+        )
         # The API server's client certificate towards the kubelets (logs, exec).
         write_client_cert(
             pki / "client-ca.crt",
@@ -220,6 +230,12 @@ class ControlPlane:
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                # An aggregated API (metrics-server) is reached at its endpoints'
+                # addresses: the API server runs outside the node, where no kube-proxy
+                # routes Service addresses.
+                "--enable-aggregator-routing=true",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 f"--service-account-issuer={ISSUER}",
@@ -263,6 +279,9 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # One replica: no lease to win, the controllers start at once.
                 "--leader-elect=false",
+                # The HPA looks at its metrics every 5 s (15 s by default): tests see
+                # a scale-out within seconds of the metrics moving.
+                "--horizontal-pod-autoscaler-sync-period=5s",
                 "--profiling=false",
             ],
         )

@@ -13,9 +13,10 @@ here, the chart, traffic between Pods and through Services, OOM kills):
                   cgroup root of its own, a client certificate from the control
                   plane's CA), kube-proxy (iptables) and CoreDNS (the cluster DNS:
                   the `kube-dns` Service at `CLUSTER_DNS`, which Pods get as their
-                  name server), each started inside the namespace with
-                  `nsenter --net`; the pause and busybox images (`node_images.py`)
-                  imported with `ctr`
+                  name server) and metrics-server (the resource metrics API the
+                  HPA reads, from the kubelet), each started inside the namespace
+                  with `nsenter --net`; the pause and busybox images
+                  (`node_images.py`) imported with `ctr`
 
 The mount namespace stays the host's (kubelet and containerd need it for
 volumes); the host's own network namespace gets no iptables rules and no route
@@ -75,6 +76,8 @@ CLUSTER_CIDR = "10.244.0.0/16"
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 COREDNS_READY_PORT = 8181
+METRICS_PORT = 4443
+METRICS_API = "/apis/metrics.k8s.io/v1beta1"
 HOST_PACKAGES = "containerd runc containernetworking-plugins iptables conntrack busybox-static"
 # kubelet sets these host-wide on start (protectKernelDefaults=false); put back after.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
@@ -93,7 +96,7 @@ def missing_parts(layout: RigLayout | None = None) -> list[str]:
     layout = layout or rig_layout()
     missing = [
         f"{layout.binary(name)} (make rig)"
-        for name in ("kubelet", "kube-proxy", "coredns")
+        for name in ("kubelet", "kube-proxy", "coredns", "metrics-server")
         if not layout.binary(name).is_file()
     ]
     missing += [
@@ -503,6 +506,7 @@ class RealNode:
             self.timings["node_ready_s"] = time.monotonic() - started
             self._start_coredns(deadline)
             self.timings["dns_ready_s"] = time.monotonic() - started
+            self._start_metrics_server(deadline)
         except BaseException:
             self.close()
             raise
@@ -543,6 +547,7 @@ class RealNode:
             ("kubelet", f"system:node:{self.name}", ("system:nodes",)),
             ("kube-proxy", "system:kube-proxy", ()),
             ("coredns", "system:coredns", ()),
+            ("metrics-server", "system:metrics-server", ()),
         ):
             cert, key = pki / f"{who}.crt", pki / f"{who}.key"
             write_client_cert(
@@ -693,6 +698,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             lambda: bool(self._ctr("version", timeout=5)),
             containerd,
         )
+
+    def restart_containerd(self, timeout: float = 60.0) -> float:
+        """SIGKILL containerd, as a crash would, and start it again with the same
+        configuration: the Pods' containers run on under their shims (each in a
+        process group of its own), and the kubelet reconnects to the socket. The
+        seconds from the kill until containerd answered again."""
+        process = next(p for p in self._processes if p.name == "containerd")
+        killed = time.monotonic()
+        process.kill()
+        process.start()
+        self._wait(
+            killed + timeout,
+            "containerd's socket after its restart",
+            lambda: bool(self._ctr("version", timeout=5)),
+            process,
+        )
+        return time.monotonic() - killed
 
     def _import_images(self) -> None:
         self.images["busybox"] = busybox_image()
@@ -896,6 +918,159 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         )
         ready = f"http://{self.network.node_ip}:{COREDNS_READY_PORT}/ready"
         self._wait(deadline, "CoreDNS /ready", lambda: self.plane._get_ok(ready), coredns)
+
+    def _start_metrics_server(self, deadline: float) -> None:
+        """metrics-server as a daemon of the node (like CoreDNS), serving the resource
+        metrics API (`metrics.k8s.io`, what the HPA and `kubectl top` read) from the
+        kubelet's /metrics/resource, registered as kubeadm's add-on registers it: an
+        APIService in front of the `metrics-server` Service of kube-system, whose
+        EndpointSlice names the node's address.
+
+        Its identity `system:metrics-server` gets the add-on's own grants: read nodes'
+        metrics and list Pods and nodes, delegate authentication and authorization to
+        the API server, read the API server's request-header CA. It scrapes every 10 s
+        (the shortest it allows); the kubelet's serving certificate is self-signed.
+        The node does not wait for a first scrape: a test that needs metrics waits for
+        them (`metrics_ready`).
+        """
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        user = {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "User",
+            "name": "system:metrics-server",
+        }
+        rules = [
+            {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+        ]
+        self.plane.request(
+            "POST",
+            f"{rbac}/clusterroles",
+            {"metadata": {"name": "system:metrics-server"}, "rules": rules},
+        )
+        for binding, role in (
+            ("system:metrics-server", "system:metrics-server"),
+            ("metrics-server:system:auth-delegator", "system:auth-delegator"),
+        ):
+            self.plane.request(
+                "POST",
+                f"{rbac}/clusterrolebindings",
+                {
+                    "metadata": {"name": binding},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": role,
+                    },
+                    "subjects": [user],
+                },
+            )
+        self.plane.request(
+            "POST",
+            f"{rbac}/namespaces/kube-system/rolebindings",
+            {
+                "metadata": {"name": "metrics-server-auth-reader"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "extension-apiserver-authentication-reader",
+                },
+                "subjects": [user],
+            },
+        )
+        port = {"name": "https", "port": METRICS_PORT, "protocol": "TCP"}
+        self.plane.request(
+            "POST",
+            "/api/v1/namespaces/kube-system/services",
+            {
+                "metadata": {"name": "metrics-server", "labels": {"k8s-app": "metrics-server"}},
+                "spec": {"ports": [{**port, "targetPort": METRICS_PORT}]},
+            },
+        )
+        self.plane.request(
+            "POST",
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+            {
+                "metadata": {
+                    "name": "metrics-server-rig",
+                    "labels": {
+                        "kubernetes.io/service-name": "metrics-server",
+                        "endpointslice.kubernetes.io/managed-by": "driftline-rig",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {
+                        "addresses": [self.network.node_ip],
+                        "conditions": {"ready": True},
+                        "nodeName": self.name,
+                    }
+                ],
+                "ports": [port],
+            },
+        )
+        self.plane.request(
+            "POST",
+            "/apis/apiregistration.k8s.io/v1/apiservices",
+            {
+                "metadata": {"name": "v1beta1.metrics.k8s.io"},
+                "spec": {
+                    "service": {
+                        "name": "metrics-server",
+                        "namespace": "kube-system",
+                        "port": METRICS_PORT,
+                    },
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    # Its serving certificate is self-signed (written at its start).
+                    "insecureSkipTLSVerify": True,
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                },
+            },
+        )
+        kubeconfig = str(self.root / "metrics-server.kubeconfig")
+        metrics = self._spawn(
+            "metrics-server",
+            [
+                str(self._layout.binary("metrics-server")),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                f"--bind-address={self.network.node_ip}",
+                f"--secure-port={METRICS_PORT}",
+                f"--cert-dir={self.root / 'metrics-server-certs'}",
+                "--kubelet-insecure-tls",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--metric-resolution=10s",
+                # Shorter than the resolution, which it must be.
+                "--kubelet-request-timeout=5s",
+            ],
+        )
+        # /livez answers anyone (the API server's default `system:public-info-viewer`).
+        live = f"https://{self.network.node_ip}:{METRICS_PORT}/livez"
+        self._wait(
+            deadline,
+            "metrics-server /livez",
+            lambda: self.plane._get_ok(live, verify=False),
+            metrics,
+        )
+
+    def metrics_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        """The node's entry of the resource metrics API, once metrics-server has scraped
+        the kubelet and the API server routes to it."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            try:
+                return dict(self.plane.request("GET", f"{METRICS_API}/nodes/{self.name}"))
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                last = exc
+            time.sleep(1)
+        logs = "\n".join(p.log_tail(20) for p in self._processes if p.name == "metrics-server")
+        raise InfraError(
+            f"no resource metrics for node {self.name} after {timeout:.0f} s: {last}\n{logs}"
+        )
 
     # -- state ----------------------------------------------------------------------------
 

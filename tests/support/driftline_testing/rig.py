@@ -27,6 +27,8 @@ PIN_FILES = (
     "coredns/go.mod",
     "coredns/go.sum",
     "coredns/main.go",
+    "metrics-server/go.mod",
+    "metrics-server/go.sum",
     "build.sh",
 )
 

@@ -164,9 +164,18 @@ def _hpa(
             "minReplicas": max(1, low),
             "maxReplicas": high,
             "metrics": [metric],
-            "behavior": copy.deepcopy(HPA_BEHAVIOR),
+            "behavior": hpa_behavior(ctx, part),
         },
     }
+
+
+def hpa_behavior(ctx: BuildContext, part: Part) -> dict[str, Any]:
+    """`HPA_BEHAVIOR`; inference gives pods back after its spec's `scaleDownSeconds`."""
+    behavior = copy.deepcopy(HPA_BEHAVIOR)
+    if part.name == "inference":
+        window = ctx.model.spec.inference.autoscaling.scale_down_seconds
+        behavior["scaleDown"]["stabilizationWindowSeconds"] = window
+    return behavior
 
 
 def trigger_authentication_name(ctx: BuildContext) -> str:

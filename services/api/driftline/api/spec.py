@@ -816,6 +816,13 @@ class AutoscalingSpec(SpecModel):
         gt=0,
         description="Target per pod: percent for cpu/gpu, requests for inflight/rps.",
     )
+    scale_down_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=3600,
+        description="How long the load must stay low before pods are given back (the "
+        "HPA's scale-down stabilization window); a model's load is costly.",
+    )
 
 
 class BatchingSpec(SpecModel):
