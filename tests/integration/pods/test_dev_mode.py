@@ -53,15 +53,17 @@ TAG = "dev mode"
 SAMPLE = ROOT / "manifests" / "samples" / "minimal.yaml"
 # Each server's memory limit in the chart's values (MiB).
 LIMITS = {"redis": 256, "kafka": 1024, "mlflow": 1024}
+# The operator's settings in the chart's values.
+OPERATOR_SETTINGS: dict[str, Any] = {"tick_seconds": 2, **SMALL_PARTS}
 
 
 def host(server: str) -> str:
     return f"driftline-{server}.{NAMESPACE}.svc.cluster.local"
 
 
-def dev_model(name: str, replicas: int = 1) -> dict[str, Any]:
+def dev_model(name: str, replicas: int = 1, training: str = "off") -> dict[str, Any]:
     """A DynamicModel document using the dev-mode servers by their Service names, with
-    `replicas` small inference replicas and training off."""
+    `replicas` small inference replicas and training `training` (off by default)."""
     from driftline_testing.models import model_document
 
     document = model_document(
@@ -75,7 +77,7 @@ def dev_model(name: str, replicas: int = 1) -> dict[str, Any]:
             "resources": {"cpu": "250m", "memory": "512Mi"},
         },
     )
-    document["spec"]["training"] = {"mode": "off"}
+    document["spec"]["training"] = {"mode": training}
     return document
 
 
@@ -200,37 +202,45 @@ def dev_images(image_builder: ImageBuilder) -> dict[str, BuiltImage]:
 
 def node_ref(name: str, dev_images: dict[str, BuiltImage]) -> str:
     """The image's reference on the node. The chart gives the operator and the parts
-    one tag, so inference's image goes there under the operator's."""
-    if name == "inference":
-        return f"driftline/inference:{dev_images['operator'].ref.rsplit(':', 1)[1]}"
+    one tag, so the parts' images (inference's, the services image) go there under the
+    operator's."""
+    if name in ("inference", "services"):
+        return f"driftline/{name}:{dev_images['operator'].ref.rsplit(':', 1)[1]}"
     return str(dev_images[name].ref)
+
+
+def put_image(
+    real_node: NodeStack, docker_daemon: DockerDaemon, image: str, wanted: str
+) -> float | None:
+    """The image `image` of the docker engine into the node's containerd as `wanted`,
+    streamed (`docker save | ctr images import -`: no tarball on disk); the seconds it
+    took, None when the node already had that image under that name."""
+    ref = f"docker.io/{wanted}"
+    if real_node.image_id(ref) == docker_daemon.image_id(image):
+        return None  # imported before in this session (the operator's, by its own tests)
+    started = time.monotonic()
+    if wanted != image:
+        docker_daemon.docker("tag", image, wanted)
+    try:
+        with docker_daemon.saving(wanted) as stream:
+            real_node.import_stream(stream)
+    finally:
+        if wanted != image:
+            docker_daemon.docker("rmi", wanted)  # the tag only: the image keeps its own
+    assert real_node.image_id(ref) == docker_daemon.image_id(image), ref
+    return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")
 def imported(
-    real_node: NodeStack,
-    dev_images: dict[str, BuiltImage],
-    docker_daemon: DockerDaemon,
-    tmp_path_factory: pytest.TempPathFactory,
+    real_node: NodeStack, dev_images: dict[str, BuiltImage], docker_daemon: DockerDaemon
 ) -> dict[str, float]:
     """The images in the node's containerd; the seconds each took (save and import)."""
-    folder = tmp_path_factory.mktemp("dev-images")
     seconds = {}
     for name, image in dev_images.items():
-        wanted = node_ref(name, dev_images)
-        ref = f"docker.io/{wanted}"
-        if ref in real_node.image_refs():
-            continue  # the operator's, imported by the operator's own tests
-        started = time.monotonic()
-        if wanted != image.ref:
-            docker_daemon.docker("tag", image.ref, wanted)
-        tarball = docker_daemon.save(wanted, folder / f"{name}.tar")
-        if wanted != image.ref:
-            docker_daemon.docker("rmi", wanted)  # the tag only: the image keeps its own
-        real_node.import_image(tarball)
-        tarball.unlink()
-        seconds[name] = time.monotonic() - started
-        assert ref in real_node.image_refs()
+        took = put_image(real_node, docker_daemon, image.ref, node_ref(name, dev_images))
+        if took is not None:
+            seconds[name] = took
     return seconds
 
 
@@ -240,13 +250,16 @@ def installed(
     imported: dict[str, float],
     dev_images: dict[str, BuiltImage],
     tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[dict[str, float]]:
     """`helm install` in dev mode with the images built here; the seconds until each
-    server's Pod was Ready. Uninstalled at the end."""
+    server's Pod was Ready. Uninstalled at the end. The operator's settings are
+    `OPERATOR_SETTINGS`, the test module's own where it has one."""
+    operator_settings = getattr(request.module, "OPERATOR_SETTINGS", OPERATOR_SETTINGS)
     repository, tag = dev_images["operator"].ref.rsplit(":", 1)
     values = {
         "image": {"operator": repository, "tag": tag, "pullPolicy": "Never"},
-        "operator": {"settings": {"tick_seconds": 2, **SMALL_PARTS}},
+        "operator": {"settings": operator_settings},
         "dev": {
             "enabled": True,
             **{server: {"image": dev_images[DEV_IMAGES[server]].ref} for server in SERVERS},

@@ -277,6 +277,35 @@ class DockerDaemon:
             options += ["--entrypoint", entrypoint]
         return self.docker("run", *options, image, *argv, check=False, timeout=timeout)
 
+    @contextlib.contextmanager
+    def saving(self, ref: str) -> Iterator[IO[bytes]]:
+        """`docker save REF` as a stream (its standard output), for a reader such as
+        `ctr images import -`: no tarball on disk. A failed save raises once the
+        reader is done."""
+        env = {**os.environ, "DOCKER_CLI_HINTS": "false"}
+        env.pop("DOCKER_HOST", None)
+        with tempfile.TemporaryFile() as errors:
+            process = subprocess.Popen(
+                [DOCKER, "-H", self.host, "save", ref],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=env,
+            )
+            assert process.stdout is not None
+            try:
+                yield process.stdout
+            finally:
+                process.stdout.close()
+                try:
+                    code = process.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    code = process.wait()
+            if code != 0:
+                errors.seek(0)
+                raise InfraError(f"docker save {ref} exited {code}: {errors.read().decode()}")
+
     def save(self, ref: str, path: Path) -> Path:
         """`docker save` to a tarball (what `ctr images import` reads)."""
         path.parent.mkdir(parents=True, exist_ok=True)

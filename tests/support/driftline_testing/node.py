@@ -47,7 +47,7 @@ import urllib.error
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 from driftline.local.servers.process import InfraError, ManagedProcess
 from driftline_testing.kube import ControlPlane
@@ -732,6 +732,31 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         after = set(self._ctr("images", "ls", "-q", timeout=30).split())
         return sorted(after - before)
 
+    def import_stream(self, stream: IO[bytes], timeout: float = 900.0) -> list[str]:
+        """`import_image` from a stream (the standard output of `docker save REF`):
+        the tarball never lands on disk, only the layers containerd keeps."""
+        before = self.image_refs()
+        argv = ["ctr", "-a", str(self.socket), "-n", "k8s.io", "images", "import", "-"]
+        result = subprocess.run(
+            argv, stdin=stream, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if result.returncode != 0:
+            raise InfraError(f"ctr images import - exited {result.returncode}: {result.stderr}")
+        return sorted(self.image_refs() - before)
+
+    def image_id(self, ref: str) -> str | None:
+        """The image id (its config's digest, what `docker image inspect` calls Id) of
+        `ref` in the node's containerd; None when the node has no such image."""
+        listed = self._ctr("images", "ls", f"name=={ref}", timeout=30).splitlines()[1:]
+        if not listed:
+            return None
+        digest = listed[0].split()[2]
+        document = json.loads(self._ctr("content", "get", digest, timeout=30))
+        if "manifests" in document:  # an index: its first manifest
+            digest = document["manifests"][0]["digest"]
+            document = json.loads(self._ctr("content", "get", digest, timeout=30))
+        return str(document["config"]["digest"])
+
     def image_refs(self) -> set[str]:
         """The references of every image in the node's containerd."""
         return set(self._ctr("images", "ls", "-q", timeout=30).split())
@@ -1192,6 +1217,18 @@ class NodeStack:
         if self.node is None:
             raise InfraError("the real node is not started")
         return self.node.import_image(tarball, timeout=timeout)
+
+    def import_stream(self, stream: IO[bytes], timeout: float = 900.0) -> list[str]:
+        """An image tarball streamed into the node's containerd (`RealNode.import_stream`)."""
+        if self.node is None:
+            raise InfraError("the real node is not started")
+        return self.node.import_stream(stream, timeout=timeout)
+
+    def image_id(self, ref: str) -> str | None:
+        """The id of the image `ref` in the node's containerd (`RealNode.image_id`)."""
+        if self.node is None:
+            raise InfraError("the real node is not started")
+        return self.node.image_id(ref)
 
     def image_refs(self) -> set[str]:
         """The references of every image in the node's containerd."""
