@@ -10,8 +10,9 @@ pinned to the other core. Contenders:
 - floors: raw `session.run` in-process (no HTTP); a bare ASGI app (uvicorn +
   ONNX Runtime, no framework), with and without a micro-batcher;
 - Driftline: batching off and on (prediction log off, as the peers have none),
-  batching on with the prediction log (the default), and the cache (every request
-  the same row: hits);
+  batching on with the prediction log (the default), the Open Inference Protocol v2
+  route (`/v2/models/<name>/infer`, batching on, log off), and the cache (every
+  request the same row: hits);
 - peers, each in its own venv (`benchmarks.suite.peers`): MLServer with a custom
   ONNX runtime (adaptive batching off and on), KServe ModelServer, BentoML
   (batchable off and on).
@@ -95,6 +96,13 @@ def _contract(doc: dict[str, Any]) -> FeatureContract:
 
 def _driftline_body() -> str:
     return json.dumps({"entity_id": "entity-17", "features": dict(zip(FEATURES, ROW, strict=True))})
+
+
+def _oip_body() -> str:
+    """The same row as an Open Inference Protocol v2 request (the packed `numeric` tensor,
+    as `tritonclient` sends it in JSON)."""
+    tensor = {"name": "numeric", "shape": [1, WIDTH], "datatype": "FP32", "data": ROW}
+    return json.dumps({"inputs": [tensor], "parameters": {"entity_id": "entity-17"}})
 
 
 @contextmanager
@@ -294,6 +302,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "batching off": {"batching": {"enabled": False}},
     "batching on": {"batching": BATCHING},
     "batching on, log on": {"batching": BATCHING},
+    "OIP v2, batching on": {"batching": BATCHING},
     "cache hit": {"batching": BATCHING, "cache": {"enabled": True, "ttlSeconds": 3600}},
 }
 
@@ -322,13 +331,16 @@ def _driftline_targets(
         env = {"DRIFTLINE_INFERENCE_PREDICTION_LOG": "true" if log_on else "false"}
         # `Server` (the inference benchmark's) writes the model file and the environment.
         server = Server(f"driftline-{label}", doc, env, cores.server or "0")
+        oip = label.startswith("OIP")
         target = Target(
             f"Driftline, {label}" + ("" if log_on or label == "cache hit" else ", log off"),
             DRIFTLINE,
             DRIFTLINE,
             label != "batching off",
-            f"{server.url}/v1/models/{server.name}/predict",
-            _driftline_body(),
+            f"{server.url}/v2/models/{server.name}/infer"
+            if oip
+            else f"{server.url}/v1/models/{server.name}/predict",
+            _oip_body() if oip else _driftline_body(),
             f"{server.url}/v2/health/ready",
             log=server.dir / "server.log",
         )

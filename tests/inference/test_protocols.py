@@ -236,3 +236,69 @@ def test_oip_binary_outputs_follow_the_json_header(oip: OipProtocol) -> None:
     assert head["parameters"]["request_ids"] == ["a", "bb"]
     blob = payload[length:]
     assert np.frombuffer(blob[:16], np.int64).tolist() == [1, 0]
+
+
+def packed(data: Any, shape: list[int] | None = None) -> list[dict[str, Any]]:
+    numeric = {"name": "numeric", "shape": shape or [1, 3], "datatype": "FP32", "data": data}
+    return [numeric, {"name": "categorical", "shape": [1, 1], "datatype": "BYTES", "data": ["c"]}]
+
+
+# Numeric data as clients send it: flat (checked by the fast path) and nested (the walk).
+@pytest.mark.parametrize(
+    ("inputs", "field"),
+    [
+        (packed([1.0, True, 3.0]), "inputs[0].data"),
+        (packed([[1.0, True, 3.0]]), "inputs[0].data"),
+        (packed([1.0, "2", 3.0]), "inputs[0].data"),
+        (packed([[1.0, "2", 3.0]]), "inputs[0].data"),
+        (packed([1.0, None, 3.0]), "inputs[0].data"),
+        (packed([1.0, {"a": 1}, 3.0]), "inputs[0].data"),
+        (packed([[1.0, 2.0], [3.0]], [2, 3]), "inputs[0].data"),
+        (packed([1.0, 2.0]), "inputs[0].data"),
+        (packed([1.0, 2.0, 3.0, 4.0]), "inputs[0].data"),
+        (packed([1.0, 10**40, 3.0]), "inputs[0].age"),
+        (packed([1.0, 2.0, 3.0], [-1, 3]), "inputs[0].shape"),
+        (packed([1.0, 2.0, 3.0], [1, 2]), "inputs[0].shape"),
+        (change(0, data=[1.0, False]), "inputs[0].data"),
+        (change(1, data=[3, [4]]), "inputs[1].data"),
+        (change(0, data=[1.0]), "inputs[0].data"),
+        (change(0, data=[1.0, 1e39]), "inputs[1].amount"),
+    ],
+)
+def test_oip_refuses_bad_numeric_data_naming_the_field(
+    oip: OipProtocol, inputs: list[dict[str, Any]], field: str
+) -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        oip.decode(body({"inputs": inputs}), None)
+    assert caught.value.status == 422
+    assert caught.value.field == field, caught.value.message
+
+
+@pytest.mark.parametrize(
+    "data", [[1, 2, 3], [1.5, 2, -3e5], [[1, 2, 3]], [2**70, 0, 1], [0.0, -0.0, 7]]
+)
+def test_oip_takes_numbers_flat_or_nested(oip: OipProtocol, data: list[Any]) -> None:
+    request = oip.decode(body({"inputs": packed(data)}), None)
+    assert request.rows.numeric is not None
+    flat = np.asarray(data, dtype=np.float64).reshape(-1)
+    assert request.rows.numeric.reshape(-1).tolist() == flat.astype(np.float32).tolist()
+    assert list(request.rows.values[0]) == [*flat.tolist(), "c"]
+
+
+def test_oip_json_answer_is_the_same_whether_outputs_are_named_or_not(oip: OipProtocol) -> None:
+    outputs = [np.array([1, 0], np.int64), np.array([[0.25, 0.75], [0.5, 0.5]], np.float32)]
+    served = Served(["a", "bb"], outputs, ["1", "2"], ["stable", "candidate"])
+    names = [*oip.output_names, "request_id"]
+    implicit = oip.decode(body({"inputs": tensors()}), None)
+    explicit = oip.decode(
+        body({"inputs": tensors(), "outputs": [{"name": n} for n in names]}), None
+    )
+    assert oip.encode(implicit, served) == oip.encode(explicit, served)
+    answer = orjson.loads(oip.encode(implicit, served)[0])
+    assert [o["name"] for o in answer["outputs"]] == names
+    assert answer["outputs"][1] == {
+        "name": "probabilities",
+        "datatype": "FP32",
+        "shape": [2, 2],
+        "data": [0.25, 0.75, 0.5, 0.5],
+    }

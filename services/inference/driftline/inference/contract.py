@@ -142,10 +142,11 @@ class FeatureContract:
         else:
             text = str if self.required else _text
             numeric = np.array([v[:k] for v in values], dtype=np.float32) if k else None
+            if numeric is not None:
+                numeric = numeric.reshape(len(values), k)
             categorical = np.array([[text(c) for c in v[k:]] for v in values], dtype=object)
             categorical = categorical.reshape(len(values), len(self.categorical))
         if numeric is not None:
-            numeric = numeric.reshape(len(values), k)
             self.check_finite(numeric, where, multi=len(values) > 1)
         return Rows(len(values), numeric, categorical, values)
 

@@ -271,7 +271,10 @@ class OipProtocol:
             contract.check_finite(numeric, "inputs", multi=True)
         if categorical is not None:
             parts.append(categorical.tolist())
-        values = [tuple(x for part in row for x in part) for row in zip(*parts, strict=True)]
+        if len(parts) == 1:  # one tensor: its rows are the values (no per-value joining)
+            values: list[tuple[Any, ...]] = list(map(tuple, parts[0]))
+        else:
+            values = [tuple(x for part in row for x in part) for row in zip(*parts, strict=True)]
         if contract.policies:
             return contract.arrange(values, "inputs")
         return Rows(n, numeric, categorical, values)
@@ -302,20 +305,11 @@ class OipProtocol:
 
     def encode(self, request: OipRequest, served: Served) -> tuple[bytes, int | None]:
         """The response body, and the JSON header's length when binary outputs follow."""
-        outputs: list[dict[str, Any]] = []
         blobs: list[bytes] = []
-        for name, datatype, shape, values, binary in self.outputs(request, served):
-            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
-            if binary:
-                blob = raw_tensor(values)
-            elif isinstance(values, list):
-                entry["data"] = values
-            else:
-                entry["data"] = values.reshape(-1)
-            if binary:
-                entry["parameters"] = {"binary_data_size": len(blob)}
-                blobs.append(blob)
-            outputs.append(entry)
+        if request.outputs is None and not request.binary_output:
+            outputs = self._all_as_json(served)
+        else:
+            outputs = self._entries(request, served, blobs)
         answer = {
             "model_name": self.model_name,
             "model_version": self.version(served),
@@ -331,6 +325,43 @@ class OipProtocol:
         if not blobs:
             return head, None
         return head + b"".join(blobs), len(head)
+
+    def _all_as_json(self, served: Served) -> list[dict[str, Any]]:
+        """The usual request's outputs (all of them, as JSON): what `_entries` gives for
+        it, without its per-output choices."""
+        outputs: list[dict[str, Any]] = [
+            {
+                "name": name,
+                "datatype": OUTPUT_TYPES[array.dtype],
+                "shape": list(array.shape),
+                "data": array.reshape(-1),
+            }
+            for name, array in zip(self.output_names, served.outputs, strict=True)
+        ]
+        ids = served.request_ids
+        outputs.append(
+            {"name": REQUEST_ID_OUTPUT, "datatype": "BYTES", "shape": [len(ids)], "data": ids}
+        )
+        return outputs
+
+    def _entries(
+        self, request: OipRequest, served: Served, blobs: list[bytes]
+    ) -> list[dict[str, Any]]:
+        """The outputs the request asked for; binary ones have their bytes in `blobs`."""
+        outputs: list[dict[str, Any]] = []
+        for name, datatype, shape, values, binary in self.outputs(request, served):
+            entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+            if binary:
+                blob = raw_tensor(values)
+            elif isinstance(values, list):
+                entry["data"] = values
+            else:
+                entry["data"] = values.reshape(-1)
+            if binary:
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            outputs.append(entry)
+        return outputs
 
     # --- metadata --------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -79,6 +79,14 @@ def _explored(explored: Explored | None, i: int) -> dict[str, Any]:
     return {"explored": explored[0][i], "served": explored[1][i], "propensity": explored[2][i]}
 
 
+def features_struct(names: Sequence[str]) -> type[msgspec.Struct]:
+    """A struct that encodes as the JSON object {name: value} of one row's values, given
+    positionally in `names` order (fields renamed: any feature name is allowed)."""
+    fields = [(f"f{i}", Any) for i in range(len(names))]
+    rename = {f"f{i}": name for i, name in enumerate(names)}
+    return msgspec.defstruct("Features", fields, rename=rename)
+
+
 class _Stamp(msgspec.Struct):
     ts: float
 
@@ -107,6 +115,8 @@ class PredictionLog:
         self.topic = topic
         self.model_name = model_name
         self.names = tuple(feature_names)
+        self._features: Callable[..., Any] = features_struct(self.names)
+        """Makes a row's `features` for its event (see `features_struct`)."""
         self.classification = task == "classification"
         self.flagged = flagged
         """Whether rows may carry `flags` (some feature has an `onInvalid` policy)."""
@@ -212,31 +222,12 @@ class PredictionLog:
         produced = 0
         produce = self.producer.produce
         topic = self.topic
-        names, model = self.names, self.model_name
-        classification = self.classification
         while self._buffer:
             record = self._buffer.popleft()
             request_ids, entity_ids, values, version, variant, outputs, ts, explored = record
             self._rows -= len(request_ids)
-            labels = outputs[0].tolist()
-            scores = outputs[1].tolist() if classification else None
-            for i, request_id in enumerate(request_ids):
+            for i, request_id, payload in self._encoded(record):
                 try:
-                    payload = encode(
-                        Prediction(
-                            request_id=request_id,
-                            model=model,
-                            model_version=version,
-                            variant=variant,
-                            features=dict(zip(names, values[i])),  # noqa: B905 - rows fit names
-                            output=float(labels[i]),
-                            ts=ts,
-                            entity_id=entity_ids[i],
-                            scores=scores[i] if scores is not None else None,
-                            flags=getattr(values[i], "flags", None) if self.flagged else None,
-                            **_explored(explored, i),
-                        )
-                    )
                     produce(topic, payload, request_id)
                 except BufferError:
                     # librdkafka's queue is full (the broker is slow or away): spool the
@@ -257,9 +248,6 @@ class PredictionLog:
                     self._producer_full.inc(len(request_ids) - i)
                     self._warn("the Kafka producer queue is full; dropping predictions")
                     break
-                except Exception:  # a prediction that cannot be encoded must not stop the log
-                    log.exception("could not log a prediction of version %s", version)
-                    continue
                 produced += 1
             else:
                 continue
@@ -366,33 +354,45 @@ class PredictionLog:
             self._holding_since = now
         return now - self._holding_since < self.stall_seconds
 
-    def _payloads(self, record: LogRecord) -> list[tuple[str, bytes, float]]:
+    def _encoded(self, record: LogRecord) -> Iterator[tuple[int, str, bytes]]:
+        """(row, request id, JSON event) of each row of `record`; a row that cannot be
+        encoded is logged and left out (it must not stop the log)."""
         request_ids, entity_ids, values, version, variant, outputs, ts, explored = record
         labels = outputs[0].tolist()
         scores = outputs[1].tolist() if self.classification else None
-        out = []
+        features, whole = self._features, len(self.names)
         for i, request_id in enumerate(request_ids):
+            row = values[i]
             try:
-                payload = encode(
-                    Prediction(
-                        request_id=request_id,
-                        model=self.model_name,
-                        model_version=version,
-                        variant=variant,
-                        features=dict(zip(self.names, values[i])),  # noqa: B905
-                        output=float(labels[i]),
-                        ts=ts,
-                        entity_id=entity_ids[i],
-                        scores=scores[i] if scores is not None else None,
-                        flags=getattr(values[i], "flags", None) if self.flagged else None,
-                        **_explored(explored, i),
-                    )
+                event = Prediction(
+                    request_id=request_id,
+                    model=self.model_name,
+                    model_version=version,
+                    variant=variant,
+                    # A struct of this model's feature names, not a dict: the same JSON
+                    # object, built at C speed (a dict per row was half the encoding).
+                    features=features(*row) if len(row) == whole else self._dict(row),
+                    output=float(labels[i]),
+                    ts=ts,
+                    entity_id=entity_ids[i],
+                    scores=scores[i] if scores is not None else None,
+                    flags=getattr(row, "flags", None) if self.flagged else None,
                 )
+                if explored is not None:
+                    event = msgspec.structs.replace(event, **_explored(explored, i))
+                payload = encode(event)
             except Exception:  # a prediction that cannot be encoded must not stop the log
                 log.exception("could not log a prediction of version %s", version)
                 continue
-            out.append((request_id, payload, ts))
-        return out
+            yield i, request_id, payload
+
+    def _dict(self, row: FeatureValues) -> Any:
+        """The features of a row that does not hold one value per name (as many as both have)."""
+        return dict(zip(self.names, row))  # noqa: B905
+
+    def _payloads(self, record: LogRecord) -> list[tuple[str, bytes, float]]:
+        ts = record[6]
+        return [(request_id, payload, ts) for _, request_id, payload in self._encoded(record)]
 
     def stats(self) -> dict[str, Any]:
         """What the log did, for people and tests: counts since start, the spool's state."""

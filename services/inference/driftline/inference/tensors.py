@@ -42,7 +42,7 @@ class TensorInput(msgspec.Struct):
 
 def tensor_array(tensor: TensorInput, chunk: memoryview | None, where: str, numeric: bool) -> Array:
     count = math.prod(tensor.shape)
-    if any(d < 0 for d in tensor.shape):
+    if tensor.shape and min(tensor.shape) < 0:
         raise InvalidInputError(
             f"shape {tensor.shape} has a negative dimension", field=f"{where}.shape"
         )
@@ -61,14 +61,7 @@ def tensor_array(tensor: TensorInput, chunk: memoryview | None, where: str, nume
                     field=f"{where}.parameters.binary_data_size",
                 )
             return np.frombuffer(chunk, dtype=dtype)
-        try:
-            array = np.asarray(tensor.data if tensor.data is not None else [])
-        except ValueError as exc:
-            raise InvalidInputError(f"data is ragged: {exc}", field=f"{where}.data") from exc
-        if array.dtype == object and _numbers_only(tensor.data or []):
-            array = np.asarray(tensor.data, dtype=np.float64)  # integers beyond int64
-        if array.size and (array.dtype.kind not in "fiu" or _has_bool(tensor.data or [])):
-            raise InvalidInputError(f"{tensor.name} needs numbers in data", field=f"{where}.data")
+        array = _numbers(tensor, where)
     else:
         if tensor.datatype != "BYTES":
             raise InvalidInputError(
@@ -90,6 +83,28 @@ def tensor_array(tensor: TensorInput, chunk: memoryview | None, where: str, nume
             f"data has {array.size} elements, shape {tensor.shape} needs {count}",
             field=f"{where}.data",
         )
+    return array
+
+
+_PLAIN_NUMBERS = frozenset({int, float})
+
+
+def _numbers(tensor: TensorInput, where: str) -> Array:
+    """The numbers of a numeric tensor's JSON `data`, refused unless all are numbers."""
+    data = tensor.data if tensor.data is not None else []
+    if set(map(type, data)) <= _PLAIN_NUMBERS:
+        # The usual body, a flat list of numbers: its types checked at C speed, without
+        # the walks below (nothing to refuse; only an integer beyond int64 needs float64).
+        array = np.asarray(data)
+        return array if array.dtype != object else np.asarray(data, dtype=np.float64)
+    try:
+        array = np.asarray(data)
+    except ValueError as exc:
+        raise InvalidInputError(f"data is ragged: {exc}", field=f"{where}.data") from exc
+    if array.dtype == object and _numbers_only(data):
+        array = np.asarray(data, dtype=np.float64)  # integers beyond int64
+    if array.size and (array.dtype.kind not in "fiu" or _has_bool(data)):
+        raise InvalidInputError(f"{tensor.name} needs numbers in data", field=f"{where}.data")
     return array
 
 
