@@ -697,8 +697,8 @@ def test_containerd_killed_and_restarted_mid_stream_fails_no_request(
 
 
 def hpa_status(kube: Kube) -> dict[str, Any]:
-    hpa = kube.json("get", "hpa", f"{SCORER}-inference", "-n", MODELS, check=False)
-    return dict(hpa.get("status", {}))
+    out = kube.kubectl("get", "hpa", f"{SCORER}-inference", "-n", MODELS, "-o", "json", check=False)
+    return dict(json.loads(out).get("status", {})) if out else {}
 
 
 def cpu_utilization(status: dict[str, Any]) -> int | None:
