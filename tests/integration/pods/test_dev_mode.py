@@ -492,6 +492,39 @@ print(json.dumps({"requests": i, "ok": ok, "wrong": wrong[:5], "failed": failed,
 """
 
 
+def start_stream(
+    kube: Kube,
+    name: str,
+    seconds: float,
+    scorer: dict[str, Any],
+    dev_images: dict[str, BuiltImage],
+    progress: int = 0,
+) -> float:
+    """A client Pod `name` sending `TRAFFIC` to the inference Service for `seconds`;
+    returns once it has sent `progress` requests (0: once created), with the time it
+    was created (for `finish_pod`)."""
+    argv = [
+        "python3",
+        "-c",
+        TRAFFIC,
+        INFERENCE_URL,
+        str(seconds),
+        json.dumps(scorer["rows"]),
+        json.dumps(scorer["expected"]),
+    ]
+    manifest = client_pod(name, dev_images["dev-mlflow"].ref, argv)
+    started = time.monotonic()
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    while progress and f"progress {progress}" not in kube.kubectl(
+        "logs", "-n", CLIENTS, name, check=False
+    ):
+        assert time.monotonic() - started < 120, kube.kubectl(
+            "get", "events", "-n", CLIENTS, check=False
+        )
+        time.sleep(0.25)
+    return started
+
+
 def inference_pods(kube: Kube) -> list[dict[str, Any]]:
     return part_pods(kube, MODELS, SCORER, "inference")
 
@@ -607,23 +640,7 @@ def test_an_inference_pod_deleted_mid_stream_fails_no_request(
     outlasts the deleted Pod's shutdown delay (the operator's 5 s) and the Service's
     change; without the delay, connections were refused here."""
     seconds = 10
-    argv = [
-        "python3",
-        "-c",
-        TRAFFIC,
-        INFERENCE_URL,
-        str(seconds),
-        json.dumps(scorer["rows"]),
-        json.dumps(scorer["expected"]),
-    ]
-    manifest = client_pod("stream", dev_images["dev-mlflow"].ref, argv)
-    started = time.monotonic()
-    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-    while "progress 40" not in kube.kubectl("logs", "-n", CLIENTS, "stream", check=False):
-        assert time.monotonic() - started < 120, kube.kubectl(
-            "get", "events", "-n", CLIENTS, check=False
-        )
-        time.sleep(0.25)
+    started = start_stream(kube, "stream", seconds, scorer, dev_images, progress=40)
     victim = inference_pods(kube)[0]["metadata"]["name"]
     deleted = time.monotonic()
     kube.kubectl("delete", "pod", victim, "-n", MODELS, "--wait=false")
@@ -655,27 +672,9 @@ def test_containerd_killed_and_restarted_mid_stream_fails_no_request(
     deleted comes back Ready)."""
     assert real_node.node is not None
     seconds = 12
-    argv = [
-        "python3",
-        "-c",
-        TRAFFIC,
-        INFERENCE_URL,
-        str(seconds),
-        json.dumps(scorer["rows"]),
-        json.dumps(scorer["expected"]),
-    ]
-    manifest = client_pod("through-restart", dev_images["dev-mlflow"].ref, argv)
-    started = time.monotonic()
-    kube.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-    while "progress 40" not in kube.kubectl(
-        "logs", "-n", CLIENTS, manifest["metadata"]["name"], check=False
-    ):
-        assert time.monotonic() - started < 120, kube.kubectl(
-            "get", "events", "-n", CLIENTS, check=False
-        )
-        time.sleep(0.25)
+    started = start_stream(kube, "through-restart", seconds, scorer, dev_images, progress=40)
     down_s = real_node.node.restart_containerd()
-    log, _ = finish_pod(kube, manifest["metadata"]["name"], started, timeout=seconds + 120)
+    log, _ = finish_pod(kube, "through-restart", started, timeout=seconds + 120)
     out = json.loads(log.strip().splitlines()[-1])
     assert not out["failed"], out
     assert not out["wrong"] and out["ok"] == out["requests"], out
@@ -750,19 +749,7 @@ def test_the_inference_hpa_scales_out_under_load_and_back_in(
     calm_s = time.monotonic() - started
 
     seconds = 100
-    argv = [
-        "python3",
-        "-c",
-        TRAFFIC,
-        INFERENCE_URL,
-        str(seconds),
-        json.dumps(scorer["rows"]),
-        json.dumps(scorer["expected"]),
-    ]
-    load = time.monotonic()
-    kube.kubectl(
-        "apply", "-f", "-", stdin=json.dumps(client_pod("load", dev_images["dev-mlflow"].ref, argv))
-    )
+    load = start_stream(kube, "load", seconds, scorer, dev_images)
     peak, busiest, out_s = 1, 0, None
     while time.monotonic() - load < seconds - 10 and (out_s is None or peak < 2):
         status = hpa_status(kube)

@@ -76,6 +76,7 @@ CLUSTER_CIDR = "10.244.0.0/16"
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 COREDNS_READY_PORT = 8181
+DNS_PORTS = (("dns", "UDP"), ("dns-tcp", "TCP"))
 METRICS_PORT = 4443
 METRICS_API = "/apis/metrics.k8s.io/v1beta1"
 HOST_PACKAGES = "containerd runc containernetworking-plugins iptables conntrack busybox-static"
@@ -854,6 +855,42 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             proxy,
         )
 
+    def _node_service(
+        self, name: str, ports: list[dict[str, Any]], cluster_ip: str | None = None
+    ) -> None:
+        """A Service of kube-system for a daemon of the node: no selector, and an
+        EndpointSlice of the rig's naming the node's address (each port its own target)."""
+        spec: dict[str, Any] = {"ports": [{**port, "targetPort": port["port"]} for port in ports]}
+        if cluster_ip:
+            spec["clusterIP"] = cluster_ip
+        self.plane.request(
+            "POST",
+            "/api/v1/namespaces/kube-system/services",
+            {"metadata": {"name": name, "labels": {"k8s-app": name}}, "spec": spec},
+        )
+        self.plane.request(
+            "POST",
+            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
+            {
+                "metadata": {
+                    "name": f"{name}-rig",
+                    "labels": {
+                        "kubernetes.io/service-name": name,
+                        "endpointslice.kubernetes.io/managed-by": "driftline-rig",
+                    },
+                },
+                "addressType": "IPv4",
+                "endpoints": [
+                    {
+                        "addresses": [self.network.node_ip],
+                        "conditions": {"ready": True},
+                        "nodeName": self.name,
+                    }
+                ],
+                "ports": ports,
+            },
+        )
+
     def _start_coredns(self, deadline: float) -> None:
         """CoreDNS as a daemon of the node (like kube-proxy, not a Pod: no image to
         build, and no Pod of the tests' can evict it), behind the `kube-dns` Service.
@@ -899,45 +936,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 ],
             },
         )
-        ports = [("dns", "UDP"), ("dns-tcp", "TCP")]
-        self.plane.request(
-            "POST",
-            "/api/v1/namespaces/kube-system/services",
-            {
-                "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},
-                "spec": {
-                    "clusterIP": CLUSTER_DNS,
-                    "ports": [
-                        {"name": name, "port": 53, "targetPort": 53, "protocol": protocol}
-                        for name, protocol in ports
-                    ],
-                },
-            },
-        )
-        self.plane.request(
-            "POST",
-            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
-            {
-                "metadata": {
-                    "name": "kube-dns-rig",
-                    "labels": {
-                        "kubernetes.io/service-name": "kube-dns",
-                        "endpointslice.kubernetes.io/managed-by": "driftline-rig",
-                    },
-                },
-                "addressType": "IPv4",
-                "endpoints": [
-                    {
-                        "addresses": [self.network.node_ip],
-                        "conditions": {"ready": True},
-                        "nodeName": self.name,
-                    }
-                ],
-                "ports": [
-                    {"name": name, "port": 53, "protocol": protocol} for name, protocol in ports
-                ],
-            },
-        )
+        dns = [{"name": name, "port": 53, "protocol": proto} for name, proto in DNS_PORTS]
+        self._node_service("kube-dns", dns, cluster_ip=CLUSTER_DNS)
         coredns = self._spawn(
             "coredns", [str(self._layout.binary("coredns")), "-conf", str(self.root / "Corefile")]
         )
@@ -1003,36 +1003,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 "subjects": [user],
             },
         )
-        port = {"name": "https", "port": METRICS_PORT, "protocol": "TCP"}
-        self.plane.request(
-            "POST",
-            "/api/v1/namespaces/kube-system/services",
-            {
-                "metadata": {"name": "metrics-server", "labels": {"k8s-app": "metrics-server"}},
-                "spec": {"ports": [{**port, "targetPort": METRICS_PORT}]},
-            },
-        )
-        self.plane.request(
-            "POST",
-            "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices",
-            {
-                "metadata": {
-                    "name": "metrics-server-rig",
-                    "labels": {
-                        "kubernetes.io/service-name": "metrics-server",
-                        "endpointslice.kubernetes.io/managed-by": "driftline-rig",
-                    },
-                },
-                "addressType": "IPv4",
-                "endpoints": [
-                    {
-                        "addresses": [self.network.node_ip],
-                        "conditions": {"ready": True},
-                        "nodeName": self.name,
-                    }
-                ],
-                "ports": [port],
-            },
+        self._node_service(
+            "metrics-server", [{"name": "https", "port": METRICS_PORT, "protocol": "TCP"}]
         )
         self.plane.request(
             "POST",
