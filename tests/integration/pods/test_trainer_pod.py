@@ -515,7 +515,7 @@ def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
     weights = [w for stage, w in order if stage == "canary"]
     assert weights and weights == sorted(weights) and set(weights) <= set(steps), (order, detail)
     assert times["candidate"] <= times["shadow"] < times["canary"] < at["promoted"], detail
-    at.update({what: times[what] for what in ("candidate", "shadow", "canary")})
+    at = {"drift": at["drift"], **times, "promoted": at["promoted"]}
     lines = accuracy_lines(log)
     before = [a for when, _, a in lines if when < switch]
     old = [a for when, _, a in lines if when > switch + period]
@@ -525,10 +525,11 @@ def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
     assert new[-1] >= old[0] + CLEAR_MARGIN, (before, old, new, detail)
     report(
         request,
-        f"loop: {SWITCH_AFTER} rows at {RATE}/s, then the concept switch; after it "
+        f"loop ({time.monotonic() - started:.0f} s): {SWITCH_AFTER} rows at {RATE}/s, then "
+        "the concept switch; after it "
         + ", ".join(f"{what} {s:.0f} s" for what, s in at.items())
-        + f" (v{promoted}); drift kinds {kinds}; its stages {order}; versions after the "
-        f"switch {sorted(versions)}; accuracy of the answers "
+        + f" (v{promoted}); drift kinds {kinds}; its stages {order}; versions before the "
+        f"switch {sorted(known)}, new after it {sorted(versions)}; accuracy of the answers "
         f"before the switch {before[-1]:.3f}, after it {old[0]:.3f}, "
         f"after the promotion {new[-1]:.3f}",
         TAG,
