@@ -5,29 +5,39 @@ install a release of this module's own), with the services image (torch inside,
 ~6 GB) on the node too: streamed from the docker engine into the node's containerd
 (`docker save | ctr images import -`, no tarball on disk), once per session.
 
-A DynamicModel with training on and `spec.model.initial` naming an ONNX file and a
-labelled sample, both logged by a Pod as artifacts of a run in the in-cluster MLflow:
-the operator's import Job (the services image) registers version 1 from them, and
+A DynamicModel with training on (`make demo`'s SEA model, short intervals) and
+`spec.model.initial` naming an ONNX file and a labelled sample (the demo's `migrate`
+scenario's: gradient-boosted trees trained on the stream's first concept), both
+logged by a Pod as artifacts of a run in the in-cluster MLflow: the operator's import
+Job (the services image) registers version 1 from them, and
 every part's Pod (inference, joiner, trainer, drift monitor) becomes Ready, all
 admitted under the restricted Pod Security Standard. The trainer's checkpoint claim
 binds to a volume of the node (the rig has no StorageClass nor provisioner: the
 operator is told `trainer_storage_class: ""`, a statically provisioned volume, and
 the test makes one); `kubectl get dynamicmodels` shows the printer columns filled.
 
+Then the loop closes in Pods: e2e/traffic.py in a client Pod sends rows through the
+inference Service and each outcome back, and switches the labeling rule; read from
+the model's status, the drift monitor detects concept drift, the trainer registers a
+candidate, the rollout shadows it, steps it through the canary and promotes it, and
+the answers are right again.
+
 Measured and printed: the services image's import, the model's time to Ready after
-its apply (the import Job's, and each part's), the trainer Pod's peak memory.
+its apply (the import Job's, and each part's), the trainer Pod's peak memory, each
+stage of the loop after the switch and the answers' accuracy.
 """
 
 from __future__ import annotations
 
 import base64
-import csv
-import io
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +45,7 @@ import yaml
 
 from driftline_testing.images import DEV_IMAGES, BuiltImage, ImageBuilder
 from driftline_testing.node import NodeStack
+from tests.deploy.chart import ROOT
 from tests.integration.pods import test_dev_mode as dev
 from tests.integration.pods.cluster import (
     Kube,
@@ -55,7 +66,22 @@ MODELS, CLIENTS = dev.MODELS, dev.CLIENTS
 NAME = "learner"
 TAG = "trainer pod"
 PARTS = ("inference", "joiner", "trainer", "drift")
-SAMPLE_ROWS = 400
+# The demo's model and the imported version's sample (rows of the first concept).
+SEA_DEMO = ROOT / "manifests" / "samples" / "sea-demo.yaml"
+SAMPLE_ROWS = 2000
+SEED = 7
+# The loop: e2e/traffic.py in a Pod, `make demo`'s concepts (x1 + x2 <= 7, then 9.5),
+# RATE rows a second, the switch after SWITCH_AFTER rows; promotion within LOOP_SECONDS.
+CONCEPTS = "2,3"
+RATE = 100
+SWITCH_AFTER = 3000
+REPORT_EVERY = 1000
+LOOP_SECONDS = 480
+# Served accuracy after promotion beats the old version's on the new concept by this
+# much (`make demo`'s margin over its frozen baseline).
+CLEAR_MARGIN = 0.05
+INFERENCE_CPU = "500m"
+MAX_P99_MS = 1000
 # The trainer asks little CPU (the node's 2 are shared) and memory enough for its
 # process (torch imported, a small learner): its measured peak, 808 MiB, is printed
 # (docs/deploy.md).
@@ -99,26 +125,26 @@ def dev_images(image_builder: ImageBuilder) -> dict[str, BuiltImage]:
 
 
 def model_files() -> tuple[dict[str, Any], bytes, bytes]:
-    """The model's document, an ONNX file for it and a sample of rows labelled by it."""
-    import numpy as np
-    import onnxruntime as ort
-
-    from driftline.api import parse_dynamic_model
-    from driftline.inference.contract import FeatureContract
-    from driftline_testing.models import mlp_model
+    """The model's document (`make demo`'s SEA model on the dev servers), and the
+    demo's static model with its labelled sample: gradient-boosted trees trained on
+    the stream's first concept, as ONNX (the `migrate` scenario's)."""
+    from driftline.local.demo import static_model
 
     document = dev.dev_model(NAME, training="online")
-    contract = FeatureContract(parse_dynamic_model(document).spec)
-    model = mlp_model(contract, seed=5)
-    rows = np.random.default_rng(5).normal(size=(SAMPLE_ROWS, 3)).astype(np.float32)
-    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    labels = session.run(None, {"numeric": rows})[0]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["x1", "x2", "x3", "label"])
-    for row, label in zip(rows.tolist(), labels.tolist(), strict=True):
-        writer.writerow([*(f"{v:.6f}" for v in row), int(label)])
-    return document, model, out.getvalue().encode()
+    demo = yaml.safe_load(SEA_DEMO.read_text())["spec"]
+    spec = document["spec"]
+    spec["model"] = {**demo["model"], "registry": spec["model"]["registry"]}
+    spec["training"] = {**demo["training"], "mode": "online"}
+    spec["inference"]["batching"] = demo["inference"]["batching"]
+    for key in ("features", "drift", "feedback", "monitoring", "rollout"):
+        spec[key] = demo[key]
+    # Inference's CPU is its limit too; the node's 2 cores are shared with the whole
+    # stack and the machine's other work, so the analysis' latency bound is looser here.
+    spec["inference"]["resources"]["cpu"] = INFERENCE_CPU
+    spec["rollout"]["analysis"]["maxP99Ms"] = MAX_P99_MS
+    with tempfile.TemporaryDirectory() as folder:
+        model, sample = static_model(Path(folder), SAMPLE_ROWS, seed=SEED)
+        return document, model.read_bytes(), sample.read_bytes()
 
 
 def checkpoint_volume(real_node: NodeStack, claim: str) -> dict[str, Any]:
@@ -323,3 +349,188 @@ def test_the_trainer_memory_is_recorded(
     limit = int(TRAINER["memory"].removesuffix("Mi"))
     assert 0 < peak < limit and 0 < working_set < limit, (peak, working_set)
     report(request, f"trainer peak RSS {peak:.0f} MiB, working set {working_set:.0f} MiB", TAG)
+
+
+def traffic_pod(kube: Kube, image: str, document: dict[str, Any]) -> str:
+    """e2e/traffic.py (as e2e/run.sh runs it) in a Pod of the services image, with the
+    model's document beside it in a ConfigMap: rows to the model's inference Service,
+    each outcome back to it, the concept switch after SWITCH_AFTER rows."""
+    from driftline.operator.builders.context import child_name
+
+    name = "traffic"
+    files = {
+        "traffic.py": (ROOT / "e2e" / "traffic.py").read_text(encoding="utf-8"),
+        "model.yaml": yaml.safe_dump(document),
+    }
+    configmap = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": CLIENTS},
+        "data": files,
+    }
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(configmap))
+    argv = ["python", "/e2e/traffic.py", "--model-file", "/e2e/model.yaml"]
+    argv += ["--url", f"http://{child_name(NAME, 'inference')}.{MODELS}:8080"]
+    argv += ["--concepts", CONCEPTS, "--switch-after", str(SWITCH_AFTER), "--rate", str(RATE)]
+    argv += ["--report-every", str(REPORT_EVERY), "--seconds", str(LOOP_SECONDS + 120)]
+    pod = dev.client_pod(name, image, argv)
+    container = pod["spec"]["containers"][0]
+    container["env"].append({"name": "HOME", "value": "/tmp"})
+    container["volumeMounts"].append({"name": "e2e", "mountPath": "/e2e", "readOnly": True})
+    pod["spec"]["volumes"].append({"name": "e2e", "configMap": {"name": name}})
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    return name
+
+
+LINE = re.compile(
+    r"^(\S+ \S+) (\d+) rows sent \(concept (\d+)\), (\d+) failed requests, accuracy ([\d.]+)$"
+)
+SWITCH = re.compile(r"^(\S+ \S+) concept switch at row", re.MULTILINE)
+
+
+def log_time(text: str) -> datetime:
+    """A time the traffic's log wrote (its Pod's clock is UTC)."""
+    return datetime.strptime(text, "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+
+
+def accuracy_lines(log: str) -> list[tuple[datetime, int, float]]:
+    """The traffic log's accuracy lines: (when, concept, accuracy over the period)."""
+    found = []
+    for line in log.splitlines():
+        match = LINE.match(line.strip())
+        if match:
+            found.append((log_time(match[1]), int(match[3]), float(match[5])))
+    return found
+
+
+def loop_logs(kube: Kube) -> str:
+    """The last lines of the loop's parts and of the operator (for a failure's message)."""
+    out = []
+    for part in ("drift", "trainer", "inference"):
+        selector = f"driftline.io/model={NAME},app.kubernetes.io/component={part}"
+        lines = kube.kubectl("logs", "-n", MODELS, "-l", selector, "--tail=15", check=False)
+        out.append(f"--- {part}\n{lines}")
+    selector = "app.kubernetes.io/name=driftline-operator"
+    lines = kube.kubectl("logs", "-n", dev.NAMESPACE, "-l", selector, "--tail=25", check=False)
+    return "\n".join([*out, f"--- operator\n{lines}"])
+
+
+def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
+    learner: dict[str, Any],
+    kube: Kube,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Traffic and outcomes through the inference Service from a Pod, then the world's
+    rule changes: read from the model's status, the drift monitor sees concept drift,
+    the trainer registers a candidate, the rollout shadows it, steps it through the
+    canary and promotes it, and the answers are right again (`make demo`'s verdicts)."""
+    document = kube.json("get", "dynamicmodel", NAME, "-n", MODELS)
+    model = {k: document[k] for k in ("apiVersion", "kind", "spec")}
+    model["metadata"] = {"name": NAME, "namespace": MODELS}
+    steps = model["spec"]["rollout"]["canary"]["steps"]
+    period = timedelta(seconds=REPORT_EVERY / RATE)
+    pod = traffic_pod(kube, dev.node_ref("services", dev_images), model)
+    started = time.monotonic()
+    deadline = started + LOOP_SECONDS + SWITCH_AFTER / RATE
+    switch: datetime | None = None
+    at: dict[str, float] = {}  # seconds after the switch
+    kinds: list[str] = []  # drift kinds the status named after the switch
+    history: list[str] = []  # each change of the status the test saw
+    versions: dict[str, dict[str, float]] = {}  # each new version's stages, first seen
+    stages: dict[str, list[tuple[str, int]]] = {}  # and their order
+    seen: tuple[Any, ...] = ()
+    known: set[str] = set()  # versions there before the switch
+    promoted = ""
+    promoted_at = datetime.now(UTC)
+    log = ""
+    try:
+        while "promoted" not in at:
+            now = time.monotonic()
+            if now > deadline:
+                log = kube.kubectl("logs", "-n", CLIENTS, pod, "--tail=30", check=False)
+                pytest.fail(
+                    f"no promotion in time: {at}\n"
+                    + "\n".join(history)
+                    + f"\n--- traffic\n{log}\n{loop_logs(kube)}"
+                )
+            status = kube.json("get", "dynamicmodel", NAME, "-n", MODELS).get("status", {})
+            rollout, drift = status.get("rollout", {}), status.get("drift", {})
+            stable, candidate = status.get("stableVersion"), status.get("candidateVersion")
+            stage, weight = rollout.get("stage"), int(rollout.get("weight") or 0)
+            state = (stable, candidate, stage, weight, drift.get("detected"), drift.get("kind"))
+            if state != seen:
+                seen = state
+                history.append(
+                    f"{now - started:6.1f} s: stable {stable} candidate {candidate} "
+                    f"rollout {stage} {weight}% drift {drift.get('detected')} {drift.get('kind')}"
+                )
+            if switch is None:
+                known |= {v for v in (stable, candidate) if v}
+                log = kube.kubectl("logs", "-n", CLIENTS, pod, check=False)
+                found = SWITCH.search(log)
+                if found:
+                    switch = log_time(found[1])
+                    history.append(f"{time.monotonic() - started:6.1f} s: the concept switched")
+                time.sleep(1.5)
+                continue
+            after = (datetime.now(UTC) - switch).total_seconds()
+            detected_at = drift.get("lastDetectedAt")
+            if (
+                drift.get("detected")
+                and detected_at
+                and datetime.fromisoformat(detected_at) >= switch - timedelta(seconds=2)
+            ):
+                if drift.get("kind") not in kinds:
+                    kinds.append(drift.get("kind"))
+                at.setdefault("drift", after)
+            if candidate and candidate not in known:
+                times = versions.setdefault(candidate, {"candidate": after})
+                if stage in ("shadow", "canary"):
+                    order = stages.setdefault(candidate, [])
+                    if not order or order[-1] != (stage, weight):
+                        order.append((stage, weight))
+                    times.setdefault(stage, after)
+            if stable and stable not in known:
+                at["promoted"] = after
+                promoted, promoted_at = stable, datetime.now(UTC)
+            time.sleep(1.5)
+        # The answers after the promotion: a whole report period of the traffic's log.
+        until = time.monotonic() + 3 * period.total_seconds() + 10
+        while time.monotonic() < until:
+            log = kube.kubectl("logs", "-n", CLIENTS, pod, check=False)
+            if any(when > promoted_at + period for when, _, _ in accuracy_lines(log)):
+                break
+            time.sleep(2)
+    finally:
+        kube.kubectl("delete", "pod", pod, "-n", CLIENTS, "--wait=false", check=False)
+    detail = "\n".join(history)
+    assert switch is not None, detail
+    assert "concept" in kinds, (kinds, detail)
+    assert at["drift"] < at["promoted"], detail
+    # The promoted version: registered after the switch, shadowed, then the canary's
+    # steps in order (one may pass between two reads), then promoted.
+    order, times = stages.get(promoted, []), versions.get(promoted, {})
+    assert order and order[0][0] == "shadow", (order, detail)
+    weights = [w for stage, w in order if stage == "canary"]
+    assert weights and weights == sorted(weights) and set(weights) <= set(steps), (order, detail)
+    assert times["candidate"] <= times["shadow"] < times["canary"] < at["promoted"], detail
+    at = {"drift": at["drift"], **times, "promoted": at["promoted"]}
+    lines = accuracy_lines(log)
+    before = [a for when, _, a in lines if when < switch]
+    old = [a for when, _, a in lines if when > switch + period]
+    new = [a for when, _, a in lines if when > promoted_at + period]
+    assert before and old and new, log[-3000:]
+    # The promoted version on the new rule against the old one on it (`make demo`'s margin).
+    assert new[-1] >= old[0] + CLEAR_MARGIN, (before, old, new, detail)
+    report(
+        request,
+        f"loop ({time.monotonic() - started:.0f} s): {SWITCH_AFTER} rows at {RATE}/s, then "
+        "the concept switch; after it "
+        + ", ".join(f"{what} {s:.0f} s" for what, s in at.items())
+        + f" (v{promoted}); drift kinds {kinds}; its stages {order}; versions before the "
+        f"switch {sorted(known)}, new after it {sorted(versions)}; accuracy of the answers "
+        f"before the switch {before[-1]:.3f}, after it {old[0]:.3f}, "
+        f"after the promotion {new[-1]:.3f}",
+        TAG,
+    )
