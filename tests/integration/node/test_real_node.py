@@ -185,16 +185,20 @@ def test_pods_and_a_cluster_ip_service_answer(stack: NodeStack) -> None:
     pod_ip = get_pod(stack, "web")["status"]["podIP"]
     service = plane(stack).request("GET", f"/api/v1/namespaces/{NAMESPACE}/services/web")
     cluster_ip = service["spec"]["clusterIP"]
-    # An HTTP GET with nc (the static busybox's wget needs NSS it cannot load);
-    # kube-proxy programs the Service shortly after its endpoints: a bounded retry.
+    # An HTTP GET with nc (the static busybox's wget needs NSS it cannot load), each
+    # address asked until it answers, a bounded number of times, nc's complaints left
+    # out of the log: kube-proxy programs the Service shortly after its endpoints
+    # (before, the node has no route to it: "Network is unreachable"), and on a busy
+    # machine the first connection to the Pod may time out.
     fetch = (
-        "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $1 $2 | tail -n 1; }; "
-        f"get {pod_ip} 8080; "
-        f"for i in $(seq 1 40); do out=$(get {cluster_ip} 80); "
-        'case "$out" in hello*) echo "$out"; exit 0;; esac; sleep 0.5; done; exit 1'
+        "get() { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 $1 $2 2>/dev/null | tail -n 1; }; "
+        "ask() { for i in $(seq 1 30); do out=$(get $1 $2); "
+        'case "$out" in hello*) echo "$out"; return 0;; esac; sleep 0.5; done; '
+        'echo "no answer from $1:$2"; return 1; }; '
+        f"ask {pod_ip} 8080 && ask {cluster_ip} 80"
     )
     create(stack, pod("client", image, fetch))
-    status = eventually(lambda: finished(stack, "client"), 90, "Pod client finished")
+    status = eventually(lambda: finished(stack, "client"), 180, "Pod client finished")
     assert status["phase"] == "Succeeded", (status, logs(stack, "client"))
     assert logs(stack, "client").split("\n")[:2] == ["hello from web", "hello from web"]
 

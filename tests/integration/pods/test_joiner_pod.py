@@ -55,6 +55,13 @@ TAG = "joiner pod"
 URL = f"http://{NAME}-inference.{MODELS}:8080/v1/models/{NAME}"
 STREAM_SECONDS = 20
 RATE = 40  # predictions a second, one row each
+# The joiner's HPA acts on real CPU readings here (the node's metrics-server): with the
+# small profile's 10m it adds a second joiner under the stream (the model has 2
+# partitions), and these tests delete the one joiner; it asks a CPU it stays well under.
+OPERATOR_SETTINGS: dict[str, Any] = {
+    **dev.OPERATOR_SETTINGS,
+    "joiner_resources": {**dev.OPERATOR_SETTINGS["joiner_resources"], "cpu": "250m"},
+}
 
 # Run in the inference image from another namespace: predictions for argv[3] seconds
 # at argv[4] a second, each with a request id of its own (argv[5] and a number), and
