@@ -117,6 +117,19 @@ def test_the_autoscalers_bounds_restart_no_pod() -> None:
     assert "Deployment/churn-drift" in sent and "Deployment/churn-trainer" in sent
 
 
+def test_the_rollout_policy_restarts_no_pod_but_the_sticky_key_does() -> None:
+    """The operator runs the rollout: its strategy, stages and analysis reach no part
+    (a canary's steps changed mid-rollout roll nothing), but inference routes by the
+    sticky key."""
+    ctl, cluster, _ = controller()
+    ctl.apply(sample("minimal"), new=True)
+    policy = {"strategy": "canary", "canary": {"steps": [10, 100], "stepSeconds": 30}}
+    ctl.apply(sample("minimal", rollout=policy))
+    assert cluster.sent[-1] == ["ConfigMap/churn-config"]
+    ctl.apply(sample("minimal", rollout={**policy, "stickyKey": "user"}))
+    assert "Deployment/churn-inference" in cluster.sent[-1]
+
+
 def test_a_release_that_adds_a_defaulted_field_restarts_no_pod() -> None:
     """The pods' config hash leaves defaults out: a spec field that a new release adds
     with a default (the parts fill the same one in) changes no pod template."""

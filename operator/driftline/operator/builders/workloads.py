@@ -39,12 +39,13 @@ def model_file(ctx: BuildContext) -> str:
     return yaml.safe_dump(document, sort_keys=True)
 
 
-# Spec fields that only shape Kubernetes objects (the inference Deployment's replica
-# bounds, its HPA, its resources and node pool): no part reads them from the model
-# file, so they stay out of the pods' config hash, and changing the autoscaler's
-# bounds restarts no pod. What reaches a pod template (resources, a node selector)
-# rolls that one Deployment by itself.
-CLUSTER_SHAPE_ONLY = (
+# Spec fields no part reads from the model file, so they stay out of the pods' config
+# hash: what only shapes Kubernetes objects (the inference Deployment's replica bounds,
+# its HPA, its resources and node pool; what reaches a pod template, such as resources
+# or a node selector, rolls that one Deployment by itself), and the rollout's policy,
+# which the operator runs (inference reads only `rollout.stickyKey`). Changing the
+# autoscaler's bounds or a canary's steps restarts no pod.
+NOT_READ_BY_PARTS = (
     ("inference", "replicas"),
     ("inference", "autoscaling"),
     ("inference", "resources"),
@@ -54,6 +55,11 @@ CLUSTER_SHAPE_ONLY = (
     ("cost", "maxGpus"),
     ("cost", "spotTrainer"),
     ("cost", "monthlyBudget"),
+    ("rollout", "strategy"),
+    ("rollout", "shadow"),
+    ("rollout", "canary"),
+    ("rollout", "analysis"),
+    ("rollout", "guard"),
 )
 
 
@@ -65,7 +71,7 @@ def config_hash(ctx: BuildContext) -> str:
     spec = ctx.model.spec.model_dump(
         by_alias=True, exclude_none=True, exclude_defaults=True, mode="json"
     )
-    for section, field in CLUSTER_SHAPE_ONLY:
+    for section, field in NOT_READ_BY_PARTS:
         spec.get(section, {}).pop(field, None)
     document = {"metadata": {"name": ctx.name, "namespace": ctx.namespace}, "spec": spec}
     text = yaml.safe_dump(_without_empty(document), sort_keys=True)
