@@ -131,3 +131,60 @@ def test_alert_comparisons_become_bool_outside_strings_and_matchers() -> None:
         " and on (n) (c == bool 0) > bool on (n) d"
     )
     assert comparisons_as_bool("a >= bool 1") == "a >= bool 1"
+
+
+def _scrape_configs(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    (configmap,) = [d for d in docs if d["metadata"]["name"] == "driftline-scrape-configs"]
+    return list(yaml.safe_load(configmap["data"]["driftline.yaml"])["scrape_configs"])
+
+
+def test_scrape_configs_pass_promtool_and_label_jobs_as_the_monitors_do(
+    tools: Tools, rendered: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The chart's scrape configs (for a Prometheus without the Prometheus Operator):
+    promtool accepts them; the models' job is named after the part's Service (the
+    dashboards' `job="<model>-<part>"`), the operator's as a PodMonitor's; with a list
+    of watched namespaces only those are searched. test_trainer_pod.py scrapes a
+    running model's Pods with them."""
+    watching = {
+        "operator": {"watchNamespaces": ["ml", "fraud"]},
+        "monitoring": {"scrapeConfigs": {"enabled": True, "interval": "30s"}},
+    }
+    sets = {
+        "dev-and-monitoring": rendered["dev-and-monitoring"],
+        "watch-namespaces": documents(render_text(tools, watching, tmp_path, "watching")),
+    }
+    for name, docs in sets.items():
+        configs = _scrape_configs(docs)
+        # Debian's promtool is built without Kubernetes discovery: it checks the rest
+        # (relabelling, intervals) with the discovery swapped for a static target. The
+        # rig's Prometheus (with it) loads them as they are in test_trainer_pod.py.
+        checked = [
+            {k: v for k, v in c.items() if k != "kubernetes_sd_configs"}
+            | {"static_configs": [{"targets": ["127.0.0.1:9100"]}]}
+            for c in configs
+        ]
+        path = tmp_path / f"{name}.yml"
+        path.write_text(yaml.safe_dump({"scrape_configs": checked}))
+        assert "SUCCESS" in run([tools["promtool"], "check", "config", str(path)]).stdout
+        jobs = {c["job_name"]: c for c in configs}
+        assert set(jobs) == {"driftline-models", "driftline-operator"}
+        models = jobs["driftline-models"]
+        (job,) = [r for r in models["relabel_configs"] if r.get("target_label") == "job"]
+        assert job["source_labels"] == ["__meta_kubernetes_service_name"]
+        (operator,) = [
+            r
+            for r in jobs["driftline-operator"]["relabel_configs"]
+            if r.get("target_label") == "job"
+        ]
+        assert operator["replacement"] == "driftline-system/driftline-operator"
+        (discovery,) = models["kubernetes_sd_configs"]
+        if name == "watch-namespaces":
+            assert discovery["namespaces"] == {"names": ["ml", "fraud"]}
+            assert models["scrape_interval"] == "30s"
+        else:
+            assert "namespaces" not in discovery
+            assert models["scrape_interval"] == "15s"
+    assert not any(
+        d["metadata"]["name"] == "driftline-scrape-configs" for d in rendered["defaults"]
+    )
