@@ -8,11 +8,14 @@
 #                              module of its own: CoreDNS with the plugins it needs)
 #   metrics-server             the real node's resource metrics (what the HPA reads),
 #                              `go build` of its release, pinned in metrics-server/go.mod
+#   Prometheus                 scrapes the real node's Pods with the chart's scrape
+#                              configs (Kubernetes discovery, which Debian's package
+#                              lacks), `go build` of its release, pinned in prometheus/go.mod
 #   Apache Kafka               the broker's jars from Maven Central (pom.xml here)
 #
 # The cache directory is ${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>, where
 # the key names the pinned versions and a hash of this directory's inputs (go.mod,
-# go.sum, pom.xml, log4j2.properties, coredns/, metrics-server/ and this script): any change builds into a new
+# go.sum, pom.xml, log4j2.properties, coredns/, metrics-server/, prometheus/ and this script): any change builds into a new
 # directory, and an unchanged rig is not built again. Go's module and build caches
 # (~/go/pkg/mod, ~/.cache/go-build) and Maven's (~/.m2) stay where they are, so even
 # a new key rebuilds mostly from cache. Builds of one key take turns (flock), so
@@ -20,7 +23,7 @@
 #
 #   bash tests/rig/build.sh            build what is missing, print timings
 #   bash tests/rig/build.sh --print    print the rig directory and exit
-#   bash tests/rig/build.sh k8s|coredns|metrics-server|kafka  build one part only
+#   bash tests/rig/build.sh k8s|coredns|metrics-server|prometheus|kafka  build one part only
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -32,10 +35,11 @@ etcd_version="$(mod_version go.etcd.io/etcd/server/v3)"
 kwok_version="$(mod_version sigs.k8s.io/kwok)"
 coredns_version="$(awk '$2 == "github.com/coredns/coredns" { print $3; exit }' "$here/coredns/go.mod")"
 metrics_version="$(awk '$1 == "sigs.k8s.io/metrics-server" { print $2; exit }' "$here/metrics-server/go.mod")"
+prometheus_version="$(awk '$1 == "github.com/prometheus/prometheus" { print $2; exit }' "$here/prometheus/go.mod")"
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
 # Keep in step with rig_key() in tests/support/driftline_testing/rig.py.
 inputs=(go.mod go.sum pom.xml log4j2.properties coredns/go.mod coredns/go.sum coredns/main.go
-  metrics-server/go.mod metrics-server/go.sum build.sh)
+  metrics-server/go.mod metrics-server/go.sum prometheus/go.mod prometheus/go.sum build.sh)
 digest="$(cd "$here" && cat "${inputs[@]}" | sha256sum | cut -c1-10)"
 key="k8s-${k8s_version}-kafka-${kafka_version}-${digest}"
 rig="$cache_root/$key"
@@ -142,6 +146,26 @@ build_metrics_server() {
   stamp "metrics-server $metrics_version: built"
 }
 
+build_prometheus() {
+  if [[ -f "$rig/prometheus.done" ]]; then
+    stamp "prometheus $prometheus_version: cached"
+    return
+  fi
+  command -v go >/dev/null || { echo "build.sh: Go is needed to build the rig" >&2; exit 1; }
+  local out="$rig/prometheus.partial"
+  rm -rf "$out" && mkdir -p "$out"
+  (
+    # A tool of its module, as metrics-server is. Module v0.X.Y is Prometheus 3.X.Y.
+    cd "$here/prometheus"
+    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
+      -o "$out/prometheus" github.com/prometheus/prometheus/cmd/prometheus
+  )
+  mkdir -p "$rig/bin"
+  mv "$out/prometheus" "$rig/bin/prometheus" && rmdir "$out"
+  echo "prometheus $prometheus_version" >"$rig/prometheus.done"
+  stamp "prometheus $prometheus_version: built"
+}
+
 build_kafka() {
   if [[ -f "$rig/kafka.done" ]]; then
     stamp "apache kafka $kafka_version: cached"
@@ -180,12 +204,13 @@ if command -v flock >/dev/null; then
   flock 9
 fi
 case "$what" in
-  all) build_kafka; build_k8s; build_coredns; build_metrics_server ;;
+  all) build_kafka; build_k8s; build_coredns; build_metrics_server; build_prometheus ;;
   k8s) build_k8s ;;
   coredns) build_coredns ;;
   metrics-server) build_metrics_server ;;
+  prometheus) build_prometheus ;;
   kafka) build_kafka ;;
-  *) echo "usage: build.sh [--print|all|k8s|coredns|metrics-server|kafka]" >&2; exit 2 ;;
+  *) echo "usage: build.sh [--print|all|k8s|coredns|metrics-server|prometheus|kafka]" >&2; exit 2 ;;
 esac
 prune
 stamp "rig ready"

@@ -53,6 +53,7 @@ from driftline.local.servers.process import InfraError, ManagedProcess
 from driftline_testing.kube import ControlPlane
 from driftline_testing.kube_files import write_cert_kubeconfig, write_client_cert
 from driftline_testing.node_images import ImageArchive, busybox_image, pause_image
+from driftline_testing.prometheus import PrometheusServer
 from driftline_testing.rig import RigLayout, rig_layout
 
 PREFIX = "driftline-node-"  # netns, cgroup root, temp folder, CNI network
@@ -79,6 +80,7 @@ COREDNS_READY_PORT = 8181
 DNS_PORTS = (("dns", "UDP"), ("dns-tcp", "TCP"))
 METRICS_PORT = 4443
 METRICS_API = "/apis/metrics.k8s.io/v1beta1"
+PROMETHEUS_PORT = 9090
 HOST_PACKAGES = "containerd runc containernetworking-plugins iptables conntrack busybox-static"
 # kubelet sets these host-wide on start (protectKernelDefaults=false); put back after.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
@@ -97,7 +99,7 @@ def missing_parts(layout: RigLayout | None = None) -> list[str]:
     layout = layout or rig_layout()
     missing = [
         f"{layout.binary(name)} (make rig)"
-        for name in ("kubelet", "kube-proxy", "coredns", "metrics-server")
+        for name in ("kubelet", "kube-proxy", "coredns", "metrics-server", "prometheus")
         if not layout.binary(name).is_file()
     ]
     missing += [
@@ -549,6 +551,7 @@ class RealNode:
             ("kube-proxy", "system:kube-proxy", ()),
             ("coredns", "system:coredns", ()),
             ("metrics-server", "system:metrics-server", ()),
+            ("prometheus", "system:prometheus", ()),
         ):
             cert, key = pki / f"{who}.crt", pki / f"{who}.key"
             write_client_cert(
@@ -1052,6 +1055,72 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             lambda: self.plane._get_ok(live, verify=False),
             metrics,
         )
+
+    def start_prometheus(
+        self, scrape_configs: list[dict[str, Any]], scrape_interval: str = "2s"
+    ) -> PrometheusServer:
+        """Prometheus (the rig's, from its Go module) in the node's network namespace,
+        scraping with `scrape_configs` as a user's Prometheus inside the cluster would:
+        each Kubernetes discovery gets the API server and the identity
+        `system:prometheus` (a kubeconfig) where in a Pod it has its ServiceAccount,
+        with the grants Prometheus' own install asks (get, list and watch on
+        services, endpoints, endpoint slices, pods and namespaces). Stops with the
+        node; its API answers on the node's address (reachable from the host)."""
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        rules = [
+            {
+                "apiGroups": [""],
+                "resources": ["services", "endpoints", "pods", "namespaces"],
+                "verbs": ["get", "list", "watch"],
+            },
+            {
+                "apiGroups": ["discovery.k8s.io"],
+                "resources": ["endpointslices"],
+                "verbs": ["get", "list", "watch"],
+            },
+        ]
+        self.plane.request(
+            "POST", f"{rbac}/clusterroles", {"metadata": {"name": "rig:prometheus"}, "rules": rules}
+        )
+        self.plane.request(
+            "POST",
+            f"{rbac}/clusterrolebindings",
+            {
+                "metadata": {"name": "rig:prometheus"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "rig:prometheus",
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": "system:prometheus",
+                    }
+                ],
+            },
+        )
+        kubeconfig = str(self.root / "prometheus.kubeconfig")
+        configs = []
+        for config in scrape_configs:
+            config = dict(config)
+            if "kubernetes_sd_configs" in config:
+                config["kubernetes_sd_configs"] = [
+                    {**sd, "kubeconfig_file": kubeconfig} for sd in config["kubernetes_sd_configs"]
+                ]
+            configs.append(config)
+        server = PrometheusServer(
+            self.root / "prometheus",
+            scrape_interval,
+            scrape_configs=configs,
+            binary=str(self._layout.binary("prometheus")),
+            host=self.network.node_ip,
+            port=PROMETHEUS_PORT,
+            wrap=self.network.nsenter,
+        )
+        self._processes.append(server.process)
+        return server.start()
 
     def metrics_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """The node's entry of the resource metrics API, once metrics-server has scraped

@@ -1,11 +1,17 @@
-"""A real Prometheus on a loopback port, scraping the parts of local runs.
+"""A real Prometheus: on a loopback port scraping the parts of local runs, or on the
+real node scraping a cluster's Pods with the chart's scrape configs.
 
-Debian's `prometheus` package (`apt-get install prometheus`; `make rig` installs it
-when missing) or `DRIFTLINE_PROMETHEUS` naming a binary. The scrape targets come from
-a file Prometheus watches (`file_sd_configs`): `add_run` lists every part of a
-`driftline up` run (its `runtime.json`) with the labels the Prometheus Operator gives
-a model's ServiceMonitor on a cluster: `namespace`, and `job` = `<model>-<part>` (the
-part's Service). The TSDB lives in a temporary folder and goes with `stop()`.
+Local runs: Debian's `prometheus` package (`apt-get install prometheus`; `make rig`
+installs it when missing) or `DRIFTLINE_PROMETHEUS` naming a binary. The scrape
+targets come from a file Prometheus watches (`file_sd_configs`): `add_run` lists
+every part of a `driftline up` run (its `runtime.json`) with the labels the
+Prometheus Operator gives a model's ServiceMonitor on a cluster: `namespace`, and
+`job` = `<model>-<part>` (the part's Service).
+
+On the real node (`RealNode.start_prometheus`): Prometheus built by the rig from
+its Go module (Debian's is built without Kubernetes discovery), given
+`scrape_configs` as they are, run in the node's network namespace. The TSDB lives
+in a temporary folder and goes with `stop()`.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -40,19 +47,31 @@ def prometheus_binary() -> str:
 
 
 class PrometheusServer:
-    """`prometheus` on 127.0.0.1 with a 1 s scrape interval and file-listed targets."""
+    """`prometheus` with a 1 s scrape interval: file-listed targets (`add_run`), or
+    the `scrape_configs` given. `wrap` turns its command line into the one to run
+    (`nsenter` into a network namespace, where `host` is an address)."""
 
-    def __init__(self, root: Path, scrape_interval: str = "1s") -> None:
+    def __init__(
+        self,
+        root: Path,
+        scrape_interval: str = "1s",
+        *,
+        scrape_configs: list[dict[str, Any]] | None = None,
+        binary: str | None = None,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
         self.root = root
-        self.port = free_port()
+        self.host = host
+        self.port = port or free_port(host)
         self.targets_file = root / "targets.json"
         self._targets: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
-        self._write_targets()
-        config = {
-            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
-            "scrape_configs": [
+        if scrape_configs is None:
+            self._write_targets()
+            scrape_configs = [
                 {
                     "job_name": "driftline",  # replaced per target by its `job` label
                     "scrape_timeout": scrape_interval,
@@ -60,24 +79,26 @@ class PrometheusServer:
                         {"files": [str(self.targets_file)], "refresh_interval": "1s"}
                     ],
                 }
-            ],
+            ]
+        config = {
+            "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+            "scrape_configs": scrape_configs,
         }
         (root / "prometheus.yml").write_text(yaml.safe_dump(config))
+        argv = [
+            binary or prometheus_binary(),
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address={host}:{self.port}",
+            "--log.level=warn",
+        ]
         self.process = ManagedProcess(
-            "prometheus",
-            [
-                prometheus_binary(),
-                f"--config.file={root / 'prometheus.yml'}",
-                f"--storage.tsdb.path={root / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=warn",
-            ],
-            log_path=root / "prometheus.log",
+            "prometheus", wrap(argv) if wrap else argv, log_path=root / "prometheus.log"
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> Self:
         self.process.start()

@@ -29,6 +29,8 @@ PIN_FILES = (
     "coredns/main.go",
     "metrics-server/go.mod",
     "metrics-server/go.sum",
+    "prometheus/go.mod",
+    "prometheus/go.sum",
     "build.sh",
 )
 
