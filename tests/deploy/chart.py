@@ -29,6 +29,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "podMonitor": {"enabled": True},
             "prometheusRule": {"enabled": True},
             "dashboards": {"enabled": True},
+            "scrapeConfigs": {"enabled": True},
         },
     },
     "watch-namespaces": {"operator": {"watchNamespaces": ["ml", "fraud"]}},

@@ -186,3 +186,27 @@ def comparisons_as_bool(expr: str) -> str:
         out.append(char)
         i += 1
     return "".join(out)
+
+
+def monitor_everything(spec: dict[str, Any]) -> None:
+    """A model spec (`make demo`'s SEA model) with the monitoring it leaves off turned
+    on, so that every panel has something to show: the prediction cache, an onInvalid
+    policy on the first feature, the data-quality alarm and a protected segment."""
+    spec["inference"]["cache"] = {"enabled": True, "ttlSeconds": 60}
+    spec["features"][0]["onInvalid"] = {"outOfRange": "clip"}
+    spec["drift"]["dataQuality"] = {"window": 500, "sigmas": 6}
+    spec["monitoring"]["segments"][0]["protected"] = True
+
+
+def live_queries(variables: dict[str, str]) -> dict[str, str]:
+    """Every dashboard query with `variables` (Grafana's, by value), and every alert
+    rule's expression with `bool` comparisons (a rule that does not fire still reads
+    its series)."""
+    out = {}
+    for where, expr in dashboard_queries().items():
+        for variable, value in variables.items():
+            expr = expr.replace(variable, value)
+        out[where] = expr
+    for where, expr in rule_queries().items():
+        out[where] = comparisons_as_bool(expr)
+    return out

@@ -29,7 +29,7 @@ import yaml
 
 from driftline.local.runtime import RUNTIME_FILE, RuntimeInfo
 from driftline_testing.prometheus import PrometheusServer
-from tests.deploy.promql import comparisons_as_bool, dashboard_queries, rule_queries
+from tests.deploy.promql import live_queries, monitor_everything
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,14 +66,9 @@ MAY_BE_EMPTY: dict[str, str] = {
 
 
 def monitored_model(directory: Path) -> Path:
-    """The demo's model with the monitoring it leaves off turned on: the prediction
-    cache, an onInvalid policy, the data-quality alarm and a protected segment."""
+    """The demo's model with the monitoring it leaves off turned on."""
     doc = yaml.safe_load(SEA.read_text())
-    spec = doc["spec"]
-    spec["inference"]["cache"] = {"enabled": True, "ttlSeconds": 60}
-    spec["features"][0]["onInvalid"] = {"outOfRange": "clip"}
-    spec["drift"]["dataQuality"] = {"window": 500, "sigmas": 6}
-    spec["monitoring"]["segments"][0]["protected"] = True
+    monitor_everything(doc["spec"])
     path = directory / "sea-monitored.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -202,19 +197,6 @@ def test_quick_demo_learns_the_new_concept_and_rejects_a_broken_candidate(
     assert quick_demo.process.returncode == 0, tail
 
 
-def live_queries() -> dict[str, str]:
-    """Every dashboard query with the demo's variables, and every alert rule's expression
-    with `bool` comparisons (a rule that does not fire still reads its series)."""
-    out = {}
-    for where, expr in dashboard_queries().items():
-        for variable, value in LIVE_VARIABLES.items():
-            expr = expr.replace(variable, value)
-        out[where] = expr
-    for where, expr in rule_queries().items():
-        out[where] = comparisons_as_bool(expr)
-    return out
-
-
 @pytest.mark.timeout(900)
 def test_every_dashboard_and_alert_query_returns_data(quick_demo: DemoRun) -> None:
     """Each dashboard target and alert expression returns series at some point of the
@@ -227,7 +209,7 @@ def test_every_dashboard_and_alert_query_returns_data(quick_demo: DemoRun) -> No
     scraped = {s["metric"]["job"] for s in up if any(v == "1" for _t, v in s["values"])}
     assert scraped == jobs, f"never scraped: {sorted(jobs - scraped)}"
 
-    queries = live_queries()
+    queries = live_queries(LIVE_VARIABLES)
     assert set(MAY_BE_EMPTY) <= set(queries), "MAY_BE_EMPTY names a query that is gone"
     empty = {where for where, expr in queries.items() if not prometheus.query_range(expr, *window)}
     unexpected = sorted(empty - set(MAY_BE_EMPTY))

@@ -254,7 +254,8 @@ def installed(
 ) -> Iterator[dict[str, float]]:
     """`helm install` in dev mode with the images built here; the seconds until each
     server's Pod was Ready. Uninstalled at the end. The operator's settings are
-    `OPERATOR_SETTINGS`, the test module's own where it has one."""
+    `OPERATOR_SETTINGS`, the test module's own where it has one; a module's
+    `CHART_VALUES` adds values of other top-level keys."""
     operator_settings = getattr(request.module, "OPERATOR_SETTINGS", OPERATOR_SETTINGS)
     repository, tag = dev_images["operator"].ref.rsplit(":", 1)
     values = {
@@ -264,6 +265,8 @@ def installed(
             "enabled": True,
             **{server: {"image": dev_images[DEV_IMAGES[server]].ref} for server in SERVERS},
         },
+        # More of the chart's values, the test module's own (other top-level keys).
+        **getattr(request.module, "CHART_VALUES", {}),
     }
     path = values_file(values, tmp_path_factory.mktemp("values"), "dev-mode")
     for namespace in (NAMESPACE, CLIENTS, MODELS):

@@ -45,7 +45,9 @@ import yaml
 
 from driftline_testing.images import DEV_IMAGES, BuiltImage, ImageBuilder
 from driftline_testing.node import NodeStack
+from driftline_testing.prometheus import PrometheusServer
 from tests.deploy.chart import ROOT
+from tests.deploy.promql import live_queries, monitor_everything
 from tests.integration.pods import test_dev_mode as dev
 from tests.integration.pods.cluster import (
     Kube,
@@ -77,6 +79,8 @@ RATE = 100
 SWITCH_AFTER = 3000
 REPORT_EVERY = 1000
 LOOP_SECONDS = 480
+# The stream runs on after the loop (the broken candidate, the trainer's restart).
+TRAFFIC_SECONDS = LOOP_SECONDS + 900
 # Served accuracy after promotion beats the old version's on the new concept by this
 # much (`make demo`'s margin over its frozen baseline).
 CLEAR_MARGIN = 0.05
@@ -87,6 +91,33 @@ MAX_P99_MS = 1000
 # (docs/deploy.md).
 TRAINER = {"cpu": "100m", "memory": "1536Mi", "tmp": "256Mi"}
 CHECKPOINT_SIZE = "1Gi"
+# The chart's scrape configs (for a Prometheus without the Prometheus Operator), read
+# by the rig's Prometheus on the node; every 2 s to see a short run.
+CHART_VALUES = {"monitoring": {"scrapeConfigs": {"enabled": True, "interval": "2s"}}}
+# The model's budget (spec.cost.monthlyBudget: the operator exports it).
+BUDGET = 250.0
+# Grafana's variables for this model, and the rate window of the checks.
+LIVE_VARIABLES = {"$__rate_interval": "30s", "$namespace": MODELS, "$model": NAME}
+_LAG = "kafka_consumergroup_lag comes from a Kafka exporter, not from Driftline's parts"
+_KUBE = "the chart's cost rules price kube-state-metrics' pod requests; the rig runs none"
+# Queries that may return nothing here, and why (everything else must return series).
+MAY_BE_EMPTY: dict[str, str] = {
+    "Driftline / Model / Consumer lag by group (A)": _LAG,
+    "Driftline / Overview / Consumer lag by group (A)": _LAG,
+    "alert DriftlineConsumerLag": _LAG,
+    "Driftline / Model / Estimated cost per hour, by part (A)": _KUBE,
+    "Driftline / Model / Estimated cost per 30 days and budget (A)": _KUBE,
+    "Driftline / Overview / Estimated cost per 30 days, by model (A)": _KUBE,
+    "Driftline / Overview / Estimated cost per 30 days, by team (A)": _KUBE,
+    "Driftline / Model / Exploration: accuracy on explored vs exploited traffic (B)":
+        "training.exploration stays off (the loop's accuracy verdicts would measure it)",
+    "Driftline / Model / Exploration: accuracy on explored vs exploited traffic (C)":
+        "as (B): exploration is off",
+    "Driftline / Model / Predictions counted as other (A)":
+        "only a categorical segment without `values` folds; SEA's features are numeric",
+    "alert DriftlineReconcileFailing":
+        "its series starts with the first failed reconcile; none failed (or so it should be)",
+}  # fmt: skip
 OPERATOR_SETTINGS: dict[str, Any] = {
     **dev.OPERATOR_SETTINGS,
     "trainer_resources": TRAINER,
@@ -142,6 +173,9 @@ def model_files() -> tuple[dict[str, Any], bytes, bytes]:
     # stack and the machine's other work, so the analysis' latency bound is looser here.
     spec["inference"]["resources"]["cpu"] = INFERENCE_CPU
     spec["rollout"]["analysis"]["maxP99Ms"] = MAX_P99_MS
+    # Every panel of the dashboards gets something to show (the queries' test).
+    monitor_everything(spec)
+    spec["cost"] = {"monthlyBudget": BUDGET}
     with tempfile.TemporaryDirectory() as folder:
         model, sample = static_model(Path(folder), SAMPLE_ROWS, seed=SEED)
         return document, model.read_bytes(), sample.read_bytes()
@@ -372,7 +406,7 @@ def traffic_pod(kube: Kube, image: str, document: dict[str, Any]) -> str:
     argv = ["python", "/e2e/traffic.py", "--model-file", "/e2e/model.yaml"]
     argv += ["--url", f"http://{child_name(NAME, 'inference')}.{MODELS}:8080"]
     argv += ["--concepts", CONCEPTS, "--switch-after", str(SWITCH_AFTER), "--rate", str(RATE)]
-    argv += ["--report-every", str(REPORT_EVERY), "--seconds", str(LOOP_SECONDS + 120)]
+    argv += ["--report-every", str(REPORT_EVERY), "--seconds", str(TRAFFIC_SECONDS)]
     pod = dev.client_pod(name, image, argv)
     container = pod["spec"]["containers"][0]
     container["env"].append({"name": "HOME", "value": "/tmp"})
@@ -415,22 +449,53 @@ def loop_logs(kube: Kube) -> str:
     return "\n".join([*out, f"--- operator\n{lines}"])
 
 
-def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
+@pytest.fixture(scope="module")
+def prometheus(
+    installed: dict[str, float], kube: Kube, real_node: NodeStack
+) -> Iterator[tuple[PrometheusServer, float]]:
+    """Prometheus on the node with the chart's scrape configs as the release wrote them
+    (its ConfigMap); the time it started (Unix seconds)."""
+    configmap = kube.json("get", "configmap", "driftline-scrape-configs", "-n", dev.NAMESPACE)
+    configs = yaml.safe_load(configmap["data"]["driftline.yaml"])["scrape_configs"]
+    assert real_node.node is not None
+    server = real_node.node.start_prometheus(configs)
+    try:
+        yield server, time.time()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def traffic(
     learner: dict[str, Any],
+    prometheus: tuple[PrometheusServer, float],
     kube: Kube,
     dev_images: dict[str, BuiltImage],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """e2e/traffic.py's Pod streaming through the loop and the tests after it (the
+    concept switch after SWITCH_AFTER rows); its name and the model's document."""
+    document = kube.json("get", "dynamicmodel", NAME, "-n", MODELS)
+    model = {k: document[k] for k in ("apiVersion", "kind", "spec")}
+    model["metadata"] = {"name": NAME, "namespace": MODELS}
+    pod = traffic_pod(kube, dev.node_ref("services", dev_images), model)
+    try:
+        yield pod, model
+    finally:
+        kube.kubectl("delete", "pod", pod, "-n", CLIENTS, "--wait=false", check=False)
+
+
+def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
+    traffic: tuple[str, dict[str, Any]],
+    kube: Kube,
     request: pytest.FixtureRequest,
 ) -> None:
     """Traffic and outcomes through the inference Service from a Pod, then the world's
     rule changes: read from the model's status, the drift monitor sees concept drift,
     the trainer registers a candidate, the rollout shadows it, steps it through the
     canary and promotes it, and the answers are right again (`make demo`'s verdicts)."""
-    document = kube.json("get", "dynamicmodel", NAME, "-n", MODELS)
-    model = {k: document[k] for k in ("apiVersion", "kind", "spec")}
-    model["metadata"] = {"name": NAME, "namespace": MODELS}
+    pod, model = traffic
     steps = model["spec"]["rollout"]["canary"]["steps"]
     period = timedelta(seconds=REPORT_EVERY / RATE)
-    pod = traffic_pod(kube, dev.node_ref("services", dev_images), model)
     started = time.monotonic()
     deadline = started + LOOP_SECONDS + SWITCH_AFTER / RATE
     switch: datetime | None = None
@@ -444,66 +509,63 @@ def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
     promoted = ""
     promoted_at = datetime.now(UTC)
     log = ""
-    try:
-        while "promoted" not in at:
-            now = time.monotonic()
-            if now > deadline:
-                log = kube.kubectl("logs", "-n", CLIENTS, pod, "--tail=30", check=False)
-                pytest.fail(
-                    f"no promotion in time: {at}\n"
-                    + "\n".join(history)
-                    + f"\n--- traffic\n{log}\n{loop_logs(kube)}"
-                )
-            status = kube.json("get", "dynamicmodel", NAME, "-n", MODELS).get("status", {})
-            rollout, drift = status.get("rollout", {}), status.get("drift", {})
-            stable, candidate = status.get("stableVersion"), status.get("candidateVersion")
-            stage, weight = rollout.get("stage"), int(rollout.get("weight") or 0)
-            state = (stable, candidate, stage, weight, drift.get("detected"), drift.get("kind"))
-            if state != seen:
-                seen = state
-                history.append(
-                    f"{now - started:6.1f} s: stable {stable} candidate {candidate} "
-                    f"rollout {stage} {weight}% drift {drift.get('detected')} {drift.get('kind')}"
-                )
-            if switch is None:
-                known |= {v for v in (stable, candidate) if v}
-                log = kube.kubectl("logs", "-n", CLIENTS, pod, check=False)
-                found = SWITCH.search(log)
-                if found:
-                    switch = log_time(found[1])
-                    history.append(f"{time.monotonic() - started:6.1f} s: the concept switched")
-                time.sleep(1.5)
-                continue
-            after = (datetime.now(UTC) - switch).total_seconds()
-            detected_at = drift.get("lastDetectedAt")
-            if (
-                drift.get("detected")
-                and detected_at
-                and datetime.fromisoformat(detected_at) >= switch - timedelta(seconds=2)
-            ):
-                if drift.get("kind") not in kinds:
-                    kinds.append(drift.get("kind"))
-                at.setdefault("drift", after)
-            if candidate and candidate not in known:
-                times = versions.setdefault(candidate, {"candidate": after})
-                if stage in ("shadow", "canary"):
-                    order = stages.setdefault(candidate, [])
-                    if not order or order[-1] != (stage, weight):
-                        order.append((stage, weight))
-                    times.setdefault(stage, after)
-            if stable and stable not in known:
-                at["promoted"] = after
-                promoted, promoted_at = stable, datetime.now(UTC)
-            time.sleep(1.5)
-        # The answers after the promotion: a whole report period of the traffic's log.
-        until = time.monotonic() + 3 * period.total_seconds() + 10
-        while time.monotonic() < until:
+    while "promoted" not in at:
+        now = time.monotonic()
+        if now > deadline:
+            log = kube.kubectl("logs", "-n", CLIENTS, pod, "--tail=30", check=False)
+            pytest.fail(
+                f"no promotion in time: {at}\n"
+                + "\n".join(history)
+                + f"\n--- traffic\n{log}\n{loop_logs(kube)}"
+            )
+        status = kube.json("get", "dynamicmodel", NAME, "-n", MODELS).get("status", {})
+        rollout, drift = status.get("rollout", {}), status.get("drift", {})
+        stable, candidate = status.get("stableVersion"), status.get("candidateVersion")
+        stage, weight = rollout.get("stage"), int(rollout.get("weight") or 0)
+        state = (stable, candidate, stage, weight, drift.get("detected"), drift.get("kind"))
+        if state != seen:
+            seen = state
+            history.append(
+                f"{now - started:6.1f} s: stable {stable} candidate {candidate} "
+                f"rollout {stage} {weight}% drift {drift.get('detected')} {drift.get('kind')}"
+            )
+        if switch is None:
+            known |= {v for v in (stable, candidate) if v}
             log = kube.kubectl("logs", "-n", CLIENTS, pod, check=False)
-            if any(when > promoted_at + period for when, _, _ in accuracy_lines(log)):
-                break
-            time.sleep(2)
-    finally:
-        kube.kubectl("delete", "pod", pod, "-n", CLIENTS, "--wait=false", check=False)
+            found = SWITCH.search(log)
+            if found:
+                switch = log_time(found[1])
+                history.append(f"{time.monotonic() - started:6.1f} s: the concept switched")
+            time.sleep(1.5)
+            continue
+        after = (datetime.now(UTC) - switch).total_seconds()
+        detected_at = drift.get("lastDetectedAt")
+        if (
+            drift.get("detected")
+            and detected_at
+            and datetime.fromisoformat(detected_at) >= switch - timedelta(seconds=2)
+        ):
+            if drift.get("kind") not in kinds:
+                kinds.append(drift.get("kind"))
+            at.setdefault("drift", after)
+        if candidate and candidate not in known:
+            times = versions.setdefault(candidate, {"candidate": after})
+            if stage in ("shadow", "canary"):
+                order = stages.setdefault(candidate, [])
+                if not order or order[-1] != (stage, weight):
+                    order.append((stage, weight))
+                times.setdefault(stage, after)
+        if stable and stable not in known:
+            at["promoted"] = after
+            promoted, promoted_at = stable, datetime.now(UTC)
+        time.sleep(1.5)
+    # The answers after the promotion: a whole report period of the traffic's log.
+    until = time.monotonic() + 3 * period.total_seconds() + 10
+    while time.monotonic() < until:
+        log = kube.kubectl("logs", "-n", CLIENTS, pod, check=False)
+        if any(when > promoted_at + period for when, _, _ in accuracy_lines(log)):
+            break
+        time.sleep(2)
     detail = "\n".join(history)
     assert switch is not None, detail
     assert "concept" in kinds, (kinds, detail)
@@ -532,5 +594,231 @@ def test_the_loop_closes_drift_candidate_shadow_canary_promoted(
         f"switch {sorted(known)}, new after it {sorted(versions)}; accuracy of the answers "
         f"before the switch {before[-1]:.3f}, after it {old[0]:.3f}, "
         f"after the promotion {new[-1]:.3f}",
+        TAG,
+    )
+
+
+# Run in the services image: a value out of range (the onInvalid policy clips it) and
+# an outcome record that is not JSON (the joiner dead-letters it), once each.
+MISBEHAVE = """
+import sys
+from confluent_kafka import Producer
+from driftline.client import Client
+url, model, servers, topic = sys.argv[1:5]
+with Client(url, model, max_retries=3) as client:
+    client.predict({"x1": 12.5, "x2": 5.0, "x3": 5.0})
+producer = Producer({"bootstrap.servers": servers})
+producer.produce(topic, key=b"not-json", value=b"{not json")
+assert producer.flush(30) == 0
+print("sent")
+"""
+# Run in the services image: the champion, its class scores reversed, registered as
+# the trainer registers a candidate (`driftline.local.faults`, the demo's broken
+# candidate); prints the new version, then keeps the `candidate` alias on it for
+# argv[3] seconds, as a faulty trainer would: the real trainer publishes on (a version
+# every ~20 s), and the rollout takes whichever version the alias names when it is
+# free, so without this the broken one may never be tried.
+INJECT = """
+import sys, time
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from driftline.local.faults import register_inverted_candidate
+uri, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+version = register_inverted_candidate(uri, name)
+print(version, flush=True)
+client, until = MlflowClient(tracking_uri=uri), time.monotonic() + seconds
+while time.monotonic() < until:
+    try:
+        named = client.get_model_version_by_alias(name, "candidate").version
+    except MlflowException:
+        named = None
+    if named != version:
+        client.set_registered_model_alias(name, "candidate", version)
+    time.sleep(0.5)
+"""
+BROKEN_SECONDS = 300
+
+
+def services_pod(name: str, dev_images: dict[str, BuiltImage], argv: list[str]) -> dict[str, Any]:
+    pod = dev.client_pod(name, dev.node_ref("services", dev_images), argv)
+    pod["spec"]["containers"][0]["env"].append({"name": "HOME", "value": "/tmp"})
+    return pod
+
+
+def rollout_events(kube: Kube) -> list[str]:
+    """The operator's Events of the model's rollout (`<from> -> <to> (candidate V, W%)
+    reason`), oldest first."""
+    events = kube.json("get", "events", "-n", MODELS, "--field-selector", "reason=Rollout")
+    items = sorted(
+        events["items"],
+        key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "",
+    )
+    return [str(e.get("message", "")) for e in items]
+
+
+def test_a_broken_candidate_is_aborted_at_the_first_canary_step(
+    traffic: tuple[str, dict[str, Any]],
+    kube: Kube,
+    dev_images: dict[str, BuiltImage],
+    request: pytest.FixtureRequest,
+) -> None:
+    """`make demo`'s bad-candidate scenario in Pods: with `rollout.strategy: canary`, a
+    candidate whose class scores are reversed is registered as a faulty trainer would;
+    the first canary step's analysis aborts it and the stable version serves alone."""
+    from driftline.api.resource import DynamicModel
+    from driftline.operator.builders.context import child_name
+
+    _pod, model = traffic
+    first = model["spec"]["rollout"]["canary"]["steps"][0]
+    topic = DynamicModel.model_validate(model).topics.outcomes
+    url = f"http://{child_name(NAME, 'inference')}.{MODELS}:8080"
+    argv = ["python", "-c", MISBEHAVE, url, NAME, f"{dev.host('kafka')}:9092", topic]
+    dev.run_pod(kube, services_pod("misbehave", dev_images, argv))
+
+    patch = {"spec": {"rollout": {"strategy": "canary"}}}
+    kube.kubectl(
+        "patch", "dynamicmodel", NAME, "-n", MODELS, "--type=merge", "-p", json.dumps(patch)
+    )
+    registry = model["spec"]["model"]["registry"]["name"]
+    tracking = f"http://{dev.host('mlflow')}:5000"
+    argv = ["python", "-c", INJECT, tracking, registry, str(BROKEN_SECONDS)]
+    kube.kubectl("apply", "-f", "-", stdin=json.dumps(services_pod("inject", dev_images, argv)))
+    started = time.monotonic()
+    deadline = started + BROKEN_SECONDS
+    canary = aborted = injected = mine = ""
+    stables: set[str | None] = set()
+    try:
+        while not aborted:
+            assert time.monotonic() < deadline, "\n".join(rollout_events(kube)[-12:])
+            time.sleep(1.5)
+            if not injected:
+                log = kube.kubectl("logs", "-n", CLIENTS, "inject", check=False).strip()
+                injected = log.splitlines()[0] if log[:1].isdigit() else ""
+                continue
+            mine = f"(candidate {injected}, "
+            status = kube.json("get", "dynamicmodel", NAME, "-n", MODELS).get("status", {})
+            stables.add(status.get("stableVersion"))
+            for message in rollout_events(kube):
+                if "-> canary " in message and mine in message:
+                    canary = canary or message
+                if "-> aborted" in message and f"version {injected} rolled back" in message:
+                    aborted = message
+    finally:
+        kube.kubectl("delete", "pod", "inject", "-n", CLIENTS, "--wait=false", check=False)
+        patch = {"spec": {"rollout": {"strategy": "shadow-then-canary"}}}
+        kube.kubectl(
+            "patch", "dynamicmodel", NAME, "-n", MODELS, "--type=merge", "-p", json.dumps(patch)
+        )
+    events = rollout_events(kube)
+    detail = "\n".join(events[-12:])
+    assert canary, f"version {injected} never entered the canary:\n{detail}\n{loop_logs(kube)}"
+    assert f"{mine}{first}%)" in canary, (canary, detail)
+    assert aborted, f"version {injected} not aborted:\n{detail}\n{loop_logs(kube)}"
+    # Never past the first step, and never stable.
+    later = [
+        m for m in events if mine in m and f"{mine}{first}%)" not in m and "-> aborted" not in m
+    ]
+    assert not [m for m in later if "-> canary" in m or "-> promoted" in m], (later, detail)
+    assert injected not in stables, (stables, detail)
+    report(
+        request,
+        f"broken candidate v{injected}: {canary!r}, then {aborted!r} "
+        f"({time.monotonic() - started:.0f} s after its Pod was created)",
+        TAG,
+    )
+
+
+RESUMED = re.compile(r"resumed from checkpoint: (\d+) rows seen, epoch (\d+), parent version (\S+)")
+
+
+def examples_taken(kube: Kube, pod: dict[str, Any]) -> float:
+    """The trainer process's examples so far (its driftline_trainer_examples_total, all
+    outcomes), read from its own metrics port inside the Pod."""
+    port = next(
+        p["containerPort"] for p in pod["spec"]["containers"][0]["ports"] if p["name"] == "metrics"
+    )
+    code = f"import urllib.request as u; print(u.urlopen('http://127.0.0.1:{port}/metrics').read().decode())"
+    text = kube.kubectl(
+        "exec", "-n", MODELS, pod["metadata"]["name"], "--", "python", "-c", code, check=False
+    )
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("driftline_trainer_examples_total")
+    )
+
+
+def test_the_trainer_pod_deleted_mid_stream_resumes_from_its_checkpoint(
+    traffic: tuple[str, dict[str, Any]],
+    kube: Kube,
+    request: pytest.FixtureRequest,
+) -> None:
+    """`kubectl delete pod` of the trainer while the stream goes on: the StatefulSet's
+    new Pod mounts the same claim, resumes from the checkpoint the old one wrote on
+    SIGTERM (its rows, concept epoch and parent version), and learns again."""
+    (old,) = part_pods(kube, MODELS, NAME, "trainer")
+    assert examples_taken(kube, old) > 0
+    started = time.monotonic()
+    kube.kubectl("delete", "pod", old["metadata"]["name"], "-n", MODELS, "--timeout=120s")
+    deleted = time.monotonic() - started
+    deadline = started + 300
+    new: dict[str, Any] | None = None
+    while new is None:
+        assert time.monotonic() < deadline, kube.kubectl("get", "events", "-n", MODELS)[-3000:]
+        pods = part_pods(kube, MODELS, NAME, "trainer")
+        fresh = [p for p in pods if p["metadata"]["uid"] != old["metadata"]["uid"]]
+        if fresh and is_ready(fresh[0]):
+            new = fresh[0]
+        time.sleep(1)
+    ready = time.monotonic() - started
+    log = kube.kubectl("logs", "-n", MODELS, new["metadata"]["name"])
+    resumed = RESUMED.search(log)
+    assert resumed, log[-3000:]
+    rows, epoch, parent = int(resumed[1]), int(resumed[2]), resumed[3]
+    # It learned the stream (more rows than before the switch), opened the switch's
+    # concept epoch, and descends from a registered version.
+    assert rows > SWITCH_AFTER and epoch >= 1 and parent.isdigit(), resumed[0]
+    taken = 0.0
+    while taken == 0.0:
+        assert time.monotonic() < deadline, f"the new trainer took no example:\n{log[-3000:]}"
+        time.sleep(3)
+        taken = examples_taken(kube, new)
+    assert new["status"]["containerStatuses"][0]["restartCount"] == 0
+    report(
+        request,
+        f"trainer Pod deleted mid-stream (gone in {deleted:.1f} s): the new one Ready "
+        f"{ready:.1f} s after the delete, {resumed[0]}; {taken:.0f} examples taken "
+        f"{time.monotonic() - started:.0f} s after the delete",
+        TAG,
+    )
+
+
+def test_every_dashboard_and_alert_query_returns_data_from_the_pods(
+    prometheus: tuple[PrometheusServer, float],
+    traffic: tuple[str, dict[str, Any]],
+    request: pytest.FixtureRequest,
+) -> None:
+    """Prometheus scraped the operator's and every part's Pods through the chart's scrape
+    configs during this module's run (the loop, the broken candidate, the trainer's
+    restart): each query of the shipped dashboards and alert rules returns series at
+    some point of it, but for those in MAY_BE_EMPTY, with the reason."""
+    server, started = prometheus
+    window = (started, time.time(), 2.0)
+    up = server.query_range("max by (job) (up)", *window)
+    scraped = {s["metric"]["job"] for s in up if any(v == "1" for _t, v in s["values"])}
+    jobs = {f"{NAME}-{part}" for part in PARTS} | {f"{dev.NAMESPACE}/driftline-operator"}
+    assert jobs <= scraped, f"never scraped: {sorted(jobs - scraped)}; scraped {sorted(scraped)}"
+    queries = live_queries(LIVE_VARIABLES)
+    assert set(MAY_BE_EMPTY) <= set(queries), "MAY_BE_EMPTY names a query that is gone"
+    empty = {where for where, expr in queries.items() if not server.query_range(expr, *window)}
+    unexpected = sorted(empty - set(MAY_BE_EMPTY))
+    assert not unexpected, "queries that returned no series:\n" + "\n".join(
+        f"  {where}: {queries[where]}" for where in unexpected
+    )
+    report(
+        request,
+        f"Prometheus scraped {sorted(scraped)} for {window[1] - window[0]:.0f} s: "
+        f"{len(queries) - len(empty)} of {len(queries)} dashboard and alert queries returned "
+        f"series; empty, as listed: {len(empty)}",
         TAG,
     )
