@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from driftline.common.streams import SEAStream
-from driftline.trainer.examples import Examples
+from driftline.trainer.examples import Examples, holdout_mask
 from driftline.trainer.learner import OnlineLearner
 from driftline.trainer.nets import INPUT_CLIP, Preprocess, build_net
 
@@ -118,3 +118,51 @@ def test_the_exported_graph_saturates_as_torch_does(
     graph = export.export_onnx(learner.net, learner.layout, "classification", 2)
     predicted = learner.predict(rows.numeric, rows.codes)
     assert export.parity(graph, predicted, rows, learner.layout, "classification") <= 1e-5
+
+
+def test_a_young_epochs_ewc_anchor_pulls_in_proportion_to_its_age(
+    make_learner: LearnerFactory, examples_of: ExamplesOf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full-strength anchor taken while the epoch is still being learned would hold the
+    network near where it stood after its first rows (the replay rows hold them anyway)."""
+    rows = SEAStream(seed=1).take(500)
+    fishers = {}
+    for settle in (0, 1000):
+        learner = make_learner(
+            SEAStream(seed=1), settle_rows=settle, settle_rehearsals=0, detect_concept=False
+        )
+        learner.learn(examples_of(learner, rows))
+        learner.refresh_ewc()
+        assert learner.ewc.fisher is not None
+        fishers[settle] = learner.ewc.fisher
+    for full, young in zip(fishers[0], fishers[1000], strict=True):
+        torch.testing.assert_close(young, full * 0.5)  # 500 of 1,000 rows: half the pull
+    factors: list[float] = []
+    monkeypatch.setattr(learner.ewc, "weaken", factors.append)
+    learner.learn(examples_of(learner, SEAStream(seed=1).take(600)))
+    learner.refresh_ewc()
+    assert factors == []  # 1,100 rows: settled, full strength
+    learner.open_epoch("test", from_seq=learner.seq - 100)
+    learner.refresh_ewc()
+    assert factors == [0.1]  # a new epoch is young again: 100 rows old
+
+
+def test_a_fresh_network_gets_one_step_per_learning_rate_unit(
+    make_learner: LearnerFactory, examples_of: ExamplesOf
+) -> None:
+    """Adam moves a weight by about the learning rate per step: a fresh network's offline
+    fit gets up to 1 / learning_rate steps (within twice the passes asked); a trained one
+    keeps `min_offline_steps`."""
+    stream = SEAStream(seed=1)
+    learner = make_learner(stream, batch_size=64, learning_rate=1e-2, min_offline_steps=25)
+    ex = examples_of(learner, stream.take(640))  # 10 steps a pass
+    assert learner.fresh
+    learner.fit_offline(ex, passes=2)
+    assert not learner.fresh
+    assert learner.trained == 640 * 4  # 100 steps wanted: capped at twice the passes
+    learner.fit_offline(ex, passes=2)
+    assert learner.trained == 640 * 4 + 640 * 3  # trained: 25 steps, 3 passes
+    learner.retrain_on(ex, passes=2)
+    kept = int((~holdout_mask(ex.key, learner.options.holdout_fraction)).sum())
+    assert learner.trained == 640 * 7 + kept * 4  # a fresh network again: 4 passes, not 3
+    assert not learner.fresh

@@ -117,6 +117,7 @@ def restore_learner(
     learner.epoch = int(meta["epoch"])
     learner.seq = int(meta["seq"])
     learner.trained = int(meta["trained"])
+    learner.fresh = learner.trained == 0
     learner.boost_left = int(meta["boost_left"])
     learner.epochs = [EpochRecord(**e) for e in meta["epochs"]]
     learner.rng.bit_generator.state = meta["rng"]

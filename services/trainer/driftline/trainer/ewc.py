@@ -65,6 +65,11 @@ class Ewc:
         self.fisher = squares
         self.anchor = [p.detach().clone() for p in params]
 
+    def weaken(self, factor: float) -> None:
+        """Scale the Fisher by `factor` (0 to 1): the anchor pulls that much less."""
+        if self.fisher is not None:
+            torch._foreach_mul_(self.fisher, factor)
+
     def add_gradient(self, net: nn.Module, strength: float) -> None:
         """grad += strength * F * (w - w_anchor), for every trainable weight."""
         if self.fisher is None or self.anchor is None or strength <= 0:

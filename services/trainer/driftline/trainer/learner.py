@@ -115,6 +115,8 @@ class OnlineLearner:
         self.encoder = CategoricalEncoder(self.layout.categorical)
         k, m = self.numeric_width(), len(self.layout.categorical)
         self.net = net or self.new_net(options.seed)
+        self.fresh = net is None
+        """The network still has its initial weights (no gradient step since it was built)."""
         self.optimizer = adam(self.net, options.learning_rate)
         self.replay = Reservoir(options.replay_capacity, k, m, keep_raw=False)
         self.anchors = Reservoir(options.anchor_capacity, k, m, keep_raw=True)
@@ -255,9 +257,13 @@ class OnlineLearner:
         options = self.options
         if options.settle_rehearsals <= 0 or options.settle_rows <= 0 or self.boost_left > 0:
             return 0
-        age = self.seq - self.epochs[-1].start_seq
+        age = self.epoch_age()
         taper = max(0.0, 1.0 - age / options.settle_rows)
         return round(options.settle_rehearsals * taper * max(1.0, rows / options.batch_size))
+
+    def epoch_age(self) -> int:
+        """Rows (held-out ones included) since the current epoch began."""
+        return self.seq - self.epochs[-1].start_seq
 
     def _rehearse(self, steps: int) -> None:
         """Extra steps on the current epoch's reservoir alone: after a drift signal the
@@ -304,6 +310,7 @@ class OnlineLearner:
     ) -> None:
         if weights is not None and bool((weights == 1.0).all()):
             weights = None  # the plain mean: the same loss, and the step of old
+        self.fresh = False
         if self.shard is not None:
             self._shard_gradient(self.shard, numeric, codes, labels, weights)
         else:
@@ -378,9 +385,16 @@ class OnlineLearner:
         # A small data set gets up to `min_offline_steps` steps, in at most twice the
         # passes asked: five passes over 1,000 rows in batches of 256 are 20 steps and
         # leave the network short of what the rows can teach it; many more passes over a
-        # few hundred rows would learn their noise.
+        # few hundred rows would learn their noise. A fresh network (bootstrap, scheduled
+        # retrain) gets up to 1 / learning_rate steps: Adam moves each weight by about
+        # the learning rate per step, so fewer cannot take a weight as far as its own
+        # initial scale (benchmarks/results/trainer-generality-lagged.md: Agrawal's
+        # first concept, 28 bootstrap steps -> 40, before drift 0.934 -> 0.960 on seed 1).
+        floor = self.options.min_offline_steps
+        if self.fresh:
+            floor = max(floor, math.ceil(1.0 / self.options.learning_rate))
         per_pass = math.ceil(len(ex) / batch) if len(ex) else 1
-        passes = max(passes, min(2 * passes, math.ceil(self.options.min_offline_steps / per_pass)))
+        passes = max(passes, min(2 * passes, math.ceil(floor / per_pass)))
         for _ in self._contenders():
             self.net.train()
             for _ in range(passes):
@@ -395,6 +409,7 @@ class OnlineLearner:
         retraining, `retrain.py`)."""
         data = ex.take(~holdout_mask(ex.key, self.options.holdout_fraction))
         self.net = self.new_net(self.options.seed + self.seq)
+        self.fresh = True
         self.optimizer = adam(self.net, self.options.learning_rate)
         self.ewc.reset()
         self.rival = None  # a race is between versions of this lineage
@@ -438,7 +453,15 @@ class OnlineLearner:
     # -- protection against forgetting ----------------------------------------------
 
     def refresh_ewc(self) -> None:
-        """Anchor the current weights; Fisher from the current epoch's replay rows."""
+        """Anchor the current weights; Fisher from the current epoch's replay rows.
+
+        In a young epoch (younger than `settle_rows` rows) the anchor pulls in proportion
+        to the epoch's age: its network is still learning the rows its replay reservoir
+        holds, and a full-strength anchor would hold it near where it stood after its
+        first rows instead of protecting what it knew well
+        (benchmarks/results/trainer-generality-lagged.md: an anchor taken after the
+        1,000 bootstrap rows cost RandomTree 3 points and Agrawal 1 before drift).
+        """
         if self.options.ewc_lambda <= 0:
             return
         pool = self.replay.current_slots()
@@ -454,6 +477,9 @@ class OnlineLearner:
             self._targets(self.replay.labels[idx]),
             lambda out, y: self._loss(out, y),
         )
+        age, settle = self.epoch_age(), self.options.settle_rows
+        if 0 <= age < settle:
+            self.ewc.weaken(age / settle)
 
     # -- concept epochs -------------------------------------------------------------
 

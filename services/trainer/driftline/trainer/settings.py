@@ -94,7 +94,8 @@ class TrainerSettings(PartSettings):
         default=5000,
         ge=0,
         description="Rows at the start of the stream or of an epoch during which each batch "
-        "gets extra steps on the epoch's replay rows, tapering to none; 0: no extra steps.",
+        "gets extra steps on the epoch's replay rows, tapering to none, and the EWC anchor "
+        "pulls in proportion to the epoch's age; 0: no extra steps, a full-strength anchor.",
     )
     settle_rehearsals: int = Field(
         default=6,
