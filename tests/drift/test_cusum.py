@@ -71,6 +71,17 @@ def test_the_statistic_rises_on_errors_falls_on_correct_answers_and_resets() -> 
     assert det.update(np.array([0.0])).statistic == 0.0
 
 
+def test_the_statistic_is_the_simulated_one_also_after_the_rate_stops_learning() -> None:
+    """Past `learn` samples the increments are kept, not recomputed: the same numbers."""
+    rng = np.random.default_rng(11)
+    det = CUSUMOnline(rng.random(60) < 0.2, 2000)
+    stream = bits(rng, 3 * det.learn, 0.22)
+    seen = [det.update(x).statistic for x in stream]
+    up = stream[:, 0] > 0.5
+    simulated = _statistic(increments(up, det.errors, det.n, det.learn, det.odds_ratios))
+    assert np.allclose(seen, simulated)
+
+
 def test_thresholds_come_back_from_the_cache(tmp_path) -> None:
     cache = ThresholdCache(tmp_path)
     ref = np.random.default_rng(4).random(1500) < 0.12

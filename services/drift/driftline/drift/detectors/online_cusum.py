@@ -103,18 +103,32 @@ class CUSUMOnline(OnlineDetector):
     def reset(self) -> None:
         self._sums = [0.0] * len(self.odds_ratios)
         self._seen, self._errors = self.n, self.errors
+        # Each CUSUM's increments (on an error, on a correct answer) once the reference
+        # rate has stopped learning: from then on they are the same for every sample.
+        self._fixed: list[tuple[float, float]] | None = None
+
+    def _increments(self) -> list[tuple[float, float]]:
+        """Each CUSUM's (on error, on success) increment at the reference rate so far."""
+        odds = (self._errors + 0.5) / (self._seen - self._errors + 0.5)
+        out = []
+        for r, log_r in zip(self.odds_ratios, self._log_odds, strict=True):
+            down = math.log1p(odds) - math.log1p(odds * r)  # log((1 - p1) / (1 - p0))
+            out.append((log_r + down, down))
+        return out
 
     def update(self, x: FloatArray) -> OnlineStep:
         error = float(np.asarray(x).ravel()[0]) > 0.5
-        odds = (self._errors + 0.5) / (self._seen - self._errors + 0.5)  # before this sample
-        sums = []
-        for s, r, log_r in zip(self._sums, self.odds_ratios, self._log_odds, strict=True):
-            down = math.log1p(odds) - math.log1p(odds * r)  # log((1 - p1) / (1 - p0))
-            sums.append(max(0.0, s + (log_r + down if error else down)))
+        steps = self._fixed if self._fixed is not None else self._increments()  # before this sample
+        sums = [
+            max(0.0, s + (up if error else down))
+            for s, (up, down) in zip(self._sums, steps, strict=True)
+        ]
         self._sums = sums
         if self._seen < self.learn:
             self._seen += 1
             self._errors += error
+        elif self._fixed is None:
+            self._fixed = steps
         best = max(sums)
         return OnlineStep(drift=best > self.threshold, statistic=best, threshold=self.threshold)
 
