@@ -85,6 +85,21 @@ def test_online_detectors_hold_their_expected_run_time() -> None:
     assert ert / 2 < mean < ert * 2, lengths
 
 
+def test_input_detectors_hold_their_expected_run_time_on_ten_features() -> None:
+    """The input-shift benchmark's setting (10 features, window 20, ERT 500): the run
+    length measured on calm data is the ERT's (within 1.5x), the false-alarm budget at
+    which the benchmark compares delays."""
+    ert = 500
+    for i in range(2):
+        rng = np.random.default_rng(200 + i)
+        reference = rng.normal(size=(1000, 10))
+        calm = rng.normal(size=(15_000, 10))
+        mmd = MMDOnline(reference, ert, 20, seed=i)
+        cvm = CVMOnline(reference, ert, [20], seed=i)
+        lengths = [run_length(mmd, calm), run_length(cvm, calm)]
+        assert all(ert / 1.5 < n < ert * 1.5 for n in lengths), lengths
+
+
 def test_online_detectors_see_a_shift_within_tens_of_samples() -> None:
     rng = np.random.default_rng(7)
     fet = FETOnline(rng.random(1000) < 0.05, 5000, [25, 100, 250])
