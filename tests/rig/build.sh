@@ -96,8 +96,8 @@ build_k8s() {
   done
   chmod -R u+w "$out/kwok-stages"
   mkdir -p "$rig"
-  # CoreDNS and metrics-server have builds of their own into the same bin/.
-  for own in coredns metrics-server; do
+  # CoreDNS, metrics-server and Prometheus have builds of their own into the same bin/.
+  for own in coredns metrics-server prometheus; do
     if [[ -f "$rig/bin/$own" ]]; then mv "$rig/bin/$own" "$out/"; fi
   done
   rm -rf "$rig/bin" && mv "$out" "$rig/bin"
@@ -106,64 +106,39 @@ build_k8s() {
   stamp "kubernetes $k8s_version: built"
 }
 
-build_coredns() {
-  if [[ -f "$rig/coredns.done" ]]; then
-    stamp "coredns $coredns_version: cached"
+# A Go binary of a module of its own under tests/rig (its dependency pins apart from
+# the control plane's): build_go_module <name> <version> <folder> <package>.
+build_go_module() {
+  local name="$1" version="$2" folder="$3" package="$4"
+  if [[ -f "$rig/$name.done" ]]; then
+    stamp "$name $version: cached"
     return
   fi
   command -v go >/dev/null || { echo "build.sh: Go is needed to build the rig" >&2; exit 1; }
-  local out="$rig/coredns.partial"
+  local out="$rig/$name.partial"
   rm -rf "$out" && mkdir -p "$out"
   (
-    cd "$here/coredns"
+    cd "$here/$folder"
     CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
-      -o "$out/coredns" .
+      -o "$out/$name" "$package"
   )
   mkdir -p "$rig/bin"
-  mv "$out/coredns" "$rig/bin/coredns" && rmdir "$out"
-  echo "coredns $coredns_version" >"$rig/coredns.done"
-  stamp "coredns $coredns_version: built"
+  mv "$out/$name" "$rig/bin/$name" && rmdir "$out"
+  echo "$name $version" >"$rig/$name.done"
+  stamp "$name $version: built"
 }
 
+# CoreDNS: main.go links only the plugins the rig's Corefile uses.
+build_coredns() { build_go_module coredns "$coredns_version" coredns .; }
+# metrics-server and Prometheus: a `tool` of their module (go.mod's `tool` line).
 build_metrics_server() {
-  if [[ -f "$rig/metrics-server.done" ]]; then
-    stamp "metrics-server $metrics_version: cached"
-    return
-  fi
-  command -v go >/dev/null || { echo "build.sh: Go is needed to build the rig" >&2; exit 1; }
-  local out="$rig/metrics-server.partial"
-  rm -rf "$out" && mkdir -p "$out"
-  (
-    # A tool of its module (go.mod's `tool` line): its own dependency pins, apart
-    # from the control plane's.
-    cd "$here/metrics-server"
-    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
-      -o "$out/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server
-  )
-  mkdir -p "$rig/bin"
-  mv "$out/metrics-server" "$rig/bin/metrics-server" && rmdir "$out"
-  echo "metrics-server $metrics_version" >"$rig/metrics-server.done"
-  stamp "metrics-server $metrics_version: built"
+  build_go_module metrics-server "$metrics_version" metrics-server \
+    sigs.k8s.io/metrics-server/cmd/metrics-server
 }
-
+# Module v0.X.Y is Prometheus 3.X.Y.
 build_prometheus() {
-  if [[ -f "$rig/prometheus.done" ]]; then
-    stamp "prometheus $prometheus_version: cached"
-    return
-  fi
-  command -v go >/dev/null || { echo "build.sh: Go is needed to build the rig" >&2; exit 1; }
-  local out="$rig/prometheus.partial"
-  rm -rf "$out" && mkdir -p "$out"
-  (
-    # A tool of its module, as metrics-server is. Module v0.X.Y is Prometheus 3.X.Y.
-    cd "$here/prometheus"
-    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
-      -o "$out/prometheus" github.com/prometheus/prometheus/cmd/prometheus
-  )
-  mkdir -p "$rig/bin"
-  mv "$out/prometheus" "$rig/bin/prometheus" && rmdir "$out"
-  echo "prometheus $prometheus_version" >"$rig/prometheus.done"
-  stamp "prometheus $prometheus_version: built"
+  build_go_module prometheus "$prometheus_version" prometheus \
+    github.com/prometheus/prometheus/cmd/prometheus
 }
 
 build_kafka() {
