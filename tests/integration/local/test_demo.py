@@ -29,7 +29,7 @@ import yaml
 
 from driftline.local.runtime import RUNTIME_FILE, RuntimeInfo
 from driftline_testing.prometheus import PrometheusServer
-from tests.deploy.promql import live_queries, monitor_everything
+from tests.deploy.promql import EMPTY_FOR_THE_DEMO_MODEL, live_queries, monitor_everything
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,30 +39,15 @@ SEA = REPO / "manifests" / "samples" / "sea-demo.yaml"
 LIVE_VARIABLES = {"$__rate_interval": "30s", "$namespace": "demo", "$model": "sea"}
 
 _LOCAL = "the local runtime has no operator (it runs on Kubernetes only)"
-_KUBE = "the chart's cost rules price kube-state-metrics' pod requests (Kubernetes only)"
-_LAG = "kafka_consumergroup_lag comes from a Kafka exporter, not from Driftline's parts"
 # Queries that may return nothing in the quick demo, and why (everything else must
 # return series at some point of the run).
 MAY_BE_EMPTY: dict[str, str] = {
-    "Driftline / Model / Consumer lag by group (A)": _LAG,
-    "Driftline / Overview / Consumer lag by group (A)": _LAG,
-    "alert DriftlineConsumerLag": _LAG,
-    "Driftline / Model / Estimated cost per hour, by part (A)": _KUBE,
-    "Driftline / Model / Estimated cost per 30 days and budget (A)": _KUBE,
-    "Driftline / Overview / Estimated cost per 30 days, by model (A)": _KUBE,
-    "Driftline / Overview / Estimated cost per 30 days, by team (A)": _KUBE,
+    **EMPTY_FOR_THE_DEMO_MODEL,
     "Driftline / Model / Estimated cost per 30 days and budget (B)": _LOCAL,
     "Driftline / Overview / Operator reconciles and ticks (A)": _LOCAL,
     "Driftline / Overview / Operator reconciles and ticks (B)": _LOCAL,
     "alert DriftlineReconcileFailing": _LOCAL,
-    "Driftline / Model / Exploration: accuracy on explored vs exploited traffic (B)":
-        "training.exploration stays off: it answers some entities with the baseline on "
-        "purpose, which the demo's accuracy verdicts would measure",
-    "Driftline / Model / Exploration: accuracy on explored vs exploited traffic (C)":
-        "as (B): exploration is off",
-    "Driftline / Model / Predictions counted as other (A)":
-        "only a categorical segment without `values` folds; SEA's features are numeric",
-}  # fmt: skip
+}
 
 
 def monitored_model(directory: Path) -> Path:
