@@ -611,7 +611,7 @@ from mlflow.exceptions import MlflowException
 from driftline.local.faults import register_inverted_candidate
 uri, name, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
 version = register_inverted_candidate(uri, name)
-print(version, flush=True)
+print(f"registered version {version}", flush=True)
 client, until = MlflowClient(tracking_uri=uri), time.monotonic() + seconds
 while time.monotonic() < until:
     try:
@@ -675,12 +675,16 @@ def test_a_broken_candidate_is_aborted_at_the_first_canary_step(
     stables: set[str | None] = set()
     try:
         while not aborted:
-            assert time.monotonic() < deadline, "\n".join(rollout_events(kube)[-12:])
+            if time.monotonic() > deadline:
+                log = kube.kubectl("logs", "-n", CLIENTS, "inject", "--tail=20", check=False)
+                events = "\n".join(rollout_events(kube)[-12:])
+                pytest.fail(f"no abort of version {injected!r} seen:\n{events}\n--- inject\n{log}")
             time.sleep(1.5)
             if not injected:
                 log = kube.kubectl("logs", "-n", CLIENTS, "inject", check=False)
-                # The version's line (MLflow may warn on stderr, in the same log).
-                injected = next((n for n in log.split() if n.isdigit()), "")
+                # Its line among whatever MLflow writes to stderr (the same log).
+                found = re.search(r"^registered version (\d+)$", log, re.MULTILINE)
+                injected = found[1] if found else ""
                 continue
             mine = f"(candidate {injected}, "
             status = kube.json("get", "dynamicmodel", NAME, "-n", MODELS).get("status", {})
