@@ -313,6 +313,64 @@ def test_the_resource_metrics_api_reads_a_busy_pods_cpu(
     )
 
 
+def test_prometheus_on_the_node_finds_a_service_and_scrapes_its_pod(
+    stack: NodeStack, request: pytest.FixtureRequest
+) -> None:
+    """`RealNode.start_prometheus`: Kubernetes discovery through the API server as
+    `system:prometheus`, the relabelling given, and a Pod's metrics scraped from the
+    node's network; started twice (the second with a TSDB of its own)."""
+    image = busybox(stack)
+    serve = "mkdir -p /www && echo 'rig_probe_value 7' > /www/metrics && httpd -f -p 9100 -h /www"
+    labels = {"app": "probe"}
+    create(stack, pod("probe", image, serve, restart="Always", labels=labels, probe_port=9100))
+    create(
+        stack,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "probe", "labels": labels},
+            "spec": {
+                "selector": labels,
+                "ports": [{"name": "metrics", "port": 9100, "targetPort": 9100}],
+            },
+        },
+    )
+    config = {
+        "job_name": "probe",
+        # busybox's httpd names no text format; Prometheus 3 then needs a fallback.
+        "fallback_scrape_protocol": "PrometheusText0.0.4",
+        "kubernetes_sd_configs": [{"role": "endpoints", "namespaces": {"names": [NAMESPACE]}}],
+        "relabel_configs": [
+            {"source_labels": [f"__meta_kubernetes_{meta}"], "regex": value, "action": "keep"}
+            for meta, value in (("service_label_app", "probe"), ("endpoint_port_name", "metrics"))
+        ]
+        + [
+            {"source_labels": [f"__meta_kubernetes_{meta}"], "target_label": label}
+            for meta, label in (("service_name", "job"), ("pod_name", "pod"))
+        ],
+    }
+    assert stack.node is not None
+    eventually(lambda: ready(stack, "probe"), 60, "Pod probe Ready")
+    for attempt in range(2):
+        started = time.monotonic()
+        server = stack.node.start_prometheus([config], scrape_interval="1s")
+        try:
+
+            def scraped(server: Any = server) -> list[Any] | None:
+                now = time.time()
+                found = server.query_range("rig_probe_value", now - 5, now, 1.0)
+                return list(found) or None
+
+            series = eventually(scraped, 60, "rig_probe_value scraped")
+        finally:
+            server.stop()
+        (only,) = series
+        assert only["metric"]["job"] == "probe" and only["metric"]["pod"] == "probe"
+        assert only["values"][-1][1] == "7"
+        took = time.monotonic() - started
+        report(request, f"Prometheus {attempt + 1}: the Pod's value read {took:.1f} s after start")
+
+
 def test_the_host_network_namespace_stays_untouched(stack: NodeStack) -> None:
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, timeout=30).stdout
     assert "KUBE-" not in rules and "CNI-" not in rules

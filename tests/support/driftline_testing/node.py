@@ -462,6 +462,7 @@ class RealNode:
         self._processes: list[ManagedProcess] = []
         self.images: dict[str, ImageArchive] = {}
         self.timings: dict[str, float] = {}
+        self._prometheus_granted = False
 
     # -- paths --------------------------------------------------------------------
 
@@ -1065,7 +1066,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         `system:prometheus` (a kubeconfig) where in a Pod it has its ServiceAccount,
         with the grants Prometheus' own install asks (get, list and watch on
         services, endpoints, endpoint slices, pods and namespaces). Stops with the
-        node; its API answers on the node's address (reachable from the host)."""
+        node (or `stop()`); its API answers on the node's address (reachable from the
+        host). One at a time: each listens on PROMETHEUS_PORT."""
+        if not self._prometheus_granted:
+            self._grant_prometheus()
+            self._prometheus_granted = True
+        kubeconfig = str(self.root / "prometheus.kubeconfig")
+        configs = []
+        for config in scrape_configs:
+            config = dict(config)
+            if "kubernetes_sd_configs" in config:
+                config["kubernetes_sd_configs"] = [
+                    {**sd, "kubeconfig_file": kubeconfig} for sd in config["kubernetes_sd_configs"]
+                ]
+            configs.append(config)
+        server = PrometheusServer(
+            Path(tempfile.mkdtemp(prefix="prometheus-", dir=self.root)),  # a TSDB of its own
+            scrape_interval,
+            scrape_configs=configs,
+            binary=str(self._layout.binary("prometheus")),
+            host=self.network.node_ip,
+            port=PROMETHEUS_PORT,
+            wrap=self.network.nsenter,
+        )
+        self._processes.append(server.process)
+        return server.start()
+
+    def _grant_prometheus(self) -> None:
         rbac = "/apis/rbac.authorization.k8s.io/v1"
         rules = [
             {
@@ -1101,26 +1128,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 ],
             },
         )
-        kubeconfig = str(self.root / "prometheus.kubeconfig")
-        configs = []
-        for config in scrape_configs:
-            config = dict(config)
-            if "kubernetes_sd_configs" in config:
-                config["kubernetes_sd_configs"] = [
-                    {**sd, "kubeconfig_file": kubeconfig} for sd in config["kubernetes_sd_configs"]
-                ]
-            configs.append(config)
-        server = PrometheusServer(
-            self.root / "prometheus",
-            scrape_interval,
-            scrape_configs=configs,
-            binary=str(self._layout.binary("prometheus")),
-            host=self.network.node_ip,
-            port=PROMETHEUS_PORT,
-            wrap=self.network.nsenter,
-        )
-        self._processes.append(server.process)
-        return server.start()
 
     def metrics_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """The node's entry of the resource metrics API, once metrics-server has scraped
