@@ -70,6 +70,8 @@ def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
                 "DRIFTLINE_JOINER_REDIS_URL": redis_server.url,
                 "DRIFTLINE_JOINER_METRICS_PORT": str(port),
                 "DRIFTLINE_JOINER_BATCH_SIZE": "2",  # slow enough to kill mid-stream
+                # SIGABRT then writes every thread's stack to the log (`stuck` below).
+                "PYTHONFAULTHANDLER": "1",
             }
             replicas.append((start_joiner(env, tmp_path / f"joiner-{i}.log"), port))
         for _, port in replicas:
@@ -79,7 +81,20 @@ def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
             committed = committed_offsets(conn, group, sources)
             return len([n for n in committed.values() if n > 0]) == 2 * REPLICAS
 
-        wait_until(every_partition_moved, 120, "every replica to work its partitions")
+        def stuck() -> None:
+            """Where things were when the replicas stopped moving (seen once in a CI run:
+            one partition of six not committed in 120 s): each partition's committed
+            offset, and each replica's threads (faulthandler, on SIGABRT) and last lines."""
+            print("committed:", committed_offsets(conn, group, sources))
+            for i, (joiner, _) in enumerate(replicas):
+                if joiner.poll() is None:
+                    joiner.send_signal(signal.SIGABRT)
+                    joiner.wait(10)
+                print(f"--- joiner-{i}\n" + (tmp_path / f"joiner-{i}.log").read_text()[-6000:])
+
+        wait_until(
+            every_partition_moved, 240, "every replica to work its partitions", on_timeout=stuck
+        )
         before = done()
         assert before < total, "the stream was done before the kill"
         victim, _ = replicas[0]
