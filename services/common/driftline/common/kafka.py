@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -55,10 +56,17 @@ _dead_letter_counter = Counter(
 )
 
 
+def _debug() -> dict[str, Any]:
+    """`DRIFTLINE_KAFKA_DEBUG=cgrp,fetch` (librdkafka's debug contexts) logs what the
+    client does inside: rebalances, fetches, commits. Off by default: it is verbose."""
+    contexts = os.environ.get("DRIFTLINE_KAFKA_DEBUG", "").strip()
+    return {"debug": contexts, "log_level": 7} if contexts else {}
+
+
 def make_producer(conn: KafkaConnection, **overrides: Any) -> Any:
     from confluent_kafka import Producer
 
-    return Producer(conn.client_config(**{**PRODUCER_DEFAULTS, **overrides}))
+    return Producer(conn.client_config(**{**PRODUCER_DEFAULTS, **_debug(), **overrides}))
 
 
 def make_consumer(
@@ -67,7 +75,7 @@ def make_consumer(
     from confluent_kafka import Consumer
 
     consumer = Consumer(
-        conn.client_config(**{**CONSUMER_DEFAULTS, "group.id": group_id, **overrides})
+        conn.client_config(**{**CONSUMER_DEFAULTS, "group.id": group_id, **_debug(), **overrides})
     )
     if topics is not None:
         consumer.subscribe(list(topics))
