@@ -15,6 +15,7 @@ import random
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,15 @@ from tests.integration.joiner.test_crash import Stream, ready, start_joiner
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 REPLICAS = 3
+
+
+def consumer_restarts(port: int) -> float:
+    """A replica's count of consumers it started afresh after standing still."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("driftline_joiner_consumer_restarts_total "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
@@ -103,6 +113,7 @@ def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
         started = time.monotonic()
         wait_until(lambda: done() == total, 180, "the two left to finish the stream")
         took_over = time.monotonic() - started
+        restarts = [consumer_restarts(port) for _, port in replicas[1:]]
         for joiner, _ in replicas[1:]:
             joiner.send_signal(signal.SIGTERM)
         for i, (joiner, _) in enumerate(replicas[1:], start=1):
@@ -115,4 +126,7 @@ def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
 
     stream.check_joined_once(conn, labeled, redis_client)
     assert len(read_to_end(conn, dead_letter)) >= stream.bad
-    print(f"{total} records; killed one of {REPLICAS} at {before}; rest done in {took_over:.1f}s")
+    print(
+        f"{total} records; killed one of {REPLICAS} at {before}; rest done in {took_over:.1f}s;"
+        f" consumers started afresh: {restarts}"
+    )

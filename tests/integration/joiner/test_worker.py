@@ -61,7 +61,12 @@ def running(
     """Start a worker (window 60 s on a clock the test moves) and stop it after."""
     started: list[tuple[threading.Event, threading.Thread]] = []
 
-    def start(window: float = 60, clock: Clock | None = None, **model: Any) -> JoinerWorker:
+    def start(
+        window: float = 60,
+        clock: Clock | None = None,
+        settings: dict[str, Any] | None = None,
+        **model: Any,
+    ) -> JoinerWorker:
         path = write_model(
             tmp_path / "model.yaml",
             unique,
@@ -71,14 +76,15 @@ def running(
             partitions=2,
             **model,
         )
-        settings = JoinerSettings(
+        joiner = JoinerSettings(
             model_file=path,
             metrics_port=0,
             grace_seconds=30,
             sweep_interval_seconds=0.2,
             fairness_interval_seconds=0.2,
+            **(settings or {}),
         )
-        worker = JoinerWorker(settings, clock=clock or Clock(1_000_000.0))
+        worker = JoinerWorker(joiner, clock=clock or Clock(1_000_000.0))
         stop = threading.Event()
         thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         thread.start()
@@ -381,3 +387,34 @@ def test_explored_predictions_reach_the_labeled_example_and_count_apart(
     own = quality.counters("1", "stable").read(redis_client, 600, now=clock.now)
     explored = quality.counters("1", "explored").read(redis_client, 600, now=clock.now)
     assert (own["count"], explored["count"], explored["correct"]) == (6, 4, 4)
+
+
+def test_a_consumer_standing_still_behind_the_end_is_started_afresh(
+    running: Any, unique: str, kafka: KafkaBroker
+) -> None:
+    """A partition its consumer stops fetching (here: paused from outside, as a client
+    stuck after a rebalance would leave it) is noticed after `stall_seconds`: the
+    consumer is closed, a new one joins, and every request is joined once."""
+    from confluent_kafka import TopicPartition
+
+    worker = running(settings={"stall_seconds": 2.0})
+    conn = KafkaConnection(kafka.bootstrap_servers)
+    topics = worker.topics
+    wait_until(lambda: len(worker.consumer.assignment()) == 4, 30, "four partitions assigned")
+    before = sample("driftline_joiner_consumer_restarts_total")
+    stuck = worker.consumer
+    stuck.pause([TopicPartition(topics.predictions, 0), TopicPartition(topics.predictions, 1)])
+    records = Records(conn)
+    for i in range(30):
+        records.send(topics.predictions, prediction(unique, f"r{i}"))
+        records.send(topics.outcomes, outcome(f"r{i}"))
+    records.flush()
+
+    def labeled() -> list[Any]:
+        return read_all(conn, topics.labeled, settle=1.0)
+
+    wait_until(lambda: len({m.key() for m in labeled()}) == 30, 60, "30 labeled examples")
+    assert worker.consumer is not stuck
+    assert sample("driftline_joiner_consumer_restarts_total") == before + 1
+    keys = Counter(m.key().decode() for m in labeled())
+    assert max(keys.values()) == 1, "an example was emitted twice"

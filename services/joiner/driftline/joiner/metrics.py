@@ -86,6 +86,11 @@ FAIRNESS_LIMIT = "driftline_joiner_fairness_limit"
 RETRIES_TOTAL = "driftline_joiner_batch_retries_total"
 """Counter{cause}: batches retried because Redis or the broker failed."""
 
+CONSUMER_RESTARTS_TOTAL = "driftline_joiner_consumer_restarts_total"
+"""Counter: consumers started afresh because a partition stood still behind its end
+for `DRIFTLINE_JOINER_STALL_SECONDS` (a client stuck after a rebalance, see
+`driftline.joiner.stall`)."""
+
 messages = Counter(MESSAGES_TOTAL, "Predictions and outcomes read.", ["side", "result"])
 labeled = Counter(LABELED_TOTAL, "Labeled examples emitted.")
 quality = Counter(
@@ -108,6 +113,9 @@ outcome_aggregates = Counter(
 )
 recovered = Counter(RECOVERED_TOTAL, "Examples found in an outbox on recovery.", ["result"])
 retries = Counter(RETRIES_TOTAL, "Batches retried after a failure.", ["cause"])
+consumer_restarts = Counter(
+    CONSUMER_RESTARTS_TOTAL, "Consumers started afresh after standing still behind the end."
+)
 segment_quality = Counter(
     SEGMENT_QUALITY_TOTAL,
     "Live quality sums per model version and segment group.",

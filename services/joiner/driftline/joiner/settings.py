@@ -62,6 +62,23 @@ class JoinerSettings(PartSettings):
         description="Pause before a batch is retried after Redis or the broker failed.",
     )
 
+    commit_interval_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description="Most often the consumed offsets are committed (besides on a rebalance, "
+        "when idle and at exit). A crash replays at most this much, which the outboxes make "
+        "harmless; fewer commits cost the broker and the client less.",
+    )
+    stall_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A partition behind its end that has not moved for this long means "
+        "the consumer is stuck: it is started afresh (counted in "
+        "driftline_joiner_consumer_restarts_total).",
+    )
+
     def grace(self, window_seconds: float) -> float:
         """The grace period after a window of `window_seconds`."""
         if self.grace_seconds is not None:

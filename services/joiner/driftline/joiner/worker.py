@@ -8,7 +8,9 @@ topics in batches. Each batch goes through:
    the batch's counters), on a thread of its own;
 3. send the batch's labeled examples (idempotent producer, keyed by request id) and
    dead letters, and wait until the broker has them;
-4. trim the batch's outbox entries, then commit the batch's offsets.
+4. trim the batch's outbox entries, then note the batch's offsets as done; they are
+   committed at most every `commit_interval_seconds` (and on a rebalance, when idle,
+   at exit), again when a commit failed.
 
 Two batches are in hand at a time: while the broker acknowledges batch N's
 examples (3), Redis already works on batch N+1 (2), so the joiner's and Redis's
@@ -20,6 +22,9 @@ partition next settles them (`recovery.py`) before reading it. Redis or broker
 failures stop the pipeline: everything in hand is then finished one batch at a
 time, through the outboxes, retrying until it works; the service degrades, it does
 not crash or skip records.
+
+A consumer that stands still behind a partition's end for `stall_seconds` (the
+client stuck after a rebalance) is closed and started afresh (`stall.py`).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from driftline.joiner.outcome_aggregates import OutcomeAggregates
 from driftline.joiner.recovery import DeliveryError, LabeledLog
 from driftline.joiner.segments import segments_of
 from driftline.joiner.settings import JoinerSettings
+from driftline.joiner.stall import StallWatch
 from driftline.joiner.store import ARRIVAL_DUPLICATE, ARRIVAL_LATE, JoinStore, command_packer
 
 log = logging.getLogger(__name__)
@@ -113,7 +119,11 @@ class JoinerWorker:
         self.intake = Intake(self.topics, model.name)
         self.labeled = LabeledLog(kafka, self.topics.labeled)
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
-        self.consumer = make_consumer(kafka, JOINER.group_id(model.name))
+        self.consumer = self._new_consumer()
+        self.stall = StallWatch(settings.stall_seconds)
+        self._next_stall_check = 0.0
+        self._last_commit = 0.0
+        self._dirty = False  # offsets done but not (successfully) committed yet
         self._redis_thread = ThreadPoolExecutor(1, thread_name_prefix="joiner-redis")
         self._open: list[Batch] = []
         self._trims: list[Future[None]] = []
@@ -152,6 +162,10 @@ class JoinerWorker:
                         break
                 elif self._open and not self._finish_open():
                     break
+                elif self._dirty:
+                    self._commit(asynchronous=True)
+                if not self._check_progress():
+                    break
                 if self.clock() >= self._next_sweep:
                     self._next_sweep = self.clock() + self.settings.sweep_interval_seconds
                     self._redis_thread.submit(self._sweep)
@@ -167,6 +181,14 @@ class JoinerWorker:
             topics.append(self.topics.dead_letter)
         ensure_topics(self.kafka, topics, partitions=self.partitions)
         self.labeled.start(self.consumer)
+        self._subscribe()
+
+    def _new_consumer(self) -> Any:
+        return make_consumer(
+            self.kafka, JOINER.group_id(self.model_name), on_commit=self._on_commit
+        )
+
+    def _subscribe(self) -> None:
         # Subscribe once the topics exist: librdkafka looks for missing ones again
         # only every few minutes.
         self.consumer.subscribe(
@@ -317,7 +339,9 @@ class JoinerWorker:
         self._open.remove(batch)
         for key, offset in batch.reached.items():
             self._done[key] = max(self._done.get(key, -1), offset)
-        self._commit(asynchronous=True)
+        self._dirty = True
+        if time.monotonic() - self._last_commit >= self.settings.commit_interval_seconds:
+            self._commit(asynchronous=True)
         metrics.batch_seconds.observe(time.perf_counter() - batch.started)
 
     # --- recovery, rebalances, offsets ---------------------------------------------
@@ -340,9 +364,16 @@ class JoinerWorker:
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         # Callbacks run inside `consume`: finish what is in hand, commit it.
+        from confluent_kafka import KafkaException
+
         self._finish_open()
         revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._commit(asynchronous=False, only=revoked)
+        try:
+            self._commit(asynchronous=False, only=revoked)
+        except KafkaException as exc:
+            # Say the group moved on already (a member left mid-rebalance): the next
+            # owner replays from the last commit, and the claims make that harmless.
+            log.warning("committing the revoked partitions failed: %s", exc)
         for key in revoked:
             self._done.pop(key, None)
         log.info("revoked %s", sorted(f"{t}:{p}" for t, p in revoked))
@@ -368,8 +399,97 @@ class JoinerWorker:
             for (topic, partition), offset in self._done.items()
             if only is None or (topic, partition) in only
         ]
+        if only is None:
+            self._dirty = False
+            self._last_commit = time.monotonic()
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=asynchronous)
+
+    def _on_commit(self, err: Any, partitions: list[Any]) -> None:
+        """A commit that failed (say, mid-rebalance) is made again on the next tick:
+        the last batch of a stream must not stay uncommitted."""
+        if err is not None or any(tp.error is not None for tp in partitions):
+            self._dirty = True
+
+    # --- a consumer that stands still ---------------------------------------------
+
+    def _check_progress(self) -> bool:
+        """Every few seconds: is any assigned partition standing still behind its end
+        for `stall_seconds`? Then start the consumer afresh. False when `stop` was set."""
+        now = time.monotonic()
+        if now < self._next_stall_check or self._failing:
+            return True
+        interval = min(5.0, self.settings.stall_seconds / 3)
+        if now - self._next_stall_check > 2 * interval:
+            self.stall.reset()  # the loop was away (retrying): no clock ran meanwhile
+        self._next_stall_check = now + interval
+        from confluent_kafka import KafkaException
+
+        try:
+            positions, ends = self._offsets()
+        except KafkaException as exc:  # the broker is away: no partition can move
+            log.debug("offsets for the stall check unavailable: %s", exc)
+            self.stall.reset()
+            return True
+        stuck = self.stall.stalled(positions, ends, now)
+        if not stuck:
+            return True
+        return self._restart_consumer(stuck)
+
+    def _offsets(self) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], int]]:
+        """Where the consumer reads next in each assigned partition (where it will
+        start, when it has read nothing yet) and each partition's end."""
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return {}, {}
+        positions: dict[tuple[str, int], int] = {}
+        unread = []
+        for tp in self.consumer.position(assignment):
+            key = (tp.topic, tp.partition)
+            if tp.offset >= 0:
+                positions[key] = tp.offset
+            elif key in self._done:
+                positions[key] = self._done[key] + 1
+            else:
+                unread.append(tp)
+        ends: dict[tuple[str, int], int] = {}
+        starts: dict[tuple[str, int], int] = {}
+        for tp in assignment:  # the first failure (broker away) ends the check
+            key = (tp.topic, tp.partition)
+            starts[key], ends[key] = self.consumer.get_watermark_offsets(tp, timeout=2)
+        if unread:  # read nothing yet: it starts at its committed offset, else the start
+            for tp in self.consumer.committed(unread, timeout=2):
+                key = (tp.topic, tp.partition)
+                positions[key] = tp.offset if tp.offset >= 0 else starts[key]
+        return positions, ends
+
+    def _restart_consumer(self, stuck: dict[tuple[str, int], tuple[int, int]]) -> bool:
+        """Finish what is in hand, commit it, leave the group and join it again with a
+        new consumer (its partitions are settled through the outboxes as on any
+        assignment). False when `stop` was set meanwhile."""
+        from confluent_kafka import KafkaException
+
+        log.warning(
+            "no progress for %.0fs although records wait (partition: position/end) %s: "
+            "starting the consumer afresh",
+            self.settings.stall_seconds,
+            {f"{t}:{p}": f"{pos}/{end}" for (t, p), (pos, end) in sorted(stuck.items())},
+        )
+        metrics.consumer_restarts.inc()
+        if not self._finish_open():
+            return False
+        try:
+            self._commit(asynchronous=False)
+        except KafkaException as exc:
+            log.warning("committing before the restart failed (replayed, harmless): %s", exc)
+        try:
+            self.consumer.close()  # its revoke callback commits and forgets its partitions
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("closing the stuck consumer failed: %s", exc)
+        self._done.clear()
+        self.stall.reset()
+        self.consumer = self._new_consumer()
+        return self._retrying(self._subscribe)
 
     # --- housekeeping --------------------------------------------------------------
 
