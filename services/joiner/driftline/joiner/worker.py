@@ -121,6 +121,7 @@ class JoinerWorker:
         self.dead_letters = DeadLetters(self.labeled.producer, self.topics.dead_letter)
         self.consumer = self._new_consumer()
         self.stall = StallWatch(settings.stall_seconds)
+        self._offsets_reader: Any = None  # made on the first stall check
         self._next_stall_check = 0.0
         self._last_commit = 0.0
         self._dirty = False  # offsets done but not (successfully) committed yet
@@ -206,6 +207,8 @@ class JoinerWorker:
             self.consumer.close()
         except Exception as exc:  # the process is ending: say so, do not mask the cause
             log.warning("closing the consumer failed: %s", exc)
+        if self._offsets_reader is not None:
+            self._offsets_reader.close()  # never subscribed: leaves no group
         self.labeled.producer.flush(10)
 
     # --- the pipeline: two batches in hand -------------------------------------------
@@ -452,13 +455,18 @@ class JoinerWorker:
                 positions[key] = self._done[key] + 1
             else:
                 unread.append(tp)
+        # Asked through a client of its own: on the consumer's connection the request
+        # would wait behind its fetch in flight (up to fetch.wait.max.ms per partition).
+        if self._offsets_reader is None:
+            self._offsets_reader = make_consumer(self.kafka, JOINER.group_id(self.model_name))
+        reader = self._offsets_reader
         ends: dict[tuple[str, int], int] = {}
         starts: dict[tuple[str, int], int] = {}
         for tp in assignment:  # the first failure (broker away) ends the check
             key = (tp.topic, tp.partition)
-            starts[key], ends[key] = self.consumer.get_watermark_offsets(tp, timeout=2)
+            starts[key], ends[key] = reader.get_watermark_offsets(tp, timeout=2)
         if unread:  # read nothing yet: it starts at its committed offset, else the start
-            for tp in self.consumer.committed(unread, timeout=2):
+            for tp in reader.committed(unread, timeout=2):
                 key = (tp.topic, tp.partition)
                 positions[key] = tp.offset if tp.offset >= 0 else starts[key]
         return positions, ends
