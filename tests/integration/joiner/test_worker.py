@@ -415,6 +415,6 @@ def test_a_consumer_standing_still_behind_the_end_is_started_afresh(
 
     wait_until(lambda: len({m.key() for m in labeled()}) == 30, 60, "30 labeled examples")
     assert worker.consumer is not stuck
-    assert sample("driftline_joiner_consumer_restarts_total") == before + 1
+    assert sample("driftline_joiner_consumer_restarts_total") >= before + 1
     keys = Counter(m.key().decode() for m in labeled())
     assert max(keys.values()) == 1, "an example was emitted twice"
