@@ -397,7 +397,7 @@ def test_a_consumer_standing_still_behind_the_end_is_started_afresh(
     consumer is closed, a new one joins, and every request is joined once."""
     from confluent_kafka import TopicPartition
 
-    worker = running(settings={"stall_seconds": 2.0})
+    worker = running(settings={"stall_seconds": 4.0})
     conn = KafkaConnection(kafka.bootstrap_servers)
     topics = worker.topics
     wait_until(lambda: len(worker.consumer.assignment()) == 4, 30, "four partitions assigned")
