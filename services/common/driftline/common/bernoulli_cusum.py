@@ -17,8 +17,8 @@ false-alarm budget (the same run length on its own). One threshold in nats for a
 them would hold the small alternatives to the large ones' level: a sum for a small
 rise takes small steps and wanders near 0 for long stretches, so it reaches a given
 level far more rarely than a sum for a large rise, and it needs a much lower one to
-alarm as often. Held to the common level, the small alternatives only saw a small
-rise about when the large ones did.
+alarm as often. Held to the common level, a rise from 13 % to 16.5 % took 1.7x as long
+to be seen at the same ERT (mean over synthetic streams, `test_bernoulli_cusum.py`).
 The detector alarms when any sum passes its threshold; its statistic is the largest
 sum as a share of its threshold (alarm above 1).
 
