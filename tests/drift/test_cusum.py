@@ -7,8 +7,9 @@ import pytest
 
 from driftline.api import SpecError
 from driftline.api.crd import dynamic_model_crd
+from driftline.common.bernoulli_cusum import increments, statistic
 from driftline.drift.detectors import ThresholdCache, make_backend
-from driftline.drift.detectors.online_cusum import CUSUMOnline, _statistic, increments
+from driftline.drift.detectors.online_cusum import CUSUMOnline
 from driftline.drift.monitor import DriftMonitor
 from driftline.drift.monitor_config import MonitorConfig
 from tests.drift.streams import dynamic_model, labeled, reference
@@ -32,8 +33,8 @@ def test_false_alarms_on_calm_streams_come_about_once_per_ert() -> None:
 def test_the_threshold_grows_with_the_ert_also_past_what_is_simulated() -> None:
     rng = np.random.default_rng(3)
     ref = rng.random(1000) < 0.1
-    levels = [CUSUMOnline(ref, ert).threshold for ert in (500, 5000, 50_000, 1_000_000)]
-    assert levels == sorted(levels) and len(set(levels)) == 4, levels
+    levels = np.array([CUSUMOnline(ref, ert).thresholds for ert in (500, 5000, 50_000, 1_000_000)])
+    assert (np.diff(levels, axis=0) > 0).all(), levels  # every alternative's
     # A likelihood-ratio CUSUM's run length grows about like exp(threshold).
     assert levels[-1] - levels[-2] == pytest.approx(np.log(20), abs=1.5), levels
 
@@ -65,7 +66,9 @@ def test_the_statistic_rises_on_errors_falls_on_correct_answers_and_resets() -> 
         assert (now > before) if x else (now <= before)
     # The live statistic is the one the threshold simulation computes.
     up = stream[:, 0] > 0.5
-    simulated = _statistic(increments(up, det.errors, det.n, det.learn, det.odds_ratios))
+    simulated = statistic(
+        increments(up, det.errors, det.n, det.learn, det.odds_ratios), det.thresholds
+    )
     assert np.allclose(seen, simulated)
     det.reset()
     assert det.update(np.array([0.0])).statistic == 0.0
@@ -78,7 +81,9 @@ def test_the_statistic_is_the_simulated_one_also_after_the_rate_stops_learning()
     stream = bits(rng, 3 * det.learn, 0.22)
     seen = [det.update(x).statistic for x in stream]
     up = stream[:, 0] > 0.5
-    simulated = _statistic(increments(up, det.errors, det.n, det.learn, det.odds_ratios))
+    simulated = statistic(
+        increments(up, det.errors, det.n, det.learn, det.odds_ratios), det.thresholds
+    )
     assert np.allclose(seen, simulated)
 
 
@@ -87,10 +92,11 @@ def test_thresholds_come_back_from_the_cache(tmp_path) -> None:
     ref = np.random.default_rng(4).random(1500) < 0.12
     first = CUSUMOnline(ref, 20_000, cache=cache)
     again = CUSUMOnline(ref, 20_000, cache=cache)
-    assert again.threshold == first.threshold
+    assert again.thresholds == first.thresholds
     assert again.setup_seconds < first.setup_seconds / 5
     assert len(list(tmp_path.glob("cusum-*.npz"))) == 1
-    assert CUSUMOnline(ref, 40_000, cache=cache).threshold > first.threshold  # another key
+    longer = CUSUMOnline(ref, 40_000, cache=cache).thresholds  # another key
+    assert all(a > b for a, b in zip(longer, first.thresholds, strict=True))
 
 
 def test_the_spec_chooses_the_detector_and_refuses_it_on_alibi() -> None:

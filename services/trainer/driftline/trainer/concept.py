@@ -8,7 +8,8 @@ asks a second question when the error rate rises:
    `window` labeled rows with its rate over the epoch's earlier rows (a
    two-proportion z-test; the rise must also be at least `min_increase`, so that
    a long quiet stream does not alarm on noise). When it alarms, a CUSUM over the
-   buffered rows estimates where the rise began.
+   buffered rows estimates where the rise began (`driftline.common.bernoulli_cusum`,
+   the code of the drift monitor's CUSUM concept detector).
 2. `shifted_features` compares the inputs since that point with the current
    epoch's anchor set (two-sample Kolmogorov-Smirnov per numeric feature,
    chi-squared per categorical one, Bonferroni-corrected). Errors rising while
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from driftline.common.bernoulli_cusum import rise_start
 
 
 class ErrorRateMonitor:
@@ -101,10 +104,8 @@ class ErrorRateMonitor:
         sd = math.sqrt(base * (1 - base) * (1 / self.window + 1 / self.reference_rows))
         if (p_win - p_ref) / sd < self.z:
             return False
-        # CUSUM: the rise began after the lowest point of sum(error - midpoint).
-        drift = np.cumsum(self.errors - (p_ref + p_win) / 2)
-        start = min(int(np.argmin(drift)) + 1, len(self.seq) - 1)
-        self.change_start = int(self.seq[start])
+        # The CUSUM's change point, its reference value halfway between the two rates.
+        self.change_start = int(self.seq[rise_start(self.errors, (p_ref + p_win) / 2)])
         return True
 
     def state(self) -> dict[str, NDArray[Any]]:
