@@ -15,7 +15,6 @@ import random
 import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from driftline.api.parts import JOINER
 from driftline.common.connections import KafkaConnection
 from driftline.common.kafka import ensure_topics
 from driftline.local.servers import KafkaBroker, RedisServer, free_port
+from tests.chaos.support import metric
 from tests.integration.joiner.streams import (
     committed_offsets,
     read_to_end,
@@ -36,15 +36,6 @@ from tests.integration.joiner.test_crash import Stream, ready, start_joiner
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
 REPLICAS = 3
-
-
-def consumer_restarts(port: int) -> float:
-    """A replica's count of consumers it started afresh after standing still."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith("driftline_joiner_consumer_restarts_total "):
-                return float(line.split()[1])
-    return 0.0
 
 
 def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
@@ -113,7 +104,10 @@ def test_three_replicas_one_killed_lose_nothing_and_double_nothing(
         started = time.monotonic()
         wait_until(lambda: done() == total, 180, "the two left to finish the stream")
         took_over = time.monotonic() - started
-        restarts = [consumer_restarts(port) for _, port in replicas[1:]]
+        restarts = [
+            metric(f"http://127.0.0.1:{port}/metrics", "driftline_joiner_consumer_restarts_total")
+            for _, port in replicas[1:]
+        ]
         for joiner, _ in replicas[1:]:
             joiner.send_signal(signal.SIGTERM)
         for i, (joiner, _) in enumerate(replicas[1:], start=1):
