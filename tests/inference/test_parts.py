@@ -114,3 +114,35 @@ def test_settings_come_from_the_environment(
     assert (settings.port, settings.workers) == (9001, 2)
     assert settings.model.name == "m"
     assert settings.connections.redis.url == "redis://127.0.0.1:1/0"
+
+
+def test_feasts_store_is_spec_feast_else_the_models_redis(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = write_model_file(tmp_path / "plain.yaml", model_document("m"))
+    document = model_document("m")
+    document["spec"]["feast"] = {
+        "redis": {"url": "redis://feast-redis:6390/2", "credentialsSecret": "feast-redis"}
+    }
+    with_store = write_model_file(tmp_path / "feast.yaml", document)
+    secrets = tmp_path / "secrets"
+    (secrets / "feast").mkdir(parents=True)
+    (secrets / "feast" / "password").write_text("s3cret\n")
+    monkeypatch.setenv("DRIFTLINE_INFERENCE_SECRETS_DIR", str(secrets))
+
+    monkeypatch.setenv("DRIFTLINE_INFERENCE_MODEL_FILE", str(plain))
+    assert InferenceSettings().feast_connection is None  # type: ignore[call-arg]
+
+    monkeypatch.setenv("DRIFTLINE_INFERENCE_MODEL_FILE", str(with_store))
+    store = InferenceSettings().feast_connection  # type: ignore[call-arg]
+    assert store is not None
+    assert (store.url, store.username, store.password) == (
+        "redis://feast-redis:6390/2",
+        None,
+        "s3cret",
+    )
+
+    # The process's own setting (the local runtime, tests) wins over the spec.
+    monkeypatch.setenv("DRIFTLINE_INFERENCE_FEAST_REDIS_URL", "redis://127.0.0.1:7000/0")
+    store = InferenceSettings().feast_connection  # type: ignore[call-arg]
+    assert store is not None and store.url == "redis://127.0.0.1:7000/0"

@@ -104,6 +104,8 @@ def scenarios() -> dict[str, BuildContext]:
             ALL,
             SASL_TLS,
         ),
+        # Features from Feast's own Redis: its credentials mounted into inference alone.
+        "feast-store": BuildContext(sample("feast-features"), settings),
         # No KEDA: workers scale on CPU; training off: no trainer.
         "training-off": BuildContext(
             sample(

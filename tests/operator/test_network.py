@@ -44,6 +44,13 @@ def test_each_part_reaches_only_its_backends() -> None:
     assert egress_ports(ctx, TRAINER) == [443, 5001, 6380, 9093]  # models in object storage
 
 
+def test_inference_alone_reaches_feasts_online_store() -> None:
+    ctx = BuildContext(sample("feast-features", feast={"redis": {"url": "redis://feast:6390/2"}}))
+    assert egress_ports(ctx, INFERENCE) == [443, 5000, 6379, 6390, 9092]
+    for part in (JOINER, TRAINER):
+        assert 6390 not in egress_ports(ctx, part)
+
+
 def test_only_inference_takes_client_traffic() -> None:
     ctx = BuildContext(sample("minimal"))
     inference = part_policy(ctx, INFERENCE)["spec"]["ingress"]

@@ -65,9 +65,12 @@ def test_config_is_a_file_and_secrets_never_plain_env(name: str) -> None:
         assert not any(k.lower().endswith(("password", "token")) for k in env)
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         volumes = {v["name"]: v for v in pod["volumes"]}
+        feast = ctx.model.spec.feast
         for backend, secret in (
             ("kafka", ctx.model.spec.kafka.credentials_secret),
             ("redis", ctx.model.spec.redis.credentials_secret),
+            # Feast's online store: only inference reads it.
+            ("feast", feast.redis.credentials_secret if feast and part == "inference" else None),
         ):
             path = f"/var/run/secrets/driftline/{backend}"
             if secret is None:

@@ -191,9 +191,13 @@ class Cluster:
     def kafka_auth(self, model: DynamicModel) -> KafkaAuth | None:
         """Checks that the model's Secrets exist; returns the Kafka auth facts for builders."""
         namespace = model.metadata.namespace
-        redis_secret = model.spec.redis.credentials_secret
-        if redis_secret is not None:
-            self.secret_data(namespace, redis_secret)
+        feast = model.spec.feast
+        for secret in (
+            model.spec.redis.credentials_secret,
+            feast.redis.credentials_secret if feast is not None else None,
+        ):
+            if secret is not None:
+                self.secret_data(namespace, secret)
         kafka_secret = model.spec.kafka.credentials_secret
         if kafka_secret is None:
             return None

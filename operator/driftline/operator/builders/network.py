@@ -55,9 +55,13 @@ def url_port(url: str) -> int | None:
 def egress_ports(ctx: BuildContext, part: Part) -> list[int]:
     spec = ctx.model.spec
     ports = kafka_ports(spec.kafka.bootstrap_servers)
-    redis = url_port(spec.redis.url)
-    if redis is not None:
-        ports.add(redis)
+    redis_urls = [spec.redis.url]
+    if part is INFERENCE and spec.feast is not None:
+        redis_urls.append(spec.feast.redis.url)  # Feast's online store (source.feast)
+    for url in redis_urls:
+        redis = url_port(url)
+        if redis is not None:
+            ports.add(redis)
     if part.uses_mlflow:
         tracking = url_port(spec.model.registry.tracking_uri)
         if tracking is not None:

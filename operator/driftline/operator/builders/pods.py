@@ -157,6 +157,10 @@ def _volumes(ctx: BuildContext, part: Part) -> tuple[list[dict[str, Any]], list[
         "kafka": ctx.model.spec.kafka.credentials_secret,
         "redis": ctx.model.spec.redis.credentials_secret,
     }
+    feast = ctx.model.spec.feast
+    if part is INFERENCE and feast is not None:
+        # Only inference reads Feast's online store (features with source.feast).
+        secrets["feast"] = feast.redis.credentials_secret
     for backend, secret in secrets.items():
         if secret is None:
             continue

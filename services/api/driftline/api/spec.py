@@ -776,6 +776,16 @@ class RedisSpec(SpecModel):
     )
 
 
+class FeastStoreSpec(SpecModel):
+    """Where Feast's online store is, for the features with `source.feast`."""
+
+    redis: RedisSpec = Field(
+        description="Feast's Redis online store: its feature_store.yaml connection_string "
+        "(host:port,db=N) as redis://host:port/N; credentialsSecret as for spec.redis "
+        "(keys 'password', 'username'). Only inference reads it."
+    )
+
+
 # --- inference -------------------------------------------------------------------------
 
 
@@ -1520,6 +1530,11 @@ class DynamicModelSpec(SpecModel):
     )
     kafka: KafkaSpec
     redis: RedisSpec
+    feast: FeastStoreSpec | None = Field(
+        default=None,
+        description="Feast's online store, when it is not the model's Redis (spec.redis): "
+        "where features with source.feast are read (docs/features-feast.md).",
+    )
     inference: InferenceSpec = Field(default_factory=InferenceSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     drift: DriftSpec = Field(default_factory=DriftSpec)

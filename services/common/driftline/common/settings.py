@@ -37,8 +37,8 @@ class PartSettings(BaseSettings):
     )
     secrets_dir: Path = Field(
         default=Path("/var/run/secrets/driftline"),
-        description="Mounted Secrets: kafka/ (username, password, mechanism, ca.crt) "
-        "and redis/ (username, password).",
+        description="Mounted Secrets: kafka/ (username, password, mechanism, ca.crt), "
+        "redis/ (username, password) and, for inference, feast/ (Feast's Redis: the same).",
     )
     metrics_port: int = Field(default=9100, ge=0, le=65535, description="0 turns it off.")
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")

@@ -23,7 +23,6 @@ from prometheus_client import REGISTRY
 from driftline.api import DynamicModel
 from driftline.api.events import Variant
 from driftline.api.routing import serves_candidate
-from driftline.common.connections import RedisConnection
 from driftline.common.model_signature import SignatureCheck
 from driftline.common.redis_state import RoutingStore, ServingStore, model_prefix
 from driftline.inference import metrics
@@ -139,8 +138,9 @@ class InferenceService:
         if self.sources is not None:
             source_timeout = settings.feature_source_timeout_ms / 1000
             feast_client = None
-            if self.sources.feast is not None and settings.feast_redis_url:
-                feast_client = RedisConnection(settings.feast_redis_url).async_client(
+            feast_store = settings.feast_connection
+            if self.sources.feast is not None and feast_store is not None:
+                feast_client = feast_store.async_client(
                     socket_timeout=source_timeout, socket_connect_timeout=source_timeout
                 )
             self.sources.connect(

@@ -7,12 +7,14 @@ threads, the limits that protect it, and the knobs of its background work.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from driftline.common.connections import RedisConnection
 from driftline.common.settings import PartSettings
 
 ProviderChoice = Literal["auto", "cpu", "cuda", "tensorrt"]
@@ -172,9 +174,20 @@ class InferenceSettings(PartSettings):
     )
     feast_redis_url: str | None = Field(
         default=None,
-        description="Feast's Redis online store (redis://...), read for features with "
-        "source.feast; unset: the model's Redis (spec.redis).",
+        description="Overrides spec.feast.redis.url: Feast's Redis online store "
+        "(redis://...), read for features with source.feast.",
     )
     redis_timeout_seconds: float = Field(
         default=1.0, gt=0, description="Socket timeout of the routing and stats connections."
     )
+
+    @cached_property
+    def feast_connection(self) -> RedisConnection | None:
+        """Feast's online store: this process's override, else spec.feast.redis, with
+        the credentials mounted under `secrets_dir`/feast; None: the model's own Redis
+        (spec.redis) holds Feast's features too."""
+        store = self.model.spec.feast
+        url = self.feast_redis_url or (store.redis.url if store is not None else None)
+        if url is None:
+            return None
+        return RedisConnection.from_secrets(url, self.secrets_dir / "feast")
