@@ -161,6 +161,35 @@ def test_missing_secret_waits_and_retries(
     } in pod["volumes"]
 
 
+def test_feasts_store_secret_is_waited_for_and_mounted_into_inference_alone(
+    control_plane: ControlPlane, ns: str
+) -> None:
+    manifest = model_manifest("churn", ns)
+    store = {"url": "redis://feast-redis:6390/1", "credentialsSecret": "feast-creds"}
+    manifest["spec"]["feast"] = {"redis": store}
+    control_plane.create_model(manifest)
+    with control_plane.operator(ns, retry_seconds=1.0):
+        status = wait_for(
+            lambda: (
+                (s := control_plane.status(ns, "churn")).get("phase") == "Pending"
+                and condition(s, "Ready").get("reason") == "DependencyMissing"
+                and s
+            ),
+            60,
+            "Pending on the missing Secret",
+        )
+        assert "feast-creds" in status["message"]
+        control_plane.secret(ns, "feast-creds", {"password": "p"})
+        control_plane.wait_serving(ns, "churn", what="phase Serving once it exists")
+    volume = {
+        "name": "feast-credentials",
+        "secret": {"secretName": "feast-creds", "defaultMode": 288},
+    }
+    for part in ("inference", "joiner", "drift"):
+        pod = deployment(control_plane, ns, f"churn-{part}")["spec"]["template"]["spec"]
+        assert (volume in pod["volumes"]) == (part == "inference"), part
+
+
 def test_a_rerun_changes_nothing(control_plane: ControlPlane, ns: str) -> None:
     control_plane.create_model(model_manifest("churn", ns))
     with control_plane.operator(ns):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -94,12 +94,29 @@ def feast_built() -> bool:
 
 
 class FeastRepo:
-    """A Feast feature repository in `path`, its online store the Redis on `redis_port`."""
+    """A Feast feature repository in `path`, its online store the Redis at
+    `redis_host`:`redis_port` (database `redis_db`). Feast's commands run as `wrap`
+    makes them (for example inside a network namespace: `NodeNetwork.nsenter`). The
+    views are `definitions` (Feast's Python; `{data}` stands for the folder of their
+    Parquet sources), with `dtypes` per view's columns; `DEFINITIONS` by default."""
 
-    def __init__(self, path: Path, redis_port: int, project: str = "driftline_test") -> None:
+    def __init__(
+        self,
+        path: Path,
+        redis_port: int,
+        project: str = "driftline_test",
+        *,
+        redis_host: str = "127.0.0.1",
+        redis_db: int = 0,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+        definitions: str = DEFINITIONS,
+        dtypes: Mapping[str, Mapping[str, str]] = DTYPES,
+    ) -> None:
         self.path = path
         self.project = project
+        self.dtypes = dtypes
         self.venv = feast_venv()
+        self.wrap = wrap or (lambda argv: argv)
         self.data = path / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         (path / "feature_store.yaml").write_text(
@@ -108,17 +125,22 @@ class FeastRepo:
             "provider: local\n"
             "online_store:\n"
             "  type: redis\n"
-            f'  connection_string: "127.0.0.1:{redis_port},db=0"\n'
+            f'  connection_string: "{redis_host}:{redis_port},db={redis_db}"\n'
             "offline_store:\n"
             "  type: file\n"
             "entity_key_serialization_version: 3\n"
         )
-        (path / "definitions.py").write_text(DEFINITIONS.replace("{data}", str(self.data)))
+        (path / "definitions.py").write_text(definitions.replace("{data}", str(self.data)))
 
     def _run(self, *argv: str) -> str:
         env = {**os.environ, "FEAST_USAGE": "False", "PYTHONPATH": ""}
         done = subprocess.run(
-            argv, cwd=self.path, env=env, capture_output=True, text=True, timeout=300
+            self.wrap(list(argv)),
+            cwd=self.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout}\n{done.stderr}")
@@ -141,7 +163,7 @@ class FeastRepo:
         """Write each view's rows to its Parquet file (the offline store), `feast apply`."""
         data = {
             str(self.data / f"{view}.parquet"): {
-                "dtypes": DTYPES[view],
+                "dtypes": self.dtypes[view],
                 "rows": [
                     {**row, "event_timestamp": row["event_timestamp"].isoformat()} for row in rows
                 ],
