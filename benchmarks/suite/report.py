@@ -155,12 +155,22 @@ def markdown(result: dict[str, Any], charts: list[str]) -> str:
         "",
         f"{before['cpus']} x {before['cpu_model']}, {before['memory']} memory, Linux "
         f"{before['kernel']}, Python {before['python']}, this run at nice {before['nice']}.",
-        f"**A busy machine**: the two cores were shared with other people's builds and tests "
-        f"while this ran (load average {before['load_average']} before, "
+        (
+            "**A busy machine**: the cores were shared with other work while this ran"
+            if _busy(before)
+            else "A quiet machine: nothing else ran on the cores when this started"
+        )
+        + f" (load average {before['load_average']} before, "
         f"{after['load_average']} after; busiest processes at the start: "
         + "; ".join(before["busiest_processes"][:4])
-        + "). Absolute rates are lower bounds of what a quiet machine gives; the ratios, "
-        "measured side by side, are the numbers to compare. Peers: "
+        + "). "
+        + (
+            "Absolute rates are lower bounds of what a quiet machine gives; the ratios, "
+            "measured side by side, are the numbers to compare. "
+            if _busy(before)
+            else "The ratios, measured side by side, are the numbers to compare. "
+        )
+        + "Peers: "
         + (", ".join(f"{k} {v}" for k, v in result["peer_versions"].items()) or "not run")
         + f"; load generators: {result['load_generators']}.",
         "",
@@ -210,3 +220,9 @@ def markdown(result: dict[str, Any], charts: list[str]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _busy(machine: dict[str, Any]) -> bool:
+    """Other work on the cores when the run started: a 1-minute load average above 1."""
+    load = machine.get("load_average") or [0.0]
+    return float(load[0]) > 1.0
