@@ -132,6 +132,20 @@ def test_invalid_spec_fails_with_a_message_then_recovers(
         control_plane.wait_serving(ns, "churn", what="phase Serving after the fix")
 
 
+def pending_on_a_secret(control_plane: ControlPlane, ns: str, name: str) -> dict[str, Any]:
+    """The model's status once it is Pending on a Secret that does not exist."""
+    status: dict[str, Any] = wait_for(
+        lambda: (
+            (s := control_plane.status(ns, name)).get("phase") == "Pending"
+            and condition(s, "Ready").get("reason") == "DependencyMissing"
+            and s
+        ),
+        60,
+        "Pending on the missing Secret",
+    )
+    return status
+
+
 # With a short backoff kopf's retry finds the Secret; with a long one only the tick can.
 @pytest.mark.parametrize("retry_seconds", [1.0, 3600.0], ids=["kopf-retry", "tick"])
 def test_missing_secret_waits_and_retries(
@@ -141,15 +155,7 @@ def test_missing_secret_waits_and_retries(
     manifest["spec"]["kafka"]["credentialsSecret"] = "kafka-creds"
     control_plane.create_model(manifest)
     with control_plane.operator(ns, retry_seconds=retry_seconds):
-        status = wait_for(
-            lambda: (
-                (s := control_plane.status(ns, "churn")).get("phase") == "Pending"
-                and condition(s, "Ready").get("reason") == "DependencyMissing"
-                and s
-            ),
-            60,
-            "Pending on the missing Secret",
-        )
+        status = pending_on_a_secret(control_plane, ns, "churn")
         assert "kafka-creds" in status["message"]
         assert control_plane.children(DEPLOYMENTS, ns, "churn") == []
         control_plane.secret(ns, "kafka-creds", {"username": "u", "password": "p"})
@@ -169,15 +175,7 @@ def test_feasts_store_secret_is_waited_for_and_mounted_into_inference_alone(
     manifest["spec"]["feast"] = {"redis": store}
     control_plane.create_model(manifest)
     with control_plane.operator(ns, retry_seconds=1.0):
-        status = wait_for(
-            lambda: (
-                (s := control_plane.status(ns, "churn")).get("phase") == "Pending"
-                and condition(s, "Ready").get("reason") == "DependencyMissing"
-                and s
-            ),
-            60,
-            "Pending on the missing Secret",
-        )
+        status = pending_on_a_secret(control_plane, ns, "churn")
         assert "feast-creds" in status["message"]
         control_plane.secret(ns, "feast-creds", {"password": "p"})
         control_plane.wait_serving(ns, "churn", what="phase Serving once it exists")

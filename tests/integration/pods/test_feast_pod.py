@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 
-from driftline_testing.feast import FeastRepo, feast_built
+from driftline_testing.feast import PREAMBLE, FeastRepo, feast_built
 from driftline_testing.images import BuiltImage
 from driftline_testing.node import NodeStack
 from tests.deploy.chart import ROOT
@@ -60,19 +60,9 @@ FEAST_DB = 1  # the model's own Redis is database 0 of the same server
 
 # The sample's Feast project, as its features name it.
 PROJECT = "fraud"
-VIEWS = """
-from datetime import timedelta
-
-from feast import Entity, FeatureView, Field, FileSource, ValueType
-from feast.types import Float64, Int64
-
-user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
-
-
-def source(name):
-    return FileSource(name=name, path="{data}/" + name + ".parquet",
-                      timestamp_field="event_timestamp")
-
+VIEWS = (
+    PREAMBLE
+    + """
 
 user_stats = FeatureView(
     name="user_stats", entities=[user], ttl=timedelta(days=3650), online=True,
@@ -83,6 +73,7 @@ user_risk = FeatureView(
     schema=[Field(name="score", dtype=Float64)], source=source("user_risk"),
 )
 """
+)
 DTYPES = {
     "user_stats": {"user_id": "int64", "txn_count_7d": "Int64"},
     "user_risk": {"user_id": "int64", "score": "float64"},

@@ -29,7 +29,7 @@ from typing import Any
 RIG = Path(__file__).resolve().parents[2] / "rig" / "feast"
 DRIVER = RIG / "driver.py"
 
-DEFINITIONS = """
+PREAMBLE = """
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, ValueType
@@ -42,7 +42,14 @@ merchant = Entity(name="merchant", join_keys=["merchant_id"], value_type=ValueTy
 def source(name):
     return FileSource(name=name, path="{data}/" + name + ".parquet",
                       timestamp_field="event_timestamp")
+"""
+"""What every repository's definitions start with: Feast's imports and types, the
+entities `user` (user_id int64) and `merchant` (merchant_id string), and `source(name)`,
+a view's Parquet file in the repository's data folder."""
 
+DEFINITIONS = (
+    PREAMBLE
+    + """
 
 user_stats = FeatureView(
     name="user_stats", entities=[user], ttl=timedelta(days=3650), online=True,
@@ -60,6 +67,7 @@ user_merchant = FeatureView(
     schema=[Field(name="pair_count", dtype=Int64)], source=source("user_merchant"),
 )
 """
+)
 
 # Pandas dtypes of each view's Parquet columns.
 DTYPES: dict[str, dict[str, str]] = {
@@ -97,8 +105,9 @@ class FeastRepo:
     """A Feast feature repository in `path`, its online store the Redis at
     `redis_host`:`redis_port` (database `redis_db`). Feast's commands run as `wrap`
     makes them (for example inside a network namespace: `NodeNetwork.nsenter`). The
-    views are `definitions` (Feast's Python; `{data}` stands for the folder of their
-    Parquet sources), with `dtypes` per view's columns; `DEFINITIONS` by default."""
+    views are `definitions` (Feast's Python, usually `PREAMBLE` and views of its own;
+    `{data}` stands for the folder of their Parquet sources), with `dtypes` per view's
+    columns; `DEFINITIONS` by default."""
 
     def __init__(
         self,
