@@ -116,7 +116,7 @@ print(json.dumps({"answered": answered, "failed": failed}))
 
 # Run in the inference image from another namespace: the predictions topic argv[2]
 # read from its start until it holds the request ids of argv[3] (at most 120 s); the
-# logged features and variant of each, as one JSON object.
+# logged features and entity id of each stable prediction, as one JSON object.
 READ_LOG = """
 import json, sys, time
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
