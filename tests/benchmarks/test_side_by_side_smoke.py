@@ -47,7 +47,18 @@ def test_smoke_run_writes_every_workload(tmp_path: Path) -> None:
     report = (tmp_path / "REPORT.md").read_text()
     for title in ("HTTP predict", "Cache hit", "Trainer update path", "Feedback join", "Drift"):
         assert f"## {title}" in report
-    assert "busy machine" in report
+    # The machine line follows the load measured at the start (busy above 1).
+    busy = result["machine_before"]["load_average"][0] > 1.0
+    assert ("**A busy machine**" in report) == busy
+    assert ("A quiet machine" in report) == (not busy)
     charts = sorted(p.name for p in tmp_path.glob("*.png"))
     assert len(charts) >= 5, charts
     assert all((tmp_path / c).read_bytes()[:4] == b"\x89PNG" for c in charts)
+
+
+def test_the_report_calls_the_machine_busy_from_its_load_at_the_start() -> None:
+    from benchmarks.suite.report import _busy
+
+    assert _busy({"load_average": [1.5, 0.2, 0.1]})
+    assert not _busy({"load_average": [0.6, 2.0, 3.0]})  # the last minute is what counts
+    assert not _busy({})
