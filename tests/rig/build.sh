@@ -15,7 +15,8 @@
 #
 # The cache directory is ${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>, where
 # the key names the pinned versions and a hash of this directory's inputs (go.mod,
-# go.sum, pom.xml, log4j2.properties, coredns/, metrics-server/, prometheus/ and this script): any change builds into a new
+# go.sum, pom.xml, log4j2.properties, coredns/, metrics-server/, prometheus/ and this
+# script): any change builds into a new
 # directory, and an unchanged rig is not built again. Go's module and build caches
 # (~/go/pkg/mod, ~/.cache/go-build) and Maven's (~/.m2) stay where they are, so even
 # a new key rebuilds mostly from cache. Builds of one key take turns (flock), so
@@ -39,7 +40,8 @@ prometheus_version="$(awk '$1 == "github.com/prometheus/prometheus" { print $2; 
 kafka_version="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/pom.xml")"
 # Keep in step with rig_key() in tests/support/driftline_testing/rig.py.
 inputs=(go.mod go.sum pom.xml log4j2.properties coredns/go.mod coredns/go.sum coredns/main.go
-  metrics-server/go.mod metrics-server/go.sum prometheus/go.mod prometheus/go.sum build.sh)
+  metrics-server/go.mod metrics-server/go.sum prometheus/go.mod prometheus/go.sum
+  prometheus/plugins.go.in build.sh)
 digest="$(cd "$here" && cat "${inputs[@]}" | sha256sum | cut -c1-10)"
 key="k8s-${k8s_version}-kafka-${kafka_version}-${digest}"
 rig="$cache_root/$key"
@@ -107,9 +109,11 @@ build_k8s() {
 }
 
 # A Go binary of a module of its own under tests/rig (its dependency pins apart from
-# the control plane's): build_go_module <name> <version> <folder> <package>.
+# the control plane's): build_go_module <name> <version> <folder> <package> [go build
+# flags], where <folder> is under tests/rig or an absolute path.
 build_go_module() {
   local name="$1" version="$2" folder="$3" package="$4"
+  shift 4
   if [[ -f "$rig/$name.done" ]]; then
     stamp "$name $version: cached"
     return
@@ -118,8 +122,8 @@ build_go_module() {
   local out="$rig/$name.partial"
   rm -rf "$out" && mkdir -p "$out"
   (
-    cd "$here/$folder"
-    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" \
+    cd "$here" && cd "$folder"
+    CGO_ENABLED=0 nice -n "${DRIFTLINE_RIG_NICE:-10}" go build -trimpath -ldflags "-s -w" "$@" \
       -o "$out/$name" "$package"
   )
   mkdir -p "$rig/bin"
@@ -135,10 +139,27 @@ build_metrics_server() {
   build_go_module metrics-server "$metrics_version" metrics-server \
     sigs.k8s.io/metrics-server/cmd/metrics-server
 }
-# Module v0.X.Y is Prometheus 3.X.Y.
+# Module v0.X.Y is Prometheus 3.X.Y. Only Kubernetes service discovery is linked in:
+# prometheus/plugins.go.in stands in for the release's generated list of every cloud's
+# discovery, whose SDKs were most of a cold build. Go lets an overlay replace no file of
+# its module cache, so the build runs in a vendored copy of prometheus/ (its go.mod and
+# go.sum; `go mod vendor` copies the sources from the module cache).
 build_prometheus() {
-  build_go_module prometheus "$prometheus_version" prometheus \
-    github.com/prometheus/prometheus/cmd/prometheus
+  if [[ -f "$rig/prometheus.done" ]]; then
+    stamp "prometheus $prometheus_version: cached"
+    return
+  fi
+  local src="$rig/prometheus-src"
+  rm -rf "$src" && mkdir -p "$src"
+  cp "$here/prometheus/go.mod" "$here/prometheus/go.sum" "$src/"
+  (cd "$src" && go mod vendor)
+  local listed="$src/vendor/github.com/prometheus/prometheus/plugins/plugins.go"
+  [[ -f "$listed" ]] || { echo "build.sh: $listed is missing" >&2; exit 1; }
+  printf '{"Replace": {"%s": "%s"}}\n' "$listed" "$here/prometheus/plugins.go.in" \
+    >"$src/overlay.json"
+  build_go_module prometheus "$prometheus_version" "$src" \
+    github.com/prometheus/prometheus/cmd/prometheus -overlay "$src/overlay.json"
+  rm -rf "$src"
 }
 
 build_kafka() {

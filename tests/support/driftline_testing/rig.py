@@ -31,6 +31,7 @@ PIN_FILES = (
     "metrics-server/go.sum",
     "prometheus/go.mod",
     "prometheus/go.sum",
+    "prometheus/plugins.go.in",
     "build.sh",
 )
 
