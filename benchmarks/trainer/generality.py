@@ -32,6 +32,25 @@ Families (segments of `--segment` rows per concept unless said otherwise):
 - phishing, bananas: River's bundled datasets (classification, no known change);
 - trump: River's TrumpApproval (regression, no known change).
 
+Families added after the learner's defaults were settled (`UNSEEN`, their own report
+`trainer-generality-unseen`; nothing was tuned on them):
+
+- led: River's LEDDrift, 10 classes, 24 binary inputs (booleans as 0/1), 17 of them
+  irrelevant, 10% noise; each concept swaps other inputs (0 -> 7 -> 3 drifting);
+- stagger: River's STAGGER, three categorical inputs by vocabulary, functions
+  0 -> 1 -> 2;
+- mixed: River's Mixed, two booleans and two numbers, functions 0 -> 1 -> 0;
+- rbf: River's RandomRBF, 5 classes, 10 inputs, three different sets of centroids;
+- rbf-moving: River's RandomRBFDrift, 5 classes, 25 of 50 centroids moving all the
+  time (incremental drift, no single change); scored over the whole stream;
+- friedman-lea, friedman-gsg: FriedmanDrift's local expanding abrupt drift and its
+  global slow gradual drift (500-row transitions), regression;
+- planes2d: River's Planes2D (regression, no change);
+- mv: River's Mv, regression with three categorical inputs by vocabulary (no change);
+- imagesegments: River's bundled ImageSegments (7 classes, 18 inputs);
+- chickweights: River's bundled ChickWeights (regression, 578 rows ordered by chick
+  and time: 57 learned first, then three blocks, each predicted before it is learned).
+
 Every learner first learns `BOOT` rows (not scored; a tenth of a bundled
 dataset), then predicts and learns blocks of 256 rows (`--block`; River's learners
 learn after every row whatever the block). Scores: accuracy, or R2
@@ -106,6 +125,10 @@ class Contract:
 def _name(key: Any) -> str:
     """River numbers some generators' features (0, 1, ... or "1", "2"): names need letters."""
     return key if isinstance(key, str) and key.isidentifier() else f"x{key}"
+
+
+def _identifier(key: Any) -> Any:
+    return key.replace("-", "_") if isinstance(key, str) else key
 
 
 def numeric(*names: str) -> tuple[FeatureSpec, ...]:
@@ -216,7 +239,7 @@ def build(name: str, seed: int, segment: int) -> Stream:
         data = AGRAWAL_HASHED.data(list(stream.take(BOOT + 2 * segment)), missing=0.1, seed=seed)
         # The change is half done at `position`: post-drift counts from where it starts.
         return Stream(name, AGRAWAL_HASHED, "classification", 2, data, BOOT, [segment - width // 2])
-    if name.startswith("friedman"):
+    if name in ("friedman", "friedman-scaled"):
         contract = Contract(numeric(*(f"x{i}" for i in range(10))))
         gen = synth.FriedmanDrift(
             drift_type="gra", position=(BOOT + segment, BOOT + 2 * segment), seed=seed
@@ -226,15 +249,100 @@ def build(name: str, seed: int, segment: int) -> Stream:
             rows = [(x, 1000.0 * y + 10_000.0) for x, y in rows]
         data = contract.data(rows)
         return Stream(name, contract, "regression", 1, data, BOOT, [segment, 2 * segment])
+    if name in UNSEEN_SYNTHETIC:
+        return _unseen(name, seed, segment, abrupt)
     dataset, task, classes = {
         "phishing": (datasets.Phishing(), "classification", 2),
         "bananas": (datasets.Bananas(), "classification", 2),
         "trump": (datasets.TrumpApproval(), "regression", 1),
+        "imagesegments": (datasets.ImageSegments(), "classification", 7),
+        "chickweights": (datasets.ChickWeights(), "regression", 1),
     }[name]
-    rows = list(dataset)
+    # Names with letters, digits and underscores only (ImageSegments has dashes).
+    rows = [({_identifier(k): v for k, v in x.items()}, y) for x, y in dataset]
+    if task == "classification" and not all(isinstance(y, int | bool) for _, y in rows):
+        names = sorted({y for _, y in rows})  # class names -> 0 .. classes - 1
+        rows = [(x, names.index(y)) for x, y in rows]
     contract = Contract(numeric(*(_name(k) for k in rows[0][0])))
     data = contract.data(rows)
     return Stream(name, contract, task, classes, data, len(rows) // 10, [])
+
+
+def _unseen(name: str, seed: int, segment: int, abrupt: Callable[..., Stream]) -> Stream:
+    """The synthetic families of `UNSEEN` (see the module's docstring)."""
+    from river.datasets import synth
+
+    def numbered(count: int, first: int = 0) -> Contract:
+        return Contract(numeric(*(f"x{i}" for i in range(first, first + count))))
+
+    if name == "led":
+        gens = [
+            synth.LEDDrift(
+                seed=seed + k, noise_percentage=0.1, irrelevant_features=True, n_drift_features=k
+            )
+            for k in (0, 7, 3)
+        ]
+        return abrupt(numbered(24), gens, classes=10)
+    if name == "stagger":
+        contract = Contract(tuple(vocabulary(n, [0, 1, 2]) for n in ("size", "color", "shape")))
+        return abrupt(
+            contract, [synth.STAGGER(classification_function=f, seed=seed + f) for f in (0, 1, 2)]
+        )
+    if name == "mixed":
+        gens = [
+            synth.Mixed(classification_function=f, seed=seed + 3 * i + f)
+            for i, f in enumerate((0, 1, 0))
+        ]
+        return abrupt(numbered(4), gens)
+    if name == "rbf":
+        gens = [
+            synth.RandomRBF(
+                seed_model=10 * seed + k, seed_sample=10 * seed + k, n_classes=5, n_features=10
+            )
+            for k in range(3)
+        ]
+        return abrupt(numbered(10), gens, classes=5)
+    if name == "rbf-moving":
+        contract = numbered(10)
+        gen = synth.RandomRBFDrift(
+            seed_model=seed,
+            seed_sample=seed,
+            n_classes=5,
+            n_features=10,
+            change_speed=0.001,
+            n_drift_centroids=25,
+        )
+        data = contract.data(list(gen.take(BOOT + 3 * segment)))
+        return Stream(name, contract, "classification", 5, data, BOOT, [])
+    if name in ("friedman-lea", "friedman-gsg"):
+        kind = name.split("-")[1]
+        # Local expanding drift takes three change points (the third here ends the stream).
+        changes = (BOOT + segment, BOOT + 2 * segment) + (
+            (BOOT + 3 * segment,) if kind == "lea" else ()
+        )
+        gen = synth.FriedmanDrift(
+            drift_type=kind,
+            position=changes,
+            transition_window=500,
+            seed=seed,
+        )
+        data = numbered(10).data(list(gen.take(BOOT + 3 * segment)))
+        return Stream(name, numbered(10), "regression", 1, data, BOOT, [segment, 2 * segment])
+    if name == "planes2d":
+        data = numbered(10, first=1).data(list(synth.Planes2D(seed=seed).take(BOOT + 3 * segment)))
+        return Stream(name, numbered(10, first=1), "regression", 1, data, BOOT, [])
+    # mv: numbers and three categorical inputs (texts), numbered 1 .. 10.
+    rows = list(synth.Mv(seed=seed).take(BOOT + 3 * segment))
+    first = rows[0][0]
+    contract = Contract(
+        tuple(
+            vocabulary(_name(k), sorted({x[k] for x, _ in rows}))
+            if isinstance(first[k], str)
+            else FeatureSpec(name=_name(k))
+            for k in first
+        )
+    )
+    return Stream(name, contract, "regression", 1, contract.data(rows), BOOT, [])
 
 
 class Rotated:
@@ -264,18 +372,29 @@ def driftline(stream: Stream, seed: int, block: int = harness.BLOCK) -> NDArray[
 
 
 def river_models(stream: Stream, seed: int, full: bool) -> dict[str, Callable[[], Any]]:
-    from river import ensemble, forest, linear_model, preprocessing, tree
+    from river import compose, ensemble, forest, linear_model, preprocessing, tree
 
     nominal = stream.contract.categorical or None
     if stream.task == "regression":
+        numbers = compose.Select(*stream.contract.numeric)
+
+        def one_hot(model: Any) -> Any:
+            """River's regression trees fit linear models in their leaves, which take
+            numbers only: categorical inputs reach them one-hot."""
+            if not nominal:
+                return model
+            return (numbers + (compose.Select(*nominal) | preprocessing.OneHotEncoder())) | model
+
+        def linear() -> Any:
+            scaled = numbers | preprocessing.StandardScaler()
+            if nominal:  # categorical inputs one-hot beside the standardised numbers
+                scaled = scaled + (compose.Select(*nominal) | preprocessing.OneHotEncoder())
+            return scaled | linear_model.LinearRegression()
+
         return {
-            "linear (River)": lambda: (
-                preprocessing.StandardScaler() | linear_model.LinearRegression()
-            ),
-            "ARF (River)": lambda: forest.ARFRegressor(seed=seed, nominal_attributes=nominal),
-            "HAT (River)": lambda: tree.HoeffdingAdaptiveTreeRegressor(
-                seed=seed, nominal_attributes=nominal
-            ),
+            "linear (River)": linear,
+            "ARF (River)": lambda: one_hot(forest.ARFRegressor(seed=seed)),
+            "HAT (River)": lambda: one_hot(tree.HoeffdingAdaptiveTreeRegressor(seed=seed)),
         }
     out: dict[str, Callable[[], Any]] = {
         "ARF (River)": lambda: forest.ARFClassifier(seed=seed, nominal_attributes=nominal),
@@ -405,7 +524,20 @@ QUICK = [
     "trump",
 ]
 FULL = [*QUICK[:4], "hyperplane-slow", *QUICK[4:]]
-DATASETS = {"phishing", "bananas", "trump"}  # fixed rows: one seed is the only run
+UNSEEN_SYNTHETIC = [
+    "led",
+    "stagger",
+    "mixed",
+    "rbf",
+    "rbf-moving",
+    "friedman-lea",
+    "friedman-gsg",
+    "planes2d",
+    "mv",
+]
+UNSEEN = [*UNSEEN_SYNTHETIC, "imagesegments", "chickweights"]
+# Fixed rows: one seed is the only run.
+DATASETS = {"phishing", "bananas", "trump", "imagesegments", "chickweights"}
 # A River learner run with Driftline's serving lag: each block predicted, then learned.
 LAGGED = ", per block"
 
@@ -481,6 +613,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=None, help="default 3 (quick: 1)")
     parser.add_argument("--segment", type=int, default=5000)
     parser.add_argument("--streams", nargs="*", help="only these families")
+    parser.add_argument(
+        "--unseen",
+        action="store_true",
+        help="the families added after the defaults were settled (`UNSEEN`), written to "
+        "trainer-generality-unseen unless --name",
+    )
     parser.add_argument("--name", default="trainer-generality", help="result file name")
     parser.add_argument(
         "--block", type=int, default=harness.BLOCK, help="rows driftline predicts, then learns"
@@ -499,7 +637,9 @@ def main() -> None:
     args = parser.parse_args()
     seeds = args.seeds or (1 if args.quick else 3)
     segment = 3000 if args.quick else args.segment
-    streams = args.streams or (QUICK if args.quick else FULL)
+    streams = args.streams or (UNSEEN if args.unseen else QUICK if args.quick else FULL)
+    if args.unseen and args.name == parser.get_default("name"):
+        args.name = "trainer-generality-unseen"
     pin_to_one_core()
     earlier: dict[tuple[str, int], dict[str, Any]] = {}
     if args.baselines_from:
