@@ -10,14 +10,15 @@
 #                              `go build` of its release, pinned in metrics-server/go.mod
 #   Prometheus                 scrapes the real node's Pods with the chart's scrape
 #                              configs (Kubernetes discovery, which Debian's package
-#                              lacks), `go build` of its release, pinned in prometheus/go.mod
+#                              lacks), `go build` of its release, pinned in prometheus/go.mod,
+#                              with no other discovery linked in
 #   Apache Kafka               the broker's jars from Maven Central (pom.xml here)
 #
 # The cache directory is ${DRIFTLINE_RIG_CACHE:-~/.cache/driftline-rig}/<key>, where
 # the key names the pinned versions and a hash of this directory's inputs (go.mod,
 # go.sum, pom.xml, log4j2.properties, coredns/, metrics-server/, prometheus/ and this
-# script): any change builds into a new
-# directory, and an unchanged rig is not built again. Go's module and build caches
+# script): any change builds into a new directory, and an unchanged rig is not built
+# again. Go's module and build caches
 # (~/go/pkg/mod, ~/.cache/go-build) and Maven's (~/.m2) stay where they are, so even
 # a new key rebuilds mostly from cache. Builds of one key take turns (flock), so
 # several checkouts may run `make test` at once.
@@ -141,7 +142,7 @@ build_metrics_server() {
 }
 # Module v0.X.Y is Prometheus 3.X.Y. Only Kubernetes service discovery is linked in:
 # prometheus/plugins.go.in stands in for the release's generated list of every cloud's
-# discovery, whose SDKs were most of a cold build. Go lets an overlay replace no file of
+# discovery, whose SDKs were a third of a cold build. Go lets an overlay replace no file of
 # its module cache, so the build runs in a vendored copy of prometheus/ (its go.mod and
 # go.sum; `go mod vendor` copies the sources from the module cache).
 build_prometheus() {
