@@ -326,11 +326,13 @@ def _unseen(name: str, seed: int, segment: int, abrupt: Callable[..., Stream]) -
             transition_window=500,
             seed=seed,
         )
-        data = numbered(10).data(list(gen.take(BOOT + 3 * segment)))
-        return Stream(name, numbered(10), "regression", 1, data, BOOT, [segment, 2 * segment])
+        contract = numbered(10)
+        data = contract.data(list(gen.take(BOOT + 3 * segment)))
+        return Stream(name, contract, "regression", 1, data, BOOT, [segment, 2 * segment])
     if name == "planes2d":
-        data = numbered(10, first=1).data(list(synth.Planes2D(seed=seed).take(BOOT + 3 * segment)))
-        return Stream(name, numbered(10, first=1), "regression", 1, data, BOOT, [])
+        contract = numbered(10, first=1)  # Planes2D numbers its inputs from 1
+        data = contract.data(list(synth.Planes2D(seed=seed).take(BOOT + 3 * segment)))
+        return Stream(name, contract, "regression", 1, data, BOOT, [])
     # mv: numbers and three categorical inputs (texts), numbered 1 .. 10.
     rows = list(synth.Mv(seed=seed).take(BOOT + 3 * segment))
     first = rows[0][0]
@@ -376,20 +378,24 @@ def river_models(stream: Stream, seed: int, full: bool) -> dict[str, Callable[[]
 
     nominal = stream.contract.categorical or None
     if stream.task == "regression":
-        numbers = compose.Select(*stream.contract.numeric)
+
+        def beside_categories(numbers: Any) -> Any:
+            """`numbers` (a step over the numeric inputs) with the categorical inputs
+            one-hot beside it; a new pipeline each call, as River's steps keep state."""
+            if not nominal:
+                return numbers
+            return numbers + (compose.Select(*nominal) | preprocessing.OneHotEncoder())
 
         def one_hot(model: Any) -> Any:
             """River's regression trees fit linear models in their leaves, which take
             numbers only: categorical inputs reach them one-hot."""
             if not nominal:
                 return model
-            return (numbers + (compose.Select(*nominal) | preprocessing.OneHotEncoder())) | model
+            return beside_categories(compose.Select(*stream.contract.numeric)) | model
 
         def linear() -> Any:
-            scaled = numbers | preprocessing.StandardScaler()
-            if nominal:  # categorical inputs one-hot beside the standardised numbers
-                scaled = scaled + (compose.Select(*nominal) | preprocessing.OneHotEncoder())
-            return scaled | linear_model.LinearRegression()
+            scaled = compose.Select(*stream.contract.numeric) | preprocessing.StandardScaler()
+            return beside_categories(scaled) | linear_model.LinearRegression()
 
         return {
             "linear (River)": linear,
